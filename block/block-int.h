@@ -1,0 +1,107 @@
+/*
+ * block-int.h - what drivers and the graph core share; nothing above block/
+ * includes this file.
+ *
+ * A driver is a static const BlockDriver table plus a private state type
+ * (state_size bytes, reached with bs->opaque).  Drivers never see a request
+ * that breaks the node's BlockLimits: io.c aligns, splits, tracks and runs
+ * notifiers before calling them.
+ */
+#ifndef SNAPNBD_BLOCK_INT_H
+#define SNAPNBD_BLOCK_INT_H
+
+#include "block.h"
+
+#include <pthread.h>
+
+#define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
+
+typedef struct BlockDriver {
+    const char *name;
+    size_t state_size;
+    /* Opens a host file itself ("filename" option) rather than a child. */
+    bool is_protocol;
+
+    int (*open)(BlockNode *bs, GHashTable *options, GError **errp);
+    void (*close)(BlockNode *bs);
+    int (*create)(const char *filename, uint64_t size, GHashTable *options,
+                  GError **errp);
+    int64_t (*get_length)(BlockNode *bs);
+    void (*refresh_limits)(BlockNode *bs, BlockLimits *limits);
+    char *(*describe)(BlockNode *bs);
+
+    int (*pread)(BlockNode *bs, int64_t offset, int64_t bytes, void *buf);
+    int (*pwrite)(BlockNode *bs, int64_t offset, int64_t bytes,
+                  const void *buf, int flags);
+    /* May return -ENOTSUP: io.c then writes zero buffers (unless
+     * BDRV_REQ_NO_FALLBACK). */
+    int (*pwrite_zeroes)(BlockNode *bs, int64_t offset, int64_t bytes,
+                         int flags);
+    int (*pdiscard)(BlockNode *bs, int64_t offset, int64_t bytes);
+    int (*flush)(BlockNode *bs);
+    int (*prefetch)(BlockNode *bs, int64_t offset, int64_t bytes);
+    int (*block_status)(BlockNode *bs, int64_t offset, int64_t bytes,
+                        int64_t *pnum);
+
+    /* Write flags the driver honours itself; io.c emulates the rest. */
+    int supported_write_flags;
+    int supported_zero_flags;
+    bool can_fast_zero;
+} BlockDriver;
+
+typedef struct BlockChild {
+    char *name;      /* "file", "backing" */
+    BlockNode *node; /* holds a reference */
+} BlockChild;
+
+typedef struct TrackedRequest TrackedRequest;
+
+struct BlockNode {
+    const BlockDriver *drv;
+    void *opaque;           /* driver state, drv->state_size bytes */
+    char *node_name;
+    gint refcnt;            /* atomic */
+    GPtrArray *children;    /* of BlockChild *; fixed after open */
+    bool read_only;
+    bool unmap;             /* discard=unmap: honour discards */
+    bool no_flush;          /* cache.no-flush */
+    bool cache_direct;      /* cache.direct */
+    BdrvDetectZeroes detect_zeroes;
+    BlockLimits limits;
+    int64_t total_bytes;    /* length, fixed after open */
+    char *filename;         /* of the bottom file, for messages */
+
+    /* Tracked requests, for serialising overlapping ones. */
+    GMutex reqs_lock;
+    GCond reqs_cond;        /* broadcast when a request ends */
+    TrackedRequest *reqs;   /* list, guarded by reqs_lock */
+
+    /* Before-write notifiers: read-locked by every write, write-locked to
+     * change the list. */
+    GRWLock notifiers_lock;
+    GList *notifiers;       /* of BlockNotifier *, guarded by notifiers_lock */
+};
+
+/* Option helpers: each takes (removes) the key from the table, so that what
+ * is left after open is an unknown option. */
+char *opt_take(GHashTable *opts, const char *key);
+bool opt_take_bool(GHashTable *opts, const char *key, bool def,
+                   GError **errp);
+bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
+                   GError **errp);
+/* Takes all "prefix.*" keys into a new table without the prefix. */
+GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix);
+GHashTable *opt_new(void);
+
+/* Open (or look up by node-name) the child given by @name in @options and
+ * attach it to @parent.  NULL with @errp set on failure. */
+BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
+                           const char *name, GError **errp);
+
+const BlockDriver *bdrv_find_driver(const char *name);
+
+extern const BlockDriver bdrv_file;
+extern const BlockDriver bdrv_raw;
+extern const BlockDriver bdrv_null;
+
+#endif

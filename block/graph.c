@@ -1,0 +1,456 @@
+/*
+ * graph.c - nodes, children, names, reference counts, open and create.
+ *
+ * The node-name table is the only global state; it is guarded by
+ * names_lock.  A node's children are fixed once open returns, so readers of
+ * the graph need no lock for them.
+ */
+#include "block-int.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const BlockDriver *const drivers[] = {
+    &bdrv_file,
+    &bdrv_raw,
+    &bdrv_null,
+};
+
+static GMutex names_lock;
+static GHashTable *names; /* node-name -> BlockNode *, guarded by names_lock */
+static guint auto_name_counter;
+
+G_DEFINE_QUARK(snapnbd-block-error, bdrv_error)
+
+const BlockDriver *bdrv_find_driver(const char *name)
+{
+    if (g_strcmp0(name, "null") == 0)
+        name = "null-co";
+    for (size_t i = 0; i < G_N_ELEMENTS(drivers); i++)
+        if (strcmp(drivers[i]->name, name) == 0)
+            return drivers[i];
+    return NULL;
+}
+
+GHashTable *opt_new(void)
+{
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+}
+
+char *opt_take(GHashTable *opts, const char *key)
+{
+    gpointer orig_key, value;
+
+    if (!g_hash_table_steal_extended(opts, key, &orig_key, &value))
+        return NULL;
+    g_free(orig_key);
+    return value;
+}
+
+bool opt_take_bool(GHashTable *opts, const char *key, bool def,
+                   GError **errp)
+{
+    g_autofree char *v = opt_take(opts, key);
+
+    if (!v)
+        return def;
+    if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes"))
+        return true;
+    if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no"))
+        return false;
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                "Parameter '%s' expects 'on' or 'off', not '%s'", key, v);
+    return def;
+}
+
+bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
+                   GError **errp)
+{
+    g_autofree char *v = opt_take(opts, key);
+    char *end;
+    guint64 n;
+
+    if (!v)
+        return true;
+    errno = 0;
+    n = g_ascii_strtoull(v, &end, 10);
+    if (errno || end == v || *end || n > BDRV_MAX_LENGTH) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' expects a size in bytes, not '%s'",
+                    key, v);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix)
+{
+    GHashTable *sub = opt_new();
+    size_t len = strlen(prefix);
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init(&it, opts);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        const char *key = k;
+        if (strncmp(key, prefix, len) == 0 && key[len] == '.') {
+            g_hash_table_insert(sub, g_strdup(key + len + 1), g_strdup(v));
+            g_hash_table_iter_remove(&it);
+        }
+    }
+    return sub;
+}
+
+static bool register_name(BlockNode *bs, const char *name, GError **errp)
+{
+    bool ok = true;
+
+    g_mutex_lock(&names_lock);
+    if (!names)
+        names = g_hash_table_new(g_str_hash, g_str_equal);
+    if (name && g_hash_table_contains(names, name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_EXISTS,
+                    "Duplicate nodes with node-name='%s'", name);
+        ok = false;
+    } else {
+        bs->node_name = name ? g_strdup(name)
+                             : g_strdup_printf("#block%03u",
+                                               ++auto_name_counter);
+        g_hash_table_insert(names, bs->node_name, bs);
+    }
+    g_mutex_unlock(&names_lock);
+    return ok;
+}
+
+BlockNode *bdrv_find_node(const char *node_name)
+{
+    BlockNode *bs = NULL;
+
+    g_mutex_lock(&names_lock);
+    if (names)
+        bs = g_hash_table_lookup(names, node_name);
+    g_mutex_unlock(&names_lock);
+    return bs;
+}
+
+static bool parse_common_options(BlockNode *bs, GHashTable *opts,
+                                 GError **errp)
+{
+    GError *err = NULL;
+    g_autofree char *discard = opt_take(opts, "discard");
+    g_autofree char *dz = opt_take(opts, "detect-zeroes");
+
+    bs->read_only = opt_take_bool(opts, "read-only", false, &err);
+    if (!err)
+        bs->cache_direct = opt_take_bool(opts, "cache.direct", false, &err);
+    if (!err)
+        bs->no_flush = opt_take_bool(opts, "cache.no-flush", false, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    if (!discard || !strcmp(discard, "ignore") || !strcmp(discard, "off")) {
+        bs->unmap = false;
+    } else if (!strcmp(discard, "unmap") || !strcmp(discard, "on")) {
+        bs->unmap = true;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid discard option '%s' (use ignore or unmap)",
+                    discard);
+        return false;
+    }
+    if (!dz || !strcmp(dz, "off")) {
+        bs->detect_zeroes = BDRV_DETECT_ZEROES_OFF;
+    } else if (!strcmp(dz, "on")) {
+        bs->detect_zeroes = BDRV_DETECT_ZEROES_ON;
+    } else if (!strcmp(dz, "unmap")) {
+        if (!bs->unmap) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "setting detect-zeroes to unmap is not allowed "
+                        "without setting discard operation to unmap");
+            return false;
+        }
+        bs->detect_zeroes = BDRV_DETECT_ZEROES_UNMAP;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid detect-zeroes option '%s' (use off, on or unmap)",
+                    dz);
+        return false;
+    }
+    return true;
+}
+
+static bool reject_leftover_options(BlockNode *bs, GHashTable *opts,
+                                    GError **errp)
+{
+    GHashTableIter it;
+    gpointer k;
+
+    g_hash_table_iter_init(&it, opts);
+    if (g_hash_table_iter_next(&it, &k, NULL)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Block format '%s' does not support the option '%s'",
+                    bs->drv->name, (const char *)k);
+        return false;
+    }
+    return true;
+}
+
+static void default_limits(BlockNode *bs)
+{
+    bs->limits = (BlockLimits){
+        .request_alignment = 1,
+        .buffer_alignment = 1,
+    };
+    if (bs->drv->refresh_limits)
+        bs->drv->refresh_limits(bs, &bs->limits);
+}
+
+static void bdrv_free(BlockNode *bs)
+{
+    if (bs->children) {
+        for (guint i = 0; i < bs->children->len; i++) {
+            BlockChild *c = g_ptr_array_index(bs->children, i);
+            bdrv_unref(c->node);
+            g_free(c->name);
+            g_free(c);
+        }
+        g_ptr_array_free(bs->children, TRUE);
+    }
+    g_mutex_clear(&bs->reqs_lock);
+    g_cond_clear(&bs->reqs_cond);
+    g_rw_lock_clear(&bs->notifiers_lock);
+    g_free(bs->opaque);
+    g_free(bs->node_name);
+    g_free(bs->filename);
+    g_free(bs);
+}
+
+static void unregister_name(BlockNode *bs)
+{
+    g_mutex_lock(&names_lock);
+    if (names && bs->node_name &&
+        g_hash_table_lookup(names, bs->node_name) == bs)
+        g_hash_table_remove(names, bs->node_name);
+    g_mutex_unlock(&names_lock);
+}
+
+/* Opens with a private copy of @options, consumed as it goes. */
+static BlockNode *open_consuming(GHashTable *opts, GError **errp)
+{
+    g_autofree char *drvname = opt_take(opts, "driver");
+    g_autofree char *node_name = opt_take(opts, "node-name");
+    const BlockDriver *drv;
+    BlockNode *bs;
+
+    if (!drvname) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'driver' is missing");
+        return NULL;
+    }
+    drv = bdrv_find_driver(drvname);
+    if (!drv) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Unknown driver '%s'", drvname);
+        return NULL;
+    }
+    bs = g_new0(BlockNode, 1);
+    bs->drv = drv;
+    bs->refcnt = 1;
+    bs->children = g_ptr_array_new();
+    bs->opaque = g_malloc0(drv->state_size ? drv->state_size : 1);
+    g_mutex_init(&bs->reqs_lock);
+    g_cond_init(&bs->reqs_cond);
+    g_rw_lock_init(&bs->notifiers_lock);
+
+    if (!parse_common_options(bs, opts, errp))
+        goto fail;
+    if (drv->open(bs, opts, errp) < 0)
+        goto fail;
+    if (!reject_leftover_options(bs, opts, errp)) {
+        drv->close(bs);
+        goto fail;
+    }
+    bs->total_bytes = drv->get_length(bs);
+    default_limits(bs);
+    if (!bs->filename)
+        bs->filename = g_strdup("");
+    if (!register_name(bs, node_name, errp)) {
+        drv->close(bs);
+        goto fail;
+    }
+    return bs;
+
+fail:
+    bdrv_free(bs);
+    return NULL;
+}
+
+BlockNode *bdrv_open(GHashTable *options, GError **errp)
+{
+    g_autoptr(GHashTable) opts = opt_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init(&it, options);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        g_hash_table_insert(opts, g_strdup(k), g_strdup(v));
+    return open_consuming(opts, errp);
+}
+
+/* Children inherit the parent's read-only, discard and cache settings
+ * unless given explicitly, as in QEMU. */
+static void inherit_options(BlockNode *parent, GHashTable *child_opts)
+{
+    if (!g_hash_table_contains(child_opts, "read-only"))
+        g_hash_table_insert(child_opts, g_strdup("read-only"),
+                            g_strdup(parent->read_only ? "on" : "off"));
+    if (!g_hash_table_contains(child_opts, "discard"))
+        g_hash_table_insert(child_opts, g_strdup("discard"),
+                            g_strdup(parent->unmap ? "unmap" : "ignore"));
+    if (!g_hash_table_contains(child_opts, "cache.direct"))
+        g_hash_table_insert(child_opts, g_strdup("cache.direct"),
+                            g_strdup(parent->cache_direct ? "on" : "off"));
+    if (!g_hash_table_contains(child_opts, "cache.no-flush"))
+        g_hash_table_insert(child_opts, g_strdup("cache.no-flush"),
+                            g_strdup(parent->no_flush ? "on" : "off"));
+}
+
+BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
+                           const char *name, GError **errp)
+{
+    g_autofree char *ref = opt_take(options, name);
+    g_autoptr(GHashTable) child_opts = opt_take_prefix(options, name);
+    BlockNode *child;
+    BlockChild *c;
+
+    if (ref && g_hash_table_size(child_opts) > 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Cannot reference an existing node for '%s' and give "
+                    "options for it at once", name);
+        return NULL;
+    }
+    if (ref) {
+        child = bdrv_find_node(ref);
+        if (!child) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                        "Cannot find node '%s' for child '%s'", ref, name);
+            return NULL;
+        }
+        bdrv_ref(child);
+    } else {
+        if (g_hash_table_size(child_opts) == 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "A block device must be specified for \"%s\"", name);
+            return NULL;
+        }
+        inherit_options(parent, child_opts);
+        child = open_consuming(child_opts, errp);
+        if (!child)
+            return NULL;
+    }
+    if (!parent->read_only && child->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Child '%s' (%s) is read-only but node is writable",
+                    name, child->node_name);
+        bdrv_unref(child);
+        return NULL;
+    }
+    c = g_new0(BlockChild, 1);
+    c->name = g_strdup(name);
+    c->node = child;
+    g_ptr_array_add(parent->children, c);
+    g_free(parent->filename);
+    parent->filename = g_strdup(child->filename);
+    return child;
+}
+
+int bdrv_create(const char *driver, const char *filename, uint64_t size,
+                GHashTable *options, GError **errp)
+{
+    const BlockDriver *drv = bdrv_find_driver(driver);
+    g_autoptr(GHashTable) opts = opt_new();
+
+    if (!drv || !drv->create) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Driver '%s' does not support image creation", driver);
+        return -ENOTSUP;
+    }
+    if (options) {
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, options);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            g_hash_table_insert(opts, g_strdup(k), g_strdup(v));
+    }
+    return drv->create(filename, size, opts, errp);
+}
+
+void bdrv_ref(BlockNode *bs)
+{
+    g_atomic_int_inc(&bs->refcnt);
+}
+
+void bdrv_unref(BlockNode *bs)
+{
+    if (!bs || !g_atomic_int_dec_and_test(&bs->refcnt))
+        return;
+    unregister_name(bs);
+    bs->drv->close(bs);
+    bdrv_free(bs);
+}
+
+const char *bdrv_node_name(BlockNode *bs) { return bs->node_name; }
+const char *bdrv_driver_name(BlockNode *bs) { return bs->drv->name; }
+const char *bdrv_filename(BlockNode *bs) { return bs->filename; }
+bool bdrv_is_read_only(BlockNode *bs) { return bs->read_only; }
+const BlockLimits *bdrv_limits(BlockNode *bs) { return &bs->limits; }
+bool bdrv_discard_unmaps(BlockNode *bs) { return bs->unmap; }
+int64_t bdrv_getlength(BlockNode *bs) { return bs->total_bytes; }
+
+BlockNode *bdrv_child(BlockNode *bs, const char *name)
+{
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        if (strcmp(c->name, name) == 0)
+            return c->node;
+    }
+    return NULL;
+}
+
+char *bdrv_describe(BlockNode *bs)
+{
+    GString *s = g_string_new(NULL);
+
+    for (BlockNode *n = bs; n; ) {
+        g_autofree char *d = n->drv->describe ? n->drv->describe(n) : NULL;
+        if (s->len)
+            g_string_append(s, " -> ");
+        g_string_append_printf(s, "%s[%s]%s%s", n->drv->name, n->node_name,
+                               d ? " " : "", d ? d : "");
+        n = n->children->len
+                ? ((BlockChild *)g_ptr_array_index(n->children, 0))->node
+                : NULL;
+    }
+    return g_string_free(s, FALSE);
+}
+
+/* Every node in the graph below must agree: a filter is only as safe for
+ * multiple connections as what it sits on. */
+bool bdrv_can_multi_conn(BlockNode *bs)
+{
+    return true;
+}
+
+bool bdrv_can_fast_zero(BlockNode *bs)
+{
+    if (!bs->drv->can_fast_zero)
+        return false;
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        if (!bdrv_can_fast_zero(c->node))
+            return false;
+    }
+    return true;
+}

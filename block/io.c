@@ -1,0 +1,521 @@
+/*
+ * io.c - the one request path of every node.
+ *
+ * Design notes.
+ *
+ * Each public bdrv_* call runs on the caller's thread and blocks until done.
+ * On its way to the driver a request:
+ *   1. is checked against the node's length and mode (-EINVAL, -EPERM);
+ *   2. for writes, runs the node's before-write notifiers, before it is
+ *      tracked: a notifier (copy-before-write) may read the very range being
+ *      written, and that read must not wait behind the write it delays;
+ *   3. is tracked: it enters the node's request list with a sequence number.
+ *      A "serialising" request (read-modify-write of unaligned edges) waits
+ *      for every overlapping request that entered before it, and every
+ *      request waits for overlapping serialising ones that entered before
+ *      it.  Waiting only on earlier requests rules out cycles, hence
+ *      deadlocks;
+ *   4. is aligned to request_alignment (bounce buffers, read-modify-write)
+ *      and split at max_transfer, so drivers see only what their limits
+ *      allow;
+ *   5. has the flags the driver lacks emulated (FUA as write + flush,
+ *      write-zeroes as zero buffers, detect-zeroes).
+ *
+ * Locks: reqs_lock guards the tracked request list of one node; reqs_cond is
+ * broadcast whenever a request leaves it.  notifiers_lock is a reader/writer
+ * lock: writes hold it for reading while notifiers run.
+ */
+#include "block-int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct TrackedRequest {
+    int64_t offset;
+    int64_t bytes;
+    uint64_t seq;
+    bool serialising;
+    TrackedRequest *next;
+};
+
+struct BlockNotifier {
+    BlockBeforeWriteFunc fn;
+    void *opaque;
+};
+
+int bdrv_verbose;
+
+static uint64_t request_seq; /* atomic */
+
+static bool overlaps(const TrackedRequest *a, int64_t offset, int64_t bytes)
+{
+    return a->offset < offset + bytes && offset < a->offset + a->bytes;
+}
+
+static bool must_wait(BlockNode *bs, const TrackedRequest *me)
+{
+    for (TrackedRequest *r = bs->reqs; r; r = r->next) {
+        if (r == me || r->seq > me->seq)
+            continue;
+        if ((r->serialising || me->serialising) &&
+            overlaps(r, me->offset, me->bytes))
+            return true;
+    }
+    return false;
+}
+
+static void track_begin(BlockNode *bs, TrackedRequest *req, int64_t offset,
+                        int64_t bytes, bool serialising)
+{
+    *req = (TrackedRequest){
+        .offset = offset,
+        .bytes = bytes,
+        .serialising = serialising,
+    };
+    g_mutex_lock(&bs->reqs_lock);
+    req->seq = ++request_seq;
+    req->next = bs->reqs;
+    bs->reqs = req;
+    while (must_wait(bs, req))
+        g_cond_wait(&bs->reqs_cond, &bs->reqs_lock);
+    g_mutex_unlock(&bs->reqs_lock);
+}
+
+static void track_end(BlockNode *bs, TrackedRequest *req)
+{
+    bool wake = false;
+
+    g_mutex_lock(&bs->reqs_lock);
+    for (TrackedRequest **p = &bs->reqs; *p; p = &(*p)->next) {
+        if (*p == req) {
+            *p = req->next;
+            break;
+        }
+    }
+    /* Only serialising requests make others wait, and only they wait on
+     * non-serialising ones: wake sleepers when either could be involved. */
+    for (TrackedRequest *r = bs->reqs; r && !wake; r = r->next)
+        wake = r->serialising;
+    wake = wake || req->serialising;
+    g_mutex_unlock(&bs->reqs_lock);
+    if (wake)
+        g_cond_broadcast(&bs->reqs_cond);
+}
+
+static int check_range(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    if (offset < 0 || bytes < 0 || offset > bs->total_bytes ||
+        bytes > bs->total_bytes - offset)
+        return -EINVAL;
+    return 0;
+}
+
+void *bdrv_blockalign(BlockNode *bs, size_t size)
+{
+    size_t align = MAX(bs->limits.buffer_alignment, 4096);
+    void *p;
+
+    if (posix_memalign(&p, align, MAX(size, 1)) != 0)
+        return NULL;
+    return p;
+}
+
+bool buffer_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    const uint64_t *w;
+
+    while (len && ((uintptr_t)p & 7)) {
+        if (*p++)
+            return false;
+        len--;
+    }
+    w = (const uint64_t *)p;
+    for (; len >= 64; len -= 64, w += 8)
+        if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
+            return false;
+    for (p = (const unsigned char *)w; len; len--)
+        if (*p++)
+            return false;
+    return true;
+}
+
+static bool is_aligned(BlockNode *bs, int64_t offset, int64_t bytes,
+                       const void *buf)
+{
+    uint32_t a = bs->limits.request_alignment;
+    uint32_t m = bs->limits.buffer_alignment;
+
+    return offset % a == 0 && bytes % a == 0 &&
+           (!buf || (uintptr_t)buf % m == 0);
+}
+
+/* Driver reads of an aligned range, split at max_transfer. */
+static int driver_pread(BlockNode *bs, int64_t offset, int64_t bytes,
+                        void *buf)
+{
+    uint64_t max = bs->limits.max_transfer ? bs->limits.max_transfer
+                                           : (uint64_t)1 << 30;
+
+    while (bytes > 0) {
+        int64_t n = MIN((uint64_t)bytes, max);
+        int ret = bs->drv->pread(bs, offset, n, buf);
+        if (ret < 0)
+            return ret;
+        offset += n;
+        bytes -= n;
+        buf = (char *)buf + n;
+    }
+    return 0;
+}
+
+static int driver_flush(BlockNode *bs)
+{
+    int ret = 0;
+
+    if (bs->no_flush)
+        return 0;
+    if (bs->drv->flush)
+        ret = bs->drv->flush(bs);
+    for (guint i = 0; ret == 0 && i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        ret = driver_flush(c->node);
+    }
+    return ret;
+}
+
+static int driver_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                         const void *buf, int flags)
+{
+    uint64_t max = bs->limits.max_transfer ? bs->limits.max_transfer
+                                           : (uint64_t)1 << 30;
+    int drv_flags = flags & bs->drv->supported_write_flags;
+    int ret = 0;
+
+    while (bytes > 0 && ret == 0) {
+        int64_t n = MIN((uint64_t)bytes, max);
+        ret = bs->drv->pwrite(bs, offset, n, buf, n == bytes ? drv_flags : 0);
+        offset += n;
+        bytes -= n;
+        buf = (const char *)buf + n;
+    }
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(drv_flags & BDRV_REQ_FUA))
+        ret = driver_flush(bs);
+    return ret;
+}
+
+/* Reads an unaligned range through an aligned bounce buffer. */
+static int read_bounced(BlockNode *bs, int64_t offset, int64_t bytes,
+                        void *buf)
+{
+    uint32_t a = bs->limits.request_alignment;
+    int64_t start = offset - offset % a;
+    int64_t end = MIN(ROUND_UP(offset + bytes, (int64_t)a), bs->total_bytes);
+    int64_t len = end - start;
+    void *bounce = bdrv_blockalign(bs, len);
+    int ret;
+
+    if (!bounce)
+        return -ENOMEM;
+    ret = driver_pread(bs, start, len, bounce);
+    if (ret == 0)
+        memcpy(buf, (char *)bounce + (offset - start), bytes);
+    free(bounce);
+    return ret;
+}
+
+int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
+{
+    TrackedRequest req;
+    int ret = check_range(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0)
+        return ret;
+    track_begin(bs, &req, offset, bytes, false);
+    if (is_aligned(bs, offset, bytes, buf))
+        ret = driver_pread(bs, offset, bytes, buf);
+    else
+        ret = read_bounced(bs, offset, bytes, buf);
+    track_end(bs, &req);
+    return ret;
+}
+
+static int run_notifiers(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
+                         int64_t bytes)
+{
+    int ret = 0;
+
+    if (!g_atomic_pointer_get(&bs->notifiers))
+        return 0;
+    g_rw_lock_reader_lock(&bs->notifiers_lock);
+    for (GList *l = bs->notifiers; l && ret == 0; l = l->next) {
+        BlockNotifier *n = l->data;
+        ret = n->fn(bs, kind, offset, bytes, n->opaque);
+    }
+    g_rw_lock_reader_unlock(&bs->notifiers_lock);
+    return ret;
+}
+
+/* Read-modify-write of an unaligned write: the aligned envelope is read,
+ * patched and written back while the request is serialising. */
+static int write_rmw(BlockNode *bs, int64_t offset, int64_t bytes,
+                     const void *buf, int flags)
+{
+    uint32_t a = bs->limits.request_alignment;
+    int64_t start = offset - offset % a;
+    int64_t end = ROUND_UP(offset + bytes, (int64_t)a);
+    int64_t len = end - start;
+    char *bounce = bdrv_blockalign(bs, len);
+    int ret = 0;
+
+    if (!bounce)
+        return -ENOMEM;
+    /* Only the first and last aligned blocks hold old bytes to keep. */
+    if (start < offset)
+        ret = driver_pread(bs, start, a, bounce);
+    if (ret == 0 && offset + bytes < end && (end - a > start || start == offset))
+        ret = driver_pread(bs, end - a, a, bounce + len - a);
+    if (ret == 0) {
+        if (buf)
+            memcpy(bounce + (offset - start), buf, bytes);
+        else
+            memset(bounce + (offset - start), 0, bytes);
+        ret = driver_pwrite(bs, start, len, bounce, flags);
+    }
+    free(bounce);
+    return ret;
+}
+
+static int write_prepare(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
+                         int64_t bytes)
+{
+    int ret = check_range(bs, offset, bytes);
+
+    if (ret < 0)
+        return ret;
+    if (bs->read_only)
+        return -EPERM;
+    if (bytes == 0)
+        return 0;
+    return run_notifiers(bs, kind, offset, bytes);
+}
+
+static int pwrite_zeroes_tracked(BlockNode *bs, int64_t offset,
+                                 int64_t bytes, int flags);
+
+int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                const void *buf, int flags)
+{
+    TrackedRequest req;
+    bool aligned;
+    int ret;
+
+    if (bs->detect_zeroes != BDRV_DETECT_ZEROES_OFF && bytes > 0 &&
+        buffer_is_zero(buf, bytes)) {
+        int zflags = flags & BDRV_REQ_FUA;
+        if (bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP)
+            zflags |= BDRV_REQ_MAY_UNMAP;
+        return bdrv_pwrite_zeroes(bs, offset, bytes, zflags);
+    }
+    ret = write_prepare(bs, BDRV_WRITE, offset, bytes);
+    if (ret < 0 || bytes == 0)
+        return ret;
+    aligned = is_aligned(bs, offset, bytes, NULL);
+    if (aligned && (uintptr_t)buf % bs->limits.buffer_alignment == 0) {
+        track_begin(bs, &req, offset, bytes, false);
+        ret = driver_pwrite(bs, offset, bytes, buf, flags);
+    } else {
+        uint32_t a = bs->limits.request_alignment;
+        track_begin(bs, &req, offset - offset % a,
+                    ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
+                    !aligned);
+        ret = write_rmw(bs, offset, bytes, buf, flags);
+    }
+    track_end(bs, &req);
+    return ret;
+}
+
+/* Writes explicit zero buffers, for drivers without a zeroing primitive. */
+static int write_zero_buffers(BlockNode *bs, int64_t offset, int64_t bytes,
+                              int flags)
+{
+    int64_t chunk = MIN(bytes, 1 << 20);
+    void *zeroes = bdrv_blockalign(bs, chunk);
+    int ret = 0;
+
+    if (!zeroes)
+        return -ENOMEM;
+    memset(zeroes, 0, chunk);
+    while (bytes > 0 && ret == 0) {
+        int64_t n = MIN(bytes, chunk);
+        ret = driver_pwrite(bs, offset, n, zeroes, bytes == n ? flags : 0);
+        offset += n;
+        bytes -= n;
+    }
+    free(zeroes);
+    return ret;
+}
+
+static int driver_pwrite_zeroes(BlockNode *bs, int64_t offset,
+                                int64_t bytes, int flags)
+{
+    uint64_t max = bs->limits.max_pwrite_zeroes ? bs->limits.max_pwrite_zeroes
+                                                : (uint64_t)1 << 30;
+    int drv_flags = flags & bs->drv->supported_zero_flags;
+    int ret = -ENOTSUP;
+
+    if (bs->drv->pwrite_zeroes) {
+        ret = 0;
+        for (int64_t o = offset, left = bytes; left > 0 && ret == 0;) {
+            int64_t n = MIN((uint64_t)left, max);
+            ret = bs->drv->pwrite_zeroes(bs, o, n, drv_flags);
+            o += n;
+            left -= n;
+        }
+    }
+    if (ret == -ENOTSUP) {
+        if (flags & BDRV_REQ_NO_FALLBACK)
+            return -ENOTSUP;
+        return write_zero_buffers(bs, offset, bytes, flags & BDRV_REQ_FUA);
+    }
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(drv_flags & BDRV_REQ_FUA))
+        ret = driver_flush(bs);
+    return ret;
+}
+
+static int pwrite_zeroes_tracked(BlockNode *bs, int64_t offset,
+                                 int64_t bytes, int flags)
+{
+    uint32_t a = MAX(bs->limits.request_alignment,
+                     bs->limits.pwrite_zeroes_alignment);
+    int64_t head_end = MIN(ROUND_UP(offset, (int64_t)a), offset + bytes);
+    int64_t tail_start = MAX(offset + bytes - (offset + bytes) % a, head_end);
+    int ret = 0;
+
+    if (!(flags & BDRV_REQ_NO_FALLBACK)) {
+        /* Unaligned edges are written as explicit zeroes. */
+        if (head_end > offset)
+            ret = write_rmw(bs, offset, head_end - offset, NULL, 0);
+        if (ret == 0 && offset + bytes > tail_start)
+            ret = write_rmw(bs, tail_start, offset + bytes - tail_start,
+                            NULL, 0);
+        offset = head_end;
+        bytes = tail_start - head_end;
+    } else if (offset % a || bytes % a) {
+        return -ENOTSUP;
+    }
+    if (ret == 0 && bytes > 0)
+        ret = driver_pwrite_zeroes(bs, offset, bytes, flags);
+    else if (ret == 0 && (flags & BDRV_REQ_FUA))
+        ret = driver_flush(bs);
+    return ret;
+}
+
+int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+                       int flags)
+{
+    TrackedRequest req;
+    uint32_t a = bs->limits.request_alignment;
+    int ret = write_prepare(bs, BDRV_WRITE_ZEROES, offset, bytes);
+
+    if (ret < 0 || bytes == 0)
+        return ret;
+    if (!bs->unmap)
+        flags &= ~BDRV_REQ_MAY_UNMAP;
+    if ((flags & BDRV_REQ_NO_FALLBACK) && !bdrv_can_fast_zero(bs))
+        return -ENOTSUP;
+    track_begin(bs, &req, offset - offset % a,
+                ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
+                !is_aligned(bs, offset, bytes, NULL));
+    ret = pwrite_zeroes_tracked(bs, offset, bytes, flags);
+    track_end(bs, &req);
+    return ret;
+}
+
+int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    TrackedRequest req;
+    uint32_t a = MAX(bs->limits.request_alignment,
+                     bs->limits.pdiscard_alignment);
+    int64_t start, end;
+    int ret = write_prepare(bs, BDRV_DISCARD, offset, bytes);
+
+    if (ret < 0 || bytes == 0 || !bs->unmap || !bs->drv->pdiscard)
+        return ret;
+    /* Discard is advisory: only whole granules are passed down. */
+    start = ROUND_UP(offset, (int64_t)a);
+    end = offset + bytes == bs->total_bytes
+              ? offset + bytes
+              : offset + bytes - (offset + bytes) % a;
+    if (end <= start)
+        return 0;
+    track_begin(bs, &req, start, end - start, false);
+    for (int64_t max = bs->limits.max_pdiscard ? bs->limits.max_pdiscard
+                                               : (int64_t)1 << 30;
+         start < end && ret == 0;) {
+        int64_t n = MIN(end - start, max);
+        ret = bs->drv->pdiscard(bs, start, n);
+        start += n;
+    }
+    track_end(bs, &req);
+    return ret == -ENOTSUP ? 0 : ret;
+}
+
+int bdrv_flush(BlockNode *bs)
+{
+    if (bs->read_only)
+        return 0;
+    return driver_flush(bs);
+}
+
+int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    int ret = check_range(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0 || !bs->drv->prefetch)
+        return ret;
+    return bs->drv->prefetch(bs, offset, bytes);
+}
+
+int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
+                      int64_t *pnum)
+{
+    int ret = check_range(bs, offset, bytes);
+
+    *pnum = 0;
+    if (ret < 0)
+        return ret;
+    if (bytes == 0)
+        return -EINVAL;
+    if (!bs->drv->block_status) {
+        *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    ret = bs->drv->block_status(bs, offset, bytes, pnum);
+    if (ret >= 0 && (*pnum <= 0 || *pnum > bytes))
+        *pnum = bytes; /* a driver bug must not loop the caller */
+    return ret;
+}
+
+BlockNotifier *bdrv_add_before_write_notifier(BlockNode *bs,
+                                              BlockBeforeWriteFunc fn,
+                                              void *opaque)
+{
+    BlockNotifier *n = g_new0(BlockNotifier, 1);
+
+    n->fn = fn;
+    n->opaque = opaque;
+    g_rw_lock_writer_lock(&bs->notifiers_lock);
+    bs->notifiers = g_list_append(bs->notifiers, n);
+    g_rw_lock_writer_unlock(&bs->notifiers_lock);
+    return n;
+}
+
+void bdrv_remove_before_write_notifier(BlockNode *bs, BlockNotifier *n)
+{
+    g_rw_lock_writer_lock(&bs->notifiers_lock);
+    bs->notifiers = g_list_remove(bs->notifiers, n);
+    g_rw_lock_writer_unlock(&bs->notifiers_lock);
+    g_free(n);
+}

@@ -1,0 +1,91 @@
+/*
+ * null.c - the "null-co" driver: a device of "size" bytes (default 1 GiB)
+ * that reads zeroes (or leaves buffers alone with read-zeroes=off, for
+ * benchmarks) and forgets writes.
+ */
+#include "block-int.h"
+
+#include <string.h>
+
+typedef struct NullState {
+    uint64_t size;
+    bool read_zeroes;
+} NullState;
+
+static int null_open(BlockNode *bs, GHashTable *options, GError **errp)
+{
+    NullState *s = bs->opaque;
+    GError *err = NULL;
+
+    s->size = (uint64_t)1 << 30;
+    if (!opt_take_size(options, "size", &s->size, errp))
+        return -1;
+    s->read_zeroes = opt_take_bool(options, "read-zeroes", true, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return -1;
+    }
+    bs->filename = g_strdup("null-co://");
+    return 0;
+}
+
+static void null_close(BlockNode *bs) {}
+
+static int64_t null_get_length(BlockNode *bs)
+{
+    NullState *s = bs->opaque;
+    return s->size;
+}
+
+static int null_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
+{
+    NullState *s = bs->opaque;
+
+    if (s->read_zeroes)
+        memset(buf, 0, bytes);
+    return 0;
+}
+
+static int null_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                       const void *buf, int flags)
+{
+    return 0;
+}
+
+static int null_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+                              int flags)
+{
+    return 0;
+}
+
+static int null_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    return 0;
+}
+
+static int null_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
+                             int64_t *pnum)
+{
+    NullState *s = bs->opaque;
+
+    *pnum = bytes;
+    return s->read_zeroes ? BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED
+                          : BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+}
+
+const BlockDriver bdrv_null = {
+    .name = "null-co",
+    .state_size = sizeof(NullState),
+    .is_protocol = true,
+    .open = null_open,
+    .close = null_close,
+    .get_length = null_get_length,
+    .pread = null_pread,
+    .pwrite = null_pwrite,
+    .pwrite_zeroes = null_pwrite_zeroes,
+    .pdiscard = null_pdiscard,
+    .block_status = null_block_status,
+    .supported_write_flags = BDRV_REQ_FUA,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+    .can_fast_zero = true,
+};

@@ -1,0 +1,41 @@
+/*
+ * cli.h - the qemu-nbd-compatible command line, parsed into one struct.
+ */
+#ifndef SNAPNBD_CLI_H
+#define SNAPNBD_CLI_H
+
+#include <glib.h>
+#include <stdbool.h>
+
+typedef struct CliOptions {
+    char *filename;
+    char *port;            /* -p, default "10809" */
+    char *bind;            /* -b, default "0.0.0.0" */
+    char *socket_path;     /* -k */
+    char *export_name;     /* -x, default "" */
+    char *description;     /* -D */
+    char *format;          /* -f; NULL = probe */
+    char *cache;           /* --cache, default writeback */
+    char *aio;             /* --aio, default threads */
+    char *discard;         /* --discard, default ignore */
+    char *detect_zeroes;   /* --detect-zeroes, default off */
+    char *pid_file;
+    gint64 offset;         /* -o */
+    int shared;            /* -e: clients at once, 0 = unlimited */
+    gboolean read_only;
+    gboolean persistent;
+    gboolean nocache;
+    gboolean fork;
+    gboolean version;
+    gboolean verbose;
+} CliOptions;
+
+/* Parses argv; on a bad command line prints one line naming the problem
+ * and returns false. */
+bool cli_parse(int argc, char **argv, CliOptions *o);
+/* Block options (flat, -blockdev style) for the image, or NULL + errp. */
+GHashTable *cli_block_options(const CliOptions *o, GError **errp);
+bool cli_writethrough(const CliOptions *o);
+void cli_free(CliOptions *o);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * connection.c - socket I/O helpers and the life of one client.
+ *
+ * clients_lock guards the list of live connections, used to count them
+ * and to stop them all at shutdown.
+ */
+#include "connection.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int nbd_verbose;
+
+static GMutex clients_lock;
+static GList *clients;       /* of NbdConn *, guarded by clients_lock */
+static int shutting_down;    /* atomic */
+
+int conn_read(NbdConn *c, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(c->fd, p, len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int conn_discard(NbdConn *c, uint64_t len)
+{
+    char buf[65536];
+
+    while (len > 0) {
+        size_t n = MIN(len, sizeof(buf));
+        if (conn_read(c, buf, n) < 0)
+            return -1;
+        len -= n;
+    }
+    return 0;
+}
+
+int conn_writev(NbdConn *c, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = iovcnt };
+        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= n;
+        }
+    }
+    return 0;
+}
+
+bool nbd_server_shutting_down(void)
+{
+    return g_atomic_int_get(&shutting_down);
+}
+
+void nbd_server_shutdown(void)
+{
+    g_atomic_int_set(&shutting_down, 1);
+    g_mutex_lock(&clients_lock);
+    /* Readers see EOF; requests already read are still answered. */
+    for (GList *l = clients; l; l = l->next)
+        shutdown(((NbdConn *)l->data)->fd, SHUT_RD);
+    g_mutex_unlock(&clients_lock);
+}
+
+int nbd_server_client_count(void)
+{
+    int n;
+
+    g_mutex_lock(&clients_lock);
+    n = g_list_length(clients);
+    g_mutex_unlock(&clients_lock);
+    return n;
+}
+
+void nbd_client_serve(int fd)
+{
+    NbdConn *c = g_new0(NbdConn, 1);
+
+    c->fd = fd;
+    g_mutex_init(&c->read_lock);
+    g_mutex_init(&c->write_lock);
+    g_mutex_lock(&clients_lock);
+    clients = g_list_prepend(clients, c);
+    g_mutex_unlock(&clients_lock);
+    if (nbd_server_shutting_down())
+        shutdown(fd, SHUT_RD);
+
+    if (nbd_handshake(c))
+        nbd_transmission(c);
+    if (nbd_verbose)
+        fprintf(stderr, "snapnbd: client disconnected\n");
+
+    g_mutex_lock(&clients_lock);
+    clients = g_list_remove(clients, c);
+    g_mutex_unlock(&clients_lock);
+    close(fd);
+    nbd_export_unref(c->exp);
+    g_free(c->meta_export);
+    g_mutex_clear(&c->read_lock);
+    g_mutex_clear(&c->write_lock);
+    g_free(c);
+}

@@ -1,0 +1,48 @@
+/*
+ * connection.h - one NBD client connection, shared by the handshake and the
+ * transmission phase (private to server/).
+ */
+#ifndef SNAPNBD_CONNECTION_H
+#define SNAPNBD_CONNECTION_H
+
+#include "export.h"
+#include "nbd-protocol.h"
+#include "nbd-server.h"
+
+#include <stddef.h>
+#include <sys/uio.h>
+
+/* Meta contexts a client can select; the id on the wire is the enum value. */
+enum {
+    NBD_CTX_BASE_ALLOCATION = 1,
+};
+
+typedef struct NbdConn {
+    int fd;
+    bool no_zeroes;           /* client flag NBD_FLAG_C_NO_ZEROES */
+    bool structured_replies;  /* NBD_OPT_STRUCTURED_REPLY done */
+    /* Meta contexts chosen by SET_META_CONTEXT, for export meta_export. */
+    bool ctx_base_allocation;
+    char *meta_export;
+
+    /* Transmission phase: fixed once the handshake ends. */
+    NbdExport *exp;
+    uint16_t eflags;
+
+    GMutex read_lock;   /* one worker reads a request (and payload) at once */
+    GMutex write_lock;  /* one worker sends a reply at once */
+    int dead;           /* atomic: stop reading requests */
+} NbdConn;
+
+/* Whole reads and writes on the socket: 0, or -1 on EOF or error. */
+int conn_read(NbdConn *c, void *buf, size_t len);
+int conn_discard(NbdConn *c, uint64_t len);
+int conn_writev(NbdConn *c, struct iovec *iov, int iovcnt);
+
+/* Handshake: true when an export was chosen and transmission follows. */
+bool nbd_handshake(NbdConn *c);
+void nbd_transmission(NbdConn *c);
+
+bool nbd_server_shutting_down(void);
+
+#endif

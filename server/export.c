@@ -1,0 +1,111 @@
+/*
+ * export.c - the export table; exports_lock guards the table, each export
+ * is freed when its last reference goes.
+ */
+#include "export.h"
+
+#include <string.h>
+
+static GMutex exports_lock;
+static GHashTable *exports; /* name -> NbdExport *, guarded by exports_lock */
+
+static void export_free(NbdExport *exp)
+{
+    bdrv_unref(exp->node);
+    g_free(exp->name);
+    g_free(exp->description);
+    g_free(exp);
+}
+
+void nbd_export_unref(NbdExport *exp)
+{
+    if (exp && g_atomic_int_dec_and_test(&exp->refcnt))
+        export_free(exp);
+}
+
+NbdExport *nbd_export_add(const char *name, const char *description,
+                          BlockNode *node, bool read_only, bool writethrough,
+                          GError **errp)
+{
+    NbdExport *exp;
+
+    if (strlen(name) > 4096) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Export name is longer than 4096 bytes");
+        return NULL;
+    }
+    if (!read_only && bdrv_is_read_only(node)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Cannot export node '%s' writable: it is read-only",
+                    bdrv_node_name(node));
+        return NULL;
+    }
+    g_mutex_lock(&exports_lock);
+    if (!exports)
+        exports = g_hash_table_new(g_str_hash, g_str_equal);
+    if (g_hash_table_contains(exports, name)) {
+        g_mutex_unlock(&exports_lock);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_EXISTS,
+                    "Block export id '%s' is already in use", name);
+        return NULL;
+    }
+    exp = g_new0(NbdExport, 1);
+    exp->name = g_strdup(name);
+    exp->description = g_strdup(description);
+    exp->node = node;
+    bdrv_ref(node);
+    exp->read_only = read_only;
+    exp->writethrough = writethrough;
+    exp->refcnt = 1; /* the table's */
+    g_hash_table_insert(exports, exp->name, exp);
+    g_mutex_unlock(&exports_lock);
+    return exp;
+}
+
+NbdExport *nbd_export_lookup(const char *name)
+{
+    NbdExport *exp = NULL;
+
+    g_mutex_lock(&exports_lock);
+    if (exports)
+        exp = g_hash_table_lookup(exports, name);
+    if (exp)
+        g_atomic_int_inc(&exp->refcnt);
+    g_mutex_unlock(&exports_lock);
+    return exp;
+}
+
+void nbd_export_remove(const char *name)
+{
+    NbdExport *exp = NULL;
+
+    g_mutex_lock(&exports_lock);
+    if (exports && g_hash_table_steal_extended(exports, name, NULL,
+                                               (gpointer *)&exp)) {
+        /* the table's reference goes below */
+    }
+    g_mutex_unlock(&exports_lock);
+    nbd_export_unref(exp);
+}
+
+char **nbd_export_names(void)
+{
+    GPtrArray *names = g_ptr_array_new();
+
+    g_mutex_lock(&exports_lock);
+    if (exports) {
+        GHashTableIter it;
+        gpointer k;
+        g_hash_table_iter_init(&it, exports);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+            g_ptr_array_add(names, g_strdup(k));
+    }
+    g_mutex_unlock(&exports_lock);
+    g_ptr_array_add(names, NULL);
+    return (char **)g_ptr_array_free(names, FALSE);
+}
+
+int64_t nbd_export_size(NbdExport *exp)
+{
+    return bdrv_getlength(exp->node);
+}

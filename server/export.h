@@ -1,0 +1,35 @@
+/*
+ * export.h - the table of NBD exports.
+ *
+ * An export names a block node and how clients may use it.  The command line
+ * adds one; the control socket will add and remove them at run time, so the
+ * table is guarded by a lock and exports are reference counted: a client
+ * keeps its export alive until it disconnects.
+ */
+#ifndef SNAPNBD_EXPORT_H
+#define SNAPNBD_EXPORT_H
+
+#include "block/block.h"
+
+typedef struct NbdExport {
+    char *name;
+    char *description;  /* may be NULL */
+    BlockNode *node;    /* holds a reference */
+    bool read_only;
+    bool writethrough;  /* every write is FUA (--cache=writethrough) */
+    bool multi_conn;    /* may advertise NBD_FLAG_CAN_MULTI_CONN */
+    int refcnt;         /* atomic */
+} NbdExport;
+
+NbdExport *nbd_export_add(const char *name, const char *description,
+                          BlockNode *node, bool read_only, bool writethrough,
+                          GError **errp);
+/* Returns a new reference, or NULL. */
+NbdExport *nbd_export_lookup(const char *name);
+void nbd_export_unref(NbdExport *exp);
+void nbd_export_remove(const char *name);
+/* Names of all exports, for NBD_OPT_LIST; free with g_strfreev. */
+char **nbd_export_names(void);
+int64_t nbd_export_size(NbdExport *exp);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * main.c - snapnbd: the qemu-nbd-compatible server.
+ *
+ * The main thread listens and accepts; each client gets a thread of its
+ * own (which spawns the connection's workers).  Signals are blocked in every
+ * thread and read by the main thread from a signalfd, so a SIGTERM is a
+ * normal event: stop accepting, let clients finish what they read, close
+ * the image cleanly.
+ */
+#include "block/block.h"
+#include "cli.h"
+#include "export.h"
+#include "nbd-server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int client_done_pipe[2]; /* a client thread writes a byte as it ends */
+
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    struct stat st;
+    int fd;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "snapnbd: socket path '%s' is too long\n", path);
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        listen(fd, 128) < 0) {
+        fprintf(stderr, "snapnbd: cannot listen on '%s': %s\n", path,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int listen_tcp(const char *host, const char *port)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE };
+    struct addrinfo *res;
+    int fd = -1, err, one = 1;
+
+    err = getaddrinfo(host, port, &hints, &res);
+    if (err) {
+        fprintf(stderr, "snapnbd: cannot resolve '%s' port '%s': %s\n", host,
+                port, gai_strerror(err));
+        return -1;
+    }
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0)
+            break;
+        err = errno;
+        close(fd);
+        fd = -1;
+        errno = err;
+    }
+    if (fd < 0)
+        fprintf(stderr, "snapnbd: cannot listen on %s:%s: %s\n", host, port,
+                strerror(errno));
+    freeaddrinfo(res);
+    return fd;
+}
+
+static gpointer client_thread(gpointer opaque)
+{
+    int fd = GPOINTER_TO_INT(opaque);
+    char byte = 0;
+
+    nbd_client_serve(fd);
+    if (write(client_done_pipe[1], &byte, 1) < 0) {
+        /* the main loop is gone; nothing to tell */
+    }
+    return NULL;
+}
+
+static bool accept_client(int listen_fd)
+{
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    int one = 1;
+
+    if (fd < 0)
+        return false;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (nbd_verbose)
+        fprintf(stderr, "snapnbd: client connected\n");
+    g_thread_unref(g_thread_new("nbd-client", client_thread,
+                                GINT_TO_POINTER(fd)));
+    return true;
+}
+
+/* Serves until a signal, or until the last client leaves (without -t). */
+static void serve(const CliOptions *o, int listen_fd, int sig_fd)
+{
+    int active = 0;
+    bool had_client = false;
+
+    for (;;) {
+        bool can_accept = o->shared == 0 || active < o->shared;
+        struct pollfd fds[3] = {
+            { sig_fd, POLLIN, 0 },
+            { client_done_pipe[0], POLLIN, 0 },
+            { can_accept ? listen_fd : -1, POLLIN, 0 },
+        };
+        if (poll(fds, 3, -1) < 0 && errno != EINTR)
+            break;
+        if (fds[0].revents)
+            break;
+        if (fds[1].revents) {
+            char buf[64];
+            ssize_t n = read(client_done_pipe[0], buf, sizeof(buf));
+            active -= n > 0 ? n : 0;
+            if (active == 0 && had_client && !o->persistent)
+                break;
+        }
+        if (fds[2].revents && accept_client(listen_fd)) {
+            active++;
+            had_client = true;
+        }
+    }
+    nbd_server_shutdown();
+    while (nbd_server_client_count() > 0)
+        g_usleep(10000);
+}
+
+static int block_signals(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_CLOEXEC);
+}
+
+/* --fork: the parent exits once the child listens, with the child's
+ * status on failure.  Returns the fd the child writes "ready" to. */
+static int daemonize(void)
+{
+    int p[2];
+    pid_t pid;
+    char status = 1;
+
+    if (pipe(p) < 0 || (pid = fork()) < 0) {
+        fprintf(stderr, "snapnbd: cannot fork: %s\n", strerror(errno));
+        exit(EXIT_FAILURE);
+    }
+    if (pid > 0) {
+        close(p[1]);
+        if (read(p[0], &status, 1) != 1)
+            status = 1;
+        _exit(status);
+    }
+    close(p[0]);
+    setsid();
+    return p[1];
+}
+
+static void tell_parent(int ready_fd, char status)
+{
+    int null_fd;
+
+    if (ready_fd < 0)
+        return;
+    if (write(ready_fd, &status, 1) < 0) {
+        /* the parent died: keep serving */
+    }
+    close(ready_fd);
+    null_fd = open("/dev/null", O_RDWR);
+    if (null_fd >= 0) {
+        dup2(null_fd, STDIN_FILENO);
+        dup2(null_fd, STDOUT_FILENO);
+        dup2(null_fd, STDERR_FILENO);
+        close(null_fd);
+    }
+}
+
+static bool write_pid_file(const char *path)
+{
+    g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
+    g_autoptr(GError) err = NULL;
+
+    if (!g_file_set_contents(path, pid, -1, &err)) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    return true;
+}
+
+static BlockNode *open_image(const CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GHashTable) opts = cli_block_options(o, &err);
+    BlockNode *node = opts ? bdrv_open(opts, &err) : NULL;
+
+    if (!node) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return NULL;
+    }
+    if (o->verbose) {
+        g_autofree char *d = bdrv_describe(node);
+        fprintf(stderr, "snapnbd: opened %s\n", d);
+    }
+    return node;
+}
+
+static bool add_export(const CliOptions *o, BlockNode *node)
+{
+    g_autoptr(GError) err = NULL;
+    NbdExport *exp = nbd_export_add(o->export_name ? o->export_name : "",
+                                    o->description, node, o->read_only,
+                                    cli_writethrough(o), &err);
+
+    if (!exp) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    exp->multi_conn = o->shared != 1;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    CliOptions o = { 0 };
+    BlockNode *node;
+    int listen_fd, sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
+
+    if (!cli_parse(argc, argv, &o))
+        return EXIT_FAILURE;
+    if (o.version) {
+        printf("snapnbd " PACKAGE_VERSION "\n");
+        return EXIT_SUCCESS;
+    }
+    nbd_verbose = bdrv_verbose = o.verbose;
+    sig_fd = block_signals();
+    if (o.fork)
+        ready_fd = daemonize();
+    if (pipe2(client_done_pipe, O_CLOEXEC) < 0 || sig_fd < 0)
+        goto out;
+    node = open_image(&o);
+    if (!node)
+        goto out;
+    if (!add_export(&o, node)) {
+        bdrv_unref(node);
+        goto out;
+    }
+    listen_fd = o.socket_path
+                    ? listen_unix(o.socket_path)
+                    : listen_tcp(o.bind ? o.bind : "0.0.0.0",
+                                 o.port ? o.port : "10809");
+    if (listen_fd >= 0 && (!o.pid_file || write_pid_file(o.pid_file))) {
+        tell_parent(ready_fd, 0);
+        ready_fd = -1;
+        serve(&o, listen_fd, sig_fd);
+        ret = EXIT_SUCCESS;
+    }
+    if (listen_fd >= 0)
+        close(listen_fd);
+    if (o.socket_path && listen_fd >= 0)
+        unlink(o.socket_path);
+    if (o.pid_file && ret == EXIT_SUCCESS)
+        unlink(o.pid_file);
+    nbd_export_remove(o.export_name ? o.export_name : "");
+    bdrv_flush(node);
+    bdrv_unref(node);
+out:
+    tell_parent(ready_fd, 1);
+    cli_free(&o);
+    return ret;
+}

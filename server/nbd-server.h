@@ -1,0 +1,28 @@
+/*
+ * nbd-server.h - serving NBD clients over connected sockets.
+ *
+ * nbd_client_serve() runs one client's whole life (handshake, transmission,
+ * teardown) and returns when it is gone; callers give each client a thread.
+ * It never exits the process and survives any byte sequence from the peer.
+ */
+#ifndef SNAPNBD_NBD_SERVER_H
+#define SNAPNBD_NBD_SERVER_H
+
+#include <stdbool.h>
+
+/* Worker threads per connection: the number of requests one client may
+ * have in service at once. */
+#define NBD_WORKERS_PER_CONN 16
+
+void nbd_client_serve(int fd);
+
+/* Stops every client: new options get ERR_SHUTDOWN, requests already read
+ * are answered, then connections close.  Returns at once. */
+void nbd_server_shutdown(void);
+
+/* Number of clients currently connected. */
+int nbd_server_client_count(void);
+
+extern int nbd_verbose;
+
+#endif

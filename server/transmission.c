@@ -1,0 +1,518 @@
+/*
+ * transmission.c - the transmission phase of one connection.
+ *
+ * Design notes.
+ *
+ * A connection has NBD_WORKERS_PER_CONN worker threads, all running
+ * worker_loop().  A worker takes read_lock, reads one request header and its
+ * payload, releases read_lock, then validates and executes the request with
+ * blocking calls into the block layer and sends the reply under write_lock.
+ * So up to NBD_WORKERS_PER_CONN requests of one client are in service at
+ * once and replies go out in completion order, with no hand-off between
+ * threads on the way (the reply leaves from the thread that read the
+ * request).
+ *
+ * A worker that reads EOF, a bad magic, or NBD_CMD_DISC sets c->dead; the
+ * others finish what they hold, answer it, see dead, and leave.  A failed
+ * send also shuts the socket down so that the reader wakes up.
+ *
+ * One validator (validate_request) checks every request; one function
+ * (errno_to_nbd) maps errno values to wire errors.
+ */
+#include "connection.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* Reads of at least this size are answered sparsely (holes as
+ * OFFSET_HOLE chunks); smaller ones are not worth a block-status call. */
+#define SPARSE_READ_MIN (64 * 1024)
+/* WRITE payloads above the maximum are drained up to this, then we hang up. */
+#define MAX_DRAIN_LEN (64 * 1024 * 1024)
+#define MAX_EXTENTS (256 * 1024)
+
+typedef struct Request {
+    uint16_t flags;
+    uint16_t type;
+    uint64_t cookie;
+    uint64_t offset;
+    uint32_t len;
+    int payload_error; /* NBD error found while reading the payload */
+} Request;
+
+typedef struct Worker {
+    NbdConn *conn;
+    void *buf;          /* payload and read buffer, grown as needed */
+    size_t buf_size;
+} Worker;
+
+static const char *cmd_name(uint16_t type)
+{
+    static const char *const names[] = {
+        "READ", "WRITE", "DISC", "FLUSH", "TRIM", "CACHE", "WRITE_ZEROES",
+        "BLOCK_STATUS",
+    };
+    return type < G_N_ELEMENTS(names) ? names[type] : "UNKNOWN";
+}
+
+static uint32_t errno_to_nbd(int err)
+{
+    switch (err) {
+    case 0:
+        return 0;
+    case EPERM:
+    case EROFS:
+        return NBD_EPERM;
+    case ENOMEM:
+        return NBD_ENOMEM;
+    case EINVAL:
+        return NBD_EINVAL;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return NBD_ENOSPC;
+    case EOVERFLOW:
+        return NBD_EOVERFLOW;
+    case ENOTSUP:
+        return NBD_ENOTSUP;
+    case ESHUTDOWN:
+        return NBD_ESHUTDOWN;
+    default:
+        return NBD_EIO;
+    }
+}
+
+static void *worker_buffer(Worker *w, size_t size)
+{
+    if (size > w->buf_size) {
+        free(w->buf);
+        w->buf = bdrv_blockalign(w->conn->exp->node, size);
+        w->buf_size = w->buf ? size : 0;
+    }
+    return w->buf;
+}
+
+static void mark_dead(NbdConn *c, bool wake_reader)
+{
+    g_atomic_int_set(&c->dead, 1);
+    if (wake_reader)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
+/* --- replies ----------------------------------------------------------- */
+
+static void send_locked(NbdConn *c, struct iovec *iov, int n)
+{
+    g_mutex_lock(&c->write_lock);
+    if (conn_writev(c, iov, n) < 0)
+        mark_dead(c, true);
+    g_mutex_unlock(&c->write_lock);
+}
+
+static void simple_reply(NbdConn *c, uint64_t cookie, uint32_t error,
+                         void *data, uint32_t len)
+{
+    struct {
+        uint32_t magic;
+        uint32_t error;
+        uint64_t cookie;
+    } __attribute__((packed)) hdr = {
+        htobe32(NBD_SIMPLE_REPLY_MAGIC), htobe32(error), cookie,
+    };
+    struct iovec iov[2] = { { &hdr, sizeof(hdr) }, { data, len } };
+
+    send_locked(c, iov, len && !error ? 2 : 1);
+}
+
+typedef struct __attribute__((packed)) ChunkHeader {
+    uint32_t magic;
+    uint16_t flags;
+    uint16_t type;
+    uint64_t cookie;
+    uint32_t len;
+} ChunkHeader;
+
+/* One structured reply chunk: a fixed part @head and optional @data. */
+static void chunk_reply(NbdConn *c, uint64_t cookie, uint16_t flags,
+                        uint16_t type, void *head, uint32_t head_len,
+                        void *data, uint32_t data_len)
+{
+    ChunkHeader hdr = {
+        htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(flags), htobe16(type),
+        cookie, htobe32(head_len + data_len),
+    };
+    struct iovec iov[3] = {
+        { &hdr, sizeof(hdr) }, { head, head_len }, { data, data_len },
+    };
+
+    send_locked(c, iov, data_len ? 3 : head_len ? 2 : 1);
+}
+
+static void error_chunk(NbdConn *c, uint64_t cookie, uint32_t error,
+                        const char *msg)
+{
+    uint16_t msg_len = strlen(msg);
+    struct {
+        uint32_t error;
+        uint16_t msg_len;
+    } __attribute__((packed)) head = { htobe32(error), htobe16(msg_len) };
+
+    chunk_reply(c, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, &head,
+                sizeof(head), (void *)msg, msg_len);
+}
+
+/* Error reply in the form the command needs: READ and BLOCK_STATUS must
+ * not get a simple reply once structured replies are on. */
+static void error_reply(NbdConn *c, const Request *r, uint32_t error,
+                        const char *msg)
+{
+    if (c->structured_replies &&
+        (r->type == NBD_CMD_READ || r->type == NBD_CMD_BLOCK_STATUS))
+        error_chunk(c, r->cookie, error, msg);
+    else
+        simple_reply(c, r->cookie, error, NULL, 0);
+}
+
+/* --- validation -------------------------------------------------------- */
+
+static uint32_t reject(const Request *r, uint32_t error, const char *why)
+{
+    if (nbd_verbose)
+        fprintf(stderr, "snapnbd: invalid request: %s: %s\n",
+                cmd_name(r->type), why);
+    return error;
+}
+
+static uint16_t allowed_flags(NbdConn *c, uint16_t type)
+{
+    uint16_t f = (c->eflags & NBD_FLAG_SEND_FUA) ? NBD_CMD_FLAG_FUA : 0;
+
+    switch (type) {
+    case NBD_CMD_READ:
+        return f | (c->structured_replies ? NBD_CMD_FLAG_DF : 0);
+    case NBD_CMD_WRITE_ZEROES:
+        return f | NBD_CMD_FLAG_NO_HOLE |
+               ((c->eflags & NBD_FLAG_SEND_FAST_ZERO) ? NBD_CMD_FLAG_FAST_ZERO
+                                                      : 0);
+    case NBD_CMD_BLOCK_STATUS:
+        return f | NBD_CMD_FLAG_REQ_ONE;
+    default:
+        return f;
+    }
+}
+
+static bool is_write_like(uint16_t type)
+{
+    return type == NBD_CMD_WRITE || type == NBD_CMD_TRIM ||
+           type == NBD_CMD_WRITE_ZEROES;
+}
+
+/* 0 if the request may run, else the wire error to answer. */
+static uint32_t validate_request(NbdConn *c, const Request *r)
+{
+    uint64_t size = nbd_export_size(c->exp);
+
+    if (r->type > NBD_CMD_BLOCK_STATUS)
+        return reject(r, NBD_EINVAL, "unknown command");
+    if (r->flags & ~allowed_flags(c, r->type))
+        return reject(r, NBD_EINVAL, "unknown or unexpected flags");
+    if (r->type == NBD_CMD_FLUSH) {
+        if (r->offset || r->len)
+            return reject(r, NBD_EINVAL, "offset and length must be zero");
+        return 0;
+    }
+    if (is_write_like(r->type) && c->exp->read_only)
+        return reject(r, NBD_EPERM, "the export is read-only");
+    if (r->offset + r->len < r->offset)
+        return reject(r, NBD_EINVAL, "offset + length overflows");
+    if (r->offset + r->len > size)
+        return reject(r, r->type == NBD_CMD_WRITE ||
+                                 r->type == NBD_CMD_WRITE_ZEROES
+                             ? NBD_ENOSPC : NBD_EINVAL,
+                      "range beyond the end of the export");
+    if (r->type == NBD_CMD_READ && r->len > NBD_MAX_PAYLOAD)
+        return reject(r, NBD_EINVAL, "read larger than the maximum block size");
+    if (r->type == NBD_CMD_BLOCK_STATUS) {
+        if (!c->ctx_base_allocation)
+            return reject(r, NBD_EINVAL, "no meta context was negotiated");
+        if (r->len == 0)
+            return reject(r, NBD_EINVAL, "zero length");
+    }
+    return r->payload_error;
+}
+
+/* --- commands ---------------------------------------------------------- */
+
+static void send_read_data(NbdConn *c, const Request *r, uint64_t offset,
+                           void *data, uint32_t len, uint16_t flags)
+{
+    uint64_t be_offset = htobe64(offset);
+
+    chunk_reply(c, r->cookie, flags, NBD_REPLY_TYPE_OFFSET_DATA, &be_offset,
+                8, data, len);
+}
+
+static void send_read_hole(NbdConn *c, const Request *r, uint64_t offset,
+                           uint32_t len, uint16_t flags)
+{
+    struct {
+        uint64_t offset;
+        uint32_t len;
+    } __attribute__((packed)) head = { htobe64(offset), htobe32(len) };
+
+    chunk_reply(c, r->cookie, flags, NBD_REPLY_TYPE_OFFSET_HOLE, &head,
+                sizeof(head), NULL, 0);
+}
+
+/* Holes and zeroes travel as OFFSET_HOLE chunks, data as OFFSET_DATA. */
+static void sparse_read(Worker *w, const Request *r, char *buf)
+{
+    NbdConn *c = w->conn;
+    uint64_t end = r->offset + r->len;
+
+    for (uint64_t off = r->offset; off < end;) {
+        int64_t pnum;
+        int st = bdrv_block_status(c->exp->node, off, end - off, &pnum);
+        uint16_t done;
+
+        if (st < 0 || !(st & BDRV_BLOCK_ZERO)) {
+            if (st < 0)
+                pnum = end - off;
+            st = bdrv_pread(c->exp->node, off, pnum, buf + (off - r->offset));
+            if (st < 0) {
+                error_chunk(c, r->cookie, errno_to_nbd(-st), g_strerror(-st));
+                return;
+            }
+            done = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
+            send_read_data(c, r, off, buf + (off - r->offset), pnum, done);
+        } else {
+            done = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
+            send_read_hole(c, r, off, pnum, done);
+        }
+        off += pnum;
+    }
+}
+
+static void cmd_read(Worker *w, const Request *r)
+{
+    NbdConn *c = w->conn;
+    char *buf = worker_buffer(w, r->len);
+    int ret;
+
+    if (!buf) {
+        error_reply(c, r, NBD_ENOMEM, "out of memory");
+        return;
+    }
+    if (c->structured_replies && !(r->flags & NBD_CMD_FLAG_DF) &&
+        r->len >= SPARSE_READ_MIN) {
+        sparse_read(w, r, buf);
+        return;
+    }
+    ret = bdrv_pread(c->exp->node, r->offset, r->len, buf);
+    if (ret < 0)
+        error_reply(c, r, errno_to_nbd(-ret), g_strerror(-ret));
+    else if (!c->structured_replies)
+        simple_reply(c, r->cookie, 0, buf, r->len);
+    else if (r->len == 0)
+        chunk_reply(c, r->cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
+                    NULL, 0, NULL, 0);
+    else
+        send_read_data(c, r, r->offset, buf, r->len, NBD_REPLY_FLAG_DONE);
+}
+
+static int write_flags(NbdConn *c, const Request *r)
+{
+    return (r->flags & NBD_CMD_FLAG_FUA) || c->exp->writethrough
+               ? BDRV_REQ_FUA : 0;
+}
+
+static int cmd_write_zeroes(NbdConn *c, const Request *r)
+{
+    int flags = write_flags(c, r);
+
+    if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+        flags |= BDRV_REQ_MAY_UNMAP;
+    if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
+        flags |= BDRV_REQ_NO_FALLBACK;
+    return bdrv_pwrite_zeroes(c->exp->node, r->offset, r->len, flags);
+}
+
+static int cmd_trim(NbdConn *c, const Request *r)
+{
+    int ret = bdrv_pdiscard(c->exp->node, r->offset, r->len);
+
+    if (ret == 0 && (write_flags(c, r) & BDRV_REQ_FUA))
+        ret = bdrv_flush(c->exp->node);
+    return ret;
+}
+
+static uint32_t nbd_extent_flags(int st)
+{
+    return (st & BDRV_BLOCK_DATA ? 0 : NBD_STATE_HOLE) |
+           (st & BDRV_BLOCK_ZERO ? NBD_STATE_ZERO : 0);
+}
+
+static void cmd_block_status(Worker *w, const Request *r)
+{
+    NbdConn *c = w->conn;
+    bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
+    g_autoptr(GArray) ext = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+    uint64_t end = r->offset + r->len;
+    uint32_t id = htobe32(NBD_CTX_BASE_ALLOCATION);
+
+    for (uint64_t off = r->offset; off < end;) {
+        int64_t pnum;
+        int st = bdrv_block_status(c->exp->node, off, end - off, &pnum);
+        uint32_t flags, len;
+
+        if (st < 0) {
+            error_chunk(c, r->cookie, errno_to_nbd(-st), g_strerror(-st));
+            return;
+        }
+        flags = nbd_extent_flags(st);
+        len = pnum;
+        off += pnum;
+        if (ext->len && be32toh(g_array_index(ext, uint32_t, ext->len - 1)) ==
+                            flags) {
+            uint32_t *prev = &g_array_index(ext, uint32_t, ext->len - 2);
+            *prev = htobe32(be32toh(*prev) + len);
+        } else {
+            uint32_t pair[2] = { htobe32(len), htobe32(flags) };
+            if (one && ext->len)
+                break;
+            if (ext->len / 2 >= MAX_EXTENTS)
+                break;
+            g_array_append_vals(ext, pair, 2);
+        }
+    }
+    chunk_reply(c, r->cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+                &id, 4, ext->data, ext->len * sizeof(uint32_t));
+}
+
+/* Runs a validated request and answers it. */
+static void execute(Worker *w, const Request *r)
+{
+    NbdConn *c = w->conn;
+    BlockNode *node = c->exp->node;
+    int ret = 0;
+
+    switch (r->type) {
+    case NBD_CMD_READ:
+        cmd_read(w, r);
+        return;
+    case NBD_CMD_BLOCK_STATUS:
+        cmd_block_status(w, r);
+        return;
+    case NBD_CMD_WRITE:
+        ret = bdrv_pwrite(node, r->offset, r->len, w->buf, write_flags(c, r));
+        break;
+    case NBD_CMD_FLUSH:
+        ret = bdrv_flush(node);
+        break;
+    case NBD_CMD_TRIM:
+        ret = cmd_trim(c, r);
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        ret = cmd_write_zeroes(c, r);
+        break;
+    case NBD_CMD_CACHE:
+        ret = bdrv_prefetch(node, r->offset, r->len);
+        break;
+    }
+    if (ret < 0 && nbd_verbose)
+        fprintf(stderr, "snapnbd: %s at %" G_GUINT64_FORMAT "+%u failed: %s\n",
+                cmd_name(r->type), r->offset, r->len, g_strerror(-ret));
+    simple_reply(c, r->cookie, errno_to_nbd(-ret), NULL, 0);
+}
+
+/* --- reading requests -------------------------------------------------- */
+
+/* Reads the next request; false when the connection must end. */
+static bool read_request(Worker *w, Request *r)
+{
+    NbdConn *c = w->conn;
+    struct {
+        uint32_t magic;
+        uint16_t flags;
+        uint16_t type;
+        uint64_t cookie;
+        uint64_t offset;
+        uint32_t len;
+    } __attribute__((packed)) hdr;
+
+    if (conn_read(c, &hdr, sizeof(hdr)) < 0 ||
+        be32toh(hdr.magic) != NBD_REQUEST_MAGIC)
+        return false;
+    *r = (Request){
+        .flags = be16toh(hdr.flags),
+        .type = be16toh(hdr.type),
+        .cookie = hdr.cookie, /* opaque: echoed as received */
+        .offset = be64toh(hdr.offset),
+        .len = be32toh(hdr.len),
+    };
+    if (r->type == NBD_CMD_DISC)
+        return false;
+    if (r->type != NBD_CMD_WRITE)
+        return true;
+    /* The payload is read even when the request is bad, so that a bad
+     * request costs an error reply, not the connection. */
+    if (r->len > NBD_MAX_PAYLOAD) {
+        if (r->len > MAX_DRAIN_LEN || conn_discard(c, r->len) < 0)
+            return false;
+        r->payload_error = reject(r, NBD_EINVAL,
+                                  "payload larger than the maximum block size");
+        return true;
+    }
+    if (!worker_buffer(w, r->len)) {
+        if (conn_discard(c, r->len) < 0)
+            return false;
+        r->payload_error = NBD_ENOMEM;
+        return true;
+    }
+    return conn_read(c, w->buf, r->len) == 0;
+}
+
+static gpointer worker_loop(gpointer opaque)
+{
+    Worker *w = opaque;
+    NbdConn *c = w->conn;
+
+    for (;;) {
+        Request r;
+        uint32_t error;
+        bool ok;
+
+        g_mutex_lock(&c->read_lock);
+        ok = !g_atomic_int_get(&c->dead) && read_request(w, &r);
+        if (!ok)
+            mark_dead(c, false);
+        g_mutex_unlock(&c->read_lock);
+        if (!ok)
+            break;
+        error = validate_request(c, &r);
+        if (error)
+            error_reply(c, &r, error, "invalid request");
+        else
+            execute(w, &r);
+    }
+    free(w->buf);
+    return NULL;
+}
+
+void nbd_transmission(NbdConn *c)
+{
+    GThread *threads[NBD_WORKERS_PER_CONN];
+    Worker workers[NBD_WORKERS_PER_CONN] = { 0 };
+
+    for (int i = 0; i < NBD_WORKERS_PER_CONN; i++)
+        workers[i].conn = c;
+    for (int i = 1; i < NBD_WORKERS_PER_CONN; i++)
+        threads[i] = g_thread_new("nbd-worker", worker_loop, &workers[i]);
+    worker_loop(&workers[0]);
+    for (int i = 1; i < NBD_WORKERS_PER_CONN; i++)
+        g_thread_join(threads[i]);
+}
