@@ -75,6 +75,7 @@ struct BlockNode {
     GMutex reqs_lock;
     GCond reqs_cond;        /* broadcast when a request ends */
     TrackedRequest *reqs;   /* list, guarded by reqs_lock */
+    uint64_t reqs_seq;      /* last sequence number, guarded by reqs_lock */
 
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */

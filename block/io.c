@@ -46,8 +46,6 @@ struct BlockNotifier {
 
 int bdrv_verbose;
 
-static uint64_t request_seq; /* atomic */
-
 static bool overlaps(const TrackedRequest *a, int64_t offset, int64_t bytes)
 {
     return a->offset < offset + bytes && offset < a->offset + a->bytes;
@@ -74,7 +72,7 @@ static void track_begin(BlockNode *bs, TrackedRequest *req, int64_t offset,
         .serialising = serialising,
     };
     g_mutex_lock(&bs->reqs_lock);
-    req->seq = ++request_seq;
+    req->seq = ++bs->reqs_seq;
     req->next = bs->reqs;
     bs->reqs = req;
     while (must_wait(bs, req))

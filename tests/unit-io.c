@@ -22,9 +22,17 @@ static char *make_image(const char *name, int fill)
     char *data = g_malloc(IMG_SIZE);
     GError *err = NULL;
 
+    int fd;
+
     memset(data, fill, IMG_SIZE);
     g_assert_true(g_file_set_contents(path, data, IMG_SIZE, &err));
     g_free(data);
+    /* Written back before O_DIRECT use: dirty pages over fresh extents
+     * must not mix with direct I/O. */
+    fd = open(path, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(fsync(fd), ==, 0);
+    close(fd);
     return path;
 }
 
