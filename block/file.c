@@ -423,6 +423,7 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
                     err == EINVAL && bs->cache_direct
                         ? " (the filesystem may not support cache=none)"
                         : "");
+        g_clear_pointer(&s->filename, g_free);
         return -err;
     }
     if (fstat(s->fd, &st) == 0)
@@ -442,6 +443,7 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
 fail:
     close(s->fd);
     s->fd = -1;
+    g_clear_pointer(&s->filename, g_free);
     return -EINVAL;
 }
 
