@@ -96,15 +96,30 @@ static bool take_u16(Option *o, uint16_t *v)
     return true;
 }
 
-/* A length-prefixed string; NULL if the prefix lies. */
+/* A length-prefixed string; NULL if the prefix lies or the string holds a
+ * NUL byte (names and queries must not). */
 static char *take_string(Option *o)
 {
     uint32_t n;
 
-    if (!take_u32(o, &n) || n > o->len - o->pos || n > NBD_MAX_STRING)
+    if (!take_u32(o, &n) || n > o->len - o->pos || n > NBD_MAX_STRING ||
+        memchr(o->data + o->pos, '\0', n))
         return NULL;
     o->pos += n;
     return g_strndup(o->data + o->pos - n, n);
+}
+
+/* A client's string made fit for an error message: valid UTF-8, short. */
+static char *quote_for_message(const char *s)
+{
+    g_autofree char *valid = g_utf8_make_valid(s, -1);
+
+    g_autofree char *head = NULL;
+
+    if (g_utf8_strlen(valid, -1) <= 64)
+        return g_steal_pointer(&valid);
+    head = g_utf8_substring(valid, 0, 64);
+    return g_strconcat(head, "...", NULL);
 }
 
 /* --- options ---------------------------------------------------------- */
@@ -140,7 +155,10 @@ static HandshakeState enter_transmission(NbdConn *c, NbdExport *exp)
 
 static HandshakeState opt_export_name(NbdConn *c, Option *o)
 {
-    NbdExport *exp = o->data ? nbd_export_lookup(o->data) : NULL;
+    /* A name with a NUL byte or over the limit names no export. */
+    bool valid = o->data && o->len <= NBD_MAX_STRING &&
+                 !memchr(o->data, '\0', o->len);
+    NbdExport *exp = valid ? nbd_export_lookup(o->data) : NULL;
     static const char zeroes[124];
     struct {
         uint64_t size;
@@ -241,10 +259,12 @@ static HandshakeState opt_info_go(NbdConn *c, Option *o)
         want_description |= type == NBD_INFO_DESCRIPTION;
     }
     exp = nbd_export_lookup(name);
-    if (!exp)
+    if (!exp) {
+        g_autofree char *quoted = quote_for_message(name);
         return send_error(c, o->code, NBD_REP_ERR_UNKNOWN,
-                          "export '%s' not present", name) < 0
+                          "export '%s' not present", quoted) < 0
                    ? HS_DEAD : HS_OPTION;
+    }
     if (send_export_infos(c, o->code, exp, want_name, want_description) < 0 ||
         send_ack(c, o->code) < 0) {
         nbd_export_unref(exp);
@@ -311,10 +331,12 @@ static HandshakeState opt_meta_context(NbdConn *c, Option *o)
     if (o->pos != o->len)
         goto invalid;
     exp = nbd_export_lookup(name);
-    if (!exp)
+    if (!exp) {
+        g_autofree char *quoted = quote_for_message(name);
         return send_error(c, o->code, NBD_REP_ERR_UNKNOWN,
-                          "export '%s' not present", name) < 0
+                          "export '%s' not present", quoted) < 0
                    ? HS_DEAD : HS_OPTION;
+    }
     nbd_export_unref(exp);
     base_allocation = list && nqueries == 0;
     for (guint i = 0; i < queries->len; i++)

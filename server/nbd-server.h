@@ -16,8 +16,10 @@
 
 void nbd_client_serve(int fd);
 
-/* Stops every client: new options get ERR_SHUTDOWN, requests already read
- * are answered, then connections close.  Returns at once. */
+/* Stops every client: the read side of each socket is shut down, requests
+ * already read are answered, then connections close; a client that connects
+ * from now on gets NBD_REP_ERR_SHUTDOWN for its first option.  Returns at
+ * once. */
 void nbd_server_shutdown(void);
 
 /* Number of clients currently connected. */

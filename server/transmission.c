@@ -86,14 +86,30 @@ static uint32_t errno_to_nbd(int err)
     }
 }
 
+/* Buffers up to KEEP_BUFFER bytes stay with the worker between requests;
+ * larger ones are freed after use, so that idle connections do not pin
+ * 16 x 32 MiB. */
+#define KEEP_BUFFER (1024 * 1024)
+
 static void *worker_buffer(Worker *w, size_t size)
 {
-    if (size > w->buf_size) {
+    if (!w->buf || size > w->buf_size) {
         free(w->buf);
-        w->buf = bdrv_blockalign(w->conn->exp->node, size);
-        w->buf_size = w->buf ? size : 0;
+        w->buf_size = MAX(size, 65536);
+        w->buf = bdrv_blockalign(w->conn->exp->node, w->buf_size);
+        if (!w->buf)
+            w->buf_size = 0;
     }
     return w->buf;
+}
+
+static void worker_buffer_trim(Worker *w)
+{
+    if (w->buf_size > KEEP_BUFFER) {
+        free(w->buf);
+        w->buf = NULL;
+        w->buf_size = 0;
+    }
 }
 
 static void mark_dead(NbdConn *c, bool wake_reader)
@@ -498,6 +514,7 @@ static gpointer worker_loop(gpointer opaque)
             error_reply(c, &r, error, "invalid request");
         else
             execute(w, &r);
+        worker_buffer_trim(w);
     }
     free(w->buf);
     return NULL;
