@@ -77,6 +77,14 @@ struct BlockNode {
     TrackedRequest *reqs;   /* list, guarded by reqs_lock */
     uint64_t reqs_seq;      /* last sequence number, guarded by reqs_lock */
 
+    /* The last data extent the (protocol) driver reported, so that block
+     * status of data costs no syscall: SEEK_HOLE is linear in the file size
+     * on tmpfs.  Writes keep data data; write-zeroes and discard drop it.
+     * Guarded by status_cache_lock. */
+    GMutex status_cache_lock;
+    int64_t status_cache_start;
+    int64_t status_cache_end;   /* empty when end <= start */
+
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */
     GRWLock notifiers_lock;

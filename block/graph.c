@@ -219,6 +219,7 @@ static void bdrv_free(BlockNode *bs)
         g_ptr_array_free(bs->children, TRUE);
     }
     g_mutex_clear(&bs->reqs_lock);
+    g_mutex_clear(&bs->status_cache_lock);
     g_cond_clear(&bs->reqs_cond);
     g_rw_lock_clear(&bs->notifiers_lock);
     g_free(bs->opaque);
@@ -261,6 +262,7 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
     bs->children = g_ptr_array_new();
     bs->opaque = g_malloc0(drv->state_size ? drv->state_size : 1);
     g_mutex_init(&bs->reqs_lock);
+    g_mutex_init(&bs->status_cache_lock);
     g_cond_init(&bs->reqs_cond);
     g_rw_lock_init(&bs->notifiers_lock);
 

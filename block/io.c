@@ -101,6 +101,36 @@ static void track_end(BlockNode *bs, TrackedRequest *req)
         g_cond_broadcast(&bs->reqs_cond);
 }
 
+static bool status_cache_lookup(BlockNode *bs, int64_t offset,
+                                int64_t bytes, int64_t *pnum)
+{
+    bool hit;
+
+    g_mutex_lock(&bs->status_cache_lock);
+    hit = offset >= bs->status_cache_start && offset < bs->status_cache_end;
+    if (hit)
+        *pnum = MIN(bytes, bs->status_cache_end - offset);
+    g_mutex_unlock(&bs->status_cache_lock);
+    return hit;
+}
+
+static void status_cache_store(BlockNode *bs, int64_t start, int64_t end)
+{
+    g_mutex_lock(&bs->status_cache_lock);
+    bs->status_cache_start = start;
+    bs->status_cache_end = end;
+    g_mutex_unlock(&bs->status_cache_lock);
+}
+
+static void status_cache_drop(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    g_mutex_lock(&bs->status_cache_lock);
+    if (offset < bs->status_cache_end &&
+        bs->status_cache_start < offset + bytes)
+        bs->status_cache_end = bs->status_cache_start;
+    g_mutex_unlock(&bs->status_cache_lock);
+}
+
 static int check_range(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     if (offset < 0 || bytes < 0 || offset > bs->total_bytes ||
@@ -423,6 +453,7 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
         flags &= ~BDRV_REQ_MAY_UNMAP;
     if ((flags & BDRV_REQ_NO_FALLBACK) && !bdrv_can_fast_zero(bs))
         return -ENOTSUP;
+    status_cache_drop(bs, offset, bytes);
     track_begin(bs, &req, offset - offset % a,
                 ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
                 !is_aligned(bs, offset, bytes, NULL));
@@ -448,6 +479,7 @@ int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
               : offset + bytes - (offset + bytes) % a;
     if (end <= start)
         return 0;
+    status_cache_drop(bs, start, end - start);
     track_begin(bs, &req, start, end - start, false);
     for (int64_t max = bs->limits.max_pdiscard ? bs->limits.max_pdiscard
                                                : (int64_t)1 << 30;
@@ -476,6 +508,23 @@ int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
     return bs->drv->prefetch(bs, offset, bytes);
 }
 
+/* Protocol drivers are asked up to the end of the node, so that one
+ * answer covers as much data as possible, and data extents are cached. */
+static int protocol_block_status(BlockNode *bs, int64_t offset,
+                                 int64_t bytes, int64_t *pnum)
+{
+    const int data = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    int ret;
+
+    if (status_cache_lookup(bs, offset, bytes, pnum))
+        return data;
+    ret = bs->drv->block_status(bs, offset, bs->total_bytes - offset, pnum);
+    if (ret == data && *pnum > 0)
+        status_cache_store(bs, offset, offset + *pnum);
+    *pnum = MIN(*pnum, bytes);
+    return ret;
+}
+
 int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum)
 {
@@ -490,7 +539,10 @@ int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
         *pnum = bytes;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
-    ret = bs->drv->block_status(bs, offset, bytes, pnum);
+    if (bs->drv->is_protocol)
+        ret = protocol_block_status(bs, offset, bytes, pnum);
+    else
+        ret = bs->drv->block_status(bs, offset, bytes, pnum);
     if (ret >= 0 && (*pnum <= 0 || *pnum > bytes))
         *pnum = bytes; /* a driver bug must not loop the caller */
     return ret;

@@ -14,6 +14,8 @@ set -o pipefail
 : "${SNAPNBD:?SNAPNBD must name the built server (make check sets it)}"
 : "${srcdir:=$(dirname "$0")}"
 export LANG=C
+# nbdsh runs "python3" from PATH: make it the system one, which has libnbd.
+export PATH=/usr/bin:$PATH
 
 _cleanups=()
 _run_cleanups() {
