@@ -269,6 +269,32 @@ static void test_write_zeroes_and_detect(void)
     bdrv_unref(bs);
 }
 
+/* The cached data extent must not outlive a discard or write-zeroes. */
+static void test_status_cache_dropped(void)
+{
+    g_autofree char *path = make_image("cache.img", 0x12);
+    BlockNode *bs = open_raw(path, "discard", "unmap");
+    int64_t pnum;
+    int st;
+
+    g_assert_nonnull(bs);
+    st = bdrv_block_status(bs, 0, IMG_SIZE, &pnum);
+    g_assert_cmpint(st & BDRV_BLOCK_DATA, !=, 0);
+    g_assert_cmpint(pnum, ==, IMG_SIZE); /* now cached */
+    g_assert_cmpint(bdrv_pdiscard(bs, 65536, 65536), ==, 0);
+    st = bdrv_block_status(bs, 65536, 65536, &pnum);
+    g_assert_cmpint(st & BDRV_BLOCK_DATA, ==, 0);
+    g_assert_cmpint(st & BDRV_BLOCK_ZERO, !=, 0);
+    st = bdrv_block_status(bs, 0, IMG_SIZE, &pnum);
+    g_assert_cmpint(st & BDRV_BLOCK_DATA, !=, 0);
+    g_assert_cmpint(pnum, ==, 65536);
+    g_assert_cmpint(bdrv_pwrite_zeroes(bs, 1 << 20, 1 << 20,
+                                       BDRV_REQ_MAY_UNMAP), ==, 0);
+    st = bdrv_block_status(bs, 1 << 20, 4096, &pnum);
+    g_assert_cmpint(st & BDRV_BLOCK_ZERO, !=, 0);
+    bdrv_unref(bs);
+}
+
 static void test_open_errors(void)
 {
     g_autofree char *missing = g_build_filename(tmpdir, "nope.img", NULL);
@@ -300,6 +326,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io/unaligned-serialised", test_unaligned_serialised);
     g_test_add_func("/io/write-zeroes-detect", test_write_zeroes_and_detect);
     g_test_add_func("/io/open-errors", test_open_errors);
+    g_test_add_func("/io/status-cache-dropped", test_status_cache_dropped);
     ret = g_test_run();
     {
         g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmpdir);
