@@ -335,11 +335,11 @@ static bool apply_locks(FileState *s, unsigned perms, unsigned unshared,
         const char *what = NULL;
         if (((perms >> p) & 1) &&
             lock_byte(s->fd, F_OFD_GETLK, F_WRLCK, LOCK_SHARED_BASE + p) < 0)
-            what = "shared";
+            what = "";
         else if (((unshared >> p) & 1) &&
                  lock_byte(s->fd, F_OFD_GETLK, F_WRLCK, LOCK_PERM_BASE + p) <
                      0)
-            what = "";
+            what = "shared";
         if (what) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_BUSY,
                         "Failed to get %s%s\"%s\" lock on '%s': is another "
@@ -356,10 +356,17 @@ failed_to_lock:
     return false;
 }
 
-static bool parse_aio(FileState *s, const char *aio, GError **errp)
+static bool parse_aio(FileState *s, const char *aio, bool cache_direct,
+                      GError **errp)
 {
     if (!aio || !strcmp(aio, "threads")) {
         s->aio = AIO_THREADS;
+    } else if (!strcmp(aio, "native") && !cache_direct) {
+        /* qemu-nbd's rule: Linux AIO only makes sense without the cache. */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "aio=native was specified, but it requires "
+                    "cache.direct=on, which was not specified.");
+        return false;
     } else if (!strcmp(aio, "io_uring") || !strcmp(aio, "native")) {
         struct io_uring probe;
         s->aio = AIO_IO_URING;
@@ -429,7 +436,7 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (fstat(s->fd, &st) == 0)
         s->is_block_device = S_ISBLK(st.st_mode);
     bs->filename = g_strdup(s->filename);
-    if (!parse_aio(s, aio, errp) || !parse_locking(s, locking, errp))
+    if (!parse_aio(s, aio, bs->cache_direct, errp) || !parse_locking(s, locking, errp))
         goto fail;
     if (s->use_locking) {
         unsigned perms = 1u << PERM_CONSISTENT_READ;

@@ -301,16 +301,18 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp)
     return open_consuming(opts, errp);
 }
 
-/* Children inherit the parent's read-only, discard and cache settings
- * unless given explicitly, as in QEMU. */
+/* Children inherit the parent's read-only and cache settings unless given
+ * explicitly, as in QEMU. */
 static void inherit_options(BlockNode *parent, GHashTable *child_opts)
 {
     if (!g_hash_table_contains(child_opts, "read-only"))
         g_hash_table_insert(child_opts, g_strdup("read-only"),
                             g_strdup(parent->read_only ? "on" : "off"));
+    /* As in QEMU, discard=ignore acts at the node it is set on: the
+     * layers below always pass discards on. */
     if (!g_hash_table_contains(child_opts, "discard"))
         g_hash_table_insert(child_opts, g_strdup("discard"),
-                            g_strdup(parent->unmap ? "unmap" : "ignore"));
+                            g_strdup("unmap"));
     if (!g_hash_table_contains(child_opts, "cache.direct"))
         g_hash_table_insert(child_opts, g_strdup("cache.direct"),
                             g_strdup(parent->cache_direct ? "on" : "off"));

@@ -449,8 +449,6 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 
     if (ret < 0 || bytes == 0)
         return ret;
-    if (!bs->unmap)
-        flags &= ~BDRV_REQ_MAY_UNMAP;
     if ((flags & BDRV_REQ_NO_FALLBACK) && !bdrv_can_fast_zero(bs))
         return -ENOTSUP;
     status_cache_drop(bs, offset, bytes);

@@ -179,6 +179,23 @@ static HandshakeState opt_export_name(NbdConn *c, Option *o)
     return enter_transmission(c, exp);
 }
 
+/* NBD_REP_SERVER: the name, then the description as free text. */
+static int send_server_reply(NbdConn *c, uint32_t opt, const char *name)
+{
+    NbdExport *exp = nbd_export_lookup(name);
+    const char *desc = exp && exp->description ? exp->description : "";
+    uint32_t len = strlen(name), be = htobe32(len);
+    g_autofree char *buf = g_malloc(4 + len + strlen(desc));
+    int ret;
+
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, name, len);
+    memcpy(buf + 4 + len, desc, strlen(desc));
+    ret = send_reply(c, opt, NBD_REP_SERVER, buf, 4 + len + strlen(desc));
+    nbd_export_unref(exp);
+    return ret;
+}
+
 static HandshakeState opt_list(NbdConn *c, Option *o)
 {
     g_auto(GStrv) names = NULL;
@@ -189,12 +206,7 @@ static HandshakeState opt_list(NbdConn *c, Option *o)
                    ? HS_DEAD : HS_OPTION;
     names = nbd_export_names();
     for (char **n = names; *n; n++) {
-        uint32_t len = strlen(*n);
-        g_autofree char *buf = g_malloc(4 + len);
-        uint32_t be = htobe32(len);
-        memcpy(buf, &be, 4);
-        memcpy(buf + 4, *n, len);
-        if (send_reply(c, o->code, NBD_REP_SERVER, buf, 4 + len) < 0)
+        if (send_server_reply(c, o->code, *n) < 0)
             return HS_DEAD;
     }
     return send_ack(c, o->code) < 0 ? HS_DEAD : HS_OPTION;

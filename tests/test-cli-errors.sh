@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Command line errors: every qemu-nbd option snapnbd does not implement is
+# refused (non-zero status, "not supported") rather than ignored; so are a
+# missing or extra file name, a missing file (named in the message), qcow2
+# images (given with -f or probed), other formats, bad option values and
+# option conflicts.  Nothing is left listening.  -V prints a version.
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+requires qemu-img
+
+img=$tmp/disk.img
+truncate -s 1M "$img"
+qemu-img create -f qcow2 "$tmp/disk.qcow2" 1M >/dev/null
+sock=$tmp/sock
+
+refused() {
+    # refused PATTERN ARGS...: snapnbd ARGS must exit non-zero with an
+    # error matching PATTERN (extended regexp) and never listen.
+    local pattern=$1 pid i rc
+    shift
+    rm -f "$sock"
+    "$SNAPNBD" "$@" </dev/null >"$tmp/out" 2>"$tmp/err" &
+    pid=$!
+    for i in $(seq 100); do
+        kill -0 $pid 2>/dev/null || break
+        [ -S "$sock" ] && break
+        sleep 0.05
+    done
+    if kill -0 $pid 2>/dev/null; then
+        kill $pid
+        wait $pid
+        fail "accepted (still running): snapnbd $*"
+    fi
+    wait $pid && rc=0 || rc=$?
+    [ $rc -ne 0 ] || fail "exit status 0: snapnbd $*"
+    grep -Eq -- "$pattern" "$tmp/err" ||
+        fail "snapnbd $*: error does not match '$pattern': $(cat "$tmp/err")"
+    [ ! -S "$sock" ] || fail "snapnbd $*: left a socket behind"
+}
+
+# qemu-nbd options that are not implemented.
+refused "'-s' is not supported" -k "$sock" -s "$img"
+refused "'--snapshot' is not supported" -k "$sock" --snapshot "$img"
+refused "not supported" -k "$sock" -l snap1 "$img"
+refused "not supported" -k "$sock" --load-snapshot=snap1 "$img"
+refused "not supported" -k "$sock" -A "$img"
+refused "not supported" -k "$sock" -B bitmap0 "$img"
+refused "'--object' is not supported" -k "$sock" --object x "$img"
+refused "'--object' is not supported" -k "$sock" \
+    --object secret,id=sec0,data=x "$img"
+refused "'--image-opts' is not supported" -k "$sock" --image-opts \
+    "driver=raw,file.filename=$img"
+refused "'--tls-creds' is not supported" -k "$sock" --tls-creds x "$img"
+refused "not supported" -k "$sock" --tls-hostname h "$img"
+refused "not supported" -k "$sock" --tls-authz a "$img"
+refused "not supported" -k "$sock" -c /dev/nbd0 "$img"
+refused "not supported" -k "$sock" -d /dev/nbd0
+refused "not supported" -k "$sock" -P 1 "$img"
+refused "not supported" -k "$sock" -L
+refused "not supported" -k "$sock" --handshake-limit 5 "$img"
+refused "not supported" -k "$sock" -T 'nbd_*' "$img"
+# An unsupported option is refused wherever it stands.
+refused "'-s' is not supported" -k "$sock" -f raw -t "$img" -s
+
+# File names.
+refused "file name|FILENAME|filename" -k "$sock" -f raw
+refused "file name|FILENAME|filename" -k "$sock" -f raw "$img" "$img"
+refused "$tmp/missing.img" -k "$sock" -f raw "$tmp/missing.img"
+refused "$tmp/missing.img" -k "$sock" "$tmp/missing.img"
+refused "$tmp/missing.img" -k "$sock" --cache=none "$tmp/missing.img"
+
+# Formats.
+refused "qcow2" -k "$sock" -f qcow2 "$img"
+refused "qcow2" -k "$sock" "$tmp/disk.qcow2"
+refused "qcow2" -k "$sock" -r "$tmp/disk.qcow2"
+refused "vmdk" -k "$sock" -f vmdk "$img"
+
+# Option values.
+refused "bogus" -k "$sock" -f raw --cache=bogus "$img"
+refused "bogus" -k "$sock" -f raw --aio=bogus "$img"
+refused "bogus" -k "$sock" -f raw --discard=bogus "$img"
+refused "bogus" -k "$sock" -f raw --detect-zeroes=bogus "$img"
+refused "-1|shared" -k "$sock" -f raw -e -1 "$img"
+refused "abc|shared" -k "$sock" -f raw -e abc "$img"
+refused "offset|-o" -k "$sock" -f raw -o -512 "$img"
+refused "offset|-o" -k "$sock" -f raw -o abc "$img"
+refused "2M" -k "$sock" -f raw -o 2M "$img"
+refused "[Oo]ffset.*(beyond|greater)" -k "$sock" -f raw -o 2097152 "$img"
+refused "[Uu]nknown option|bogus" -k "$sock" --bogus-option "$img"
+refused "socket|port|bind" -k "$sock" -p 10809 -f raw "$img"
+refused "socket|port|bind" -k "$sock" -b 127.0.0.1 -f raw "$img"
+
+# The qcow2 image was not touched by the refusal.
+qemu-img check -q "$tmp/disk.qcow2" || fail "qcow2 image damaged"
+
+# -V / --version: a version, status 0, and no server.
+for v in -V --version; do
+    out=$(timeout 10 "$SNAPNBD" $v) || fail "$v failed"
+    [[ "$out" =~ [0-9]+\.[0-9]+ ]] || fail "$v printed no version: $out"
+done
+# --help works and mentions the options.
+timeout 10 "$SNAPNBD" --help >"$tmp/help" || fail "--help failed"
+grep -q -- '--discard' "$tmp/help" || fail "--help lacks --discard"
+true

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A raw image whose size is not a multiple of 512 bytes is exported with its
+# exact size (snapnbd's choice, as nbdkit: qemu-nbd 7.2 rounds it up to the
+# next 512-byte sector and invents bytes past the end of the file).  Every
+# byte reads back, the last byte is writable, nothing past the end is, and
+# block status covers exactly the export.
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+
+img=$tmp/odd.img
+head -c 1000 /dev/urandom >"$img"
+cp "$img" "$tmp/orig"
+
+cat >"$tmp/check.py" <<'EOP'
+import sys, nbd
+uri, orig = sys.argv[1], sys.argv[2]
+data = open(orig, "rb").read()
+h = nbd.NBD()
+h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+h.connect_uri(uri)
+size = h.get_size()
+assert size == 1000, f"export size {size}, expected the file's 1000 bytes"
+assert h.pread(size, 0) == data, "file contents differ"
+ext = []
+h.block_status(size, 0, lambda c, o, e, err: ext.extend(e)
+               if c == nbd.CONTEXT_BASE_ALLOCATION else 0)
+assert sum(ext[0::2]) == size, f"block status does not cover the export {ext}"
+h.pwrite(b"T" * 10, size - 10)
+assert h.pread(12, size - 12) == data[size - 12:size - 10] + b"T" * 10
+h.set_strict_mode(0)
+try:
+    h.pwrite(b"X", size)
+    raise AssertionError("write past the end succeeded")
+except nbd.Error as e:
+    assert e.errno in ("ENOSPC", "EINVAL"), e
+h.shutdown()
+EOP
+
+start_server "$tmp/s1" "$tmp/p1" -f raw -t "$img"
+$PYTHON "$tmp/check.py" "$(uri "$tmp/s1")" "$tmp/orig" ||
+    fail "1000-byte image"
+[ "$(stat -c %s "$img")" -eq 1000 ] || fail "the file changed size"
