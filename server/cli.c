@@ -65,6 +65,12 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
           "print what the server does on stderr", NULL },
         { "version", 'V', 0, G_OPTION_ARG_NONE, &o->version,
           "print the version and exit", NULL },
+        { "object", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->objects,
+          "tls-creds-x509, tls-creds-psk or authz-simple object", "PROPS" },
+        { "tls-creds", 0, 0, G_OPTION_ARG_STRING, &o->tls_creds,
+          "require TLS with the credentials object ID", "ID" },
+        { "tls-authz", 0, 0, G_OPTION_ARG_STRING, &o->tls_authz,
+          "let in only TLS clients that the authz object ID allows", "ID" },
         UNSUPPORTED("snapshot", 's', false),
         UNSUPPORTED("load-snapshot", 'l', true),
         UNSUPPORTED("allocation-depth", 'A', false),
@@ -74,11 +80,8 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         UNSUPPORTED("partition", 'P', true),
         UNSUPPORTED("trace", 'T', true),
         UNSUPPORTED("list", 'L', false),
-        UNSUPPORTED("object", 0, true),
         UNSUPPORTED("image-opts", 0, false),
-        UNSUPPORTED("tls-creds", 0, true),
         UNSUPPORTED("tls-hostname", 0, true),
-        UNSUPPORTED("tls-authz", 0, true),
         UNSUPPORTED("handshake-limit", 0, true),
         { NULL },
     };
@@ -234,4 +237,7 @@ void cli_free(CliOptions *o)
     g_free(o->discard);
     g_free(o->detect_zeroes);
     g_free(o->pid_file);
+    g_strfreev(o->objects);
+    g_free(o->tls_creds);
+    g_free(o->tls_authz);
 }

@@ -20,6 +20,9 @@ typedef struct CliOptions {
     char *discard;         /* --discard, default ignore */
     char *detect_zeroes;   /* --detect-zeroes, default off */
     char *pid_file;
+    char **objects;        /* --object, repeatable */
+    char *tls_creds;       /* --tls-creds: id of a tls-creds-* object */
+    char *tls_authz;       /* --tls-authz: id of an authz-simple object */
     gint64 offset;         /* -o */
     int shared;            /* -e: clients at once, 0 = unlimited */
     gboolean read_only;

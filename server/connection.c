@@ -21,6 +21,8 @@ int conn_read(NbdConn *c, void *buf, size_t len)
 {
     char *p = buf;
 
+    if (c->tls)
+        return tls_read(c->tls, buf, len);
     while (len > 0) {
         ssize_t n = recv(c->fd, p, len, 0);
         if (n < 0 && errno == EINTR)
@@ -48,6 +50,8 @@ int conn_discard(NbdConn *c, uint64_t len)
 
 int conn_writev(NbdConn *c, struct iovec *iov, int iovcnt)
 {
+    if (c->tls)
+        return tls_writev(c->tls, iov, iovcnt);
     while (iovcnt > 0) {
         struct msghdr msg = { .msg_iov = iov, .msg_iovlen = iovcnt };
         ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
@@ -114,6 +118,7 @@ void nbd_client_serve(int fd)
     g_mutex_lock(&clients_lock);
     clients = g_list_remove(clients, c);
     g_mutex_unlock(&clients_lock);
+    tls_close(c->tls);
     close(fd);
     nbd_export_unref(c->exp);
     g_free(c->meta_export);

@@ -8,6 +8,7 @@
 #include "export.h"
 #include "nbd-protocol.h"
 #include "nbd-server.h"
+#include "tls.h"
 
 #include <stddef.h>
 #include <sys/uio.h>
@@ -19,6 +20,7 @@ enum {
 
 typedef struct NbdConn {
     int fd;
+    gnutls_session_t tls;     /* once STARTTLS succeeded: all I/O uses it */
     bool no_zeroes;           /* client flag NBD_FLAG_C_NO_ZEROES */
     bool structured_replies;  /* NBD_OPT_STRUCTURED_REPLY done */
     /* Meta contexts chosen by SET_META_CONTEXT, for export meta_export. */
@@ -32,9 +34,11 @@ typedef struct NbdConn {
     GMutex read_lock;   /* one worker reads a request (and payload) at once */
     GMutex write_lock;  /* one worker sends a reply at once */
     int dead;           /* atomic: stop reading requests */
+    gint64 avg_request_ns; /* relaxed atomic: recent time to serve one */
 } NbdConn;
 
-/* Whole reads and writes on the socket: 0, or -1 on EOF or error. */
+/* Whole reads and writes on the socket (through TLS once it is up): 0, or
+ * -1 on EOF or error. */
 int conn_read(NbdConn *c, void *buf, size_t len);
 int conn_discard(NbdConn *c, uint64_t len);
 int conn_writev(NbdConn *c, struct iovec *iov, int iovcnt);

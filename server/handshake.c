@@ -7,6 +7,11 @@
  * option before it is used, so a lying client costs an error reply, never a
  * read past a buffer; option payloads above MAX_OPTION_LEN are never
  * allocated.
+ *
+ * With --tls-creds the server runs in the spec's FORCEDTLS mode: until
+ * STARTTLS succeeds, every option but STARTTLS and ABORT is answered
+ * NBD_REP_ERR_TLS_REQD (EXPORT_NAME, which cannot be answered, hangs up),
+ * so nothing about the exports is said in clear text.
  */
 #include "connection.h"
 
@@ -371,6 +376,35 @@ invalid:
                ? HS_DEAD : HS_OPTION;
 }
 
+static HandshakeState opt_starttls(NbdConn *c, Option *o)
+{
+    const char *why = NULL;
+
+    if (!tls_enabled())
+        return send_error(c, o->code, NBD_REP_ERR_POLICY,
+                          "TLS is not configured on this server") < 0
+                   ? HS_DEAD : HS_OPTION;
+    if (c->tls)
+        why = "TLS is already active";
+    else if (o->len != 0)
+        why = "NBD_OPT_STARTTLS must have no payload";
+    if (why)
+        return send_error(c, o->code, NBD_REP_ERR_INVALID, "%s", why) < 0
+                   ? HS_DEAD : HS_OPTION;
+    if (send_ack(c, o->code) < 0)
+        return HS_DEAD;
+    /* Past the ACK there is no going back to clear text: a failed
+     * handshake ends the connection. */
+    c->tls = tls_handshake(c->fd);
+    if (!c->tls)
+        return HS_DEAD;
+    /* Nothing negotiated in clear text may survive the upgrade. */
+    c->structured_replies = false;
+    c->ctx_base_allocation = false;
+    g_clear_pointer(&c->meta_export, g_free);
+    return HS_OPTION;
+}
+
 /* --- the machine ------------------------------------------------------- */
 
 static HandshakeState state_greeting(NbdConn *c)
@@ -415,6 +449,13 @@ static HandshakeState dispatch_option(NbdConn *c, Option *o)
                    "server is shutting down");
         return HS_DEAD;
     }
+    if (tls_enabled() && !c->tls && o->code != NBD_OPT_STARTTLS) {
+        if (o->code == NBD_OPT_EXPORT_NAME)
+            return HS_DEAD; /* it cannot be refused: the spec says hang up */
+        return send_error(c, o->code, NBD_REP_ERR_TLS_REQD,
+                          "this server requires TLS (NBD_OPT_STARTTLS)") < 0
+                   ? HS_DEAD : HS_OPTION;
+    }
     if (!o->data && o->code != NBD_OPT_EXPORT_NAME)
         return send_error(c, o->code, NBD_REP_ERR_TOO_BIG,
                           "option payload of %u bytes is too large",
@@ -433,9 +474,7 @@ static HandshakeState dispatch_option(NbdConn *c, Option *o)
     case NBD_OPT_SET_META_CONTEXT:
         return opt_meta_context(c, o);
     case NBD_OPT_STARTTLS:
-        return send_error(c, o->code, NBD_REP_ERR_POLICY,
-                          "TLS is not configured on this server") < 0
-                   ? HS_DEAD : HS_OPTION;
+        return opt_starttls(c, o);
     default:
         return send_error(c, o->code, NBD_REP_ERR_UNSUP,
                           "option %u is not supported", o->code) < 0

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "export.h"
 #include "nbd-server.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -261,6 +262,8 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     nbd_verbose = bdrv_verbose = o.verbose;
+    if (!tls_setup(o.objects, o.tls_creds, o.tls_authz))
+        goto out;
     sig_fd = block_signals();
     if (o.fork)
         ready_fd = daemonize();

@@ -44,14 +44,9 @@ refused "not supported" -k "$sock" -l snap1 "$img"
 refused "not supported" -k "$sock" --load-snapshot=snap1 "$img"
 refused "not supported" -k "$sock" -A "$img"
 refused "not supported" -k "$sock" -B bitmap0 "$img"
-refused "'--object' is not supported" -k "$sock" --object x "$img"
-refused "'--object' is not supported" -k "$sock" \
-    --object secret,id=sec0,data=x "$img"
 refused "'--image-opts' is not supported" -k "$sock" --image-opts \
     "driver=raw,file.filename=$img"
-refused "'--tls-creds' is not supported" -k "$sock" --tls-creds x "$img"
 refused "not supported" -k "$sock" --tls-hostname h "$img"
-refused "not supported" -k "$sock" --tls-authz a "$img"
 refused "not supported" -k "$sock" -c /dev/nbd0 "$img"
 refused "not supported" -k "$sock" -d /dev/nbd0
 refused "not supported" -k "$sock" -P 1 "$img"
@@ -60,6 +55,32 @@ refused "not supported" -k "$sock" --handshake-limit 5 "$img"
 refused "not supported" -k "$sock" -T 'nbd_*' "$img"
 # An unsupported option is refused wherever it stands.
 refused "'-s' is not supported" -k "$sock" -f raw -t "$img" -s
+
+# --object knows only the TLS objects; --tls-creds and --tls-authz must name
+# objects of the right kind (qemu-nbd's messages).
+refused "type 'x' is not supported" -k "$sock" --object x "$img"
+refused "type 'secret' is not supported" -k "$sock" \
+    --object secret,id=sec0,data=x "$img"
+refused "type 'tls-creds-anon' is not supported" -k "$sock" \
+    --object tls-creds-anon,id=tls0,endpoint=server "$img"
+refused "'bogus' is not supported" -k "$sock" \
+    --object authz-simple,id=a0,identity=x,bogus=1 "$img"
+refused "'id' is missing" -k "$sock" --object authz-simple,identity=x "$img"
+refused "'identity' is missing" -k "$sock" --object authz-simple,id=a0 "$img"
+refused "id 'a0' is used twice" -k "$sock" \
+    --object authz-simple,id=a0,identity=x \
+    --object authz-simple,id=a0,identity=y "$img"
+refused "No TLS credentials with id 'x'" -k "$sock" --tls-creds x "$img"
+refused "Not TLS credentials.*'a0'" -k "$sock" \
+    --object authz-simple,id=a0,identity=x --tls-creds a0 "$img"
+refused "tls-authz is not permitted without --tls-creds" -k "$sock" \
+    --object authz-simple,id=a0,identity=x --tls-authz a0 "$img"
+refused "'dir' is missing" -k "$sock" \
+    --object tls-creds-x509,id=tls0,endpoint=server "$img"
+refused "$tmp/nocerts/ca-cert.pem" -k "$sock" \
+    --object "tls-creds-x509,id=tls0,endpoint=server,dir=$tmp/nocerts" "$img"
+refused "$tmp/nocerts/keys.psk" -k "$sock" \
+    --object "tls-creds-psk,id=tls0,endpoint=server,dir=$tmp/nocerts" "$img"
 
 # File names.
 refused "file name|FILENAME|filename" -k "$sock" -f raw

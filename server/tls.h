@@ -1,0 +1,35 @@
+/*
+ * tls.h - TLS (gnutls) for NBD_OPT_STARTTLS: credentials from qemu-nbd's
+ * --object/--tls-creds/--tls-authz, and the I/O of an upgraded connection.
+ */
+#ifndef SNAPNBD_TLS_H
+#define SNAPNBD_TLS_H
+
+#include <glib.h>
+#include <gnutls/gnutls.h>
+#include <stdbool.h>
+#include <sys/uio.h>
+
+/* Parses the --object options (NULL-terminated, may be NULL) and loads the
+ * credentials named by creds_id (NULL: no TLS).  On error prints one line
+ * naming the problem and returns false. */
+bool tls_setup(char **objects, const char *creds_id, const char *authz_id);
+
+/* True when --tls-creds was given: every client must start TLS. */
+bool tls_enabled(void);
+
+/* The server side of the TLS handshake on fd, after NBD_REP_ACK to
+ * NBD_OPT_STARTTLS; NULL when it fails or the client is not authorized
+ * (the reason is printed), and the connection must then close. */
+gnutls_session_t tls_handshake(int fd);
+
+/* Whole reads and writes through the session: 0, or -1 on EOF or error.
+ * One thread may read while another writes. */
+int tls_read(gnutls_session_t s, void *buf, size_t len);
+int tls_writev(gnutls_session_t s, const struct iovec *iov, int iovcnt);
+
+/* Sends close_notify (best effort) and frees the session; no other thread
+ * may use it any more. */
+void tls_close(gnutls_session_t s);
+
+#endif
