@@ -295,6 +295,84 @@ static void test_status_cache_dropped(void)
     bdrv_unref(bs);
 }
 
+static BlockNode *open_opts(const char *const *kv)
+{
+    g_autoptr(GHashTable) o =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) err = NULL;
+    BlockNode *bs;
+
+    for (; kv[0]; kv += 2)
+        g_hash_table_insert(o, g_strdup(kv[0]), g_strdup(kv[1]));
+    bs = bdrv_open(o, &err);
+    if (!bs)
+        g_test_message("open failed: %s", err->message);
+    return bs;
+}
+
+static void test_null_driver(void)
+{
+    const char *const opts[] = { "driver", "null-co", "size", "1048576",
+                                 NULL };
+    BlockNode *bs = open_opts(opts);
+    char buf[4096];
+    int64_t pnum;
+
+    g_assert_nonnull(bs);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 1048576);
+    memset(buf, 0x5a, sizeof(buf));
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf), ==, 0);
+    g_assert_true(buffer_is_zero(buf, sizeof(buf))); /* writes forgotten */
+    g_assert_cmpint(bdrv_block_status(bs, 0, 1048576, &pnum) &
+                        BDRV_BLOCK_ZERO, !=, 0);
+    g_assert_cmpint(pnum, ==, 1048576);
+    bdrv_unref(bs);
+}
+
+/* raw's offset and size make a window; create makes a file of the size. */
+static void test_raw_window_and_create(void)
+{
+    g_autofree char *path = g_build_filename(tmpdir, "created.img", NULL);
+    g_autoptr(GHashTable) create_opts =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) err = NULL;
+    const char *const opts[] = { "driver", "raw", "file.driver", "file",
+                                 "file.filename", path, "offset", "4096",
+                                 "size", "8192", NULL };
+    const char *const too_big[] = { "driver", "raw", "file.driver", "file",
+                                    "file.filename", path, "offset", "4096",
+                                    "size", "1048576", NULL };
+    BlockNode *bs;
+    char buf[8192], check[8192];
+
+    g_hash_table_insert(create_opts, g_strdup("nocow"), g_strdup("on"));
+    g_assert_cmpint(bdrv_create("file", path, 65536, create_opts, &err), ==,
+                    0);
+    bs = open_opts(opts);
+    g_assert_nonnull(bs);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 8192);
+    memset(buf, 0x7e, sizeof(buf));
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 8192, buf, 0), ==, 0);
+    g_assert_cmpint(bdrv_pread(bs, 8191, 2, buf), ==, -EINVAL);
+    bdrv_unref(bs);
+    {
+        g_autofree char *data = NULL;
+        gsize len;
+        g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+        g_assert_cmpuint(len, ==, 65536);
+        memset(check, 0x7e, sizeof(check));
+        g_assert_cmpint(memcmp(data + 4096, check, 8192), ==, 0);
+        g_assert_true(buffer_is_zero(data, 4096));
+        g_assert_true(buffer_is_zero(data + 12288, 65536 - 12288));
+    }
+    g_assert_null(open_opts(too_big)); /* window past the end */
+    g_hash_table_insert(create_opts, g_strdup("bogus"), g_strdup("1"));
+    g_clear_error(&err);
+    g_assert_cmpint(bdrv_create("file", path, 1, create_opts, &err), <, 0);
+    g_assert_nonnull(strstr(err->message, "bogus"));
+}
+
 static void test_open_errors(void)
 {
     g_autofree char *missing = g_build_filename(tmpdir, "nope.img", NULL);
@@ -327,6 +405,9 @@ int main(int argc, char **argv)
     g_test_add_func("/io/write-zeroes-detect", test_write_zeroes_and_detect);
     g_test_add_func("/io/open-errors", test_open_errors);
     g_test_add_func("/io/status-cache-dropped", test_status_cache_dropped);
+    g_test_add_func("/driver/null", test_null_driver);
+    g_test_add_func("/driver/raw-window-and-create",
+                    test_raw_window_and_create);
     ret = g_test_run();
     {
         g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmpdir);
