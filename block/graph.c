@@ -440,8 +440,9 @@ char *bdrv_describe(BlockNode *bs)
     return g_string_free(s, FALSE);
 }
 
-/* Every node in the graph below must agree: a filter is only as safe for
- * multiple connections as what it sits on. */
+/* All clients of a node share one graph in one process, and a flush
+ * flushes every node below: a flush on any connection covers the writes of
+ * all of them, which is what NBD_FLAG_CAN_MULTI_CONN promises. */
 bool bdrv_can_multi_conn(BlockNode *bs)
 {
     return true;
