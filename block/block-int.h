@@ -112,5 +112,6 @@ const BlockDriver *bdrv_find_driver(const char *name);
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_null;
+extern const BlockDriver bdrv_qcow2;
 
 #endif

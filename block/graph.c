@@ -14,6 +14,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_file,
     &bdrv_raw,
     &bdrv_null,
+    &bdrv_qcow2,
 };
 
 static GMutex names_lock;

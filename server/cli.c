@@ -44,7 +44,7 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         { "shared", 'e', 0, G_OPTION_ARG_STRING, &shared,
           "serve NUM clients at once, 0 for unlimited (default 1)", "NUM" },
         { "format", 'f', 0, G_OPTION_ARG_STRING, &o->format,
-          "image format: raw (probed when absent)", "FORMAT" },
+          "image format: raw or qcow2 (probed when absent)", "FORMAT" },
         { "offset", 'o', 0, G_OPTION_ARG_INT64, &o->offset,
           "offset into the image", "OFFSET" },
         { "nocache", 'n', 0, G_OPTION_ARG_NONE, &o->nocache,
@@ -166,28 +166,44 @@ bool cli_writethrough(const CliOptions *o)
                         !strcmp(o->cache, "directsync"));
 }
 
-/* qemu-nbd probes the format when -f is absent; until the qcow2 driver
- * lands, a qcow2 image is refused rather than served as raw bytes. */
-static const char *probe_format(const char *filename, GError **errp)
+/* qemu-nbd probes the format when -f is absent: the qcow2 magic selects
+ * qcow2, anything else is raw (with qemu-nbd's warning). */
+static const char *probe_format(const char *filename)
 {
     char magic[4] = { 0 };
     int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    bool qcow2;
 
     if (fd < 0)
         return "raw"; /* the file driver reports the open error */
-    if (read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0) {
-        close(fd);
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "'%s' is a qcow2 image; the qcow2 format is not "
-                    "supported yet", filename);
-        return NULL;
-    }
+    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
     close(fd);
+    if (qcow2)
+        return "qcow2";
     fprintf(stderr,
             "WARNING: Image format was not specified for '%s' and probing "
             "guessed raw.\n         Specify the 'raw' format explicitly "
             "(-f raw) to silence this warning.\n", filename);
     return "raw";
+}
+
+/* The image node: raw over the file, or qcow2 over the file; with -o a
+ * qcow2 image gets a raw node with the offset on top, as in qemu-nbd. */
+static void put_image(GHashTable *t, const CliOptions *o, const char *format)
+{
+    bool qcow2 = strcmp(format, "qcow2") == 0;
+    const char *file = qcow2 && o->offset ? "file.file" : "file";
+    g_autofree char *drv = g_strdup_printf("%s.driver", file);
+    g_autofree char *name = g_strdup_printf("%s.filename", file);
+    g_autofree char *aio = g_strdup_printf("%s.aio", file);
+
+    put(t, "driver", qcow2 && !o->offset ? "qcow2" : "raw");
+    if (qcow2 && o->offset)
+        put(t, "file.driver", "qcow2");
+    put(t, drv, "file");
+    put(t, name, o->filename);
+    if (o->aio)
+        put(t, aio, o->aio);
 }
 
 GHashTable *cli_block_options(const CliOptions *o, GError **errp)
@@ -196,19 +212,15 @@ GHashTable *cli_block_options(const CliOptions *o, GError **errp)
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     const char *format = o->format;
 
-    if (!format && !(format = probe_format(o->filename, errp)))
-        return NULL;
-    if (strcmp(format, "raw") != 0) {
+    if (!format)
+        format = probe_format(o->filename);
+    if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "format '%s' is not supported%s", format,
-                    strcmp(format, "qcow2") == 0 ? " yet" : " (use raw)");
+                    "format '%s' is not supported (use raw or qcow2)",
+                    format);
         return NULL;
     }
-    put(t, "driver", "raw");
-    put(t, "file.driver", "file");
-    put(t, "file.filename", o->filename);
-    if (o->aio)
-        put(t, "file.aio", o->aio);
+    put_image(t, o, format);
     if (!apply_cache_mode(t, o->cache, errp))
         return NULL;
     put(t, "read-only", o->read_only ? "on" : "off");

@@ -7,6 +7,13 @@
 #                          with pid file PID, wait until it listens;
 #                          it is killed (and must die on SIGTERM) at exit
 #   uri SOCK [NAME]        the NBD URI of a unix socket export
+#   requires_plugin        skip unless nbdkit is installed and $SNAPNBD_PLUGIN
+#                          names the built nbdkit-snapnbd-plugin.so
+#   run_nbdkit ARGS...     run nbdkit (with the sanitizer runtime preloaded
+#                          when the plugin was built with ASan)
+#   start_nbdkit SOCK PID ARGS...   start nbdkit -f on unix socket SOCK with
+#                          pid file PID, wait until it serves; at exit it
+#                          is stopped with SIGTERM and must exit with 0
 #   fail MSG               print MSG and exit 1
 set -u
 set -o pipefail
@@ -84,3 +91,65 @@ uri() {
 
 # The system interpreter has libnbd's Python bindings.
 PYTHON=/usr/bin/python3
+
+# --- the nbdkit plugin (tests/test-nbdkit-plugin*.sh) -----------------------
+_nbdkit_env=()
+requires_plugin() {
+    requires nbdkit
+    if [ -z "${SNAPNBD_PLUGIN:-}" ] || [ ! -f "$SNAPNBD_PLUGIN" ]; then
+        echo "$0: skipped: SNAPNBD_PLUGIN does not name the built plugin"
+        exit 77
+    fi
+    # nbdkit itself is not built with ASan: a sanitized plugin needs the
+    # runtime loaded first.  nbdkit's own allocations are not ours to check.
+    _nbdkit_env=()
+    local asan
+    asan=$(ldd "$SNAPNBD_PLUGIN" 2>/dev/null | awk '/libasan/ { print $3 }')
+    if [ -n "$asan" ]; then
+        _nbdkit_env=(env "LD_PRELOAD=$asan"
+                     "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
+    fi
+}
+
+run_nbdkit() {
+    "${_nbdkit_env[@]}" nbdkit "$@"
+}
+
+# Stop an nbdkit we started: SIGTERM, then its exit status must be 0.
+_stop_nbdkit() {
+    local pidfile=$1 pid=$2 i st=0
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "$0: FAIL: nbdkit $pid ignored SIGTERM" >&2
+        kill -9 "$pid" 2>/dev/null
+        exit 1
+    fi
+    wait "$pid" || st=$?
+    rm -f "$pidfile"
+    if [ "$st" -ne 0 ]; then
+        echo "$0: FAIL: nbdkit exited with status $st" >&2
+        exit 1
+    fi
+}
+
+start_nbdkit() {
+    local sock=$1 pidfile=$2 pid i
+    shift 2
+    rm -f "$pidfile" "$sock"
+    # Not through run_nbdkit: $! must be nbdkit itself (env execs it).
+    "${_nbdkit_env[@]}" nbdkit -f -U "$sock" -P "$pidfile" "$@" &
+    pid=$!
+    cleanup_fn "_stop_nbdkit '$pidfile' $pid"
+    for i in $(seq 200); do
+        if [ -S "$sock" ] && [ -s "$pidfile" ]; then
+            return 0
+        fi
+        kill -0 $pid 2>/dev/null || fail "nbdkit exited at start: $*"
+        sleep 0.05
+    done
+    fail "nbdkit did not start: $*"
+}

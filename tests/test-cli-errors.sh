@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Command line errors: every qemu-nbd option snapnbd does not implement is
 # refused (non-zero status, "not supported") rather than ignored; so are a
-# missing or extra file name, a missing file (named in the message), qcow2
-# images (given with -f or probed), other formats, bad option values and
-# option conflicts.  Nothing is left listening.  -V prints a version.
+# missing or extra file name, a missing file (named in the message),
+# writable qcow2 images (given with -f or probed: read-only only for now),
+# other formats, bad option values and option conflicts.  Nothing is left
+# listening.  -V prints a version.  A qcow2 image with -r is served.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
-requires qemu-img
+requires qemu-img nbdinfo
 
 img=$tmp/disk.img
 truncate -s 1M "$img"
@@ -90,9 +91,10 @@ refused "$tmp/missing.img" -k "$sock" "$tmp/missing.img"
 refused "$tmp/missing.img" -k "$sock" --cache=none "$tmp/missing.img"
 
 # Formats.
-refused "qcow2" -k "$sock" -f qcow2 "$img"
-refused "qcow2" -k "$sock" "$tmp/disk.qcow2"
-refused "qcow2" -k "$sock" -r "$tmp/disk.qcow2"
+ro_msg="qcow2 write support is not implemented yet; export '$tmp/disk.qcow2' read-only \(-r\)"
+refused "$ro_msg" -k "$sock" -f qcow2 "$tmp/disk.qcow2"
+refused "$ro_msg" -k "$sock" "$tmp/disk.qcow2"
+refused "$img.*bad magic" -k "$sock" -r -f qcow2 "$img"
 refused "vmdk" -k "$sock" -f vmdk "$img"
 
 # Option values.
@@ -112,6 +114,15 @@ refused "socket|port|bind" -k "$sock" -b 127.0.0.1 -f raw "$img"
 
 # The qcow2 image was not touched by the refusal.
 qemu-img check -q "$tmp/disk.qcow2" || fail "qcow2 image damaged"
+
+# With -r a qcow2 image is served, given with -f or probed (no warning).
+for f in "-f qcow2" ""; do
+    start_server "$sock" "$tmp/pid${#f}" -r $f "$tmp/disk.qcow2" 2>"$tmp/err"
+    size=$(nbdinfo --size "$(uri "$sock")") || fail "-r $f: nbdinfo failed"
+    [ "$size" = 1048576 ] || fail "-r $f: size $size"
+    _stop_server "$tmp/pid${#f}"
+    ! grep -q WARNING "$tmp/err" || fail "-r $f: $(cat "$tmp/err")"
+done
 
 # -V / --version: a version, status 0, and no server.
 for v in -V --version; do

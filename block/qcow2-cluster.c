@@ -1,0 +1,148 @@
+/*
+ * qcow2-cluster.c - guest offset -> where its bytes are (L1/L2 lookup).
+ *
+ * Design notes.
+ *
+ * A lookup answers for a run of guest bytes, not one cluster: reads want
+ * one host I/O per host-contiguous run, block status wants the longest run
+ * of one kind (so that a map of a big image is quick).  A run never crosses
+ * an L2 table (callers loop), except that an unallocated L1 entry answers
+ * for its whole range at once.
+ *
+ * The image is untrusted input.  The L1 table was checked at open; each L2
+ * table offset and data cluster offset is checked here when used: unaligned
+ * or (for tables) past the end of the file is -EIO, as QEMU does, rather
+ * than a read of some arbitrary place.  A bad entry in the middle of a run
+ * ends the run, so the error is reported for the cluster that has it.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+static void corrupt(BlockNode *bs, const char *what, uint64_t value,
+                    uint64_t guest)
+{
+    if (bdrv_verbose)
+        fprintf(stderr, "snapnbd: qcow2 image '%s' is corrupt: %s %#" PRIx64
+                " (guest offset %#" PRIx64 ")\n",
+                bdrv_filename(bs), what, value, guest);
+}
+
+static Qcow2ClusterType classify(uint64_t entry)
+{
+    if (entry & QCOW2_OFLAG_COMPRESSED)
+        return QCOW2_CLUSTER_COMPRESSED;
+    /* As QEMU, the zero flag is honoured in v2 images too (the spec says
+     * it is never set there, so reading it as zero costs nothing). */
+    if (entry & QCOW2_OFLAG_ZERO)
+        return QCOW2_CLUSTER_ZERO;
+    if (!(entry & QCOW2_L2E_OFFSET_MASK))
+        return QCOW2_CLUSTER_UNALLOCATED;
+    return QCOW2_CLUSTER_NORMAL;
+}
+
+/* A standard descriptor's host offset must be cluster aligned (also for
+ * preallocated zero clusters, which QEMU checks the same way). */
+static bool entry_ok(Qcow2State *s, uint64_t entry, Qcow2ClusterType type)
+{
+    if (type != QCOW2_CLUSTER_NORMAL && type != QCOW2_CLUSTER_ZERO)
+        return true;
+    return (entry & QCOW2_L2E_OFFSET_MASK & (s->cluster_size - 1)) == 0;
+}
+
+/* The L2 table for L1 entry @l1_index, or NULL with *ret = 0 when it is
+ * unallocated, or NULL with *ret < 0 when the entry is bad. */
+static Qcow2Table *get_l2(BlockNode *bs, uint64_t l1_index, uint64_t guest,
+                          int *ret)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t l2_offset;
+    Qcow2Table *t = NULL;
+
+    *ret = 0;
+    if (l1_index >= s->l1_size)
+        return NULL; /* cannot happen: open checked the L1 size */
+    l2_offset = s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    if (!l2_offset)
+        return NULL;
+    if (l2_offset & (s->cluster_size - 1)) {
+        corrupt(bs, "L2 table offset unaligned:", l2_offset, guest);
+        *ret = -EIO;
+        return NULL;
+    }
+    if (l2_offset > (uint64_t)s->file_length ||
+        s->file_length - l2_offset < s->cluster_size) {
+        corrupt(bs, "L2 table beyond the end of the file:", l2_offset, guest);
+        *ret = -EIO;
+        return NULL;
+    }
+    *ret = qcow2_cache_get(s->l2_cache, l2_offset, &t);
+    return t;
+}
+
+/* Guest clusters from @first (index in @t) that continue the run. */
+static uint32_t run_length(Qcow2State *s, const Qcow2Table *t, uint32_t first,
+                           uint32_t max, bool any_host)
+{
+    uint64_t e0 = qcow2_table_entry(t, first);
+    Qcow2ClusterType type = classify(e0);
+    uint64_t next_host = (e0 & QCOW2_L2E_OFFSET_MASK) + s->cluster_size;
+    uint32_t n = 1;
+
+    if (type == QCOW2_CLUSTER_COMPRESSED && !any_host)
+        return 1; /* each is decompressed on its own */
+    for (; n < max; n++) {
+        uint64_t e = qcow2_table_entry(t, first + n);
+        if (classify(e) != type || !entry_ok(s, e, type))
+            break;
+        if (type == QCOW2_CLUSTER_NORMAL && !any_host) {
+            if ((e & QCOW2_L2E_OFFSET_MASK) != next_host)
+                break;
+            next_host += s->cluster_size;
+        }
+    }
+    return n;
+}
+
+int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
+              Qcow2Mapping *m)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t cluster = (uint64_t)offset >> s->cluster_bits;
+    uint64_t l1_index = cluster >> s->l2_bits;
+    uint32_t l2_index = cluster & (s->l2_entries - 1);
+    uint32_t in_cluster = offset & (s->cluster_size - 1);
+    int64_t table_end = (int64_t)(l1_index + 1)
+                        << (s->l2_bits + s->cluster_bits);
+    int64_t limit = MIN(offset + bytes, table_end);
+    uint32_t max_clusters;
+    Qcow2Table *t;
+    uint64_t e;
+    int ret;
+
+    *m = (Qcow2Mapping){ .type = QCOW2_CLUSTER_UNALLOCATED,
+                         .bytes = limit - offset };
+    t = get_l2(bs, l1_index, offset, &ret);
+    if (!t)
+        return ret;
+    e = qcow2_table_entry(t, l2_index);
+    m->type = classify(e);
+    if (!entry_ok(s, e, m->type)) {
+        corrupt(bs, "cluster offset unaligned:", e & QCOW2_L2E_OFFSET_MASK,
+                offset);
+        qcow2_table_put(t);
+        return -EIO;
+    }
+    if (m->type == QCOW2_CLUSTER_NORMAL)
+        m->host = (e & QCOW2_L2E_OFFSET_MASK) + in_cluster;
+    else if (m->type == QCOW2_CLUSTER_COMPRESSED)
+        m->host = e;
+    max_clusters = ((limit - offset + in_cluster - 1) >> s->cluster_bits) + 1;
+    max_clusters = run_length(s, t, l2_index, max_clusters, any_host);
+    qcow2_table_put(t);
+    m->bytes = MIN(((int64_t)max_clusters << s->cluster_bits) - in_cluster,
+                   limit - offset);
+    return 0;
+}

@@ -1,0 +1,834 @@
+/*
+ * qcow2.c - the "qcow2" format driver: header, backing chain, open/close,
+ * read and block status.  Read-only for now.
+ *
+ * Design notes.
+ *
+ * Open reads the first cluster of the file once and checks every header
+ * field against it and the file length before anything is used: an image
+ * is untrusted input, and a bad one must give a one-line error naming the
+ * file and the problem, never a crash or a huge allocation.  The limits
+ * are QEMU's (cluster size 512 B..2 MiB, active L1 table at most 32 MiB),
+ * so whatever QEMU opens, snapnbd opens.
+ *
+ * Writable opens are refused before the file is even opened (so it is not
+ * opened read-write, nor locked for writing): there is no write path yet.
+ * For the same reason refcounts are never read, and the dirty and corrupt
+ * bits are harmless (QEMU also opens corrupt images read-only).
+ *
+ * The backing file named in the header becomes the "backing" child, opened
+ * read-only, with a path relative to the overlay's directory and the format
+ * of the backing format extension (or probed: qcow2 magic, else raw).  Each
+ * qcow2 open pushes its file's (device, inode) on a per-thread stack while
+ * its backing opens, so a chain that comes back to one of its own files is
+ * an error instead of endless recursion.  Explicit "backing" options
+ * (QEMU's -blockdev keys; an empty value means none) override the header.
+ *
+ * Reads and block status walk the guest range with qcow2_map, one run of
+ * alike clusters at a time.  Unallocated runs go to the backing (zeroes past
+ * its end or without one); block status reports them with the backing's
+ * flags minus BDRV_BLOCK_ALLOCATED, as QEMU's block layer does.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Deep enough for any real chain; stops a pathological one before the
+ * recursion exhausts the stack. */
+#define QCOW2_MAX_CHAIN_DEPTH 1000
+
+/* Default L2 cache: enough to map the whole disk, at most this much. */
+#define QCOW2_DEFAULT_L2_CACHE_MAX (32 * 1024 * 1024)
+
+/* What the header extensions said (only the parts that matter to us). */
+typedef struct Qcow2Extensions {
+    char *backing_format;     /* backing format name, or NULL */
+    char *data_file;          /* external data file name, or NULL */
+    GHashTable *feature_names; /* "type:bit" -> name, from the name table */
+} Qcow2Extensions;
+
+/* One image on the per-thread stack of chains being opened. */
+typedef struct ChainLink {
+    dev_t dev;
+    ino_t ino;
+    struct ChainLink *up;
+} ChainLink;
+
+static __thread ChainLink *chain_top;
+static __thread int chain_depth;
+
+static void G_GNUC_PRINTF(3, 4)
+bad_image(GError **errp, const char *file, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                "qcow2 image '%s': %s", file, msg);
+}
+
+/* --- header ----------------------------------------------------------- */
+
+static void header_to_host(Qcow2Header *h)
+{
+    h->magic = GUINT32_FROM_BE(h->magic);
+    h->version = GUINT32_FROM_BE(h->version);
+    h->backing_file_offset = GUINT64_FROM_BE(h->backing_file_offset);
+    h->backing_file_size = GUINT32_FROM_BE(h->backing_file_size);
+    h->cluster_bits = GUINT32_FROM_BE(h->cluster_bits);
+    h->size = GUINT64_FROM_BE(h->size);
+    h->crypt_method = GUINT32_FROM_BE(h->crypt_method);
+    h->l1_size = GUINT32_FROM_BE(h->l1_size);
+    h->l1_table_offset = GUINT64_FROM_BE(h->l1_table_offset);
+    h->refcount_table_offset = GUINT64_FROM_BE(h->refcount_table_offset);
+    h->refcount_table_clusters = GUINT32_FROM_BE(h->refcount_table_clusters);
+    h->nb_snapshots = GUINT32_FROM_BE(h->nb_snapshots);
+    h->snapshots_offset = GUINT64_FROM_BE(h->snapshots_offset);
+    h->incompatible_features = GUINT64_FROM_BE(h->incompatible_features);
+    h->compatible_features = GUINT64_FROM_BE(h->compatible_features);
+    h->autoclear_features = GUINT64_FROM_BE(h->autoclear_features);
+    h->refcount_order = GUINT32_FROM_BE(h->refcount_order);
+    h->header_length = GUINT32_FROM_BE(h->header_length);
+}
+
+/* The fixed header fields, from the first bytes of the file.  Version 2
+ * stops at 72 bytes: what follows is already the extension area. */
+static int read_fixed_header(BlockNode *bs, Qcow2Header *h, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    size_t len = MIN((uint64_t)s->file_length, sizeof(*h));
+    int ret;
+
+    memset(h, 0, sizeof(*h));
+    if (s->file_length < QCOW2_V2_HEADER_LENGTH) {
+        bad_image(errp, bs->filename, "the file is too short for a qcow2 "
+                  "header (%" PRId64 " bytes)", s->file_length);
+        return -EINVAL;
+    }
+    ret = bdrv_pread(s->file, 0, len, h);
+    if (ret < 0) {
+        bad_image(errp, bs->filename, "could not read the header: %s",
+                  g_strerror(-ret));
+        return ret;
+    }
+    header_to_host(h);
+    if (h->magic != QCOW2_MAGIC) {
+        bad_image(errp, bs->filename, "not a qcow2 image (bad magic)");
+        return -EINVAL;
+    }
+    if (h->version == 2) {
+        memset((char *)h + QCOW2_V2_HEADER_LENGTH, 0,
+               sizeof(*h) - QCOW2_V2_HEADER_LENGTH);
+        h->refcount_order = 4;
+        h->header_length = QCOW2_V2_HEADER_LENGTH;
+    } else if (h->version != 3) {
+        bad_image(errp, bs->filename, "unsupported qcow2 version %" PRIu32,
+                  h->version);
+        return -ENOTSUP;
+    } else if (s->file_length < QCOW2_V3_HEADER_LENGTH) {
+        bad_image(errp, bs->filename, "the file is too short for a qcow2 "
+                  "v3 header (%" PRId64 " bytes)", s->file_length);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static bool check_geometry(BlockNode *bs, const Qcow2Header *h,
+                           GError **errp)
+{
+    uint64_t cluster_size;
+
+    if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+        h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
+        bad_image(errp, bs->filename, "unsupported cluster size: "
+                  "cluster_bits %" PRIu32 " (must be 9 to 21)",
+                  h->cluster_bits);
+        return false;
+    }
+    cluster_size = 1ULL << h->cluster_bits;
+    if (h->version == 3 && h->header_length < QCOW2_V3_HEADER_LENGTH) {
+        bad_image(errp, bs->filename, "header length %" PRIu32 " is too "
+                  "short (at least 104)", h->header_length);
+        return false;
+    }
+    if (h->header_length > cluster_size ||
+        h->header_length > (uint64_t)((Qcow2State *)bs->opaque)->file_length) {
+        bad_image(errp, bs->filename, "header length %" PRIu32 " exceeds "
+                  "the cluster size or the file", h->header_length);
+        return false;
+    }
+    if (h->refcount_order > 6) {
+        bad_image(errp, bs->filename, "invalid refcount_order %" PRIu32,
+                  h->refcount_order);
+        return false;
+    }
+    if (h->size > BDRV_MAX_LENGTH) {
+        bad_image(errp, bs->filename, "virtual size %" PRIu64 " is too "
+                  "large", h->size);
+        return false;
+    }
+    if (h->crypt_method != 0) {
+        bad_image(errp, bs->filename, "the image is encrypted (crypt_method "
+                  "%" PRIu32 "); encrypted qcow2 images are not supported",
+                  h->crypt_method);
+        return false;
+    }
+    return true;
+}
+
+/* --- header extensions ------------------------------------------------ */
+
+/* A string extension: no NUL inside, at most @max bytes. */
+static char *ext_string(const uint8_t *data, uint32_t len, uint32_t max)
+{
+    if (len == 0 || len > max || memchr(data, 0, len))
+        return NULL;
+    return g_strndup((const char *)data, len);
+}
+
+static void ext_feature_names(Qcow2Extensions *ext, const uint8_t *data,
+                              uint32_t len)
+{
+    for (uint32_t i = 0; i + 48 <= len; i += 48) {
+        g_hash_table_replace(ext->feature_names,
+                             g_strdup_printf("%u:%u", data[i], data[i + 1]),
+                             g_strndup((const char *)data + i + 2, 46));
+    }
+}
+
+static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
+                          const uint8_t *data, uint32_t len, GError **errp)
+{
+    switch (type) {
+    case QCOW2_EXT_BACKING_FORMAT:
+        /* QEMU keeps it in a 16-byte field: at most 15 characters. */
+        ext->backing_format = ext_string(data, len, 15);
+        if (!ext->backing_format) {
+            bad_image(errp, bs->filename, "invalid backing format "
+                      "extension (length %" PRIu32 ")", len);
+            return false;
+        }
+        break;
+    case QCOW2_EXT_DATA_FILE:
+        g_free(ext->data_file);
+        ext->data_file = ext_string(data, len, 4096);
+        break;
+    case QCOW2_EXT_FEATURE_TABLE:
+        ext_feature_names(ext, data, len);
+        break;
+    default:
+        break; /* unknown or not needed for reading: skipped */
+    }
+    return true;
+}
+
+/* Extensions lie between the header and @end (the backing file name or the
+ * end of the first cluster), inside @buf of @buflen bytes. */
+static bool parse_extensions(BlockNode *bs, const uint8_t *buf,
+                             size_t buflen, uint64_t start, uint64_t end,
+                             Qcow2Extensions *ext, GError **errp)
+{
+    uint64_t off = start;
+
+    end = MIN(end, buflen);
+    while (off + 8 <= end) {
+        uint32_t type, len;
+        memcpy(&type, buf + off, 4);
+        memcpy(&len, buf + off + 4, 4);
+        type = GUINT32_FROM_BE(type);
+        len = GUINT32_FROM_BE(len);
+        off += 8;
+        if (type == QCOW2_EXT_END)
+            return true;
+        if (len > end - off) {
+            bad_image(errp, bs->filename, "header extension %#" PRIx32
+                      " (length %" PRIu32 ") runs past the header area",
+                      type, len);
+            return false;
+        }
+        if (!parse_one_ext(bs, ext, type, buf + off, len, errp))
+            return false;
+        off += ROUND_UP((uint64_t)len, 8);
+    }
+    return true;
+}
+
+/* --- features ----------------------------------------------------------- */
+
+static const char *feature_name(Qcow2Extensions *ext, int bit)
+{
+    g_autofree char *key = g_strdup_printf("0:%d", bit);
+    const char *name = g_hash_table_lookup(ext->feature_names, key);
+
+    return name && *name ? name : "unknown feature";
+}
+
+static bool check_features(BlockNode *bs, const Qcow2Header *h,
+                           uint8_t compression_type, Qcow2Extensions *ext,
+                           GError **errp)
+{
+    const uint64_t known = QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT |
+                           QCOW2_INCOMPAT_DATA_FILE |
+                           QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2;
+    uint64_t unknown = h->incompatible_features & ~known;
+
+    if (unknown) {
+        int bit = __builtin_ctzll(unknown);
+        bad_image(errp, bs->filename, "unsupported incompatible feature bit "
+                  "%d (%s)", bit, feature_name(ext, bit));
+        return false;
+    }
+    if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+        bad_image(errp, bs->filename, "the image uses an external data file "
+                  "('%s', incompatible feature bit 2), which is not "
+                  "supported", ext->data_file ? ext->data_file : "unnamed");
+        return false;
+    }
+    if (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
+        bad_image(errp, bs->filename, "extended L2 entries (incompatible "
+                  "feature bit 4) are not supported");
+        return false;
+    }
+    if (!(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) !=
+        !compression_type) {
+        /* The spec ties them: non-zlib iff the bit is set. */
+        bad_image(errp, bs->filename, "compression type %u does not match "
+                  "the compression type bit (incompatible feature bit 3)",
+                  compression_type);
+        return false;
+    }
+    if (compression_type) {
+        bad_image(errp, bs->filename, "compression type %u (%s) is not "
+                  "supported, only zlib", compression_type,
+                  compression_type == 1 ? "zstd" : "unknown");
+        return false;
+    }
+    if ((h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && bdrv_verbose)
+        fprintf(stderr, "snapnbd: qcow2 image '%s' is marked corrupt; "
+                "serving it read-only\n", bs->filename);
+    return true;
+}
+
+/* --- backing file name ------------------------------------------------- */
+
+static bool read_backing_name(BlockNode *bs, const Qcow2Header *h,
+                              const uint8_t *buf, size_t buflen,
+                              GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t off = h->backing_file_offset;
+    uint32_t len = h->backing_file_size;
+
+    if (!off || !len)
+        return true; /* no backing file */
+    if (len > QCOW2_MAX_BACKING_NAME) {
+        bad_image(errp, bs->filename, "backing file name too long (%" PRIu32
+                  " bytes, at most 1023)", len);
+        return false;
+    }
+    if (off < h->header_length || off > buflen || len > buflen - off) {
+        bad_image(errp, bs->filename, "backing file name (offset %#" PRIx64
+                  ", %" PRIu32 " bytes) is outside the header cluster",
+                  off, len);
+        return false;
+    }
+    if (memchr(buf + off, 0, len)) {
+        bad_image(errp, bs->filename, "backing file name contains a NUL "
+                  "byte");
+        return false;
+    }
+    s->backing_file = g_strndup((const char *)buf + off, len);
+    return true;
+}
+
+/* --- L1 table ------------------------------------------------------------ */
+
+static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t per_l1 = (uint64_t)s->cluster_size << s->l2_bits;
+    uint64_t needed = h->size / per_l1 + (h->size % per_l1 != 0);
+    uint64_t bytes = (uint64_t)h->l1_size * sizeof(uint64_t);
+    int ret;
+
+    if (h->l1_size > QCOW2_MAX_L1_BYTES / sizeof(uint64_t)) {
+        bad_image(errp, bs->filename, "active L1 table too large (%" PRIu32
+                  " entries, at most %zu)", h->l1_size,
+                  QCOW2_MAX_L1_BYTES / sizeof(uint64_t));
+        return false;
+    }
+    if (h->l1_size < needed) {
+        bad_image(errp, bs->filename, "L1 table too small (%" PRIu32
+                  " entries for a virtual size of %" PRIu64 " bytes)",
+                  h->l1_size, h->size);
+        return false;
+    }
+    if (h->l1_table_offset & (s->cluster_size - 1)) {
+        bad_image(errp, bs->filename, "L1 table offset %#" PRIx64 " is not "
+                  "cluster aligned", h->l1_table_offset);
+        return false;
+    }
+    if (h->l1_table_offset > (uint64_t)s->file_length ||
+        bytes > s->file_length - h->l1_table_offset ||
+        (bytes && !h->l1_table_offset)) {
+        bad_image(errp, bs->filename, "L1 table (offset %#" PRIx64 ", %"
+                  PRIu32 " entries) lies outside the file", h->l1_table_offset,
+                  h->l1_size);
+        return false;
+    }
+    s->l1_size = h->l1_size;
+    s->l1_offset = h->l1_table_offset;
+    s->l1_table = g_new0(uint64_t, MAX(s->l1_size, 1));
+    if (bytes) {
+        ret = bdrv_pread(s->file, s->l1_offset, bytes, s->l1_table);
+        if (ret < 0) {
+            bad_image(errp, bs->filename, "could not read the L1 table: %s",
+                      g_strerror(-ret));
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        s->l1_table[i] = GUINT64_FROM_BE(s->l1_table[i]);
+    return true;
+}
+
+/* --- backing chain ------------------------------------------------------ */
+
+/* qcow2 if the file starts with the qcow2 magic, else raw (QEMU's probe
+ * among the formats snapnbd knows). */
+static const char *probe_format(const char *path)
+{
+    uint8_t magic[4] = { 0 };
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool qcow2;
+
+    if (fd < 0)
+        return "raw"; /* the open of the child reports the error */
+    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
+    close(fd);
+    return qcow2 ? "qcow2" : "raw";
+}
+
+/* As QEMU: a relative name is relative to the overlay's directory. */
+static char *resolve_backing(const char *overlay, const char *name)
+{
+    const char *slash = strrchr(overlay, '/');
+
+    if (g_path_is_absolute(name) || !slash)
+        return g_strdup(name);
+    return g_strdup_printf("%.*s%s", (int)(slash + 1 - overlay), overlay,
+                           name);
+}
+
+static bool in_chain(const char *path, const char *overlay, GError **errp)
+{
+    struct stat st;
+
+    if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
+        bad_image(errp, overlay, "backing chain deeper than %d images",
+                  QCOW2_MAX_CHAIN_DEPTH);
+        return true;
+    }
+    if (stat(path, &st) < 0)
+        return false; /* opening it reports the error */
+    for (ChainLink *l = chain_top; l; l = l->up) {
+        if (l->dev == st.st_dev && l->ino == st.st_ino) {
+            bad_image(errp, overlay, "backing file '%s' is already in the "
+                      "backing chain (the chain loops)", path);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void put_opt(GHashTable *t, const char *k, const char *v)
+{
+    g_hash_table_insert(t, g_strdup(k), g_strdup(v));
+}
+
+/* Opens the backing named in the header, read-only, as child "backing". */
+static bool open_header_backing(BlockNode *bs, GHashTable *options,
+                                GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    g_autofree char *path = NULL;
+    g_autofree char *overlay = g_strdup(bs->filename);
+    const char *fmt;
+    ChainLink self = { .up = chain_top };
+    struct stat st;
+    GError *err = NULL;
+
+    if (g_str_has_prefix(s->backing_file, "json:") ||
+        strstr(s->backing_file, "://")) {
+        bad_image(errp, overlay, "backing file '%s' is not a local file "
+                  "(not supported)", s->backing_file);
+        return false;
+    }
+    path = resolve_backing(overlay, s->backing_file);
+    fmt = s->backing_format ? s->backing_format : probe_format(path);
+    if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
+        bad_image(errp, overlay, "backing file format '%s' is not supported "
+                  "(qcow2 or raw)", fmt);
+        return false;
+    }
+    if (stat(overlay, &st) == 0) {
+        self.dev = st.st_dev;
+        self.ino = st.st_ino;
+        chain_top = &self;
+    }
+    if (in_chain(path, overlay, errp)) {
+        chain_top = self.up;
+        return false;
+    }
+    put_opt(options, "backing.driver", fmt);
+    put_opt(options, "backing.read-only", "on");
+    put_opt(options, "backing.file.driver", "file");
+    put_opt(options, "backing.file.filename", path);
+    chain_depth++;
+    s->backing = bdrv_open_child(bs, options, "backing", &err);
+    chain_depth--;
+    chain_top = self.up;
+    if (!s->backing) {
+        g_propagate_prefixed_error(errp, err, "Could not open backing file "
+                                   "of '%s': ", overlay);
+        return false;
+    }
+    return true;
+}
+
+static bool has_prefix_option(GHashTable *options, const char *name)
+{
+    GHashTableIter it;
+    gpointer k;
+    size_t n = strlen(name);
+
+    g_hash_table_iter_init(&it, options);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        if (strncmp(k, name, n) == 0 &&
+            (((char *)k)[n] == '\0' || ((char *)k)[n] == '.'))
+            return true;
+    return false;
+}
+
+/* Explicit "backing" options win over the header; "backing" = "" or
+ * "null" means no backing at all. */
+static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    g_autofree char *overlay = g_strdup(bs->filename);
+    const char *ref = g_hash_table_lookup(options, "backing");
+    bool ok = true;
+
+    if (ref && (!*ref || !strcmp(ref, "null"))) {
+        g_hash_table_remove(options, "backing");
+    } else if (has_prefix_option(options, "backing")) {
+        s->backing = bdrv_open_child(bs, options, "backing", errp);
+        ok = s->backing != NULL;
+    } else if (s->backing_file) {
+        ok = open_header_backing(bs, options, errp);
+    }
+    /* bdrv_open_child names the parent after its newest child: keep the
+     * overlay's own file in messages. */
+    g_free(bs->filename);
+    bs->filename = g_steal_pointer(&overlay);
+    if (s->backing)
+        s->backing_length = MAX(bdrv_getlength(s->backing), 0);
+    return ok;
+}
+
+/* --- open/close ----------------------------------------------------------- */
+
+/* The image file's name before the child is open, for the write refusal. */
+static const char *peek_filename(GHashTable *options)
+{
+    const char *f = g_hash_table_lookup(options, "file.filename");
+    const char *ref = g_hash_table_lookup(options, "file");
+    BlockNode *n = ref ? bdrv_find_node(ref) : NULL;
+
+    if (f)
+        return f;
+    if (n)
+        return bdrv_filename(n);
+    return ref ? ref : "";
+}
+
+/* Cached tables: the option, or what maps the whole disk (capped). */
+static size_t l2_cache_tables(Qcow2State *s, uint64_t option_bytes)
+{
+    uint64_t per_table = (uint64_t)s->cluster_size << s->l2_bits;
+    uint64_t bytes = option_bytes;
+
+    if (!bytes)
+        bytes = MIN((s->size / per_table + 1) * s->cluster_size,
+                    (uint64_t)QCOW2_DEFAULT_L2_CACHE_MAX);
+    return MAX(bytes / s->cluster_size, 2);
+}
+
+static void set_geometry(Qcow2State *s, const Qcow2Header *h)
+{
+    s->version = h->version;
+    s->cluster_bits = h->cluster_bits;
+    s->cluster_size = 1U << h->cluster_bits;
+    s->l2_bits = h->cluster_bits - 3;
+    s->l2_entries = 1U << s->l2_bits;
+    s->size = h->size;
+    s->incompatible = h->incompatible_features;
+    s->csize_shift = 62 - (s->cluster_bits - 8);
+    s->csize_mask = (1ULL << (s->cluster_bits - 8)) - 1;
+    s->coffset_mask = (1ULL << s->csize_shift) - 1;
+}
+
+/* Everything the header cluster says, checked; fills the state. */
+static bool parse_image(BlockNode *bs, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    Qcow2Header h;
+    Qcow2Extensions ext = { 0 };
+    g_autofree uint8_t *buf = NULL;
+    size_t buflen;
+    uint8_t ctype = 0;
+    bool ok = false;
+    int ret;
+
+    if (read_fixed_header(bs, &h, errp) < 0 || !check_geometry(bs, &h, errp))
+        return false;
+    set_geometry(s, &h);
+    buflen = MIN((uint64_t)s->file_length, s->cluster_size);
+    buf = g_malloc(buflen);
+    ret = bdrv_pread(s->file, 0, buflen, buf);
+    if (ret < 0) {
+        bad_image(errp, bs->filename, "could not read the header cluster: "
+                  "%s", g_strerror(-ret));
+        return false;
+    }
+    if (h.header_length > QCOW2_V3_HEADER_LENGTH)
+        ctype = buf[QCOW2_V3_HEADER_LENGTH];
+    ext.feature_names = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                              g_free, g_free);
+    ok = read_backing_name(bs, &h, buf, buflen, errp) &&
+         parse_extensions(bs, buf, buflen, h.header_length,
+                          h.backing_file_offset ? h.backing_file_offset
+                                                : s->cluster_size,
+                          &ext, errp) &&
+         check_features(bs, &h, ctype, &ext, errp) &&
+         load_l1(bs, &h, errp);
+    s->backing_format = g_steal_pointer(&ext.backing_format);
+    g_free(ext.data_file);
+    g_hash_table_destroy(ext.feature_names);
+    return ok;
+}
+
+static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t l2_cache_bytes = 0;
+
+    if (!bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "qcow2 write support is not implemented yet; export "
+                    "'%s' read-only (-r)", peek_filename(options));
+        return -ENOTSUP;
+    }
+    if (!opt_take_size(options, "l2-cache-size", &l2_cache_bytes, errp))
+        return -EINVAL;
+    s->file = bdrv_open_child(bs, options, "file", errp);
+    if (!s->file)
+        return -EINVAL;
+    s->file_length = bdrv_getlength(s->file);
+    if (s->file_length < 0) {
+        bad_image(errp, bs->filename, "could not get the file length: %s",
+                  g_strerror(-s->file_length));
+        return -EIO;
+    }
+    if (!parse_image(bs, errp))
+        goto fail;
+    s->l2_cache = qcow2_cache_new(s->file, s->cluster_size,
+                                  l2_cache_tables(s, l2_cache_bytes));
+    if (!open_backing(bs, options, errp))
+        goto fail;
+    return 0;
+
+fail:
+    bs->drv->close(bs);
+    return -EINVAL;
+}
+
+static void qcow2_close(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+
+    qcow2_cache_free(s->l2_cache);
+    s->l2_cache = NULL;
+    g_clear_pointer(&s->l1_table, g_free);
+    g_clear_pointer(&s->backing_file, g_free);
+    g_clear_pointer(&s->backing_format, g_free);
+}
+
+static int64_t qcow2_get_length(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    return s->size;
+}
+
+/* Any offset and length: reads are split by cluster here anyway. */
+static void qcow2_refresh_limits(BlockNode *bs, BlockLimits *limits)
+{
+    Qcow2State *s = bs->opaque;
+
+    limits->request_alignment = 1;
+    limits->buffer_alignment = bdrv_limits(s->file)->buffer_alignment;
+}
+
+static char *qcow2_describe(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+
+    return g_strdup_printf("v%u, %u-byte clusters%s%s%s", s->version,
+                           s->cluster_size,
+                           s->backing_file ? ", backing '" : "",
+                           s->backing_file ? s->backing_file : "",
+                           s->backing_file ? "'" : "");
+}
+
+/* --- read ------------------------------------------------------------------ */
+
+/* Reads at a host offset; what lies past the end of the file reads as
+ * zeroes (as QEMU's block layer does). */
+static int read_host(Qcow2State *s, uint64_t host, int64_t bytes, char *buf)
+{
+    int64_t avail = 0;
+    int ret = 0;
+
+    if (host < (uint64_t)s->file_length)
+        avail = MIN(bytes, s->file_length - (int64_t)host);
+    if (avail > 0)
+        ret = bdrv_pread(s->file, host, avail, buf);
+    memset(buf + avail, 0, bytes - avail);
+    return ret;
+}
+
+/* Unallocated: the backing's bytes, zeroes past its end. */
+static int read_backing(Qcow2State *s, int64_t offset, int64_t bytes,
+                        char *buf)
+{
+    int64_t avail = 0;
+    int ret = 0;
+
+    if (s->backing && offset < s->backing_length)
+        avail = MIN(bytes, s->backing_length - offset);
+    if (avail > 0)
+        ret = bdrv_pread(s->backing, offset, avail, buf);
+    memset(buf + avail, 0, bytes - avail);
+    return ret;
+}
+
+static int qcow2_pread(BlockNode *bs, int64_t offset, int64_t bytes,
+                       void *buf)
+{
+    Qcow2State *s = bs->opaque;
+    char *p = buf;
+
+    while (bytes > 0) {
+        Qcow2Mapping m;
+        int ret = qcow2_map(bs, offset, bytes, false, &m);
+        if (ret < 0)
+            return ret;
+        switch (m.type) {
+        case QCOW2_CLUSTER_NORMAL:
+            ret = read_host(s, m.host, m.bytes, p);
+            break;
+        case QCOW2_CLUSTER_COMPRESSED:
+            ret = qcow2_read_compressed(bs, m.host,
+                                        offset & (s->cluster_size - 1),
+                                        m.bytes, p);
+            break;
+        case QCOW2_CLUSTER_ZERO:
+            memset(p, 0, m.bytes);
+            break;
+        case QCOW2_CLUSTER_UNALLOCATED:
+            ret = read_backing(s, offset, m.bytes, p);
+            break;
+        }
+        if (ret < 0)
+            return ret;
+        offset += m.bytes;
+        bytes -= m.bytes;
+        p += m.bytes;
+    }
+    return 0;
+}
+
+/* --- block status ------------------------------------------------------- */
+
+static int status_of(Qcow2ClusterType type)
+{
+    switch (type) {
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_COMPRESSED:
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    case QCOW2_CLUSTER_ZERO:
+        return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+    default:
+        return 0;
+    }
+}
+
+static int backing_status(Qcow2State *s, int64_t offset, int64_t bytes,
+                          int64_t *pnum)
+{
+    int ret;
+
+    if (!s->backing || offset >= s->backing_length) {
+        *pnum = bytes;
+        return BDRV_BLOCK_ZERO;
+    }
+    ret = bdrv_block_status(s->backing, offset,
+                            MIN(bytes, s->backing_length - offset), pnum);
+    return ret < 0 ? ret : ret & ~BDRV_BLOCK_ALLOCATED;
+}
+
+/* One answer covers as many alike clusters as possible, across L2 tables,
+ * so that a map of a large image takes few round trips. */
+static int qcow2_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
+                              int64_t *pnum)
+{
+    Qcow2State *s = bs->opaque;
+    Qcow2Mapping m;
+    int64_t n;
+    int status, ret = qcow2_map(bs, offset, bytes, true, &m);
+
+    if (ret < 0)
+        return ret;
+    status = status_of(m.type);
+    for (n = m.bytes; n < bytes; n += m.bytes) {
+        /* A bad entry further on ends the run; it fails when reached. */
+        if (qcow2_map(bs, offset + n, bytes - n, true, &m) < 0 ||
+            status_of(m.type) != status)
+            break;
+    }
+    if (status)
+        *pnum = n;
+    return status ? status : backing_status(s, offset, n, pnum);
+}
+
+const BlockDriver bdrv_qcow2 = {
+    .name = "qcow2",
+    .state_size = sizeof(Qcow2State),
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .get_length = qcow2_get_length,
+    .refresh_limits = qcow2_refresh_limits,
+    .describe = qcow2_describe,
+    .pread = qcow2_pread,
+    .block_status = qcow2_block_status,
+};

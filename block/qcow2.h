@@ -1,0 +1,166 @@
+/*
+ * qcow2.h - private to the qcow2 driver (block/qcow2*.c).
+ *
+ * Design notes.
+ *
+ * The on-disk layout follows QEMU's docs/interop/qcow2.txt; every number on
+ * disk is big-endian and is converted where it is read.  The state is
+ * written once, by open, and only read afterwards, so the I/O path needs no
+ * lock for it: the one mutable part, the L2 table cache, has its own mutex
+ * (qcow2-cache.c).
+ *
+ * One concern per file:
+ *   qcow2.c           header parsing and validation, backing chain,
+ *                     open/close, read, block status, the driver table
+ *   qcow2-cluster.c   guest offset -> mapping (L1/L2 lookup)
+ *   qcow2-cache.c     the L2 table cache
+ *   qcow2-compress.c  reading deflate-compressed clusters
+ */
+#ifndef SNAPNBD_QCOW2_H
+#define SNAPNBD_QCOW2_H
+
+#include "block-int.h"
+
+#define QCOW2_MAGIC 0x514649fbU /* "QFI\xfb" */
+#define QCOW2_V2_HEADER_LENGTH 72
+#define QCOW2_V3_HEADER_LENGTH 104
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+/* QEMU's implementation limit of the active L1 table (qcow2.txt). */
+#define QCOW2_MAX_L1_BYTES (32 * 1024 * 1024)
+#define QCOW2_MAX_BACKING_NAME 1023
+
+/* incompatible_features bits */
+#define QCOW2_INCOMPAT_DIRTY (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ULL << 4)
+
+/* Header extension types. */
+#define QCOW2_EXT_END 0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
+#define QCOW2_EXT_DATA_FILE 0x44415441U
+
+/* L1 entry: bits 9-55 are the L2 table offset. */
+#define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ULL
+/* Standard L2 entry: bits 9-55 are the host cluster offset. */
+#define QCOW2_L2E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define QCOW2_OFLAG_COPIED (1ULL << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW2_OFLAG_ZERO (1ULL << 0)
+
+/* Compressed data is counted in 512-byte sectors. */
+#define QCOW2_COMPRESSED_SECTOR 512
+
+/* The header as stored, version 3 fields included (v2 stops at 72). */
+typedef struct __attribute__((packed)) Qcow2Header {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    /* version 3 */
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;
+    uint32_t header_length;
+} Qcow2Header;
+
+typedef struct Qcow2Cache Qcow2Cache;
+
+/* One cached L2 table; entries are kept as stored (big-endian). */
+typedef struct Qcow2Table {
+    gint refs;          /* atomic: the cache's reference + users' */
+    uint64_t offset;    /* host offset of the table, the cache key */
+    GList lru_link;     /* position in the cache's LRU queue */
+    uint64_t *entries;  /* cluster_size / 8 entries, I/O aligned */
+} Qcow2Table;
+
+typedef enum Qcow2ClusterType {
+    QCOW2_CLUSTER_UNALLOCATED, /* read from the backing (or zeroes) */
+    QCOW2_CLUSTER_ZERO,        /* reads as zeroes, never from the backing */
+    QCOW2_CLUSTER_NORMAL,      /* data at a host offset */
+    QCOW2_CLUSTER_COMPRESSED,  /* deflate-compressed cluster */
+} Qcow2ClusterType;
+
+/* What qcow2_map found for a range of guest bytes. */
+typedef struct Qcow2Mapping {
+    Qcow2ClusterType type;
+    /* NORMAL: host offset of the first guest byte; COMPRESSED: the raw L2
+     * entry (the compressed cluster descriptor); otherwise 0. */
+    uint64_t host;
+    int64_t bytes; /* guest bytes from the lookup offset that map alike */
+} Qcow2Mapping;
+
+typedef struct Qcow2State {
+    BlockNode *file;          /* the image file child ("file") */
+    BlockNode *backing;       /* backing child or NULL ("backing") */
+    int64_t file_length;      /* bytes of the image file, fixed at open */
+    int64_t backing_length;   /* bytes of the backing node, 0 without */
+
+    uint32_t version;         /* 2 or 3 */
+    int cluster_bits;         /* 9..21 */
+    uint32_t cluster_size;    /* 1 << cluster_bits */
+    int l2_bits;              /* log2 of entries per L2 table */
+    uint32_t l2_entries;      /* entries per L2 table: cluster_size / 8 */
+    uint64_t size;            /* virtual disk size in bytes */
+    uint64_t incompatible;    /* incompatible_features (dirty, corrupt) */
+
+    uint64_t *l1_table;       /* the active L1 table, host byte order */
+    uint32_t l1_size;         /* entries in l1_table */
+    uint64_t l1_offset;       /* where it lives in the file, for messages */
+
+    /* Compressed descriptor fields (qcow2.txt: x = 62 - (cluster_bits-8)). */
+    int csize_shift;          /* x: first bit of the sector count */
+    uint64_t csize_mask;      /* sector count mask after the shift */
+    uint64_t coffset_mask;    /* bits 0..x-1: the host offset */
+
+    char *backing_file;       /* name as stored in the header, or NULL */
+    char *backing_format;     /* from the backing format extension, or NULL */
+    Qcow2Cache *l2_cache;     /* L2 tables, thread safe */
+} Qcow2State;
+
+/* qcow2-cache.c */
+Qcow2Cache *qcow2_cache_new(BlockNode *file, uint32_t table_size,
+                            size_t max_tables);
+void qcow2_cache_free(Qcow2Cache *c);
+/* The table at host @offset, referenced: release it with qcow2_table_put.
+ * Returns 0 or a negative errno from reading the file. */
+int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, Qcow2Table **out);
+void qcow2_table_put(Qcow2Table *t);
+
+static inline uint64_t qcow2_table_entry(const Qcow2Table *t, uint32_t i)
+{
+    return GUINT64_FROM_BE(t->entries[i]);
+}
+
+/* qcow2-cluster.c */
+/*
+ * Maps guest @offset: fills @m for up to @bytes bytes that map alike (same
+ * type; for NORMAL, contiguous in the host file too unless @any_host).  A
+ * compressed cluster is reported one at a time unless @any_host.  Never
+ * crosses an L2 table.  Returns 0, or -EIO for a corrupt L1/L2 entry.
+ */
+int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
+              Qcow2Mapping *m);
+
+/* qcow2-compress.c */
+/* Reads @bytes guest bytes at @offset_in_cluster of the compressed cluster
+ * described by L2 entry @l2_entry into @buf.  0 or a negative errno. */
+int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
+                          uint32_t offset_in_cluster, uint32_t bytes,
+                          void *buf);
+
+
+#endif
