@@ -31,14 +31,14 @@
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 /* Parameters. */
-static char *filename;          /* file=, absolute */
-static char *format;            /* format=, NULL: probe */
-static int64_t offset_param;    /* offset= */
-static const char *cache_mode;  /* cache=none|writeback, NULL: writeback */
-static char *aio;               /* aio= */
-static char *discard;           /* discard=, NULL: unmap */
-static char *detect_zeroes;     /* detect-zeroes= */
-static bool readonly_param;     /* readonly= */
+static char *filename;         /* file=, absolute */
+static char *format;           /* format=, NULL: probe */
+static int64_t offset_param;   /* offset= */
+static const char *cache_mode; /* cache=none|writeback, NULL: writeback */
+static char *aio;              /* aio= */
+static char *discard;          /* discard=, NULL: unmap */
+static char *detect_zeroes;    /* detect-zeroes= */
+static bool readonly_param;    /* readonly= */
 
 /* -D snapnbd.verbose=1: the block layer's -v messages on stderr. */
 NBDKIT_DLL_PUBLIC int snapnbd_debug_verbose = 0;
@@ -46,478 +46,453 @@ NBDKIT_DLL_PUBLIC int snapnbd_debug_verbose = 0;
 /* The graph, opened at .get_ready and shared by all connections. */
 static BlockNode *node;
 
-static bool have_driver (const char *name);
+static bool have_driver(const char *name);
 
 /* Unload the plugin: flush and close the graph, free the parameters. */
-static void
-snapnbd_unload (void)
+static void snapnbd_unload(void)
 {
-  if (node) {
-    bdrv_flush (node);
-    bdrv_unref (node);
-    node = NULL;
-  }
-  free (filename);
-  free (format);
-  free (aio);
-  free (discard);
-  free (detect_zeroes);
+    if (node) {
+        bdrv_flush(node);
+        bdrv_unref(node);
+        node = NULL;
+    }
+    free(filename);
+    free(format);
+    free(aio);
+    free(discard);
+    free(detect_zeroes);
 }
 
 /* Print the plugin's version and features for nbdkit --dump-plugin. */
-static void
-snapnbd_dump_plugin (void)
+static void snapnbd_dump_plugin(void)
 {
-  printf ("snapnbd_version=%s\n", PACKAGE_VERSION);
-  printf ("snapnbd_formats=raw%s\n", have_driver ("qcow2") ? ",qcow2" : "");
+    printf("snapnbd_version=%s\n", PACKAGE_VERSION);
+    printf("snapnbd_formats=raw%s\n", have_driver("qcow2") ? ",qcow2" : "");
 }
 
 /* Replace *p by a copy of value. */
-static int
-set_string (char **p, const char *value)
+static int set_string(char **p, const char *value)
 {
-  char *copy = strdup (value);
+    char *copy = strdup(value);
 
-  if (copy == NULL) {
-    nbdkit_error ("strdup: %m");
-    return -1;
-  }
-  free (*p);
-  *p = copy;
-  return 0;
+    if (copy == NULL) {
+        nbdkit_error("strdup: %m");
+        return -1;
+    }
+    free(*p);
+    *p = copy;
+    return 0;
 }
 
 /* Parse one key=value parameter. */
-static int
-snapnbd_config (const char *key, const char *value)
+static int snapnbd_config(const char *key, const char *value)
 {
-  if (strcmp (key, "file") == 0) {
-    free (filename);
-    filename = nbdkit_absolute_path (value);
-    if (filename == NULL)
-      return -1;
-  }
-  else if (strcmp (key, "format") == 0) {
-    if (*value == '\0') {
-      nbdkit_error ("format must not be empty (use raw)");
-      return -1;
+    if (strcmp(key, "file") == 0) {
+        free(filename);
+        filename = nbdkit_absolute_path(value);
+        if (filename == NULL)
+            return -1;
+    } else if (strcmp(key, "format") == 0) {
+        if (*value == '\0') {
+            nbdkit_error("format must not be empty (use raw)");
+            return -1;
+        }
+        return set_string(&format, value);
+    } else if (strcmp(key, "offset") == 0) {
+        offset_param = nbdkit_parse_size(value);
+        if (offset_param == -1) {
+            nbdkit_error("invalid offset '%s'", value);
+            return -1;
+        }
+    } else if (strcmp(key, "cache") == 0) {
+        if (strcmp(value, "none") == 0)
+            cache_mode = "none";
+        else if (strcmp(value, "writeback") == 0)
+            cache_mode = "writeback";
+        else {
+            nbdkit_error("invalid cache mode '%s' (use none or writeback)",
+                         value);
+            return -1;
+        }
+    } else if (strcmp(key, "aio") == 0)
+        return set_string(&aio, value);
+    else if (strcmp(key, "discard") == 0)
+        return set_string(&discard, value);
+    else if (strcmp(key, "detect-zeroes") == 0 ||
+             strcmp(key, "detect_zeroes") == 0)
+        return set_string(&detect_zeroes, value);
+    else if (strcmp(key, "readonly") == 0) {
+        int r = nbdkit_parse_bool(value);
+        if (r == -1) {
+            nbdkit_error("invalid readonly value '%s' (use true or false)",
+                         value);
+            return -1;
+        }
+        readonly_param = r;
+    } else {
+        nbdkit_error("unknown parameter '%s' (see nbdkit snapnbd --help)", key);
+        return -1;
     }
-    return set_string (&format, value);
-  }
-  else if (strcmp (key, "offset") == 0) {
-    offset_param = nbdkit_parse_size (value);
-    if (offset_param == -1) {
-      nbdkit_error ("invalid offset '%s'", value);
-      return -1;
-    }
-  }
-  else if (strcmp (key, "cache") == 0) {
-    if (strcmp (value, "none") == 0)
-      cache_mode = "none";
-    else if (strcmp (value, "writeback") == 0)
-      cache_mode = "writeback";
-    else {
-      nbdkit_error ("invalid cache mode '%s' (use none or writeback)", value);
-      return -1;
-    }
-  }
-  else if (strcmp (key, "aio") == 0)
-    return set_string (&aio, value);
-  else if (strcmp (key, "discard") == 0)
-    return set_string (&discard, value);
-  else if (strcmp (key, "detect-zeroes") == 0 ||
-           strcmp (key, "detect_zeroes") == 0)
-    return set_string (&detect_zeroes, value);
-  else if (strcmp (key, "readonly") == 0) {
-    int r = nbdkit_parse_bool (value);
-    if (r == -1) {
-      nbdkit_error ("invalid readonly value '%s' (use true or false)", value);
-      return -1;
-    }
-    readonly_param = r;
-  }
-  else {
-    nbdkit_error ("unknown parameter '%s' (see nbdkit snapnbd --help)", key);
-    return -1;
-  }
-  return 0;
+    return 0;
 }
 
 /* Check that the required file parameter was given. */
-static int
-snapnbd_config_complete (void)
+static int snapnbd_config_complete(void)
 {
-  if (filename == NULL) {
-    nbdkit_error ("you must supply the file=<IMAGE> parameter "
-                  "after the plugin name on the command line");
-    return -1;
-  }
-  return 0;
+    if (filename == NULL) {
+        nbdkit_error("you must supply the file=<IMAGE> parameter "
+                     "after the plugin name on the command line");
+        return -1;
+    }
+    return 0;
 }
 
-#define snapnbd_config_help \
-  "file=<IMAGE>     (required) The disk image to serve.\n" \
-  "format=raw|qcow2 Image format (default: probed).\n" \
-  "offset=<SIZE>    Serve the image from this offset on.\n" \
-  "cache=none|writeback  Bypass the host page cache or not (default writeback).\n" \
-  "aio=threads|io_uring  How the file is read and written (default threads).\n" \
-  "discard=ignore|unmap  Whether trims free space in the file (default unmap).\n" \
-  "detect-zeroes=off|on|unmap  Turn zero writes into write-zeroes.\n" \
-  "readonly=true    Open the image read-only."
+#define snapnbd_config_help                                                    \
+    "file=<IMAGE>     (required) The disk image to serve.\n"                   \
+    "format=raw|qcow2 Image format (default: probed).\n"                       \
+    "offset=<SIZE>    Serve the image from this offset on.\n"                  \
+    "cache=none|writeback  Bypass the host page cache or not (default "        \
+    "writeback).\n"                                                            \
+    "aio=threads|io_uring  How the file is read and written (default "         \
+    "threads).\n"                                                              \
+    "discard=ignore|unmap  Whether trims free space in the file (default "     \
+    "unmap).\n"                                                                \
+    "detect-zeroes=off|on|unmap  Turn zero writes into write-zeroes.\n"        \
+    "readonly=true    Open the image read-only."
 
 /* The format of the image when format= is absent: qcow2 by its magic,
  * raw otherwise (like snapnbd and qemu-nbd). */
-static const char *
-probe_format (void)
+static const char *probe_format(void)
 {
-  char magic[4] = { 0 };
-  int fd = open (filename, O_RDONLY | O_CLOEXEC);
-  bool qcow2;
+    char magic[4] = {0};
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    bool qcow2;
 
-  if (fd == -1)
-    return "raw"; /* the file driver reports the open error */
-  qcow2 = read (fd, magic, 4) == 4 && memcmp (magic, "QFI\xfb", 4) == 0;
-  close (fd);
-  nbdkit_debug ("format of %s probed as %s", filename, qcow2 ? "qcow2" : "raw");
-  return qcow2 ? "qcow2" : "raw";
+    if (fd == -1)
+        return "raw"; /* the file driver reports the open error */
+    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
+    close(fd);
+    nbdkit_debug("format of %s probed as %s", filename,
+                 qcow2 ? "qcow2" : "raw");
+    return qcow2 ? "qcow2" : "raw";
 }
 
 /* Does the block layer know the driver @name?  It looks the driver up
  * before anything else and says BDRV_ERROR_NOT_SUPPORTED if it has none;
  * an open with only "driver" (read-only, since a driver may refuse to be
  * writable with the same code) then fails for another reason. */
-static bool
-have_driver (const char *name)
+static bool have_driver(const char *name)
 {
-  g_autoptr (GHashTable) t =
-    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_autoptr (GError) err = NULL;
-  BlockNode *bs;
+    g_autoptr(GHashTable) t =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) err = NULL;
+    BlockNode *bs;
 
-  g_hash_table_insert (t, g_strdup ("driver"), g_strdup (name));
-  g_hash_table_insert (t, g_strdup ("read-only"), g_strdup ("on"));
-  bs = bdrv_open (t, &err);
-  if (bs) {
-    bdrv_unref (bs);
-    return true;
-  }
-  return !g_error_matches (err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED);
+    g_hash_table_insert(t, g_strdup("driver"), g_strdup(name));
+    g_hash_table_insert(t, g_strdup("read-only"), g_strdup("on"));
+    bs = bdrv_open(t, &err);
+    if (bs) {
+        bdrv_unref(bs);
+        return true;
+    }
+    return !g_error_matches(err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED);
 }
 
-static void
-put (GHashTable *t, const char *key, const char *value)
+static void put(GHashTable *t, const char *key, const char *value)
 {
-  g_hash_table_insert (t, g_strdup (key), g_strdup (value));
+    g_hash_table_insert(t, g_strdup(key), g_strdup(value));
 }
 
 /* Open the block graph from the parameters. */
-static int
-snapnbd_get_ready (void)
+static int snapnbd_get_ready(void)
 {
-  g_autoptr (GHashTable) t =
-    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_autoptr (GError) err = NULL;
-  g_autofree char *desc = NULL;
-  const char *fmt = format ? format : probe_format ();
-  const char *file_prefix = "file.";
-  g_autofree char *key = NULL;
+    g_autoptr(GHashTable) t =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) err = NULL;
+    g_autofree char *desc = NULL;
+    const char *fmt = format ? format : probe_format();
+    const char *file_prefix = "file.";
+    g_autofree char *key = NULL;
 
-  if (strcmp (fmt, "raw") != 0 && !have_driver (fmt)) {
-    if (format == NULL)
-      nbdkit_error ("%s is a %s image; the %s format is not supported yet",
-                    filename, fmt, fmt);
-    else
-      nbdkit_error ("format '%s' is not supported%s", fmt,
-                    strcmp (fmt, "qcow2") == 0 ? " yet" : " (use raw)");
-    return -1;
-  }
+    if (strcmp(fmt, "raw") != 0 && !have_driver(fmt)) {
+        if (format == NULL)
+            nbdkit_error("%s is a %s image; the %s format is not supported yet",
+                         filename, fmt, fmt);
+        else
+            nbdkit_error("format '%s' is not supported%s", fmt,
+                         strcmp(fmt, "qcow2") == 0 ? " yet" : " (use raw)");
+        return -1;
+    }
 
-  if (strcmp (fmt, "raw") == 0 || offset_param == 0) {
-    put (t, "driver", fmt);
-  }
-  else {
-    /* An offset into a non-raw image: a raw node with the offset over
-     * the format node, as qemu-nbd does. */
-    put (t, "driver", "raw");
-    put (t, "file.driver", fmt);
-    file_prefix = "file.file.";
-  }
-  if (offset_param > 0) {
-    g_autofree char *off = g_strdup_printf ("%" PRId64, offset_param);
-    put (t, "offset", off);
-  }
-  key = g_strconcat (file_prefix, "driver", NULL);
-  put (t, key, "file");
-  g_free (key);
-  key = g_strconcat (file_prefix, "filename", NULL);
-  put (t, key, filename);
-  if (aio) {
-    g_free (key);
-    key = g_strconcat (file_prefix, "aio", NULL);
-    put (t, key, aio);
-  }
-  put (t, "cache.direct",
-       cache_mode && strcmp (cache_mode, "none") == 0 ? "on" : "off");
-  put (t, "read-only", readonly_param ? "on" : "off");
-  put (t, "discard", discard ? discard : "unmap");
-  if (detect_zeroes)
-    put (t, "detect-zeroes", detect_zeroes);
+    if (strcmp(fmt, "raw") == 0 || offset_param == 0) {
+        put(t, "driver", fmt);
+    } else {
+        /* An offset into a non-raw image: a raw node with the offset over
+         * the format node, as qemu-nbd does. */
+        put(t, "driver", "raw");
+        put(t, "file.driver", fmt);
+        file_prefix = "file.file.";
+    }
+    if (offset_param > 0) {
+        g_autofree char *off = g_strdup_printf("%" PRId64, offset_param);
+        put(t, "offset", off);
+    }
+    key = g_strconcat(file_prefix, "driver", NULL);
+    put(t, key, "file");
+    g_free(key);
+    key = g_strconcat(file_prefix, "filename", NULL);
+    put(t, key, filename);
+    if (aio) {
+        g_free(key);
+        key = g_strconcat(file_prefix, "aio", NULL);
+        put(t, key, aio);
+    }
+    put(t, "cache.direct",
+        cache_mode && strcmp(cache_mode, "none") == 0 ? "on" : "off");
+    put(t, "read-only", readonly_param ? "on" : "off");
+    put(t, "discard", discard ? discard : "unmap");
+    if (detect_zeroes)
+        put(t, "detect-zeroes", detect_zeroes);
 
-  bdrv_verbose = snapnbd_debug_verbose;
-  node = bdrv_open (t, &err);
-  if (node == NULL) {
-    nbdkit_error ("%s", err->message);
-    if (!readonly_param &&
-        (g_error_matches (err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED) ||
-         g_error_matches (err, BDRV_ERROR, BDRV_ERROR_READ_ONLY)))
-      nbdkit_error ("the image was opened writable: "
-                    "give readonly=true to serve it read-only");
-    return -1;
-  }
-  desc = bdrv_describe (node);
-  nbdkit_debug ("opened %s", desc);
-  return 0;
+    bdrv_verbose = snapnbd_debug_verbose;
+    node = bdrv_open(t, &err);
+    if (node == NULL) {
+        nbdkit_error("%s", err->message);
+        if (!readonly_param &&
+            (g_error_matches(err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED) ||
+             g_error_matches(err, BDRV_ERROR, BDRV_ERROR_READ_ONLY)))
+            nbdkit_error("the image was opened writable: "
+                         "give readonly=true to serve it read-only");
+        return -1;
+    }
+    desc = bdrv_describe(node);
+    nbdkit_debug("opened %s", desc);
+    return 0;
 }
 
 /* Open a connection: every connection shares the one graph. */
-static void *
-snapnbd_open (int readonly)
+static void *snapnbd_open(int readonly)
 {
-  return NBDKIT_HANDLE_NOT_NEEDED;
+    return NBDKIT_HANDLE_NOT_NEEDED;
 }
 
 /* Report a block layer error -@ret for the request @what. */
-static int
-report (int ret, const char *what, uint32_t count, uint64_t offset)
+static int report(int ret, const char *what, uint32_t count, uint64_t offset)
 {
-  nbdkit_error ("%s of %" PRIu32 " bytes at offset %" PRIu64 " failed: %s",
-                what, count, offset, strerror (-ret));
-  nbdkit_set_error (-ret);
-  return -1;
+    nbdkit_error("%s of %" PRIu32 " bytes at offset %" PRIu64 " failed: %s",
+                 what, count, offset, strerror(-ret));
+    nbdkit_set_error(-ret);
+    return -1;
 }
 
 /* Get the size of the image in bytes. */
-static int64_t
-snapnbd_get_size (void *handle)
+static int64_t snapnbd_get_size(void *handle)
 {
-  int64_t size = bdrv_getlength (node);
+    int64_t size = bdrv_getlength(node);
 
-  if (size < 0) {
-    nbdkit_error ("cannot get the size of %s: %s", filename, strerror (-size));
-    nbdkit_set_error (-size);
-    return -1;
-  }
-  return size;
+    if (size < 0) {
+        nbdkit_error("cannot get the size of %s: %s", filename,
+                     strerror(-size));
+        nbdkit_set_error(-size);
+        return -1;
+    }
+    return size;
 }
 
 /* Can the client write?  Not if the graph was opened read-only. */
-static int
-snapnbd_can_write (void *handle)
+static int snapnbd_can_write(void *handle)
 {
-  return !bdrv_is_read_only (node);
+    return !bdrv_is_read_only(node);
 }
 
 /* Flush is always possible (a no-op on a read-only graph). */
-static int
-snapnbd_can_flush (void *handle)
+static int snapnbd_can_flush(void *handle)
 {
-  return 1;
+    return 1;
 }
 
 /* Trim is advertised when discards free space (discard=unmap). */
-static int
-snapnbd_can_trim (void *handle)
+static int snapnbd_can_trim(void *handle)
 {
-  return bdrv_discard_unmaps (node);
+    return bdrv_discard_unmaps(node);
 }
 
 /* Write zeroes is native; the block layer falls back to writing zeroes. */
-static int
-snapnbd_can_zero (void *handle)
+static int snapnbd_can_zero(void *handle)
 {
-  return 1;
+    return 1;
 }
 
 /* Fast zero when every node of the graph can zero without writing. */
-static int
-snapnbd_can_fast_zero (void *handle)
+static int snapnbd_can_fast_zero(void *handle)
 {
-  return bdrv_can_fast_zero (node);
+    return bdrv_can_fast_zero(node);
 }
 
 /* FUA is passed down as BDRV_REQ_FUA (the block layer emulates it if the
  * driver cannot). */
-static int
-snapnbd_can_fua (void *handle)
+static int snapnbd_can_fua(void *handle)
 {
-  return NBDKIT_FUA_NATIVE;
+    return NBDKIT_FUA_NATIVE;
 }
 
 /* Cache requests become block layer prefetches. */
-static int
-snapnbd_can_cache (void *handle)
+static int snapnbd_can_cache(void *handle)
 {
-  return NBDKIT_CACHE_NATIVE;
+    return NBDKIT_CACHE_NATIVE;
 }
 
 /* All connections share one graph, so a flush on one covers all. */
-static int
-snapnbd_can_multi_conn (void *handle)
+static int snapnbd_can_multi_conn(void *handle)
 {
-  return bdrv_can_multi_conn (node);
+    return bdrv_can_multi_conn(node);
 }
 
 /* Block status is known. */
-static int
-snapnbd_can_extents (void *handle)
+static int snapnbd_can_extents(void *handle)
 {
-  return 1;
+    return 1;
 }
 
 /* Read data. */
-static int
-snapnbd_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
-               uint32_t flags)
+static int snapnbd_pread(void *handle, void *buf, uint32_t count,
+                         uint64_t offset, uint32_t flags)
 {
-  int ret = bdrv_pread (node, offset, count, buf);
+    int ret = bdrv_pread(node, offset, count, buf);
 
-  return ret < 0 ? report (ret, "read", count, offset) : 0;
+    return ret < 0 ? report(ret, "read", count, offset) : 0;
 }
 
 /* Write data. */
-static int
-snapnbd_pwrite (void *handle, const void *buf, uint32_t count,
-                uint64_t offset, uint32_t flags)
+static int snapnbd_pwrite(void *handle, const void *buf, uint32_t count,
+                          uint64_t offset, uint32_t flags)
 {
-  int ret = bdrv_pwrite (node, offset, count, buf,
-                         flags & NBDKIT_FLAG_FUA ? BDRV_REQ_FUA : 0);
+    int ret = bdrv_pwrite(node, offset, count, buf,
+                          flags & NBDKIT_FLAG_FUA ? BDRV_REQ_FUA : 0);
 
-  return ret < 0 ? report (ret, "write", count, offset) : 0;
+    return ret < 0 ? report(ret, "write", count, offset) : 0;
 }
 
 /* Write zeroes, deallocating if allowed, failing with ENOTSUP if a fast
  * zero is asked and not possible. */
-static int
-snapnbd_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+static int snapnbd_zero(void *handle, uint32_t count, uint64_t offset,
+                        uint32_t flags)
 {
-  int bflags = 0;
-  int ret;
+    int bflags = 0;
+    int ret;
 
-  if (flags & NBDKIT_FLAG_FUA)
-    bflags |= BDRV_REQ_FUA;
-  if (flags & NBDKIT_FLAG_MAY_TRIM)
-    bflags |= BDRV_REQ_MAY_UNMAP;
-  if (flags & NBDKIT_FLAG_FAST_ZERO)
-    bflags |= BDRV_REQ_NO_FALLBACK;
-  ret = bdrv_pwrite_zeroes (node, offset, count, bflags);
-  if (ret == -ENOTSUP) {
-    /* Not an error worth a message: the client falls back. */
-    nbdkit_set_error (ENOTSUP);
-    return -1;
-  }
-  return ret < 0 ? report (ret, "write zeroes", count, offset) : 0;
+    if (flags & NBDKIT_FLAG_FUA)
+        bflags |= BDRV_REQ_FUA;
+    if (flags & NBDKIT_FLAG_MAY_TRIM)
+        bflags |= BDRV_REQ_MAY_UNMAP;
+    if (flags & NBDKIT_FLAG_FAST_ZERO)
+        bflags |= BDRV_REQ_NO_FALLBACK;
+    ret = bdrv_pwrite_zeroes(node, offset, count, bflags);
+    if (ret == -ENOTSUP) {
+        /* Not an error worth a message: the client falls back. */
+        nbdkit_set_error(ENOTSUP);
+        return -1;
+    }
+    return ret < 0 ? report(ret, "write zeroes", count, offset) : 0;
 }
 
 /* Trim (discard), then flush for FUA. */
-static int
-snapnbd_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+static int snapnbd_trim(void *handle, uint32_t count, uint64_t offset,
+                        uint32_t flags)
 {
-  int ret = bdrv_pdiscard (node, offset, count);
+    int ret = bdrv_pdiscard(node, offset, count);
 
-  if (ret == 0 && (flags & NBDKIT_FLAG_FUA))
-    ret = bdrv_flush (node);
-  return ret < 0 ? report (ret, "trim", count, offset) : 0;
+    if (ret == 0 && (flags & NBDKIT_FLAG_FUA))
+        ret = bdrv_flush(node);
+    return ret < 0 ? report(ret, "trim", count, offset) : 0;
 }
 
 /* Flush the image to stable storage. */
-static int
-snapnbd_flush (void *handle, uint32_t flags)
+static int snapnbd_flush(void *handle, uint32_t flags)
 {
-  int ret = bdrv_flush (node);
+    int ret = bdrv_flush(node);
 
-  if (ret < 0) {
-    nbdkit_error ("flush of %s failed: %s", filename, strerror (-ret));
-    nbdkit_set_error (-ret);
-    return -1;
-  }
-  return 0;
+    if (ret < 0) {
+        nbdkit_error("flush of %s failed: %s", filename, strerror(-ret));
+        nbdkit_set_error(-ret);
+        return -1;
+    }
+    return 0;
 }
 
 /* Prefetch a range that the client will read soon. */
-static int
-snapnbd_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+static int snapnbd_cache(void *handle, uint32_t count, uint64_t offset,
+                         uint32_t flags)
 {
-  int ret = bdrv_prefetch (node, offset, count);
+    int ret = bdrv_prefetch(node, offset, count);
 
-  return ret < 0 ? report (ret, "cache", count, offset) : 0;
+    return ret < 0 ? report(ret, "cache", count, offset) : 0;
 }
 
 /* Requests of all connections run in parallel: the block layer is thread
  * safe. */
-static int
-snapnbd_thread_model (void)
+static int snapnbd_thread_model(void)
 {
-  return NBDKIT_THREAD_MODEL_PARALLEL;
+    return NBDKIT_THREAD_MODEL_PARALLEL;
 }
 
 /* Describe the allocation of a range from the block layer's status. */
-static int
-snapnbd_extents (void *handle, uint32_t count, uint64_t offset,
-                 uint32_t flags, struct nbdkit_extents *extents)
+static int snapnbd_extents(void *handle, uint32_t count, uint64_t offset,
+                           uint32_t flags, struct nbdkit_extents *extents)
 {
-  uint64_t end = offset + count;
+    uint64_t end = offset + count;
 
-  while (offset < end) {
-    int64_t pnum;
-    uint32_t type = 0;
-    int ret = bdrv_block_status (node, offset, end - offset, &pnum);
+    while (offset < end) {
+        int64_t pnum;
+        uint32_t type = 0;
+        int ret = bdrv_block_status(node, offset, end - offset, &pnum);
 
-    if (ret < 0)
-      return report (ret, "block status", end - offset, offset);
-    if (!(ret & BDRV_BLOCK_DATA))
-      type |= NBDKIT_EXTENT_HOLE;
-    if (ret & BDRV_BLOCK_ZERO)
-      type |= NBDKIT_EXTENT_ZERO;
-    if (nbdkit_add_extent (extents, offset, pnum, type) == -1)
-      return -1;
-    offset += pnum;
-    if (flags & NBDKIT_FLAG_REQ_ONE)
-      break;
-  }
-  return 0;
+        if (ret < 0)
+            return report(ret, "block status", end - offset, offset);
+        if (!(ret & BDRV_BLOCK_DATA))
+            type |= NBDKIT_EXTENT_HOLE;
+        if (ret & BDRV_BLOCK_ZERO)
+            type |= NBDKIT_EXTENT_ZERO;
+        if (nbdkit_add_extent(extents, offset, pnum, type) == -1)
+            return -1;
+        offset += pnum;
+        if (flags & NBDKIT_FLAG_REQ_ONE)
+            break;
+    }
+    return 0;
 }
 
 static struct nbdkit_plugin plugin = {
-  .name              = "snapnbd",
-  .longname          = "nbdkit snapnbd plugin",
-  .version           = PACKAGE_VERSION,
-  .description       = "Serve a disk image through snapnbd's block layer.",
-  .unload            = snapnbd_unload,
-  .dump_plugin       = snapnbd_dump_plugin,
-  .config            = snapnbd_config,
-  .config_complete   = snapnbd_config_complete,
-  .config_help       = snapnbd_config_help,
-  .magic_config_key  = "file",
-  .get_ready         = snapnbd_get_ready,
-  .open              = snapnbd_open,
-  .get_size          = snapnbd_get_size,
-  .can_write         = snapnbd_can_write,
-  .can_flush         = snapnbd_can_flush,
-  .can_trim          = snapnbd_can_trim,
-  .can_zero          = snapnbd_can_zero,
-  .can_fast_zero     = snapnbd_can_fast_zero,
-  .can_fua           = snapnbd_can_fua,
-  .can_cache         = snapnbd_can_cache,
-  .can_multi_conn    = snapnbd_can_multi_conn,
-  .can_extents       = snapnbd_can_extents,
-  .pread             = snapnbd_pread,
-  .pwrite            = snapnbd_pwrite,
-  .zero              = snapnbd_zero,
-  .trim              = snapnbd_trim,
-  .flush             = snapnbd_flush,
-  .cache             = snapnbd_cache,
-  .extents           = snapnbd_extents,
-  .thread_model      = snapnbd_thread_model,
+    .name = "snapnbd",
+    .longname = "nbdkit snapnbd plugin",
+    .version = PACKAGE_VERSION,
+    .description = "Serve a disk image through snapnbd's block layer.",
+    .unload = snapnbd_unload,
+    .dump_plugin = snapnbd_dump_plugin,
+    .config = snapnbd_config,
+    .config_complete = snapnbd_config_complete,
+    .config_help = snapnbd_config_help,
+    .magic_config_key = "file",
+    .get_ready = snapnbd_get_ready,
+    .open = snapnbd_open,
+    .get_size = snapnbd_get_size,
+    .can_write = snapnbd_can_write,
+    .can_flush = snapnbd_can_flush,
+    .can_trim = snapnbd_can_trim,
+    .can_zero = snapnbd_can_zero,
+    .can_fast_zero = snapnbd_can_fast_zero,
+    .can_fua = snapnbd_can_fua,
+    .can_cache = snapnbd_can_cache,
+    .can_multi_conn = snapnbd_can_multi_conn,
+    .can_extents = snapnbd_can_extents,
+    .pread = snapnbd_pread,
+    .pwrite = snapnbd_pwrite,
+    .zero = snapnbd_zero,
+    .trim = snapnbd_trim,
+    .flush = snapnbd_flush,
+    .cache = snapnbd_cache,
+    .extents = snapnbd_extents,
+    .thread_model = snapnbd_thread_model,
 };
 
-NBDKIT_REGISTER_PLUGIN (plugin)
+NBDKIT_REGISTER_PLUGIN(plugin)
