@@ -102,6 +102,9 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp);
 int bdrv_create(const char *driver, const char *filename, uint64_t size,
                 GHashTable *options, GError **errp);
 
+/* Is there a driver of this name ("raw", "qcow2", "file", ...)? */
+bool bdrv_has_driver(const char *name);
+
 void bdrv_ref(BlockNode *bs);
 void bdrv_unref(BlockNode *bs);
 

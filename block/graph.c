@@ -33,6 +33,11 @@ const BlockDriver *bdrv_find_driver(const char *name)
     return NULL;
 }
 
+bool bdrv_has_driver(const char *name)
+{
+    return bdrv_find_driver(name) != NULL;
+}
+
 GHashTable *opt_new(void)
 {
     return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);

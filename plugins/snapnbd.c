@@ -183,19 +183,7 @@ static const char *probe_format(void)
  * writable with the same code) then fails for another reason. */
 static bool have_driver(const char *name)
 {
-    g_autoptr(GHashTable) t =
-        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    g_autoptr(GError) err = NULL;
-    BlockNode *bs;
-
-    g_hash_table_insert(t, g_strdup("driver"), g_strdup(name));
-    g_hash_table_insert(t, g_strdup("read-only"), g_strdup("on"));
-    bs = bdrv_open(t, &err);
-    if (bs) {
-        bdrv_unref(bs);
-        return true;
-    }
-    return !g_error_matches(err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED);
+    return bdrv_has_driver(name);
 }
 
 static void put(GHashTable *t, const char *key, const char *value)
