@@ -371,8 +371,10 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
     c->name = g_strdup(name);
     c->node = child;
     g_ptr_array_add(parent->children, c);
-    g_free(parent->filename);
-    parent->filename = g_strdup(child->filename);
+    if (strcmp(name, "file") == 0) { /* a node is named by its file */
+        g_free(parent->filename);
+        parent->filename = g_strdup(child->filename);
+    }
     return child;
 }
 

@@ -525,7 +525,6 @@ static bool has_prefix_option(GHashTable *options, const char *name)
 static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    g_autofree char *overlay = g_strdup(bs->filename);
     const char *ref = g_hash_table_lookup(options, "backing");
     bool ok = true;
 
@@ -537,10 +536,6 @@ static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
     } else if (s->backing_file) {
         ok = open_header_backing(bs, options, errp);
     }
-    /* bdrv_open_child names the parent after its newest child: keep the
-     * overlay's own file in messages. */
-    g_free(bs->filename);
-    bs->filename = g_steal_pointer(&overlay);
     if (s->backing)
         s->backing_length = MAX(bdrv_getlength(s->backing), 0);
     return ok;
