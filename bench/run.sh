@@ -7,7 +7,7 @@
 #
 #   bench/run.sh            3 rounds, 5 s per fio workload (about 6 minutes;
 #                           up to ~9 if nbdcopy runs hit NBDCOPY_TIMEOUT)
-#   QUICK=1 bench/run.sh    1 round, 2 s per fio workload (about 1 minute)
+#   QUICK=1 bench/run.sh    1 round, 2 s per fio workload (about 1.5 minutes)
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3, QUICK: 1]        RUNTIME [5, QUICK: 2] seconds per fio workload
@@ -24,6 +24,10 @@
 #   MAP_EXTENTS [16384]  extents (alternating 32 KiB data / hole) of the map image
 #   IMAGE_MIB [2048]     MAX_SECONDS [900, QUICK: 180] no new round after this
 #   RESULTS_DIR [bench/results]
+#   TLS [1]  0 skips the TLS rows (1M seq read QD4 and nbdcopy over X.509
+#       TLS: certificates made once per run with certtool; clients are a
+#       python libnbd loop and nbdcopy, since fio's nbd engine has no TLS)
+#   TLS_ONLY [0]  1 runs the TLS rows only (a short check at high load)
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,6 +53,8 @@ SERVERS=${SERVERS:-"snapnbd qemu-nbd nbdkit"}
 SNAPNBD=${SNAPNBD:-$top/build/snapnbd}
 SNAPNBD_ARGS=${SNAPNBD_ARGS:-}
 RESULTS_DIR=${RESULTS_DIR:-$here/results}
+TLS=${TLS:-1}
+TLS_ONLY=${TLS_ONLY:-0}
 
 # workload table: tag rw bs iodepth metric
 WORKLOADS=(
@@ -102,6 +108,22 @@ for s in $SERVERS; do
 done
 [[ ${#avail[@]} -gt 0 ]] || die "no server to benchmark"
 
+# TLS rows: certtool for the certificates, a python3 with libnbd's bindings
+# (the system one usually) for the seq-read loop.
+tls_python=
+if [[ $TLS == 1 ]]; then
+    for p in /usr/bin/python3 python3; do
+        if "$p" -c 'import nbd' 2>/dev/null; then tls_python=$p; break; fi
+    done
+    if ! command -v certtool >/dev/null; then
+        note "certtool (gnutls-bin) not installed; TLS rows skipped"; TLS=0
+    elif [[ -z $tls_python ]]; then
+        note "no python3 with libnbd's bindings (python3-libnbd); TLS rows skipped"; TLS=0
+    elif [[ " ${avail[*]} " == *" nbdkit "* ]] && ! nbdkit --dump-config 2>/dev/null | grep -qx 'tls=yes'; then
+        note "nbdkit built without TLS: its TLS cells are FAIL"
+    fi
+fi
+
 # ---------------------------------------------------------------- workdir
 cpu_tck=$(getconf CLK_TCK)
 made_bench_dir=0
@@ -122,6 +144,32 @@ image=$work/disk.raw
 mapimg=$work/map.raw
 sock=$work/nbd.sock
 (( ${#sock} < 100 )) || die "socket path $sock too long"
+tlsdir=$work/tls
+
+make_tls_certs() {   # a CA, a server (localhost) and a client certificate in $tlsdir
+    local d=$tlsdir k
+    mkdir -p "$d/server" "$d/client" || return 1
+    printf '%s\n' 'cn = snapnbd bench CA' ca cert_signing_key 'expiration_days = 2' >"$d/ca.info"
+    printf '%s\n' 'organization = snapnbd bench' 'cn = localhost' 'dns_name = localhost' \
+        tls_www_server signing_key encryption_key 'expiration_days = 2' >"$d/server.info"
+    printf '%s\n' 'organization = snapnbd bench' 'cn = client' \
+        tls_www_client signing_key encryption_key 'expiration_days = 2' >"$d/client.info"
+    for k in ca server/server client/client; do
+        certtool --generate-privkey --key-type=ecdsa --outfile "$d/$k-key.pem" 2>/dev/null || return 1
+    done
+    certtool --generate-self-signed --load-privkey "$d/ca-key.pem" --template "$d/ca.info" \
+        --outfile "$d/ca-cert.pem" >/dev/null 2>&1 || return 1
+    for k in server client; do
+        certtool --generate-certificate --load-privkey "$d/$k/$k-key.pem" \
+            --load-ca-certificate "$d/ca-cert.pem" --load-ca-privkey "$d/ca-key.pem" \
+            --template "$d/$k.info" --outfile "$d/$k/$k-cert.pem" >/dev/null 2>&1 || return 1
+        cp "$d/ca-cert.pem" "$d/$k/ca-cert.pem" || return 1
+    done
+}
+[[ $TLS_ONLY == 1 && $TLS != 1 ]] && die "TLS_ONLY=1, but the TLS rows cannot run (see the notes above)"
+if [[ $TLS == 1 ]] && ! make_tls_certs; then
+    note "certtool could not make the TLS certificates; TLS rows skipped"; TLS=0
+fi
 
 SERVER_PID=
 SERVER_NAME=
@@ -160,14 +208,19 @@ cpu_ticks() {   # utime + stime of the server (all its threads), clock ticks
     echo $(( ${12} + ${13} ))
 }
 
-start_server() {   # NAME IMAGE
-    local name=$1 img=$2 cmd i
+start_server() {   # NAME IMAGE [tls]: with "tls", X.509 TLS required, client certificates checked
+    local name=$1 img=$2 tls=${3:-} cmd i qtls=()
+    [[ $tls == tls ]] && qtls=(--object "tls-creds-x509,id=tls0,dir=$tlsdir/server,endpoint=server"
+                               --tls-creds tls0)
     case $name in
     snapnbd)  # shellcheck disable=SC2206
-              cmd=("$snapnbd_bin" -f raw -k "$sock" -t -e 0 $SNAPNBD_ARGS "$img") ;;
-    qemu-nbd) cmd=(qemu-nbd -f raw -k "$sock" -t -e 0 "$img") ;;
-    nbdkit)   cmd=(nbdkit -U "$sock" -f file "file=$img") ;;
+              cmd=("$snapnbd_bin" -f raw -k "$sock" -t -e 0 $SNAPNBD_ARGS "${qtls[@]}" "$img") ;;
+    qemu-nbd) cmd=(qemu-nbd -f raw -k "$sock" -t -e 0 "${qtls[@]}" "$img") ;;
+    nbdkit)   cmd=(nbdkit -U "$sock" -f)
+              [[ $tls == tls ]] && cmd+=(--tls=require "--tls-certificates=$tlsdir/server" --tls-verify-peer)
+              cmd+=(file "file=$img") ;;
     esac
+    if [[ $tls == tls ]]; then URI=$TLS_URI; else URI=$PLAIN_URI; fi
     rm -f "$sock"
     SERVER_NAME=$name
     echo "+ ${cmd[*]}" >>"$outdir/raw/server-$name.log"
@@ -201,7 +254,9 @@ stop_server() {   # only the PID we started
     rm -f "$sock"
 }
 
-URI="nbd+unix:///?socket=$sock"
+PLAIN_URI="nbd+unix:///?socket=$sock"
+TLS_URI="nbds+unix:///?socket=$sock&tls-certificates=$tlsdir/client"
+URI=$PLAIN_URI   # the URI of the running server (start_server sets it)
 
 # ---------------------------------------------------------------- recording
 record() {   # METRIC VALUE
@@ -255,8 +310,8 @@ run_fio() {   # TAG RW BS QD METRIC
     return 0
 }
 
-run_nbdcopy() {
-    local i t0 t1 rc pct prog=$work/nbdcopy.progress
+run_nbdcopy() {   # [METRIC]: nbdcopy_mibs, or nbdcopy_tls_mibs
+    local metric=${1:-nbdcopy_mibs} i t0 t1 rc pct prog=$work/nbdcopy.progress
     for ((i = 0; i < NBDCOPY_REPS; i++)); do
         : >"$prog"
         t0=$(now_us)
@@ -268,16 +323,70 @@ run_nbdcopy() {
             # a lower-bound estimate from nbdcopy's "N/100" progress lines
             pct=$(tail -n 1 "$prog" | cut -d/ -f1)
             pct=${pct:-0}
-            note "round $round $SERVER_NAME: nbdcopy timed out after ${NBDCOPY_TIMEOUT}s at ${pct}%;" \
+            note "round $round $SERVER_NAME: nbdcopy ($metric) timed out after ${NBDCOPY_TIMEOUT}s at ${pct}%;" \
                  "recorded MiB/s is an estimate from its progress"
-            record nbdcopy_mibs "$(python3 -c "print($IMAGE_MIB * $pct / 100 / (($t1 - $t0) / 1e6))")"
+            record "$metric" "$(python3 -c "print($IMAGE_MIB * $pct / 100 / (($t1 - $t0) / 1e6))")"
         elif (( rc != 0 )); then
-            note "round $round $SERVER_NAME: nbdcopy failed (rc $rc, see raw/nbdcopy.log)"
-            record nbdcopy_mibs nan
+            note "round $round $SERVER_NAME: nbdcopy ($metric) failed (rc $rc, see raw/nbdcopy.log)"
+            record "$metric" nan
         else
-            record nbdcopy_mibs "$(python3 -c "print($IMAGE_MIB / (($t1 - $t0) / 1e6))")"
+            record "$metric" "$(python3 -c "print($IMAGE_MIB / (($t1 - $t0) / 1e6))")"
         fi
     done
+}
+
+# 1 MiB sequential reads, 4 in flight, for RUNTIME seconds, over TLS: a
+# python libnbd loop (fio's nbd engine cannot do TLS).
+run_tls_seqread() {
+    local out=$outdir/raw/tls-seqread-r$round-$SERVER_NAME.log c0 c1 res rc
+    c0=$(cpu_ticks)
+    res=$(timeout $(( RUNTIME + 60 )) "$tls_python" - "$URI" "$RUNTIME" 2>"$out" <<'EOF'
+import sys, time
+import nbd
+uri, runtime = sys.argv[1], float(sys.argv[2])
+BS, QD = 1 << 20, 4
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)   # for tls-certificates=DIR
+h.connect_uri(uri)
+if not h.get_tls_negotiated():
+    sys.exit("TLS was not negotiated")
+size = h.get_size() // BS * BS
+bufs = [nbd.Buffer(BS) for _ in range(QD)]
+free, inflight = list(range(QD)), {}
+off = done = 0
+t0 = time.monotonic()
+end = t0 + runtime
+while True:
+    if time.monotonic() < end:
+        while free:
+            i = free.pop()
+            if off + BS > size:
+                off = 0
+            inflight[h.aio_pread(bufs[i], off)] = i
+            off += BS
+    if not inflight:
+        break
+    h.poll(-1)
+    for c in [c for c in inflight if h.aio_command_completed(c)]:
+        free.append(inflight.pop(c))
+        done += 1
+elapsed = time.monotonic() - t0
+h.shutdown()
+print(done * BS / 1048576 / elapsed, done)
+EOF
+    )
+    rc=$?
+    c1=$(cpu_ticks)
+    if (( rc != 0 )) || [[ $res != *" "* ]]; then
+        note "round $round $SERVER_NAME: TLS seq read failed (rc $rc, see ${out#"$outdir"/})"
+        record seqread1m_qd4_tls nan
+        return 1
+    fi
+    echo "MiB/s reads: $res" >>"$out"
+    record seqread1m_qd4_tls "${res% *}"
+    if (( c0 >= 0 && c1 >= 0 )); then
+        record cpu_us_per_io_seqread1m_qd4_tls "$(python3 -c "print(($c1 - $c0) * 1e6 / $cpu_tck / ${res#* })")"
+    fi
 }
 
 run_map() {
@@ -297,11 +406,11 @@ run_map() {
     record map_lines "$(wc -l <"$out")"
 }
 
-ensure_up() {   # IMAGE TAG: restart the server if it died
+ensure_up() {   # IMAGE TAG [tls]: restart the server if it died
     alive && return 0
     note "round $round: $SERVER_NAME died before $2; restarting it"
     stop_server
-    start_server "$SERVER_NAME" "$1"
+    start_server "$SERVER_NAME" "$1" "${3:-}"
 }
 
 # ---------------------------------------------------------------- images
@@ -359,7 +468,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         server=${avail[$(( (pos + round - 1) % n ))]}
         log "round $round/$ROUNDS: $server"
         # main image: fio workloads and nbdcopy
-        if start_server "$server" "$image"; then
+        if [[ $TLS_ONLY == 1 ]]; then
+            :
+        elif start_server "$server" "$image"; then
             for w in "${WORKLOADS[@]}"; do
                 # shellcheck disable=SC2086
                 set -- $w
@@ -373,8 +484,22 @@ for ((round = 1; round <= ROUNDS; round++)); do
             for w in "${WORKLOADS[@]}"; do record "${w%% *}" nan; done
             record nbdcopy_mibs nan
         fi
+        # main image over TLS: python libnbd seq reads and nbdcopy
+        if [[ $TLS == 1 ]]; then
+            if start_server "$server" "$image" tls; then
+                run_tls_seqread
+                if ensure_up "$image" nbdcopy_tls tls; then run_nbdcopy nbdcopy_tls_mibs
+                else record nbdcopy_tls_mibs nan; fi
+                stop_server
+            else
+                record seqread1m_qd4_tls nan
+                record nbdcopy_tls_mibs nan
+            fi
+        fi
         # sparse image: nbdinfo --map
-        if start_server "$server" "$mapimg"; then
+        if [[ $TLS_ONLY == 1 ]]; then
+            :
+        elif start_server "$server" "$mapimg"; then
             run_map
             stop_server
         else
@@ -408,7 +533,7 @@ config = dict(rounds_requested=$ROUNDS, rounds_done=$rounds_done, runtime_s=$RUN
               nbdcopy_reps=$NBDCOPY_REPS, nbdcopy_timeout_s=$NBDCOPY_TIMEOUT, nbdcopy_dst="$NBDCOPY_DST", map_reps=$MAP_REPS,
               bench_dir="$BENCH_DIR", bench_fs="$fstype", snapnbd_args="$SNAPNBD_ARGS",
               servers=servers, load_start="$load_start", load_end="$load_end",
-              elapsed_s=$elapsed)
+              elapsed_s=$elapsed, tls=$TLS == 1)
 versions = dict(l.rstrip("\n").split("=", 1) for l in open(outdir + "/versions.txt") if "=" in l)
 notes = [l.rstrip("\n") for l in open(outdir + "/notes.txt") if l.strip()]
 
@@ -440,6 +565,10 @@ table = [
     ("1M seq read QD4 (MiB/s)",       "seqread1m_qd4",    True,  i),
     ("1M seq write QD4 (MiB/s)",      "seqwrite1m_qd4",   True,  i),
     ("nbdcopy whole export (MiB/s)", "nbdcopy_mibs", True, i),
+] + ([
+    ("1M seq read QD4 over TLS (MiB/s)", "seqread1m_qd4_tls", True, i),
+    ("nbdcopy over TLS (MiB/s)",         "nbdcopy_tls_mibs",  True, i),
+] if config["tls"] else []) + [
     ("server CPU/4k read QD32 (us) [lower better]", "cpu_us_per_io_" + cpu_wl, False, f1),
     ("nbdinfo --map %d ext (ms) [lower better]" % config["map_extents"], "map_ms", False, f1),
 ]
@@ -449,6 +578,8 @@ lines = []
 header = ["workload"] + servers + (["snapnbd/best peer"] if "snapnbd" in servers and peers else [])
 out_rows = []
 for label, metric, hib, fmt in table:
+    if metric not in samples:   # not run (TLS_ONLY=1)
+        continue
     meds = {s: med(metric, s) for s in servers}
     entry = dict(workload=label, metric=metric, higher_is_better=hib, median=meds,
                  samples={s: samples.get(metric, {}).get(s, []) for s in servers})
