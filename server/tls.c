@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gnutls/x509.h>
@@ -294,6 +295,34 @@ static bool load_dh_params(TlsObject *o, const char *path, GError **errp)
     return ret < 0 ? gnutls_fail(errp, ret, "DH parameters", path) : true;
 }
 
+/* QEMU's sanity check: a server certificate outside its validity period
+ * is a startup error, not a handshake every client fails. */
+static bool check_cert_dates(const char *path, GError **errp)
+{
+    g_autofree char *pem = NULL;
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t d;
+    time_t now = time(NULL);
+    const char *problem = NULL;
+    gsize len;
+
+    if (!g_file_get_contents(path, &pem, &len, errp))
+        return false;
+    d = (gnutls_datum_t){ (unsigned char *)pem, len };
+    gnutls_x509_crt_init(&crt);
+    if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_PEM) == 0) {
+        if (gnutls_x509_crt_get_expiration_time(crt) < now)
+            problem = "has expired";
+        else if (gnutls_x509_crt_get_activation_time(crt) > now)
+            problem = "is not yet active";
+    }
+    gnutls_x509_crt_deinit(crt);
+    if (problem)
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                    "The server certificate %s %s", path, problem);
+    return !problem;
+}
+
 static int verify_client(gnutls_session_t s);
 
 static bool load_x509(TlsObject *o, GError **errp)
@@ -307,6 +336,8 @@ static bool load_x509(TlsObject *o, GError **errp)
         !cred_path(o, "server-cert.pem", true, &cert, errp) ||
         !cred_path(o, "server-key.pem", true, &key, errp) ||
         !cred_path(o, "dh-params.pem", false, &dh, errp))
+        return false;
+    if (!check_cert_dates(cert, errp))
         return false;
     gnutls_certificate_allocate_credentials(&o->x509);
     ret = gnutls_certificate_set_x509_trust_file(o->x509, ca,
