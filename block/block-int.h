@@ -84,6 +84,7 @@ struct BlockNode {
     GMutex status_cache_lock;
     int64_t status_cache_start;
     int64_t status_cache_end;   /* empty when end <= start */
+    uint64_t status_cache_gen;  /* bumped by every drop */
 
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */

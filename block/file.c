@@ -43,6 +43,7 @@ typedef struct FileState {
     FileAio aio;
     bool use_locking;
     bool is_block_device;
+    uint32_t direct_alignment; /* O_DIRECT block size, with cache.direct */
 } FileState;
 
 static void ring_free(gpointer p)
@@ -88,8 +89,13 @@ static ssize_t uring_rw(int fd, bool write, void *buf, size_t len,
     do {
         ret = io_uring_submit_and_wait(ring, 1);
     } while (ret == -EINTR);
-    if (ret < 0)
-        return ret;
+    if (ret < 0) {
+        /* The SQE may still sit in the ring: a later submit would run it
+         * against a stale buffer.  Throw the ring away; the caller falls
+         * back to a plain syscall. */
+        g_private_replace(&thread_ring, NULL);
+        return -EAGAIN;
+    }
     ret = io_uring_wait_cqe(ring, &cqe);
     if (ret < 0)
         return ret;
@@ -276,13 +282,30 @@ static uint32_t probe_alignment(int fd)
     return 4096;
 }
 
+/* O_DIRECT cannot read or write a partial last block: an image whose size
+ * is not a multiple of the block size is refused with cache=none rather
+ * than served with an unreadable tail (qemu-nbd rounds the size up). */
+static bool check_direct_size(FileState *s, GError **errp)
+{
+    off_t size = lseek(s->fd, 0, SEEK_END);
+
+    s->direct_alignment = probe_alignment(s->fd);
+    if (size >= 0 && size % s->direct_alignment == 0)
+        return true;
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                "Cannot use cache=none on '%s': its size (%lld bytes) is not "
+                "a multiple of its %u-byte block size",
+                s->filename, (long long)size, s->direct_alignment);
+    return false;
+}
+
 static void file_refresh_limits(BlockNode *bs, BlockLimits *limits)
 {
     FileState *s = bs->opaque;
 
     if (bs->cache_direct) {
-        limits->request_alignment = probe_alignment(s->fd);
-        limits->buffer_alignment = limits->request_alignment;
+        limits->request_alignment = s->direct_alignment;
+        limits->buffer_alignment = s->direct_alignment;
     }
     limits->max_transfer = 1 << 30;
 }
@@ -435,6 +458,8 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     }
     if (fstat(s->fd, &st) == 0)
         s->is_block_device = S_ISBLK(st.st_mode);
+    if (bs->cache_direct && !check_direct_size(s, errp))
+        goto fail;
     bs->filename = g_strdup(s->filename);
     if (!parse_aio(s, aio, bs->cache_direct, errp) || !parse_locking(s, locking, errp))
         goto fail;

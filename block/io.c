@@ -114,17 +114,33 @@ static bool status_cache_lookup(BlockNode *bs, int64_t offset,
     return hit;
 }
 
-static void status_cache_store(BlockNode *bs, int64_t start, int64_t end)
+static uint64_t status_cache_generation(BlockNode *bs)
+{
+    uint64_t gen;
+
+    g_mutex_lock(&bs->status_cache_lock);
+    gen = bs->status_cache_gen;
+    g_mutex_unlock(&bs->status_cache_lock);
+    return gen;
+}
+
+/* Stores an extent found by a query that began at generation @gen, unless
+ * a write-zeroes or discard ran meanwhile (the answer may be stale). */
+static void status_cache_store(BlockNode *bs, int64_t start, int64_t end,
+                               uint64_t gen)
 {
     g_mutex_lock(&bs->status_cache_lock);
-    bs->status_cache_start = start;
-    bs->status_cache_end = end;
+    if (bs->status_cache_gen == gen) {
+        bs->status_cache_start = start;
+        bs->status_cache_end = end;
+    }
     g_mutex_unlock(&bs->status_cache_lock);
 }
 
 static void status_cache_drop(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     g_mutex_lock(&bs->status_cache_lock);
+    bs->status_cache_gen++;
     if (offset < bs->status_cache_end &&
         bs->status_cache_start < offset + bytes)
         bs->status_cache_end = bs->status_cache_start;
@@ -512,13 +528,15 @@ static int protocol_block_status(BlockNode *bs, int64_t offset,
                                  int64_t bytes, int64_t *pnum)
 {
     const int data = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    uint64_t gen;
     int ret;
 
     if (status_cache_lookup(bs, offset, bytes, pnum))
         return data;
+    gen = status_cache_generation(bs);
     ret = bs->drv->block_status(bs, offset, bs->total_bytes - offset, pnum);
     if (ret == data && *pnum > 0)
-        status_cache_store(bs, offset, offset + *pnum);
+        status_cache_store(bs, offset, offset + *pnum, gen);
     *pnum = MIN(*pnum, bytes);
     return ret;
 }

@@ -87,6 +87,14 @@ void nbd_server_shutdown(void)
     g_mutex_unlock(&clients_lock);
 }
 
+void nbd_server_abort_clients(void)
+{
+    g_mutex_lock(&clients_lock);
+    for (GList *l = clients; l; l = l->next)
+        shutdown(((NbdConn *)l->data)->fd, SHUT_RDWR);
+    g_mutex_unlock(&clients_lock);
+}
+
 int nbd_server_client_count(void)
 {
     int n;

@@ -104,6 +104,7 @@ static gpointer client_thread(gpointer opaque)
 static bool accept_client(int listen_fd)
 {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    GThread *thread;
     int one = 1;
 
     if (fd < 0)
@@ -111,8 +112,14 @@ static bool accept_client(int listen_fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (nbd_verbose)
         fprintf(stderr, "snapnbd: client connected\n");
-    g_thread_unref(g_thread_new("nbd-client", client_thread,
-                                GINT_TO_POINTER(fd)));
+    thread = g_thread_try_new("nbd-client", client_thread,
+                              GINT_TO_POINTER(fd), NULL);
+    if (!thread) {
+        fprintf(stderr, "snapnbd: out of threads: client refused\n");
+        close(fd);
+        return false;
+    }
+    g_thread_unref(thread);
     return true;
 }
 
@@ -146,8 +153,13 @@ static void serve(const CliOptions *o, int listen_fd, int sig_fd)
         }
     }
     nbd_server_shutdown();
-    while (nbd_server_client_count() > 0)
+    /* A client that stopped reading replies gets 5 seconds, then its
+     * connection is cut so that shutdown always ends. */
+    for (int waited = 0; nbd_server_client_count() > 0; waited++) {
+        if (waited == 500)
+            nbd_server_abort_clients();
         g_usleep(10000);
+    }
 }
 
 static int block_signals(void)

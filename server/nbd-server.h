@@ -22,6 +22,9 @@ void nbd_client_serve(int fd);
  * once. */
 void nbd_server_shutdown(void);
 
+/* Cuts every connection at once (both directions). */
+void nbd_server_abort_clients(void);
+
 /* Number of clients currently connected. */
 int nbd_server_client_count(void);
 

@@ -508,14 +508,25 @@ static bool read_request(Worker *w, Request *r)
 #define QUICK_REQUEST_NS 50000
 #define QUIET_SEND_QUEUE (128 * 1024)
 
+/* Only small reads and plain writes can be quick; flushes, zeroing,
+ * trims, FUA writes and block status may take long whatever the past. */
+static bool may_be_quick(const Request *r)
+{
+    if (r->len > 64 * 1024)
+        return false;
+    return r->type == NBD_CMD_READ ||
+           (r->type == NBD_CMD_WRITE && !(r->flags & NBD_CMD_FLAG_FUA) &&
+            !r->payload_error);
+}
+
 static bool keep_reader_role(NbdConn *c, const Request *r)
 {
     uint32_t reply = 64 + (r->type == NBD_CMD_READ ? r->len : 0);
     int pending = 0, queued = 0;
 
-    if (__atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED) >
-            QUICK_REQUEST_NS ||
-        reply > QUIET_SEND_QUEUE / 2)
+    if (!may_be_quick(r) || c->exp->writethrough ||
+        __atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED) >
+            QUICK_REQUEST_NS)
         return false;
     if (c->tls && gnutls_record_check_pending(c->tls) > 0)
         return false;
@@ -580,9 +591,16 @@ void nbd_transmission(NbdConn *c)
 
     for (int i = 0; i < NBD_WORKERS_PER_CONN; i++)
         workers[i].conn = c;
-    for (int i = 1; i < NBD_WORKERS_PER_CONN; i++)
-        threads[i] = g_thread_new("nbd-worker", worker_loop, &workers[i]);
+    int n = 1;
+
+    /* Short of threads, serve with fewer workers rather than abort. */
+    for (; n < NBD_WORKERS_PER_CONN; n++) {
+        threads[n] = g_thread_try_new("nbd-worker", worker_loop, &workers[n],
+                                      NULL);
+        if (!threads[n])
+            break;
+    }
     worker_loop(&workers[0]);
-    for (int i = 1; i < NBD_WORKERS_PER_CONN; i++)
+    for (int i = 1; i < n; i++)
         g_thread_join(threads[i]);
 }

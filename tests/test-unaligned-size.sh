@@ -39,3 +39,12 @@ start_server "$tmp/s1" "$tmp/p1" -f raw -t "$img"
 $PYTHON "$tmp/check.py" "$(uri "$tmp/s1")" "$tmp/orig" ||
     fail "1000-byte image"
 [ "$(stat -c %s "$img")" -eq 1000 ] || fail "the file changed size"
+
+# With --cache=none (O_DIRECT) the partial last block cannot be read or
+# written: such an image is refused with a message naming it and its size.
+if "$SNAPNBD" -f raw --cache=none -k "$tmp/s2" "$img" 2>"$tmp/err"; then
+    fail "--cache=none served an image with a partial last block"
+fi
+grep -q "cache=none on '$img': its size (1000 bytes)" "$tmp/err" ||
+    fail "unclear --cache=none refusal: $(cat "$tmp/err")"
+[ ! -e "$tmp/s2" ] || fail "a socket was left behind"
