@@ -102,6 +102,8 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
 /* Takes all "prefix.*" keys into a new table without the prefix. */
 GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix);
 GHashTable *opt_new(void);
+/* Is there a key @name or @name.something? */
+bool opt_has_prefix(GHashTable *opts, const char *name);
 
 /* Open (or look up by node-name) the child given by @name in @options and
  * attach it to @parent.  NULL with @errp set on failure. */

@@ -105,6 +105,11 @@ int bdrv_create(const char *driver, const char *filename, uint64_t size,
 /* Is there a driver of this name ("raw", "qcow2", "file", ...)? */
 bool bdrv_has_driver(const char *name);
 
+/* The format of an image file as QEMU probes it among the formats snapnbd
+ * knows: "qcow2" for the qcow2 magic, else "raw" (also when unreadable:
+ * opening it then reports the error). */
+const char *bdrv_probe_format(const char *filename);
+
 void bdrv_ref(BlockNode *bs);
 void bdrv_unref(BlockNode *bs);
 

@@ -8,7 +8,9 @@
 #include "block-int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 static const BlockDriver *const drivers[] = {
     &bdrv_file,
@@ -36,6 +38,34 @@ const BlockDriver *bdrv_find_driver(const char *name)
 bool bdrv_has_driver(const char *name)
 {
     return bdrv_find_driver(name) != NULL;
+}
+
+const char *bdrv_probe_format(const char *filename)
+{
+    char magic[4] = { 0 };
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    bool qcow2;
+
+    if (fd < 0)
+        return "raw";
+    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
+    close(fd);
+    return qcow2 ? "qcow2" : "raw";
+}
+
+bool opt_has_prefix(GHashTable *opts, const char *name)
+{
+    size_t n = strlen(name);
+    GHashTableIter it;
+    gpointer k;
+
+    g_hash_table_iter_init(&it, opts);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        const char *key = k;
+        if (strncmp(key, name, n) == 0 && (key[n] == '\0' || key[n] == '.'))
+            return true;
+    }
+    return false;
 }
 
 GHashTable *opt_new(void)

@@ -404,21 +404,6 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
 
 /* --- backing chain ------------------------------------------------------ */
 
-/* qcow2 if the file starts with the qcow2 magic, else raw (QEMU's probe
- * among the formats snapnbd knows). */
-static const char *probe_format(const char *path)
-{
-    uint8_t magic[4] = { 0 };
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    bool qcow2;
-
-    if (fd < 0)
-        return "raw"; /* the open of the child reports the error */
-    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
-    close(fd);
-    return qcow2 ? "qcow2" : "raw";
-}
-
 /* As QEMU: a relative name is relative to the overlay's directory. */
 static char *resolve_backing(const char *overlay, const char *name)
 {
@@ -475,7 +460,7 @@ static bool open_header_backing(BlockNode *bs, GHashTable *options,
         return false;
     }
     path = resolve_backing(overlay, s->backing_file);
-    fmt = s->backing_format ? s->backing_format : probe_format(path);
+    fmt = s->backing_format ? s->backing_format : bdrv_probe_format(path);
     if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
         bad_image(errp, overlay, "backing file format '%s' is not supported "
                   "(qcow2 or raw)", fmt);
@@ -506,20 +491,6 @@ static bool open_header_backing(BlockNode *bs, GHashTable *options,
     return true;
 }
 
-static bool has_prefix_option(GHashTable *options, const char *name)
-{
-    GHashTableIter it;
-    gpointer k;
-    size_t n = strlen(name);
-
-    g_hash_table_iter_init(&it, options);
-    while (g_hash_table_iter_next(&it, &k, NULL))
-        if (strncmp(k, name, n) == 0 &&
-            (((char *)k)[n] == '\0' || ((char *)k)[n] == '.'))
-            return true;
-    return false;
-}
-
 /* Explicit "backing" options win over the header; "backing" = "" or
  * "null" means no backing at all. */
 static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
@@ -530,7 +501,7 @@ static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
 
     if (ref && (!*ref || !strcmp(ref, "null"))) {
         g_hash_table_remove(options, "backing");
-    } else if (has_prefix_option(options, "backing")) {
+    } else if (opt_has_prefix(options, "backing")) {
         s->backing = bdrv_open_child(bs, options, "backing", errp);
         ok = s->backing != NULL;
     } else if (s->backing_file) {

@@ -12,26 +12,13 @@ typedef struct RawState {
     uint64_t size;    /* window length */
 } RawState;
 
-static bool has_backing_option(GHashTable *options)
-{
-    GHashTableIter it;
-    gpointer k;
-
-    g_hash_table_iter_init(&it, options);
-    while (g_hash_table_iter_next(&it, &k, NULL))
-        if (g_str_has_prefix(k, "backing") &&
-            (((char *)k)[7] == '\0' || ((char *)k)[7] == '.'))
-            return true;
-    return false;
-}
-
 static int raw_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     RawState *s = bs->opaque;
     int64_t child_len;
     bool has_size;
 
-    if (has_backing_option(options)) {
+    if (opt_has_prefix(options, "backing")) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Driver 'raw' does not support backing files");
         return -EINVAL;

@@ -17,14 +17,12 @@
 #include "block/block.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <nbdkit-plugin.h>
 
@@ -46,7 +44,6 @@ NBDKIT_DLL_PUBLIC int snapnbd_debug_verbose = 0;
 /* The graph, opened at .get_ready and shared by all connections. */
 static BlockNode *node;
 
-static bool have_driver(const char *name);
 
 /* Unload the plugin: flush and close the graph, free the parameters. */
 static void snapnbd_unload(void)
@@ -67,7 +64,7 @@ static void snapnbd_unload(void)
 static void snapnbd_dump_plugin(void)
 {
     printf("snapnbd_version=%s\n", PACKAGE_VERSION);
-    printf("snapnbd_formats=raw%s\n", have_driver("qcow2") ? ",qcow2" : "");
+    printf("snapnbd_formats=raw%s\n", bdrv_has_driver("qcow2") ? ",qcow2" : "");
 }
 
 /* Replace *p by a copy of value. */
@@ -160,30 +157,14 @@ static int snapnbd_config_complete(void)
     "detect-zeroes=off|on|unmap  Turn zero writes into write-zeroes.\n"        \
     "readonly=true    Open the image read-only."
 
-/* The format of the image when format= is absent: qcow2 by its magic,
- * raw otherwise (like snapnbd and qemu-nbd). */
+/* The format of the image when format= is absent, probed like snapnbd
+ * and qemu-nbd do. */
 static const char *probe_format(void)
 {
-    char magic[4] = {0};
-    int fd = open(filename, O_RDONLY | O_CLOEXEC);
-    bool qcow2;
+    const char *probed = bdrv_probe_format(filename);
 
-    if (fd == -1)
-        return "raw"; /* the file driver reports the open error */
-    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
-    close(fd);
-    nbdkit_debug("format of %s probed as %s", filename,
-                 qcow2 ? "qcow2" : "raw");
-    return qcow2 ? "qcow2" : "raw";
-}
-
-/* Does the block layer know the driver @name?  It looks the driver up
- * before anything else and says BDRV_ERROR_NOT_SUPPORTED if it has none;
- * an open with only "driver" (read-only, since a driver may refuse to be
- * writable with the same code) then fails for another reason. */
-static bool have_driver(const char *name)
-{
-    return bdrv_has_driver(name);
+    nbdkit_debug("format of %s probed as %s", filename, probed);
+    return probed;
 }
 
 static void put(GHashTable *t, const char *key, const char *value)
@@ -202,7 +183,7 @@ static int snapnbd_get_ready(void)
     const char *file_prefix = "file.";
     g_autofree char *key = NULL;
 
-    if (strcmp(fmt, "raw") != 0 && !have_driver(fmt)) {
+    if (strcmp(fmt, "raw") != 0 && !bdrv_has_driver(fmt)) {
         if (format == NULL)
             nbdkit_error("%s is a %s image; the %s format is not supported yet",
                          filename, fmt, fmt);

@@ -6,10 +6,10 @@
  */
 #include "cli.h"
 
-#include <fcntl.h>
+#include "block/block.h"
+
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 static gboolean unsupported(const char *name, const char *value,
                             gpointer data, GError **errp)
@@ -166,25 +166,17 @@ bool cli_writethrough(const CliOptions *o)
                         !strcmp(o->cache, "directsync"));
 }
 
-/* qemu-nbd probes the format when -f is absent: the qcow2 magic selects
- * qcow2, anything else is raw (with qemu-nbd's warning). */
+/* qemu-nbd probes the format when -f is absent, with a warning for raw. */
 static const char *probe_format(const char *filename)
 {
-    char magic[4] = { 0 };
-    int fd = open(filename, O_RDONLY | O_CLOEXEC);
-    bool qcow2;
+    const char *format = bdrv_probe_format(filename);
 
-    if (fd < 0)
-        return "raw"; /* the file driver reports the open error */
-    qcow2 = read(fd, magic, 4) == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
-    close(fd);
-    if (qcow2)
-        return "qcow2";
-    fprintf(stderr,
-            "WARNING: Image format was not specified for '%s' and probing "
-            "guessed raw.\n         Specify the 'raw' format explicitly "
-            "(-f raw) to silence this warning.\n", filename);
-    return "raw";
+    if (strcmp(format, "raw") == 0)
+        fprintf(stderr,
+                "WARNING: Image format was not specified for '%s' and probing "
+                "guessed raw.\n         Specify the 'raw' format explicitly "
+                "(-f raw) to silence this warning.\n", filename);
+    return format;
 }
 
 /* The image node: raw over the file, or qcow2 over the file; with -o a
