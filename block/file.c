@@ -184,6 +184,9 @@ static int file_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 
     if (s->is_block_device) {
         uint64_t range[2] = { offset, bytes };
+        /* BLKZEROOUT may write zeroes block by block: not a fast zero. */
+        if (flags & BDRV_REQ_NO_FALLBACK)
+            return -ENOTSUP;
         if (ioctl(s->fd, BLKZEROOUT, range) == 0)
             return 0;
         return -ENOTSUP;
@@ -565,6 +568,6 @@ const BlockDriver bdrv_file = {
     .prefetch = file_prefetch,
     .block_status = file_block_status,
     .supported_write_flags = BDRV_REQ_FUA,
-    .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
     .can_fast_zero = true,
 };

@@ -239,7 +239,8 @@ static int driver_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
 
     while (bytes > 0 && ret == 0) {
         int64_t n = MIN((uint64_t)bytes, max);
-        ret = bs->drv->pwrite(bs, offset, n, buf, n == bytes ? drv_flags : 0);
+        /* RWF_DSYNC-style FUA covers only its own chunk: pass it on each. */
+        ret = bs->drv->pwrite(bs, offset, n, buf, drv_flags);
         offset += n;
         bytes -= n;
         buf = (const char *)buf + n;
@@ -393,7 +394,7 @@ static int write_zero_buffers(BlockNode *bs, int64_t offset, int64_t bytes,
     memset(zeroes, 0, chunk);
     while (bytes > 0 && ret == 0) {
         int64_t n = MIN(bytes, chunk);
-        ret = driver_pwrite(bs, offset, n, zeroes, bytes == n ? flags : 0);
+        ret = driver_pwrite(bs, offset, n, zeroes, flags);
         offset += n;
         bytes -= n;
     }
