@@ -123,12 +123,15 @@ void nbd_client_serve(int fd)
     if (nbd_verbose)
         fprintf(stderr, "snapnbd: client disconnected\n");
 
+    /* Everything that talks or holds the export ends before the client
+     * leaves the list: the main thread waits for an empty list, then
+     * flushes and closes the image and exits. */
+    tls_close(c->tls);
+    nbd_export_unref(c->exp);
     g_mutex_lock(&clients_lock);
     clients = g_list_remove(clients, c);
     g_mutex_unlock(&clients_lock);
-    tls_close(c->tls);
     close(fd);
-    nbd_export_unref(c->exp);
     g_free(c->meta_export);
     g_mutex_clear(&c->read_lock);
     g_mutex_clear(&c->write_lock);
