@@ -668,34 +668,36 @@ static char *qcow2_describe(BlockNode *bs)
 
 /* --- read ------------------------------------------------------------------ */
 
-/* Reads at a host offset; what lies past the end of the file reads as
- * zeroes (as QEMU's block layer does). */
-static int read_host(Qcow2State *s, uint64_t host, int64_t bytes, char *buf)
+/* Reads @bytes at @offset of @node, of which only @length bytes exist:
+ * what lies past them reads as zeroes (as QEMU's block layer does, for a
+ * host file shorter than its clusters and for a short backing file). */
+static int read_padded(BlockNode *node, int64_t length, int64_t offset,
+                       int64_t bytes, char *buf)
 {
     int64_t avail = 0;
     int ret = 0;
 
-    if (host < (uint64_t)s->file_length)
-        avail = MIN(bytes, s->file_length - (int64_t)host);
+    if (node && offset < length)
+        avail = MIN(bytes, length - offset);
     if (avail > 0)
-        ret = bdrv_pread(s->file, host, avail, buf);
+        ret = bdrv_pread(node, offset, avail, buf);
     memset(buf + avail, 0, bytes - avail);
     return ret;
+}
+
+static int read_host(Qcow2State *s, uint64_t host, int64_t bytes, char *buf)
+{
+    /* A corrupt entry may point beyond any signed offset: past the end. */
+    int64_t offset = host > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)host;
+
+    return read_padded(s->file, s->file_length, offset, bytes, buf);
 }
 
 /* Unallocated: the backing's bytes, zeroes past its end. */
 static int read_backing(Qcow2State *s, int64_t offset, int64_t bytes,
                         char *buf)
 {
-    int64_t avail = 0;
-    int ret = 0;
-
-    if (s->backing && offset < s->backing_length)
-        avail = MIN(bytes, s->backing_length - offset);
-    if (avail > 0)
-        ret = bdrv_pread(s->backing, offset, avail, buf);
-    memset(buf + avail, 0, bytes - avail);
-    return ret;
+    return read_padded(s->backing, s->backing_length, offset, bytes, buf);
 }
 
 static int qcow2_pread(BlockNode *bs, int64_t offset, int64_t bytes,

@@ -62,16 +62,6 @@ timeout 10 nbdinfo "$(psk_uri bob "$tmp/psk/keys.psk")" >"$tmp/out" 2>&1 &&
 _stop_server "$tmp/pid"
 
 # Startup errors name the file.
-startup_error() {
-    local pattern=$1
-    shift
-    rm -f "$sock"
-    timeout 10 "$SNAPNBD" -k "$sock" -f raw "$@" "$img" 2>"$tmp/err" &&
-        fail "started: $*"
-    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "not one line: $(cat "$tmp/err")"
-    grep -Eq -- "$pattern" "$tmp/err" ||
-        fail "error does not match '$pattern': $(cat "$tmp/err")"
-}
 mkdir "$tmp/empty" "$tmp/bad"
 startup_error "$tmp/empty/keys.psk" --tls-creds tls0 \
     --object "tls-creds-psk,id=tls0,endpoint=server,dir=$tmp/empty"

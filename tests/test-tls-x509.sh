@@ -96,17 +96,6 @@ timeout 10 nbdinfo --is tls "$URI" || fail "verify-peer=off: refused"
 _stop_server "$tmp/pid"
 
 # Startup errors name the problem (and nothing listens).
-startup_error() {
-    local pattern=$1
-    shift
-    rm -f "$sock"
-    timeout 10 "$SNAPNBD" -k "$sock" -f raw "$@" "$img" 2>"$tmp/err" &&
-        fail "started: $*"
-    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "not one line: $(cat "$tmp/err")"
-    grep -Eq -- "$pattern" "$tmp/err" ||
-        fail "error does not match '$pattern': $(cat "$tmp/err")"
-    [ ! -S "$sock" ] || fail "left a socket behind: $*"
-}
 cp -r "$tmp/server" "$tmp/broken"
 rm "$tmp/broken/server-key.pem"
 startup_error "$tmp/broken/server-key.pem" --object \

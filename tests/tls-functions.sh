@@ -82,3 +82,17 @@ tls_client_dn() {
 tls_psk_file() {
     echo "$2:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$1"
 }
+
+# startup_error PATTERN ARGS...: snapnbd with ARGS (on $sock, image $img)
+# must fail with one line of error matching PATTERN and leave no socket.
+startup_error() {
+    local pattern=$1
+    shift
+    rm -f "$sock"
+    timeout 10 "$SNAPNBD" -k "$sock" -f raw "$@" "$img" 2>"$tmp/err" &&
+        fail "started: $*"
+    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "not one line: $(cat "$tmp/err")"
+    grep -Eq -- "$pattern" "$tmp/err" ||
+        fail "error does not match '$pattern': $(cat "$tmp/err")"
+    [ ! -S "$sock" ] || fail "left a socket behind: $*"
+}
