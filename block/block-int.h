@@ -68,7 +68,9 @@ struct BlockNode {
     bool cache_direct;      /* cache.direct */
     BdrvDetectZeroes detect_zeroes;
     BlockLimits limits;
-    int64_t total_bytes;    /* length, fixed after open */
+    int64_t total_bytes;    /* length; only a growable node changes it,
+                             * atomically, after a write past the end */
+    bool growable;          /* writes may extend it (a format's file) */
     char *filename;         /* of the bottom file, for messages */
 
     /* Tracked requests, for serialising overlapping ones. */
@@ -111,6 +113,10 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
                            const char *name, GError **errp);
 
 const BlockDriver *bdrv_find_driver(const char *name);
+
+/* Let writes past the end of @bs extend it (a format driver's image file,
+ * as QEMU's protocol nodes grow under qcow2). */
+void bdrv_set_growable(BlockNode *bs);
 
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;

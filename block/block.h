@@ -42,6 +42,9 @@ enum {
     BDRV_REQ_FUA = 1 << 0,         /* stable on return */
     BDRV_REQ_MAY_UNMAP = 1 << 1,   /* write-zeroes may deallocate */
     BDRV_REQ_NO_FALLBACK = 1 << 2, /* write-zeroes: -ENOTSUP unless fast */
+    /* Waits for every earlier overlapping request of the node, reads too
+     * (a fleecing target's writes: see jobs/block-copy.c). */
+    BDRV_REQ_SERIALISING = 1 << 3,
 };
 
 /* Block status flags (bdrv_block_status). */

@@ -390,7 +390,10 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
         if (!child)
             return NULL;
     }
-    if (!parent->read_only && child->read_only) {
+    /* A backing file is only read (copy-on-write happens in the overlay),
+     * so it may stay read-only under a writable overlay, as in QEMU. */
+    if (!parent->read_only && child->read_only &&
+        strcmp(name, "backing") != 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
                     "Child '%s' (%s) is read-only but node is writable",
                     name, child->node_name);
@@ -449,7 +452,10 @@ const char *bdrv_filename(BlockNode *bs) { return bs->filename; }
 bool bdrv_is_read_only(BlockNode *bs) { return bs->read_only; }
 const BlockLimits *bdrv_limits(BlockNode *bs) { return &bs->limits; }
 bool bdrv_discard_unmaps(BlockNode *bs) { return bs->unmap; }
-int64_t bdrv_getlength(BlockNode *bs) { return bs->total_bytes; }
+int64_t bdrv_getlength(BlockNode *bs)
+{
+    return __atomic_load_n(&bs->total_bytes, __ATOMIC_RELAXED);
+}
 
 BlockNode *bdrv_child(BlockNode *bs, const char *name)
 {

@@ -147,12 +147,44 @@ static void status_cache_drop(BlockNode *bs, int64_t offset, int64_t bytes)
     g_mutex_unlock(&bs->status_cache_lock);
 }
 
+static int64_t node_length(BlockNode *bs)
+{
+    return __atomic_load_n(&bs->total_bytes, __ATOMIC_RELAXED);
+}
+
 static int check_range(BlockNode *bs, int64_t offset, int64_t bytes)
 {
-    if (offset < 0 || bytes < 0 || offset > bs->total_bytes ||
-        bytes > bs->total_bytes - offset)
+    int64_t length = node_length(bs);
+
+    if (offset < 0 || bytes < 0 || offset > length || bytes > length - offset)
         return -EINVAL;
     return 0;
+}
+
+static int check_write_range(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    if (!bs->growable)
+        return check_range(bs, offset, bytes);
+    if (offset < 0 || bytes < 0 || offset > BDRV_MAX_LENGTH ||
+        bytes > BDRV_MAX_LENGTH - offset)
+        return -EINVAL;
+    return 0;
+}
+
+void bdrv_set_growable(BlockNode *bs)
+{
+    bs->growable = true;
+}
+
+/* After a successful write that may have extended a growable node. */
+static void note_length(BlockNode *bs, int64_t end)
+{
+    int64_t cur = node_length(bs);
+
+    while (bs->growable && end > cur &&
+           !__atomic_compare_exchange_n(&bs->total_bytes, &cur, end, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
 }
 
 void *bdrv_blockalign(BlockNode *bs, size_t size)
@@ -256,7 +288,7 @@ static int read_bounced(BlockNode *bs, int64_t offset, int64_t bytes,
 {
     uint32_t a = bs->limits.request_alignment;
     int64_t start = offset - offset % a;
-    int64_t end = MIN(ROUND_UP(offset + bytes, (int64_t)a), bs->total_bytes);
+    int64_t end = MIN(ROUND_UP(offset + bytes, (int64_t)a), node_length(bs));
     int64_t len = end - start;
     void *bounce = bdrv_blockalign(bs, len);
     int ret;
@@ -335,7 +367,7 @@ static int write_rmw(BlockNode *bs, int64_t offset, int64_t bytes,
 static int write_prepare(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
                          int64_t bytes)
 {
-    int ret = check_range(bs, offset, bytes);
+    int ret = check_write_range(bs, offset, bytes);
 
     if (ret < 0)
         return ret;
@@ -368,16 +400,18 @@ int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
         return ret;
     aligned = is_aligned(bs, offset, bytes, NULL);
     if (aligned && (uintptr_t)buf % bs->limits.buffer_alignment == 0) {
-        track_begin(bs, &req, offset, bytes, false);
+        track_begin(bs, &req, offset, bytes, flags & BDRV_REQ_SERIALISING);
         ret = driver_pwrite(bs, offset, bytes, buf, flags);
     } else {
         uint32_t a = bs->limits.request_alignment;
         track_begin(bs, &req, offset - offset % a,
                     ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
-                    !aligned);
+                    !aligned || (flags & BDRV_REQ_SERIALISING));
         ret = write_rmw(bs, offset, bytes, buf, flags);
     }
     track_end(bs, &req);
+    if (ret == 0)
+        note_length(bs, offset + bytes);
     return ret;
 }
 
@@ -471,9 +505,12 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
     status_cache_drop(bs, offset, bytes);
     track_begin(bs, &req, offset - offset % a,
                 ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
-                !is_aligned(bs, offset, bytes, NULL));
+                !is_aligned(bs, offset, bytes, NULL) ||
+                    (flags & BDRV_REQ_SERIALISING));
     ret = pwrite_zeroes_tracked(bs, offset, bytes, flags);
     track_end(bs, &req);
+    if (ret == 0)
+        note_length(bs, offset + bytes);
     return ret;
 }
 
@@ -489,7 +526,7 @@ int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
         return ret;
     /* Discard is advisory: only whole granules are passed down. */
     start = ROUND_UP(offset, (int64_t)a);
-    end = offset + bytes == bs->total_bytes
+    end = offset + bytes == node_length(bs)
               ? offset + bytes
               : offset + bytes - (offset + bytes) % a;
     if (end <= start)
@@ -535,7 +572,7 @@ static int protocol_block_status(BlockNode *bs, int64_t offset,
     if (status_cache_lookup(bs, offset, bytes, pnum))
         return data;
     gen = status_cache_generation(bs);
-    ret = bs->drv->block_status(bs, offset, bs->total_bytes - offset, pnum);
+    ret = bs->drv->block_status(bs, offset, node_length(bs) - offset, pnum);
     if (ret == data && *pnum > 0)
         status_cache_store(bs, offset, offset + *pnum, gen);
     *pnum = MIN(*pnum, bytes);

@@ -10,14 +10,23 @@
  * (its copy is used, ours dropped).
  *
  * Tables are reference counted.  The cache holds one reference, every user
- * one more, so eviction never frees a table another thread is scanning.
- * Tables are read-only for now (no write path), so there is nothing to
- * flush; the write session will add dirty tracking here.
+ * one more.  Eviction takes only tables nobody else holds and that are
+ * clean, so it never frees a table another thread scans, never loses an
+ * update a writer is making, and never has to write: any thread may evict.
+ * When every table is dirty or in use the cache grows past its size for a
+ * while; the qcow2 write path flushes when too many tables are dirty.
+ *
+ * Dirty tables are written only by qcow2_cache_flush and
+ * qcow2_cache_write_table, which run under the image's metadata lock (as
+ * do all changes to table contents), so a table never changes while it is
+ * written.  Which cache is written first is the caller's business: that
+ * order is what makes the image crash safe (qcow2-refcount.c).
  */
 #include "qcow2.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct Qcow2Cache {
     BlockNode *file;      /* where tables are read from */
@@ -26,6 +35,7 @@ struct Qcow2Cache {
     GMutex lock;          /* guards map and lru */
     GHashTable *map;      /* uint64_t * offset -> Qcow2Table *, owns ref */
     GQueue lru;           /* of Qcow2Table, most recent at the head */
+    size_t dirty;         /* tables with dirty set */
 };
 
 Qcow2Cache *qcow2_cache_new(BlockNode *file, uint32_t table_size,
@@ -76,31 +86,73 @@ static Qcow2Table *lookup_locked(Qcow2Cache *c, uint64_t offset)
     return t;
 }
 
-/* Called locked: drops least recently used tables to make room for one. */
+static void remove_locked(Qcow2Cache *c, Qcow2Table *t)
+{
+    g_queue_unlink(&c->lru, &t->lru_link);
+    g_hash_table_remove(c->map, &t->offset);
+    if (t->dirty)
+        c->dirty--;
+    qcow2_table_put(t);
+}
+
+/* Called locked: drops least recently used idle clean tables to make room
+ * for one. */
 static void evict_locked(Qcow2Cache *c)
 {
-    while (c->lru.length >= c->max_tables) {
-        GList *l = g_queue_pop_tail_link(&c->lru);
+    GList *l = c->lru.tail;
+
+    while (l && c->lru.length >= c->max_tables) {
         Qcow2Table *t = l->data;
-        g_hash_table_remove(c->map, &t->offset);
-        qcow2_table_put(t);
+        l = l->prev;
+        if (!t->dirty && g_atomic_int_get(&t->refs) == 1)
+            remove_locked(c, t);
     }
 }
 
-static int read_table(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
+static Qcow2Table *new_table(Qcow2Cache *c, uint64_t offset)
 {
     Qcow2Table *t = g_new0(Qcow2Table, 1);
-    int ret;
 
-    /* Aligned for the file node, so O_DIRECT reads need no bounce. */
+    /* Aligned for the file node, so O_DIRECT I/O needs no bounce. */
     t->entries = bdrv_blockalign(c->file, c->table_size);
     if (!t->entries) {
         g_free(t);
-        return -ENOMEM;
+        return NULL;
     }
     t->refs = 1;
     t->offset = offset;
     t->lru_link = (GList){ .data = t };
+    return t;
+}
+
+/* Inserts @t unless a table of its offset is there already; returns the
+ * one in the cache, referenced, and drops @t if it lost. */
+static Qcow2Table *insert(Qcow2Cache *c, Qcow2Table *t)
+{
+    Qcow2Table *raced;
+
+    g_mutex_lock(&c->lock);
+    raced = lookup_locked(c, t->offset);
+    if (!raced) {
+        evict_locked(c);
+        g_atomic_int_inc(&t->refs); /* the cache's reference */
+        g_hash_table_insert(c->map, &t->offset, t);
+        g_queue_push_head_link(&c->lru, &t->lru_link);
+    }
+    g_mutex_unlock(&c->lock);
+    if (!raced)
+        return t;
+    qcow2_table_put(t);
+    return raced;
+}
+
+static int read_table(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
+{
+    Qcow2Table *t = new_table(c, offset);
+    int ret;
+
+    if (!t)
+        return -ENOMEM;
     ret = bdrv_pread(c->file, offset, c->table_size, t->entries);
     if (ret < 0) {
         qcow2_table_put(t);
@@ -112,32 +164,105 @@ static int read_table(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
 
 int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
 {
-    Qcow2Table *t, *raced;
+    Qcow2Table *t;
     int ret;
 
     g_mutex_lock(&c->lock);
     t = lookup_locked(c, offset);
     g_mutex_unlock(&c->lock);
-    if (t) {
-        *out = t;
-        return 0;
-    }
-    ret = read_table(c, offset, &t);
-    if (ret < 0)
-        return ret;
-    g_mutex_lock(&c->lock);
-    raced = lookup_locked(c, offset);
-    if (!raced) {
-        evict_locked(c);
-        g_atomic_int_inc(&t->refs); /* the cache's reference */
-        g_hash_table_insert(c->map, &t->offset, t);
-        g_queue_push_head_link(&c->lru, &t->lru_link);
-    }
-    g_mutex_unlock(&c->lock);
-    if (raced) {
-        qcow2_table_put(t);
-        t = raced;
+    if (!t) {
+        ret = read_table(c, offset, &t);
+        if (ret < 0)
+            return ret;
+        t = insert(c, t);
     }
     *out = t;
     return 0;
+}
+
+int qcow2_cache_get_empty(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
+{
+    Qcow2Table *t;
+
+    qcow2_cache_forget(c, offset);
+    t = new_table(c, offset);
+    if (!t)
+        return -ENOMEM;
+    memset(t->entries, 0, c->table_size);
+    *out = insert(c, t);
+    return 0;
+}
+
+void qcow2_cache_mark_dirty(Qcow2Cache *c, Qcow2Table *t)
+{
+    g_mutex_lock(&c->lock);
+    if (!t->dirty) {
+        t->dirty = true;
+        c->dirty++;
+    }
+    g_mutex_unlock(&c->lock);
+}
+
+bool qcow2_cache_needs_flush(Qcow2Cache *c)
+{
+    bool full;
+
+    g_mutex_lock(&c->lock);
+    /* Half the cache, but never so few that flushes (each a barrier)
+     * come every few writes: dirty tables cannot be evicted anyway. */
+    full = c->dirty > MAX(c->max_tables / 2,
+                          (8u << 20) / c->table_size);
+    g_mutex_unlock(&c->lock);
+    return full;
+}
+
+void qcow2_cache_forget(Qcow2Cache *c, uint64_t offset)
+{
+    Qcow2Table *t;
+
+    g_mutex_lock(&c->lock);
+    t = g_hash_table_lookup(c->map, &offset);
+    if (t)
+        remove_locked(c, t);
+    g_mutex_unlock(&c->lock);
+}
+
+int qcow2_cache_write_table(Qcow2Cache *c, Qcow2Table *t)
+{
+    int ret;
+
+    if (!t->dirty)
+        return 0;
+    ret = bdrv_pwrite(c->file, t->offset, c->table_size, t->entries, 0);
+    if (ret < 0)
+        return ret;
+    g_mutex_lock(&c->lock);
+    if (t->dirty) {
+        t->dirty = false;
+        c->dirty--;
+    }
+    g_mutex_unlock(&c->lock);
+    return 0;
+}
+
+int qcow2_cache_flush(Qcow2Cache *c, bool *wrote)
+{
+    g_autoptr(GPtrArray) dirty = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)qcow2_table_put);
+    int ret = 0;
+
+    g_mutex_lock(&c->lock);
+    for (GList *l = c->lru.head; l && c->dirty; l = l->next) {
+        Qcow2Table *t = l->data;
+        if (t->dirty) {
+            g_atomic_int_inc(&t->refs);
+            g_ptr_array_add(dirty, t);
+        }
+    }
+    g_mutex_unlock(&c->lock);
+    for (guint i = 0; i < dirty->len && ret == 0; i++)
+        ret = qcow2_cache_write_table(c, g_ptr_array_index(dirty, i));
+    if (wrote)
+        *wrote = dirty->len > 0;
+    return ret;
 }

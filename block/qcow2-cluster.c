@@ -30,7 +30,7 @@ static void corrupt(BlockNode *bs, const char *what, uint64_t value,
                 bdrv_filename(bs), what, value, guest);
 }
 
-static Qcow2ClusterType classify(uint64_t entry)
+Qcow2ClusterType qcow2_classify(uint64_t entry)
 {
     if (entry & QCOW2_OFLAG_COMPRESSED)
         return QCOW2_CLUSTER_COMPRESSED;
@@ -64,7 +64,8 @@ static Qcow2Table *get_l2(BlockNode *bs, uint64_t l1_index, uint64_t guest,
     *ret = 0;
     if (l1_index >= s->l1_size)
         return NULL; /* cannot happen: open checked the L1 size */
-    l2_offset = s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    l2_offset = __atomic_load_n(&s->l1_table[l1_index], __ATOMIC_RELAXED) &
+                QCOW2_L1E_OFFSET_MASK;
     if (!l2_offset)
         return NULL;
     if (l2_offset & (s->cluster_size - 1)) {
@@ -72,8 +73,8 @@ static Qcow2Table *get_l2(BlockNode *bs, uint64_t l1_index, uint64_t guest,
         *ret = -EIO;
         return NULL;
     }
-    if (l2_offset > (uint64_t)s->file_length ||
-        s->file_length - l2_offset < s->cluster_size) {
+    if (l2_offset > (uint64_t)bdrv_getlength(s->file) ||
+        bdrv_getlength(s->file) - l2_offset < s->cluster_size) {
         corrupt(bs, "L2 table beyond the end of the file:", l2_offset, guest);
         *ret = -EIO;
         return NULL;
@@ -87,7 +88,7 @@ static uint32_t run_length(Qcow2State *s, const Qcow2Table *t, uint32_t first,
                            uint32_t max, bool any_host)
 {
     uint64_t e0 = qcow2_table_entry(t, first);
-    Qcow2ClusterType type = classify(e0);
+    Qcow2ClusterType type = qcow2_classify(e0);
     uint64_t next_host = (e0 & QCOW2_L2E_OFFSET_MASK) + s->cluster_size;
     uint32_t n = 1;
 
@@ -95,7 +96,7 @@ static uint32_t run_length(Qcow2State *s, const Qcow2Table *t, uint32_t first,
         return 1; /* each is decompressed on its own */
     for (; n < max; n++) {
         uint64_t e = qcow2_table_entry(t, first + n);
-        if (classify(e) != type || !entry_ok(s, e, type))
+        if (qcow2_classify(e) != type || !entry_ok(s, e, type))
             break;
         if (type == QCOW2_CLUSTER_NORMAL && !any_host) {
             if ((e & QCOW2_L2E_OFFSET_MASK) != next_host)
@@ -128,7 +129,7 @@ int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
     if (!t)
         return ret;
     e = qcow2_table_entry(t, l2_index);
-    m->type = classify(e);
+    m->type = qcow2_classify(e);
     if (!entry_ok(s, e, m->type)) {
         corrupt(bs, "cluster offset unaligned:", e & QCOW2_L2E_OFFSET_MASK,
                 offset);
@@ -144,5 +145,60 @@ int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
     qcow2_table_put(t);
     m->bytes = MIN(((int64_t)max_clusters << s->cluster_bits) - in_cluster,
                    limit - offset);
+    return 0;
+}
+
+/* A cluster this image alone owns: written in place. */
+static bool owned(uint64_t entry)
+{
+    return (entry & QCOW2_OFLAG_COPIED) &&
+           qcow2_classify(entry) == QCOW2_CLUSTER_NORMAL;
+}
+
+int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
+                        uint64_t *host, int64_t *pnum)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t cluster = (uint64_t)offset >> s->cluster_bits;
+    uint64_t l1_index = cluster >> s->l2_bits;
+    uint32_t first = cluster & (s->l2_entries - 1);
+    uint32_t in_cluster = offset & (s->cluster_size - 1);
+    uint32_t max, n = 1;
+    Qcow2Table *t;
+    uint64_t e;
+    int ret;
+
+    max = MIN((uint64_t)(in_cluster + bytes - 1) >> s->cluster_bits,
+              (uint64_t)(s->l2_entries - 1 - first)) + 1;
+    *host = 0;
+    *pnum = MIN(bytes, ((int64_t)max << s->cluster_bits) - in_cluster);
+    if (!(s->l1_table[l1_index] & QCOW2_OFLAG_COPIED))
+        return 0; /* no L2 table of our own: every cluster is new */
+    t = get_l2(bs, l1_index, offset, &ret);
+    if (!t)
+        return ret;
+    e = qcow2_table_entry(t, first);
+    if (owned(e)) {
+        if ((e & QCOW2_L2E_OFFSET_MASK & (s->cluster_size - 1)) ||
+            (e & QCOW2_L2E_OFFSET_MASK) < s->cluster_size) {
+            corrupt(bs, "data cluster offset invalid:",
+                    e & QCOW2_L2E_OFFSET_MASK, offset);
+            qcow2_table_put(t);
+            return -EIO;
+        }
+        *host = (e & QCOW2_L2E_OFFSET_MASK) + in_cluster;
+        for (; n < max; n++) {
+            uint64_t next = qcow2_table_entry(t, first + n);
+            if (!owned(next) || (next & QCOW2_L2E_OFFSET_MASK) !=
+                                    (e & QCOW2_L2E_OFFSET_MASK) +
+                                        ((uint64_t)n << s->cluster_bits))
+                break;
+        }
+    } else {
+        while (n < max && !owned(qcow2_table_entry(t, first + n)))
+            n++;
+    }
+    qcow2_table_put(t);
+    *pnum = MIN(bytes, ((int64_t)n << s->cluster_bits) - in_cluster);
     return 0;
 }

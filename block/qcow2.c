@@ -1,6 +1,6 @@
 /*
  * qcow2.c - the "qcow2" format driver: header, backing chain, open/close,
- * read and block status.  Read-only for now.
+ * read and block status.  Writes are in qcow2-write.c.
  *
  * Design notes.
  *
@@ -11,10 +11,12 @@
  * are QEMU's (cluster size 512 B..2 MiB, active L1 table at most 32 MiB),
  * so whatever QEMU opens, snapnbd opens.
  *
- * Writable opens are refused before the file is even opened (so it is not
- * opened read-write, nor locked for writing): there is no write path yet.
- * For the same reason refcounts are never read, and the dirty and corrupt
- * bits are harmless (QEMU also opens corrupt images read-only).
+ * Read-only opens never look at refcounts.  A writable open loads the
+ * refcount table, refuses an image marked corrupt (as QEMU does) or dirty
+ * (lazy refcounts after a crash, which QEMU repairs and snapnbd does not
+ * yet), and clears the autoclear feature bits, as the specification asks
+ * of a writer that does not maintain what they describe (the bitmaps
+ * extension: QEMU then ignores the stale bitmaps instead of trusting them).
  *
  * The backing file named in the header becomes the "backing" child, opened
  * read-only, with a path relative to the overlay's directory and the format
@@ -405,7 +407,7 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
 /* --- backing chain ------------------------------------------------------ */
 
 /* As QEMU: a relative name is relative to the overlay's directory. */
-static char *resolve_backing(const char *overlay, const char *name)
+char *qcow2_resolve_backing(const char *overlay, const char *name)
 {
     const char *slash = strrchr(overlay, '/');
 
@@ -459,7 +461,7 @@ static bool open_header_backing(BlockNode *bs, GHashTable *options,
                   "(not supported)", s->backing_file);
         return false;
     }
-    path = resolve_backing(overlay, s->backing_file);
+    path = qcow2_resolve_backing(overlay, s->backing_file);
     fmt = s->backing_format ? s->backing_format : bdrv_probe_format(path);
     if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
         bad_image(errp, overlay, "backing file format '%s' is not supported "
@@ -514,20 +516,6 @@ static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
 
 /* --- open/close ----------------------------------------------------------- */
 
-/* The image file's name before the child is open, for the write refusal. */
-static const char *peek_filename(GHashTable *options)
-{
-    const char *f = g_hash_table_lookup(options, "file.filename");
-    const char *ref = g_hash_table_lookup(options, "file");
-    BlockNode *n = ref ? bdrv_find_node(ref) : NULL;
-
-    if (f)
-        return f;
-    if (n)
-        return bdrv_filename(n);
-    return ref ? ref : "";
-}
-
 /* Cached tables: the option, or what maps the whole disk (capped). */
 static size_t l2_cache_tables(Qcow2State *s, uint64_t option_bytes)
 {
@@ -554,8 +542,8 @@ static void set_geometry(Qcow2State *s, const Qcow2Header *h)
     s->coffset_mask = (1ULL << s->csize_shift) - 1;
 }
 
-/* Everything the header cluster says, checked; fills the state. */
-static bool parse_image(BlockNode *bs, GError **errp)
+/* Everything the header cluster says, checked; fills the state and h. */
+static bool parse_image(BlockNode *bs, Qcow2Header *hp, GError **errp)
 {
     Qcow2State *s = bs->opaque;
     Qcow2Header h;
@@ -591,20 +579,51 @@ static bool parse_image(BlockNode *bs, GError **errp)
     s->backing_format = g_steal_pointer(&ext.backing_format);
     g_free(ext.data_file);
     g_hash_table_destroy(ext.feature_names);
+    *hp = h;
     return ok;
+}
+
+/* What a writable open needs beyond reading: refcounts, a clean image. */
+static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
+                             GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t zero = 0;
+
+    if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+        bad_image(errp, bs->filename, "the image is marked corrupt "
+                  "(incompatible feature bit 1); it can only be opened "
+                  "read-only (-r) until 'qemu-img check -r all' repairs it");
+        return false;
+    }
+    if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+        bad_image(errp, bs->filename, "the image is marked dirty "
+                  "(incompatible feature bit 0: lazy refcounts after an "
+                  "unclean shutdown); repair it with 'qemu-img check -r all' "
+                  "or open it read-only (-r)");
+        return false;
+    }
+    if (!qcow2_refcount_open(bs, h->refcount_table_offset,
+                             h->refcount_table_clusters, h->refcount_order,
+                             errp))
+        return false;
+    bdrv_set_growable(s->file);
+    qcow2_write_init(s);
+    s->writable = true;
+    if (h->version >= 3 && h->autoclear_features &&
+        bdrv_pwrite(s->file, QCOW2_HDR_AUTOCLEAR, 8, &zero, 0) < 0) {
+        bad_image(errp, bs->filename, "could not update the header");
+        return false;
+    }
+    return true;
 }
 
 static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     Qcow2State *s = bs->opaque;
     uint64_t l2_cache_bytes = 0;
+    Qcow2Header h;
 
-    if (!bs->read_only) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "qcow2 write support is not implemented yet; export "
-                    "'%s' read-only (-r)", peek_filename(options));
-        return -ENOTSUP;
-    }
     if (!opt_take_size(options, "l2-cache-size", &l2_cache_bytes, errp))
         return -EINVAL;
     s->file = bdrv_open_child(bs, options, "file", errp);
@@ -616,10 +635,12 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
                   g_strerror(-s->file_length));
         return -EIO;
     }
-    if (!parse_image(bs, errp))
+    if (!parse_image(bs, &h, errp))
         goto fail;
     s->l2_cache = qcow2_cache_new(s->file, s->cluster_size,
                                   l2_cache_tables(s, l2_cache_bytes));
+    if (!bs->read_only && !open_for_writing(bs, &h, errp))
+        goto fail;
     if (!open_backing(bs, options, errp))
         goto fail;
     return 0;
@@ -632,7 +653,20 @@ fail:
 static void qcow2_close(BlockNode *bs)
 {
     Qcow2State *s = bs->opaque;
+    int ret = qcow2_flush_metadata(bs);
 
+    if (ret == 0 && s->writable)
+        ret = bdrv_flush(s->file);
+    if (ret < 0)
+        fprintf(stderr, "snapnbd: qcow2 image '%s': could not write its "
+                "metadata back on close: %s\n", bs->filename,
+                g_strerror(-ret));
+    if (s->writable) {
+        g_mutex_clear(&s->lock);
+        g_cond_clear(&s->inflight_cond);
+        s->writable = false;
+    }
+    qcow2_refcount_close(bs);
     qcow2_cache_free(s->l2_cache);
     s->l2_cache = NULL;
     g_clear_pointer(&s->l1_table, g_free);
@@ -653,6 +687,9 @@ static void qcow2_refresh_limits(BlockNode *bs, BlockLimits *limits)
 
     limits->request_alignment = 1;
     limits->buffer_alignment = bdrv_limits(s->file)->buffer_alignment;
+    /* Zero and discard act on whole clusters (io.c writes the edges). */
+    limits->pwrite_zeroes_alignment = s->cluster_size;
+    limits->pdiscard_alignment = s->cluster_size;
 }
 
 static char *qcow2_describe(BlockNode *bs)
@@ -690,7 +727,7 @@ static int read_host(Qcow2State *s, uint64_t host, int64_t bytes, char *buf)
     /* A corrupt entry may point beyond any signed offset: past the end. */
     int64_t offset = host > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)host;
 
-    return read_padded(s->file, s->file_length, offset, bytes, buf);
+    return read_padded(s->file, bdrv_getlength(s->file), offset, bytes, buf);
 }
 
 /* Unallocated: the backing's bytes, zeroes past its end. */
@@ -700,8 +737,8 @@ static int read_backing(Qcow2State *s, int64_t offset, int64_t bytes,
     return read_padded(s->backing, s->backing_length, offset, bytes, buf);
 }
 
-static int qcow2_pread(BlockNode *bs, int64_t offset, int64_t bytes,
-                       void *buf)
+int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
+                     void *buf)
 {
     Qcow2State *s = bs->opaque;
     char *p = buf;
@@ -789,6 +826,25 @@ static int qcow2_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
     return status ? status : backing_status(s, offset, n, pnum);
 }
 
+static int qcow2_pread(BlockNode *bs, int64_t offset, int64_t bytes,
+                       void *buf)
+{
+    return qcow2_read_guest(bs, offset, bytes, buf);
+}
+
+static int qcow2_flush(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    int ret;
+
+    if (!s->writable)
+        return 0;
+    g_mutex_lock(&s->lock);
+    ret = qcow2_flush_metadata(bs);
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
 const BlockDriver bdrv_qcow2 = {
     .name = "qcow2",
     .state_size = sizeof(Qcow2State),
@@ -797,6 +853,13 @@ const BlockDriver bdrv_qcow2 = {
     .get_length = qcow2_get_length,
     .refresh_limits = qcow2_refresh_limits,
     .describe = qcow2_describe,
+    .create = qcow2_create,
     .pread = qcow2_pread,
+    .pwrite = qcow2_pwrite,
+    .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .pdiscard = qcow2_pdiscard,
+    .flush = qcow2_flush,
     .block_status = qcow2_block_status,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
+    .can_fast_zero = true,
 };

@@ -4,16 +4,30 @@
  * Design notes.
  *
  * The on-disk layout follows QEMU's docs/interop/qcow2.txt; every number on
- * disk is big-endian and is converted where it is read.  The state is
- * written once, by open, and only read afterwards, so the I/O path needs no
- * lock for it: the one mutable part, the L2 table cache, has its own mutex
- * (qcow2-cache.c).
+ * disk is big-endian and is converted where it is read.
+ *
+ * Locking.  The geometry is written once, by open.  Everything that changes
+ * metadata (L1 and L2 entries, refcounts, the refcount table, the caches'
+ * dirty tables) does so under the image's metadata lock, s->lock, which is
+ * never held across guest data I/O.  Readers do not take it: they look up
+ * L2 entries through the cache (its own mutex) and read each 64-bit entry
+ * atomically, so they see the old or the new mapping, and a new mapping
+ * only appears after its data was written.
+ *
+ * Writes that touch the same guest clusters are ordered by the in-flight
+ * list (qcow2-write.c): an allocating write, a zero or a discard owns its
+ * clusters exclusively until its L2 entries are updated; writes in place
+ * share them.
  *
  * One concern per file:
  *   qcow2.c           header parsing and validation, backing chain,
  *                     open/close, read, block status, the driver table
  *   qcow2-cluster.c   guest offset -> mapping (L1/L2 lookup)
- *   qcow2-cache.c     the L2 table cache
+ *   qcow2-write.c     writes, zeroes, discards: in-flight clusters,
+ *                     allocation with copy-on-write, L2 updates
+ *   qcow2-refcount.c  refcounts, cluster allocation, metadata flush order
+ *   qcow2-create.c    creating images
+ *   qcow2-cache.c     the L2 table and refcount block caches
  *   qcow2-compress.c  reading deflate-compressed clusters
  */
 #ifndef SNAPNBD_QCOW2_H
@@ -42,6 +56,15 @@
 #define QCOW2_EXT_BACKING_FORMAT 0xe2792acaU
 #define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
 #define QCOW2_EXT_DATA_FILE 0x44415441U
+#define QCOW2_EXT_BITMAPS 0x23852875U
+
+/* compatible_features bits */
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+
+/* Header field offsets, for updating one field in place. */
+#define QCOW2_HDR_REFCOUNT_TABLE_OFFSET 48 /* + refcount_table_clusters */
+#define QCOW2_HDR_INCOMPATIBLE 72
+#define QCOW2_HDR_AUTOCLEAR 88
 
 /* L1 entry: bits 9-55 are the L2 table offset. */
 #define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ULL
@@ -84,7 +107,8 @@ typedef struct Qcow2Table {
     gint refs;          /* atomic: the cache's reference + users' */
     uint64_t offset;    /* host offset of the table, the cache key */
     GList lru_link;     /* position in the cache's LRU queue */
-    uint64_t *entries;  /* cluster_size / 8 entries, I/O aligned */
+    bool dirty;         /* changed since read or written; cache lock */
+    uint64_t *entries;  /* one cluster, as stored, I/O aligned */
 } Qcow2Table;
 
 typedef enum Qcow2ClusterType {
@@ -106,7 +130,7 @@ typedef struct Qcow2Mapping {
 typedef struct Qcow2State {
     BlockNode *file;          /* the image file child ("file") */
     BlockNode *backing;       /* backing child or NULL ("backing") */
-    int64_t file_length;      /* bytes of the image file, fixed at open */
+    int64_t file_length;      /* bytes of the image file at open */
     int64_t backing_length;   /* bytes of the backing node, 0 without */
 
     uint32_t version;         /* 2 or 3 */
@@ -129,7 +153,28 @@ typedef struct Qcow2State {
     char *backing_file;       /* name as stored in the header, or NULL */
     char *backing_format;     /* from the backing format extension, or NULL */
     Qcow2Cache *l2_cache;     /* L2 tables, thread safe */
+
+    /* Write path; all guarded by lock (see the design notes). */
+    bool writable;
+    GMutex lock;
+    GCond inflight_cond;      /* broadcast when an in-flight write ends */
+    GList *inflight;          /* of Qcow2InFlight */
+    int refcount_order;       /* refcount width is 1 << order bits */
+    int refblock_bits;        /* log2 of entries per refcount block */
+    uint64_t refcount_max;
+    uint64_t *refcount_table; /* host byte order */
+    uint64_t refcount_table_size;   /* entries */
+    uint64_t refcount_table_offset;
+    Qcow2Cache *refcount_cache;
+    uint64_t free_cluster_index; /* no free cluster below it */
 } Qcow2State;
+
+/* A write in progress on guest clusters [first, last] (qcow2-write.c). */
+typedef struct Qcow2InFlight {
+    uint64_t first, last;
+    bool exclusive;           /* allocating, zeroing or discarding */
+    GList link;
+} Qcow2InFlight;
 
 /* qcow2-cache.c */
 Qcow2Cache *qcow2_cache_new(BlockNode *file, uint32_t table_size,
@@ -138,11 +183,30 @@ void qcow2_cache_free(Qcow2Cache *c);
 /* The table at host @offset, referenced: release it with qcow2_table_put.
  * Returns 0 or a negative errno from reading the file. */
 int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, Qcow2Table **out);
+/* A zeroed table for a cluster just allocated (nothing is read). */
+int qcow2_cache_get_empty(Qcow2Cache *c, uint64_t offset, Qcow2Table **out);
 void qcow2_table_put(Qcow2Table *t);
+/* The rest run under the image's metadata lock. */
+void qcow2_cache_mark_dirty(Qcow2Cache *c, Qcow2Table *t);
+/* Writes @t if dirty. */
+int qcow2_cache_write_table(Qcow2Cache *c, Qcow2Table *t);
+/* Writes every dirty table; *wrote (may be NULL) says whether any was. */
+int qcow2_cache_flush(Qcow2Cache *c, bool *wrote);
+/* Are so many tables dirty that it is time to write them back? */
+bool qcow2_cache_needs_flush(Qcow2Cache *c);
+/* Drops the table at @offset (its cluster was freed), dirty or not. */
+void qcow2_cache_forget(Qcow2Cache *c, uint64_t offset);
 
+/* Entries change under the metadata lock while lock-free readers scan:
+ * each 64-bit entry is read and written whole. */
 static inline uint64_t qcow2_table_entry(const Qcow2Table *t, uint32_t i)
 {
-    return GUINT64_FROM_BE(t->entries[i]);
+    return GUINT64_FROM_BE(__atomic_load_n(&t->entries[i], __ATOMIC_RELAXED));
+}
+
+static inline void qcow2_table_set(Qcow2Table *t, uint32_t i, uint64_t e)
+{
+    __atomic_store_n(&t->entries[i], GUINT64_TO_BE(e), __ATOMIC_RELAXED);
 }
 
 /* qcow2-cluster.c */
@@ -155,12 +219,68 @@ static inline uint64_t qcow2_table_entry(const Qcow2Table *t, uint32_t i)
 int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
               Qcow2Mapping *m);
 
+Qcow2ClusterType qcow2_classify(uint64_t entry);
+
+/* Write-path lookup (under the metadata lock): from guest @offset, how many
+ * bytes (up to @bytes, within one L2 table) can be written in place
+ * (*host set: clusters owned by this image alone, contiguous on the host),
+ * or, when the first cluster cannot, how many bytes lie in clusters that
+ * all need a new cluster (*host = 0).  0 or -EIO. */
+int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
+                        uint64_t *host, int64_t *pnum);
+
+/* qcow2-refcount.c (all under the metadata lock) */
+/* Loads the refcount table for writing; one-line errors. */
+bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
+                         uint32_t table_clusters, int order, GError **errp);
+void qcow2_refcount_close(BlockNode *bs);
+int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount);
+/* Adds @addend to the refcount of every cluster in [offset, offset+bytes);
+ * a cluster that drops to zero is discarded in the file too. */
+int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                          int64_t addend);
+/* Allocates @n contiguous clusters (refcount 1); their host offset, or a
+ * negative errno.  *fresh says whether they lie past the end of the file
+ * (so they read as zeroes without being written). */
+int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh);
+/* Frees what an L2 entry pointed to (normal or compressed cluster). */
+int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry);
+/* Writes dirty metadata in crash-safe order: refcounts, barrier, L2. */
+int qcow2_flush_metadata(BlockNode *bs);
+/* Writes L2 table @t now (refcounts first), so that clusters it no longer
+ * points to may be freed. */
+int qcow2_write_l2_now(BlockNode *bs, Qcow2Table *t);
+/* Flush of the image file, the ordering point between metadata writes. */
+int qcow2_barrier(BlockNode *bs);
+
+/* qcow2-write.c */
+int qcow2_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                 const void *buf, int flags);
+int qcow2_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+                        int flags);
+int qcow2_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes);
+void qcow2_write_init(Qcow2State *s);
+/* Maps every guest cluster to a host cluster (preallocation=metadata). */
+int qcow2_preallocate_metadata(BlockNode *bs);
+
+/* qcow2.c */
+/* Reads guest bytes as the image maps them now (for copy-on-write). */
+int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
+                     void *buf);
+
+/* A backing file name as QEMU resolves it: relative to the overlay's
+ * directory. */
+char *qcow2_resolve_backing(const char *overlay, const char *name);
+
+/* qcow2-create.c */
+int qcow2_create(const char *filename, uint64_t size, GHashTable *options,
+                 GError **errp);
+
 /* qcow2-compress.c */
 /* Reads @bytes guest bytes at @offset_in_cluster of the compressed cluster
  * described by L2 entry @l2_entry into @buf.  0 or a negative errno. */
 int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
                           uint32_t offset_in_cluster, uint32_t bytes,
                           void *buf);
-
 
 #endif

@@ -91,9 +91,10 @@ refused "$tmp/missing.img" -k "$sock" "$tmp/missing.img"
 refused "$tmp/missing.img" -k "$sock" --cache=none "$tmp/missing.img"
 
 # Formats.
-ro_msg="qcow2 write support is not implemented yet; export '$tmp/disk.qcow2' read-only \(-r\)"
-refused "$ro_msg" -k "$sock" -f qcow2 "$tmp/disk.qcow2"
-refused "$ro_msg" -k "$sock" "$tmp/disk.qcow2"
+# An image marked corrupt (incompatible feature bit 1) is served only -r.
+cp "$tmp/disk.qcow2" "$tmp/corrupt.qcow2"
+printf '\002' | dd of="$tmp/corrupt.qcow2" bs=1 seek=79 conv=notrunc 2>/dev/null
+refused "corrupt\.qcow2.*marked corrupt.*read-only" -k "$sock" "$tmp/corrupt.qcow2"
 refused "$img.*bad magic" -k "$sock" -r -f qcow2 "$img"
 refused "vmdk" -k "$sock" -f vmdk "$img"
 

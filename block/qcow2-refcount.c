@@ -1,0 +1,504 @@
+/*
+ * qcow2-refcount.c - refcounts, cluster allocation, and the order in which
+ * metadata reaches the disk.
+ *
+ * Design notes.
+ *
+ * Crash safety is an ordering rule, after QEMU: a refcount increment is on
+ * disk before any L2 entry that uses the cluster, and an L2 entry that
+ * stopped using a cluster is on disk before the decrement.  So an image
+ * cut off at any point (kill -9: the page cache keeps the order of writes;
+ * power loss: the barriers, file flushes, keep it) has at worst clusters
+ * with a refcount and no user: leaks, which qemu-img check reports and
+ * repairs, never a cluster used twice.  Increments live in the refcount
+ * cache, which is always written before the L2 cache (qcow2_flush_metadata);
+ * a decrement is applied only after the L2 table that dropped the cluster
+ * was written (qcow2_write_l2_now).
+ *
+ * New refcount blocks describe themselves: a missing block means every
+ * cluster it would cover is free, so its own first cluster is free and the
+ * block goes there.  A full refcount table moves to the first range the old
+ * table cannot describe, preceded by the blocks that describe it; the
+ * header switches to it with one write.
+ *
+ * Every refcount width (1 to 64 bits) is read and written.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* --- entries of a refcount block ----------------------------------------- */
+
+static uint64_t rb_get(const void *block, uint64_t i, int order)
+{
+    const uint8_t *p = block;
+
+    switch (order) {
+    case 3:
+        return p[i];
+    case 4:
+        return GUINT16_FROM_BE(((const uint16_t *)block)[i]);
+    case 5:
+        return GUINT32_FROM_BE(((const uint32_t *)block)[i]);
+    case 6:
+        return GUINT64_FROM_BE(((const uint64_t *)block)[i]);
+    default: {
+        int bits = 1 << order, per_byte = 8 / bits;
+        return (p[i / per_byte] >> (bits * (i % per_byte))) &
+               ((1u << bits) - 1);
+    }
+    }
+}
+
+static void rb_set(void *block, uint64_t i, int order, uint64_t v)
+{
+    uint8_t *p = block;
+
+    switch (order) {
+    case 3:
+        p[i] = v;
+        break;
+    case 4:
+        ((uint16_t *)block)[i] = GUINT16_TO_BE(v);
+        break;
+    case 5:
+        ((uint32_t *)block)[i] = GUINT32_TO_BE(v);
+        break;
+    case 6:
+        ((uint64_t *)block)[i] = GUINT64_TO_BE(v);
+        break;
+    default: {
+        int bits = 1 << order, per_byte = 8 / bits;
+        int shift = bits * (i % per_byte);
+        uint8_t mask = ((1u << bits) - 1) << shift;
+        p[i / per_byte] = (p[i / per_byte] & ~mask) | ((v << shift) & mask);
+    }
+    }
+}
+
+/* --- open ------------------------------------------------------------------ */
+
+bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
+                         uint32_t table_clusters, int order, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t bytes = (uint64_t)table_clusters << s->cluster_bits;
+    uint64_t entries = bytes / 8;
+    int ret;
+
+    s->refcount_order = order;
+    s->refblock_bits = s->cluster_bits + 3 - order;
+    s->refcount_max = order == 6 ? UINT64_MAX : (1ULL << (1 << order)) - 1;
+    if ((table_offset & (s->cluster_size - 1)) || !table_clusters ||
+        bytes > QCOW2_MAX_L1_BYTES || table_offset > (uint64_t)s->file_length ||
+        bytes > s->file_length - table_offset) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "qcow2 image '%s': refcount table (offset %#" PRIx64
+                    ", %" PRIu32 " clusters) is invalid or outside the file",
+                    bs->filename, table_offset, table_clusters);
+        return false;
+    }
+    s->refcount_table = g_malloc(bytes);
+    ret = bdrv_pread(s->file, table_offset, bytes, s->refcount_table);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "qcow2 image '%s': could not read the refcount table: %s",
+                    bs->filename, g_strerror(-ret));
+        return false;
+    }
+    for (uint64_t i = 0; i < entries; i++)
+        s->refcount_table[i] = GUINT64_FROM_BE(s->refcount_table[i]);
+    s->refcount_table_size = entries;
+    s->refcount_table_offset = table_offset;
+    s->refcount_cache = qcow2_cache_new(s->file, s->cluster_size,
+                                        MAX(16, (1 << 20) / s->cluster_size));
+    return true;
+}
+
+void qcow2_refcount_close(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+
+    qcow2_cache_free(s->refcount_cache);
+    s->refcount_cache = NULL;
+    g_clear_pointer(&s->refcount_table, g_free);
+}
+
+/* --- reading and changing refcounts --------------------------------------- */
+
+static uint64_t refblock_entries(Qcow2State *s)
+{
+    return 1ULL << s->refblock_bits;
+}
+
+/* The refcount block for @block, or NULL with *ret = 0 if there is none. */
+static Qcow2Table *get_refblock(BlockNode *bs, uint64_t block, int *ret)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t off;
+    Qcow2Table *t = NULL;
+
+    *ret = 0;
+    if (block >= s->refcount_table_size || !s->refcount_table[block])
+        return NULL;
+    off = s->refcount_table[block] & QCOW2_L1E_OFFSET_MASK;
+    if (off & (s->cluster_size - 1)) {
+        fprintf(stderr, "snapnbd: qcow2 image '%s' is corrupt: refcount "
+                "block offset %#" PRIx64 " unaligned\n", bs->filename, off);
+        *ret = -EIO;
+        return NULL;
+    }
+    *ret = qcow2_cache_get(s->refcount_cache, off, &t);
+    return t;
+}
+
+int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount)
+{
+    Qcow2State *s = bs->opaque;
+    int ret;
+    Qcow2Table *t = get_refblock(bs, cluster >> s->refblock_bits, &ret);
+
+    *refcount = 0;
+    if (t) {
+        *refcount = rb_get(t->entries, cluster & (refblock_entries(s) - 1),
+                           s->refcount_order);
+        qcow2_table_put(t);
+    }
+    return ret;
+}
+
+int qcow2_barrier(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+
+    return bdrv_flush(s->file);
+}
+
+static int write_table_entry(BlockNode *bs, uint64_t block)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t be = GUINT64_TO_BE(s->refcount_table[block]);
+
+    return bdrv_pwrite(s->file, s->refcount_table_offset + block * 8, 8, &be,
+                       0);
+}
+
+static int grow_refcount_table(BlockNode *bs, uint64_t min_entries);
+
+/* Makes refcount block @block exist, placing a new one at the first
+ * cluster it covers (free, as all its clusters are while it is missing). */
+static int ensure_refblock(BlockNode *bs, uint64_t block)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t off = (block << s->refblock_bits) << s->cluster_bits;
+    Qcow2Table *t;
+    int ret;
+
+    if (block >= s->refcount_table_size) {
+        ret = grow_refcount_table(bs, block + 1);
+        if (ret < 0)
+            return ret;
+    }
+    if (s->refcount_table[block])
+        return 0;
+    ret = qcow2_cache_get_empty(s->refcount_cache, off, &t);
+    if (ret < 0)
+        return ret;
+    rb_set(t->entries, 0, s->refcount_order, 1);
+    qcow2_cache_mark_dirty(s->refcount_cache, t);
+    ret = qcow2_cache_write_table(s->refcount_cache, t);
+    qcow2_table_put(t);
+    if (ret == 0)
+        ret = qcow2_barrier(bs);
+    if (ret < 0)
+        return ret;
+    s->refcount_table[block] = off;
+    return write_table_entry(bs, block);
+}
+
+static void cluster_freed(BlockNode *bs, uint64_t cluster)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t off = cluster << s->cluster_bits;
+
+    if (cluster < s->free_cluster_index)
+        s->free_cluster_index = cluster;
+    /* It may have held an L2 table; a stale cached copy must not be used
+     * (nor written back) when the cluster is reused. */
+    qcow2_cache_forget(s->l2_cache, off);
+    bdrv_pdiscard(s->file, off, s->cluster_size);
+}
+
+static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t block = cluster >> s->refblock_bits;
+    uint64_t i = cluster & (refblock_entries(s) - 1);
+    uint64_t old, new;
+    Qcow2Table *t;
+    int ret;
+
+    if (addend > 0) {
+        ret = ensure_refblock(bs, block);
+        if (ret < 0)
+            return ret;
+    }
+    t = get_refblock(bs, block, &ret);
+    if (!t)
+        return ret < 0 ? ret : -EIO; /* freeing a cluster nobody counted */
+    old = rb_get(t->entries, i, s->refcount_order);
+    new = old + addend;
+    if ((addend < 0 && old < (uint64_t)-addend) ||
+        (addend > 0 && (new < old || new > s->refcount_max))) {
+        qcow2_table_put(t);
+        fprintf(stderr, "snapnbd: qcow2 image '%s': refcount of cluster %"
+                PRIu64 " would leave its range (%" PRIu64 " %+" PRId64 ")\n",
+                bs->filename, cluster, old, addend);
+        return -EIO;
+    }
+    rb_set(t->entries, i, s->refcount_order, new);
+    qcow2_cache_mark_dirty(s->refcount_cache, t);
+    qcow2_table_put(t);
+    if (new == 0)
+        cluster_freed(bs, cluster);
+    return 0;
+}
+
+int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                          int64_t addend)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t last = (offset + bytes - 1) >> s->cluster_bits;
+    int ret = 0;
+
+    for (uint64_t c = first; bytes && c <= last && ret == 0; c++)
+        ret = update_one(bs, c, addend);
+    return ret;
+}
+
+/* --- allocation ------------------------------------------------------------ */
+
+/* The first run of @n clusters with refcount 0, from free_cluster_index. */
+static int64_t find_free(BlockNode *bs, uint64_t n)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t start = s->free_cluster_index, run = 0;
+
+    for (uint64_t c = start; run < n; c++) {
+        uint64_t rc;
+        int ret = qcow2_get_refcount(bs, c, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc) {
+            run = 0;
+            start = c + 1;
+        } else {
+            run++;
+        }
+    }
+    return start;
+}
+
+static int64_t file_end(Qcow2State *s)
+{
+    return bdrv_getlength(s->file);
+}
+
+int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
+{
+    Qcow2State *s = bs->opaque;
+    int64_t start;
+    bool all_free;
+
+    /* Making refcount blocks may take clusters of the run found: retry. */
+    do {
+        uint64_t rc;
+        int ret;
+        start = find_free(bs, n);
+        if (start < 0)
+            return start;
+        for (uint64_t b = start >> s->refblock_bits;
+             b <= (start + n - 1) >> s->refblock_bits; b++) {
+            ret = ensure_refblock(bs, b);
+            if (ret < 0)
+                return ret;
+        }
+        all_free = true;
+        for (uint64_t c = start; c < start + n && all_free; c++) {
+            ret = qcow2_get_refcount(bs, c, &rc);
+            if (ret < 0)
+                return ret;
+            all_free = rc == 0;
+        }
+    } while (!all_free);
+    if (start == (int64_t)s->free_cluster_index)
+        s->free_cluster_index = start + n;
+    *fresh = (start << s->cluster_bits) >= file_end(s);
+    for (uint64_t c = start; c < start + n; c++) {
+        int ret = update_one(bs, c, 1);
+        if (ret < 0)
+            return ret;
+    }
+    return start << s->cluster_bits;
+}
+
+int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (l2_entry & QCOW2_OFLAG_COMPRESSED) {
+        uint64_t off = l2_entry & s->coffset_mask;
+        uint64_t sectors = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
+        uint64_t end = (off & ~(uint64_t)(QCOW2_COMPRESSED_SECTOR - 1)) +
+                       sectors * QCOW2_COMPRESSED_SECTOR;
+        return qcow2_update_refcount(bs, off, end - off, -1);
+    }
+    if (l2_entry & QCOW2_L2E_OFFSET_MASK)
+        return qcow2_update_refcount(bs, l2_entry & QCOW2_L2E_OFFSET_MASK,
+                                     s->cluster_size, -1);
+    return 0;
+}
+
+/* --- growing the refcount table -------------------------------------------- */
+
+/* Size of the new table and of the blocks that describe it, placed at the
+ * start of the first range the old table cannot describe. */
+static void plan_growth(Qcow2State *s, uint64_t min_entries,
+                        uint64_t *entries, uint64_t *table_clusters,
+                        uint64_t *blocks)
+{
+    uint64_t per_cluster = s->cluster_size / 8, k = 1, prev;
+
+    do {
+        prev = k;
+        *entries = MAX(MAX(min_entries, s->refcount_table_size * 2),
+                       s->refcount_table_size + k);
+        *entries = ROUND_UP(*entries, per_cluster);
+        *table_clusters = *entries / per_cluster;
+        k = (k + *table_clusters + refblock_entries(s) - 1) /
+            refblock_entries(s);
+    } while (k != prev);
+    *blocks = k;
+}
+
+/* Writes the blocks describing clusters [area, area + used) of a range
+ * nobody used before: they are the blocks themselves and the new table. */
+static int write_area_refblocks(BlockNode *bs, uint64_t area, uint64_t used,
+                                uint64_t blocks)
+{
+    Qcow2State *s = bs->opaque;
+    int ret = 0;
+
+    for (uint64_t k = 0; k < blocks && ret == 0; k++) {
+        uint64_t first = k << s->refblock_bits;
+        Qcow2Table *t;
+        ret = qcow2_cache_get_empty(s->refcount_cache,
+                                    (area + k) << s->cluster_bits, &t);
+        if (ret < 0)
+            break;
+        for (uint64_t i = first; i < used && i < first + refblock_entries(s);
+             i++)
+            rb_set(t->entries, i - first, s->refcount_order, 1);
+        qcow2_cache_mark_dirty(s->refcount_cache, t);
+        ret = qcow2_cache_write_table(s->refcount_cache, t);
+        qcow2_table_put(t);
+    }
+    return ret;
+}
+
+static int write_header_table_fields(BlockNode *bs, uint64_t offset,
+                                     uint32_t clusters)
+{
+    Qcow2State *s = bs->opaque;
+    struct __attribute__((packed)) {
+        uint64_t offset;
+        uint32_t clusters;
+    } f = { GUINT64_TO_BE(offset), GUINT32_TO_BE(clusters) };
+
+    return bdrv_pwrite(s->file, QCOW2_HDR_REFCOUNT_TABLE_OFFSET, sizeof(f), &f,
+                       0);
+}
+
+static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t entries, table_clusters, blocks;
+    uint64_t first_block = s->refcount_table_size;
+    uint64_t area = first_block << s->refblock_bits;
+    uint64_t old_offset = s->refcount_table_offset;
+    uint64_t old_bytes = s->refcount_table_size * 8;
+    g_autofree uint64_t *table = NULL;
+    uint64_t table_offset;
+    int ret;
+
+    plan_growth(s, min_entries, &entries, &table_clusters, &blocks);
+    if (entries * 8 > QCOW2_MAX_L1_BYTES)
+        return -EFBIG;
+    table_offset = (area + blocks) << s->cluster_bits;
+    ret = write_area_refblocks(bs, area, blocks + table_clusters, blocks);
+    if (ret < 0)
+        return ret;
+    table = g_new0(uint64_t, entries);
+    for (uint64_t i = 0; i < s->refcount_table_size; i++)
+        table[i] = GUINT64_TO_BE(s->refcount_table[i]);
+    for (uint64_t k = 0; k < blocks; k++)
+        table[first_block + k] = GUINT64_TO_BE((area + k) << s->cluster_bits);
+    ret = bdrv_pwrite(s->file, table_offset, entries * 8, table, 0);
+    if (ret == 0)
+        ret = qcow2_barrier(bs);
+    if (ret == 0)
+        ret = write_header_table_fields(bs, table_offset, table_clusters);
+    if (ret == 0)
+        ret = qcow2_barrier(bs);
+    if (ret < 0)
+        return ret;
+    for (uint64_t i = 0; i < entries; i++)
+        table[i] = GUINT64_FROM_BE(table[i]);
+    g_free(s->refcount_table);
+    s->refcount_table = g_steal_pointer(&table);
+    s->refcount_table_size = entries;
+    s->refcount_table_offset = table_offset;
+    return qcow2_update_refcount(bs, old_offset, old_bytes, -1);
+}
+
+/* --- write-back order -------------------------------------------------------- */
+
+static int flush_refcounts(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    bool wrote = false;
+    int ret = qcow2_cache_flush(s->refcount_cache, &wrote);
+
+    if (ret == 0 && wrote)
+        ret = qcow2_barrier(bs);
+    return ret;
+}
+
+int qcow2_flush_metadata(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    int ret;
+
+    if (!s->writable)
+        return 0;
+    ret = flush_refcounts(bs);
+    if (ret == 0)
+        ret = qcow2_cache_flush(s->l2_cache, NULL);
+    return ret;
+}
+
+int qcow2_write_l2_now(BlockNode *bs, Qcow2Table *t)
+{
+    Qcow2State *s = bs->opaque;
+    int ret = flush_refcounts(bs);
+
+    if (ret == 0)
+        ret = qcow2_cache_write_table(s->l2_cache, t);
+    if (ret == 0)
+        ret = qcow2_barrier(bs);
+    return ret;
+}

@@ -1,0 +1,526 @@
+/*
+ * qcow2-write.c - writes, write-zeroes and discards of a qcow2 image.
+ *
+ * Design notes.
+ *
+ * A write walks its range one run at a time.  A run either lies in
+ * clusters this image owns alone (L2 entry with the COPIED flag): the data
+ * is written in place, with no metadata change.  Or it lies in clusters
+ * that need a new host cluster (unallocated, zero, compressed, or shared
+ * with an internal snapshot): new clusters are allocated, the parts of the
+ * first and last cluster that the write does not cover are filled with the
+ * old guest content (copy-on-write: from the backing file, the old cluster,
+ * or zeroes), and only after the data is written do the L2 entries point
+ * to it.  So a reader, who takes no lock, sees either the old mapping or
+ * the new one with its data in place.
+ *
+ * The metadata lock is held for lookups and L2/refcount changes only, never
+ * for guest data I/O.  What keeps two requests from allocating the same
+ * guest cluster twice is the in-flight list: every run registers the guest
+ * clusters it works on, exclusively when it changes their mapping
+ * (allocation, zero, discard), shared when it writes in place.  A request
+ * waits until no conflicting run overlaps, then looks the mapping up again,
+ * since the one it waited for may have changed it.  Requests on different
+ * clusters never wait for each other.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void qcow2_write_init(Qcow2State *s)
+{
+    g_mutex_init(&s->lock);
+    g_cond_init(&s->inflight_cond);
+}
+
+/* --- in-flight runs -------------------------------------------------------- */
+
+static bool conflicts(Qcow2State *s, uint64_t first, uint64_t last,
+                      bool exclusive)
+{
+    for (GList *l = s->inflight; l; l = l->next) {
+        Qcow2InFlight *f = l->data;
+        if (f->first <= last && first <= f->last &&
+            (exclusive || f->exclusive))
+            return true;
+    }
+    return false;
+}
+
+static void inflight_add(Qcow2State *s, Qcow2InFlight *f, uint64_t first,
+                         uint64_t last, bool exclusive)
+{
+    *f = (Qcow2InFlight){ .first = first, .last = last,
+                          .exclusive = exclusive };
+    f->link.data = f;
+    s->inflight = g_list_concat(&f->link, s->inflight);
+}
+
+static void inflight_end(Qcow2State *s, Qcow2InFlight *f)
+{
+    s->inflight = g_list_remove_link(s->inflight, &f->link);
+    g_cond_broadcast(&s->inflight_cond);
+}
+
+/* After metadata changed: write it back when the caches fill with dirty
+ * tables (they cannot evict those). */
+static int maybe_flush_metadata(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (qcow2_cache_needs_flush(s->l2_cache) ||
+        qcow2_cache_needs_flush(s->refcount_cache))
+        return qcow2_flush_metadata(bs);
+    return 0;
+}
+
+/* --- L2 tables for writing ------------------------------------------------- */
+
+static int write_l1_entry(BlockNode *bs, uint64_t l1_index)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t be = GUINT64_TO_BE(s->l1_table[l1_index]);
+
+    return bdrv_pwrite(s->file, s->l1_offset + l1_index * 8, 8, &be, 0);
+}
+
+/* A new L2 table for @l1_index: empty, or a copy of the shared one it
+ * replaces.  On disk before the L1 entry points to it. */
+static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t old = s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    Qcow2Table *t, *old_t = NULL;
+    bool fresh;
+    int64_t off = qcow2_alloc_clusters(bs, 1, &fresh);
+    int ret;
+
+    if (off < 0)
+        return off;
+    if (old) {
+        ret = qcow2_cache_get(s->l2_cache, old, &old_t);
+        if (ret < 0)
+            return ret;
+    }
+    ret = qcow2_cache_get_empty(s->l2_cache, off, &t);
+    if (ret < 0) {
+        qcow2_table_put(old_t);
+        return ret;
+    }
+    if (old_t)
+        memcpy(t->entries, old_t->entries, s->cluster_size);
+    qcow2_table_put(old_t);
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    ret = qcow2_write_l2_now(bs, t);
+    if (ret == 0) {
+        __atomic_store_n(&s->l1_table[l1_index], off | QCOW2_OFLAG_COPIED,
+                         __ATOMIC_RELAXED);
+        ret = write_l1_entry(bs, l1_index);
+    }
+    if (ret == 0 && old)
+        ret = qcow2_update_refcount(bs, old, s->cluster_size, -1);
+    if (ret < 0) {
+        qcow2_table_put(t);
+        return ret;
+    }
+    *out = t;
+    return 0;
+}
+
+/* The L2 table covering guest @offset, owned by this image (allocated or
+ * copied if needed), referenced.  Under the metadata lock. */
+static int l2_for_write(BlockNode *bs, int64_t offset, Qcow2Table **out)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t l1_index = (uint64_t)offset >> (s->cluster_bits + s->l2_bits);
+    uint64_t e = s->l1_table[l1_index];
+
+    if ((e & QCOW2_OFLAG_COPIED) && (e & QCOW2_L1E_OFFSET_MASK))
+        return qcow2_cache_get(s->l2_cache, e & QCOW2_L1E_OFFSET_MASK, out);
+    return allocate_l2(bs, l1_index, out);
+}
+
+static uint32_t l2_index(Qcow2State *s, int64_t offset)
+{
+    return ((uint64_t)offset >> s->cluster_bits) & (s->l2_entries - 1);
+}
+
+/* --- copy-on-write ------------------------------------------------------------ */
+
+/* Does guest cluster @entry (at @offset) read as zeroes as it is? */
+static bool reads_zero(Qcow2State *s, uint64_t entry, int64_t offset)
+{
+    switch (qcow2_classify(entry)) {
+    case QCOW2_CLUSTER_ZERO:
+        return true;
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return !s->backing || offset >= s->backing_length;
+    default:
+        return false;
+    }
+}
+
+/* One allocating run: guest [start, end) is the cluster-aligned envelope
+ * of the write [offset, offset + bytes), going to new clusters at @host. */
+typedef struct AllocRun {
+    int64_t start, end;
+    int64_t offset, bytes;
+    uint64_t host;
+    bool fresh;          /* the new clusters read as zeroes already */
+    bool head_zero, tail_zero;
+} AllocRun;
+
+/* Fills the edges of the run the write leaves out: with old content in a
+ * bounce buffer that carries the data too (one write), or with zeroes. */
+static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
+{
+    Qcow2State *s = bs->opaque;
+    int64_t head = r->offset - r->start;
+    int64_t tail = r->end - (r->offset + r->bytes);
+    bool copy_head = head && !r->head_zero, copy_tail = tail && !r->tail_zero;
+    char *bounce;
+    int ret = 0;
+
+    if (!copy_head && !copy_tail) {
+        if (head && !r->fresh)
+            ret = bdrv_pwrite_zeroes(s->file, r->host, head, 0);
+        if (ret == 0 && tail && !r->fresh)
+            ret = bdrv_pwrite_zeroes(s->file, r->host + head + r->bytes, tail,
+                                     0);
+        if (ret == 0)
+            ret = bdrv_pwrite(s->file, r->host + head, r->bytes, buf, 0);
+        return ret;
+    }
+    bounce = bdrv_blockalign(s->file, r->end - r->start);
+    if (!bounce)
+        return -ENOMEM;
+    if (head)
+        ret = copy_head ? qcow2_read_guest(bs, r->start, head, bounce)
+                        : (memset(bounce, 0, head), 0);
+    if (ret == 0 && tail)
+        ret = copy_tail ? qcow2_read_guest(bs, r->offset + r->bytes, tail,
+                                           bounce + head + r->bytes)
+                        : (memset(bounce + head + r->bytes, 0, tail), 0);
+    if (ret == 0) {
+        memcpy(bounce + head, buf, r->bytes);
+        ret = bdrv_pwrite(s->file, r->host, r->end - r->start, bounce, 0);
+    }
+    free(bounce);
+    return ret;
+}
+
+/* Points the run's L2 entries at the new clusters; frees what the old
+ * entries held once the table no longer refers to it on disk. */
+static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
+                      const uint64_t *old)
+{
+    Qcow2State *s = bs->opaque;
+    uint32_t first = l2_index(s, r->start);
+    uint32_t n = (r->end - r->start) >> s->cluster_bits;
+    bool frees = false;
+    int ret = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        qcow2_table_set(t, first + i, (r->host + ((uint64_t)i <<
+                                                  s->cluster_bits)) |
+                                          QCOW2_OFLAG_COPIED);
+        frees |= (old[i] & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED))
+                 != 0;
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    if (frees)
+        ret = qcow2_write_l2_now(bs, t);
+    for (uint32_t i = 0; i < n && ret == 0; i++)
+        ret = qcow2_free_entry(bs, old[i]);
+    return ret;
+}
+
+/* --- writes -------------------------------------------------------------- */
+
+/* Waits until the run at @offset can go, under the lock; sets *host (in
+ * place) or 0 (allocate) and *pnum as qcow2_map_for_write does. */
+static int wait_for_run(BlockNode *bs, int64_t offset, int64_t bytes,
+                        Qcow2InFlight *f, uint64_t *host, int64_t *pnum)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t first = (uint64_t)offset >> s->cluster_bits;
+
+    for (;;) {
+        int ret = qcow2_map_for_write(bs, offset, bytes, host, pnum);
+        uint64_t last = (uint64_t)(offset + *pnum - 1) >> s->cluster_bits;
+        if (ret < 0)
+            return ret;
+        if (!conflicts(s, first, last, *host == 0)) {
+            inflight_add(s, f, first, last, *host == 0);
+            return 0;
+        }
+        g_cond_wait(&s->inflight_cond, &s->lock);
+    }
+}
+
+/* Allocates for the run, then writes it (unlocked) and maps it. */
+static int alloc_and_write(BlockNode *bs, int64_t offset, int64_t bytes,
+                           const void *buf)
+{
+    Qcow2State *s = bs->opaque;
+    AllocRun r = { .offset = offset, .bytes = bytes };
+    uint32_t n, first;
+    g_autofree uint64_t *old = NULL;
+    Qcow2Table *t;
+    int64_t host;
+    int ret;
+
+    r.start = offset & ~(int64_t)(s->cluster_size - 1);
+    r.end = ROUND_UP(offset + bytes, (int64_t)s->cluster_size);
+    n = (r.end - r.start) >> s->cluster_bits;
+    ret = l2_for_write(bs, offset, &t);
+    if (ret < 0)
+        return ret;
+    first = l2_index(s, r.start);
+    old = g_new(uint64_t, n);
+    for (uint32_t i = 0; i < n; i++)
+        old[i] = qcow2_table_entry(t, first + i);
+    r.head_zero = reads_zero(s, old[0], r.start);
+    r.tail_zero = reads_zero(s, old[n - 1], r.end - s->cluster_size);
+    host = qcow2_alloc_clusters(bs, n, &r.fresh);
+    if (host < 0) {
+        qcow2_table_put(t);
+        return host;
+    }
+    r.host = host;
+    g_mutex_unlock(&s->lock);
+    ret = write_run(bs, &r, buf);
+    g_mutex_lock(&s->lock);
+    if (ret == 0)
+        ret = commit_run(bs, t, &r, old);
+    else
+        qcow2_update_refcount(bs, r.host, r.end - r.start, -1);
+    qcow2_table_put(t);
+    if (ret == 0)
+        ret = maybe_flush_metadata(bs);
+    return ret;
+}
+
+/* Writes the first run of the range; *done says how many bytes. */
+static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
+                         const void *buf, int64_t *done)
+{
+    Qcow2State *s = bs->opaque;
+    Qcow2InFlight f;
+    uint64_t host;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    ret = wait_for_run(bs, offset, bytes, &f, &host, done);
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
+    }
+    if (host) {
+        g_mutex_unlock(&s->lock);
+        ret = bdrv_pwrite(s->file, host, *done, buf, 0);
+        g_mutex_lock(&s->lock);
+    } else {
+        ret = alloc_and_write(bs, offset, *done, buf);
+    }
+    inflight_end(s, &f);
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int write_range(BlockNode *bs, int64_t offset, int64_t bytes,
+                       const void *buf)
+{
+    while (bytes > 0) {
+        int64_t done;
+        int ret = write_one_run(bs, offset, bytes, buf, &done);
+        if (ret < 0)
+            return ret;
+        offset += done;
+        bytes -= done;
+        buf = (const char *)buf + done;
+    }
+    return 0;
+}
+
+int qcow2_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                 const void *buf, int flags)
+{
+    (void)flags; /* FUA is emulated by io.c with a flush */
+    return write_range(bs, offset, bytes, buf);
+}
+
+/* --- zeroes and discards ------------------------------------------------------ */
+
+/* What a whole cluster's L2 entry becomes.  Zeroing keeps an owned
+ * cluster allocated unless unmapping is allowed; discard drops it, reading
+ * as zeroes (v3) or as the backing (v2, as QEMU). */
+static uint64_t cleared_entry(Qcow2State *s, uint64_t old, bool discard,
+                              bool unmap)
+{
+    if (discard)
+        return s->version >= 3 ? QCOW2_OFLAG_ZERO : 0;
+    if (!unmap && (old & QCOW2_OFLAG_COPIED) &&
+        qcow2_classify(old) != QCOW2_CLUSTER_COMPRESSED &&
+        (old & QCOW2_L2E_OFFSET_MASK))
+        return (old & ~QCOW2_OFLAG_ZERO) | QCOW2_OFLAG_ZERO;
+    return QCOW2_OFLAG_ZERO;
+}
+
+/* Does clearing change nothing? (nothing there, and nothing beneath) */
+static bool already_clear(Qcow2State *s, uint64_t old, bool discard)
+{
+    Qcow2ClusterType type = qcow2_classify(old);
+
+    if (discard)
+        return !s->backing && (type == QCOW2_CLUSTER_UNALLOCATED ||
+                               (type == QCOW2_CLUSTER_ZERO &&
+                                !(old & QCOW2_L2E_OFFSET_MASK)));
+    return type == QCOW2_CLUSTER_ZERO;
+}
+
+/* Clears whole clusters [offset, offset + bytes) within one L2 table. */
+static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
+                          bool discard, bool unmap)
+{
+    Qcow2State *s = bs->opaque;
+    uint32_t first = l2_index(s, offset);
+    uint32_t n = (bytes + s->cluster_size - 1) >> s->cluster_bits;
+    g_autofree uint64_t *freed = g_new0(uint64_t, n);
+    uint64_t l1e = s->l1_table[(uint64_t)offset >>
+                               (s->cluster_bits + s->l2_bits)];
+    bool frees = false;
+    Qcow2Table *t;
+    int ret;
+
+    if (!(l1e & QCOW2_L1E_OFFSET_MASK) && !s->backing && discard)
+        return 0; /* nothing allocated, nothing beneath */
+    ret = l2_for_write(bs, offset, &t);
+    if (ret < 0)
+        return ret;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t old = qcow2_table_entry(t, first + i);
+        uint64_t new;
+        if (already_clear(s, old, discard))
+            continue;
+        new = cleared_entry(s, old, discard, unmap);
+        if ((new & QCOW2_L2E_OFFSET_MASK) != (old & QCOW2_L2E_OFFSET_MASK) ||
+            (old & QCOW2_OFLAG_COMPRESSED)) {
+            freed[i] = old;
+            frees |= (old & (QCOW2_L2E_OFFSET_MASK |
+                             QCOW2_OFLAG_COMPRESSED)) != 0;
+        }
+        qcow2_table_set(t, first + i, new);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    if (frees)
+        ret = qcow2_write_l2_now(bs, t);
+    for (uint32_t i = 0; i < n && ret == 0; i++)
+        ret = qcow2_free_entry(bs, freed[i]);
+    qcow2_table_put(t);
+    return ret;
+}
+
+static int clear_range(BlockNode *bs, int64_t offset, int64_t bytes,
+                       bool discard, bool unmap)
+{
+    Qcow2State *s = bs->opaque;
+    int64_t table_bytes = (int64_t)s->cluster_size << s->l2_bits;
+    int ret = 0;
+
+    while (bytes > 0 && ret == 0) {
+        int64_t n = MIN(bytes, table_bytes - offset % table_bytes);
+        uint64_t first = (uint64_t)offset >> s->cluster_bits;
+        uint64_t last = (uint64_t)(offset + n - 1) >> s->cluster_bits;
+        Qcow2InFlight f;
+
+        g_mutex_lock(&s->lock);
+        while (conflicts(s, first, last, true))
+            g_cond_wait(&s->inflight_cond, &s->lock);
+        inflight_add(s, &f, first, last, true);
+        ret = clear_in_table(bs, offset, n, discard, unmap);
+        if (ret == 0)
+            ret = maybe_flush_metadata(bs);
+        inflight_end(s, &f);
+        g_mutex_unlock(&s->lock);
+        offset += n;
+        bytes -= n;
+    }
+    return ret;
+}
+
+int qcow2_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+                        int flags)
+{
+    Qcow2State *s = bs->opaque;
+    bool unmap = (flags & BDRV_REQ_MAY_UNMAP) && bdrv_discard_unmaps(bs);
+
+    /* Zero clusters need version 3; io.c then writes zero buffers. */
+    if (s->version < 3)
+        return -ENOTSUP;
+    return clear_range(bs, offset, bytes, false, unmap);
+}
+
+int qcow2_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    return clear_range(bs, offset, bytes, true, true);
+}
+
+/* --- preallocation -------------------------------------------------------- */
+
+/* Maps the guest clusters of one L2 table's range at @offset to new host
+ * clusters; returns the end of the last one on the host, or -errno. */
+static int64_t preallocate_table(BlockNode *bs, int64_t offset)
+{
+    Qcow2State *s = bs->opaque;
+    int64_t end = MIN((int64_t)s->size,
+                      offset + ((int64_t)s->cluster_size << s->l2_bits));
+    uint32_t n = (end - offset + s->cluster_size - 1) >> s->cluster_bits;
+    Qcow2Table *t;
+    bool fresh;
+    int64_t host;
+    int ret = l2_for_write(bs, offset, &t);
+
+    if (ret < 0)
+        return ret;
+    host = qcow2_alloc_clusters(bs, n, &fresh);
+    if (host >= 0) {
+        for (uint32_t i = 0; i < n; i++)
+            qcow2_table_set(t, i, (host + ((uint64_t)i << s->cluster_bits)) |
+                                      QCOW2_OFLAG_COPIED);
+        qcow2_cache_mark_dirty(s->l2_cache, t);
+        host += (int64_t)n << s->cluster_bits;
+    }
+    qcow2_table_put(t);
+    ret = host < 0 ? 0 : maybe_flush_metadata(bs);
+    return ret < 0 ? ret : host;
+}
+
+int qcow2_preallocate_metadata(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    int64_t table_bytes = (int64_t)s->cluster_size << s->l2_bits;
+    int64_t host_end = 0;
+    int ret = 0;
+
+    g_mutex_lock(&s->lock);
+    for (int64_t off = 0; off < (int64_t)s->size && ret == 0;
+         off += table_bytes) {
+        int64_t end = preallocate_table(bs, off);
+        if (end < 0)
+            ret = end;
+        host_end = MAX(host_end, end);
+    }
+    if (ret == 0)
+        ret = qcow2_flush_metadata(bs);
+    g_mutex_unlock(&s->lock);
+    /* The file covers its clusters, as qemu-img leaves it (sparse). */
+    if (ret == 0 && host_end > bdrv_getlength(s->file)) {
+        static const char zero[512];
+        ret = bdrv_pwrite(s->file, host_end - sizeof(zero), sizeof(zero),
+                          zero, 0);
+    }
+    return ret;
+}
