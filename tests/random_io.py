@@ -1,5 +1,6 @@
 #!/usr/bin/python3
 # random_io.py URI REFERENCE SEED COUNT [--granule N] [--no-trim] [--qd N]
+#              [--limit BYTES] [--flush-every N]
 #
 # Random writes, write-zeroes (with and without may-trim) and trims of
 # random sizes and alignments through NBD, up to QD requests in flight
@@ -7,7 +8,8 @@
 # into the raw file REFERENCE.  A trim is mirrored as zeroes on the whole
 # granules (clusters) it covers, which is what a v3 qcow2 image exported
 # with discard=unmap does; --no-trim leaves trims out.  The caller then
-# compares the image with REFERENCE (qemu-img compare).
+# compares the image with REFERENCE (qemu-img compare).  --limit keeps all
+# requests below BYTES; --flush-every adds a flush after every N requests.
 import os
 import random
 import sys
@@ -16,7 +18,8 @@ import nbd
 
 
 def parse_args(argv):
-    opts = {"granule": 65536, "trim": True, "qd": 16}
+    opts = {"granule": 65536, "trim": True, "qd": 16, "limit": None,
+            "flush_every": 0}
     args = []
     i = 0
     while i < len(argv):
@@ -28,6 +31,12 @@ def parse_args(argv):
             opts["trim"] = False
         elif a == "--qd":
             opts["qd"] = int(argv[i + 1])
+            i += 1
+        elif a == "--flush-every":
+            opts["flush_every"] = int(argv[i + 1])
+            i += 1
+        elif a == "--limit":
+            opts["limit"] = int(argv[i + 1])
             i += 1
         else:
             args.append(a)
@@ -74,7 +83,8 @@ def main():
     rng = random.Random(seed)
     h = nbd.NBD()
     h.connect_uri(uri)
-    size = h.get_size()
+    disk_size = h.get_size()
+    size = min(disk_size, opts["limit"] or disk_size)
     ref = os.open(ref_path, os.O_RDWR)
     granule = opts["granule"]
     ops = ["write"] * 6 + ["zero", "zero_trim"] + (["trim"] if opts["trim"]
@@ -97,9 +107,11 @@ def main():
             else:
                 flags = nbd.CMD_FLAG_NO_HOLE if op == "zero" else 0
                 cookie = h.aio_zero(length, off, flags=flags)
-            mirror(ref, op, off, length, granule, size)
+            mirror(ref, op, off, length, granule, disk_size)
             busy[cookie] = (off, length)
             done += 1
+            if opts["flush_every"] and done % opts["flush_every"] == 0:
+                busy[h.aio_flush()] = (0, 0)
         h.poll(-1)
         for cookie in list(busy):
             if h.aio_command_completed(cookie):
