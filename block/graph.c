@@ -99,6 +99,23 @@ bool opt_take_bool(GHashTable *opts, const char *key, bool def,
     return def;
 }
 
+static int size_suffix_shift(char c)
+{
+    switch (c) {
+    case 'k':
+    case 'K':
+        return 10;
+    case 'M':
+        return 20;
+    case 'G':
+        return 30;
+    case 'T':
+        return 40;
+    default:
+        return -1;
+    }
+}
+
 bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
                    GError **errp)
 {
@@ -110,6 +127,14 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
         return true;
     errno = 0;
     n = g_ascii_strtoull(v, &end, 10);
+    /* QEMU's binary suffixes, as in cluster_size=2M. */
+    if (end != v && *end && !end[1] && size_suffix_shift(*end) > 0) {
+        int shift = size_suffix_shift(*end);
+        if (n > (guint64)(BDRV_MAX_LENGTH >> shift))
+            errno = ERANGE;
+        n <<= shift;
+        end++;
+    }
     if (errno || end == v || *end || n > BDRV_MAX_LENGTH) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Parameter '%s' expects a size in bytes, not '%s'",

@@ -259,6 +259,7 @@ static int write_metadata(const char *filename, const uint8_t *img,
     file = bdrv_open(opts, errp);
     if (!file)
         return -EIO;
+    bdrv_set_growable(file);
     ret = bdrv_pwrite(file, 0, bytes, img, 0);
     if (ret == 0)
         ret = bdrv_flush(file);
