@@ -200,10 +200,10 @@ static bool build_header(const CreateOpts *o, const Layout *l, uint8_t *buf,
     if (name_len) {
         h.backing_file_offset = GUINT64_TO_BE(hlen + ext->len);
         h.backing_file_size = GUINT32_TO_BE(name_len);
+        memcpy(buf + hlen + ext->len, o->backing_file, name_len);
     }
     memcpy(buf, &h, hlen);
     memcpy(buf + hlen, ext->data, ext->len);
-    memcpy(buf + hlen + ext->len, o->backing_file, name_len);
     return true;
 }
 
