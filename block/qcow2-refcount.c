@@ -282,11 +282,14 @@ int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
 
 /* --- allocation ------------------------------------------------------------ */
 
-/* The first run of @n clusters with refcount 0, from free_cluster_index. */
+/* The first run of @n clusters with refcount 0, from free_cluster_index,
+ * which moves past the used clusters before the first free one so that
+ * the next search does not walk them again. */
 static int64_t find_free(BlockNode *bs, uint64_t n)
 {
     Qcow2State *s = bs->opaque;
     uint64_t start = s->free_cluster_index, run = 0;
+    bool free_seen = false;
 
     for (uint64_t c = start; run < n; c++) {
         uint64_t rc;
@@ -294,12 +297,15 @@ static int64_t find_free(BlockNode *bs, uint64_t n)
         if (ret < 0)
             return ret;
         if (rc) {
+            free_seen |= run > 0;
             run = 0;
             start = c + 1;
         } else {
             run++;
         }
     }
+    if (!free_seen)
+        s->free_cluster_index = start;
     return start;
 }
 
