@@ -5,8 +5,11 @@
 # bits, with and without a backing file), mirrored into a raw reference.
 # Afterwards qemu-img check finds no error and qemu-img compare finds the
 # image equal to the reference.  Small images with small clusters make the
-# refcount table grow and the L2 cache evict.  SEED=n repeats a run.
+# refcount table grow and the L2 cache evict.  What snapnbd wrote is then
+# served read-only like qemu-nbd serves it, block status map included
+# (zero clusters, preallocated zeroes, holes).  SEED=n repeats a run.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/qcow2-functions.sh"
 requires qemu-img qemu-io
 seed=${SEED:-$RANDOM}
 echo "seed $seed"
@@ -37,6 +40,7 @@ run() {
     qemu-img check -q "$img" || fail "$name: qemu-img check (seed $seed)"
     qemu-img compare -q -f qcow2 -F raw "$img" "$ref" ||
         fail "$name: image differs from the reference (seed $seed)"
+    check_served "$img" "$name"
     seed=$((seed + 1))
 }
 
