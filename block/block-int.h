@@ -42,6 +42,8 @@ typedef struct BlockDriver {
     int (*prefetch)(BlockNode *bs, int64_t offset, int64_t bytes);
     int (*block_status)(BlockNode *bs, int64_t offset, int64_t bytes,
                         int64_t *pnum);
+    /* Can the node store a new persistent dirty bitmap?  Says why not. */
+    bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 
     /* Write flags the driver honours itself; io.c emulates the rest. */
     int supported_write_flags;
@@ -88,6 +90,10 @@ struct BlockNode {
     int64_t status_cache_end;   /* empty when end <= start */
     uint64_t status_cache_gen;  /* bumped by every drop */
 
+    /* Dirty bitmaps and all their bits (dirty-bitmap.c). */
+    GMutex dirty_lock;
+    GList *dirty_bitmaps;   /* of BdrvDirtyBitmap *, read atomically */
+
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */
     GRWLock notifiers_lock;
@@ -113,6 +119,16 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
                            const char *name, GError **errp);
 
 const BlockDriver *bdrv_find_driver(const char *name);
+
+/* dirty-bitmap.c: a bitmap for a node of @length bytes (a driver loading
+ * its stored bitmaps at open, before the node's length is set). */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
+                                       uint32_t granularity, int64_t length,
+                                       GError **errp);
+/* Marks [offset, offset + bytes) in every enabled bitmap of @bs. */
+void bdrv_set_dirty(BlockNode *bs, int64_t offset, int64_t bytes);
+/* At node free. */
+void bdrv_release_all_dirty_bitmaps(BlockNode *bs);
 
 /* Let writes past the end of @bs extend it (a format driver's image file,
  * as QEMU's protocol nodes grow under qcow2). */

@@ -81,7 +81,9 @@ typedef struct BlockLimits {
 
 /*
  * A before-write notifier runs for every write-like request on its node,
- * after the request is tracked and before it reaches the driver.  It may
+ * before the request is tracked (so that it may read the very range being
+ * written without waiting behind the write) and before it reaches the
+ * driver.  It may
  * block (delaying the write) and may return a negative errno, which fails the
  * write without touching the node.  A backup job's copy-before-write hooks
  * here.
@@ -129,6 +131,16 @@ const BlockLimits *bdrv_limits(BlockNode *bs);
 bool bdrv_can_multi_conn(BlockNode *bs);
 bool bdrv_can_fast_zero(BlockNode *bs);
 bool bdrv_discard_unmaps(BlockNode *bs);
+/* Options as query-named-block-nodes reports them. */
+bool bdrv_cache_direct(BlockNode *bs);
+bool bdrv_cache_no_flush(BlockNode *bs);
+BdrvDetectZeroes bdrv_detect_zeroes(BlockNode *bs);
+/* References held on @bs: its parents, exports, jobs, the monitor... */
+int bdrv_refcnt(BlockNode *bs);
+/* Calls @fn for every node, in no particular order, under the node-name
+ * table's lock: @fn may read nodes but not open, look up or release any. */
+void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque),
+                       void *opaque);
 
 /* Length in bytes, or a negative errno. */
 int64_t bdrv_getlength(BlockNode *bs);
@@ -152,11 +164,86 @@ int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes);
 int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum);
 
+/*
+ * Where in the backing chain of @bs the range at @offset is allocated, for
+ * *@pnum bytes (1 <= *pnum <= bytes): 1 in @bs itself, 2 in its backing,
+ * and so on, 0 in no layer (QEMU's qemu:allocation-depth); or a negative
+ * errno.
+ */
+int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
+                          int64_t *pnum);
+
 BlockNotifier *bdrv_add_before_write_notifier(BlockNode *bs,
                                               BlockBeforeWriteFunc fn,
                                               void *opaque);
 /* Waits until no write runs the notifier any more, then frees it. */
 void bdrv_remove_before_write_notifier(BlockNode *bs, BlockNotifier *n);
+
+/* --- dirty bitmaps (block/dirty-bitmap.c) ------------------------------ */
+
+/*
+ * A node has any number of named dirty bitmaps.  Every write, write-zeroes
+ * and discard through the request path sets the bits of the granules it
+ * touches in each enabled bitmap.  All functions are thread safe.  A
+ * persistent bitmap is stored in the image (qcow2) when the node closes.
+ */
+typedef struct BdrvDirtyBitmap BdrvDirtyBitmap;
+
+/* @granularity: a power of two, at least 512.  Fails if the name exists. */
+BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, const char *name,
+                                          uint32_t granularity,
+                                          GError **errp);
+void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bm);
+/* May @bs store a persistent bitmap (qcow2 v3, writable)?  Says why not. */
+bool bdrv_can_store_dirty_bitmap(BlockNode *bs, GError **errp);
+BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name);
+/* The node's bitmaps now (free the list with g_list_free). */
+GList *bdrv_dirty_bitmap_list(BlockNode *bs);
+
+const char *bdrv_dirty_bitmap_name(BdrvDirtyBitmap *bm);
+uint32_t bdrv_dirty_bitmap_granularity(BdrvDirtyBitmap *bm);
+int64_t bdrv_dirty_bitmap_length(BdrvDirtyBitmap *bm);
+BlockNode *bdrv_dirty_bitmap_node(BdrvDirtyBitmap *bm);
+bool bdrv_dirty_bitmap_enabled(BdrvDirtyBitmap *bm);
+bool bdrv_dirty_bitmap_persistent(BdrvDirtyBitmap *bm);
+bool bdrv_dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm);
+/* Dirty bytes (granules times granularity, clipped at the node's end). */
+uint64_t bdrv_dirty_bitmap_count(BdrvDirtyBitmap *bm);
+void bdrv_dirty_bitmap_set_enabled(BdrvDirtyBitmap *bm, bool enabled);
+void bdrv_dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent);
+/* Marks a bitmap found in use after a crash: disabled, unusable. */
+void bdrv_dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm);
+/* A job or export takes a bitmap with a reason, and gives it back with
+ * NULL.  false if someone else holds it. */
+bool bdrv_dirty_bitmap_set_busy(BdrvDirtyBitmap *bm, const char *reason);
+/* May the bitmap be used (or changed)?  Not if inconsistent, nor (unless
+ * @allow_busy) while busy; says why. */
+bool bdrv_dirty_bitmap_check(BdrvDirtyBitmap *bm, bool allow_busy,
+                             GError **errp);
+
+/* Sets (or clears) the granules covering a byte range. */
+void bdrv_dirty_bitmap_set(BdrvDirtyBitmap *bm, int64_t offset,
+                           int64_t bytes, bool dirty);
+void bdrv_dirty_bitmap_clear(BdrvDirtyBitmap *bm);
+bool bdrv_dirty_bitmap_get(BdrvDirtyBitmap *bm, int64_t offset);
+/* The extent at @offset (< @end) of alike granules: *dirty and *pnum bytes,
+ * clipped at @end.  false at or past the end. */
+bool bdrv_dirty_bitmap_next_extent(BdrvDirtyBitmap *bm, int64_t offset,
+                                   int64_t end, bool *dirty, int64_t *pnum);
+/* The first dirty byte at or after @offset, or -1. */
+int64_t bdrv_dirty_bitmap_next_dirty(BdrvDirtyBitmap *bm, int64_t offset);
+/* ORs @src into @dst (any granularities, same length). */
+bool bdrv_dirty_bitmap_merge(BdrvDirtyBitmap *dst, BdrvDirtyBitmap *src,
+                             GError **errp);
+
+/* The bitmap's bits as bytes: granule 8 * i + b is bit b of byte i (the
+ * qcow2 layout). */
+size_t bdrv_dirty_bitmap_serialized_size(BdrvDirtyBitmap *bm);
+void bdrv_dirty_bitmap_serialize(BdrvDirtyBitmap *bm, size_t start,
+                                 size_t len, uint8_t *out);
+/* ORs serialized bytes in. */
+void bdrv_dirty_bitmap_deserialize(BdrvDirtyBitmap *bm, size_t start,
+                                   size_t len, const uint8_t *in);
 
 /* Is the buffer all zero bytes? (fast, word at a time) */
 bool buffer_is_zero(const void *buf, size_t len);
@@ -166,5 +253,31 @@ void *bdrv_blockalign(BlockNode *bs, size_t size);
 
 /* Verbosity for driver messages (-v). */
 extern int bdrv_verbose;
+
+/* --- op blockers (block/blocker.c) -------------------------------------- */
+
+/*
+ * While a node takes part in an operation (a job), the operations that would
+ * conflict with it are blocked on the node, each with a reason that says who
+ * blocks it and why ("in use by backup job 'job0' as its source").  Checks
+ * and changes are thread safe.  The owner removes its blockers before it
+ * drops its reference on the node.
+ */
+typedef enum {
+    BDRV_OP_BACKUP_SOURCE,   /* being the source of a backup job */
+    BDRV_OP_BACKUP_TARGET,   /* being the target of a backup job */
+    BDRV_OP_DELETE,          /* blockdev-del */
+    BDRV_OP_RESIZE,          /* block_resize */
+    BDRV_OP_EXPORT_WRITABLE, /* a writable export (block-export-add, -A) */
+    BDRV_OP__MAX,
+} BdrvOpType;
+
+/* Blocks @op on @bs for @owner (any pointer, the key to unblock with). */
+void bdrv_op_block(BlockNode *bs, BdrvOpType op, const void *owner,
+                   const char *reason);
+/* Removes every blocker of @owner on @bs. */
+void bdrv_op_unblock_all(BlockNode *bs, const void *owner);
+/* Is @op blocked on @bs?  If so, says "Node 'NAME' is busy: REASON". */
+bool bdrv_op_is_blocked(BlockNode *bs, BdrvOpType op, GError **errp);
 
 #endif

@@ -464,7 +464,8 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (bs->cache_direct && !check_direct_size(s, errp))
         goto fail;
     bs->filename = g_strdup(s->filename);
-    if (!parse_aio(s, aio, bs->cache_direct, errp) || !parse_locking(s, locking, errp))
+    if (!parse_aio(s, aio, bs->cache_direct, errp) ||
+        !parse_locking(s, locking, errp))
         goto fail;
     if (s->use_locking) {
         unsigned perms = 1u << PERM_CONSISTENT_READ;

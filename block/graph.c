@@ -279,6 +279,8 @@ static void bdrv_free(BlockNode *bs)
         }
         g_ptr_array_free(bs->children, TRUE);
     }
+    bdrv_release_all_dirty_bitmaps(bs);
+    g_mutex_clear(&bs->dirty_lock);
     g_mutex_clear(&bs->reqs_lock);
     g_mutex_clear(&bs->status_cache_lock);
     g_cond_clear(&bs->reqs_cond);
@@ -324,6 +326,7 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
     bs->opaque = g_malloc0(drv->state_size ? drv->state_size : 1);
     g_mutex_init(&bs->reqs_lock);
     g_mutex_init(&bs->status_cache_lock);
+    g_mutex_init(&bs->dirty_lock);
     g_cond_init(&bs->reqs_cond);
     g_rw_lock_init(&bs->notifiers_lock);
 
@@ -477,6 +480,24 @@ const char *bdrv_filename(BlockNode *bs) { return bs->filename; }
 bool bdrv_is_read_only(BlockNode *bs) { return bs->read_only; }
 const BlockLimits *bdrv_limits(BlockNode *bs) { return &bs->limits; }
 bool bdrv_discard_unmaps(BlockNode *bs) { return bs->unmap; }
+bool bdrv_cache_direct(BlockNode *bs) { return bs->cache_direct; }
+bool bdrv_cache_no_flush(BlockNode *bs) { return bs->no_flush; }
+BdrvDetectZeroes bdrv_detect_zeroes(BlockNode *bs) { return bs->detect_zeroes; }
+int bdrv_refcnt(BlockNode *bs) { return g_atomic_int_get(&bs->refcnt); }
+
+void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque), void *opaque)
+{
+    GHashTableIter it;
+    gpointer v;
+
+    g_mutex_lock(&names_lock);
+    if (names) {
+        g_hash_table_iter_init(&it, names);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+            fn(v, opaque);
+    }
+    g_mutex_unlock(&names_lock);
+}
 int64_t bdrv_getlength(BlockNode *bs)
 {
     return __atomic_load_n(&bs->total_bytes, __ATOMIC_RELAXED);

@@ -351,7 +351,8 @@ static int write_rmw(BlockNode *bs, int64_t offset, int64_t bytes,
     /* Only the first and last aligned blocks hold old bytes to keep. */
     if (start < offset)
         ret = driver_pread(bs, start, a, bounce);
-    if (ret == 0 && offset + bytes < end && (end - a > start || start == offset))
+    if (ret == 0 && offset + bytes < end &&
+        (end - a > start || start == offset))
         ret = driver_pread(bs, end - a, a, bounce + len - a);
     if (ret == 0) {
         if (buf)
@@ -409,6 +410,8 @@ int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                     !aligned || (flags & BDRV_REQ_SERIALISING));
         ret = write_rmw(bs, offset, bytes, buf, flags);
     }
+    /* Failed or not, the range may have changed. */
+    bdrv_set_dirty(bs, offset, bytes);
     track_end(bs, &req);
     if (ret == 0)
         note_length(bs, offset + bytes);
@@ -508,6 +511,8 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                 !is_aligned(bs, offset, bytes, NULL) ||
                     (flags & BDRV_REQ_SERIALISING));
     ret = pwrite_zeroes_tracked(bs, offset, bytes, flags);
+    /* Failed or not, the range may have changed. */
+    bdrv_set_dirty(bs, offset, bytes);
     track_end(bs, &req);
     if (ret == 0)
         note_length(bs, offset + bytes);
@@ -533,13 +538,15 @@ int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
         return 0;
     status_cache_drop(bs, start, end - start);
     track_begin(bs, &req, start, end - start, false);
-    for (int64_t max = bs->limits.max_pdiscard ? bs->limits.max_pdiscard
-                                               : (int64_t)1 << 30;
-         start < end && ret == 0;) {
-        int64_t n = MIN(end - start, max);
-        ret = bs->drv->pdiscard(bs, start, n);
-        start += n;
+    for (int64_t o = start, max = bs->limits.max_pdiscard
+                                      ? bs->limits.max_pdiscard
+                                      : (int64_t)1 << 30;
+         o < end && ret == 0;) {
+        int64_t n = MIN(end - o, max);
+        ret = bs->drv->pdiscard(bs, o, n);
+        o += n;
     }
+    bdrv_set_dirty(bs, start, end - start);
     track_end(bs, &req);
     return ret == -ENOTSUP ? 0 : ret;
 }
@@ -622,4 +629,39 @@ void bdrv_remove_before_write_notifier(BlockNode *bs, BlockNotifier *n)
     bs->notifiers = g_list_remove(bs->notifiers, n);
     g_rw_lock_writer_unlock(&bs->notifiers_lock);
     g_free(n);
+}
+
+/*
+ * The qemu:allocation-depth answer, as QEMU's bdrv_is_allocated_above(bs,
+ * NULL, false, ...) gives it: walk down the "backing" children until a
+ * layer has the range allocated.  A range past the end of a shorter
+ * backing layer reads as zeroes that this layer supplies, so QEMU counts
+ * it as allocated there, and so do we.
+ */
+int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
+                          int64_t *pnum)
+{
+    int depth = 0;
+
+    *pnum = 0;
+    for (BlockNode *node = bs; node; node = bdrv_child(node, "backing")) {
+        int64_t length = bdrv_getlength(node);
+        int ret;
+
+        depth++;
+        if (length < 0)
+            return length;
+        if (node != bs && offset >= length) {
+            *pnum = bytes;
+            return depth;
+        }
+        if (node != bs)
+            bytes = MIN(bytes, length - offset);
+        ret = bdrv_block_status(node, offset, bytes, pnum);
+        if (ret < 0 || (ret & BDRV_BLOCK_ALLOCATED))
+            return ret < 0 ? ret : depth;
+        bytes = *pnum; /* the next layer answers for this run only */
+    }
+    *pnum = bytes;
+    return 0;
 }

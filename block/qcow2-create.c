@@ -234,7 +234,8 @@ static uint8_t *build_image(const CreateOpts *o, const Layout *l,
     return g_steal_pointer(&img);
 }
 
-/* --- create ---------------------------------------------------------------- */
+/* --- create ----------------------------------------------------------------
+ */
 
 static BlockNode *open_new_image(const char *filename, GError **errp)
 {

@@ -79,7 +79,8 @@ static void rb_set(void *block, uint64_t i, int order, uint64_t v)
     }
 }
 
-/* --- open ------------------------------------------------------------------ */
+/* --- open ------------------------------------------------------------------
+ */
 
 bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
                          uint32_t table_clusters, int order, GError **errp)
@@ -280,7 +281,8 @@ int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
-/* --- allocation ------------------------------------------------------------ */
+/* --- allocation ------------------------------------------------------------
+ */
 
 /* The first run of @n clusters with refcount 0, from free_cluster_index,
  * which moves past the used clusters before the first free one so that
@@ -369,7 +371,8 @@ int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry)
     return 0;
 }
 
-/* --- growing the refcount table -------------------------------------------- */
+/* --- growing the refcount table --------------------------------------------
+ */
 
 /* Size of the new table and of the blocks that describe it, placed at the
  * start of the first range the old table cannot describe. */
@@ -471,7 +474,8 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     return qcow2_update_refcount(bs, old_offset, old_bytes, -1);
 }
 
-/* --- write-back order -------------------------------------------------------- */
+/* --- write-back order --------------------------------------------------------
+ */
 
 static int flush_refcounts(BlockNode *bs)
 {

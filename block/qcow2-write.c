@@ -35,7 +35,8 @@ void qcow2_write_init(Qcow2State *s)
     g_cond_init(&s->inflight_cond);
 }
 
-/* --- in-flight runs -------------------------------------------------------- */
+/* --- in-flight runs --------------------------------------------------------
+ */
 
 static bool conflicts(Qcow2State *s, uint64_t first, uint64_t last,
                       bool exclusive)
@@ -76,7 +77,8 @@ static int maybe_flush_metadata(BlockNode *bs)
     return 0;
 }
 
-/* --- L2 tables for writing ------------------------------------------------- */
+/* --- L2 tables for writing -------------------------------------------------
+ */
 
 static int write_l1_entry(BlockNode *bs, uint64_t l1_index)
 {
@@ -147,7 +149,8 @@ static uint32_t l2_index(Qcow2State *s, int64_t offset)
     return ((uint64_t)offset >> s->cluster_bits) & (s->l2_entries - 1);
 }
 
-/* --- copy-on-write ------------------------------------------------------------ */
+/* --- copy-on-write
+ * ------------------------------------------------------------ */
 
 /* Does guest cluster @entry (at @offset) read as zeroes as it is? */
 static bool reads_zero(Qcow2State *s, uint64_t entry, int64_t offset)
@@ -352,7 +355,8 @@ int qcow2_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
     return write_range(bs, offset, bytes, buf);
 }
 
-/* --- zeroes and discards ------------------------------------------------------ */
+/* --- zeroes and discards
+ * ------------------------------------------------------ */
 
 /* What a whole cluster's L2 entry becomes.  Zeroing keeps an owned
  * cluster allocated unless unmapping is allowed; discard drops it, reading

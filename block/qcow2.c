@@ -66,8 +66,7 @@ typedef struct ChainLink {
 static __thread ChainLink *chain_top;
 static __thread int chain_depth;
 
-static void G_GNUC_PRINTF(3, 4)
-bad_image(GError **errp, const char *file, const char *fmt, ...)
+void qcow2_bad_image(GError **errp, const char *file, const char *fmt, ...)
 {
     g_autofree char *msg = NULL;
     va_list ap;
@@ -113,19 +112,19 @@ static int read_fixed_header(BlockNode *bs, Qcow2Header *h, GError **errp)
 
     memset(h, 0, sizeof(*h));
     if (s->file_length < QCOW2_V2_HEADER_LENGTH) {
-        bad_image(errp, bs->filename, "the file is too short for a qcow2 "
+        qcow2_bad_image(errp, bs->filename, "the file is too short for a qcow2 "
                   "header (%" PRId64 " bytes)", s->file_length);
         return -EINVAL;
     }
     ret = bdrv_pread(s->file, 0, len, h);
     if (ret < 0) {
-        bad_image(errp, bs->filename, "could not read the header: %s",
+        qcow2_bad_image(errp, bs->filename, "could not read the header: %s",
                   g_strerror(-ret));
         return ret;
     }
     header_to_host(h);
     if (h->magic != QCOW2_MAGIC) {
-        bad_image(errp, bs->filename, "not a qcow2 image (bad magic)");
+        qcow2_bad_image(errp, bs->filename, "not a qcow2 image (bad magic)");
         return -EINVAL;
     }
     if (h->version == 2) {
@@ -134,11 +133,11 @@ static int read_fixed_header(BlockNode *bs, Qcow2Header *h, GError **errp)
         h->refcount_order = 4;
         h->header_length = QCOW2_V2_HEADER_LENGTH;
     } else if (h->version != 3) {
-        bad_image(errp, bs->filename, "unsupported qcow2 version %" PRIu32,
-                  h->version);
+        qcow2_bad_image(errp, bs->filename,
+                        "unsupported qcow2 version %" PRIu32, h->version);
         return -ENOTSUP;
     } else if (s->file_length < QCOW2_V3_HEADER_LENGTH) {
-        bad_image(errp, bs->filename, "the file is too short for a qcow2 "
+        qcow2_bad_image(errp, bs->filename, "the file is too short for a qcow2 "
                   "v3 header (%" PRId64 " bytes)", s->file_length);
         return -EINVAL;
     }
@@ -152,37 +151,39 @@ static bool check_geometry(BlockNode *bs, const Qcow2Header *h,
 
     if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
         h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
-        bad_image(errp, bs->filename, "unsupported cluster size: "
+        qcow2_bad_image(errp, bs->filename, "unsupported cluster size: "
                   "cluster_bits %" PRIu32 " (must be 9 to 21)",
                   h->cluster_bits);
         return false;
     }
     cluster_size = 1ULL << h->cluster_bits;
     if (h->version == 3 && h->header_length < QCOW2_V3_HEADER_LENGTH) {
-        bad_image(errp, bs->filename, "header length %" PRIu32 " is too "
+        qcow2_bad_image(errp, bs->filename, "header length %" PRIu32 " is too "
                   "short (at least 104)", h->header_length);
         return false;
     }
     if (h->header_length > cluster_size ||
         h->header_length > (uint64_t)((Qcow2State *)bs->opaque)->file_length) {
-        bad_image(errp, bs->filename, "header length %" PRIu32 " exceeds "
+        qcow2_bad_image(errp, bs->filename, "header length %" PRIu32 " exceeds "
                   "the cluster size or the file", h->header_length);
         return false;
     }
     if (h->refcount_order > 6) {
-        bad_image(errp, bs->filename, "invalid refcount_order %" PRIu32,
+        qcow2_bad_image(errp, bs->filename, "invalid refcount_order %" PRIu32,
                   h->refcount_order);
         return false;
     }
     if (h->size > BDRV_MAX_LENGTH) {
-        bad_image(errp, bs->filename, "virtual size %" PRIu64 " is too "
+        qcow2_bad_image(errp, bs->filename, "virtual size %" PRIu64 " is too "
                   "large", h->size);
         return false;
     }
     if (h->crypt_method != 0) {
-        bad_image(errp, bs->filename, "the image is encrypted (crypt_method "
-                  "%" PRIu32 "); encrypted qcow2 images are not supported",
-                  h->crypt_method);
+        qcow2_bad_image(errp, bs->filename,
+                        "the image is encrypted (crypt_method "
+                        "%" PRIu32
+                        "); encrypted qcow2 images are not supported",
+                        h->crypt_method);
         return false;
     }
     return true;
@@ -216,7 +217,7 @@ static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
         /* QEMU keeps it in a 16-byte field: at most 15 characters. */
         ext->backing_format = ext_string(data, len, 15);
         if (!ext->backing_format) {
-            bad_image(errp, bs->filename, "invalid backing format "
+            qcow2_bad_image(errp, bs->filename, "invalid backing format "
                       "extension (length %" PRIu32 ")", len);
             return false;
         }
@@ -228,6 +229,24 @@ static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
     case QCOW2_EXT_FEATURE_TABLE:
         ext_feature_names(ext, data, len);
         break;
+    case QCOW2_EXT_BITMAPS: {
+        Qcow2State *s = bs->opaque;
+        uint32_t nb;
+        uint64_t size, offset;
+        if (len < 24) {
+            qcow2_bad_image(errp, bs->filename, "bitmaps extension too short (%"
+                      PRIu32 " bytes)", len);
+            return false;
+        }
+        memcpy(&nb, data, 4);
+        memcpy(&size, data + 8, 8);
+        memcpy(&offset, data + 16, 8);
+        s->nb_bitmaps = GUINT32_FROM_BE(nb);
+        s->bitmap_dir_size = GUINT64_FROM_BE(size);
+        s->bitmap_dir_offset = GUINT64_FROM_BE(offset);
+        s->bitmaps_ext = true;
+        break;
+    }
     default:
         break; /* unknown or not needed for reading: skipped */
     }
@@ -253,7 +272,7 @@ static bool parse_extensions(BlockNode *bs, const uint8_t *buf,
         if (type == QCOW2_EXT_END)
             return true;
         if (len > end - off) {
-            bad_image(errp, bs->filename, "header extension %#" PRIx32
+            qcow2_bad_image(errp, bs->filename, "header extension %#" PRIx32
                       " (length %" PRIu32 ") runs past the header area",
                       type, len);
             return false;
@@ -286,31 +305,36 @@ static bool check_features(BlockNode *bs, const Qcow2Header *h,
 
     if (unknown) {
         int bit = __builtin_ctzll(unknown);
-        bad_image(errp, bs->filename, "unsupported incompatible feature bit "
-                  "%d (%s)", bit, feature_name(ext, bit));
+        qcow2_bad_image(errp, bs->filename,
+                        "unsupported incompatible feature bit "
+                        "%d (%s)",
+                        bit, feature_name(ext, bit));
         return false;
     }
     if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
-        bad_image(errp, bs->filename, "the image uses an external data file "
-                  "('%s', incompatible feature bit 2), which is not "
-                  "supported", ext->data_file ? ext->data_file : "unnamed");
+        qcow2_bad_image(errp, bs->filename,
+                        "the image uses an external data file "
+                        "('%s', incompatible feature bit 2), which is not "
+                        "supported",
+                        ext->data_file ? ext->data_file : "unnamed");
         return false;
     }
     if (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
-        bad_image(errp, bs->filename, "extended L2 entries (incompatible "
+        qcow2_bad_image(errp, bs->filename, "extended L2 entries (incompatible "
                   "feature bit 4) are not supported");
         return false;
     }
     if (!(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) !=
         !compression_type) {
         /* The spec ties them: non-zlib iff the bit is set. */
-        bad_image(errp, bs->filename, "compression type %u does not match "
-                  "the compression type bit (incompatible feature bit 3)",
-                  compression_type);
+        qcow2_bad_image(errp, bs->filename,
+                        "compression type %u does not match "
+                        "the compression type bit (incompatible feature bit 3)",
+                        compression_type);
         return false;
     }
     if (compression_type) {
-        bad_image(errp, bs->filename, "compression type %u (%s) is not "
+        qcow2_bad_image(errp, bs->filename, "compression type %u (%s) is not "
                   "supported, only zlib", compression_type,
                   compression_type == 1 ? "zstd" : "unknown");
         return false;
@@ -334,18 +358,21 @@ static bool read_backing_name(BlockNode *bs, const Qcow2Header *h,
     if (!off || !len)
         return true; /* no backing file */
     if (len > QCOW2_MAX_BACKING_NAME) {
-        bad_image(errp, bs->filename, "backing file name too long (%" PRIu32
-                  " bytes, at most 1023)", len);
+        qcow2_bad_image(errp, bs->filename,
+                        "backing file name too long (%" PRIu32
+                        " bytes, at most 1023)",
+                        len);
         return false;
     }
     if (off < h->header_length || off > buflen || len > buflen - off) {
-        bad_image(errp, bs->filename, "backing file name (offset %#" PRIx64
-                  ", %" PRIu32 " bytes) is outside the header cluster",
-                  off, len);
+        qcow2_bad_image(errp, bs->filename,
+                        "backing file name (offset %#" PRIx64 ", %" PRIu32
+                        " bytes) is outside the header cluster",
+                        off, len);
         return false;
     }
     if (memchr(buf + off, 0, len)) {
-        bad_image(errp, bs->filename, "backing file name contains a NUL "
+        qcow2_bad_image(errp, bs->filename, "backing file name contains a NUL "
                   "byte");
         return false;
     }
@@ -364,26 +391,29 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
     int ret;
 
     if (h->l1_size > QCOW2_MAX_L1_BYTES / sizeof(uint64_t)) {
-        bad_image(errp, bs->filename, "active L1 table too large (%" PRIu32
-                  " entries, at most %zu)", h->l1_size,
-                  QCOW2_MAX_L1_BYTES / sizeof(uint64_t));
+        qcow2_bad_image(errp, bs->filename,
+                        "active L1 table too large (%" PRIu32
+                        " entries, at most %zu)",
+                        h->l1_size, QCOW2_MAX_L1_BYTES / sizeof(uint64_t));
         return false;
     }
     if (h->l1_size < needed) {
-        bad_image(errp, bs->filename, "L1 table too small (%" PRIu32
+        qcow2_bad_image(errp, bs->filename, "L1 table too small (%" PRIu32
                   " entries for a virtual size of %" PRIu64 " bytes)",
                   h->l1_size, h->size);
         return false;
     }
     if (h->l1_table_offset & (s->cluster_size - 1)) {
-        bad_image(errp, bs->filename, "L1 table offset %#" PRIx64 " is not "
-                  "cluster aligned", h->l1_table_offset);
+        qcow2_bad_image(errp, bs->filename,
+                        "L1 table offset %#" PRIx64 " is not "
+                        "cluster aligned",
+                        h->l1_table_offset);
         return false;
     }
     if (h->l1_table_offset > (uint64_t)s->file_length ||
         bytes > s->file_length - h->l1_table_offset ||
         (bytes && !h->l1_table_offset)) {
-        bad_image(errp, bs->filename, "L1 table (offset %#" PRIx64 ", %"
+        qcow2_bad_image(errp, bs->filename, "L1 table (offset %#" PRIx64 ", %"
                   PRIu32 " entries) lies outside the file", h->l1_table_offset,
                   h->l1_size);
         return false;
@@ -394,8 +424,9 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
     if (bytes) {
         ret = bdrv_pread(s->file, s->l1_offset, bytes, s->l1_table);
         if (ret < 0) {
-            bad_image(errp, bs->filename, "could not read the L1 table: %s",
-                      g_strerror(-ret));
+            qcow2_bad_image(errp, bs->filename,
+                            "could not read the L1 table: %s",
+                            g_strerror(-ret));
             return false;
         }
     }
@@ -422,7 +453,7 @@ static bool in_chain(const char *path, const char *overlay, GError **errp)
     struct stat st;
 
     if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
-        bad_image(errp, overlay, "backing chain deeper than %d images",
+        qcow2_bad_image(errp, overlay, "backing chain deeper than %d images",
                   QCOW2_MAX_CHAIN_DEPTH);
         return true;
     }
@@ -430,8 +461,10 @@ static bool in_chain(const char *path, const char *overlay, GError **errp)
         return false; /* opening it reports the error */
     for (ChainLink *l = chain_top; l; l = l->up) {
         if (l->dev == st.st_dev && l->ino == st.st_ino) {
-            bad_image(errp, overlay, "backing file '%s' is already in the "
-                      "backing chain (the chain loops)", path);
+            qcow2_bad_image(errp, overlay,
+                            "backing file '%s' is already in the "
+                            "backing chain (the chain loops)",
+                            path);
             return true;
         }
     }
@@ -457,15 +490,17 @@ static bool open_header_backing(BlockNode *bs, GHashTable *options,
 
     if (g_str_has_prefix(s->backing_file, "json:") ||
         strstr(s->backing_file, "://")) {
-        bad_image(errp, overlay, "backing file '%s' is not a local file "
+        qcow2_bad_image(errp, overlay, "backing file '%s' is not a local file "
                   "(not supported)", s->backing_file);
         return false;
     }
     path = qcow2_resolve_backing(overlay, s->backing_file);
     fmt = s->backing_format ? s->backing_format : bdrv_probe_format(path);
     if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
-        bad_image(errp, overlay, "backing file format '%s' is not supported "
-                  "(qcow2 or raw)", fmt);
+        qcow2_bad_image(errp, overlay,
+                        "backing file format '%s' is not supported "
+                        "(qcow2 or raw)",
+                        fmt);
         return false;
     }
     if (stat(overlay, &st) == 0) {
@@ -530,6 +565,8 @@ static size_t l2_cache_tables(Qcow2State *s, uint64_t option_bytes)
 
 static void set_geometry(Qcow2State *s, const Qcow2Header *h)
 {
+    s->header_length = h->header_length;
+    s->autoclear = h->autoclear_features;
     s->version = h->version;
     s->cluster_bits = h->cluster_bits;
     s->cluster_size = 1U << h->cluster_bits;
@@ -561,8 +598,10 @@ static bool parse_image(BlockNode *bs, Qcow2Header *hp, GError **errp)
     buf = g_malloc(buflen);
     ret = bdrv_pread(s->file, 0, buflen, buf);
     if (ret < 0) {
-        bad_image(errp, bs->filename, "could not read the header cluster: "
-                  "%s", g_strerror(-ret));
+        qcow2_bad_image(errp, bs->filename,
+                        "could not read the header cluster: "
+                        "%s",
+                        g_strerror(-ret));
         return false;
     }
     if (h.header_length > QCOW2_V3_HEADER_LENGTH)
@@ -588,16 +627,16 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
                              GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    uint64_t zero = 0;
+    uint64_t keep;
 
     if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
-        bad_image(errp, bs->filename, "the image is marked corrupt "
+        qcow2_bad_image(errp, bs->filename, "the image is marked corrupt "
                   "(incompatible feature bit 1); it can only be opened "
                   "read-only (-r) until 'qemu-img check -r all' repairs it");
         return false;
     }
     if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
-        bad_image(errp, bs->filename, "the image is marked dirty "
+        qcow2_bad_image(errp, bs->filename, "the image is marked dirty "
                   "(incompatible feature bit 0: lazy refcounts after an "
                   "unclean shutdown); repair it with 'qemu-img check -r all' "
                   "or open it read-only (-r)");
@@ -610,9 +649,12 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
     bdrv_set_growable(s->file);
     qcow2_write_init(s);
     s->writable = true;
-    if (h->version >= 3 && h->autoclear_features &&
-        bdrv_pwrite(s->file, QCOW2_HDR_AUTOCLEAR, 8, &zero, 0) < 0) {
-        bad_image(errp, bs->filename, "could not update the header");
+    /* Keep only the bitmaps bit: qcow2-bitmap.c maintains the bitmaps. */
+    s->autoclear &= s->bitmaps_ext ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+    keep = GUINT64_TO_BE(s->autoclear);
+    if (h->version >= 3 && h->autoclear_features != s->autoclear &&
+        bdrv_pwrite(s->file, QCOW2_HDR_AUTOCLEAR, 8, &keep, 0) < 0) {
+        qcow2_bad_image(errp, bs->filename, "could not update the header");
         return false;
     }
     return true;
@@ -631,15 +673,19 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
         return -EINVAL;
     s->file_length = bdrv_getlength(s->file);
     if (s->file_length < 0) {
-        bad_image(errp, bs->filename, "could not get the file length: %s",
+        qcow2_bad_image(errp, bs->filename, "could not get the file length: %s",
                   g_strerror(-s->file_length));
         return -EIO;
     }
     if (!parse_image(bs, &h, errp))
         goto fail;
+    if (!qcow2_snapshot_apply(bs, options, errp))
+        goto fail;
     s->l2_cache = qcow2_cache_new(s->file, s->cluster_size,
                                   l2_cache_tables(s, l2_cache_bytes));
     if (!bs->read_only && !open_for_writing(bs, &h, errp))
+        goto fail;
+    if (!qcow2_bitmaps_load(bs, errp))
         goto fail;
     if (!open_backing(bs, options, errp))
         goto fail;
@@ -653,8 +699,10 @@ fail:
 static void qcow2_close(BlockNode *bs)
 {
     Qcow2State *s = bs->opaque;
-    int ret = qcow2_flush_metadata(bs);
+    int ret = s->writable && s->bitmaps_loaded ? qcow2_bitmaps_store(bs) : 0;
 
+    if (ret == 0)
+        ret = qcow2_flush_metadata(bs);
     if (ret == 0 && s->writable)
         ret = bdrv_flush(s->file);
     if (ret < 0)
@@ -703,7 +751,8 @@ static char *qcow2_describe(BlockNode *bs)
                            s->backing_file ? "'" : "");
 }
 
-/* --- read ------------------------------------------------------------------ */
+/* --- read ------------------------------------------------------------------
+ */
 
 /* Reads @bytes at @offset of @node, of which only @length bytes exist:
  * what lies past them reads as zeroes (as QEMU's block layer does, for a
@@ -845,6 +894,20 @@ static int qcow2_flush(BlockNode *bs)
     return ret;
 }
 
+static bool qcow2_can_store_dirty_bitmap(BlockNode *bs, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (s->version < 3 || !s->writable) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED, "%s",
+                    s->version < 3 ? "qcow2 version 2 images cannot store "
+                                     "bitmaps (compat=1.1 can)"
+                                   : "the image is open read-only");
+        return false;
+    }
+    return true;
+}
+
 const BlockDriver bdrv_qcow2 = {
     .name = "qcow2",
     .state_size = sizeof(Qcow2State),
@@ -860,6 +923,7 @@ const BlockDriver bdrv_qcow2 = {
     .pdiscard = qcow2_pdiscard,
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
+    .can_store_dirty_bitmap = qcow2_can_store_dirty_bitmap,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
     .can_fast_zero = true,
 };

@@ -27,6 +27,8 @@
  *                     allocation with copy-on-write, L2 updates
  *   qcow2-refcount.c  refcounts, cluster allocation, metadata flush order
  *   qcow2-create.c    creating images
+ *   qcow2-bitmap.c    persistent dirty bitmaps (the bitmaps extension)
+ *   qcow2-snapshot.c  internal snapshots (read-only loading)
  *   qcow2-cache.c     the L2 table and refcount block caches
  *   qcow2-compress.c  reading deflate-compressed clusters
  */
@@ -65,6 +67,9 @@
 #define QCOW2_HDR_REFCOUNT_TABLE_OFFSET 48 /* + refcount_table_clusters */
 #define QCOW2_HDR_INCOMPATIBLE 72
 #define QCOW2_HDR_AUTOCLEAR 88
+
+/* autoclear_features bits */
+#define QCOW2_AUTOCLEAR_BITMAPS (1ULL << 0)
 
 /* L1 entry: bits 9-55 are the L2 table offset. */
 #define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ULL
@@ -153,6 +158,14 @@ typedef struct Qcow2State {
     char *backing_file;       /* name as stored in the header, or NULL */
     char *backing_format;     /* from the backing format extension, or NULL */
     Qcow2Cache *l2_cache;     /* L2 tables, thread safe */
+
+    uint32_t header_length;   /* bytes of the fixed header */
+    uint64_t autoclear;       /* autoclear_features at open */
+    /* The bitmaps extension as found at open (qcow2-bitmap.c). */
+    bool bitmaps_ext;         /* present and consistent (autoclear bit 0) */
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_dir_offset, bitmap_dir_size;
+    bool bitmaps_loaded;      /* open got that far: close may store */
 
     /* Write path; all guarded by lock (see the design notes). */
     bool writable;
@@ -272,6 +285,17 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
  * directory. */
 char *qcow2_resolve_backing(const char *overlay, const char *name);
 
+/* qcow2-bitmap.c */
+/* Loads the persistent dirty bitmaps; on a writable open also marks them
+ * in use in the image, so that a crash leaves them inconsistent. */
+bool qcow2_bitmaps_load(BlockNode *bs, GError **errp);
+/* Writes the node's persistent bitmaps and the extension (writable close). */
+int qcow2_bitmaps_store(BlockNode *bs);
+
+/* The one-line error for a bad image: "qcow2 image 'FILE': MESSAGE". */
+void qcow2_bad_image(GError **errp, const char *file, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, GHashTable *options,
                  GError **errp);
@@ -282,5 +306,12 @@ int qcow2_create(const char *filename, uint64_t size, GHashTable *options,
 int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
                           uint32_t offset_in_cluster, uint32_t bytes,
                           void *buf);
+
+/* qcow2-snapshot.c */
+/* Checks the internal snapshot table, and with the options "snapshot.id",
+ * "snapshot.name" or "snapshot.id-or-name" (taken from @options) puts that
+ * snapshot's L1 table in place of the active one (read-only nodes only).
+ * false with a one-line error in @errp. */
+bool qcow2_snapshot_apply(BlockNode *bs, GHashTable *options, GError **errp);
 
 #endif

@@ -7,6 +7,8 @@
 #include "cli.h"
 
 #include "block/block.h"
+#include "qemu-opts.h"
+#include "qmp-cli.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -71,16 +73,25 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
           "require TLS with the credentials object ID", "ID" },
         { "tls-authz", 0, 0, G_OPTION_ARG_STRING, &o->tls_authz,
           "let in only TLS clients that the authz object ID allows", "ID" },
-        UNSUPPORTED("snapshot", 's', false),
-        UNSUPPORTED("load-snapshot", 'l', true),
-        UNSUPPORTED("allocation-depth", 'A', false),
-        UNSUPPORTED("bitmap", 'B', true),
+        { "allocation-depth", 'A', 0, G_OPTION_ARG_NONE,
+          &o->allocation_depth,
+          "offer the qemu:allocation-depth meta context", NULL },
+        { "load-snapshot", 'l', 0, G_OPTION_ARG_STRING, &o->load_snapshot,
+          "export an internal snapshot read-only: its id or name, or "
+          "snapshot.id=ID,snapshot.name=NAME", "SNAPSHOT" },
+        { "snapshot", 's', 0, G_OPTION_ARG_NONE, &o->snapshot,
+          "write to a temporary overlay, never to the image", NULL },
+        { "image-opts", 0, 0, G_OPTION_ARG_NONE, &o->image_opts,
+          "FILENAME is a set of image options "
+          "(driver=qcow2,file.filename=...)", NULL },
+        { "bitmap", 'B', 0, G_OPTION_ARG_STRING_ARRAY, &o->bitmaps,
+          "offer the dirty bitmap NAME as the qemu:dirty-bitmap:NAME meta "
+          "context (repeatable)", "NAME" },
         UNSUPPORTED("connect", 'c', true),
         UNSUPPORTED("disconnect", 'd', false),
         UNSUPPORTED("partition", 'P', true),
         UNSUPPORTED("trace", 'T', true),
         UNSUPPORTED("list", 'L', false),
-        UNSUPPORTED("image-opts", 0, false),
         UNSUPPORTED("tls-hostname", 0, true),
         UNSUPPORTED("handshake-limit", 0, true),
         { NULL },
@@ -91,6 +102,7 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
 
     o->shared = 1;
     g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_add_group(ctx, qmp_cli_option_group());
     g_option_context_set_summary(ctx,
         "Serves FILENAME over NBD with the options of qemu-nbd.");
     if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
@@ -109,7 +121,8 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         }
         o->shared = n;
     }
-    if (argc != 2) {
+    /* with the control socket, the image is optional (daemon mode) */
+    if (argc != 2 && !(argc == 1 && qmp_cli_given())) {
         fprintf(stderr, "snapnbd: expecting one image file name "
                         "(try 'snapnbd --help')\n");
         return false;
@@ -123,10 +136,17 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
                         "--bind\n");
         return false;
     }
+    if (o->image_opts && o->format) {
+        fprintf(stderr, "snapnbd: --image-opts and -f are mutually "
+                        "exclusive\n");
+        return false;
+    }
     if (o->nocache) {
         g_free(o->cache);
         o->cache = g_strdup("none");
     }
+    if (o->load_snapshot) /* as in qemu-nbd, -l implies -r */
+        o->read_only = TRUE;
     o->filename = g_strdup(argv[1]);
     return true;
 }
@@ -134,6 +154,41 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
 static void put(GHashTable *t, const char *k, const char *v)
 {
     g_hash_table_insert(t, g_strdup(k), g_strdup(v));
+}
+
+/* What the command line implies, unless --image-opts says otherwise. */
+static void put_default(GHashTable *t, const char *k, const char *v)
+{
+    if (!g_hash_table_contains(t, k))
+        put(t, k, v);
+}
+
+static GHashTable *opt_table(void)
+{
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+}
+
+/* The prefixes ("", "file.", "file.file.", ...) of the nodes whose option
+ * @key is set (to @value, unless NULL). */
+static GPtrArray *node_prefixes(GHashTable *t, const char *key,
+                                const char *value)
+{
+    GPtrArray *prefixes = g_ptr_array_new_with_free_func(g_free);
+    size_t n = strlen(key);
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init(&it, t);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        size_t len = strlen(k);
+        const char *tail = (const char *)k + len - MIN(len, n);
+
+        if (strcmp(tail, key) != 0 || (len > n && tail[-1] != '.') ||
+            (value && strcmp(v, value) != 0))
+            continue;
+        g_ptr_array_add(prefixes, g_strndup(k, len - n));
+    }
+    return prefixes;
 }
 
 /* --cache modes as QEMU maps them: direct = bypass the host page cache,
@@ -155,8 +210,8 @@ static bool apply_cache_mode(GHashTable *t, const char *mode, GError **errp)
                     "invalid cache mode '%s'", mode);
         return false;
     }
-    put(t, "cache.direct", direct ? "on" : "off");
-    put(t, "cache.no-flush", no_flush ? "on" : "off");
+    put_default(t, "cache.direct", direct ? "on" : "off");
+    put_default(t, "cache.no-flush", no_flush ? "on" : "off");
     return true;
 }
 
@@ -179,52 +234,177 @@ static const char *probe_format(const char *filename)
     return format;
 }
 
-/* The image node: raw over the file, or qcow2 over the file; with -o a
- * qcow2 image gets a raw node with the offset on top, as in qemu-nbd. */
-static void put_image(GHashTable *t, const CliOptions *o, const char *format)
+/* The image node of a plain FILENAME: raw or qcow2 over the file. */
+static GHashTable *plain_image(const CliOptions *o, GError **errp)
 {
-    bool qcow2 = strcmp(format, "qcow2") == 0;
-    const char *file = qcow2 && o->offset ? "file.file" : "file";
-    g_autofree char *drv = g_strdup_printf("%s.driver", file);
-    g_autofree char *name = g_strdup_printf("%s.filename", file);
-    g_autofree char *aio = g_strdup_printf("%s.aio", file);
+    const char *format = o->format ? o->format : probe_format(o->filename);
+    GHashTable *t;
 
-    put(t, "driver", qcow2 && !o->offset ? "qcow2" : "raw");
-    if (qcow2 && o->offset)
-        put(t, "file.driver", "qcow2");
-    put(t, drv, "file");
-    put(t, name, o->filename);
-    if (o->aio)
-        put(t, aio, o->aio);
-}
-
-GHashTable *cli_block_options(const CliOptions *o, GError **errp)
-{
-    g_autoptr(GHashTable) t =
-        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    const char *format = o->format;
-
-    if (!format)
-        format = probe_format(o->filename);
     if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "format '%s' is not supported (use raw or qcow2)",
                     format);
         return NULL;
     }
-    put_image(t, o, format);
-    if (!apply_cache_mode(t, o->cache, errp))
+    t = opt_table();
+    put(t, "driver", format);
+    put(t, "file.driver", "file");
+    put(t, "file.filename", o->filename);
+    return t;
+}
+
+/* --image-opts: FILENAME holds the image's options, in QEMU's syntax.  As
+ * in QEMU, a node given only a filename is a file, and without a driver
+ * the format is probed from the file (with the warning for raw). */
+static GHashTable *image_opts(const CliOptions *o, GError **errp)
+{
+    g_autoptr(GHashTable) t = qemu_opts_parse(o->filename, "file");
+    g_autoptr(GPtrArray) files = NULL;
+    const char *file;
+
+    if (g_hash_table_size(t) == 0) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "Must specify either driver or file");
         return NULL;
-    put(t, "read-only", o->read_only ? "on" : "off");
-    if (o->discard)
-        put(t, "discard", o->discard);
-    if (o->detect_zeroes)
-        put(t, "detect-zeroes", o->detect_zeroes);
-    if (o->offset) {
-        g_autofree char *off = g_strdup_printf("%" G_GINT64_FORMAT, o->offset);
-        put(t, "offset", off);
+    }
+    if (!g_hash_table_contains(t, "driver") &&
+        g_hash_table_contains(t, "filename")) {
+        put(t, "file.filename", g_hash_table_lookup(t, "filename"));
+        g_hash_table_remove(t, "filename");
+    }
+    file = g_hash_table_lookup(t, "file.filename");
+    if (!g_hash_table_contains(t, "driver") && file)
+        put(t, "driver", probe_format(file));
+    files = node_prefixes(t, "filename", NULL);
+    for (guint i = 0; i < files->len; i++) {
+        g_autofree char *key =
+            g_strconcat(g_ptr_array_index(files, i), "driver", NULL);
+        put_default(t, key, "file");
     }
     return g_steal_pointer(&t);
+}
+
+/* -l SNAPSHOT: an id or name, or QEMU's snapshot.id=ID,snapshot.name=NAME
+ * (both must match then), as options of the qcow2 node. */
+static bool put_snapshot_params(GHashTable *t, const char *spec,
+                                GError **errp)
+{
+    g_autoptr(GHashTable) params = NULL;
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (!g_str_has_prefix(spec, "snapshot.")) {
+        put(t, "snapshot.id-or-name", spec);
+        return true;
+    }
+    params = qemu_opts_parse(spec, NULL);
+    g_hash_table_iter_init(&it, params);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (strcmp(k, "snapshot.id") != 0 && strcmp(k, "snapshot.name") != 0) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "Failed in parsing snapshot param `%s': Invalid "
+                        "parameter '%s'", spec, (const char *)k);
+            return false;
+        }
+        put(t, k, v);
+    }
+    return true;
+}
+
+/* qemu-nbd loads the snapshot into the node on top, so it must be qcow2
+ * (with -o that node is raw, and qemu-nbd fails the same way). */
+static bool put_snapshot(GHashTable *t, const CliOptions *o, GError **errp)
+{
+    const char *driver = g_hash_table_lookup(t, "driver");
+
+    if (!o->load_snapshot)
+        return true;
+    if (!put_snapshot_params(t, o->load_snapshot, errp))
+        return false;
+    if (o->offset || g_strcmp0(driver, "qcow2") != 0) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "Failed to load snapshot: Block format '%s' used by "
+                    "device '' does not support temporarily loading "
+                    "internal snapshots",
+                    o->offset ? "raw" : driver ? driver : "");
+        return false;
+    }
+    return true;
+}
+
+/* -o: as qemu-nbd, a raw node with the offset on top of the image node;
+ * a raw image node without an offset of its own takes it directly (the
+ * same bytes, one node less). */
+static GHashTable *put_offset(GHashTable *t, gint64 offset)
+{
+    g_autofree char *off = g_strdup_printf("%" G_GINT64_FORMAT, offset);
+    GHashTable *top;
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (!offset)
+        return t;
+    if (g_strcmp0(g_hash_table_lookup(t, "driver"), "raw") == 0 &&
+        !g_hash_table_contains(t, "offset")) {
+        put(t, "offset", off);
+        return t;
+    }
+    top = opt_table();
+    g_hash_table_iter_init(&it, t);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        g_hash_table_insert(top, g_strconcat("file.", k, NULL), g_strdup(v));
+    g_hash_table_unref(t);
+    put(top, "driver", "raw");
+    put(top, "offset", off);
+    return top;
+}
+
+/* --aio is qemu-nbd's setting for every file node of the image. */
+static void put_aio(GHashTable *t, const char *aio)
+{
+    g_autoptr(GPtrArray) files = node_prefixes(t, "driver", "file");
+
+    for (guint i = 0; aio && i < files->len; i++) {
+        g_autofree char *key =
+            g_strconcat(g_ptr_array_index(files, i), "aio", NULL);
+        put_default(t, key, aio);
+    }
+}
+
+GHashTable *cli_image_options(const CliOptions *o, GError **errp)
+{
+    g_autoptr(GHashTable) t = o->image_opts ? image_opts(o, errp)
+                                            : plain_image(o, errp);
+
+    if (!t || !put_snapshot(t, o, errp))
+        return NULL;
+    put_aio(t, o->aio);
+    if (!apply_cache_mode(t, o->cache, errp))
+        return NULL;
+    return g_steal_pointer(&t);
+}
+
+GHashTable *cli_top_options(const CliOptions *o, GHashTable *node,
+                            GError **errp)
+{
+    g_autoptr(GHashTable) t = put_offset(node, o->offset);
+
+    put_aio(t, o->aio);
+    if (!apply_cache_mode(t, o->cache, errp))
+        return NULL;
+    put_default(t, "read-only", o->read_only ? "on" : "off");
+    if (o->discard)
+        put_default(t, "discard", o->discard);
+    if (o->detect_zeroes)
+        put_default(t, "detect-zeroes", o->detect_zeroes);
+    return g_steal_pointer(&t);
+}
+
+GHashTable *cli_block_options(const CliOptions *o, GError **errp)
+{
+    GHashTable *t = cli_image_options(o, errp);
+
+    return t ? cli_top_options(o, t, errp) : NULL;
 }
 
 void cli_free(CliOptions *o)
@@ -244,4 +424,6 @@ void cli_free(CliOptions *o)
     g_strfreev(o->objects);
     g_free(o->tls_creds);
     g_free(o->tls_authz);
+    g_free(o->load_snapshot);
+    g_strfreev(o->bitmaps);
 }

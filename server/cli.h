@@ -23,6 +23,8 @@ typedef struct CliOptions {
     char **objects;        /* --object, repeatable */
     char *tls_creds;       /* --tls-creds: id of a tls-creds-* object */
     char *tls_authz;       /* --tls-authz: id of an authz-simple object */
+    char *load_snapshot;   /* -l: ID_OR_NAME or snapshot.id=,snapshot.name= */
+    char **bitmaps;        /* -B, repeatable: exported dirty bitmaps */
     gint64 offset;         /* -o */
     int shared;            /* -e: clients at once, 0 = unlimited */
     gboolean read_only;
@@ -31,6 +33,9 @@ typedef struct CliOptions {
     gboolean fork;
     gboolean version;
     gboolean verbose;
+    gboolean allocation_depth; /* -A: offer qemu:allocation-depth */
+    gboolean snapshot;     /* -s: writes go to a temporary overlay */
+    gboolean image_opts;   /* --image-opts: FILENAME is an option string */
 } CliOptions;
 
 /* Parses argv; on a bad command line prints one line naming the problem
@@ -38,6 +43,13 @@ typedef struct CliOptions {
 bool cli_parse(int argc, char **argv, CliOptions *o);
 /* Block options (flat, -blockdev style) for the image, or NULL + errp. */
 GHashTable *cli_block_options(const CliOptions *o, GError **errp);
+/* The same in two steps: the image node alone (format, file, -l, --aio,
+ * --cache), then what the node on top of it gets (-o, -r, --discard,
+ * --detect-zeroes, --aio and --cache for its files); the second takes
+ * @node.  -s puts its overlay in between (image.c). */
+GHashTable *cli_image_options(const CliOptions *o, GError **errp);
+GHashTable *cli_top_options(const CliOptions *o, GHashTable *node,
+                            GError **errp);
 bool cli_writethrough(const CliOptions *o);
 void cli_free(CliOptions *o);
 

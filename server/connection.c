@@ -95,6 +95,18 @@ void nbd_server_abort_clients(void)
     g_mutex_unlock(&clients_lock);
 }
 
+void nbd_server_abort_export_clients(const void *exp)
+{
+    g_mutex_lock(&clients_lock);
+    for (GList *l = clients; l; l = l->next) {
+        NbdConn *c = l->data;
+        /* c->exp is set once by the client's own thread, in the handshake */
+        if (!exp || g_atomic_pointer_get(&c->exp) == exp)
+            shutdown(c->fd, SHUT_RDWR);
+    }
+    g_mutex_unlock(&clients_lock);
+}
+
 int nbd_server_client_count(void)
 {
     int n;

@@ -16,6 +16,9 @@
 /* Meta contexts a client can select; the id on the wire is the enum value. */
 enum {
     NBD_CTX_BASE_ALLOCATION = 1,
+    NBD_CTX_ALLOCATION_DEPTH = 2, /* qemu:allocation-depth (-A) */
+    /* qemu:dirty-bitmap:NAME of the export's bitmap i is this plus i. */
+    NBD_CTX_DIRTY_BITMAP = 3,
 };
 
 typedef struct NbdConn {
@@ -25,6 +28,8 @@ typedef struct NbdConn {
     bool structured_replies;  /* NBD_OPT_STRUCTURED_REPLY done */
     /* Meta contexts chosen by SET_META_CONTEXT, for export meta_export. */
     bool ctx_base_allocation;
+    bool ctx_allocation_depth;
+    uint32_t ctx_bitmaps;     /* bit i: the export's bitmap i */
     char *meta_export;
 
     /* Transmission phase: fixed once the handshake ends. */

@@ -11,7 +11,15 @@ static GHashTable *exports; /* name -> NbdExport *, guarded by exports_lock */
 
 static void export_free(NbdExport *exp)
 {
+    if (exp->bitmaps) {
+        for (guint i = 0; i < exp->bitmaps->len; i++)
+            bdrv_dirty_bitmap_set_busy(g_ptr_array_index(exp->bitmaps, i),
+                                       NULL);
+        g_ptr_array_free(exp->bitmaps, TRUE);
+    }
     bdrv_unref(exp->node);
+    if (exp->on_free)
+        exp->on_free(exp->on_free_opaque);
     g_free(exp->name);
     g_free(exp->description);
     g_free(exp);
@@ -62,6 +70,57 @@ NbdExport *nbd_export_add(const char *name, const char *description,
     return exp;
 }
 
+/* As QEMU: the node itself, then down its backing (or filtered) chain. */
+static BdrvDirtyBitmap *find_bitmap(BlockNode *bs, const char *name)
+{
+    while (bs) {
+        BdrvDirtyBitmap *bm = bdrv_find_dirty_bitmap(bs, name);
+        if (bm)
+            return bm;
+        bs = bdrv_child(bs, "backing") ? bdrv_child(bs, "backing")
+                                       : bdrv_child(bs, "file");
+    }
+    return NULL;
+}
+
+bool nbd_export_add_bitmap(NbdExport *exp, const char *name, GError **errp)
+{
+    BdrvDirtyBitmap *bm = find_bitmap(exp->node, name);
+    g_autofree char *why = NULL;
+
+    if (!bm) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Bitmap '%s' is not found", name);
+        return false;
+    }
+    if (exp->bitmaps && exp->bitmaps->len >= NBD_EXPORT_MAX_BITMAPS) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "An export offers at most %d bitmaps",
+                    NBD_EXPORT_MAX_BITMAPS);
+        return false;
+    }
+    if (!bdrv_dirty_bitmap_check(bm, false, errp))
+        return false;
+    /* A read-only export of a node others write would show a bitmap that
+     * changes under the reader's feet: QEMU refuses it too. */
+    if (exp->read_only && !bdrv_is_read_only(bdrv_dirty_bitmap_node(bm)) &&
+        bdrv_dirty_bitmap_enabled(bm)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Enabled bitmap '%s' incompatible with readonly export",
+                    name);
+        return false;
+    }
+    why = g_strdup_printf("exported by NBD export '%s'", exp->name);
+    if (!bdrv_dirty_bitmap_set_busy(bm, why)) {
+        bdrv_dirty_bitmap_check(bm, false, errp);
+        return false;
+    }
+    if (!exp->bitmaps)
+        exp->bitmaps = g_ptr_array_new();
+    g_ptr_array_add(exp->bitmaps, bm);
+    return true;
+}
+
 NbdExport *nbd_export_lookup(const char *name)
 {
     NbdExport *exp = NULL;
@@ -86,6 +145,22 @@ void nbd_export_remove(const char *name)
     }
     g_mutex_unlock(&exports_lock);
     nbd_export_unref(exp);
+}
+
+bool nbd_export_uses_node(BlockNode *node)
+{
+    bool found = false;
+
+    g_mutex_lock(&exports_lock);
+    if (exports) {
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, exports);
+        while (!found && g_hash_table_iter_next(&it, NULL, &v))
+            found = ((NbdExport *)v)->node == node;
+    }
+    g_mutex_unlock(&exports_lock);
+    return found;
 }
 
 char **nbd_export_names(void)

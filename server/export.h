@@ -18,16 +18,31 @@ typedef struct NbdExport {
     bool read_only;
     bool writethrough;  /* every write is FUA (--cache=writethrough) */
     bool multi_conn;    /* may advertise NBD_FLAG_CAN_MULTI_CONN */
+    bool allocation_depth; /* offers qemu:allocation-depth (-A) */
+    /* Offered as qemu:dirty-bitmap:NAME contexts (-B), each marked busy
+     * while exported; fixed before clients come. */
+    GPtrArray *bitmaps;    /* of BdrvDirtyBitmap *, or NULL */
     int refcnt;         /* atomic */
+    /* Called once, by whichever thread drops the last reference, after the
+     * node is released: block-export-del announces BLOCK_EXPORT_DELETED. */
+    void (*on_free)(void *opaque);
+    void *on_free_opaque;
 } NbdExport;
 
 NbdExport *nbd_export_add(const char *name, const char *description,
                           BlockNode *node, bool read_only, bool writethrough,
                           GError **errp);
+/* Offers bitmap @name, of the export's node or of a node below it, as
+ * the meta context qemu:dirty-bitmap:NAME (qemu-nbd -B).  Call before
+ * clients connect.  At most NBD_EXPORT_MAX_BITMAPS. */
+#define NBD_EXPORT_MAX_BITMAPS 32
+bool nbd_export_add_bitmap(NbdExport *exp, const char *name, GError **errp);
 /* Returns a new reference, or NULL. */
 NbdExport *nbd_export_lookup(const char *name);
 void nbd_export_unref(NbdExport *exp);
 void nbd_export_remove(const char *name);
+/* Is any export in the table serving @node? */
+bool nbd_export_uses_node(BlockNode *node);
 /* Names of all exports, for NBD_OPT_LIST; free with g_strfreev. */
 char **nbd_export_names(void);
 int64_t nbd_export_size(NbdExport *exp);

@@ -151,8 +151,11 @@ static HandshakeState enter_transmission(NbdConn *c, NbdExport *exp)
     c->exp = exp;
     c->eflags = export_flags(c, exp);
     /* Contexts chosen for another export do not carry over. */
-    if (g_strcmp0(c->meta_export, exp->name) != 0)
+    if (g_strcmp0(c->meta_export, exp->name) != 0) {
         c->ctx_base_allocation = false;
+        c->ctx_allocation_depth = false;
+        c->ctx_bitmaps = 0;
+    }
     if (nbd_verbose)
         fprintf(stderr, "snapnbd: client chose export '%s'\n", exp->name);
     return HS_TRANSMISSION;
@@ -304,12 +307,85 @@ static HandshakeState opt_structured_reply(NbdConn *c, Option *o)
     return send_ack(c, o->code) < 0 ? HS_DEAD : HS_OPTION;
 }
 
-/* Does @query select base:allocation?  LIST accepts "base:" for all of
- * base; unknown namespaces select nothing. */
-static bool query_selects_base_allocation(const char *query, bool list)
+static int send_meta_context(NbdConn *c, uint32_t opt, uint32_t id,
+                             const char *name);
+
+/* The contexts a LIST or SET_META_CONTEXT request selects. */
+typedef struct MetaSelection {
+    bool base_allocation;
+    bool allocation_depth;
+    uint32_t bitmaps;          /* bit i: the export's bitmap i */
+} MetaSelection;
+
+#define DIRTY_BITMAP_PREFIX "qemu:dirty-bitmap:"
+
+static uint32_t all_bitmaps(const NbdExport *exp)
 {
-    return strcmp(query, "base:allocation") == 0 ||
-           (list && strcmp(query, "base:") == 0);
+    guint n = exp->bitmaps ? exp->bitmaps->len : 0;
+
+    return n >= 32 ? UINT32_MAX : (1u << n) - 1;
+}
+
+/* The export's bitmaps that qemu:dirty-bitmap:@name selects. */
+static uint32_t select_bitmap(const NbdExport *exp, const char *name)
+{
+    for (guint i = 0; exp->bitmaps && i < exp->bitmaps->len; i++)
+        if (strcmp(bdrv_dirty_bitmap_name(g_ptr_array_index(exp->bitmaps, i)),
+                   name) == 0)
+            return 1u << i;
+    return 0;
+}
+
+/* One query, as qemu-nbd reads it: LIST accepts "base:", "qemu:" and
+ * "qemu:dirty-bitmap:" for all of their namespace; qemu:allocation-depth
+ * exists only when the export offers it (-A), a bitmap only when exported
+ * (-B); unknown namespaces and leaves select nothing. */
+static void select_query(MetaSelection *sel, const char *query, bool list,
+                         const NbdExport *exp)
+{
+    if (strcmp(query, "base:allocation") == 0 ||
+        (list && strcmp(query, "base:") == 0))
+        sel->base_allocation = true;
+    else if (list && strcmp(query, "qemu:") == 0) {
+        sel->allocation_depth |= exp->allocation_depth;
+        sel->bitmaps |= all_bitmaps(exp);
+    } else if (strcmp(query, "qemu:allocation-depth") == 0)
+        sel->allocation_depth |= exp->allocation_depth;
+    else if (list && strcmp(query, DIRTY_BITMAP_PREFIX) == 0)
+        sel->bitmaps |= all_bitmaps(exp);
+    else if (g_str_has_prefix(query, DIRTY_BITMAP_PREFIX))
+        sel->bitmaps |= select_bitmap(exp,
+                                      query + strlen(DIRTY_BITMAP_PREFIX));
+}
+
+static MetaSelection select_contexts(GPtrArray *queries, bool list,
+                                     const NbdExport *exp)
+{
+    MetaSelection sel = { 0 };
+
+    if (list && queries->len == 0) /* LIST without a query: everything */
+        return (MetaSelection){ true, exp->allocation_depth,
+                                all_bitmaps(exp) };
+    for (guint i = 0; i < queries->len; i++)
+        select_query(&sel, g_ptr_array_index(queries, i), list, exp);
+    return sel;
+}
+
+static int send_bitmap_contexts(NbdConn *c, uint32_t opt,
+                                const NbdExport *exp, uint32_t selected)
+{
+    for (guint i = 0; exp->bitmaps && i < exp->bitmaps->len; i++) {
+        g_autofree char *name = NULL;
+        if (!(selected & (1u << i)))
+            continue;
+        name = g_strconcat(DIRTY_BITMAP_PREFIX,
+                           bdrv_dirty_bitmap_name(
+                               g_ptr_array_index(exp->bitmaps, i)),
+                           NULL);
+        if (send_meta_context(c, opt, NBD_CTX_DIRTY_BITMAP + i, name) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int send_meta_context(NbdConn *c, uint32_t opt, uint32_t id,
@@ -329,7 +405,7 @@ static HandshakeState opt_meta_context(NbdConn *c, Option *o)
     bool list = o->code == NBD_OPT_LIST_META_CONTEXT;
     g_autofree char *name = take_string(o);
     g_autoptr(GPtrArray) queries = g_ptr_array_new_with_free_func(g_free);
-    bool base_allocation = false;
+    MetaSelection sel;
     uint32_t nqueries;
     NbdExport *exp;
 
@@ -354,21 +430,30 @@ static HandshakeState opt_meta_context(NbdConn *c, Option *o)
                           "export '%s' not present", quoted) < 0
                    ? HS_DEAD : HS_OPTION;
     }
-    nbd_export_unref(exp);
-    base_allocation = list && nqueries == 0;
-    for (guint i = 0; i < queries->len; i++)
-        base_allocation |= query_selects_base_allocation(
-            g_ptr_array_index(queries, i), list);
+    sel = select_contexts(queries, list, exp);
     if (!list) {
-        c->ctx_base_allocation = base_allocation;
+        c->ctx_base_allocation = sel.base_allocation;
+        c->ctx_allocation_depth = sel.allocation_depth;
+        c->ctx_bitmaps = sel.bitmaps;
         g_free(c->meta_export);
         c->meta_export = g_strdup(name);
     }
-    if (base_allocation &&
+    if (sel.base_allocation &&
         send_meta_context(c, o->code, NBD_CTX_BASE_ALLOCATION,
                           "base:allocation") < 0)
-        return HS_DEAD;
+        goto dead;
+    if (sel.allocation_depth &&
+        send_meta_context(c, o->code, NBD_CTX_ALLOCATION_DEPTH,
+                          "qemu:allocation-depth") < 0)
+        goto dead;
+    if (send_bitmap_contexts(c, o->code, exp, sel.bitmaps) < 0)
+        goto dead;
+    nbd_export_unref(exp);
     return send_ack(c, o->code) < 0 ? HS_DEAD : HS_OPTION;
+
+dead:
+    nbd_export_unref(exp);
+    return HS_DEAD;
 
 invalid:
     return send_error(c, o->code, NBD_REP_ERR_INVALID,
@@ -401,6 +486,8 @@ static HandshakeState opt_starttls(NbdConn *c, Option *o)
     /* Nothing negotiated in clear text may survive the upgrade. */
     c->structured_replies = false;
     c->ctx_base_allocation = false;
+    c->ctx_allocation_depth = false;
+    c->ctx_bitmaps = 0;
     g_clear_pointer(&c->meta_export, g_free);
     return HS_OPTION;
 }

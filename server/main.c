@@ -5,17 +5,22 @@
  * own (which spawns the connection's workers).  Signals are blocked in every
  * thread and read by the main thread from a signalfd, so a SIGTERM is a
  * normal event: stop accepting, let clients finish what they read, close
- * the image cleanly.
+ * the image cleanly.  With the control socket (--qmp) and no image, the
+ * main thread only waits for that signal (or QMP's quit, which raises it)
+ * while the QMP thread does the rest: daemon mode.
  */
 #include "block/block.h"
 #include "cli.h"
 #include "export.h"
+#include "image.h"
+#include "listen.h"
 #include "nbd-server.h"
+#include "qmp-cli.h"
+#include "qmp-int.h"
 #include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -26,68 +31,9 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 static int client_done_pipe[2]; /* a client thread writes a byte as it ends */
-
-static int listen_unix(const char *path)
-{
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    struct stat st;
-    int fd;
-
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        fprintf(stderr, "snapnbd: socket path '%s' is too long\n", path);
-        return -1;
-    }
-    strcpy(sun.sun_path, path);
-    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-        listen(fd, 128) < 0) {
-        fprintf(stderr, "snapnbd: cannot listen on '%s': %s\n", path,
-                strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int listen_tcp(const char *host, const char *port)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE };
-    struct addrinfo *res;
-    int fd = -1, err, one = 1;
-
-    err = getaddrinfo(host, port, &hints, &res);
-    if (err) {
-        fprintf(stderr, "snapnbd: cannot resolve '%s' port '%s': %s\n", host,
-                port, gai_strerror(err));
-        return -1;
-    }
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0)
-            break;
-        err = errno;
-        close(fd);
-        fd = -1;
-        errno = err;
-    }
-    if (fd < 0)
-        fprintf(stderr, "snapnbd: cannot listen on %s:%s: %s\n", host, port,
-                strerror(errno));
-    freeaddrinfo(res);
-    return fd;
-}
 
 static gpointer client_thread(gpointer opaque)
 {
@@ -123,6 +69,17 @@ static bool accept_client(int listen_fd)
     return true;
 }
 
+/* A client that stopped reading replies gets 5 seconds, then its
+ * connection is cut so that shutdown always ends. */
+static void wait_for_clients(void)
+{
+    for (int waited = 0; nbd_server_client_count() > 0; waited++) {
+        if (waited == 500)
+            nbd_server_abort_clients();
+        g_usleep(10000);
+    }
+}
+
 /* Serves until a signal, or until the last client leaves (without -t). */
 static void serve(const CliOptions *o, int listen_fd, int sig_fd)
 {
@@ -153,13 +110,7 @@ static void serve(const CliOptions *o, int listen_fd, int sig_fd)
         }
     }
     nbd_server_shutdown();
-    /* A client that stopped reading replies gets 5 seconds, then its
-     * connection is cut so that shutdown always ends. */
-    for (int waited = 0; nbd_server_client_count() > 0; waited++) {
-        if (waited == 500)
-            nbd_server_abort_clients();
-        g_usleep(10000);
-    }
+    wait_for_clients();
 }
 
 static int block_signals(void)
@@ -232,8 +183,7 @@ static bool write_pid_file(const char *path)
 static BlockNode *open_image(const CliOptions *o)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(GHashTable) opts = cli_block_options(o, &err);
-    BlockNode *node = opts ? bdrv_open(opts, &err) : NULL;
+    BlockNode *node = image_open(o, &err);
 
     if (!node) {
         fprintf(stderr, "snapnbd: %s\n", err->message);
@@ -258,7 +208,51 @@ static bool add_export(const CliOptions *o, BlockNode *node)
         return false;
     }
     exp->multi_conn = o->shared != 1;
+    exp->allocation_depth = o->allocation_depth;
+    /* qemu-nbd offers its -B bitmaps last first: so do we. */
+    for (int i = o->bitmaps ? g_strv_length(o->bitmaps) : 0; i-- > 0;) {
+        if (!nbd_export_add_bitmap(exp, o->bitmaps[i], &err)) {
+            fprintf(stderr, "snapnbd: %s\n", err->message);
+            nbd_export_remove(exp->name);
+            return false;
+        }
+    }
     return true;
+}
+
+static int open_listener(const CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    int fd = o->socket_path
+                 ? nbd_listen_unix(o->socket_path, &err)
+                 : nbd_listen_tcp(o->bind ? o->bind : "0.0.0.0",
+                                  o->port ? o->port : "10809", &err);
+
+    if (fd < 0)
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+    return fd;
+}
+
+/* Daemon mode: the QMP thread and the NBD server it started do the work;
+ * the main thread waits for SIGTERM/SIGINT (QMP's quit raises SIGTERM),
+ * then stops the control socket first, so that no command runs while the
+ * rest goes. */
+static int serve_daemon(const CliOptions *o, int sig_fd, int *ready_fd)
+{
+    struct pollfd pfd = { sig_fd, POLLIN, 0 };
+
+    if (o->pid_file && !write_pid_file(o->pid_file))
+        return EXIT_FAILURE;
+    tell_parent(*ready_fd, 0);
+    *ready_fd = -1;
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+    }
+    qmp_stop();
+    nbd_server_shutdown();
+    wait_for_clients();
+    if (o->pid_file)
+        unlink(o->pid_file);
+    return EXIT_SUCCESS;
 }
 
 int main(int argc, char **argv)
@@ -281,6 +275,12 @@ int main(int argc, char **argv)
         ready_fd = daemonize();
     if (pipe2(client_done_pipe, O_CLOEXEC) < 0 || sig_fd < 0)
         goto out;
+    if (qmp_cli_given() && !qmp_cli_start())
+        goto out;
+    if (!o.filename) {
+        ret = serve_daemon(&o, sig_fd, &ready_fd);
+        goto out;
+    }
     node = open_image(&o);
     if (!node)
         goto out;
@@ -288,13 +288,11 @@ int main(int argc, char **argv)
         bdrv_unref(node);
         goto out;
     }
-    listen_fd = o.socket_path
-                    ? listen_unix(o.socket_path)
-                    : listen_tcp(o.bind ? o.bind : "0.0.0.0",
-                                 o.port ? o.port : "10809");
+    listen_fd = open_listener(&o);
     if (listen_fd >= 0 && (!o.pid_file || write_pid_file(o.pid_file))) {
         tell_parent(ready_fd, 0);
         ready_fd = -1;
+        qmp_nbd_set_cli_server(true);
         serve(&o, listen_fd, sig_fd);
         ret = EXIT_SUCCESS;
     }
@@ -308,6 +306,12 @@ int main(int argc, char **argv)
     bdrv_flush(node);
     bdrv_unref(node);
 out:
+    /* the control socket's nodes and exports (nothing if it never ran) */
+    qmp_stop();
+    qmp_jobs_cleanup();
+    qmp_nbd_cleanup();
+    qmp_block_cleanup();
+    qmp_cli_free();
     tell_parent(ready_fd, 1);
     cli_free(&o);
     return ret;

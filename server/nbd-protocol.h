@@ -95,6 +95,8 @@
 /* base:allocation flags. */
 #define NBD_STATE_HOLE 1
 #define NBD_STATE_ZERO 2
+/* qemu:dirty-bitmap:NAME */
+#define NBD_STATE_DIRTY 1
 
 /* Wire errors. */
 #define NBD_EPERM     1

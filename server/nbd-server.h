@@ -25,6 +25,10 @@ void nbd_server_shutdown(void);
 /* Cuts every connection at once (both directions). */
 void nbd_server_abort_clients(void);
 
+/* Cuts the connections that use @exp (NULL: every connection), as
+ * block-export-del mode=hard and nbd-server-stop do. */
+void nbd_server_abort_export_clients(const void *exp);
+
 /* Number of clients currently connected. */
 int nbd_server_client_count(void);
 

@@ -26,6 +26,7 @@
 #include "tls.h"
 
 #include "nbd-server.h"
+#include "qemu-opts.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -86,27 +87,6 @@ static const char *prop(const TlsObject *o, const char *key)
 }
 
 /* --- parsing --object -------------------------------------------------- */
-
-/* QEMU's option syntax: items split at ',', where ",," is a comma. */
-static GPtrArray *split_items(const char *s)
-{
-    GPtrArray *items = g_ptr_array_new_with_free_func(g_free);
-    GString *cur = g_string_new(NULL);
-
-    for (const char *p = s;; p++) {
-        if (*p == ',' && p[1] == ',') {
-            g_string_append_c(cur, ',');
-            p++;
-        } else if (*p == ',' || *p == '\0') {
-            g_ptr_array_add(items, g_string_free(cur, FALSE));
-            if (*p == '\0')
-                return items;
-            cur = g_string_new(NULL);
-        } else {
-            g_string_append_c(cur, *p);
-        }
-    }
-}
 
 /* QAPI's spellings of a boolean. */
 static bool parse_bool(const char *v, bool *out)
@@ -172,7 +152,7 @@ static bool set_type(TlsObject *o, const char *name, GError **errp)
 /* The properties of "TYPE,key=value,..." (a bare key means key=on). */
 static TlsObject *parse_object(const char *spec, GError **errp)
 {
-    g_autoptr(GPtrArray) items = split_items(spec);
+    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
     g_autoptr(TlsObject) o = g_new0(TlsObject, 1);
     const char *first = g_ptr_array_index(items, 0);
 
@@ -517,6 +497,14 @@ bool tls_setup(char **specs, const char *creds_id, const char *authz_id)
         return false;
     }
     return true;
+}
+
+bool tls_select(const char *creds_id, const char *authz_id, GError **errp)
+{
+    if (!objects)
+        objects = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                        object_free);
+    return select_objects(creds_id, authz_id, errp);
 }
 
 bool tls_enabled(void)

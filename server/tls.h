@@ -15,6 +15,10 @@
  * naming the problem and returns false. */
 bool tls_setup(char **objects, const char *creds_id, const char *authz_id);
 
+/* Chooses the credentials (and authz) among the objects tls_setup parsed,
+ * as nbd-server-start's tls-creds/tls-authz do; NULL, NULL: no TLS. */
+bool tls_select(const char *creds_id, const char *authz_id, GError **errp);
+
 /* True when --tls-creds was given: every client must start TLS. */
 bool tls_enabled(void);
 

@@ -255,7 +255,8 @@ static uint32_t validate_request(NbdConn *c, const Request *r)
     if (r->type == NBD_CMD_READ && r->len > NBD_MAX_PAYLOAD)
         return reject(r, NBD_EINVAL, "read larger than the maximum block size");
     if (r->type == NBD_CMD_BLOCK_STATUS) {
-        if (!c->ctx_base_allocation)
+        if (!c->ctx_base_allocation && !c->ctx_allocation_depth &&
+            !c->ctx_bitmaps)
             return reject(r, NBD_EINVAL, "no meta context was negotiated");
         if (r->len == 0)
             return reject(r, NBD_EINVAL, "zero length");
@@ -368,47 +369,138 @@ static int cmd_trim(NbdConn *c, const Request *r)
     return ret;
 }
 
-static uint32_t nbd_extent_flags(int st)
+/* One meta context's answer at @offset: its NBD extent flags, valid for
+ * *pnum bytes; or a negative errno. */
+typedef int (*ContextStatusFunc)(BlockNode *bs, void *opaque, int64_t offset,
+                                 int64_t bytes, int64_t *pnum,
+                                 uint32_t *flags);
+
+static int base_allocation_status(BlockNode *bs, void *opaque,
+                                  int64_t offset, int64_t bytes,
+                                  int64_t *pnum, uint32_t *flags)
 {
-    return (st & BDRV_BLOCK_DATA ? 0 : NBD_STATE_HOLE) |
-           (st & BDRV_BLOCK_ZERO ? NBD_STATE_ZERO : 0);
+    int st = bdrv_block_status(bs, offset, bytes, pnum);
+
+    (void)opaque;
+    *flags = (st & BDRV_BLOCK_DATA ? 0 : NBD_STATE_HOLE) |
+             (st & BDRV_BLOCK_ZERO ? NBD_STATE_ZERO : 0);
+    return st;
 }
 
-static void cmd_block_status(Worker *w, const Request *r)
+/* qemu:allocation-depth: the flags are the depth itself. */
+static int allocation_depth_status(BlockNode *bs, void *opaque,
+                                   int64_t offset, int64_t bytes,
+                                   int64_t *pnum, uint32_t *flags)
 {
-    NbdConn *c = w->conn;
+    int depth = bdrv_allocation_depth(bs, offset, bytes, pnum);
+
+    (void)opaque;
+    *flags = depth;
+    return depth;
+}
+
+/* qemu:dirty-bitmap:NAME: dirty (1) or clean (0) extents of the bitmap. */
+static int dirty_bitmap_status(BlockNode *bs, void *opaque, int64_t offset,
+                               int64_t bytes, int64_t *pnum, uint32_t *flags)
+{
+    bool dirty = false;
+
+    (void)bs;
+    if (!bdrv_dirty_bitmap_next_extent(opaque, offset, offset + bytes, &dirty,
+                                       pnum))
+        *pnum = bytes; /* past the bitmap: clean */
+    *flags = dirty ? NBD_STATE_DIRTY : 0;
+    return 0;
+}
+
+typedef struct Context {
+    uint32_t id;
+    ContextStatusFunc fn;
+    void *opaque;
+    GArray *ext;
+} Context;
+
+/* The extents (big-endian length, flags pairs) of one context over the
+ * request, alike neighbours merged; 0 or a negative errno. */
+static int collect_extents(NbdConn *c, const Request *r, Context *ctx)
+{
     bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
-    g_autoptr(GArray) ext = g_array_new(FALSE, FALSE, sizeof(uint32_t));
     uint64_t end = r->offset + r->len;
-    uint32_t id = htobe32(NBD_CTX_BASE_ALLOCATION);
+    GArray *ext = ctx->ext;
 
     for (uint64_t off = r->offset; off < end;) {
         int64_t pnum;
-        int st = bdrv_block_status(c->exp->node, off, end - off, &pnum);
-        uint32_t flags, len;
+        uint32_t flags;
+        int st = ctx->fn(c->exp->node, ctx->opaque, off, end - off, &pnum,
+                         &flags);
 
-        if (st < 0) {
-            error_chunk(c, r->cookie, errno_to_nbd(-st), g_strerror(-st));
-            return;
-        }
-        flags = nbd_extent_flags(st);
-        len = pnum;
+        if (st < 0)
+            return st;
         off += pnum;
         if (ext->len && be32toh(g_array_index(ext, uint32_t, ext->len - 1)) ==
                             flags) {
             uint32_t *prev = &g_array_index(ext, uint32_t, ext->len - 2);
-            *prev = htobe32(be32toh(*prev) + len);
+            *prev = htobe32(be32toh(*prev) + (uint32_t)pnum);
         } else {
-            uint32_t pair[2] = { htobe32(len), htobe32(flags) };
-            if (one && ext->len)
-                break;
-            if (ext->len / 2 >= MAX_EXTENTS)
+            uint32_t pair[2] = { htobe32(pnum), htobe32(flags) };
+            if ((one && ext->len) || ext->len / 2 >= MAX_EXTENTS)
                 break;
             g_array_append_vals(ext, pair, 2);
         }
     }
-    chunk_reply(c, r->cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-                &id, 4, ext->data, ext->len * sizeof(uint32_t));
+    return 0;
+}
+
+/* The selected contexts, in the order qemu-nbd answers them. */
+static GArray *selected_contexts(NbdConn *c)
+{
+    GArray *ctx = g_array_new(FALSE, TRUE, sizeof(Context));
+    GPtrArray *bitmaps = c->exp->bitmaps;
+
+    if (c->ctx_base_allocation)
+        g_array_append_val(ctx, ((Context){ NBD_CTX_BASE_ALLOCATION,
+                                            base_allocation_status }));
+    if (c->ctx_allocation_depth)
+        g_array_append_val(ctx, ((Context){ NBD_CTX_ALLOCATION_DEPTH,
+                                            allocation_depth_status }));
+    for (guint i = 0; bitmaps && i < bitmaps->len; i++)
+        if (c->ctx_bitmaps & (1u << i))
+            g_array_append_val(ctx, ((Context){
+                                        NBD_CTX_DIRTY_BITMAP + i,
+                                        dirty_bitmap_status,
+                                        g_ptr_array_index(bitmaps, i) }));
+    return ctx;
+}
+
+/* One BLOCK_STATUS chunk per selected context; all are computed before
+ * any is sent, so that a failure is one error chunk rather than half an
+ * answer. */
+static void cmd_block_status(Worker *w, const Request *r)
+{
+    NbdConn *c = w->conn;
+    g_autoptr(GArray) ctx = selected_contexts(c);
+    int ret = 0;
+
+    for (guint i = 0; i < ctx->len && ret == 0; i++) {
+        Context *x = &g_array_index(ctx, Context, i);
+        x->ext = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+        ret = collect_extents(c, r, x);
+    }
+    if (ret < 0)
+        error_chunk(c, r->cookie, errno_to_nbd(-ret), g_strerror(-ret));
+    for (guint i = 0; i < ctx->len; i++) {
+        Context *x = &g_array_index(ctx, Context, i);
+        uint32_t id = htobe32(x->id);
+
+        if (!x->ext)
+            continue;
+        if (ret == 0)
+            chunk_reply(c, r->cookie,
+                        i == ctx->len - 1 ? NBD_REPLY_FLAG_DONE : 0,
+                        NBD_REPLY_TYPE_BLOCK_STATUS, &id, 4, x->ext->data,
+                        x->ext->len * sizeof(uint32_t));
+        g_array_free(x->ext, TRUE);
+    }
 }
 
 /* Runs a validated request and answers it. */

@@ -39,14 +39,6 @@ refused() {
 }
 
 # qemu-nbd options that are not implemented.
-refused "'-s' is not supported" -k "$sock" -s "$img"
-refused "'--snapshot' is not supported" -k "$sock" --snapshot "$img"
-refused "not supported" -k "$sock" -l snap1 "$img"
-refused "not supported" -k "$sock" --load-snapshot=snap1 "$img"
-refused "not supported" -k "$sock" -A "$img"
-refused "not supported" -k "$sock" -B bitmap0 "$img"
-refused "'--image-opts' is not supported" -k "$sock" --image-opts \
-    "driver=raw,file.filename=$img"
 refused "not supported" -k "$sock" --tls-hostname h "$img"
 refused "not supported" -k "$sock" -c /dev/nbd0 "$img"
 refused "not supported" -k "$sock" -d /dev/nbd0
@@ -55,7 +47,20 @@ refused "not supported" -k "$sock" -L
 refused "not supported" -k "$sock" --handshake-limit 5 "$img"
 refused "not supported" -k "$sock" -T 'nbd_*' "$img"
 # An unsupported option is refused wherever it stands.
-refused "'-s' is not supported" -k "$sock" -f raw -t "$img" -s
+refused "'-L' is not supported" -k "$sock" -f raw -t "$img" -L
+
+# -l needs a qcow2 image node, and only knows QEMU's snapshot.* keys;
+# --image-opts replaces -f (qemu-nbd's messages).
+refused "Failed to load snapshot: Block format 'raw' used by device '' does not support temporarily loading internal snapshots" \
+    -k "$sock" -l snap1 "$img"
+refused "Failed to load snapshot: Block format 'raw'" -k "$sock" \
+    --load-snapshot=snap1 -o 512 "$tmp/disk.qcow2"
+refused "Failed in parsing snapshot param .snapshot.id=1,bogus=2.: Invalid parameter 'bogus'" \
+    -k "$sock" -l snapshot.id=1,bogus=2 "$tmp/disk.qcow2"
+refused "--image-opts and -f are mutually exclusive" -k "$sock" -f raw \
+    --image-opts "driver=raw,file.filename=$img"
+# -B names a dirty bitmap of the image (qemu-nbd's message).
+refused "Bitmap 'bitmap0' is not found" -k "$sock" -B bitmap0 "$img"
 
 # --object knows only the TLS objects; --tls-creds and --tls-authz must name
 # objects of the right kind (qemu-nbd's messages).

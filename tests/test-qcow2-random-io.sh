@@ -14,6 +14,17 @@ requires qemu-img qemu-io
 seed=${SEED:-$RANDOM}
 echo "seed $seed"
 
+# wait_unlocked IMG: once seen (rarely, under load) the image's lock
+# outlived the server by a moment; wait for it, and name any holder.
+wait_unlocked() {
+    for _ in $(seq 50); do
+        qemu-img info "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F "$1" >&2
+    fail "$1 is still locked after the server exited"
+}
+
 # run NAME CREATE-OPTIONS BACKING(-|raw|qcow2) [SNAPNBD-OPTIONS...]
 run() {
     local name=$1 opts=$2 backing=$3 cs trim=()
@@ -37,6 +48,7 @@ run() {
         "$seed" "${COUNT:-1500}" --granule "$cs" "${trim[@]}" ||
         fail "$name: I/O failed (seed $seed)"
     _stop_server "$tmp/pid"
+    wait_unlocked "$img"
     qemu-img check -q "$img" || fail "$name: qemu-img check (seed $seed)"
     qemu-img compare -q -f qcow2 -F raw "$img" "$ref" ||
         fail "$name: image differs from the reference (seed $seed)"

@@ -1,0 +1,548 @@
+/*
+ * backup.c - the backup job: a copy-before-write notifier on the source and
+ * a background copy, both through one block-copy engine.
+ *
+ * Design notes.
+ *
+ * The job's thread is the coordinator: it decides what to copy next, when
+ * (rate limit, pause, guest activity) and what an error means (the error
+ * policies).  The copies themselves run on a pool of worker threads, each
+ * copying one claimed run of chunks with blocking calls, so that several
+ * are in flight at once.  Workers report back under the job lock
+ * (inflight, the first error) and kick the coordinator.
+ *
+ * Guest writes come first: while the guest wrote within the last
+ * GUEST_QUIET_NS, one background copy at most is in flight, of at most
+ * GUEST_ACTIVE_CHUNK, and after each the coordinator waits as long as the
+ * copy took.  The background thus takes at most half of one core's time
+ * and holds few chunks busy; the guest's own copy-before-writes find the
+ * disk and the CPUs free.
+ *
+ * Chunks are rate limited before they are claimed: a claimed chunk is busy,
+ * and a guest write to it would wait out the sleep too.
+ */
+#include "jobs/backup.h"
+#include "jobs/block-copy.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define DEFAULT_WORKERS 4
+#define DEFAULT_CHUNK (1024 * 1024)
+/* With a speed limit, one chunk is at most this much of a second's worth,
+ * so that the limit holds within a few percent even over short runs. */
+#define RATE_CHUNK_DIVISOR 20
+#define RETRY_DELAY_NS (10 * 1000 * 1000)
+/* The guest is active if it wrote within this time. */
+#define GUEST_QUIET_NS (5 * 1000 * 1000)
+/* While it is: one background copy at a time, of at most this much, and
+ * after each one a pause as long as the copy took, so that the background
+ * gets at most half the time and the guest's copy-before-writes (which
+ * copy most of the disk anyway under random writes) the rest. */
+#define GUEST_ACTIVE_CHUNK (256 * 1024)
+
+typedef struct BackupJob {
+    Job common;
+    BlockNode *source;        /* referenced */
+    BlockNode *target;        /* referenced */
+    BackupSync sync;
+    BlockdevOnError on_source_error;
+    BlockdevOnError on_target_error;
+    BlockCopyState *bcs;
+    BlockNotifier *notifier;
+    int max_workers;
+    int64_t max_chunk;
+
+    /* Guarded by the job lock. */
+    int inflight;             /* background copies running */
+    int64_t bg_resume_ns;     /* no new copy before, while the guest is on */
+    int task_error;           /* first unhandled error of a copy, -errno */
+    bool task_error_is_read;
+    int64_t task_error_offset;
+
+    /* Atomic: set from guest threads. */
+    gint broken;              /* a copy-before-write failed */
+    gint64 guest_write_ns;    /* when the guest last wrote */
+
+    /* Set once, before broken is set. */
+    int cbw_error;
+    bool cbw_error_is_read;
+    int64_t cbw_error_offset;
+} BackupJob;
+
+typedef struct BackupTask {
+    int64_t offset;
+    int64_t bytes;
+} BackupTask;
+
+typedef enum {
+    STEP_COPY,   /* room for another copy */
+    STEP_PAUSE,  /* asked to pause */
+    STEP_ERROR,  /* a copy failed */
+    STEP_STOP,   /* cancelled, or the point in time is lost */
+} BackupStep;
+
+static const char *const sync_names[] = { "full", "top", "none" };
+
+bool backup_sync_parse(const char *name, BackupSync *out, GError **errp)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(sync_names); i++) {
+        if (strcmp(name, sync_names[i]) == 0) {
+            *out = (BackupSync)i;
+            return true;
+        }
+    }
+    if (!strcmp(name, "incremental") || !strcmp(name, "bitmap"))
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "sync mode '%s' is not supported yet (use full, top or "
+                    "none)", name);
+    else
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'sync' does not accept value '%s'", name);
+    return false;
+}
+
+const char *backup_sync_str(BackupSync sync)
+{
+    return sync_names[sync];
+}
+
+/* --- copy-before-write ---------------------------------------------------- */
+
+static void backup_break(BackupJob *b, int error, bool is_read,
+                         int64_t offset)
+{
+    job_lock();
+    if (!g_atomic_int_get(&b->broken)) {
+        b->cbw_error = error;
+        b->cbw_error_is_read = is_read;
+        b->cbw_error_offset = offset;
+        g_atomic_int_set(&b->broken, 1);
+    }
+    job_interrupt_locked(&b->common); /* even a paused job must fail now */
+    job_unlock();
+}
+
+static int backup_before_write(BlockNode *bs, BdrvWriteKind kind,
+                               int64_t offset, int64_t bytes, void *opaque)
+{
+    BackupJob *b = opaque;
+    bool is_read = false;
+    int ret;
+
+    if (kind == BDRV_DISCARD && !bdrv_discard_unmaps(bs))
+        return 0; /* the discard will change nothing */
+    if (g_atomic_int_get(&b->broken))
+        return 0;
+    __atomic_store_n(&b->guest_write_ns, job_now_ns(), __ATOMIC_RELAXED);
+    ret = block_copy(b->bcs, offset, bytes, &is_read);
+    if (ret < 0)
+        backup_break(b, ret, is_read, offset); /* the write still goes on */
+    return 0;
+}
+
+static void backup_progress(void *opaque, int64_t bytes)
+{
+    BackupJob *b = opaque;
+
+    if (b->sync == BACKUP_SYNC_NONE)
+        job_progress_increase_remaining(&b->common, bytes);
+    job_progress_update(&b->common, bytes);
+}
+
+/* --- background copy ------------------------------------------------------ */
+
+static bool guest_active(BackupJob *b)
+{
+    int64_t quiet = job_now_ns() -
+                    __atomic_load_n(&b->guest_write_ns, __ATOMIC_RELAXED);
+
+    return quiet < GUEST_QUIET_NS;
+}
+
+static void backup_task_run(gpointer data, gpointer user_data)
+{
+    BackupTask *t = data;
+    BackupJob *b = user_data;
+    bool is_read = false;
+    int64_t copied = 0, t0 = job_now_ns(), t1;
+    int ret = block_copy_claimed(b->bcs, t->offset, t->bytes, &is_read,
+                                 &copied);
+
+    /* Only bytes really copied count against the speed limit. */
+    job_ratelimit_refund(&b->common, t->bytes - copied);
+    t1 = job_now_ns();
+    job_lock();
+    b->inflight--;
+    b->bg_resume_ns = t1 + (t1 - t0);
+    if (ret < 0 && b->task_error == 0) {
+        b->task_error = ret;
+        b->task_error_is_read = is_read;
+        b->task_error_offset = t->offset;
+    }
+    job_kick_locked(&b->common);
+    job_unlock();
+    g_free(t);
+}
+
+static bool stop_requested_locked(BackupJob *b)
+{
+    return b->common.cancelled || g_atomic_int_get(&b->broken);
+}
+
+/* May another background copy start now?  Else *@wait_ns says how long
+ * to wait before asking again (-1: until a copy ends). */
+static bool copy_allowed_locked(BackupJob *b, int64_t *wait_ns)
+{
+    int64_t now = job_now_ns();
+
+    if (!guest_active(b)) {
+        *wait_ns = -1;
+        return b->inflight < b->max_workers;
+    }
+    /* The guest may go quiet meanwhile: look again then. */
+    *wait_ns = GUEST_QUIET_NS;
+    if (b->inflight > 0)
+        return false;
+    if (now < b->bg_resume_ns) {
+        *wait_ns = b->bg_resume_ns - now;
+        return false;
+    }
+    return true;
+}
+
+/* Waits until the coordinator has something to do. */
+static BackupStep next_step(BackupJob *b)
+{
+    BackupStep step;
+    int64_t wait_ns;
+
+    job_lock();
+    for (;;) {
+        if (stop_requested_locked(b)) {
+            step = STEP_STOP;
+        } else if (b->task_error) {
+            step = STEP_ERROR;
+        } else if (job_should_pause_locked(&b->common)) {
+            step = STEP_PAUSE;
+        } else if (copy_allowed_locked(b, &wait_ns)) {
+            step = STEP_COPY;
+        } else {
+            job_wait_locked(&b->common, wait_ns);
+            continue;
+        }
+        break;
+    }
+    job_unlock();
+    return step;
+}
+
+static void wait_idle(BackupJob *b)
+{
+    job_lock();
+    while (b->inflight > 0)
+        job_wait_locked(&b->common, -1);
+    job_unlock();
+}
+
+/* Applies the error policy to the first failed copy.  Returns the error if
+ * the job must fail, else 0 (the chunks are retried later). */
+static int handle_task_error(BackupJob *b)
+{
+    BlockErrorAction action;
+    int error;
+    bool is_read;
+
+    job_lock();
+    error = b->task_error;
+    is_read = b->task_error_is_read;
+    job_unlock();
+    action = job_error_action(&b->common,
+                              is_read ? b->on_source_error
+                                      : b->on_target_error,
+                              is_read, -error);
+    if (action == BLOCK_ERROR_ACTION_REPORT)
+        return error; /* task_error stays: the job's message names it */
+    /* Copies in flight with the failed one likely fail alike: their errors
+     * are this one's (one event, one stop); their chunks are retried. */
+    wait_idle(b);
+    job_lock();
+    b->task_error = 0;
+    job_unlock();
+    return 0;
+}
+
+/* Waits out the speed limit; false if a stop or pause came meanwhile. */
+static bool rate_limit(BackupJob *b, int64_t bytes)
+{
+    int64_t delay;
+
+    while ((delay = job_ratelimit_delay_ns(&b->common, bytes)) > 0) {
+        job_sleep_ns(&b->common, delay);
+        if (next_step(b) != STEP_COPY)
+            return false;
+    }
+    return true;
+}
+
+static int64_t chunk_limit(BackupJob *b)
+{
+    int64_t cluster = block_copy_cluster_size(b->bcs);
+    int64_t max = guest_active(b) ? MIN(b->max_chunk, GUEST_ACTIVE_CHUNK)
+                                  : b->max_chunk;
+    int64_t speed;
+
+    job_lock();
+    speed = b->common.speed;
+    job_unlock();
+
+    if (speed > 0)
+        return MAX(cluster, MIN(max, speed / RATE_CHUNK_DIVISOR));
+    return MAX(cluster, max);
+}
+
+static void submit(BackupJob *b, GThreadPool *pool, int64_t *from,
+                   int64_t limit)
+{
+    BackupTask *t = g_new0(BackupTask, 1);
+
+    if (!block_copy_claim(b->bcs, *from, limit, &t->offset, &t->bytes)) {
+        job_ratelimit_refund(&b->common, limit);
+        *from = INT64_MAX;
+        g_free(t);
+        return;
+    }
+    job_ratelimit_refund(&b->common, limit - t->bytes);
+    *from = t->offset + t->bytes;
+    job_lock();
+    b->inflight++;
+    job_unlock();
+    g_thread_pool_push(pool, t, NULL);
+}
+
+/* One pass over the disk.  Returns 0 when everything is copied, 1 when
+ * something is left (failed and ignored, or busy elsewhere), or -errno. */
+static int backup_pass(BackupJob *b, GThreadPool *pool)
+{
+    int64_t from = 0;
+    int ret = 0;
+
+    while (ret == 0 && from < INT64_MAX) {
+        int64_t limit;
+        switch (next_step(b)) {
+        case STEP_STOP:
+            from = INT64_MAX;
+            break;
+        case STEP_ERROR:
+            ret = handle_task_error(b);
+            break;
+        case STEP_PAUSE:
+            wait_idle(b);
+            job_pause_point(&b->common);
+            break;
+        case STEP_COPY:
+            limit = chunk_limit(b);
+            if (rate_limit(b, limit))
+                submit(b, pool, &from, limit);
+            break;
+        }
+    }
+    wait_idle(b);
+    if (ret == 0 && b->task_error)
+        ret = handle_task_error(b);
+    if (ret == 0 && block_copy_remaining(b->bcs) > 0)
+        ret = 1;
+    return ret;
+}
+
+static int backup_copy_all(BackupJob *b)
+{
+    GThreadPool *pool = g_thread_pool_new(backup_task_run, b,
+                                          b->max_workers, TRUE, NULL);
+    int ret;
+
+    for (;;) {
+        ret = backup_pass(b, pool);
+        if (ret <= 0 || next_step(b) == STEP_STOP)
+            break;
+        job_sleep_ns(&b->common, RETRY_DELAY_NS);
+    }
+    g_thread_pool_free(pool, FALSE, TRUE);
+    return ret < 0 ? ret : 0;
+}
+
+/* sync=none: nothing to copy in the background; the notifier does it all
+ * until the job is cancelled. */
+static void backup_wait_cancel(BackupJob *b)
+{
+    for (;;) {
+        BackupStep step = next_step(b);
+        if (step == STEP_STOP)
+            return;
+        if (step == STEP_PAUSE)
+            job_pause_point(&b->common);
+        else
+            job_sleep_ns(&b->common, -1);
+    }
+}
+
+static int backup_fail(BackupJob *b, int ret, GError **errp)
+{
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                "Backup of '%s' failed %s '%s' at offset %" G_GINT64_FORMAT
+                ": %s", bdrv_node_name(b->source),
+                b->task_error_is_read ? "reading" : "writing",
+                bdrv_node_name(b->task_error_is_read ? b->source : b->target),
+                b->task_error_offset, g_strerror(-ret));
+    return ret;
+}
+
+static int backup_run(Job *job, GError **errp)
+{
+    BackupJob *b = (BackupJob *)job;
+    int ret = 0;
+
+    if (b->sync == BACKUP_SYNC_NONE)
+        backup_wait_cancel(b);
+    else
+        ret = backup_copy_all(b);
+    if (g_atomic_int_get(&b->broken)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Copy-before-write failed %s '%s' at offset %"
+                    G_GINT64_FORMAT ": %s; the point in time is lost",
+                    b->cbw_error_is_read ? "reading" : "writing",
+                    bdrv_node_name(b->cbw_error_is_read ? b->source
+                                                        : b->target),
+                    b->cbw_error_offset, g_strerror(-b->cbw_error));
+        return b->cbw_error;
+    }
+    if (ret < 0)
+        return backup_fail(b, ret, errp);
+    if (!job_is_cancelled(job) && (ret = bdrv_flush(b->target)) < 0)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not flush the backup target '%s': %s",
+                    bdrv_node_name(b->target), g_strerror(-ret));
+    return ret;
+}
+
+/* --- life cycle --------------------------------------------------------- */
+
+static void backup_clean(Job *job)
+{
+    BackupJob *b = (BackupJob *)job;
+
+    /* Waits for copy-before-writes in progress: none runs after this. */
+    if (b->notifier)
+        bdrv_remove_before_write_notifier(b->source, b->notifier);
+    b->notifier = NULL;
+    block_copy_state_free(b->bcs);
+    b->bcs = NULL;
+    bdrv_op_unblock_all(b->source, b);
+    bdrv_op_unblock_all(b->target, b);
+    g_clear_pointer(&b->source, bdrv_unref);
+    g_clear_pointer(&b->target, bdrv_unref);
+}
+
+static const JobDriver backup_driver = {
+    .type = "backup",
+    .instance_size = sizeof(BackupJob),
+    .block_job = true,
+    .run = backup_run,
+    .clean = backup_clean,
+};
+
+static bool check_nodes(BlockNode *source, BlockNode *target,
+                        GError **errp)
+{
+    if (source == target) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Source and target cannot be the same");
+        return false;
+    }
+    if (bdrv_op_is_blocked(source, BDRV_OP_BACKUP_SOURCE, errp) ||
+        bdrv_op_is_blocked(target, BDRV_OP_BACKUP_TARGET, errp))
+        return false;
+    if (bdrv_is_read_only(target)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Cannot write to the backup target '%s': it is "
+                    "read-only", bdrv_node_name(target));
+        return false;
+    }
+    if (bdrv_getlength(source) != bdrv_getlength(target)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Source and target image have different sizes");
+        return false;
+    }
+    return true;
+}
+
+static void block_ops(BackupJob *b)
+{
+    static const BdrvOpType source_ops[] = {
+        BDRV_OP_BACKUP_SOURCE, BDRV_OP_BACKUP_TARGET, BDRV_OP_DELETE,
+        BDRV_OP_RESIZE,
+    };
+    g_autofree char *as_source = g_strdup_printf(
+        "in use by backup job '%s' as its source", b->common.id);
+    g_autofree char *as_target = g_strdup_printf(
+        "in use by backup job '%s' as its target", b->common.id);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(source_ops); i++)
+        bdrv_op_block(b->source, source_ops[i], b, as_source);
+    /* Only the job may write the target; it may be read (fleecing). */
+    for (int op = 0; op < BDRV_OP__MAX; op++)
+        bdrv_op_block(b->target, op, b, as_target);
+}
+
+static void backup_init(BackupJob *b, BlockNode *source, BlockNode *target,
+                        const BackupOptions *opts)
+{
+    b->source = source;
+    b->target = target;
+    bdrv_ref(source);
+    bdrv_ref(target);
+    b->sync = opts->sync;
+    /* Without a backing file, "top" is the whole disk, as in QEMU. */
+    if (b->sync == BACKUP_SYNC_TOP && !bdrv_child(source, "backing"))
+        b->sync = BACKUP_SYNC_FULL;
+    b->on_source_error = opts->on_source_error;
+    b->on_target_error = opts->on_target_error;
+    b->max_workers = opts->max_workers > 0 ? opts->max_workers
+                                           : DEFAULT_WORKERS;
+    b->max_chunk = opts->max_chunk > 0 ? opts->max_chunk : DEFAULT_CHUNK;
+    job_lock();
+    b->common.speed = opts->speed;
+    job_unlock();
+    block_ops(b);
+}
+
+Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
+                       const BackupOptions *opts, GError **errp)
+{
+    BackupJob *b;
+
+    if (opts->speed < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid parameter 'speed'");
+        return NULL;
+    }
+    if (!check_nodes(source, target, errp))
+        return NULL;
+    b = job_create(id, &backup_driver, opts->job_flags, errp);
+    if (!b)
+        return NULL;
+    backup_init(b, source, target, opts);
+    b->bcs = block_copy_state_new(source, target,
+                                  b->sync == BACKUP_SYNC_TOP, errp);
+    if (!b->bcs) {
+        job_cancel_created(&b->common);
+        return NULL;
+    }
+    block_copy_set_progress(b->bcs, backup_progress, b);
+    if (b->sync != BACKUP_SYNC_NONE)
+        job_progress_set_total(&b->common, bdrv_getlength(source));
+    /* From here on the target receives the point in time. */
+    b->notifier = bdrv_add_before_write_notifier(source, backup_before_write,
+                                                 b);
+    return &b->common;
+}

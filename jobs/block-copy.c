@@ -1,0 +1,484 @@
+/*
+ * block-copy.c - the copy engine shared by the backup job's background
+ * workers and its copy-before-write notifier.
+ *
+ * Design notes.
+ *
+ * Two bitmaps of one bit per chunk, under s->lock: "done" (the target holds
+ * the chunk's data of the point in time) and "busy" (someone is copying it
+ * now).  Whoever needs a chunk that is neither claims it by setting busy,
+ * copies it without the lock, then clears busy, sets done on success and
+ * broadcasts s->cond.  Whoever needs a busy chunk waits on s->cond and looks
+ * again: after a failure the chunk is free once more, and the waiter copies
+ * it itself.  So a chunk is never copied twice, and never copied at the same
+ * time by two threads.
+ *
+ * Nothing here waits for anything but a copy already in flight, and a copy
+ * in flight only waits for the source read and the target write, which
+ * never wait on a busy chunk: there is no cycle.  (block/io.c runs
+ * notifiers before tracking the guest's write, so the read of the old data
+ * never waits behind the write it is protecting.)
+ *
+ * A run of chunks goes as one read and one write of up to max_buffer bytes;
+ * buffers come from a small pool so that copies do not mmap and fault in a
+ * fresh megabyte each time.
+ */
+#include "jobs/block-copy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
+#define CLUSTER_DEFAULT (64 * 1024)
+#define MAX_BUFFER (1024 * 1024)
+#define POOL_MAX 8
+/* Block status queries that may decide that the target reads as zero. */
+#define ZERO_PROBE_EXTENTS 1024
+
+struct BlockCopyState {
+    BlockNode *source;
+    BlockNode *target;
+    int64_t len;
+    int64_t cluster;
+    int64_t nchunks;
+    int64_t max_buffer;
+    size_t buf_align;
+    bool skip_unallocated;
+    bool target_is_zero;
+    int write_flags;
+    int zero_flags;
+    BlockCopyProgressFunc progress;
+    void *progress_opaque;
+
+    GMutex lock;
+    GCond cond;        /* broadcast when busy chunks are released */
+    uint64_t *done;    /* bitmaps of nchunks bits, guarded by lock */
+    uint64_t *busy;
+    int64_t ndone;     /* guarded by lock; read atomically for the fast path */
+    GSList *pool;      /* free buffers of max_buffer bytes, guarded by lock */
+    int pool_len;
+};
+
+typedef enum { COPY_DATA, COPY_ZERO, COPY_SKIP } CopyKind;
+
+/* --- bitmaps ------------------------------------------------------------ */
+
+static bool bit_test(const uint64_t *map, int64_t i)
+{
+    return map[i / 64] & (1ULL << (i % 64));
+}
+
+static void bits_set(uint64_t *map, int64_t i, int64_t n, bool on)
+{
+    for (int64_t k = i; k < i + n; k++) {
+        if (on)
+            map[k / 64] |= 1ULL << (k % 64);
+        else
+            map[k / 64] &= ~(1ULL << (k % 64));
+    }
+}
+
+static bool chunk_free(BlockCopyState *s, int64_t i)
+{
+    return !bit_test(s->done, i) && !bit_test(s->busy, i);
+}
+
+/* The first chunk at or after @i that is neither done nor busy, or -1. */
+static int64_t find_free(BlockCopyState *s, int64_t i)
+{
+    int64_t words = (s->nchunks + 63) / 64;
+
+    for (int64_t w = i / 64; w < words; w++) {
+        uint64_t free_bits = ~(s->done[w] | s->busy[w]);
+        if (w == i / 64)
+            free_bits &= ~0ULL << (i % 64);
+        if (free_bits) {
+            int64_t k = w * 64 + __builtin_ctzll(free_bits);
+            return k < s->nchunks ? k : -1;
+        }
+    }
+    return -1;
+}
+
+/* --- set-up ------------------------------------------------------------- */
+
+/* The target's allocation granularity: a write smaller than it would make a
+ * format driver copy-on-write the rest of its cluster, perhaps from a
+ * backing file that is the live source. */
+static int64_t copy_cluster_size(BlockNode *target)
+{
+    const BlockLimits *l = bdrv_limits(target);
+    int64_t c = MAX(l->pdiscard_alignment, l->pwrite_zeroes_alignment);
+
+    c = MAX(c, (int64_t)l->request_alignment);
+    if (c <= CLUSTER_DEFAULT)
+        return CLUSTER_DEFAULT;
+    return (int64_t)1 << g_bit_storage(c - 1); /* a power of two */
+}
+
+/* Does all of @bs read as zeroes?  A fresh image does, so that zero ranges
+ * of the source need not be written at all. */
+static bool node_reads_zero(BlockNode *bs)
+{
+    int64_t len = bdrv_getlength(bs), pos = 0, pnum;
+
+    for (int i = 0; pos < len && i < ZERO_PROBE_EXTENTS; i++) {
+        int st = bdrv_block_status(bs, pos, len - pos, &pnum);
+        if (st < 0 || !(st & BDRV_BLOCK_ZERO))
+            return false;
+        pos += pnum;
+    }
+    return pos >= len;
+}
+
+/* Is @node @bs or below it?  Then reads of @bs may reach @node. */
+static bool node_below(BlockNode *bs, BlockNode *node)
+{
+    static const char *const kids[] = { "file", "backing" };
+
+    if (!bs)
+        return false;
+    if (bs == node)
+        return true;
+    for (size_t i = 0; i < G_N_ELEMENTS(kids); i++)
+        if (node_below(bdrv_child(bs, kids[i]), node))
+            return true;
+    return false;
+}
+
+BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
+                                     bool skip_unallocated, GError **errp)
+{
+    BlockCopyState *s;
+    int64_t len = bdrv_getlength(source);
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Cannot get the length of '%s': %s",
+                    bdrv_node_name(source), g_strerror(-len));
+        return NULL;
+    }
+    s = g_new0(BlockCopyState, 1);
+    s->source = source;
+    s->target = target;
+    s->len = len;
+    s->cluster = copy_cluster_size(target);
+    s->nchunks = (len + s->cluster - 1) / s->cluster;
+    s->max_buffer = MAX(MAX_BUFFER, s->cluster);
+    s->buf_align = MAX(MAX(bdrv_limits(source)->buffer_alignment,
+                           bdrv_limits(target)->buffer_alignment), 4096);
+    s->skip_unallocated = skip_unallocated;
+    s->target_is_zero = node_reads_zero(target);
+    /* A target that reads through to the source (fleecing) must not let a
+     * reader of the target see the source change under it: its writes
+     * wait for reads of the target already in flight. */
+    s->write_flags = node_below(target, source) ? BDRV_REQ_SERIALISING : 0;
+    /* Unmapping is only safe where a hole reads as zero, not as backing. */
+    s->zero_flags = bdrv_child(target, "backing") ? 0 : BDRV_REQ_MAY_UNMAP;
+    g_mutex_init(&s->lock);
+    g_cond_init(&s->cond);
+    s->done = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    s->busy = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    return s;
+}
+
+void block_copy_state_free(BlockCopyState *s)
+{
+    if (!s)
+        return;
+    g_slist_free_full(s->pool, free);
+    g_free(s->done);
+    g_free(s->busy);
+    g_mutex_clear(&s->lock);
+    g_cond_clear(&s->cond);
+    g_free(s);
+}
+
+void block_copy_set_progress(BlockCopyState *s, BlockCopyProgressFunc fn,
+                             void *opaque)
+{
+    s->progress = fn;
+    s->progress_opaque = opaque;
+}
+
+int64_t block_copy_cluster_size(BlockCopyState *s)
+{
+    return s->cluster;
+}
+
+bool block_copy_target_is_zero(BlockCopyState *s)
+{
+    return s->target_is_zero;
+}
+
+int64_t block_copy_remaining(BlockCopyState *s)
+{
+    int64_t left;
+
+    g_mutex_lock(&s->lock);
+    left = (s->nchunks - s->ndone) * s->cluster;
+    g_mutex_unlock(&s->lock);
+    return MIN(left, s->len);
+}
+
+/* --- buffers ------------------------------------------------------------ */
+
+static void *buffer_get(BlockCopyState *s)
+{
+    void *buf = NULL;
+
+    g_mutex_lock(&s->lock);
+    if (s->pool) {
+        buf = s->pool->data;
+        s->pool = g_slist_delete_link(s->pool, s->pool);
+        s->pool_len--;
+    }
+    g_mutex_unlock(&s->lock);
+    if (!buf && posix_memalign(&buf, s->buf_align, s->max_buffer) != 0)
+        buf = NULL;
+    return buf;
+}
+
+static void buffer_put(BlockCopyState *s, void *buf)
+{
+    g_mutex_lock(&s->lock);
+    if (s->pool_len < POOL_MAX) {
+        s->pool = g_slist_prepend(s->pool, buf);
+        s->pool_len++;
+        buf = NULL;
+    }
+    g_mutex_unlock(&s->lock);
+    free(buf);
+}
+
+/* --- copying ------------------------------------------------------------ */
+
+/* What to do with the chunks from @pos (chunk aligned) on, and for how many
+ * bytes (whole chunks, or up to @end).  Partly zero or unallocated chunks
+ * are copied as data.
+ *
+ * A copy-before-write (@cbw) asks block status only when it must know the
+ * allocation (sync=top): on a file it is a SEEK_HOLE, linear in the file
+ * size on tmpfs (30 ms for 1 GiB), which would stall guest writes; zero
+ * data is found in the buffer instead (copy_data). */
+static CopyKind classify(BlockCopyState *s, int64_t pos, int64_t end,
+                         bool cbw, int64_t *n)
+{
+    int64_t pnum;
+    int st;
+    CopyKind kind = COPY_DATA;
+
+    if (cbw && !s->skip_unallocated) {
+        *n = end - pos;
+        return COPY_DATA;
+    }
+    st = bdrv_block_status(s->source, pos, end - pos, &pnum);
+    if (st < 0) {
+        *n = end - pos; /* the read will say what is wrong */
+        return COPY_DATA;
+    }
+    if (s->skip_unallocated && !(st & BDRV_BLOCK_ALLOCATED))
+        kind = COPY_SKIP;
+    else if (st & BDRV_BLOCK_ZERO)
+        kind = COPY_ZERO;
+    if (kind == COPY_DATA) {
+        *n = MIN(ROUND_UP(pnum, s->cluster), end - pos);
+    } else if (pos + pnum >= end) {
+        *n = end - pos;
+    } else {
+        *n = pnum / s->cluster * s->cluster;
+        if (*n == 0) {
+            *n = MIN(s->cluster, end - pos);
+            kind = COPY_DATA;
+        }
+    }
+    return kind;
+}
+
+static int write_zeroes(BlockCopyState *s, int64_t pos, int64_t n,
+                        bool *error_is_read)
+{
+    *error_is_read = false;
+    if (s->target_is_zero)
+        return 0;
+    return bdrv_pwrite_zeroes(s->target, pos, n,
+                              s->zero_flags | s->write_flags);
+}
+
+static int write_data(BlockCopyState *s, int64_t pos, int64_t n,
+                      const void *buf, bool *error_is_read, int64_t *copied)
+{
+    int ret = bdrv_pwrite(s->target, pos, n, buf, s->write_flags);
+
+    if (ret < 0)
+        *error_is_read = false;
+    else
+        *copied += n;
+    return ret;
+}
+
+/* The bytes from @p on (at most @n) that are alike, whole chunks of zeroes
+ * or of data; *@zero says which. */
+static int64_t alike_run(BlockCopyState *s, const char *p, int64_t n,
+                         bool *zero)
+{
+    int64_t len = MIN(s->cluster, n);
+
+    *zero = buffer_is_zero(p, len);
+    while (len < n) {
+        int64_t c = MIN(s->cluster, n - len);
+        if (buffer_is_zero(p + len, c) != *zero)
+            break;
+        len += c;
+    }
+    return len;
+}
+
+/* Reads and writes [pos, pos + n); with @detect_zero, chunks of zeroes in
+ * the buffer become write_zeroes, so that the target stays as sparse as
+ * the source.  *@copied: the bytes written as data. */
+static int copy_data(BlockCopyState *s, int64_t pos, int64_t n, char *buf,
+                     bool detect_zero, bool *error_is_read, int64_t *copied)
+{
+    int ret = bdrv_pread(s->source, pos, n, buf);
+
+    if (ret < 0) {
+        *error_is_read = true;
+        return ret;
+    }
+    if (!detect_zero)
+        return write_data(s, pos, n, buf, error_is_read, copied);
+    for (int64_t done = 0, len; done < n && ret == 0; done += len) {
+        bool zero;
+        len = alike_run(s, buf + done, n - done, &zero);
+        ret = zero ? write_zeroes(s, pos + done, len, error_is_read)
+                   : write_data(s, pos + done, len, buf + done,
+                                error_is_read, copied);
+    }
+    return ret;
+}
+
+/* Copies [start, end) (a claimed run, at most max_buffer bytes). */
+static int copy_run(BlockCopyState *s, int64_t start, int64_t end,
+                    bool cbw, bool *error_is_read, int64_t *copied)
+{
+    char *buf = NULL;
+    int ret = 0;
+
+    *copied = 0;
+    for (int64_t pos = start, n; pos < end && ret == 0; pos += n) {
+        CopyKind kind = classify(s, pos, end, cbw, &n);
+        if (kind == COPY_ZERO) {
+            ret = write_zeroes(s, pos, n, error_is_read);
+        } else if (kind == COPY_DATA) {
+            if (!buf && !(buf = buffer_get(s))) {
+                *error_is_read = false;
+                ret = -ENOMEM;
+                break;
+            }
+            ret = copy_data(s, pos, n, buf, cbw, error_is_read, copied);
+        }
+    }
+    if (buf)
+        buffer_put(s, buf);
+    return ret;
+}
+
+/* Ends a claim of chunks [first, first + n): done on success. */
+static void release(BlockCopyState *s, int64_t first, int64_t n, bool ok)
+{
+    g_mutex_lock(&s->lock);
+    bits_set(s->busy, first, n, false);
+    if (ok) {
+        bits_set(s->done, first, n, true);
+        __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
+    }
+    g_cond_broadcast(&s->cond);
+    g_mutex_unlock(&s->lock);
+    if (ok && s->progress)
+        s->progress(s->progress_opaque,
+                    MIN((first + n) * s->cluster, s->len) - first * s->cluster);
+}
+
+static int copy_claimed_chunks(BlockCopyState *s, int64_t first, int64_t n,
+                               bool cbw, bool *error_is_read, int64_t *copied)
+{
+    int64_t start = first * s->cluster;
+    int64_t end = MIN((first + n) * s->cluster, s->len);
+    int ret = copy_run(s, start, end, cbw, error_is_read, copied);
+
+    release(s, first, n, ret == 0);
+    return ret;
+}
+
+/* Claims the free run starting at chunk @i, up to chunk @last. */
+static int64_t claim_run_locked(BlockCopyState *s, int64_t i, int64_t last,
+                                int64_t max_chunks)
+{
+    int64_t n = 1;
+
+    while (i + n <= last && n < max_chunks && chunk_free(s, i + n))
+        n++;
+    bits_set(s->busy, i, n, true);
+    return n;
+}
+
+int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
+               bool *error_is_read)
+{
+    int64_t i, last, copied;
+    int ret = 0;
+
+    if (bytes <= 0 || offset >= s->len ||
+        __atomic_load_n(&s->ndone, __ATOMIC_ACQUIRE) == s->nchunks)
+        return 0;
+    i = offset / s->cluster;
+    last = (MIN(offset + bytes, s->len) - 1) / s->cluster;
+    g_mutex_lock(&s->lock);
+    while (i <= last && ret == 0) {
+        if (bit_test(s->done, i)) {
+            i++;
+        } else if (bit_test(s->busy, i)) {
+            g_cond_wait(&s->cond, &s->lock); /* then look at chunk i again */
+        } else {
+            int64_t n = claim_run_locked(s, i, last,
+                                         s->max_buffer / s->cluster);
+            g_mutex_unlock(&s->lock);
+            ret = copy_claimed_chunks(s, i, n, true, error_is_read,
+                                      &copied);
+            g_mutex_lock(&s->lock);
+            i += n;
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+bool block_copy_claim(BlockCopyState *s, int64_t from, int64_t max_bytes,
+                      int64_t *offset, int64_t *bytes)
+{
+    int64_t max_chunks = MAX(MIN(max_bytes, s->max_buffer) / s->cluster, 1);
+    int64_t i, n;
+
+    g_mutex_lock(&s->lock);
+    i = from < s->len ? find_free(s, from / s->cluster) : -1;
+    if (i >= 0)
+        n = claim_run_locked(s, i, s->nchunks - 1, max_chunks);
+    g_mutex_unlock(&s->lock);
+    if (i < 0)
+        return false;
+    *offset = i * s->cluster;
+    *bytes = MIN((i + n) * s->cluster, s->len) - *offset;
+    return true;
+}
+
+int block_copy_claimed(BlockCopyState *s, int64_t offset, int64_t bytes,
+                       bool *error_is_read, int64_t *copied)
+{
+    int64_t first = offset / s->cluster;
+    int64_t n = (offset + bytes - first * s->cluster + s->cluster - 1) /
+                s->cluster;
+
+    return copy_claimed_chunks(s, first, n, false, error_is_read, copied);
+}

@@ -1,0 +1,61 @@
+/*
+ * block-copy.h - copies a source node to a target node in chunks, once.
+ *
+ * Promises:
+ *  - The disk is cut into chunks of the copy's cluster size (64 KiB, or the
+ *    target's allocation granularity if larger).  Each chunk is copied at
+ *    most once, by whoever gets to it first: a background worker or a
+ *    copy-before-write; anyone else who needs the same chunk waits for that
+ *    copy instead of doing it again.  A bitmap of its own records which
+ *    chunks are done.
+ *  - Ranges that block status reports as zero are not read: the target gets
+ *    write-zeroes, or nothing at all when it is known to read as zero.  With
+ *    skip_unallocated (sync=top), ranges not allocated in the source's top
+ *    layer are not copied either: the target shares the source's backing.
+ *  - All calls are blocking and thread safe.
+ */
+#ifndef SNAPNBD_BLOCK_COPY_H
+#define SNAPNBD_BLOCK_COPY_H
+
+#include "block/block.h"
+
+typedef struct BlockCopyState BlockCopyState;
+
+/* Called for every chunk that becomes done (copied or skipped), from the
+ * thread that did it. */
+typedef void (*BlockCopyProgressFunc)(void *opaque, int64_t bytes);
+
+BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
+                                     bool skip_unallocated, GError **errp);
+void block_copy_state_free(BlockCopyState *s);
+void block_copy_set_progress(BlockCopyState *s, BlockCopyProgressFunc fn,
+                             void *opaque);
+
+int64_t block_copy_cluster_size(BlockCopyState *s);
+/* Bytes not copied yet (whole chunks). */
+int64_t block_copy_remaining(BlockCopyState *s);
+/* Does the target read as zeroes where nothing was copied? */
+bool block_copy_target_is_zero(BlockCopyState *s);
+
+/*
+ * Copy-before-write: makes sure every chunk of [offset, offset + bytes) is
+ * done, copying the ones nobody copied yet and waiting for the ones in
+ * flight.  Returns 0, or a negative errno with *error_is_read saying which
+ * side failed (the chunks that failed stay to be copied).
+ */
+int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
+               bool *error_is_read);
+
+/*
+ * Background copy: claims the first run of chunks at or after @from that is
+ * neither done nor in flight, at most @max_bytes long (at least one chunk).
+ * False if there is none.  The caller then copies it with
+ * block_copy_claimed, which also releases it.
+ */
+bool block_copy_claim(BlockCopyState *s, int64_t from, int64_t max_bytes,
+                      int64_t *offset, int64_t *bytes);
+/* *@copied: the bytes really read and written (not skipped). */
+int block_copy_claimed(BlockCopyState *s, int64_t offset, int64_t bytes,
+                       bool *error_is_read, int64_t *copied);
+
+#endif

@@ -1,0 +1,388 @@
+/*
+ * qmp-bitmap.c - the block-dirty-bitmap-* commands and transaction actions,
+ * with QEMU's arguments, checks and messages.
+ *
+ * Design notes.
+ *
+ * Every command is a transaction action too.  An action does its work in
+ * prepare and keeps what it needs to undo it: abort puts the old state
+ * back (a cleared or merged bitmap gets its old bits from a serialised
+ * copy), commit forgets the copy.  The commands run prepare then commit.
+ * Removal is the exception: prepare only takes the bitmap out of use, and
+ * commit releases it, so that an aborted transaction loses nothing.
+ */
+#include "qmp-int.h"
+
+#include <string.h>
+
+#define DEFAULT_GRANULARITY 65536
+
+/* --- lookup and checks ------------------------------------------------------
+ */
+
+static BlockNode *lookup_node(JsonObject *args, GError **errp)
+{
+    const char *node = qmp_arg_str(args, "node", true, errp);
+    BlockNode *bs;
+
+    if (!node)
+        return NULL;
+    bs = bdrv_find_node(node);
+    if (!bs)
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", node,
+                  node);
+    return bs;
+}
+
+static BdrvDirtyBitmap *lookup_bitmap(JsonObject *args, const char *key,
+                                      BlockNode **node, GError **errp)
+{
+    BlockNode *bs = lookup_node(args, errp);
+    const char *name = bs ? qmp_arg_str(args, key, true, errp) : NULL;
+    BdrvDirtyBitmap *bm;
+
+    if (!name)
+        return NULL;
+    bm = bdrv_find_dirty_bitmap(bs, name);
+    if (!bm)
+        qmp_error(errp, "Dirty bitmap '%s' not found", name);
+    if (node)
+        *node = bs;
+    return bm;
+}
+
+/* May the bitmap change? (not busy, not inconsistent, node writable when
+ * it is stored in the image) */
+static bool check_changeable(BdrvDirtyBitmap *bm, GError **errp)
+{
+    GError *err = NULL;
+
+    if (!bdrv_dirty_bitmap_check(bm, false, &err)) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return false;
+    }
+    if (bdrv_dirty_bitmap_persistent(bm) &&
+        bdrv_is_read_only(bdrv_dirty_bitmap_node(bm))) {
+        qmp_error(errp, "Bitmap '%s' is readonly and cannot be modified",
+                  bdrv_dirty_bitmap_name(bm));
+        return false;
+    }
+    return true;
+}
+
+/* --- saved bits, for abort
+ * ---------------------------------------------------- */
+
+typedef struct BitmapUndo {
+    BdrvDirtyBitmap *bm;
+    uint8_t *bits;      /* serialised copy before the change, or NULL */
+    bool was_enabled;
+    bool created;       /* add: abort releases it */
+    bool removing;      /* remove: commit releases it */
+} BitmapUndo;
+
+static BitmapUndo *undo_new(BdrvDirtyBitmap *bm, bool save_bits)
+{
+    BitmapUndo *u = g_new0(BitmapUndo, 1);
+    size_t size = bdrv_dirty_bitmap_serialized_size(bm);
+
+    u->bm = bm;
+    u->was_enabled = bdrv_dirty_bitmap_enabled(bm);
+    if (save_bits) {
+        u->bits = g_malloc(MAX(size, 1));
+        bdrv_dirty_bitmap_serialize(bm, 0, size, u->bits);
+    }
+    return u;
+}
+
+static void undo_abort(void *state)
+{
+    BitmapUndo *u = state;
+
+    if (u->created) {
+        bdrv_release_dirty_bitmap(u->bm);
+        return;
+    }
+    if (u->removing)
+        bdrv_dirty_bitmap_set_busy(u->bm, NULL);
+    if (u->bits) {
+        bdrv_dirty_bitmap_clear(u->bm);
+        bdrv_dirty_bitmap_deserialize(
+            u->bm, 0, bdrv_dirty_bitmap_serialized_size(u->bm), u->bits);
+    }
+    bdrv_dirty_bitmap_set_enabled(u->bm, u->was_enabled);
+}
+
+static void undo_commit(void *state)
+{
+    BitmapUndo *u = state;
+
+    if (u->removing)
+        bdrv_release_dirty_bitmap(u->bm);
+}
+
+static void undo_clean(void *state)
+{
+    BitmapUndo *u = state;
+
+    g_free(u->bits);
+    g_free(u);
+}
+
+/* --- actions
+ * ------------------------------------------------------------------ */
+
+static bool persistent_allowed(BlockNode *bs, const char *name, GError **errp)
+{
+    GError *err = NULL;
+
+    if (bdrv_can_store_dirty_bitmap(bs, &err))
+        return true;
+    qmp_error(errp, "Can't make bitmap '%s' persistent in '%s': %s", name,
+              bdrv_node_name(bs), err->message);
+    g_error_free(err);
+    return false;
+}
+
+static bool add_prepare(JsonObject *args, void **state, GError **errp)
+{
+    BlockNode *bs = lookup_node(args, errp);
+    const char *name = bs ? qmp_arg_str(args, "name", true, errp) : NULL;
+    int64_t granularity;
+    bool persistent, disabled;
+    BdrvDirtyBitmap *bm;
+    GError *err = NULL;
+
+    if (!name ||
+        !qmp_arg_int(args, "granularity", DEFAULT_GRANULARITY, &granularity,
+                     errp) ||
+        !qmp_arg_bool(args, "persistent", false, &persistent, errp) ||
+        !qmp_arg_bool(args, "disabled", false, &disabled, errp))
+        return false;
+    if (granularity < 512 || granularity > ((int64_t)1 << 31) ||
+        (granularity & (granularity - 1))) {
+        qmp_error(errp, "Granularity must be power of 2 and at least 512");
+        return false;
+    }
+    if (persistent && !persistent_allowed(bs, name, errp))
+        return false;
+    bm = bdrv_create_dirty_bitmap(bs, name, granularity, &err);
+    if (!bm) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return false;
+    }
+    bdrv_dirty_bitmap_set_persistent(bm, persistent);
+    bdrv_dirty_bitmap_set_enabled(bm, !disabled);
+    *state = undo_new(bm, false);
+    ((BitmapUndo *)*state)->created = true;
+    return true;
+}
+
+static bool remove_prepare(JsonObject *args, void **state, GError **errp)
+{
+    BdrvDirtyBitmap *bm = lookup_bitmap(args, "name", NULL, errp);
+    GError *err = NULL;
+
+    if (!bm)
+        return false;
+    /* QEMU lets an inconsistent bitmap be removed: that is its cure. */
+    if (!bdrv_dirty_bitmap_inconsistent(bm) &&
+        !bdrv_dirty_bitmap_check(bm, false, &err)) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return false;
+    }
+    if (!bdrv_dirty_bitmap_set_busy(bm, "being removed")) {
+        qmp_error(errp, "Bitmap '%s' is currently in use by another "
+                  "operation and cannot be used", bdrv_dirty_bitmap_name(bm));
+        return false;
+    }
+    *state = undo_new(bm, false);
+    ((BitmapUndo *)*state)->removing = true;
+    return true;
+}
+
+static bool clear_prepare(JsonObject *args, void **state, GError **errp)
+{
+    BdrvDirtyBitmap *bm = lookup_bitmap(args, "name", NULL, errp);
+
+    if (!bm || !check_changeable(bm, errp))
+        return false;
+    *state = undo_new(bm, true);
+    bdrv_dirty_bitmap_clear(bm);
+    return true;
+}
+
+static bool set_enabled(JsonObject *args, void **state, bool enabled,
+                        GError **errp)
+{
+    BdrvDirtyBitmap *bm = lookup_bitmap(args, "name", NULL, errp);
+
+    if (!bm || !check_changeable(bm, errp))
+        return false;
+    *state = undo_new(bm, false);
+    bdrv_dirty_bitmap_set_enabled(bm, enabled);
+    return true;
+}
+
+static bool enable_prepare(JsonObject *args, void **state, GError **errp)
+{
+    return set_enabled(args, state, true, errp);
+}
+
+static bool disable_prepare(JsonObject *args, void **state, GError **errp)
+{
+    return set_enabled(args, state, false, errp);
+}
+
+/* A merge source: a name on the target's node, or {"node", "name"}. */
+static BdrvDirtyBitmap *merge_source(BlockNode *bs, JsonNode *src,
+                                     GError **errp)
+{
+    BdrvDirtyBitmap *bm = NULL;
+
+    if (JSON_NODE_HOLDS_VALUE(src) &&
+        json_node_get_value_type(src) == G_TYPE_STRING) {
+        bm = bdrv_find_dirty_bitmap(bs, json_node_get_string(src));
+        if (!bm)
+            qmp_error(errp, "Dirty bitmap '%s' not found",
+                      json_node_get_string(src));
+    } else if (JSON_NODE_HOLDS_OBJECT(src)) {
+        bm = lookup_bitmap(json_node_get_object(src), "name", NULL, errp);
+    } else {
+        qmp_error(errp, "Invalid parameter type for 'bitmaps[0]', expected: "
+                  "BlockDirtyBitmapOrStr");
+    }
+    return bm;
+}
+
+static bool merge_prepare(JsonObject *args, void **state, GError **errp)
+{
+    BlockNode *bs;
+    BdrvDirtyBitmap *dst = lookup_bitmap(args, "target", &bs, errp);
+    JsonNode *list = dst ? json_object_get_member(args, "bitmaps") : NULL;
+    JsonArray *srcs;
+    BitmapUndo *u;
+    GError *err = NULL;
+
+    if (!dst || !check_changeable(dst, errp))
+        return false;
+    if (!list || !JSON_NODE_HOLDS_ARRAY(list)) {
+        qmp_error(errp, list ? "Invalid parameter type for 'bitmaps', "
+                               "expected: array"
+                             : "Parameter 'bitmaps' is missing");
+        return false;
+    }
+    srcs = json_node_get_array(list);
+    u = undo_new(dst, true);
+    for (guint i = 0; i < json_array_get_length(srcs); i++) {
+        BdrvDirtyBitmap *src = merge_source(
+            bs, json_array_get_element(srcs, i), errp);
+        if (!src || !bdrv_dirty_bitmap_check(src, true, &err) ||
+            !bdrv_dirty_bitmap_merge(dst, src, &err)) {
+            if (err) {
+                qmp_error(errp, "%s", err->message);
+                g_clear_error(&err);
+            }
+            undo_abort(u);
+            undo_clean(u);
+            return false;
+        }
+    }
+    *state = u;
+    return true;
+}
+
+/* --- commands and registration -----------------------------------------------
+ */
+
+typedef bool (*PrepareFunc)(JsonObject *args, void **state, GError **errp);
+
+static JsonNode *run_action(PrepareFunc prepare, JsonObject *args,
+                            GError **errp)
+{
+    void *state = NULL;
+
+    if (!prepare(args, &state, errp))
+        return NULL;
+    undo_commit(state);
+    undo_clean(state);
+    return NULL;
+}
+
+#define BITMAP_COMMAND(fn, prepare)                                         \
+    static JsonNode *fn(JsonObject *args, GError **errp)                    \
+    {                                                                       \
+        return run_action(prepare, args, errp);                             \
+    }
+BITMAP_COMMAND(cmd_add, add_prepare)
+BITMAP_COMMAND(cmd_remove, remove_prepare)
+BITMAP_COMMAND(cmd_clear, clear_prepare)
+BITMAP_COMMAND(cmd_enable, enable_prepare)
+BITMAP_COMMAND(cmd_disable, disable_prepare)
+BITMAP_COMMAND(cmd_merge, merge_prepare)
+
+#define BITMAP_OPS(prepare)                                                 \
+    { prepare, undo_commit, undo_abort, undo_clean }
+static const QmpTransactionOps add_ops = BITMAP_OPS(add_prepare);
+static const QmpTransactionOps remove_ops = BITMAP_OPS(remove_prepare);
+static const QmpTransactionOps clear_ops = BITMAP_OPS(clear_prepare);
+static const QmpTransactionOps enable_ops = BITMAP_OPS(enable_prepare);
+static const QmpTransactionOps disable_ops = BITMAP_OPS(disable_prepare);
+static const QmpTransactionOps merge_ops = BITMAP_OPS(merge_prepare);
+
+JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
+{
+    g_autoptr(GList) list = bdrv_dirty_bitmap_list(bs);
+    JsonArray *arr = json_array_new();
+
+    for (GList *l = list; l; l = l->next) {
+        BdrvDirtyBitmap *bm = l->data;
+        JsonObject *o = json_object_new();
+        GError *busy = NULL;
+
+        json_object_set_string_member(o, "name", bdrv_dirty_bitmap_name(bm));
+        json_object_set_boolean_member(o, "recording",
+                                       bdrv_dirty_bitmap_enabled(bm));
+        json_object_set_boolean_member(
+            o, "busy", !bdrv_dirty_bitmap_inconsistent(bm) &&
+                           !bdrv_dirty_bitmap_check(bm, false, &busy));
+        g_clear_error(&busy);
+        json_object_set_boolean_member(o, "persistent",
+                                       bdrv_dirty_bitmap_persistent(bm));
+        if (bdrv_dirty_bitmap_inconsistent(bm))
+            json_object_set_boolean_member(o, "inconsistent", true);
+        json_object_set_int_member(o, "count", bdrv_dirty_bitmap_count(bm));
+        json_object_set_int_member(o, "granularity",
+                                   bdrv_dirty_bitmap_granularity(bm));
+        json_array_add_object_element(arr, o);
+    }
+    return arr;
+}
+
+void qmp_register_bitmap_commands(void)
+{
+    static const struct {
+        const char *name;
+        QmpCommandFunc fn;
+        const char *args;
+        const QmpTransactionOps *ops;
+    } cmds[] = {
+        { "block-dirty-bitmap-add", cmd_add,
+          "node,name,granularity,persistent,disabled", &add_ops },
+        { "block-dirty-bitmap-remove", cmd_remove, "node,name", &remove_ops },
+        { "block-dirty-bitmap-clear", cmd_clear, "node,name", &clear_ops },
+        { "block-dirty-bitmap-enable", cmd_enable, "node,name", &enable_ops },
+        { "block-dirty-bitmap-disable", cmd_disable, "node,name",
+          &disable_ops },
+        { "block-dirty-bitmap-merge", cmd_merge, "node,target,bitmaps",
+          &merge_ops },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        qmp_register_command_args(cmds[i].name, cmds[i].fn, cmds[i].args);
+        qmp_register_transaction_action(cmds[i].name, cmds[i].ops);
+    }
+}

@@ -1,0 +1,213 @@
+/*
+ * qmp-cli.c - --qmp, --chardev, --monitor, --blockdev, --nbd-server and
+ * --export.
+ *
+ * The last three are QMP commands written as QEMU option strings
+ * ("type=nbd,id=e0,node-name=disk,writable=on") or, for --blockdev, also as
+ * JSON; they are run through the same handlers as over the socket, so they
+ * check and fail exactly alike.
+ */
+#include "qmp-cli.h"
+
+#include "qemu-opts.h"
+#include "qmp-int.h"
+#include "qmp-json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static char **qmp_specs;   /* --qmp */
+static char **chardevs;    /* --chardev */
+static char **monitors;    /* --monitor */
+static char **blockdevs;   /* --blockdev */
+static char **nbd_servers; /* --nbd-server */
+static char **exports;     /* --export */
+
+GOptionGroup *qmp_cli_option_group(void)
+{
+    static const GOptionEntry entries[] = {
+        { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &qmp_specs,
+          "serve QMP on the unix socket PATH", "unix:PATH,server[,wait=off]" },
+        { "chardev", 0, 0, G_OPTION_ARG_STRING_ARRAY, &chardevs,
+          "a unix socket for --monitor", "socket,id=ID,path=PATH,server=on" },
+        { "monitor", 0, 0, G_OPTION_ARG_STRING_ARRAY, &monitors,
+          "serve QMP on the --chardev ID", "[chardev=]ID" },
+        { "blockdev", 0, 0, G_OPTION_ARG_STRING_ARRAY, &blockdevs,
+          "add a block node (as blockdev-add)", "OPTIONS|JSON" },
+        { "nbd-server", 0, 0, G_OPTION_ARG_STRING_ARRAY, &nbd_servers,
+          "start the NBD server (as nbd-server-start)",
+          "addr.type=unix,addr.path=PATH|addr.type=inet,addr.host=H,"
+          "addr.port=P" },
+        { "export", 0, 0, G_OPTION_ARG_STRING_ARRAY, &exports,
+          "export a node (as block-export-add)",
+          "type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]" },
+        { NULL },
+    };
+    GOptionGroup *g = g_option_group_new(
+        "daemon", "Control socket and daemon mode (qemu-storage-daemon):",
+        "Show the control socket options", NULL, NULL);
+
+    g_option_group_add_entries(g, entries);
+    return g;
+}
+
+bool qmp_cli_given(void)
+{
+    return qmp_specs || monitors || blockdevs || nbd_servers || exports;
+}
+
+static bool fail(const char *option, const char *spec, const GError *err)
+{
+    fprintf(stderr, "snapnbd: %s %s: %s\n", option, spec, err->message);
+    return false;
+}
+
+/* --monitor [chardev=]ID: the --chardev socket of that id. */
+static char *monitor_spec(const char *monitor, GError **errp)
+{
+    g_autoptr(GHashTable) m = qemu_opts_parse(monitor, "chardev");
+    const char *id = g_hash_table_lookup(m, "chardev");
+    const char *mode = g_hash_table_lookup(m, "mode");
+
+    if (mode && strcmp(mode, "control") != 0) {
+        qmp_error(errp, "only mode=control is supported");
+        return NULL;
+    }
+    for (char **c = chardevs; id && c && *c; c++) {
+        g_autoptr(GHashTable) opts = qemu_opts_parse(*c, "backend");
+        if (g_strcmp0(g_hash_table_lookup(opts, "id"), id) == 0)
+            return g_strdup(*c);
+    }
+    qmp_error(errp, "chardev '%s' not found", id ? id : "");
+    return NULL;
+}
+
+static bool add_listeners(void)
+{
+    g_autoptr(GError) err = NULL;
+
+    for (char **q = qmp_specs; q && *q; q++) {
+        if (!qmp_add_listener(*q, &err))
+            return fail("--qmp", *q, err);
+    }
+    for (char **m = monitors; m && *m; m++) {
+        g_autofree char *spec = monitor_spec(*m, &err);
+        if (!spec || !qmp_add_listener(spec, &err))
+            return fail("--monitor", *m, err);
+    }
+    return true;
+}
+
+/* Option strings hold strings only: these members are booleans or
+ * integers in the QMP schema. */
+static void set_typed(JsonObject *o, const char *key, const char *value)
+{
+    static const char *const bools[] = { "writable", "writethrough",
+                                         "allocation-depth", NULL };
+    static const char *const ints[] = { "max-connections", NULL };
+
+    if (g_strv_contains(bools, key))
+        json_object_set_boolean_member(o, key, !strcmp(value, "on") ||
+                                               !strcmp(value, "true") ||
+                                               !strcmp(value, "yes"));
+    else if (g_strv_contains(ints, key))
+        json_object_set_int_member(o, key, g_ascii_strtoll(value, NULL, 10));
+    else
+        json_object_set_string_member(o, key, value);
+}
+
+/* "a.b=v" keys become nested objects, as QEMU's keyval does. */
+static JsonObject *opts_to_object(const char *spec)
+{
+    g_autoptr(GHashTable) opts = qemu_opts_parse(spec, NULL);
+    JsonObject *top = json_object_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init(&it, opts);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        g_auto(GStrv) parts = g_strsplit(k, ".", -1);
+        JsonObject *o = top;
+        guint n = g_strv_length(parts);
+        for (guint i = 0; i + 1 < n; i++) {
+            if (!json_object_has_member(o, parts[i]))
+                json_object_set_object_member(o, parts[i], json_object_new());
+            o = json_object_get_object_member(o, parts[i]);
+            if (!o)
+                break;
+        }
+        if (o)
+            set_typed(o, parts[n - 1], v);
+    }
+    return top;
+}
+
+static bool run(const char *command, const char *option, const char *spec,
+                JsonObject *args)
+{
+    g_autoptr(GError) err = NULL;
+    JsonNode *ret = qmp_execute(command, args, &err);
+
+    json_object_unref(args);
+    if (err)
+        return fail(option, spec, err);
+    json_node_unref(ret);
+    return true;
+}
+
+/* --blockdev JSON, or key=value options taken as bdrv_open's flat keys. */
+static bool add_blockdev(const char *spec)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) json = NULL;
+
+    if (spec[0] != '{') {
+        g_autoptr(GHashTable) flat = qemu_opts_parse(spec, NULL);
+        if (!qmp_block_add_flat(flat, &err))
+            return fail("--blockdev", spec, err);
+        return true;
+    }
+    json = qmp_json_parse(spec, &err);
+    if (json && !JSON_NODE_HOLDS_OBJECT(json))
+        qmp_error(&err, "QMP input must be a JSON object");
+    if (err)
+        return fail("--blockdev", spec, err);
+    return run("blockdev-add", "--blockdev", spec,
+               json_object_ref(json_node_get_object(json)));
+}
+
+bool qmp_cli_start(void)
+{
+    g_autoptr(GError) err = NULL;
+
+    qmp_register_all();
+    if (!add_listeners())
+        return false;
+    for (char **b = blockdevs; b && *b; b++) {
+        if (!add_blockdev(*b))
+            return false;
+    }
+    for (char **s = nbd_servers; s && *s; s++) {
+        if (!run("nbd-server-start", "--nbd-server", *s, opts_to_object(*s)))
+            return false;
+    }
+    for (char **e = exports; e && *e; e++) {
+        if (!run("block-export-add", "--export", *e, opts_to_object(*e)))
+            return false;
+    }
+    if (!qmp_start(&err)) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    return true;
+}
+
+void qmp_cli_free(void)
+{
+    g_clear_pointer(&qmp_specs, g_strfreev);
+    g_clear_pointer(&chardevs, g_strfreev);
+    g_clear_pointer(&monitors, g_strfreev);
+    g_clear_pointer(&blockdevs, g_strfreev);
+    g_clear_pointer(&nbd_servers, g_strfreev);
+    g_clear_pointer(&exports, g_strfreev);
+}

@@ -1,0 +1,27 @@
+/*
+ * qmp-cli.h - the control socket's command line: --qmp, and
+ * qemu-storage-daemon's --chardev/--monitor, --blockdev, --nbd-server and
+ * --export.  With any of them and no image argument, snapnbd runs as a
+ * daemon that only does what these options and the control socket say.
+ */
+#ifndef SNAPNBD_QMP_CLI_H
+#define SNAPNBD_QMP_CLI_H
+
+#include <glib.h>
+#include <stdbool.h>
+
+/* The options' group, for cli_parse's GOptionContext (storage is static). */
+GOptionGroup *qmp_cli_option_group(void);
+
+/* Was any of these options given? */
+bool qmp_cli_given(void);
+
+/* Registers the QMP commands, binds the control sockets, then runs
+ * --blockdev, --nbd-server and --export in order, as the QMP commands they
+ * stand for; on error prints one line naming the option and returns
+ * false.  Starts the QMP thread last. */
+bool qmp_cli_start(void);
+
+void qmp_cli_free(void);
+
+#endif

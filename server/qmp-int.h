@@ -1,0 +1,50 @@
+/*
+ * qmp-int.h - what the QMP modules (qmp.c, qmp-block.c, qmp-nbd.c) share;
+ * nothing outside server/qmp*.c and main.c includes it.
+ */
+#ifndef SNAPNBD_QMP_INT_H
+#define SNAPNBD_QMP_INT_H
+
+#include "block/block.h"
+#include "qmp.h"
+
+/* Registration of each module's commands (called by qmp_register_all). */
+void qmp_register_core_commands(void);
+void qmp_register_block_commands(void);
+void qmp_register_nbd_commands(void);
+void qmp_register_job_commands(void);  /* qmp-jobs.c */
+void qmp_register_bitmap_commands(void); /* qmp-bitmap.c */
+/* BlockDirtyInfo of each bitmap of @bs (query-named-block-nodes). */
+JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs);
+/* Cancels every job and waits for them to end: before the nodes go. */
+void qmp_jobs_cleanup(void);
+
+/* The message of a QAPI enum mismatch, "Parameter 'x' does not accept
+ * value 'y'", when @value is not in the NULL-terminated @values; true when
+ * it is (or is NULL). */
+bool qmp_check_enum(const char *key, const char *value,
+                    const char *const *values, GError **errp);
+
+/* Runs a registered command as if a client had sent it (the command line
+ * uses this for --nbd-server, --export, --blockdev); the "return" value, or
+ * NULL + errp. */
+JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp);
+
+/* --blockdev in option syntax: bdrv_open's flat keys as they are; the node
+ * is then owned by the monitor, like one from blockdev-add. */
+bool qmp_block_add_flat(GHashTable *flat, GError **errp);
+
+/* Is any export (from the command line or block-export-add) serving @bs? */
+bool qmp_nbd_node_exported(BlockNode *bs);
+
+/* main.c: the NBD server of the command line (image mode) counts as "the"
+ * NBD server: nbd-server-start refuses to start a second one. */
+void qmp_nbd_set_cli_server(bool running);
+
+/* Teardown at exit, after qmp_stop(): the NBD server started over QMP and
+ * its exports (clients are cut), then the nodes added with blockdev-add
+ * (flushed first). */
+void qmp_nbd_cleanup(void);
+void qmp_block_cleanup(void);
+
+#endif

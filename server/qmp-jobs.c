@@ -1,0 +1,664 @@
+/*
+ * qmp-jobs.c - QMP commands, transaction actions and events of jobs:
+ * drive-backup, blockdev-backup, query-jobs, query-block-jobs, the job-*
+ * and block-job-* verbs, and JOB_STATUS_CHANGE / BLOCK_JOB_* events, with
+ * QEMU's argument names, return shapes and messages.
+ *
+ * The handlers run on the QMP thread; the job engine (jobs/) does the
+ * locking.  Events come from the engine through job_set_event_hook, on
+ * whichever thread caused them, and go to qmp_emit_event, which is thread
+ * safe and never blocks.
+ */
+#include "qmp-int.h"
+#include "jobs/backup.h"
+
+#include <string.h>
+
+static const char *const on_error_values[] = { "report", "ignore", "enospc",
+                                               "stop", NULL };
+static const char *const mode_values[] = { "existing", "absolute-paths",
+                                           NULL };
+
+#define BACKUP_MEMBERS \
+    "job-id,device,target,sync,speed,bitmap,bitmap-mode,compress," \
+    "on-source-error,on-target-error,auto-finalize,auto-dismiss," \
+    "filter-node-name,x-perf,discard-source"
+#define DRIVE_BACKUP_MEMBERS BACKUP_MEMBERS ",format,mode"
+
+/* --- events ------------------------------------------------------------- */
+
+static void set_progress(JsonObject *d, const JobEvent *ev)
+{
+    json_object_set_string_member(d, "type", ev->type);
+    json_object_set_string_member(d, "device", ev->id);
+    json_object_set_int_member(d, "len", ev->len);
+    json_object_set_int_member(d, "offset", ev->offset);
+    json_object_set_int_member(d, "speed", ev->speed);
+}
+
+static void emit_job_event(const JobEvent *ev)
+{
+    JsonObject *d = json_object_new();
+    const char *name = NULL;
+
+    switch (ev->kind) {
+    case JOB_EVENT_STATUS_CHANGE:
+        name = "JOB_STATUS_CHANGE";
+        json_object_set_string_member(d, "id", ev->id);
+        json_object_set_string_member(d, "status",
+                                      job_status_str(ev->status));
+        break;
+    case JOB_EVENT_COMPLETED:
+        name = "BLOCK_JOB_COMPLETED";
+        set_progress(d, ev);
+        if (ev->error)
+            json_object_set_string_member(d, "error", ev->error);
+        break;
+    case JOB_EVENT_CANCELLED:
+        name = "BLOCK_JOB_CANCELLED";
+        set_progress(d, ev);
+        break;
+    case JOB_EVENT_READY:
+        name = "BLOCK_JOB_READY";
+        set_progress(d, ev);
+        break;
+    case JOB_EVENT_ERROR:
+        name = "BLOCK_JOB_ERROR";
+        json_object_set_string_member(d, "device", ev->id);
+        json_object_set_string_member(d, "operation",
+                                      ev->is_read ? "read" : "write");
+        json_object_set_string_member(d, "action",
+                                      block_error_action_str(ev->action));
+        break;
+    case JOB_EVENT_PENDING:
+        name = "BLOCK_JOB_PENDING";
+        json_object_set_string_member(d, "type", ev->type);
+        json_object_set_string_member(d, "id", ev->id);
+        break;
+    }
+    qmp_emit_event(name, d);
+}
+
+/* --- argument parsing --------------------------------------------------- */
+
+typedef struct BackupArgs {
+    const char *job_id;
+    const char *device;
+    const char *target;
+    const char *format;  /* drive-backup */
+    bool existing;       /* drive-backup mode=existing */
+    BackupOptions opts;
+} BackupArgs;
+
+/* For transaction actions, which the dispatcher does not check. */
+static bool check_members(JsonObject *args, const char *members,
+                          GError **errp)
+{
+    g_auto(GStrv) allowed = g_strsplit(members, ",", -1);
+    g_autoptr(GList) keys = json_object_get_members(args);
+
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains((const char *const *)allowed, l->data)) {
+            qmp_error(errp, "Parameter '%s' is unexpected",
+                      (const char *)l->data);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool parse_on_error(JsonObject *args, const char *key,
+                           BlockdevOnError *out, GError **errp)
+{
+    GError *err = NULL;
+    const char *v = qmp_arg_str(args, key, false, &err);
+
+    if (err || !qmp_check_enum(key, v, on_error_values, &err)) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    *out = BLOCKDEV_ON_ERROR_REPORT;
+    if (v)
+        blockdev_on_error_parse(v, out);
+    return true;
+}
+
+/* Arguments snapnbd does not implement are refused, never ignored. */
+static bool refuse_unsupported(JsonObject *args, GError **errp)
+{
+    static const char *const keys[] = { "bitmap", "bitmap-mode",
+                                        "filter-node-name" };
+    bool on = false;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+        if (json_object_has_member(args, keys[i])) {
+            qmp_error(errp, "Parameter '%s' is not supported yet", keys[i]);
+            return false;
+        }
+    }
+    if (!qmp_arg_bool(args, "compress", false, &on, errp))
+        return false;
+    if (!on && !qmp_arg_bool(args, "discard-source", false, &on, errp))
+        return false;
+    if (on) {
+        qmp_error(errp, "compress and discard-source are not supported yet");
+        return false;
+    }
+    return true;
+}
+
+/* x-perf: {"max-workers": N, "max-chunk": BYTES} (use-copy-range is
+ * accepted and ignored: snapnbd always copies through a buffer). */
+static bool parse_x_perf(JsonObject *args, BackupOptions *o, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "x-perf");
+    JsonObject *p;
+    int64_t workers, chunk;
+    bool copy_range;
+
+    if (!n)
+        return true;
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'x-perf', expected: "
+                        "object");
+        return false;
+    }
+    p = json_node_get_object(n);
+    if (!check_members(p, "use-copy-range,max-workers,max-chunk", errp) ||
+        !qmp_arg_bool(p, "use-copy-range", true, &copy_range, errp) ||
+        !qmp_arg_int(p, "max-workers", 0, &workers, errp) ||
+        !qmp_arg_int(p, "max-chunk", 0, &chunk, errp))
+        return false;
+    if (workers < 0 || workers > 64 || chunk < 0) {
+        qmp_error(errp, "x-perf: max-workers must be 1..64 and max-chunk "
+                        "positive");
+        return false;
+    }
+    o->max_workers = workers;
+    o->max_chunk = chunk;
+    return true;
+}
+
+static bool parse_job_flags(JsonObject *args, BackupOptions *o,
+                            GError **errp)
+{
+    bool fin, dis;
+
+    if (!qmp_arg_bool(args, "auto-finalize", true, &fin, errp) ||
+        !qmp_arg_bool(args, "auto-dismiss", true, &dis, errp))
+        return false;
+    o->job_flags = (fin ? 0 : JOB_MANUAL_FINALIZE) |
+                   (dis ? 0 : JOB_MANUAL_DISMISS);
+    return true;
+}
+
+static bool parse_backup_args(JsonObject *args, BackupArgs *a,
+                              GError **errp)
+{
+    GError *err = NULL;
+    const char *sync = NULL;
+
+    *a = (BackupArgs){ 0 };
+    a->device = qmp_arg_str(args, "device", true, &err);
+    if (!err)
+        a->target = qmp_arg_str(args, "target", true, &err);
+    if (!err)
+        sync = qmp_arg_str(args, "sync", true, &err);
+    if (!err)
+        a->job_id = qmp_arg_str(args, "job-id", false, &err);
+    if (!err && !a->job_id)
+        a->job_id = a->device; /* as QEMU, for a device name */
+    if (!err)
+        backup_sync_parse(sync, &a->opts.sync, &err);
+    if (!err)
+        qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    return parse_on_error(args, "on-source-error", &a->opts.on_source_error,
+                          errp) &&
+           parse_on_error(args, "on-target-error", &a->opts.on_target_error,
+                          errp) &&
+           parse_job_flags(args, &a->opts, errp) &&
+           parse_x_perf(args, &a->opts, errp) &&
+           refuse_unsupported(args, errp);
+}
+
+static bool parse_drive_backup_args(JsonObject *args, BackupArgs *a,
+                                    GError **errp)
+{
+    const char *mode;
+
+    if (!parse_backup_args(args, a, errp))
+        return false;
+    a->format = qmp_arg_str(args, "format", false, errp);
+    if (errp && *errp)
+        return false;
+    mode = qmp_arg_str(args, "mode", false, errp);
+    if ((errp && *errp) || !qmp_check_enum("mode", mode, mode_values, errp))
+        return false;
+    a->existing = mode && strcmp(mode, "existing") == 0;
+    return true;
+}
+
+/* --- creating backups --------------------------------------------------- */
+
+static BlockNode *lookup_node(const char *name, GError **errp)
+{
+    BlockNode *bs = bdrv_find_node(name);
+
+    if (!bs)
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", name,
+                  name);
+    return bs;
+}
+
+/* The node whose data the target shares (its backing), or NULL. */
+static BlockNode *target_backing(BlockNode *source, BackupSync sync)
+{
+    if (sync == BACKUP_SYNC_NONE)
+        return source;
+    if (sync == BACKUP_SYNC_TOP)
+        return bdrv_child(source, "backing");
+    return NULL;
+}
+
+/* The format of a new target: the source's, a protocol node's being raw. */
+static const char *default_format(BlockNode *source)
+{
+    const char *drv = bdrv_driver_name(source);
+
+    return strcmp(drv, "qcow2") == 0 ? "qcow2" : "raw";
+}
+
+static GHashTable *new_opts(void)
+{
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+}
+
+static bool create_target(const BackupArgs *a, BlockNode *source,
+                          const char *format, GError **errp)
+{
+    g_autoptr(GHashTable) o = new_opts();
+    BlockNode *base = target_backing(source, a->opts.sync);
+    const char *drv = strcmp(format, "raw") == 0 ? "file" : format;
+
+    if (base && strcmp(format, "qcow2") == 0) {
+        g_hash_table_insert(o, g_strdup("backing_file"),
+                            g_strdup(bdrv_filename(base)));
+        g_hash_table_insert(o, g_strdup("backing_fmt"),
+                            g_strdup(default_format(base)));
+    }
+    return bdrv_create(drv, a->target, bdrv_getlength(source), o, errp) >= 0;
+}
+
+static BlockNode *open_target(const BackupArgs *a, BlockNode *source,
+                              const char *format, GError **errp)
+{
+    g_autoptr(GHashTable) o = new_opts();
+    BlockNode *base = target_backing(source, a->opts.sync);
+
+    g_hash_table_insert(o, g_strdup("driver"), g_strdup(format));
+    if (strcmp(format, "file") == 0) {
+        g_hash_table_insert(o, g_strdup("filename"), g_strdup(a->target));
+    } else {
+        g_hash_table_insert(o, g_strdup("file.driver"), g_strdup("file"));
+        g_hash_table_insert(o, g_strdup("file.filename"),
+                            g_strdup(a->target));
+    }
+    /* The target's backing is the live node, not a second open of its
+     * file (as QEMU's bdrv_set_backing_hd). */
+    if (base && strcmp(format, "qcow2") == 0)
+        g_hash_table_insert(o, g_strdup("backing"),
+                            g_strdup(bdrv_node_name(base)));
+    return bdrv_open(o, errp);
+}
+
+static Job *create_backup(const BackupArgs *a, BlockNode *source,
+                          BlockNode *target, GError **errp)
+{
+    return backup_job_create(a->job_id, source, target, &a->opts, errp);
+}
+
+/* drive-backup up to a job in state "created"; NULL + errp on failure. */
+static Job *drive_backup_prepare(JsonObject *args, GError **errp)
+{
+    BackupArgs a;
+    BlockNode *source, *target;
+    const char *format;
+    Job *job;
+
+    if (!parse_drive_backup_args(args, &a, errp) ||
+        !(source = lookup_node(a.device, errp)))
+        return NULL;
+    if (a.opts.sync == BACKUP_SYNC_TOP && !bdrv_child(source, "backing"))
+        a.opts.sync = BACKUP_SYNC_FULL;
+    format = a.format ? a.format
+                      : a.existing ? bdrv_probe_format(a.target)
+                                   : default_format(source);
+    if (!bdrv_has_driver(format)) {
+        qmp_error(errp, "Unknown driver '%s'", format);
+        return NULL;
+    }
+    if (!a.existing && !create_target(&a, source, format, errp))
+        return NULL;
+    target = open_target(&a, source, format, errp);
+    if (!target)
+        return NULL;
+    job = create_backup(&a, source, target, errp);
+    bdrv_unref(target); /* the job holds it now, or nobody */
+    return job;
+}
+
+static Job *blockdev_backup_prepare(JsonObject *args, GError **errp)
+{
+    BackupArgs a;
+    BlockNode *source, *target;
+
+    if (!parse_backup_args(args, &a, errp) ||
+        !(source = lookup_node(a.device, errp)) ||
+        !(target = lookup_node(a.target, errp)))
+        return NULL;
+    return create_backup(&a, source, target, errp);
+}
+
+static JsonNode *cmd_drive_backup(JsonObject *args, GError **errp)
+{
+    Job *job = drive_backup_prepare(args, errp);
+
+    if (job)
+        job_start(job);
+    return NULL;
+}
+
+static JsonNode *cmd_blockdev_backup(JsonObject *args, GError **errp)
+{
+    Job *job = blockdev_backup_prepare(args, errp);
+
+    if (job)
+        job_start(job);
+    return NULL;
+}
+
+/* --- transaction actions: the job is created in prepare (the point in
+ * time), started in commit, and cancelled unstarted in abort. ------------- */
+
+static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
+                              GError **errp)
+{
+    Job *job;
+
+    *state = NULL;
+    if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0) {
+        qmp_error(errp, "completion-mode 'grouped' is not supported yet");
+        return false;
+    }
+    if (!check_members(data, drive ? DRIVE_BACKUP_MEMBERS : BACKUP_MEMBERS,
+                       errp))
+        return false;
+    job = drive ? drive_backup_prepare(data, errp)
+                : blockdev_backup_prepare(data, errp);
+    if (job)
+        job_ref(job);
+    *state = job;
+    return job != NULL;
+}
+
+static bool tx_drive_backup_prepare(JsonObject *data, void **state,
+                                    GError **errp)
+{
+    return tx_backup_prepare(data, state, true, errp);
+}
+
+static bool tx_blockdev_backup_prepare(JsonObject *data, void **state,
+                                       GError **errp)
+{
+    return tx_backup_prepare(data, state, false, errp);
+}
+
+static void tx_backup_commit(void *state)
+{
+    job_start(state);
+}
+
+static void tx_backup_abort(void *state)
+{
+    job_cancel_created(state);
+}
+
+static void tx_backup_clean(void *state)
+{
+    if (state)
+        job_unref(state);
+}
+
+static const QmpTransactionOps drive_backup_ops = {
+    .prepare = tx_drive_backup_prepare,
+    .commit = tx_backup_commit,
+    .abort = tx_backup_abort,
+    .clean = tx_backup_clean,
+};
+
+static const QmpTransactionOps blockdev_backup_ops = {
+    .prepare = tx_blockdev_backup_prepare,
+    .commit = tx_backup_commit,
+    .abort = tx_backup_abort,
+    .clean = tx_backup_clean,
+};
+
+/* --- queries ------------------------------------------------------------ */
+
+static JsonNode *job_info_json(const JobInfo *i)
+{
+    JsonObject *o = json_object_new();
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_object_set_string_member(o, "id", i->id);
+    json_object_set_string_member(o, "type", i->type);
+    json_object_set_string_member(o, "status", job_status_str(i->status));
+    json_object_set_int_member(o, "current-progress", i->current);
+    json_object_set_int_member(o, "total-progress", i->total);
+    if (i->error)
+        json_object_set_string_member(o, "error", i->error);
+    json_node_take_object(n, o);
+    return n;
+}
+
+static JsonNode *block_job_info_json(const JobInfo *i)
+{
+    JsonObject *o = json_object_new();
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_object_set_string_member(o, "type", i->type);
+    json_object_set_string_member(o, "device", i->id);
+    json_object_set_int_member(o, "len", i->total);
+    json_object_set_int_member(o, "offset", i->current);
+    json_object_set_boolean_member(o, "busy", i->busy);
+    json_object_set_boolean_member(o, "paused", i->paused);
+    json_object_set_int_member(o, "speed", i->speed);
+    json_object_set_string_member(o, "io-status",
+                                  job_io_status_str(i->iostatus));
+    json_object_set_boolean_member(o, "ready", i->ready);
+    json_object_set_string_member(o, "status", job_status_str(i->status));
+    json_object_set_boolean_member(o, "auto-finalize", i->auto_finalize);
+    json_object_set_boolean_member(o, "auto-dismiss", i->auto_dismiss);
+    if (i->error)
+        json_object_set_string_member(o, "error", i->error);
+    json_node_take_object(n, o);
+    return n;
+}
+
+static JsonNode *query(bool block_jobs_only)
+{
+    g_autoptr(GPtrArray) all = job_query_all();
+    JsonArray *arr = json_array_new();
+    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
+
+    for (guint k = 0; k < all->len; k++) {
+        const JobInfo *i = all->pdata[k];
+        if (block_jobs_only && i->block_job)
+            json_array_add_element(arr, block_job_info_json(i));
+        else if (!block_jobs_only)
+            json_array_add_element(arr, job_info_json(i));
+    }
+    json_node_take_array(n, arr);
+    return n;
+}
+
+static JsonNode *cmd_query_jobs(JsonObject *args, GError **errp)
+{
+    return query(false);
+}
+
+static JsonNode *cmd_query_block_jobs(JsonObject *args, GError **errp)
+{
+    return query(true);
+}
+
+/* --- verbs -------------------------------------------------------------- */
+
+/* job-*: by "id"; QEMU says "Job not found". */
+static Job *find_job(JsonObject *args, GError **errp)
+{
+    const char *id = qmp_arg_str(args, "id", true, errp);
+    Job *job = id ? job_get(id) : NULL;
+
+    if (id && !job)
+        qmp_error(errp, "Job not found");
+    return job;
+}
+
+/* block-job-*: by @key ("device" or "id"), block jobs only, DeviceNotFound
+ * if there is none. */
+static Job *find_block_job(JsonObject *args, const char *key, GError **errp)
+{
+    const char *id = qmp_arg_str(args, key, true, errp);
+    Job *job = id ? job_get(id) : NULL;
+
+    if (job && !job->driver->block_job) {
+        job_unref(job);
+        job = NULL;
+    }
+    if (id && !job)
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND,
+                    "Block job '%s' not found", id);
+    return job;
+}
+
+typedef bool (*JobVerbFunc)(Job *job, GError **errp);
+
+static JsonNode *run_verb(Job *job, JobVerbFunc fn, GError **errp)
+{
+    if (job) {
+        fn(job, errp);
+        job_unref(job);
+    }
+    return NULL;
+}
+
+/* job-cancel always forces, as in QEMU. */
+static bool cancel_forced(Job *job, GError **errp)
+{
+    return job_user_cancel(job, true, errp);
+}
+
+#define JOB_VERB_CMD(cname, fn)                                             \
+    static JsonNode *cname(JsonObject *args, GError **errp)                 \
+    {                                                                       \
+        return run_verb(find_job(args, errp), fn, errp);                    \
+    }
+JOB_VERB_CMD(cmd_job_pause, job_user_pause)
+JOB_VERB_CMD(cmd_job_resume, job_user_resume)
+JOB_VERB_CMD(cmd_job_cancel, cancel_forced)
+JOB_VERB_CMD(cmd_job_complete, job_complete)
+JOB_VERB_CMD(cmd_job_finalize, job_finalize)
+JOB_VERB_CMD(cmd_job_dismiss, job_dismiss)
+
+#define BLOCK_JOB_VERB_CMD(cname, key, fn)                                  \
+    static JsonNode *cname(JsonObject *args, GError **errp)                 \
+    {                                                                       \
+        return run_verb(find_block_job(args, key, errp), fn, errp);         \
+    }
+BLOCK_JOB_VERB_CMD(cmd_block_job_pause, "device", job_user_pause)
+BLOCK_JOB_VERB_CMD(cmd_block_job_resume, "device", job_user_resume)
+BLOCK_JOB_VERB_CMD(cmd_block_job_complete, "device", job_complete)
+BLOCK_JOB_VERB_CMD(cmd_block_job_finalize, "id", job_finalize)
+BLOCK_JOB_VERB_CMD(cmd_block_job_dismiss, "id", job_dismiss)
+
+static JsonNode *cmd_block_job_cancel(JsonObject *args, GError **errp)
+{
+    bool force;
+    Job *job;
+
+    if (!qmp_arg_bool(args, "force", false, &force, errp))
+        return NULL;
+    job = find_block_job(args, "device", errp);
+    if (!job)
+        return NULL;
+    /* As QEMU: a paused job is only cancelled with force. */
+    if (!force && job_user_paused(job))
+        qmp_error(errp, "The block job for device '%s' is currently paused",
+                  job->id);
+    else
+        job_user_cancel(job, force, errp);
+    job_unref(job);
+    return NULL;
+}
+
+static JsonNode *cmd_block_job_set_speed(JsonObject *args, GError **errp)
+{
+    int64_t speed;
+    Job *job;
+
+    if (!json_object_has_member(args, "speed")) {
+        qmp_error(errp, "Parameter 'speed' is missing");
+        return NULL;
+    }
+    if (!qmp_arg_int(args, "speed", 0, &speed, errp))
+        return NULL;
+    job = find_block_job(args, "device", errp);
+    if (job) {
+        job_set_speed(job, speed, errp);
+        job_unref(job);
+    }
+    return NULL;
+}
+
+void qmp_register_job_commands(void)
+{
+    job_set_event_hook(emit_job_event);
+    qmp_register_command_args("drive-backup", cmd_drive_backup,
+                              DRIVE_BACKUP_MEMBERS);
+    qmp_register_command_args("blockdev-backup", cmd_blockdev_backup,
+                              BACKUP_MEMBERS);
+    qmp_register_command_args("query-jobs", cmd_query_jobs, "");
+    qmp_register_command_args("query-block-jobs", cmd_query_block_jobs, "");
+    qmp_register_command_args("job-pause", cmd_job_pause, "id");
+    qmp_register_command_args("job-resume", cmd_job_resume, "id");
+    qmp_register_command_args("job-cancel", cmd_job_cancel, "id");
+    qmp_register_command_args("job-complete", cmd_job_complete, "id");
+    qmp_register_command_args("job-finalize", cmd_job_finalize, "id");
+    qmp_register_command_args("job-dismiss", cmd_job_dismiss, "id");
+    qmp_register_command_args("block-job-pause", cmd_block_job_pause,
+                              "device");
+    qmp_register_command_args("block-job-resume", cmd_block_job_resume,
+                              "device");
+    qmp_register_command_args("block-job-cancel", cmd_block_job_cancel,
+                              "device,force");
+    qmp_register_command_args("block-job-complete", cmd_block_job_complete,
+                              "device");
+    qmp_register_command_args("block-job-finalize", cmd_block_job_finalize,
+                              "id");
+    qmp_register_command_args("block-job-dismiss", cmd_block_job_dismiss,
+                              "id");
+    qmp_register_command_args("block-job-set-speed", cmd_block_job_set_speed,
+                              "device,speed");
+    qmp_register_transaction_action("drive-backup", &drive_backup_ops);
+    qmp_register_transaction_action("blockdev-backup", &blockdev_backup_ops);
+}
+
+void qmp_jobs_cleanup(void)
+{
+    job_cancel_sync_all();
+}

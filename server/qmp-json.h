@@ -1,0 +1,40 @@
+/*
+ * qmp-json.h - JSON as QEMU's monitor reads and writes it (private to the
+ * QMP server).
+ *
+ * QEMU does not read QMP line by line: a streamer cuts the byte stream into
+ * top-level values by counting braces and brackets, a lexer accepts a few
+ * extensions (single-quoted strings, modified UTF-8 "\xC0\x80" for U+0000)
+ * and every malformed input gets one of a fixed set of "JSON parse error,
+ * ..." messages, after which the lexer resynchronises on the next brace,
+ * bracket or control character.  Clients (and their tests) see those
+ * messages, so this module reproduces them; json-glib holds the values.
+ */
+#ifndef SNAPNBD_QMP_JSON_H
+#define SNAPNBD_QMP_JSON_H
+
+#include <json-glib/json-glib.h>
+#include <stddef.h>
+
+typedef struct QmpJsonStreamer QmpJsonStreamer;
+
+/* Called once per top-level value: @value (the callee owns it) or, for
+ * malformed input, NULL and @error ("JSON parse error, ..."). */
+typedef void (*QmpJsonEmitFunc)(JsonNode *value, const char *error,
+                                void *opaque);
+
+QmpJsonStreamer *qmp_json_streamer_new(QmpJsonEmitFunc emit, void *opaque);
+/* Feeds bytes; emits as many values as they complete. */
+void qmp_json_streamer_feed(QmpJsonStreamer *s, const char *buf, size_t len);
+void qmp_json_streamer_free(QmpJsonStreamer *s);
+
+/* Parses one complete value (e.g. a --blockdev given as JSON); NULL with
+ * the parse error in *errp when the text is not exactly one value. */
+JsonNode *qmp_json_parse(const char *text, GError **errp);
+
+/* The value as QEMU's monitor writes it: ", " and ": " separators,
+ * non-ASCII as \uXXXX, doubles with 17 significant digits. */
+char *qmp_json_to_string(JsonNode *node);
+void qmp_json_append(GString *out, JsonNode *node);
+
+#endif

@@ -1,0 +1,597 @@
+/*
+ * qmp-nbd.c - nbd-server-start, nbd-server-stop, block-export-add,
+ * block-export-del, query-block-exports.
+ *
+ * The NBD server started over QMP has an accept thread of its own: it
+ * polls the listening socket and a stop pipe, and gives each client a
+ * thread running nbd_client_serve(), as the command line's server does.
+ * Exports go into the same export table (export.c) that the handshake
+ * looks names up in.  An export added here is also entered, under its QMP
+ * id, in qmp_exports; the NbdExport's on_free hook (run by whichever thread
+ * drops the last reference: the QMP thread, or the last client leaving)
+ * removes the entry and emits BLOCK_EXPORT_DELETED.  qmp_exports_lock
+ * guards qmp_exports (it is taken before connection.c's clients_lock when
+ * an export's clients are cut); everything else here runs on the QMP
+ * thread (or on the main thread at exit, once the QMP thread is gone).
+ */
+#include "qmp-int.h"
+
+#include "export.h"
+#include "listen.h"
+#include "nbd-server.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct NbdServer {
+    int fd;
+    char *unix_path;      /* unlinked at stop */
+    int64_t max_connections;
+    int stop_pipe[2];
+    GThread *thread;
+} NbdServer;
+
+typedef struct QmpExport {
+    char *id;
+    char *name;           /* NBD export name */
+    char *node_name;
+    bool shutting_down;
+    NbdExport *exp;       /* borrowed: valid until on_free */
+} QmpExport;
+
+static NbdServer *server;
+static bool cli_server;           /* main.c serves NBD itself */
+static int server_clients;        /* atomic: clients of the QMP server */
+
+static GMutex qmp_exports_lock;
+static GList *qmp_exports;        /* of QmpExport *, newest first */
+
+void qmp_nbd_set_cli_server(bool running)
+{
+    cli_server = running;
+}
+
+/* --- the accept thread --------------------------------------------------- */
+
+static gpointer client_thread(gpointer opaque)
+{
+    nbd_client_serve(GPOINTER_TO_INT(opaque));
+    g_atomic_int_add(&server_clients, -1);
+    return NULL;
+}
+
+static void accept_client(NbdServer *s)
+{
+    int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+    int one = 1;
+    GThread *t;
+
+    if (fd < 0)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    g_atomic_int_inc(&server_clients);
+    t = g_thread_try_new("nbd-client", client_thread, GINT_TO_POINTER(fd),
+                         NULL);
+    if (!t) {
+        g_atomic_int_add(&server_clients, -1);
+        close(fd);
+        return;
+    }
+    g_thread_unref(t);
+}
+
+/* While max-connections clients are connected, the listening socket is not
+ * polled (new clients wait in the backlog, as with QEMU); the thread looks
+ * again every 50 ms. */
+static gpointer accept_thread(gpointer opaque)
+{
+    NbdServer *s = opaque;
+
+    for (;;) {
+        bool full = s->max_connections > 0 &&
+                    g_atomic_int_get(&server_clients) >= s->max_connections;
+        struct pollfd fds[2] = {
+            { s->stop_pipe[0], POLLIN, 0 },
+            { full ? -1 : s->fd, POLLIN, 0 },
+        };
+        if (poll(fds, 2, full ? 50 : -1) < 0 && errno != EINTR)
+            break;
+        if (fds[0].revents)
+            break;
+        if (fds[1].revents)
+            accept_client(s);
+    }
+    return NULL;
+}
+
+/* --- nbd-server-start / nbd-server-stop ----------------------------------- */
+
+/* addr as SocketAddressLegacy ({"type", "data": {...}}), which is what
+ * QEMU's nbd-server-start takes, or as the flat SocketAddress of
+ * --nbd-server ({"type", "path"} / {"type", "host", "port"}). */
+/* A string member of an address, named as QEMU names it. */
+static const char *addr_str(JsonObject *o, const char *prefix,
+                            const char *key, GError **errp)
+{
+    JsonNode *n = json_object_get_member(o, key);
+
+    if (!n) {
+        qmp_error(errp, "Parameter '%s%s' is missing", prefix, key);
+        return NULL;
+    }
+    if (!JSON_NODE_HOLDS_VALUE(n) ||
+        json_node_get_value_type(n) != G_TYPE_STRING) {
+        qmp_error(errp, "Invalid parameter type for '%s%s', expected: string",
+                  prefix, key);
+        return NULL;
+    }
+    return json_node_get_string(n);
+}
+
+static int listen_addr(JsonObject *addr, char **unix_path, GError **errp)
+{
+    static const char *const types[] = { "inet", "unix", "vsock", "fd",
+                                         NULL };
+    const char *type = addr_str(addr, "addr.", "type", errp);
+    JsonNode *dn = json_object_get_member(addr, "data");
+    const char *path, *host, *port;
+
+    /* QEMU names a union's discriminator without its path */
+    if (!type || !qmp_check_enum("type", type, types, errp))
+        return -1;
+    if (strcmp(type, "unix") != 0 && strcmp(type, "inet") != 0) {
+        qmp_error(errp, "NBD server address type '%s' is not supported",
+                  type);
+        return -1;
+    }
+    if (!dn && !json_object_has_member(addr, type[0] == 'u' ? "path"
+                                                            : "host")) {
+        qmp_error(errp, "Parameter 'addr.data' is missing");
+        return -1;
+    }
+    if (dn && !JSON_NODE_HOLDS_OBJECT(dn)) {
+        qmp_error(errp, "Invalid parameter type for 'addr.data', expected: "
+                        "object");
+        return -1;
+    }
+    if (dn)
+        addr = json_node_get_object(dn);
+    if (type[0] == 'u') {
+        path = addr_str(addr, dn ? "addr.data." : "addr.", "path", errp);
+        if (!path)
+            return -1;
+        *unix_path = g_strdup(path);
+        return nbd_listen_unix(path, errp);
+    }
+    host = addr_str(addr, dn ? "addr.data." : "addr.", "host", errp);
+    port = host ? addr_str(addr, dn ? "addr.data." : "addr.", "port", errp)
+                : NULL;
+    if (!port)
+        return -1;
+    return nbd_listen_tcp(*host ? host : NULL, port, errp);
+}
+
+static void server_free(NbdServer *s)
+{
+    if (s->thread) {
+        if (write(s->stop_pipe[1], "", 1) < 0) {
+            /* cannot happen: the pipe is empty */
+        }
+        g_thread_join(s->thread);
+    }
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->unix_path)
+        unlink(s->unix_path);
+    for (int i = 0; i < 2; i++) {
+        if (s->stop_pipe[i] >= 0)
+            close(s->stop_pipe[i]);
+    }
+    g_free(s->unix_path);
+    g_free(s);
+}
+
+/* Listens on @addr and starts the accept thread; NULL + errp. */
+static NbdServer *server_new(JsonObject *addr, int64_t max, GError **errp)
+{
+    NbdServer *s = g_new0(NbdServer, 1);
+
+    s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    s->max_connections = max;
+    s->fd = listen_addr(addr, &s->unix_path, errp);
+    if (s->fd >= 0 && pipe2(s->stop_pipe, O_CLOEXEC) < 0)
+        qmp_error(errp, "Cannot start the NBD server: %s", g_strerror(errno));
+    else if (s->fd >= 0)
+        s->thread = g_thread_try_new("nbd-accept", accept_thread, s, errp);
+    if (!s->thread) {
+        server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static JsonNode *cmd_nbd_server_start(JsonObject *args, GError **errp)
+{
+    JsonNode *addr = json_object_get_member(args, "addr");
+    const char *creds = qmp_arg_str(args, "tls-creds", false, errp);
+    const char *authz = !*errp ? qmp_arg_str(args, "tls-authz", false, errp)
+                               : NULL;
+    int64_t max;
+
+    if (*errp || !qmp_arg_int(args, "max-connections", 0, &max, errp))
+        return NULL;
+    if (max < 0 || max > UINT32_MAX) {
+        qmp_error(errp, "Parameter 'max-connections' expects uint32_t");
+        return NULL;
+    }
+    if (!addr || !JSON_NODE_HOLDS_OBJECT(addr)) {
+        qmp_error(errp, addr ? "Invalid parameter type for 'addr', expected: "
+                               "object" : "Parameter 'addr' is missing");
+        return NULL;
+    }
+    if (server || cli_server) {
+        qmp_error(errp, "NBD server already running");
+        return NULL;
+    }
+    /* the credentials first: no client may get in without them */
+    if (!tls_select(creds, authz, errp))
+        return NULL;
+    server = server_new(json_node_get_object(addr), max, errp);
+    if (!server)
+        tls_select(NULL, NULL, NULL);
+    return NULL;
+}
+
+static QmpExport *find_export(const char *id)
+{
+    for (GList *l = qmp_exports; l; l = l->next) {
+        QmpExport *e = l->data;
+        if (strcmp(e->id, id) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Ends an export: no new client finds it, and with @hard its clients are
+ * cut.  It goes (and BLOCK_EXPORT_DELETED is emitted) once its last client
+ * has gone.  Called with qmp_exports_lock held. */
+static void export_shutdown(QmpExport *e, bool hard)
+{
+    e->shutting_down = true;
+    if (hard)
+        nbd_server_abort_export_clients(e->exp);
+    /* drops the table's reference: may free the export, whose on_free
+     * takes qmp_exports_lock, so not under it */
+    g_mutex_unlock(&qmp_exports_lock);
+    nbd_export_remove(e->name);
+    g_mutex_lock(&qmp_exports_lock);
+}
+
+/* Waits (up to 5 s, cutting clients again and again) until every QMP
+ * export is gone. */
+static void wait_exports_gone(void)
+{
+    for (int i = 0; i < 500; i++) {
+        g_mutex_lock(&qmp_exports_lock);
+        for (GList *l = qmp_exports; l; l = l->next)
+            nbd_server_abort_export_clients(((QmpExport *)l->data)->exp);
+        bool empty = qmp_exports == NULL;
+        g_mutex_unlock(&qmp_exports_lock);
+        if (empty)
+            return;
+        g_usleep(10000);
+    }
+}
+
+/* Shuts every QMP export down hard and waits until they are gone.  An
+ * entry is only touched while it is in the list under qmp_exports_lock: once
+ * on_free has taken it out, it may be freed at any time. */
+static void remove_all_exports(void)
+{
+    g_mutex_lock(&qmp_exports_lock);
+    for (;;) {
+        QmpExport *live = NULL;
+        for (GList *l = qmp_exports; l && !live; l = l->next) {
+            if (!((QmpExport *)l->data)->shutting_down)
+                live = l->data;
+        }
+        if (!live)
+            break;
+        export_shutdown(live, true);
+    }
+    g_mutex_unlock(&qmp_exports_lock);
+    wait_exports_gone();
+}
+
+static void server_stop(void)
+{
+    remove_all_exports();
+    server_free(server);
+    server = NULL;
+    /* clients still in the handshake */
+    nbd_server_abort_export_clients(NULL);
+    tls_select(NULL, NULL, NULL);
+}
+
+static JsonNode *cmd_nbd_server_stop(JsonObject *args, GError **errp)
+{
+    if (!server) {
+        qmp_error(errp, cli_server ? "The NBD server of the command line "
+                                     "cannot be stopped"
+                                   : "NBD server not running");
+        return NULL;
+    }
+    server_stop();
+    return NULL;
+}
+
+/* --- block-export-add ------------------------------------------------------ */
+
+static void export_on_free(void *opaque)
+{
+    QmpExport *e = opaque;
+    JsonObject *data = json_object_new();
+
+    g_mutex_lock(&qmp_exports_lock);
+    qmp_exports = g_list_remove(qmp_exports, e);
+    g_mutex_unlock(&qmp_exports_lock);
+    json_object_set_string_member(data, "id", e->id);
+    qmp_emit_event("BLOCK_EXPORT_DELETED", data);
+    g_free(e->id);
+    g_free(e->name);
+    g_free(e->node_name);
+    g_free(e);
+}
+
+static bool valid_id(const char *id)
+{
+    if (!g_ascii_isalpha(*id))
+        return false;
+    for (const char *p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
+            return false;
+    }
+    return true;
+}
+
+typedef struct ExportArgs {
+    const char *id, *node_name, *name, *description;
+    bool writable, writethrough, allocation_depth;
+    BlockNode *node;
+} ExportArgs;
+
+/* BlockExportOptions for type=nbd, in QEMU's order of checks. */
+static bool parse_export_args(JsonObject *args, ExportArgs *a, GError **errp)
+{
+    static const char *const types[] = { "nbd", "vhost-user-blk", "fuse",
+                                         "vduse-blk", NULL };
+    const char *type = qmp_arg_str(args, "type", true, errp);
+
+    if (!type || !qmp_check_enum("type", type, types, errp))
+        return false;
+    if (strcmp(type, "nbd") != 0) {
+        qmp_error(errp, "Export type '%s' is not supported", type);
+        return false;
+    }
+    a->id = qmp_arg_str(args, "id", true, errp);
+    a->node_name = a->id ? qmp_arg_str(args, "node-name", true, errp) : NULL;
+    if (!a->node_name)
+        return false;
+    if (!qmp_arg_bool(args, "writable", false, &a->writable, errp) ||
+        !qmp_arg_bool(args, "writethrough", false, &a->writethrough, errp) ||
+        !qmp_arg_bool(args, "allocation-depth", false, &a->allocation_depth,
+                      errp))
+        return false;
+    a->name = qmp_arg_str(args, "name", false, errp);
+    a->description = *errp ? NULL
+                           : qmp_arg_str(args, "description", false, errp);
+    if (*errp)
+        return false;
+    if (!a->name)
+        a->name = a->node_name;
+    return true;
+}
+
+/* bitmaps: a list of names (QEMU also takes {node, name}: not yet). */
+static bool check_bitmaps(JsonObject *args, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "bitmaps");
+    JsonArray *arr;
+
+    if (!n)
+        return true;
+    if (!JSON_NODE_HOLDS_ARRAY(n)) {
+        qmp_error(errp, "Invalid parameter type for 'bitmaps', expected: "
+                        "array");
+        return false;
+    }
+    arr = json_node_get_array(n);
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        JsonNode *b = json_array_get_element(arr, i);
+        if (!JSON_NODE_HOLDS_VALUE(b) ||
+            json_node_get_value_type(b) != G_TYPE_STRING) {
+            qmp_error(errp, "Invalid parameter type for 'bitmaps[%u]', "
+                      "expected: string", i);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Offers the listed bitmaps on @exp (checked by check_bitmaps). */
+static bool add_bitmaps(NbdExport *exp, JsonObject *args, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "bitmaps");
+    JsonArray *arr = n ? json_node_get_array(n) : NULL;
+    GError *err = NULL;
+
+    for (guint i = 0; arr && i < json_array_get_length(arr); i++) {
+        if (!nbd_export_add_bitmap(exp, json_array_get_string_element(arr, i),
+                                   &err)) {
+            qmp_error(errp, "%s", err->message);
+            g_error_free(err);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_export(ExportArgs *a, JsonObject *args, GError **errp)
+{
+    NbdExport *same_name;
+    bool in_use;
+
+    if (!valid_id(a->id)) {
+        qmp_error(errp, "Invalid block export id");
+        return false;
+    }
+    g_mutex_lock(&qmp_exports_lock);
+    in_use = find_export(a->id) != NULL;
+    g_mutex_unlock(&qmp_exports_lock);
+    if (in_use) {
+        qmp_error(errp, "Block export id '%s' is already in use", a->id);
+        return false;
+    }
+    a->node = bdrv_find_node(a->node_name);
+    if (!a->node) {
+        qmp_error(errp, "Cannot find device='' nor node-name='%s'",
+                  a->node_name);
+        return false;
+    }
+    if (!server && !cli_server) {
+        qmp_error(errp, "NBD server not running");
+        return false;
+    }
+    same_name = nbd_export_lookup(a->name);
+    nbd_export_unref(same_name);
+    if (same_name) {
+        qmp_error(errp, "NBD server already has export named '%s'", a->name);
+        return false;
+    }
+    if (a->writable &&
+        bdrv_op_is_blocked(a->node, BDRV_OP_EXPORT_WRITABLE, errp))
+        return false;
+    return check_bitmaps(args, errp);
+}
+
+static JsonNode *cmd_block_export_add(JsonObject *args, GError **errp)
+{
+    ExportArgs a = { 0 };
+    QmpExport *e;
+    NbdExport *exp;
+
+    if (!parse_export_args(args, &a, errp) || !check_export(&a, args, errp))
+        return NULL;
+    exp = nbd_export_add(a.name, a.description, a.node, !a.writable,
+                         a.writethrough, errp);
+    if (!exp)
+        return NULL;
+    if (!add_bitmaps(exp, args, errp)) {
+        nbd_export_remove(a.name);
+        return NULL;
+    }
+    /* QEMU's multi-conn=auto: only read-only exports advertise it */
+    exp->multi_conn = !a.writable;
+    exp->allocation_depth = a.allocation_depth;
+    e = g_new0(QmpExport, 1);
+    e->id = g_strdup(a.id);
+    e->name = g_strdup(a.name);
+    e->node_name = g_strdup(a.node_name);
+    e->exp = exp;
+    /* the table holds a reference that only we drop: no client can free
+     * the export before the hook is set */
+    exp->on_free_opaque = e;
+    exp->on_free = export_on_free;
+    g_mutex_lock(&qmp_exports_lock);
+    qmp_exports = g_list_prepend(qmp_exports, e);
+    g_mutex_unlock(&qmp_exports_lock);
+    return NULL;
+}
+
+/* --- block-export-del / query-block-exports -------------------------------- */
+
+static JsonNode *cmd_block_export_del(JsonObject *args, GError **errp)
+{
+    static const char *const modes[] = { "safe", "hard", NULL };
+    const char *id = qmp_arg_str(args, "id", true, errp);
+    const char *mode = id ? qmp_arg_str(args, "mode", false, errp) : NULL;
+    QmpExport *e;
+
+    if (!id || *errp || !qmp_check_enum("mode", mode, modes, errp))
+        return NULL;
+    g_mutex_lock(&qmp_exports_lock);
+    e = find_export(id);
+    if (!e) {
+        qmp_error(errp, "Export '%s' is not found", id);
+    } else if (e->shutting_down) {
+        qmp_error(errp, "Export '%s' is already shutting down", id);
+    } else if ((!mode || !strcmp(mode, "safe")) &&
+               g_atomic_int_get(&e->exp->refcnt) > 1) {
+        qmp_error(errp, "export '%s' still in use", id);
+    } else {
+        export_shutdown(e, mode && !strcmp(mode, "hard"));
+    }
+    g_mutex_unlock(&qmp_exports_lock);
+    return NULL;
+}
+
+static JsonNode *cmd_query_block_exports(JsonObject *args, GError **errp)
+{
+    JsonArray *arr = json_array_new();
+    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
+
+    g_mutex_lock(&qmp_exports_lock);
+    for (GList *l = qmp_exports; l; l = l->next) {
+        QmpExport *e = l->data;
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(o, "node-name", e->node_name);
+        json_object_set_boolean_member(o, "shutting-down", e->shutting_down);
+        json_object_set_string_member(o, "type", "nbd");
+        json_object_set_string_member(o, "id", e->id);
+        json_array_add_object_element(arr, o);
+    }
+    g_mutex_unlock(&qmp_exports_lock);
+    json_node_take_array(n, arr);
+    return n;
+}
+
+bool qmp_nbd_node_exported(BlockNode *bs)
+{
+    bool found = nbd_export_uses_node(bs);
+
+    g_mutex_lock(&qmp_exports_lock);
+    for (GList *l = qmp_exports; l && !found; l = l->next)
+        found = ((QmpExport *)l->data)->exp->node == bs;
+    g_mutex_unlock(&qmp_exports_lock);
+    return found;
+}
+
+void qmp_nbd_cleanup(void)
+{
+    if (server)
+        server_stop();
+    else
+        remove_all_exports(); /* added beside the command line's server */
+}
+
+void qmp_register_nbd_commands(void)
+{
+    qmp_register_command_args("nbd-server-start", cmd_nbd_server_start,
+                              "addr,tls-creds,tls-authz,max-connections");
+    qmp_register_command_args("nbd-server-stop", cmd_nbd_server_stop, "");
+    qmp_register_command_args("block-export-add", cmd_block_export_add,
+                              "type,id,node-name,writable,writethrough,"
+                              "name,description,bitmaps,allocation-depth,"
+                              "iothread,fixed-iothread");
+    qmp_register_command_args("block-export-del", cmd_block_export_del,
+                              "id,mode");
+    qmp_register_command_args("query-block-exports", cmd_query_block_exports,
+                              "");
+}

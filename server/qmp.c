@@ -1,0 +1,1057 @@
+/*
+ * qmp.c - the QMP control socket: listeners, clients, dispatch, events, and
+ * the core commands (qmp_capabilities, query-version, query-commands, quit,
+ * transaction).
+ *
+ * One thread ("qmp") owns every QMP socket and runs a poll loop: it
+ * accepts, reads, parses (qmp-json.c), runs one command at a time and
+ * writes replies.  Client sockets are non-blocking and each client has an
+ * output buffer, so a client that stops reading never blocks the thread nor
+ * the threads that emit events.  qmp_lock guards the client list and the
+ * output buffers: qmp_emit_event appends under it from any thread and wakes
+ * the loop through a pipe.  See docs/architecture.md.
+ */
+#include "listen.h"
+#include "qmp-int.h"
+#include "qmp-json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The QMP dialect snapnbd speaks, reported by query-version. */
+#define QMP_QEMU_MAJOR 7
+#define QMP_QEMU_MINOR 2
+#define QMP_QEMU_MICRO 0
+
+/* A client whose unread output grows past this is dropped. */
+#define MAX_OUTPUT (16u << 20)
+
+G_DEFINE_QUARK(snapnbd-qmp-error, qmp_error)
+
+typedef struct QmpCommand {
+    char *name;
+    QmpCommandFunc fn;
+    char **members;  /* allowed arguments, or NULL: not checked */
+} QmpCommand;
+
+typedef struct QmpListener {
+    int fd;
+    char *path;
+} QmpListener;
+
+typedef struct QmpClient {
+    int fd;
+    QmpJsonStreamer *json;
+    bool negotiated;   /* written by the QMP thread under qmp_lock */
+    bool dead;         /* to be closed by the loop; written under qmp_lock */
+    GString *out;      /* unsent output, guarded by qmp_lock */
+} QmpClient;
+
+static GMutex registry_lock;
+static GPtrArray *commands;        /* of QmpCommand *, registration order */
+static GHashTable *tx_actions;     /* type -> const QmpTransactionOps * */
+
+static GMutex qmp_lock;
+static GPtrArray *clients;         /* of QmpClient *, guarded by qmp_lock */
+static GPtrArray *listeners;       /* of QmpListener *, QMP thread only */
+static int wake_pipe[2] = { -1, -1 };
+static GThread *qmp_thread;
+static int stopping;               /* atomic */
+
+/* --- errors and argument helpers --------------------------------------- */
+
+void qmp_error(GError **errp, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (errp) {
+        g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+        g_set_error_literal(errp, QMP_ERROR, QMP_ERROR_GENERIC_ERROR, msg);
+    }
+    va_end(ap);
+}
+
+static const char *error_class(const GError *err)
+{
+    if (err->domain != QMP_ERROR)
+        return "GenericError";
+    switch (err->code) {
+    case QMP_ERROR_COMMAND_NOT_FOUND:
+        return "CommandNotFound";
+    case QMP_ERROR_DEVICE_NOT_FOUND:
+        return "DeviceNotFound";
+    default:
+        return "GenericError";
+    }
+}
+
+static JsonNode *member_of_type(JsonObject *args, const char *key,
+                                GType type, const char *type_name,
+                                bool required, GError **errp)
+{
+    JsonNode *n = args ? json_object_get_member(args, key) : NULL;
+
+    if (!n) {
+        if (required)
+            qmp_error(errp, "Parameter '%s' is missing", key);
+        return NULL;
+    }
+    if (JSON_NODE_TYPE(n) != JSON_NODE_VALUE ||
+        json_node_get_value_type(n) != type) {
+        qmp_error(errp, "Invalid parameter type for '%s', expected: %s", key,
+                  type_name);
+        return NULL;
+    }
+    return n;
+}
+
+const char *qmp_arg_str(JsonObject *args, const char *key, bool required,
+                        GError **errp)
+{
+    JsonNode *n = member_of_type(args, key, G_TYPE_STRING, "string",
+                                 required, errp);
+
+    return n ? json_node_get_string(n) : NULL;
+}
+
+bool qmp_arg_bool(JsonObject *args, const char *key, bool def, bool *out,
+                  GError **errp)
+{
+    GError *err = NULL;
+    JsonNode *n = member_of_type(args, key, G_TYPE_BOOLEAN, "boolean",
+                                 false, &err);
+
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    *out = n ? json_node_get_boolean(n) : def;
+    return true;
+}
+
+bool qmp_arg_int(JsonObject *args, const char *key, int64_t def,
+                 int64_t *out, GError **errp)
+{
+    GError *err = NULL;
+    JsonNode *n = member_of_type(args, key, G_TYPE_INT64, "integer", false,
+                                 &err);
+
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    *out = n ? json_node_get_int(n) : def;
+    return true;
+}
+
+bool qmp_check_enum(const char *key, const char *value,
+                    const char *const *values, GError **errp)
+{
+    if (!value || g_strv_contains(values, value))
+        return true;
+    qmp_error(errp, "Parameter '%s' does not accept value '%s'", key, value);
+    return false;
+}
+
+/* --- registry ------------------------------------------------------------ */
+
+static QmpCommand *find_command(const char *name)
+{
+    QmpCommand *found = NULL;
+
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; commands && i < commands->len && !found; i++) {
+        QmpCommand *c = g_ptr_array_index(commands, i);
+        if (strcmp(c->name, name) == 0)
+            found = c;
+    }
+    g_mutex_unlock(&registry_lock);
+    return found;
+}
+
+void qmp_register_command_args(const char *name, QmpCommandFunc fn,
+                               const char *members)
+{
+    QmpCommand *c = g_new0(QmpCommand, 1);
+
+    c->name = g_strdup(name);
+    c->fn = fn;
+    c->members = members ? g_strsplit(members, ",", -1) : NULL;
+    g_mutex_lock(&registry_lock);
+    if (!commands)
+        commands = g_ptr_array_new();
+    g_ptr_array_add(commands, c);
+    g_mutex_unlock(&registry_lock);
+}
+
+void qmp_register_command(const char *name, QmpCommandFunc fn)
+{
+    qmp_register_command_args(name, fn, NULL);
+}
+
+void qmp_register_transaction_action(const char *type,
+                                     const QmpTransactionOps *ops)
+{
+    g_mutex_lock(&registry_lock);
+    if (!tx_actions)
+        tx_actions = g_hash_table_new(g_str_hash, g_str_equal);
+    g_hash_table_insert(tx_actions, (gpointer)type, (gpointer)ops);
+    g_mutex_unlock(&registry_lock);
+}
+
+static const QmpTransactionOps *find_action(const char *type)
+{
+    const QmpTransactionOps *ops;
+
+    g_mutex_lock(&registry_lock);
+    ops = tx_actions ? g_hash_table_lookup(tx_actions, type) : NULL;
+    g_mutex_unlock(&registry_lock);
+    return ops;
+}
+
+/* --- output -------------------------------------------------------------- */
+
+/* Wakes the loop; called under qmp_lock, which keeps the pipe open. */
+static void wake_locked(void)
+{
+    char byte = 0;
+
+    if (wake_pipe[1] >= 0 && write(wake_pipe[1], &byte, 1) < 0) {
+        /* the pipe is full: the loop is awake anyway */
+    }
+}
+
+/* Queues one message for the client (QMP thread or under no lock). */
+static void client_send(QmpClient *c, JsonNode *msg)
+{
+    g_mutex_lock(&qmp_lock);
+    qmp_json_append(c->out, msg);
+    g_string_append(c->out, "\r\n");
+    g_mutex_unlock(&qmp_lock);
+}
+
+/* Writes what the socket takes now; marks the client dead on error or when
+ * it stopped reading long ago. */
+static void client_flush(QmpClient *c)
+{
+    g_mutex_lock(&qmp_lock);
+    while (c->out->len > 0 && !c->dead) {
+        ssize_t n = send(c->fd, c->out->str, c->out->len,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            c->dead = true;
+            break;
+        }
+        g_string_erase(c->out, 0, n);
+    }
+    if (c->out->len > MAX_OUTPUT)
+        c->dead = true;
+    g_mutex_unlock(&qmp_lock);
+}
+
+static JsonNode *node_take_object(JsonObject *obj)
+{
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_node_take_object(n, obj);
+    return n;
+}
+
+void qmp_emit_event(const char *name, JsonObject *data)
+{
+    gint64 now = g_get_real_time();
+    g_autoptr(JsonNode) msg = NULL;
+    JsonObject *ev = json_object_new();
+    JsonObject *ts = json_object_new();
+
+    json_object_set_int_member(ts, "seconds", now / G_USEC_PER_SEC);
+    json_object_set_int_member(ts, "microseconds", now % G_USEC_PER_SEC);
+    json_object_set_object_member(ev, "timestamp", ts);
+    json_object_set_string_member(ev, "event", name);
+    if (data)
+        json_object_set_object_member(ev, "data", data);
+    msg = node_take_object(ev);
+
+    g_mutex_lock(&qmp_lock);
+    for (guint i = 0; clients && i < clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(clients, i);
+        if (c->negotiated && !c->dead) {
+            qmp_json_append(c->out, msg);
+            g_string_append(c->out, "\r\n");
+        }
+    }
+    wake_locked();
+    g_mutex_unlock(&qmp_lock);
+}
+
+/* --- dispatch ------------------------------------------------------------ */
+
+static JsonNode *version_info(void)
+{
+    JsonObject *v = json_object_new();
+    JsonObject *q = json_object_new();
+
+    /* key order as QEMU prints it */
+    json_object_set_int_member(q, "micro", QMP_QEMU_MICRO);
+    json_object_set_int_member(q, "minor", QMP_QEMU_MINOR);
+    json_object_set_int_member(q, "major", QMP_QEMU_MAJOR);
+    json_object_set_object_member(v, "qemu", q);
+    json_object_set_string_member(v, "package", "snapnbd-" PACKAGE_VERSION);
+    return node_take_object(v);
+}
+
+static void send_greeting(QmpClient *c)
+{
+    g_autoptr(JsonNode) msg = NULL;
+    JsonObject *qmp = json_object_new();
+    JsonObject *top = json_object_new();
+
+    json_object_set_member(qmp, "version", version_info());
+    json_object_set_array_member(qmp, "capabilities", json_array_new());
+    json_object_set_object_member(top, "QMP", qmp);
+    msg = node_take_object(top);
+    client_send(c, msg);
+}
+
+/* Replies {"return": ret, "id": id} or {"id": id, "error": {...}}, with
+ * QEMU's member order. */
+static void send_response(QmpClient *c, JsonNode *ret, const GError *err,
+                          JsonNode *id)
+{
+    g_autoptr(JsonNode) msg = NULL;
+    JsonObject *rsp = json_object_new();
+
+    if (err) {
+        JsonObject *e = json_object_new();
+        json_object_set_string_member(e, "class", error_class(err));
+        json_object_set_string_member(e, "desc", err->message);
+        if (id)
+            json_object_set_member(rsp, "id", json_node_copy(id));
+        json_object_set_object_member(rsp, "error", e);
+    } else {
+        json_object_set_member(rsp, "return", ret);
+        if (id)
+            json_object_set_member(rsp, "id", json_node_copy(id));
+    }
+    msg = node_take_object(rsp);
+    client_send(c, msg);
+}
+
+/* The request's members, as QEMU checks them. */
+static bool check_request(JsonObject *req, GError **errp)
+{
+    g_autoptr(GList) members = json_object_get_members(req);
+
+    for (GList *l = members; l; l = l->next) {
+        const char *key = l->data;
+        JsonNode *v = json_object_get_member(req, key);
+        if (strcmp(key, "execute") == 0) {
+            if (JSON_NODE_TYPE(v) != JSON_NODE_VALUE ||
+                json_node_get_value_type(v) != G_TYPE_STRING) {
+                qmp_error(errp, "QMP input member 'execute' must be a string");
+                return false;
+            }
+        } else if (strcmp(key, "arguments") == 0) {
+            if (!JSON_NODE_HOLDS_OBJECT(v)) {
+                qmp_error(errp,
+                          "QMP input member 'arguments' must be an object");
+                return false;
+            }
+        } else if (strcmp(key, "id") != 0) {
+            qmp_error(errp, "QMP input member '%s' is unexpected", key);
+            return false;
+        }
+    }
+    if (!json_object_has_member(req, "execute")) {
+        qmp_error(errp, "QMP input lacks member 'execute'");
+        return false;
+    }
+    return true;
+}
+
+static bool check_members(const QmpCommand *cmd, JsonObject *args,
+                          GError **errp)
+{
+    g_autoptr(GList) keys = NULL;
+
+    if (!cmd->members)
+        return true;
+    keys = json_object_get_members(args);
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains((const char *const *)cmd->members, l->data)) {
+            qmp_error(errp, "Parameter '%s' is unexpected",
+                      (const char *)l->data);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* qmp_capabilities' "enable": a list of known capabilities (only "oob"
+ * exists), checked whole first, as QEMU's visitor does; we offer none, so
+ * asking for one fails. */
+static bool check_enable(JsonObject *args, GError **errp)
+{
+    JsonNode *en = json_object_get_member(args, "enable");
+    JsonArray *arr;
+    guint n;
+
+    if (!en)
+        return true;
+    if (!JSON_NODE_HOLDS_ARRAY(en)) {
+        qmp_error(errp, "Invalid parameter type for 'enable', expected: "
+                        "array");
+        return false;
+    }
+    arr = json_node_get_array(en);
+    n = json_array_get_length(arr);
+    for (guint i = 0; i < n; i++) {
+        JsonNode *cap = json_array_get_element(arr, i);
+        if (!JSON_NODE_HOLDS_VALUE(cap) ||
+            json_node_get_value_type(cap) != G_TYPE_STRING) {
+            qmp_error(errp, "Invalid parameter type for 'enable[%u]', "
+                            "expected: string", i);
+            return false;
+        }
+        if (strcmp(json_node_get_string(cap), "oob") != 0) {
+            qmp_error(errp, "Parameter 'enable[%u]' does not accept value "
+                      "'%s'", i, json_node_get_string(cap));
+            return false;
+        }
+    }
+    if (n > 0) {
+        qmp_error(errp, "Capability 'oob' not available");
+        return false;
+    }
+    return true;
+}
+
+static bool negotiate(QmpClient *c, JsonObject *args, GError **errp)
+{
+    if (!check_enable(args, errp))
+        return false;
+    if (c->negotiated) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "Capabilities negotiation is already complete, command "
+                    "ignored");
+        return false;
+    }
+    g_mutex_lock(&qmp_lock);
+    c->negotiated = true;
+    g_mutex_unlock(&qmp_lock);
+    return true;
+}
+
+JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
+{
+    QmpCommand *cmd = find_command(name);
+    GError *err = NULL;
+    JsonNode *ret;
+
+    if (!cmd) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "The command %s has not been found", name);
+        return NULL;
+    }
+    if (!check_members(cmd, args, errp))
+        return NULL;
+    ret = cmd->fn(args, &err);
+    if (err) {
+        if (ret)
+            json_node_unref(ret);
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    return ret ? ret : node_take_object(json_object_new());
+}
+
+static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
+                             GError **errp)
+{
+    bool caps = strcmp(name, "qmp_capabilities") == 0;
+
+    if (!c->negotiated && !caps) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+                    "Expecting capabilities negotiation with "
+                    "'qmp_capabilities'");
+        return NULL;
+    }
+    if (!caps)
+        return qmp_execute(name, args, errp);
+    if (!check_members(find_command(name), args, errp) ||
+        !negotiate(c, args, errp))
+        return NULL;
+    return node_take_object(json_object_new());
+}
+
+static void handle_value(JsonNode *req, const char *parse_err, void *opaque)
+{
+    QmpClient *c = opaque;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonObject) no_args = json_object_new();
+    JsonNode *id = NULL, *ret = NULL;
+
+    if (parse_err) {
+        qmp_error(&err, "%s", parse_err);
+    } else if (!JSON_NODE_HOLDS_OBJECT(req)) {
+        qmp_error(&err, "QMP input must be a JSON object");
+    } else {
+        JsonObject *r = json_node_get_object(req);
+        id = json_object_get_member(r, "id");
+        if (check_request(r, &err)) {
+            JsonObject *args = json_object_has_member(r, "arguments")
+                ? json_object_get_object_member(r, "arguments") : no_args;
+            ret = run_command(c, json_object_get_string_member(r, "execute"),
+                              args, &err);
+        }
+    }
+    send_response(c, ret, err, id);
+    if (req)
+        json_node_unref(req);
+}
+
+/* --- sockets ------------------------------------------------------------- */
+
+static void client_free(QmpClient *c)
+{
+    close(c->fd);
+    qmp_json_streamer_free(c->json);
+    g_string_free(c->out, TRUE);
+    g_free(c);
+}
+
+static void client_add(int fd)
+{
+    QmpClient *c = g_new0(QmpClient, 1);
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c->fd = fd;
+    c->out = g_string_new(NULL);
+    c->json = qmp_json_streamer_new(handle_value, c);
+    send_greeting(c);
+    g_mutex_lock(&qmp_lock);
+    if (!clients)
+        clients = g_ptr_array_new();
+    g_ptr_array_add(clients, c);
+    g_mutex_unlock(&qmp_lock);
+}
+
+static void client_read(QmpClient *c)
+{
+    char buf[65536];
+    ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        g_mutex_lock(&qmp_lock);
+        c->dead = true;
+        g_mutex_unlock(&qmp_lock);
+        return;
+    }
+    qmp_json_streamer_feed(c->json, buf, n);
+}
+
+/* Drops dead clients; only the QMP thread removes clients. */
+static void reap_clients(void)
+{
+    g_autoptr(GPtrArray) dead = g_ptr_array_new();
+
+    g_mutex_lock(&qmp_lock);
+    for (guint i = 0; clients && i < clients->len;) {
+        QmpClient *c = g_ptr_array_index(clients, i);
+        if (c->dead) {
+            g_ptr_array_add(dead, c);
+            g_ptr_array_remove_index(clients, i);
+        } else {
+            i++;
+        }
+    }
+    g_mutex_unlock(&qmp_lock);
+    for (guint i = 0; i < dead->len; i++)
+        client_free(g_ptr_array_index(dead, i));
+}
+
+/* Polls the wake pipe, the listeners and the clients (for output only
+ * when some is queued).  Returns the number of fds. */
+static guint fill_pollfds(GArray *fds)
+{
+    struct pollfd p = { wake_pipe[0], POLLIN, 0 };
+
+    g_array_set_size(fds, 0);
+    g_array_append_val(fds, p);
+    for (guint i = 0; i < listeners->len; i++) {
+        p.fd = ((QmpListener *)g_ptr_array_index(listeners, i))->fd;
+        g_array_append_val(fds, p);
+    }
+    g_mutex_lock(&qmp_lock);
+    for (guint i = 0; clients && i < clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(clients, i);
+        p.fd = c->fd;
+        p.events = POLLIN | (c->out->len ? POLLOUT : 0);
+        g_array_append_val(fds, p);
+    }
+    g_mutex_unlock(&qmp_lock);
+    return fds->len;
+}
+
+static QmpClient *client_at(guint i)
+{
+    QmpClient *c;
+
+    g_mutex_lock(&qmp_lock);
+    c = g_ptr_array_index(clients, i);
+    g_mutex_unlock(&qmp_lock);
+    return c;
+}
+
+static void serve_once(GArray *fds)
+{
+    guint nl = listeners->len, n = fill_pollfds(fds);
+    struct pollfd *p = (struct pollfd *)fds->data;
+
+    if (poll(p, n, -1) < 0)
+        return;
+    if (p[0].revents) {
+        char buf[256];
+        while (read(wake_pipe[0], buf, sizeof(buf)) == sizeof(buf)) {
+        }
+    }
+    for (guint i = 0; i < nl; i++) {
+        if (p[1 + i].revents) {
+            int fd = accept4(p[1 + i].fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                client_add(fd);
+        }
+    }
+    /* Clients polled are the first n - 1 - nl of the list: only this
+     * thread adds or removes clients, and added ones go to the end. */
+    for (guint i = 1 + nl; i < n; i++) {
+        QmpClient *c = client_at(i - 1 - nl);
+        if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
+            client_read(c);
+    }
+    g_mutex_lock(&qmp_lock);
+    for (guint i = 0; clients && i < clients->len; i++) {
+        QmpClient *c = g_ptr_array_index(clients, i);
+        g_mutex_unlock(&qmp_lock);
+        client_flush(c);
+        g_mutex_lock(&qmp_lock);
+    }
+    g_mutex_unlock(&qmp_lock);
+    reap_clients();
+}
+
+/* Gives every client up to a second to take its last output. */
+static void drain_clients(void)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        bool pending = false;
+        g_mutex_lock(&qmp_lock);
+        for (guint i = 0; clients && i < clients->len; i++) {
+            QmpClient *c = g_ptr_array_index(clients, i);
+            g_mutex_unlock(&qmp_lock);
+            client_flush(c);
+            g_mutex_lock(&qmp_lock);
+            pending |= c->out->len > 0 && !c->dead;
+        }
+        g_mutex_unlock(&qmp_lock);
+        if (!pending)
+            break;
+        g_usleep(10000);
+    }
+}
+
+static gpointer qmp_thread_main(gpointer opaque)
+{
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(struct pollfd));
+
+    while (!g_atomic_int_get(&stopping))
+        serve_once(fds);
+    drain_clients();
+    return NULL;
+}
+
+static bool parse_flag(const char *v, bool *out)
+{
+    if (!v || !strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
+        *out = true;
+        return true;
+    }
+    if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false")) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+/* "unix:PATH,server[=on][,wait=off|,nowait]" or
+ * "socket,path=PATH,server=on[,wait=off][,id=X]" */
+static bool parse_spec(const char *spec, char **path, bool *server,
+                       bool *wait, GError **errp)
+{
+    g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
+    bool chardev = strcmp(parts[0], "socket") == 0;
+
+    *server = false;
+    *wait = true;
+    if (!chardev && !g_str_has_prefix(parts[0], "unix:")) {
+        qmp_error(errp, "QMP socket '%s': only unix:PATH,server or a "
+                  "--chardev socket is supported", spec);
+        return false;
+    }
+    if (!chardev)
+        *path = g_strdup(parts[0] + 5);
+    for (char **p = parts + 1; *p; p++) {
+        char *eq = strchr(*p, '=');
+        g_autofree char *key = g_strndup(*p, eq ? (gsize)(eq - *p)
+                                                : strlen(*p));
+        const char *val = eq ? eq + 1 : NULL;
+        bool ok = true;
+        if (!strcmp(key, "server"))
+            ok = parse_flag(val, server);
+        else if (!strcmp(key, "wait"))
+            ok = parse_flag(val, wait);
+        else if (!strcmp(key, "nowait") && !val)
+            *wait = false;
+        else if (chardev && !strcmp(key, "path") && val && !*path)
+            *path = g_strdup(val);
+        else if (!(chardev && !strcmp(key, "id")))
+            ok = false;
+        if (!ok) {
+            qmp_error(errp, "QMP socket '%s': invalid option '%s'", spec, *p);
+            return false;
+        }
+    }
+    if (!*path || !**path || !*server) {
+        qmp_error(errp, "QMP socket '%s': a unix socket path and 'server' "
+                  "are required", spec);
+        return false;
+    }
+    return true;
+}
+
+bool qmp_add_listener(const char *spec, GError **errp)
+{
+    g_autofree char *path = NULL;
+    bool server, wait;
+    QmpListener *l;
+    int fd;
+
+    if (!parse_spec(spec, &path, &server, &wait, errp))
+        return false;
+    fd = nbd_listen_unix(path, errp);
+    if (fd < 0)
+        return false;
+    l = g_new0(QmpListener, 1);
+    l->fd = fd;
+    l->path = g_steal_pointer(&path);
+    if (!listeners)
+        listeners = g_ptr_array_new();
+    g_ptr_array_add(listeners, l);
+    if (wait) {
+        /* QEMU's wait=on: start serving only once a client is there */
+        fprintf(stderr, "snapnbd: waiting for QMP connection on %s\n",
+                l->path);
+        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            client_add(fd);
+    }
+    return true;
+}
+
+bool qmp_start(GError **errp)
+{
+    if (!listeners || qmp_thread)
+        return true;
+    if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        qmp_error(errp, "Cannot create a pipe: %s", g_strerror(errno));
+        return false;
+    }
+    qmp_thread = g_thread_try_new("qmp", qmp_thread_main, NULL, errp);
+    return qmp_thread != NULL;
+}
+
+void qmp_stop(void)
+{
+    GPtrArray *gone;
+
+    if (qmp_thread) {
+        g_atomic_int_set(&stopping, 1);
+        g_mutex_lock(&qmp_lock);
+        wake_locked();
+        g_mutex_unlock(&qmp_lock);
+        g_thread_join(qmp_thread);
+        qmp_thread = NULL;
+    }
+    /* jobs may still emit events: they must find no client and no pipe */
+    g_mutex_lock(&qmp_lock);
+    gone = g_steal_pointer(&clients);
+    for (int i = 0; i < 2; i++) {
+        if (wake_pipe[i] >= 0)
+            close(wake_pipe[i]);
+        wake_pipe[i] = -1;
+    }
+    g_mutex_unlock(&qmp_lock);
+    for (guint i = 0; gone && i < gone->len; i++)
+        client_free(g_ptr_array_index(gone, i));
+    if (gone)
+        g_ptr_array_unref(gone);
+    for (guint i = 0; listeners && i < listeners->len; i++) {
+        QmpListener *l = g_ptr_array_index(listeners, i);
+        close(l->fd);
+        unlink(l->path);
+        g_free(l->path);
+        g_free(l);
+    }
+    g_clear_pointer(&listeners, g_ptr_array_unref);
+}
+
+/* --- core commands --------------------------------------------------------- */
+
+static JsonNode *cmd_query_version(JsonObject *args, GError **errp)
+{
+    return version_info();
+}
+
+static JsonNode *cmd_query_commands(JsonObject *args, GError **errp)
+{
+    JsonArray *arr = json_array_new();
+    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
+
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; i < commands->len; i++) {
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(
+            o, "name", ((QmpCommand *)g_ptr_array_index(commands, i))->name);
+        json_array_add_object_element(arr, o);
+    }
+    g_mutex_unlock(&registry_lock);
+    json_node_take_array(n, arr);
+    return n;
+}
+
+/* Placeholder: qmp_capabilities runs in dispatch, which knows the client. */
+static JsonNode *cmd_qmp_capabilities(JsonObject *args, GError **errp)
+{
+    return NULL;
+}
+
+/* The main thread reads SIGTERM from a signalfd and shuts down cleanly;
+ * qmp_stop() then flushes this command's reply before the process exits. */
+static JsonNode *cmd_quit(JsonObject *args, GError **errp)
+{
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+/* --- transaction --------------------------------------------------------- */
+
+typedef struct TxAction {
+    const QmpTransactionOps *ops;
+    JsonObject *data;
+    void *state;
+} TxAction;
+
+static const char *tx_completion_mode = "individual";
+static guint tx_index; /* of the action being prepared */
+
+const char *qmp_transaction_completion_mode(void)
+{
+    return tx_completion_mode;
+}
+
+/* One element of "actions": {"type": T, "data": {...}} and nothing else. */
+static bool tx_check_action(JsonNode *n, guint i, TxAction *a, GError **errp)
+{
+    JsonObject *o;
+    JsonNode *data;
+    const char *type;
+    g_autoptr(GList) keys = NULL;
+
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'actions[%u]', expected: "
+                  "object", i);
+        return false;
+    }
+    o = json_node_get_object(n);
+    data = json_object_get_member(o, "data");
+    if (!json_object_has_member(o, "type")) {
+        qmp_error(errp, "Parameter 'actions[%u].type' is missing", i);
+        return false;
+    }
+    type = qmp_arg_str(o, "type", true, errp);
+    if (!type)
+        return false;
+    a->ops = find_action(type);
+    if (!a->ops) {
+        qmp_error(errp, "Parameter 'type' does not accept value '%s'", type);
+        return false;
+    }
+    if (!data || !JSON_NODE_HOLDS_OBJECT(data)) {
+        qmp_error(errp, data ? "Invalid parameter type for 'actions[%u].data'"
+                               ", expected: object"
+                             : "Parameter 'actions[%u].data' is missing", i);
+        return false;
+    }
+    keys = json_object_get_members(o);
+    for (GList *l = keys; l; l = l->next) {
+        if (strcmp(l->data, "type") && strcmp(l->data, "data")) {
+            qmp_error(errp, "Parameter 'actions[%u].%s' is unexpected", i,
+                      (const char *)l->data);
+            return false;
+        }
+    }
+    a->data = json_node_get_object(data);
+    return true;
+}
+
+static bool tx_parse_properties(JsonObject *args, GError **errp)
+{
+    static const char *const modes[] = { "individual", "grouped", NULL };
+    JsonNode *pn = json_object_get_member(args, "properties");
+    g_autoptr(GList) keys = NULL;
+    JsonObject *props;
+    JsonNode *mn;
+    const char *mode;
+
+    tx_completion_mode = "individual";
+    if (!pn)
+        return true;
+    if (!JSON_NODE_HOLDS_OBJECT(pn)) {
+        qmp_error(errp, "Invalid parameter type for 'properties', expected: "
+                        "object");
+        return false;
+    }
+    props = json_node_get_object(pn);
+    mn = json_object_get_member(props, "completion-mode");
+    if (mn && (!JSON_NODE_HOLDS_VALUE(mn) ||
+               json_node_get_value_type(mn) != G_TYPE_STRING)) {
+        qmp_error(errp, "Invalid parameter type for "
+                        "'properties.completion-mode', expected: string");
+        return false;
+    }
+    mode = mn ? json_node_get_string(mn) : NULL;
+    if (!qmp_check_enum("completion-mode", mode, modes, errp))
+        return false;
+    keys = json_object_get_members(props);
+    for (GList *l = keys; l; l = l->next) {
+        if (strcmp(l->data, "completion-mode") != 0) {
+            qmp_error(errp, "Parameter 'properties.%s' is unexpected",
+                      (const char *)l->data);
+            return false;
+        }
+    }
+    if (mode)
+        tx_completion_mode = mode[0] == 'g' ? "grouped" : "individual";
+    return true;
+}
+
+/* Prepares every action in order; then commits them all, or, when one
+ * fails, aborts those already prepared, newest first; then cleans up. */
+static void tx_run(TxAction *acts, guint n, GError **errp)
+{
+    guint prepared = 0;
+    bool ok = true;
+
+    while (ok && prepared < n) {
+        TxAction *a = &acts[prepared];
+        tx_index = prepared;
+        ok = a->ops->prepare(a->data, &a->state, errp);
+        prepared += ok;
+    }
+    for (guint i = 0; ok && i < n; i++) {
+        if (acts[i].ops->commit)
+            acts[i].ops->commit(acts[i].state);
+    }
+    for (guint i = prepared; !ok && i-- > 0;) {
+        if (acts[i].ops->abort)
+            acts[i].ops->abort(acts[i].state);
+    }
+    for (guint i = 0; i < prepared; i++) {
+        if (acts[i].ops->clean)
+            acts[i].ops->clean(acts[i].state);
+    }
+}
+
+static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
+{
+    JsonNode *list = json_object_get_member(args, "actions");
+    g_autofree TxAction *acts = NULL;
+    JsonArray *arr;
+    guint n;
+
+    if (!list || !JSON_NODE_HOLDS_ARRAY(list)) {
+        qmp_error(errp, list ? "Invalid parameter type for 'actions', "
+                               "expected: array"
+                             : "Parameter 'actions' is missing");
+        return NULL;
+    }
+    if (!tx_parse_properties(args, errp))
+        return NULL;
+    arr = json_node_get_array(list);
+    n = json_array_get_length(arr);
+    acts = g_new0(TxAction, n + 1);
+    for (guint i = 0; i < n; i++) {
+        if (!tx_check_action(json_array_get_element(arr, i), i, &acts[i],
+                             errp))
+            return NULL;
+    }
+    tx_run(acts, n, errp);
+    return NULL;
+}
+
+/* QEMU's "abort" action: fails the whole transaction (for testing). */
+static bool abort_prepare(JsonObject *data, void **state, GError **errp)
+{
+    g_autoptr(GList) keys = json_object_get_members(data);
+
+    if (keys) {
+        qmp_error(errp, "Parameter 'actions[%u].data.%s' is unexpected",
+                  tx_index, (const char *)keys->data);
+        return false;
+    }
+    qmp_error(errp, "Transaction aborted using Abort action");
+    return false;
+}
+
+static const QmpTransactionOps abort_ops = {
+    .prepare = abort_prepare,
+};
+
+void qmp_register_core_commands(void)
+{
+    qmp_register_command_args("qmp_capabilities", cmd_qmp_capabilities,
+                              "enable");
+    qmp_register_command_args("query-version", cmd_query_version, "");
+    qmp_register_command_args("query-commands", cmd_query_commands, "");
+    qmp_register_command_args("quit", cmd_quit, "");
+    qmp_register_command_args("transaction", cmd_transaction,
+                              "actions,properties");
+    qmp_register_transaction_action("abort", &abort_ops);
+}
+
+void qmp_register_all(void)
+{
+    static bool done;
+
+    if (done)
+        return;
+    done = true;
+    qmp_register_core_commands();
+    qmp_register_block_commands();
+    qmp_register_nbd_commands();
+    qmp_register_job_commands();
+    qmp_register_bitmap_commands();
+}

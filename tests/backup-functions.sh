@@ -1,0 +1,48 @@
+# tests/backup-functions.sh - sourced by the tests/test-backup-*.sh, after
+# functions.sh.
+#
+#   requires_libnbd_python   skip unless the system python has libnbd
+#   start_daemon ARGS...     start snapnbd in daemon mode (no image) with its
+#                            QMP socket at $qmp and ARGS (--blockdev,
+#                            --nbd-server, --export...); stopped at exit
+#   make_disk PATH SIZE SEED a sparse image of random chunks and holes
+#   jobs_py CODE ARGS...     run python CODE with tests/jobs_qmp imported
+#   seed                     $SNAPNBD_SEED, or a random one; printed, and
+#                            failure messages name it
+
+requires_libnbd_python() {
+    $PYTHON -c 'import nbd' 2>/dev/null || {
+        echo "$0: skipped: python3-libnbd is not installed"
+        exit 77
+    }
+}
+
+seed=${SNAPNBD_SEED:-$(( (RANDOM << 15) | RANDOM ))}
+echo "$0: seed $seed (SNAPNBD_SEED=$seed replays it)"
+qmp=$tmp/qmp.sock
+nbdsock=$tmp/nbd.sock
+
+start_daemon() {
+    local pidfile=$tmp/daemon.pid i
+    rm -f "$pidfile" "$qmp"
+    "$SNAPNBD" --pid-file="$pidfile" --qmp "unix:$qmp,server,wait=off" "$@" &
+    cleanup_fn "_stop_server '$pidfile'"
+    for i in $(seq 200); do
+        if [ -S "$qmp" ] && [ -s "$pidfile" ]; then
+            return 0
+        fi
+        kill -0 $! 2>/dev/null || fail "snapnbd exited at start: $*"
+        sleep 0.05
+    done
+    fail "snapnbd did not start: $*"
+}
+
+jobs_py() {
+    $PYTHON -c "import sys; sys.path.insert(0, '$srcdir')
+from jobs_qmp import *
+$1" "${@:2}"
+}
+
+make_disk() {
+    jobs_py "make_disk('$1', $2, $3)"
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Daemon mode and the control socket's command line.  With
+# qemu-storage-daemon's options (--chardev/--monitor, --blockdev as options
+# or JSON, --nbd-server, --export) and no image, snapnbd serves what they
+# say, also with --fork; quit ends it (status 0, sockets removed).  A bad
+# option fails at startup naming the option.  With an image and --qmp, the
+# command line's export is served and QMP adds another beside it on the
+# same socket; nbd-server-start is refused there.
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/qmp-functions.sh"
+requires nbdinfo nbdsh qemu-io
+
+img=$tmp/disk.img
+truncate -s 8M "$img"
+qemu-io -f raw -c 'write -P 0x44 0 64k' "$img" >/dev/null
+qsock=$tmp/qmp
+nbd=$tmp/nbd
+
+wait_gone() {
+    local i
+    for i in $(seq 100); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    fail "$2"
+}
+
+# --- qemu-storage-daemon's syntax, forked --------------------------------------
+"$SNAPNBD" --fork --pid-file="$tmp/pid" \
+    --chardev "socket,id=m0,path=$qsock,server=on,wait=off" \
+    --monitor chardev=m0 \
+    --blockdev "driver=file,node-name=f0,filename=$img" \
+    --blockdev '{"driver": "raw", "node-name": "disk", "file": "f0"}' \
+    --nbd-server "addr.type=unix,addr.path=$nbd" \
+    --export type=nbd,id=e0,node-name=disk,name=d,writable=on ||
+    fail "daemon did not start"
+cleanup_fn "_stop_server '$tmp/pid'"
+pid=$(cat "$tmp/pid")
+[ -S "$qsock" ] && [ -S "$nbd" ] || fail "sockets missing after --fork"
+out=$(qmp "$qsock" '{"execute": "query-block-exports"}')
+[ "$out" = '{"return": [{"node-name": "disk", "shutting-down": false, "type": "nbd", "id": "e0"}]}' ] ||
+    fail "exports: $out"
+nbdsh -u "$(uri "$nbd" d)" -c 'assert h.pread(4, 0) == b"\x44" * 4' \
+    -c 'h.pwrite(b"\x55" * 512, 1 << 20)' -c 'h.flush()' || fail "nbdsh"
+qemu-io -f raw -c 'read -P 0x55 1M 512' "$img" | grep -q 'Pattern verification failed' &&
+    fail "the write did not land"
+qmp "$qsock" '{"execute": "quit"}' >/dev/null || fail "quit"
+wait_gone "$pid" "still running after quit"
+[ ! -e "$qsock" ] && [ ! -e "$nbd" ] || fail "sockets left behind"
+
+# --- startup errors ----------------------------------------------------------------
+bad() {
+    local pattern=$1
+    shift
+    "$SNAPNBD" "$@" >"$tmp/out" 2>&1 && fail "accepted: $*"
+    grep -Eq -- "$pattern" "$tmp/out" || fail "$*: $(cat "$tmp/out")"
+    [ ! -e "$qsock" ] || fail "$*: left a socket"
+}
+bad "--export .*Cannot find device='' nor node-name='nonode'" \
+    --qmp="unix:$qsock,server,wait=off" \
+    --nbd-server "addr.type=unix,addr.path=$nbd" \
+    --export type=nbd,id=e0,node-name=nonode
+bad "--blockdev .*Parameter 'file.driver' is missing" \
+    --blockdev '{"driver": "raw", "node-name": "x", "file": {}}'
+bad "--blockdev .*JSON parse error" --blockdev '{"driver": '
+bad "--qmp tcp:.*only unix" --qmp=tcp:localhost:4444,server
+bad "--monitor .*chardev 'nope' not found" --monitor chardev=nope
+bad "expecting one image file name" -k "$nbd"
+
+# --- an image and --qmp --------------------------------------------------------------
+truncate -s 1M "$tmp/extra.img"
+start_qmp "$qsock" "$tmp/pid2" -k "$nbd" -f raw -t -x main "$img"
+out=$(qmp "$qsock" \
+    '{"execute": "blockdev-add", "arguments": {"driver": "raw", "node-name": "extra", "read-only": true, "file": {"driver": "file", "filename": "'"$tmp/extra.img"'"}}}' \
+    '{"execute": "nbd-server-start", "arguments": {"addr": {"type": "unix", "data": {"path": "'"$tmp/other"'"}}}}' \
+    '{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "x0", "node-name": "extra"}}')
+grep -Fq '"desc": "NBD server already running"' <<<"$out" ||
+    fail "nbd-server-start beside the command line's server: $out"
+[ "$(grep -c '^{"return": {}}$' <<<"$out")" = 2 ] || fail "$out"
+nbdinfo --list "$(uri "$nbd")" >"$tmp/list" || fail "nbdinfo"
+grep -q 'export="main"' "$tmp/list" && grep -q 'export="extra"' "$tmp/list" ||
+    fail "exports: $(cat "$tmp/list")"
+[ "$(nbdinfo --size "$(uri "$nbd" extra)")" = 1048576 ] || fail "extra size"
+pid=$(cat "$tmp/pid2")
+qmp "$qsock" '{"execute": "quit"}' >/dev/null || fail "quit"
+wait_gone "$pid" "still running after quit"
+wait "$pid" || fail "exit status $? after quit"
