@@ -7,7 +7,8 @@
  * and discards) from a seed printed at the start; SNAPNBD_SEED=N replays a
  * run.  Faults on the target come from a vetoing before-write notifier on
  * the target node: its writes fail with the chosen errno in a chosen range
- * until the fault is cleared.
+ * until the fault is cleared.  The fleecing test reads a qcow2 overlay
+ * backed by the live source while guest writes race with its reads.
  */
 #include "jobs/backup.h"
 
@@ -853,6 +854,106 @@ static void test_sync_none(void)
     g_free(snap);
 }
 
+/* Fleecing: the target is a qcow2 overlay whose backing is the live
+ * source.  Readers of the target, racing with guest writes and their
+ * copy-before-writes on the same chunks, always see the point in time:
+ * a read that found a cluster unallocated and went on to the source must
+ * finish before the old data lands in the target and the guest's write is
+ * let through (the target's writes are serialising). */
+typedef struct Reader {
+    BlockNode *bs;
+    const uint8_t *snap;
+    GRand *rng;
+    gint *stop;
+    int reads;
+    GThread *thread;
+} Reader;
+
+static gpointer reader_thread(gpointer opaque)
+{
+    Reader *r = opaque;
+    uint8_t *buf = g_malloc(256 * KiB);
+
+    while (!g_atomic_int_get(r->stop)) {
+        int64_t len = g_rand_int_range(r->rng, 1, 256 * KiB + 1);
+        int64_t off = g_rand_int_range(r->rng, 0, DISK - len + 1);
+        g_assert_cmpint(bdrv_pread(r->bs, off, len, buf), ==, 0);
+        if (memcmp(buf, r->snap + off, len) != 0)
+            g_error("fleecing read at %" G_GINT64_FORMAT "+%" G_GINT64_FORMAT
+                    " is not the point in time (seed %u)", off, len, seed);
+        r->reads++;
+    }
+    g_free(buf);
+    return NULL;
+}
+
+static BlockNode *make_overlay(const char *name, BlockNode *backing)
+{
+    g_autofree char *path = g_build_filename(tmpdir, name, NULL);
+    g_autoptr(GHashTable) c =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GHashTable) o =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) err = NULL;
+    BlockNode *bs;
+
+    g_hash_table_insert(c, g_strdup("backing_file"),
+                        g_strdup(bdrv_filename(backing)));
+    g_hash_table_insert(c, g_strdup("backing_fmt"), g_strdup("raw"));
+    if (bdrv_create("qcow2", path, DISK, c, &err) < 0)
+        g_error("create %s: %s", path, err->message);
+    g_hash_table_insert(o, g_strdup("driver"), g_strdup("qcow2"));
+    g_hash_table_insert(o, g_strdup("node-name"), g_strdup("fleece"));
+    g_hash_table_insert(o, g_strdup("backing"),
+                        g_strdup(bdrv_node_name(backing)));
+    g_hash_table_insert(o, g_strdup("file.driver"), g_strdup("file"));
+    g_hash_table_insert(o, g_strdup("file.filename"), g_strdup(path));
+    bs = bdrv_open(o, &err);
+    if (!bs)
+        g_error("open %s: %s", path, err->message);
+    return bs;
+}
+
+static void test_fleecing_readers(void)
+{
+    uint8_t *snap;
+    g_autofree char *spath = make_source("fleece-src.img", DISK, &snap);
+    BlockNode *src = open_node(spath, "src", NULL);
+    BlockNode *tgt = make_overlay("fleece.qcow2", src);
+    BackupOptions o = options(BACKUP_SYNC_NONE, 0);
+    g_autoptr(GError) err = NULL;
+    Reader r[4];
+    gint stop = 0, wstop;
+    int reads = 0;
+    Writer *w;
+    Job *job;
+
+    job = start_backup("fleece0", src, tgt, &o);
+    for (int i = 0; i < 4; i++) {
+        r[i] = (Reader){ .bs = tgt, .snap = snap, .stop = &stop,
+                         .rng = g_rand_new_with_seed(seed + 77 * i) };
+        r[i].thread = g_thread_new("reader", reader_thread, &r[i]);
+    }
+    w = writers_start(src, 4, 0, DISK, 64 * KiB, &wstop, NULL);
+    g_usleep(1500 * 1000);
+    g_assert_cmpint(writers_stop(w, 4), >, 100);
+    g_atomic_int_set(&stop, 1);
+    for (int i = 0; i < 4; i++) {
+        g_thread_join(r[i].thread);
+        g_rand_free(r[i].rng);
+        reads += r[i].reads;
+    }
+    g_test_message("%d reads of the fleecing overlay", reads);
+    g_assert_cmpint(reads, >, 100);
+    assert_node_equals(tgt, snap, DISK);
+    g_assert_true(job_user_cancel(job, false, &err));
+    job_wait_concluded(job);
+    job_unref(job);
+    bdrv_unref(tgt);
+    bdrv_unref(src);
+    g_free(snap);
+}
+
 static void test_op_blockers(void)
 {
     g_autofree char *a = make_empty("blk-a.img", 4 * MiB);
@@ -1001,6 +1102,7 @@ int main(int argc, char **argv)
     g_test_add_func("/backup/error/copy-before-write-while-stopped",
                     test_cbw_failure_while_stopped);
     g_test_add_func("/backup/sync-none", test_sync_none);
+    g_test_add_func("/backup/fleecing-readers", test_fleecing_readers);
     g_test_add_func("/backup/op-blockers", test_op_blockers);
     g_test_add_func("/job/manual-finalize-dismiss",
                     test_manual_finalize_dismiss);
