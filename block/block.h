@@ -236,6 +236,24 @@ int64_t bdrv_dirty_bitmap_next_dirty(BdrvDirtyBitmap *bm, int64_t offset);
 bool bdrv_dirty_bitmap_merge(BdrvDirtyBitmap *dst, BdrvDirtyBitmap *src,
                              GError **errp);
 
+/*
+ * Successors: how a backup job splits a bitmap (QEMU's create_successor,
+ * abdicate and reclaim).  While a bitmap has a successor it is busy with
+ * @reason and frozen: its bits stay as they are, and the writes that would
+ * set them set the successor's instead.  Fails (and says why) if the
+ * bitmap is busy or inconsistent.
+ */
+bool bdrv_dirty_bitmap_create_successor(BdrvDirtyBitmap *bm,
+                                        const char *reason, GError **errp);
+/* The successor (read it with the functions above), or NULL. */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_successor(BdrvDirtyBitmap *bm);
+/* Ends the split: @bm keeps only the successor's bits (what was written
+ * since the split), and is no longer busy. */
+void bdrv_dirty_bitmap_abdicate(BdrvDirtyBitmap *bm);
+/* Ends the split: the successor's bits are ORed into @bm's, and @bm is no
+ * longer busy. */
+void bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bm);
+
 /* The bitmap's bits as bytes: granule 8 * i + b is bit b of byte i (the
  * qcow2 layout). */
 size_t bdrv_dirty_bitmap_serialized_size(BdrvDirtyBitmap *bm);

@@ -17,6 +17,12 @@
  * One mutex per node guards its list of bitmaps and all their bits: a
  * write marks every enabled bitmap of its node under it, once, after the
  * request.  Nodes without bitmaps do not take it.
+ *
+ * A backup job splits a bitmap: the bitmap gets an anonymous successor,
+ * outside the node's list, and from then on a write marks the successor
+ * instead (under the same mutex), so that the bitmap holds exactly the
+ * writes before the split.  Ending the split swaps or ORs the words, under
+ * the mutex, so that no write's bits fall between the two.
  */
 #include "block-int.h"
 
@@ -37,11 +43,30 @@ struct BdrvDirtyBitmap {
     bool persistent;
     bool inconsistent;       /* found in use after a crash: unusable */
     char *busy_reason;       /* in use by a job or export, or NULL */
+    BdrvDirtyBitmap *successor; /* records the writes while split */
 };
 
 static uint64_t words_for(uint64_t bits)
 {
     return (bits + 63) / 64;
+}
+
+/* A bitmap of no node's list (a successor has no name). */
+static BdrvDirtyBitmap *bitmap_alloc(BlockNode *bs, const char *name,
+                                     uint32_t granularity, int64_t length)
+{
+    BdrvDirtyBitmap *bm = g_new0(BdrvDirtyBitmap, 1);
+
+    bm->bs = bs;
+    bm->name = g_strdup(name);
+    bm->granularity = granularity;
+    bm->gran_bits = __builtin_ctz(granularity);
+    bm->length = length;
+    bm->bits = (length + granularity - 1) >> bm->gran_bits;
+    bm->words = g_new0(uint64_t, MAX(words_for(bm->bits), 1));
+    bm->summary = g_new0(uint64_t, MAX(words_for(words_for(bm->bits)), 1));
+    bm->enabled = true;
+    return bm;
 }
 
 BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
@@ -65,16 +90,7 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
                     "Bitmap already exists: %s", name);
         return NULL;
     }
-    bm = g_new0(BdrvDirtyBitmap, 1);
-    bm->bs = bs;
-    bm->name = g_strdup(name);
-    bm->granularity = granularity;
-    bm->gran_bits = __builtin_ctz(granularity);
-    bm->length = length;
-    bm->bits = (length + granularity - 1) >> bm->gran_bits;
-    bm->words = g_new0(uint64_t, MAX(words_for(bm->bits), 1));
-    bm->summary = g_new0(uint64_t, MAX(words_for(words_for(bm->bits)), 1));
-    bm->enabled = true;
+    bm = bitmap_alloc(bs, name, granularity, length);
     g_mutex_lock(&bs->dirty_lock);
     bs->dirty_bitmaps = g_list_append(bs->dirty_bitmaps, bm);
     g_mutex_unlock(&bs->dirty_lock);
@@ -90,6 +106,8 @@ BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, const char *name,
 
 static void bitmap_free(BdrvDirtyBitmap *bm)
 {
+    if (bm->successor)
+        bitmap_free(bm->successor);
     g_free(bm->name);
     g_free(bm->words);
     g_free(bm->summary);
@@ -287,9 +305,10 @@ void bdrv_set_dirty(BlockNode *bs, int64_t offset, int64_t bytes)
     g_mutex_lock(&bs->dirty_lock);
     for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
         BdrvDirtyBitmap *bm = l->data;
+        BdrvDirtyBitmap *dst = bm->successor ? bm->successor : bm;
         uint64_t first, last;
-        if (bm->enabled && granules(bm, offset, bytes, &first, &last))
-            set_bits_locked(bm, first, last, true);
+        if (bm->enabled && granules(dst, offset, bytes, &first, &last))
+            set_bits_locked(dst, first, last, true);
     }
     g_mutex_unlock(&bs->dirty_lock);
 }
@@ -448,4 +467,80 @@ void bdrv_dirty_bitmap_deserialize(BdrvDirtyBitmap *bm, size_t start,
         }
     }
     g_mutex_unlock(&bm->bs->dirty_lock);
+}
+
+/* --- successors -------------------------------------------------------------
+ */
+
+bool bdrv_dirty_bitmap_create_successor(BdrvDirtyBitmap *bm,
+                                        const char *reason, GError **errp)
+{
+    BdrvDirtyBitmap *succ = bitmap_alloc(bm->bs, NULL, bm->granularity,
+                                         bm->length);
+    bool ok;
+
+    g_mutex_lock(&bm->bs->dirty_lock);
+    ok = !bm->busy_reason && !bm->inconsistent;
+    if (ok) {
+        bm->busy_reason = g_strdup(reason);
+        bm->successor = succ;
+    }
+    g_mutex_unlock(&bm->bs->dirty_lock);
+    if (!ok) {
+        bdrv_dirty_bitmap_check(bm, false, errp);
+        bitmap_free(succ);
+    }
+    return ok;
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_successor(BdrvDirtyBitmap *bm)
+{
+    BdrvDirtyBitmap *succ;
+
+    g_mutex_lock(&bm->bs->dirty_lock);
+    succ = bm->successor;
+    g_mutex_unlock(&bm->bs->dirty_lock);
+    return succ;
+}
+
+/* Detaches the successor and ends the busy state; with @keep_own, ORs the
+ * successor's bits into @bm's, else @bm takes the successor's words. */
+static void end_split(BdrvDirtyBitmap *bm, bool keep_own)
+{
+    BdrvDirtyBitmap *succ;
+
+    g_mutex_lock(&bm->bs->dirty_lock);
+    succ = g_steal_pointer(&bm->successor);
+    g_assert(succ);
+    if (!keep_own) {
+        uint64_t *words = bm->words, *summary = bm->summary;
+        bm->words = succ->words;
+        bm->summary = succ->summary;
+        bm->count = succ->count;
+        succ->words = words;
+        succ->summary = summary;
+    } else {
+        for (uint64_t w = 0; w < words_for(bm->bits); w++) {
+            uint64_t new = bm->words[w] | succ->words[w];
+            if (new == bm->words[w])
+                continue;
+            bm->count += __builtin_popcountll(new) -
+                         __builtin_popcountll(bm->words[w]);
+            bm->words[w] = new;
+            bm->summary[w / 64] |= 1ULL << (w % 64);
+        }
+    }
+    g_clear_pointer(&bm->busy_reason, g_free);
+    g_mutex_unlock(&bm->bs->dirty_lock);
+    bitmap_free(succ);
+}
+
+void bdrv_dirty_bitmap_abdicate(BdrvDirtyBitmap *bm)
+{
+    end_split(bm, false);
+}
+
+void bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bm)
+{
+    end_split(bm, true);
 }

@@ -20,6 +20,15 @@
  *
  * Chunks are rate limited before they are claimed: a claimed chunk is busy,
  * and a guest write to it would wait out the sleep too.
+ *
+ * A bitmap is split before the notifier is added (the point in time), and
+ * sync=bitmap copies the chunks dirty in the bitmap or in its successor as
+ * it is just after that point.  A write that ended between the split and
+ * the point in time is in the point in time but only in the successor:
+ * it is copied from the source (and copied again by the next backup).
+ * Writes after the point in time are copied before, as for any sync; a
+ * write in flight across it may or may not be in the backup, as with a
+ * power cut, and is in the successor either way, so no backup misses it.
  */
 #include "jobs/backup.h"
 #include "jobs/block-copy.h"
@@ -40,6 +49,7 @@
  * gets at most half the time and the guest's copy-before-writes (which
  * copy most of the disk anyway under random writes) the rest. */
 #define GUEST_ACTIVE_CHUNK (256 * 1024)
+#define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
 
 typedef struct BackupJob {
     Job common;
@@ -50,6 +60,8 @@ typedef struct BackupJob {
     BlockdevOnError on_target_error;
     BlockCopyState *bcs;
     BlockNotifier *notifier;
+    BdrvDirtyBitmap *sync_bitmap; /* split for the job, or NULL */
+    BitmapSyncMode bitmap_mode;
     int max_workers;
     int64_t max_chunk;
 
@@ -82,7 +94,10 @@ typedef enum {
     STEP_STOP,   /* cancelled, or the point in time is lost */
 } BackupStep;
 
-static const char *const sync_names[] = { "full", "top", "none" };
+static const char *const sync_names[] = { "full", "top", "none", "bitmap",
+                                           "incremental" };
+static const char *const bitmap_mode_names[] = { "on-success", "always",
+                                                 "never" };
 
 bool backup_sync_parse(const char *name, BackupSync *out, GError **errp)
 {
@@ -92,19 +107,30 @@ bool backup_sync_parse(const char *name, BackupSync *out, GError **errp)
             return true;
         }
     }
-    if (!strcmp(name, "incremental") || !strcmp(name, "bitmap"))
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "sync mode '%s' is not supported yet (use full, top or "
-                    "none)", name);
-    else
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Parameter 'sync' does not accept value '%s'", name);
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                "Parameter 'sync' does not accept value '%s'", name);
     return false;
 }
 
 const char *backup_sync_str(BackupSync sync)
 {
     return sync_names[sync];
+}
+
+bool backup_bitmap_mode_parse(const char *name, BitmapSyncMode *out)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(bitmap_mode_names); i++) {
+        if (strcmp(name, bitmap_mode_names[i]) == 0) {
+            *out = (BitmapSyncMode)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *backup_bitmap_mode_str(BitmapSyncMode mode)
+{
+    return bitmap_mode_names[mode];
 }
 
 /* --- copy-before-write ---------------------------------------------------- */
@@ -425,7 +451,125 @@ static int backup_run(Job *job, GError **errp)
     return ret;
 }
 
+/* --- dirty bitmap (sync=bitmap, bitmap-mode) ----------------------------- */
+
+/* The checks of QEMU's backup_job_create. */
+static bool check_bitmap(const BackupOptions *opts, BlockNode *source,
+                         GError **errp)
+{
+    BdrvDirtyBitmap *bm = opts->bitmap;
+
+    if (!bm) {
+        if (opts->sync != BACKUP_SYNC_BITMAP &&
+            opts->sync != BACKUP_SYNC_INCREMENTAL)
+            return true;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "must provide a valid bitmap name for '%s' sync mode",
+                    backup_sync_str(opts->sync));
+        return false;
+    }
+    if (bdrv_dirty_bitmap_node(bm) != source) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Bitmap '%s' is not a bitmap of the source '%s'",
+                    bdrv_dirty_bitmap_name(bm), bdrv_node_name(source));
+        return false;
+    }
+    if (opts->sync == BACKUP_SYNC_NONE) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "sync mode 'none' does not produce meaningful bitmap "
+                    "outputs");
+        return false;
+    }
+    if (!bdrv_dirty_bitmap_check(bm, false, errp))
+        return false;
+    /* A bitmap the job will change must be writable. */
+    if (opts->bitmap_mode != BITMAP_SYNC_NEVER &&
+        bdrv_dirty_bitmap_persistent(bm) && bdrv_is_read_only(source)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Bitmap '%s' is readonly and cannot be modified",
+                    bdrv_dirty_bitmap_name(bm));
+        return false;
+    }
+    return true;
+}
+
+static bool split_bitmap(BackupJob *b, BdrvDirtyBitmap *bm, GError **errp)
+{
+    g_autofree char *why = g_strdup_printf("backup job '%s'", b->common.id);
+
+    if (!bdrv_dirty_bitmap_create_successor(bm, why, errp))
+        return false;
+    b->sync_bitmap = bm;
+    return true;
+}
+
+/* sync=bitmap, just after the point in time: only the chunks dirty in the
+ * bitmap or its successor are to be copied. */
+static void limit_to_bitmap(BackupJob *b)
+{
+    int64_t left_out = block_copy_limit_to_dirty(
+        b->bcs, b->sync_bitmap, bdrv_dirty_bitmap_successor(b->sync_bitmap));
+
+    job_progress_set_total(&b->common, bdrv_getlength(b->source) - left_out);
+}
+
+/* bitmap-mode=always after a failure or cancel: what was copied is clean.
+ * With sync=bitmap the whole granules inside copied chunks are cleared (a
+ * granule partly copied stays dirty); with full and top the bitmap becomes
+ * what was not copied. */
+static void forget_copied(BackupJob *b, BdrvDirtyBitmap *bm)
+{
+    int64_t len = bdrv_getlength(b->source);
+    int64_t gran = bdrv_dirty_bitmap_granularity(bm);
+    int64_t pos = 0, off, n;
+
+    if (b->sync != BACKUP_SYNC_BITMAP) {
+        bdrv_dirty_bitmap_clear(bm);
+        for (; block_copy_next_pending(b->bcs, pos, &off, &n); pos = off + n)
+            bdrv_dirty_bitmap_set(bm, off, n, true);
+        return;
+    }
+    for (;;) {
+        bool more = block_copy_next_pending(b->bcs, pos, &off, &n);
+        int64_t end = more ? off : len;    /* [pos, end) is done */
+        int64_t first = ROUND_UP(pos, gran);
+        int64_t last = end == len ? len : end / gran * gran;
+
+        if (last > first)
+            bdrv_dirty_bitmap_set(bm, first, last - first, false);
+        if (!more)
+            break;
+        pos = off + n;
+    }
+}
+
+/* Ends the split as the bitmap-mode says (see backup.h). */
+static void finish_bitmap(BackupJob *b, bool success)
+{
+    BdrvDirtyBitmap *bm = g_steal_pointer(&b->sync_bitmap);
+
+    if (!bm)
+        return;
+    if (success && b->bitmap_mode != BITMAP_SYNC_NEVER) {
+        bdrv_dirty_bitmap_abdicate(bm);
+        return;
+    }
+    if (!success && b->bitmap_mode == BITMAP_SYNC_ALWAYS)
+        forget_copied(b, bm);
+    bdrv_dirty_bitmap_reclaim(bm);
+}
+
 /* --- life cycle --------------------------------------------------------- */
+
+static void backup_commit(Job *job)
+{
+    finish_bitmap((BackupJob *)job, true);
+}
+
+static void backup_abort(Job *job)
+{
+    finish_bitmap((BackupJob *)job, false);
+}
 
 static void backup_clean(Job *job)
 {
@@ -448,6 +592,8 @@ static const JobDriver backup_driver = {
     .instance_size = sizeof(BackupJob),
     .block_job = true,
     .run = backup_run,
+    .commit = backup_commit,
+    .abort = backup_abort,
     .clean = backup_clean,
 };
 
@@ -505,6 +651,11 @@ static void backup_init(BackupJob *b, BlockNode *source, BlockNode *target,
     /* Without a backing file, "top" is the whole disk, as in QEMU. */
     if (b->sync == BACKUP_SYNC_TOP && !bdrv_child(source, "backing"))
         b->sync = BACKUP_SYNC_FULL;
+    b->bitmap_mode = opts->bitmap_mode;
+    if (b->sync == BACKUP_SYNC_INCREMENTAL) {
+        b->sync = BACKUP_SYNC_BITMAP;
+        b->bitmap_mode = BITMAP_SYNC_ON_SUCCESS;
+    }
     b->on_source_error = opts->on_source_error;
     b->on_target_error = opts->on_target_error;
     b->max_workers = opts->max_workers > 0 ? opts->max_workers
@@ -526,7 +677,8 @@ Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
                     "Invalid parameter 'speed'");
         return NULL;
     }
-    if (!check_nodes(source, target, errp))
+    if (!check_nodes(source, target, errp) ||
+        !check_bitmap(opts, source, errp))
         return NULL;
     b = job_create(id, &backup_driver, opts->job_flags, errp);
     if (!b)
@@ -534,15 +686,17 @@ Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
     backup_init(b, source, target, opts);
     b->bcs = block_copy_state_new(source, target,
                                   b->sync == BACKUP_SYNC_TOP, errp);
-    if (!b->bcs) {
+    if (!b->bcs || (opts->bitmap && !split_bitmap(b, opts->bitmap, errp))) {
         job_cancel_created(&b->common);
         return NULL;
     }
     block_copy_set_progress(b->bcs, backup_progress, b);
-    if (b->sync != BACKUP_SYNC_NONE)
+    if (b->sync == BACKUP_SYNC_FULL || b->sync == BACKUP_SYNC_TOP)
         job_progress_set_total(&b->common, bdrv_getlength(source));
     /* From here on the target receives the point in time. */
     b->notifier = bdrv_add_before_write_notifier(source, backup_before_write,
                                                  b);
+    if (b->sync == BACKUP_SYNC_BITMAP)
+        limit_to_bitmap(b);
     return &b->common;
 }

@@ -14,6 +14,23 @@
  *   sync=none  nothing: the target holds only the old data of what the
  *              guest overwrote, and reads the rest through its backing, the
  *              live source ("fleecing").  Runs until cancelled.
+ *   sync=bitmap  the chunks that hold a dirty byte of a bitmap of the
+ *              source (copy-before-writes copy only those too): the target,
+ *              typically an overlay of the previous backup, gets what
+ *              changed since the bitmap began.
+ *
+ * A bitmap (required by sync=bitmap, optional with full and top) is split
+ * when the job is created, as in QEMU: it keeps its bits and is busy, and a
+ * successor records the writes from then on.  When the job ends, the
+ * bitmap-mode decides what the bitmap holds:
+ *
+ *   on-success  after success, only the successor's bits (what was copied
+ *               is clean); after a failure or cancel, its own bits plus
+ *               the successor's: nothing is lost.
+ *   always      as on-success, but after a failure or cancel the bits of
+ *               what was copied are cleared too (with full and top, what
+ *               was not copied becomes dirty).
+ *   never       its own bits plus the successor's, whatever happens.
  *
  * If a copy-before-write fails, the guest's write still goes ahead (the
  * source keeps serving) and the job fails: the point in time is lost.
@@ -28,12 +45,22 @@ typedef enum {
     BACKUP_SYNC_FULL,
     BACKUP_SYNC_TOP,
     BACKUP_SYNC_NONE,
+    BACKUP_SYNC_BITMAP,
+    BACKUP_SYNC_INCREMENTAL, /* bitmap with bitmap-mode on-success */
 } BackupSync;
 
-/* "full", "top", "none"; "incremental" and "bitmap" are refused as not
- * supported yet. */
+typedef enum {
+    BITMAP_SYNC_ON_SUCCESS,
+    BITMAP_SYNC_ALWAYS,
+    BITMAP_SYNC_NEVER,
+} BitmapSyncMode;
+
+/* "full", "top", "none", "bitmap", "incremental". */
 bool backup_sync_parse(const char *name, BackupSync *out, GError **errp);
 const char *backup_sync_str(BackupSync sync);
+/* "on-success", "always", "never"; false for anything else. */
+bool backup_bitmap_mode_parse(const char *name, BitmapSyncMode *out);
+const char *backup_bitmap_mode_str(BitmapSyncMode mode);
 
 typedef struct BackupOptions {
     BackupSync sync;
@@ -43,13 +70,16 @@ typedef struct BackupOptions {
     int job_flags;                   /* JOB_MANUAL_FINALIZE, ... */
     int max_workers;                 /* background copies in flight; 0: 4 */
     int64_t max_chunk;               /* bytes per copy; 0: 1 MiB */
+    BdrvDirtyBitmap *bitmap;         /* of the source, or NULL */
+    BitmapSyncMode bitmap_mode;
 } BackupOptions;
 
 /*
  * A backup job of @source to @target in state "created", its
  * copy-before-write already active.  The job takes references on both
  * nodes and blocks conflicting operations on them (a second backup, delete,
- * resize, a writable export of the target) until it ends.
+ * resize, a writable export of the target) until it ends, and keeps its
+ * bitmap busy.
  */
 Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
                        const BackupOptions *opts, GError **errp);

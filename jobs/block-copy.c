@@ -222,6 +222,64 @@ int64_t block_copy_remaining(BlockCopyState *s)
     return MIN(left, s->len);
 }
 
+/* --- what to copy ------------------------------------------------------- */
+
+/* Sets in @keep the chunks that hold a dirty byte of @bm. */
+static void mark_dirty_chunks(BlockCopyState *s, BdrvDirtyBitmap *bm,
+                              uint64_t *keep)
+{
+    int64_t off = bdrv_dirty_bitmap_next_dirty(bm, 0), n;
+    bool dirty;
+
+    while (off >= 0 && off < s->len &&
+           bdrv_dirty_bitmap_next_extent(bm, off, s->len, &dirty, &n)) {
+        int64_t first = off / s->cluster;
+        bits_set(keep, first, (off + n - 1) / s->cluster - first + 1, true);
+        off = bdrv_dirty_bitmap_next_dirty(bm, off + n);
+    }
+}
+
+int64_t block_copy_limit_to_dirty(BlockCopyState *s, BdrvDirtyBitmap *bm,
+                                  BdrvDirtyBitmap *also)
+{
+    uint64_t *keep = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    int64_t left_out = 0, n = 0;
+
+    mark_dirty_chunks(s, bm, keep);
+    if (also)
+        mark_dirty_chunks(s, also, keep);
+    g_mutex_lock(&s->lock);
+    for (int64_t i = 0; i < s->nchunks; i++) {
+        if (bit_test(keep, i) || !chunk_free(s, i))
+            continue;
+        bits_set(s->done, i, 1, true);
+        left_out += MIN((i + 1) * s->cluster, s->len) - i * s->cluster;
+        n++;
+    }
+    __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
+    g_mutex_unlock(&s->lock);
+    g_free(keep);
+    return left_out;
+}
+
+bool block_copy_next_pending(BlockCopyState *s, int64_t from,
+                             int64_t *offset, int64_t *bytes)
+{
+    int64_t i = MAX(from, 0) / s->cluster, n = 0;
+
+    g_mutex_lock(&s->lock);
+    while (i < s->nchunks && bit_test(s->done, i))
+        i++;
+    while (i + n < s->nchunks && !bit_test(s->done, i + n))
+        n++;
+    g_mutex_unlock(&s->lock);
+    if (i >= s->nchunks)
+        return false;
+    *offset = i * s->cluster;
+    *bytes = MIN((i + n) * s->cluster, s->len) - *offset;
+    return true;
+}
+
 /* --- buffers ------------------------------------------------------------ */
 
 static void *buffer_get(BlockCopyState *s)

@@ -12,6 +12,8 @@
  *    write-zeroes, or nothing at all when it is known to read as zero.  With
  *    skip_unallocated (sync=top), ranges not allocated in the source's top
  *    layer are not copied either: the target shares the source's backing.
+ *    With block_copy_limit_to_dirty (sync=bitmap), only the chunks that
+ *    hold a dirty byte of a bitmap are copied.
  *  - All calls are blocking and thread safe.
  */
 #ifndef SNAPNBD_BLOCK_COPY_H
@@ -36,6 +38,19 @@ int64_t block_copy_cluster_size(BlockCopyState *s);
 int64_t block_copy_remaining(BlockCopyState *s);
 /* Does the target read as zeroes where nothing was copied? */
 bool block_copy_target_is_zero(BlockCopyState *s);
+
+/*
+ * sync=bitmap: leaves out of the copy every chunk that holds no dirty byte
+ * of @bm (nor of @also, if not NULL): such a chunk counts as done, without
+ * being copied or reported as progress.  Chunks already done or in flight
+ * stay as they are.  Returns the bytes left out.
+ */
+int64_t block_copy_limit_to_dirty(BlockCopyState *s, BdrvDirtyBitmap *bm,
+                                  BdrvDirtyBitmap *also);
+/* The first run of chunks at or after @from that is not done (neither
+ * copied nor left out); false if there is none. */
+bool block_copy_next_pending(BlockCopyState *s, int64_t from,
+                             int64_t *offset, int64_t *bytes);
 
 /*
  * Copy-before-write: makes sure every chunk of [offset, offset + bytes) is

@@ -18,6 +18,8 @@ static const char *const on_error_values[] = { "report", "ignore", "enospc",
                                                "stop", NULL };
 static const char *const mode_values[] = { "existing", "absolute-paths",
                                            NULL };
+static const char *const bitmap_mode_values[] = { "on-success", "always",
+                                                  "never", NULL };
 
 #define BACKUP_MEMBERS \
     "job-id,device,target,sync,speed,bitmap,bitmap-mode,compress," \
@@ -87,6 +89,8 @@ typedef struct BackupArgs {
     const char *target;
     const char *format;  /* drive-backup */
     bool existing;       /* drive-backup mode=existing */
+    const char *bitmap;
+    const char *bitmap_mode;
     BackupOptions opts;
 } BackupArgs;
 
@@ -126,8 +130,7 @@ static bool parse_on_error(JsonObject *args, const char *key,
 /* Arguments snapnbd does not implement are refused, never ignored. */
 static bool refuse_unsupported(JsonObject *args, GError **errp)
 {
-    static const char *const keys[] = { "bitmap", "bitmap-mode",
-                                        "filter-node-name" };
+    static const char *const keys[] = { "filter-node-name" };
     bool on = false;
 
     for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
@@ -212,6 +215,13 @@ static bool parse_backup_args(JsonObject *args, BackupArgs *a,
         backup_sync_parse(sync, &a->opts.sync, &err);
     if (!err)
         qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
+    if (!err)
+        a->bitmap = qmp_arg_str(args, "bitmap", false, &err);
+    if (!err)
+        a->bitmap_mode = qmp_arg_str(args, "bitmap-mode", false, &err);
+    if (!err)
+        qmp_check_enum("bitmap-mode", a->bitmap_mode, bitmap_mode_values,
+                       &err);
     if (err) {
         g_propagate_error(errp, err);
         return false;
@@ -252,6 +262,68 @@ static BlockNode *lookup_node(const char *name, GError **errp)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", name,
                   name);
     return bs;
+}
+
+/* bitmap and bitmap-mode, with the checks and messages of QEMU's
+ * do_backup_common: sync=incremental is sync=bitmap with on-success. */
+static bool resolve_bitmap(BackupArgs *a, BlockNode *source, GError **errp)
+{
+    BackupOptions *o = &a->opts;
+    BdrvDirtyBitmap *bm;
+    GError *err = NULL;
+
+    if ((o->sync == BACKUP_SYNC_BITMAP ||
+         o->sync == BACKUP_SYNC_INCREMENTAL) && !a->bitmap) {
+        qmp_error(errp, "must provide a valid bitmap name for '%s' sync mode",
+                  backup_sync_str(o->sync));
+        return false;
+    }
+    if (o->sync == BACKUP_SYNC_INCREMENTAL) {
+        if (a->bitmap_mode && strcmp(a->bitmap_mode, "on-success") != 0) {
+            qmp_error(errp, "Bitmap sync mode must be 'on-success' when "
+                      "using sync mode 'incremental'");
+            return false;
+        }
+        o->sync = BACKUP_SYNC_BITMAP;
+        a->bitmap_mode = "on-success";
+    }
+    if (!a->bitmap) {
+        if (a->bitmap_mode) {
+            qmp_error(errp, "Cannot specify bitmap sync mode without a "
+                      "bitmap");
+            return false;
+        }
+        return true;
+    }
+    bm = bdrv_find_dirty_bitmap(source, a->bitmap);
+    if (!bm) {
+        qmp_error(errp, "Bitmap '%s' could not be found", a->bitmap);
+        return false;
+    }
+    if (!a->bitmap_mode) {
+        qmp_error(errp, "Bitmap sync mode must be given when providing a "
+                  "bitmap");
+        return false;
+    }
+    backup_bitmap_mode_parse(a->bitmap_mode, &o->bitmap_mode);
+    if (!bdrv_dirty_bitmap_check(bm, false, &err)) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return false;
+    }
+    if (o->sync == BACKUP_SYNC_NONE) {
+        qmp_error(errp, "sync mode 'none' does not produce meaningful bitmap "
+                  "outputs");
+        return false;
+    }
+    if (o->bitmap_mode == BITMAP_SYNC_NEVER && o->sync != BACKUP_SYNC_BITMAP) {
+        qmp_error(errp, "Bitmap sync mode 'never' has no meaningful effect "
+                  "when combined with sync mode '%s'",
+                  backup_sync_str(o->sync));
+        return false;
+    }
+    o->bitmap = bm;
+    return true;
 }
 
 /* The node whose data the target shares (its backing), or NULL. */
@@ -334,6 +406,8 @@ static Job *drive_backup_prepare(JsonObject *args, GError **errp)
         return NULL;
     if (a.opts.sync == BACKUP_SYNC_TOP && !bdrv_child(source, "backing"))
         a.opts.sync = BACKUP_SYNC_FULL;
+    if (!resolve_bitmap(&a, source, errp))
+        return NULL;
     format = a.format ? a.format
                       : a.existing ? bdrv_probe_format(a.target)
                                    : default_format(source);
@@ -358,7 +432,8 @@ static Job *blockdev_backup_prepare(JsonObject *args, GError **errp)
 
     if (!parse_backup_args(args, &a, errp) ||
         !(source = lookup_node(a.device, errp)) ||
-        !(target = lookup_node(a.target, errp)))
+        !(target = lookup_node(a.target, errp)) ||
+        !resolve_bitmap(&a, source, errp))
         return NULL;
     return create_backup(&a, source, target, errp);
 }

@@ -12,6 +12,7 @@
  * the loop through a pipe.  See docs/architecture.md.
  */
 #include "listen.h"
+#include "nbd-server.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 
@@ -1008,7 +1009,11 @@ static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
                              errp))
             return NULL;
     }
+    /* All actions at one point in time: no client write lands between
+     * them (QEMU drains the nodes for the same reason). */
+    nbd_writes_pause();
     tx_run(acts, n, errp);
+    nbd_writes_resume();
     return NULL;
 }
 

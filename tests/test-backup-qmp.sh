@@ -103,8 +103,7 @@ refused("blockdev-backup", dict(backup("x", "tgt2"), device="disk2",
         "Parameter 'sync' does not accept value 'bogus'")
 refused("blockdev-backup", dict(backup("x", "tgt2"), device="disk2",
                                 sync="incremental"),
-        "sync mode 'incremental' is not supported yet (use full, top or "
-        "none)")
+        "must provide a valid bitmap name for 'incremental' sync mode")
 refused("blockdev-backup", dict(backup("x", "tgt2"), device="disk2",
                                 **{"on-target-error": "bogus"}),
         "Parameter 'on-target-error' does not accept value 'bogus'")
@@ -115,7 +114,7 @@ refused("blockdev-backup", dict(backup("x", "tgt2"), device="disk2",
         "Parameter 'bogus' is unexpected")
 refused("blockdev-backup", dict(backup("x", "tgt2"), device="disk2",
                                 bitmap="bm0"),
-        "Parameter 'bitmap' is not supported yet")
+        "Bitmap 'bm0' could not be found")
 
 # --- pause, set-speed, resume ------------------------------------------------
 q.cmd("job-pause", {"id": "b0"})

@@ -954,6 +954,287 @@ static void test_fleecing_readers(void)
     g_free(snap);
 }
 
+/* --- sync=bitmap --------------------------------------------------------- */
+
+#define MARKER 0xee
+
+/* An image of MARKER bytes: chunks the job never wrote stay MARKER, so they
+ * are told from copied ones (copied zeroes included). */
+static char *make_marked(const char *name, int64_t size)
+{
+    char *path = make_empty(name, size);
+    uint8_t *buf = g_malloc(MiB);
+    int fd = open(path, O_WRONLY);
+
+    g_assert_cmpint(fd, >=, 0);
+    memset(buf, MARKER, MiB);
+    for (int64_t off = 0; off < size; off += MiB)
+        g_assert_cmpint(pwrite(fd, buf, MIN(MiB, size - off), off), ==,
+                        MIN(MiB, size - off));
+    close(fd);
+    g_free(buf);
+    return path;
+}
+
+static bool is_marker(const uint8_t *p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (p[i] != MARKER)
+            return false;
+    return true;
+}
+
+static BdrvDirtyBitmap *new_bitmap(BlockNode *bs, const char *name,
+                                   uint32_t granularity)
+{
+    g_autoptr(GError) err = NULL;
+    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(bs, name, granularity,
+                                                   &err);
+
+    if (!bm)
+        g_error("bitmap %s: %s", name, err->message);
+    return bm;
+}
+
+static bool bitmap_busy(BdrvDirtyBitmap *bm)
+{
+    return !bdrv_dirty_bitmap_check(bm, false, NULL);
+}
+
+/* sync=bitmap with a bitmap finer than the chunks, while four threads
+ * write anywhere: the chunks holding a dirty granule are the point in
+ * time, every other chunk of the target is untouched (no copy-before-write
+ * of clean chunks either), and afterwards the bitmap holds the writes made
+ * during the job and nothing else. */
+static void test_bitmap_copy_only_dirty(void)
+{
+    uint8_t *snap;
+    g_autofree char *spath = make_source("bm-src.img", DISK, &snap);
+    g_autofree char *tpath = make_marked("bm-tgt.img", DISK);
+    BlockNode *src = open_node(spath, "src", NULL);
+    BlockNode *tgt = open_node(tpath, "tgt", NULL);
+    BdrvDirtyBitmap *bm = new_bitmap(src, "b0", 4 * KiB);
+    g_autoptr(GRand) r = g_rand_new_with_seed(seed);
+    uint64_t want[DISK / CHUNK / 64] = { 0 };
+    uint64_t touched[DISK / CHUNK / 64] = { 0 };
+    BackupOptions o = options(BACKUP_SYNC_BITMAP, 16 * MiB);
+    uint8_t *got = g_malloc(DISK);
+    int64_t nwant = 0, off;
+    JobInfo *info;
+    gint stop;
+    Writer *w;
+    Job *job;
+
+    for (int i = 0; i < 150; i++) {
+        int64_t len = g_rand_int_range(r, 1, 128 * KiB);
+        bdrv_dirty_bitmap_set(bm, g_rand_int_range(r, 0, DISK - len), len,
+                              true);
+    }
+    for (int64_t c = 0; c < DISK / CHUNK; c++) {
+        off = bdrv_dirty_bitmap_next_dirty(bm, c * CHUNK);
+        if (off >= 0 && off < (c + 1) * CHUNK) {
+            want[c / 64] |= 1ULL << (c % 64);
+            nwant++;
+        }
+    }
+    o.bitmap = bm;
+    o.bitmap_mode = BITMAP_SYNC_ON_SUCCESS;
+    events_reset();
+    job = start_backup("bm0", src, tgt, &o);
+    g_assert_true(bitmap_busy(bm));
+    w = writers_start(src, 4, 0, DISK, 128 * KiB, &stop, touched);
+    g_assert_cmpint(job_wait_concluded(job), ==, 0);
+    g_assert_cmpint(writers_stop(w, 4), >, 50);
+    info = job_query(job);
+    g_assert_cmpuint(info->total, ==, nwant * CHUNK);
+    g_assert_cmpuint(info->current, ==, nwant * CHUNK);
+    job_info_free(info);
+    g_assert_cmpint(nwant, >, 20);
+    g_assert_cmpint(nwant, <, DISK / CHUNK / 2);
+
+    g_assert_cmpint(bdrv_pread(tgt, 0, DISK, got), ==, 0);
+    for (int64_t c = 0; c < DISK / CHUNK; c++) {
+        bool copy = want[c / 64] & (1ULL << (c % 64));
+        if (copy ? memcmp(got + c * CHUNK, snap + c * CHUNK, CHUNK) != 0
+                 : !is_marker(got + c * CHUNK, CHUNK))
+            g_error("sync=bitmap: chunk %" G_GINT64_FORMAT " (%s) is wrong "
+                    "(seed %u)", c, copy ? "dirty" : "clean", seed);
+    }
+    g_assert_false(bitmap_busy(bm));
+    g_assert_cmpuint(bdrv_dirty_bitmap_count(bm), >, 0);
+    for (off = bdrv_dirty_bitmap_next_dirty(bm, 0); off >= 0;
+         off = bdrv_dirty_bitmap_next_dirty(bm, off + 4 * KiB)) {
+        int64_t c = off / CHUNK;
+        if (!(touched[c / 64] & (1ULL << (c % 64))))
+            g_error("the bitmap kept a bit at %" G_GINT64_FORMAT " that no "
+                    "write during the job set (seed %u)", off, seed);
+    }
+    job_unref(job);
+    bdrv_release_dirty_bitmap(bm);
+    bdrv_unref(src);
+    bdrv_unref(tgt);
+    g_free(got);
+    g_free(snap);
+}
+
+/* A sync=bitmap job whose target fails at 8 MiB, with a bitmap of 1 MiB
+ * granules (16 chunks each) dirty in [0, 16 MiB) and [20, 21 MiB), and a
+ * guest write at 24 MiB while it runs.  on-success and never keep every
+ * bit; always clears exactly the granules that were copied whole (a
+ * granule partly copied stays dirty).  The write is recorded in all. */
+static void run_bitmap_failure(BitmapSyncMode mode)
+{
+    const char *tag = backup_bitmap_mode_str(mode);
+    g_autofree char *sname = g_strdup_printf("bmf-%s-src.img", tag);
+    g_autofree char *tname = g_strdup_printf("bmf-%s-tgt.img", tag);
+    uint8_t *snap;
+    g_autofree char *spath = make_source(sname, DISK, &snap);
+    g_autofree char *tpath = make_marked(tname, DISK);
+    BlockNode *src = open_node(spath, "src", NULL);
+    BlockNode *tgt = open_node(tpath, "tgt", NULL);
+    BdrvDirtyBitmap *bm = new_bitmap(src, "b0", MiB);
+    Fault fault = { .start = 8 * MiB, .end = 8 * MiB + CHUNK,
+                    .error = ENOSPC };
+    BlockNotifier *n = bdrv_add_before_write_notifier(tgt, fault_notifier,
+                                                      &fault);
+    BackupOptions o = options(BACKUP_SYNC_BITMAP, 8 * MiB);
+    uint8_t *got = g_malloc(DISK), data[4096];
+    int64_t whole = 0, partial = 0, expect = MiB; /* the write at 24 MiB */
+    Job *job;
+
+    bdrv_dirty_bitmap_set(bm, 0, 16 * MiB, true);
+    bdrv_dirty_bitmap_set(bm, 20 * MiB + 5, 1, true);
+    o.bitmap = bm;
+    o.bitmap_mode = mode;
+    job = start_backup(tag, src, tgt, &o);
+    memset(data, 0x42, sizeof(data));
+    g_assert_cmpint(bdrv_pwrite(src, 24 * MiB + 8192, sizeof(data), data, 0),
+                    ==, 0);
+    g_assert_cmpint(job_wait_concluded(job), ==, -ENOSPC);
+    g_assert_false(bitmap_busy(bm));
+
+    g_assert_cmpint(bdrv_pread(tgt, 0, DISK, got), ==, 0);
+    for (int64_t g = 0; g < DISK / MiB; g++) {
+        bool in_set = g < 16 || g == 20, copied = true, dirty;
+        for (int64_t c = g * MiB; c < (g + 1) * MiB; c += CHUNK) {
+            bool marker = is_marker(got + c, CHUNK);
+            if (!marker && memcmp(got + c, snap + c, CHUNK) != 0)
+                g_error("chunk at %" G_GINT64_FORMAT " is neither untouched "
+                        "nor the point in time (seed %u)", c, seed);
+            if (!in_set && !marker)
+                g_error("clean chunk at %" G_GINT64_FORMAT " was copied "
+                        "(seed %u)", c, seed);
+            copied &= !marker;
+        }
+        if (!in_set)
+            continue;
+        whole += copied;
+        partial += !copied;
+        dirty = !(mode == BITMAP_SYNC_ALWAYS && copied);
+        if (bdrv_dirty_bitmap_get(bm, g * MiB) != dirty)
+            g_error("bitmap-mode=%s: granule %" G_GINT64_FORMAT " (%s) is "
+                    "%s (seed %u)", tag, g, copied ? "copied" : "not copied",
+                    dirty ? "clean" : "dirty", seed);
+        expect += dirty ? MiB : 0;
+    }
+    g_assert_true(bdrv_dirty_bitmap_get(bm, 24 * MiB));
+    g_assert_cmpuint(bdrv_dirty_bitmap_count(bm), ==, expect);
+    g_assert_cmpint(whole, >, 0);   /* [0, 1 MiB) at least */
+    g_assert_cmpint(partial, >, 0); /* [8, 9 MiB) at least */
+    job_unref(job);
+    bdrv_remove_before_write_notifier(tgt, n);
+    bdrv_release_dirty_bitmap(bm);
+    bdrv_unref(src);
+    bdrv_unref(tgt);
+    g_free(got);
+    g_free(snap);
+}
+
+static void test_bitmap_failure_on_success(void)
+{
+    run_bitmap_failure(BITMAP_SYNC_ON_SUCCESS);
+}
+
+static void test_bitmap_failure_always(void)
+{
+    run_bitmap_failure(BITMAP_SYNC_ALWAYS);
+}
+
+static void test_bitmap_failure_never(void)
+{
+    run_bitmap_failure(BITMAP_SYNC_NEVER);
+}
+
+static void expect_create_error(BlockNode *src, BlockNode *tgt,
+                                const BackupOptions *o, const char *msg)
+{
+    GError *err = NULL;
+
+    g_assert_null(backup_job_create("bmc1", src, tgt, o, &err));
+    g_assert_nonnull(err);
+    if (!g_str_has_prefix(err->message, msg))
+        g_error("expected '%s...', got '%s'", msg, err->message);
+    g_error_free(err);
+    g_assert_false(bdrv_op_is_blocked(src, BDRV_OP_DELETE, NULL));
+}
+
+static void test_bitmap_checks(void)
+{
+    g_autofree char *a = make_empty("bmc-a.img", 4 * MiB);
+    g_autofree char *b = make_empty("bmc-b.img", 4 * MiB);
+    BlockNode *src = open_node(a, "src", NULL), *tgt = open_node(b, "tgt",
+                                                                 NULL);
+    BdrvDirtyBitmap *bm = new_bitmap(src, "b0", 64 * KiB);
+    BdrvDirtyBitmap *other = new_bitmap(tgt, "t0", 64 * KiB);
+    BdrvDirtyBitmap *bad = new_bitmap(src, "bad", 64 * KiB);
+    BackupOptions o = options(BACKUP_SYNC_BITMAP, 1 * MiB);
+    GError *err = NULL;
+    Job *job;
+
+    expect_create_error(src, tgt, &o, "must provide a valid bitmap name for "
+                        "'bitmap' sync mode");
+    o.bitmap = other;
+    expect_create_error(src, tgt, &o, "Bitmap 't0' is not a bitmap of the "
+                        "source 'src'");
+    o.bitmap = bm;
+    o.sync = BACKUP_SYNC_NONE;
+    expect_create_error(src, tgt, &o, "sync mode 'none' does not produce "
+                        "meaningful bitmap outputs");
+    o.sync = BACKUP_SYNC_BITMAP;
+    bdrv_dirty_bitmap_set_inconsistent(bad);
+    o.bitmap = bad;
+    expect_create_error(src, tgt, &o, "Bitmap 'bad' is inconsistent and "
+                        "cannot be used");
+    o.bitmap = bm;
+    g_assert_true(bdrv_dirty_bitmap_set_busy(bm, "exported by NBD export "
+                                                 "'e'"));
+    expect_create_error(src, tgt, &o, "Bitmap 'b0' is currently in use by "
+                        "another operation (exported by NBD export 'e') and "
+                        "cannot be used");
+    bdrv_dirty_bitmap_set_busy(bm, NULL);
+
+    /* While a job holds the bitmap, it is busy for everyone else; a
+     * cancel gives it back with its bits. */
+    bdrv_dirty_bitmap_set(bm, 0, 4 * MiB, true);
+    job = start_backup("bmc0", src, tgt, &o);
+    g_assert_false(bdrv_dirty_bitmap_set_busy(bm, "another job"));
+    g_assert_false(bdrv_dirty_bitmap_check(bm, false, &err));
+    g_assert_cmpstr(err->message, ==, "Bitmap 'b0' is currently in use by "
+                    "another operation (backup job 'bmc0') and cannot be "
+                    "used");
+    g_clear_error(&err);
+    g_assert_true(job_user_cancel(job, true, &err));
+    g_assert_cmpint(job_wait_concluded(job), ==, -ECANCELED);
+    g_assert_false(bitmap_busy(bm));
+    g_assert_cmpuint(bdrv_dirty_bitmap_count(bm), ==, 4 * MiB);
+    job_unref(job);
+    bdrv_release_dirty_bitmap(bm);
+    bdrv_release_dirty_bitmap(other);
+    bdrv_release_dirty_bitmap(bad);
+    bdrv_unref(src);
+    bdrv_unref(tgt);
+}
+
 static void test_op_blockers(void)
 {
     g_autofree char *a = make_empty("blk-a.img", 4 * MiB);
@@ -1104,6 +1385,15 @@ int main(int argc, char **argv)
     g_test_add_func("/backup/sync-none", test_sync_none);
     g_test_add_func("/backup/fleecing-readers", test_fleecing_readers);
     g_test_add_func("/backup/op-blockers", test_op_blockers);
+    g_test_add_func("/backup/bitmap/copy-only-dirty",
+                    test_bitmap_copy_only_dirty);
+    g_test_add_func("/backup/bitmap/failure-on-success",
+                    test_bitmap_failure_on_success);
+    g_test_add_func("/backup/bitmap/failure-always",
+                    test_bitmap_failure_always);
+    g_test_add_func("/backup/bitmap/failure-never",
+                    test_bitmap_failure_never);
+    g_test_add_func("/backup/bitmap/checks", test_bitmap_checks);
     g_test_add_func("/job/manual-finalize-dismiss",
                     test_manual_finalize_dismiss);
     g_test_add_func("/job/cancel-sync-all", test_cancel_sync_all);
