@@ -189,7 +189,7 @@ done
 read -r dirty_bytes dirty_ranges <<<"$dirty"
 echo
 echo "snapnbd-backup inc: 4 GiB qcow2 disk, $DATA_MIB MiB data, 1 % changed" \
-     "($((dirty_bytes >> 20)) MiB dirty in $dirty_ranges ranges), $BENCH_DIR," \
+     "($(echo "scale=1; $dirty_bytes / 1048576" | bc) MiB dirty in $dirty_ranges ranges), $BENCH_DIR," \
      "median of $ROUNDS"
 printf '%-10s %10s %12s %14s %16s %8s\n' server "inc (s)" "read (MiB)" \
     "MiB/s" "dirty only (s)" "ratio"

@@ -12,12 +12,14 @@
         OLD.
     backup_tool_pull.py writer URI SEED STOPFILE
         Writes random ranges (data and zeroes) to the export until STOPFILE
-        exists; prints how many writes it made.
+        exists; prints how many writes it made.  While STOPFILE.pause
+        exists it has no write in flight, and says so with STOPFILE.paused.
 
 This is the sequence QEMU documents for pull-mode incremental backup.
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from jobs_qmp import QMP, Writer  # noqa: E402
@@ -64,7 +66,14 @@ def writer(uri, seed, stopfile):
     size = h.get_size()
     h.shutdown()
     w = Writer(nbd, uri, 0, size, int(seed), bytes(size), depth=4)
+    pause, paused = stopfile + ".pause", stopfile + ".paused"
     while not os.path.exists(stopfile):
+        if os.path.exists(pause):
+            w.drain()
+            open(paused, "w").close()
+            while os.path.exists(pause):
+                time.sleep(0.01)
+            os.unlink(paused)
         w.step()
     w.drain()
     print(w.writes)

@@ -12,8 +12,9 @@
 #  - the layer is sound (qemu-img check), backed by the previous one by a
 #    relative name.
 # At the end every backup of the chain still restores the disk as it was
-# when that backup was taken: to a new file (sparse), and to an NBD export
-# full of other data; verify passes and list shows the chain in order.
+# when that backup was taken: to a new file (sparse), and to NBD exports
+# full of other data (one of them without write-zeroes); verify passes and
+# list shows the chain in order.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-tool-functions.sh"
 
@@ -124,6 +125,22 @@ for i in $(seq 100); do [ -S "$tsock" ] && break; sleep 0.05; done
 _stop_server "$tsock.pid"
 qemu-img compare -q -f raw -F raw "$tmp/ref3.raw" "$tmp/target.raw" ||
     fail "(seed $seed) restoring to an NBD export does not give the disk"
+
+# To an export that cannot write zeroes (nbdkit's nozero filter): zeroes
+# go as data.
+if command -v nbdkit >/dev/null; then
+    qemu-io -f raw -c "write -P 0xbb 0 $size" "$tmp/target.raw" >/dev/null
+    rm -f "$tsock" "$tsock.pid"
+    nbdkit -U "$tsock" -P "$tsock.pid" --filter=nozero file \
+        "$tmp/target.raw" zeromode=none
+    cleanup_fn "_stop_server '$tsock.pid'"
+    "$backup" restore "$dir" "$(uri "$tsock")" >/dev/null ||
+        fail "restore to an export without write-zeroes failed"
+    _stop_server "$tsock.pid"
+    qemu-img compare -q -f raw -F raw "$tmp/ref3.raw" "$tmp/target.raw" ||
+        fail "(seed $seed) restoring to an export without write-zeroes" \
+             "does not give the disk"
+fi
 
 "$backup" verify "$dir/0004-inc" >"$tmp/out" || fail "verify failed"
 [ "$(grep -c ': ok' "$tmp/out")" -eq 4 ] || fail "verify did not check 4 backups"

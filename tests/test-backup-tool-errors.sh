@@ -23,7 +23,8 @@ qemu-img bitmap --add "$disk" b0
 one_line_error "unknown command 'fool'" 2 "$backup" fool "$src" "$dir"
 one_line_error "'inc' needs --bitmap NAME" 2 "$backup" inc "$src" "$dir"
 one_line_error "--bitmap is for 'inc'" 2 "$backup" full "$src" "$dir" -B b0
-one_line_error "different number of arguments" 2 "$backup" verify
+one_line_error "usage: snapnbd-backup verify DIR\\[/BACKUP\\]" 2 "$backup" verify
+one_line_error "no command given" 2 "$backup"
 one_line_error "--requests must be" 2 "$backup" full -r 0 "$src" "$dir"
 one_line_error "--chunk-size must be" 2 "$backup" full -c 100M "$src" "$dir"
 one_line_error "cannot connect" 1 "$backup" full "$src" "$dir"

@@ -3,7 +3,8 @@
 # qemu-storage-daemon: a full backup and three incremental ones, each of a
 # point in time (a sync=none job into an overlay, exported with the bitmap
 # that a transaction froze at that instant), while a client writes random
-# ranges to the live disk all along.  For each backup:
+# ranges to the live disk all along (it only pauses, with nothing in
+# flight, around each transaction).  For each backup:
 #  - restoring it gives the point-in-time export as it was read
 #    (qemu-img compare with a copy taken through the same export);
 #  - a marker written to the live disk after the point in time is not in
@@ -11,7 +12,9 @@
 #  - an incremental read no more than its bitmap's dirty bytes.
 # At the end the writer has written, every layer is sound and the chain
 # verifies.  PULL_DAEMON names the daemon (qemu-storage-daemon unless set;
-# snapnbd takes the same options).
+# snapnbd takes the same options).  PULL_PAUSE=0 keeps the writes going
+# across the transactions too, which needs a daemon whose transaction
+# quiesces writes as QEMU's does.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-tool-functions.sh"
 PULL_DAEMON=${PULL_DAEMON:-qemu-storage-daemon}
@@ -49,12 +52,23 @@ pull writer "$guest" "$seed" "$tmp/stop" >"$tmp/writes" &
 writer=$!
 cleanup_fn "touch '$tmp/stop'; wait $writer"
 
+pause_writer() {
+    touch "$tmp/stop.pause"
+    for i in $(seq 200); do [ -e "$tmp/stop.paused" ] && return; sleep 0.05; done
+    fail "the writer does not pause"
+}
+
 names=(0001-full 0002-inc 0003-inc 0004-inc)
 for step in 0 1 2 3; do
     old=${step/#0/}; old=${old:+b$step}
     qemu-img create -q -f qcow2 "$tmp/fleece$step.qcow2" $size
+    # No write in flight across the transaction, unless PULL_PAUSE=0: then
+    # the daemon must quiesce writes itself, as QEMU's transaction does.
+    # The writer goes on during the backup either way.
+    [ "${PULL_PAUSE:-1}" = 0 ] || pause_writer
     pull begin "$qmp" "$tmp/fleece$step.qcow2" "b$((step + 1))" $old ||
         fail "step $step: could not start the point in time"
+    rm -f "$tmp/stop.pause"
     marker_at=$(( (step * 7 + 3) << 20 ))
     qemu-io -f raw -c "write -s $tmp/marker $marker_at 64k" "$guest" >/dev/null ||
         fail "step $step: marker write failed"

@@ -36,6 +36,8 @@
 #define GROUP "backup"
 #define MANIFEST_FORMAT 1
 #define SUMS_HEADER "# snapnbd-backup sums 1\n"
+/* The largest request libnbd makes, so the largest data chunk. */
+#define MAX_DATA_CHUNK (64 << 20)
 /* A chain deeper than this is a loop in the manifests. */
 #define MAX_CHAIN 100000
 
@@ -500,7 +502,9 @@ static bool sums_parse_line(const char *line, int64_t size, Extent *k,
     k->zero = false;
     if (sum->zero)
         return n == 3;
-    return n == 4 && !strcmp(kind, "data") && from_hex(hex, sum->sha256);
+    /* A data chunk was one request: it fits one buffer. */
+    return n == 4 && !strcmp(kind, "data") && k->length <= MAX_DATA_CHUNK &&
+           from_hex(hex, sum->sha256);
 }
 
 bool sums_load(const Backup *b, GArray *chunks, GArray *sums, GError **errp)

@@ -33,6 +33,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -59,6 +60,7 @@ struct Copy {
     const GArray *chunks;
     int64_t next;             /* the next chunk to start */
     struct nbd_handle *nbd;   /* the side that is an export, or NULL */
+    bool nbd_zero;            /* it takes write-zeroes requests */
     Slot *slots;
     int nslots;
     int busy;                 /* slots not idle */
@@ -95,12 +97,16 @@ GArray *extents_split(const GArray *extents, int64_t max_data,
 {
     GArray *chunks = g_array_new(FALSE, FALSE, sizeof(Extent));
 
+    /* Cuts fall on multiples of the chunk size, so that two chunks never
+     * share a cluster of the target (which would serialise them). */
     for (guint i = 0; i < extents->len; i++) {
         Extent e = g_array_index(extents, Extent, i);
         int64_t max = e.zero ? max_zero : max_data;
-        for (int64_t off = 0; off < e.length; off += max) {
-            Extent k = {e.offset + off, MIN(max, e.length - off), e.zero};
+        int64_t end = e.offset + e.length;
+        for (int64_t off = e.offset; off < end;) {
+            Extent k = {off, MIN(end, (off / max + 1) * max) - off, e.zero};
             g_array_append_val(chunks, k);
+            off += k.length;
         }
     }
     return chunks;
@@ -174,9 +180,11 @@ static void nbd_start(Copy *c, Slot *s)
     int64_t r;
 
     s->writing = s->phase == PHASE_NBD_OUT;
+    if (s->writing && k->zero && !c->nbd_zero)
+        memset(s->buf, 0, k->length); /* a server without write-zeroes */
     if (!s->writing)
         r = nbd_aio_pread(c->nbd, s->buf, k->length, k->offset, cb, 0);
-    else if (k->zero || s->is_zero)
+    else if ((k->zero || s->is_zero) && c->nbd_zero)
         r = nbd_aio_zero(c->nbd, k->length, k->offset, cb, 0);
     else
         r = nbd_aio_pwrite(c->nbd, s->buf, k->length, k->offset, cb, 0);
@@ -366,13 +374,15 @@ static void run(Copy *c)
 
 /* --- setup -------------------------------------------------------------- */
 
-static int64_t max_data_chunk(const GArray *chunks)
+/* The buffer a chunk needs: zero chunks need none, unless they are
+ * written as data. */
+static int64_t max_buffer(const GArray *chunks, bool zeroes_too)
 {
-    int64_t max = 0;
+    int64_t max = BUFFER_ALIGN;
 
     for (guint i = 0; i < chunks->len; i++) {
         const Extent *k = &g_array_index(chunks, Extent, i);
-        if (!k->zero)
+        if (!k->zero || zeroes_too)
             max = MAX(max, k->length);
     }
     return max;
@@ -381,11 +391,13 @@ static int64_t max_data_chunk(const GArray *chunks)
 static bool copy_init(Copy *c, const CopySpec *spec, const GArray *chunks,
                       GError **errp)
 {
-    int64_t buflen = MAX(max_data_chunk(chunks), BUFFER_ALIGN);
+    int64_t buflen;
 
     c->spec = spec;
     c->chunks = chunks;
     c->nbd = spec->src_nbd ? spec->src_nbd : spec->dst_nbd;
+    c->nbd_zero = spec->dst_nbd && nbd_can_zero(spec->dst_nbd) == 1;
+    buflen = max_buffer(chunks, spec->dst_nbd && !c->nbd_zero);
     c->nslots = CLAMP(spec->requests, 1, (int)MAX(chunks->len, 1));
     c->slots = g_new0(Slot, c->nslots);
     g_queue_init(&c->idle);

@@ -49,10 +49,15 @@ static const char usage_text[] =
 typedef struct Command {
     const char *name;
     int nargs;
+    const char *args;
 } Command;
 
 static const Command commands[] = {
-    {"full", 2}, {"inc", 2}, {"restore", 2}, {"verify", 1}, {"list", 1},
+    {"full", 2, "URI DIR"},
+    {"inc", 2, "URI DIR --bitmap NAME"},
+    {"restore", 2, "DIR[/BACKUP] TARGET"},
+    {"verify", 1, "DIR[/BACKUP]"},
+    {"list", 1, "DIR"},
 };
 
 static bool parse_size(const char *s, int64_t *out)
@@ -145,12 +150,13 @@ static bool run(const Options *o, int argc, char **argv, GError **errp)
     for (size_t i = 0; argc > 0 && i < G_N_ELEMENTS(commands); i++)
         if (!strcmp(argv[0], commands[i].name))
             cmd = &commands[i];
+    if (!argc)
+        return usage_error(errp, "no command given");
     if (!cmd)
-        return usage_error(errp, "unknown command '%s'",
-                           argc ? argv[0] : "");
+        return usage_error(errp, "unknown command '%s'", argv[0]);
     if (argc - 1 != cmd->nargs)
-        return usage_error(errp, "'%s' takes a different number of "
-                           "arguments", cmd->name);
+        return usage_error(errp, "usage: snapnbd-backup %s %s", cmd->name,
+                           cmd->args);
     if (!strcmp(cmd->name, "inc") && !o->bitmap)
         return usage_error(errp, "'%s' needs --bitmap NAME", "inc");
     if (strcmp(cmd->name, "inc") && o->bitmap)

@@ -18,6 +18,9 @@
  * field has 32 bits). */
 #define MAP_WINDOW (INT64_C(1) << 31)
 #define DIRTY_PREFIX "qemu:dirty-bitmap:"
+/* The flag of a qemu:dirty-bitmap extent that changed since the bitmap
+ * began (libnbd has no name for it). */
+#define STATE_DIRTY 1
 
 static void set_nbd_error(GError **errp, int code, const char *uri,
                           const char *what)
@@ -155,14 +158,14 @@ static int64_t map_window(MapState *m, int64_t offset, int64_t len)
     int64_t pos = offset, end;
 
     cursor_init(&a, m->reply.alloc, m->has_alloc, 0);
-    cursor_init(&d, m->reply.dirty, m->incremental, 1);
+    cursor_init(&d, m->reply.dirty, m->incremental, STATE_DIRTY);
     end = offset + MIN(len, MIN(cursor_reach(&a), cursor_reach(&d)));
     while (pos < end) {
         int64_t n = MIN(MIN(a.left, d.left), end - pos);
         bool zero = cursor_flags(&a) & LIBNBD_STATE_ZERO;
         if (n <= 0)
             break; /* an empty extent: the window ends here */
-        if (cursor_flags(&d) & 1) {
+        if (cursor_flags(&d) & STATE_DIRTY) {
             m->dirty += n;
             if (m->incremental || !zero)
                 extents_append(m->out, pos, n, zero);

@@ -122,9 +122,11 @@ static void target_close(Target *t)
 
 static int target_flush(Target *t)
 {
-    if (t->nbd)
-        return nbd_flush(t->nbd, 0) < 0 ? -(nbd_get_errno() ?: EIO) : 0;
-    return bdrv_flush(t->node);
+    if (!t->nbd)
+        return bdrv_flush(t->node);
+    if (nbd_can_flush(t->nbd) != 1)
+        return 0; /* the server writes through, or cannot tell */
+    return nbd_flush(t->nbd, 0) < 0 ? -(nbd_get_errno() ?: EIO) : 0;
 }
 
 /* The chunks to copy: data, and the zeroes the target needs. */
@@ -135,6 +137,9 @@ static GArray *restore_plan(const Options *o, BlockNode *src, Target *t,
     g_autoptr(GArray) need = g_array_new(FALSE, FALSE, sizeof(Extent));
     int64_t chunk = t->nbd ? export_max_request(t->nbd, o->chunk_size)
                            : o->chunk_size;
+    /* Without write-zeroes, an export gets zeroes as data, in chunks. */
+    int64_t max_zero = t->nbd && nbd_can_zero(t->nbd) != 1
+                           ? chunk : MAX_ZERO_REQUEST;
 
     if (!node_map(src, 0, size, map, errp))
         return NULL;
@@ -146,7 +151,7 @@ static GArray *restore_plan(const Options *o, BlockNode *src, Target *t,
     if (t->nbd && !export_needed_zeroes(t->nbd, map, need, errp))
         return NULL;
     return extents_split(t->reads_zero || t->nbd ? need : map, chunk,
-                         MAX_ZERO_REQUEST);
+                         max_zero);
 }
 
 static bool restore_copy(const Options *o, BlockNode *src, Target *t,
