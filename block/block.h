@@ -107,6 +107,10 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp);
 int bdrv_create(const char *driver, const char *filename, uint64_t size,
                 GHashTable *options, GError **errp);
 
+/* QEMU's rule for node names, export, job and object ids: a letter, then
+ * letters, digits, '-', '.' and '_'. */
+bool bdrv_id_wellformed(const char *id);
+
 /* Is there a driver of this name ("raw", "qcow2", "file", ...)? */
 bool bdrv_has_driver(const char *name);
 

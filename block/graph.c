@@ -498,6 +498,16 @@ void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque), void *opaque)
     }
     g_mutex_unlock(&names_lock);
 }
+bool bdrv_id_wellformed(const char *id)
+{
+    if (!g_ascii_isalpha(id[0]))
+        return false;
+    for (const char *p = id + 1; *p; p++)
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
+            return false;
+    return true;
+}
+
 int64_t bdrv_getlength(BlockNode *bs)
 {
     return __atomic_load_n(&bs->total_bytes, __ATOMIC_RELAXED);

@@ -271,16 +271,6 @@ void job_interrupt_locked(Job *job)
 
 /* --- lifetime ------------------------------------------------------------ */
 
-static bool id_wellformed(const char *id)
-{
-    if (!g_ascii_isalpha(id[0]))
-        return false;
-    for (const char *p = id + 1; *p; p++)
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
-            return false;
-    return true;
-}
-
 static Job *find_locked(const char *id)
 {
     for (GList *l = jobs; l; l = l->next) {
@@ -296,7 +286,7 @@ void *job_create(const char *id, const JobDriver *driver, int flags,
 {
     Job *job;
 
-    if (!id_wellformed(id)) {
+    if (!bdrv_id_wellformed(id)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Invalid job ID '%s'", id);
         return NULL;

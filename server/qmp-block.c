@@ -257,8 +257,7 @@ static bool known_member(const Member *members, const char *name)
     return false;
 }
 
-/* QEMU's rule for ids (node names): a letter, then letters, digits, '-',
- * '.', '_'; node names are at most 31 bytes. */
+/* QEMU's rule for ids; node names are at most 31 bytes. */
 static bool check_node_name(Flattener *f, JsonObject *obj)
 {
     const char *name = json_object_get_string_member_with_default(
@@ -266,13 +265,8 @@ static bool check_node_name(Flattener *f, JsonObject *obj)
 
     if (!name)
         return true;
-    for (const char *p = name; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
-            name = NULL;
-    }
-    if (!name || !g_ascii_isalpha(*name)) {
-        qmp_error(f->errp, "Invalid node-name: '%s'",
-                  json_object_get_string_member(obj, "node-name"));
+    if (!bdrv_id_wellformed(name)) {
+        qmp_error(f->errp, "Invalid node-name: '%s'", name);
         return false;
     }
     if (strlen(name) > 31) {

@@ -350,17 +350,6 @@ static void export_on_free(void *opaque)
     g_free(e);
 }
 
-static bool valid_id(const char *id)
-{
-    if (!g_ascii_isalpha(*id))
-        return false;
-    for (const char *p = id; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
-            return false;
-    }
-    return true;
-}
-
 typedef struct ExportArgs {
     const char *id, *node_name, *name, *description;
     bool writable, writethrough, allocation_depth;
@@ -448,7 +437,7 @@ static bool check_export(ExportArgs *a, JsonObject *args, GError **errp)
     NbdExport *same_name;
     bool in_use;
 
-    if (!valid_id(a->id)) {
+    if (!bdrv_id_wellformed(a->id)) {
         qmp_error(errp, "Invalid block export id");
         return false;
     }

@@ -25,6 +25,7 @@
  */
 #include "tls.h"
 
+#include "block/block.h"
 #include "nbd-server.h"
 #include "qemu-opts.h"
 
@@ -101,18 +102,6 @@ static bool parse_bool(const char *v, bool *out)
         }
     }
     return false;
-}
-
-/* QEMU's rule for ids: a letter, then letters, digits, '-', '.', '_'. */
-static bool valid_id(const char *id)
-{
-    if (!g_ascii_isalpha(*id))
-        return false;
-    for (const char *p = id; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
-            return false;
-    }
-    return true;
 }
 
 static void object_free(gpointer p)
@@ -204,7 +193,7 @@ static bool check_object(TlsObject *o, GError **errp)
             return false;
         }
     }
-    if (!id || !valid_id(id)) {
+    if (!id || !bdrv_id_wellformed(id)) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "--object %s: %s", o->type_name,
                     id ? "'id' must be an identifier" : "'id' is missing");
