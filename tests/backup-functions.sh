@@ -6,6 +6,9 @@
 #                            QMP socket at $qmp and ARGS (--blockdev,
 #                            --nbd-server, --export...); stopped at exit
 #   make_disk PATH SIZE SEED a sparse image of random chunks and holes
+#   start_live_disk SIZE     make_disk $tmp/disk.img, served by start_daemon
+#                            as raw node "disk" (discard=unmap), exported
+#                            writable as "disk" on $nbdsock
 #   jobs_py CODE ARGS...     run python CODE with tests/jobs_qmp imported
 #   seed                     $SNAPNBD_SEED, or a random one; printed, and
 #                            failure messages name it
@@ -45,4 +48,12 @@ $1" "${@:2}"
 
 make_disk() {
     jobs_py "make_disk('$1', $2, $3)"
+}
+
+start_live_disk() {
+    make_disk "$tmp/disk.img" "$1" "$seed"
+    start_daemon \
+        --blockdev "driver=raw,node-name=disk,discard=unmap,file.driver=file,file.filename=$tmp/disk.img" \
+        --nbd-server "addr.type=unix,addr.path=$nbdsock" \
+        --export type=nbd,id=e0,node-name=disk,name=disk,writable=on
 }

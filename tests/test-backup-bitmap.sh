@@ -25,11 +25,7 @@ requires qemu-img qemu-io
 requires_libnbd_python
 
 size=$((64 << 20))
-make_disk "$tmp/disk.img" $size "$seed"
-start_daemon \
-    --blockdev "driver=raw,node-name=disk,discard=unmap,file.driver=file,file.filename=$tmp/disk.img" \
-    --nbd-server "addr.type=unix,addr.path=$nbdsock" \
-    --export type=nbd,id=e0,node-name=disk,name=disk,writable=on
+start_live_disk $size
 B() { $PYTHON "$srcdir/backup_bitmap.py" "$@"; }
 
 B errors "$qmp" "$nbdsock" "$tmp" || fail "argument checks"

@@ -11,11 +11,7 @@ requires qemu-img
 requires_libnbd_python
 
 size=$((64 << 20))
-make_disk "$tmp/disk.img" $size "$seed"
-start_daemon \
-    --blockdev "driver=raw,node-name=disk,discard=unmap,file.driver=file,file.filename=$tmp/disk.img" \
-    --nbd-server "addr.type=unix,addr.path=$nbdsock" \
-    --export type=nbd,id=e0,node-name=disk,name=disk,writable=on
+start_live_disk $size
 
 for round in 1 2 3; do
     cp --sparse=always "$tmp/disk.img" "$tmp/ref$round.img"
