@@ -3,7 +3,8 @@
 # headers (truncated file, bad magic or version, cluster_bits out of range,
 # lying header length, absurd or misplaced L1 table, backing file name
 # outside the header, unknown incompatible bits, external data file,
-# encryption, an extension longer than the header area) make snapnbd exit
+# encryption, an extension longer than the header area, a bad bitmap
+# directory) make snapnbd exit
 # with a one-line error naming the file; the dirty and corrupt bits are
 # fine read-only.  Bad L1/L2 entries and undecodable compressed clusters
 # fail only the reads that touch them (EIO), and the server keeps serving.
@@ -68,6 +69,32 @@ bad extl2 "extended L2" poke 79 '\20'
 bad ctype-bit "compression type 0 does not match" poke 79 '\10'
 bad encrypted "encrypted" poke 35 '\1'
 bad ext-len "extension.*runs past" poke $((hl + 4)) '\177\377\377\0'
+
+# Persistent bitmaps (qemu-img bitmap): a directory outside the file, an
+# entry with no name, a granularity QEMU does not support.
+bm=$tmp/bitmaps.src
+cp "$good" "$bm"
+qemu-img bitmap --add "$bm" b0
+ext=$($PYTHON - "$bm" <<'EOP'
+import struct, sys
+d = open(sys.argv[1], "rb").read(65536)
+off = struct.unpack(">I", d[100:104])[0]
+while True:
+    t, n = struct.unpack(">II", d[off:off + 8])
+    if t == 0x23852875 or t == 0:
+        break
+    off += 8 + (n + 7) // 8 * 8
+print(off if t else -1)
+EOP
+)
+[ "$ext" -gt 0 ] || fail "qemu-img bitmap wrote no bitmaps extension"
+dir=$(peek64 "$bm" $((ext + 24)))
+src=$bm bad bitmap-dir "bitmaps: invalid directory" \
+    poke $((ext + 24)) '\0\0\0\0\177\377\0\0'
+src=$bm bad bitmap-noname "bitmaps: directory entry.*invalid" \
+    poke $((dir + 18)) '\0\0'
+src=$bm bad bitmap-gran "bitmap 'b0' has an invalid or unsupported" \
+    poke $((dir + 17)) '\100'
 
 # A real zstd image (when this qemu-img can make one).
 if qemu-img create -q -f qcow2 -o compression_type=zstd "$tmp/zstd.src" 1M \
