@@ -246,6 +246,43 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp)
     return true;
 }
 
+bool qcow2_bitmaps_references(BlockNode *bs, Qcow2RefFunc ref, void *opaque,
+                              GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    g_autofree uint8_t *dir = NULL;
+    size_t pos = 0;
+
+    if (!s->bitmaps_ext || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+        return true;
+    dir = read_directory(bs, errp);
+    if (!dir)
+        return false;
+    ref(opaque, s->bitmap_dir_offset, s->bitmap_dir_size);
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        BitmapDirEntry e;
+        const char *name;
+        g_autofree uint64_t *table = NULL;
+        if (!parse_entry(bs, dir, pos, &e, &name, errp))
+            return false;
+        pos += entry_size(&e);
+        ref(opaque, e.table_offset, MAX((uint64_t)e.table_size * 8, 1));
+        table = g_new(uint64_t, MAX(e.table_size, 1));
+        if (bdrv_pread(s->file, e.table_offset, (int64_t)e.table_size * 8,
+                       table) < 0) {
+            qcow2_bad_image(errp, bs->filename,
+                            "bitmaps: could not read a bitmap table");
+            return false;
+        }
+        for (uint32_t j = 0; j < e.table_size; j++) {
+            uint64_t off = GUINT64_FROM_BE(table[j]) & QCOW2_L2E_OFFSET_MASK;
+            if (off)
+                ref(opaque, off, s->cluster_size);
+        }
+    }
+    return true;
+}
+
 /* --- storing -------------------------------------------------------------- */
 
 /* Stores the bitmap's data; returns its table's offset (or -errno). */

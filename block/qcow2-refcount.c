@@ -268,6 +268,42 @@ static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
     return 0;
 }
 
+bool qcow2_refblock_exists(BlockNode *bs, uint64_t cluster)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t block = cluster >> s->refblock_bits;
+
+    return block < s->refcount_table_size && s->refcount_table[block];
+}
+
+int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t block = cluster >> s->refblock_bits;
+    Qcow2Table *t;
+    int ret;
+
+    if (value > s->refcount_max)
+        return -ERANGE;
+    if (block >= s->refcount_table_size && !value)
+        return 0; /* not described: reads as 0 already */
+    if (block >= s->refcount_table_size || !s->refcount_table[block]) {
+        if (!value)
+            return 0;
+        ret = ensure_refblock(bs, block);
+        if (ret < 0)
+            return ret;
+    }
+    t = get_refblock(bs, block, &ret);
+    if (!t)
+        return ret < 0 ? ret : -EIO;
+    rb_set(t->entries, cluster & (refblock_entries(s) - 1), s->refcount_order,
+           value);
+    qcow2_cache_mark_dirty(s->refcount_cache, t);
+    qcow2_table_put(t);
+    return 0;
+}
+
 int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
                           int64_t addend)
 {

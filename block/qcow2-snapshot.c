@@ -156,8 +156,10 @@ static bool read_table_location(BlockNode *bs, uint32_t *count,
     return true;
 }
 
-/* The whole table, checked; NULL with @errp set when it is damaged. */
-static GArray *read_table(BlockNode *bs, GError **errp)
+/* The whole table, checked; NULL with @errp set when it is damaged.
+ * *@start and *@end (may be NULL) say where it lies in the file. */
+static GArray *read_table(BlockNode *bs, uint64_t *start_out,
+                          uint64_t *end_out, GError **errp)
 {
     g_autoptr(GArray) table = g_array_new(FALSE, TRUE, sizeof(Snapshot));
     uint64_t start, offset;
@@ -181,7 +183,30 @@ static GArray *read_table(BlockNode *bs, GError **errp)
             return NULL;
         }
     }
+    if (start_out)
+        *start_out = start;
+    if (end_out)
+        *end_out = offset;
     return g_steal_pointer(&table);
+}
+
+GArray *qcow2_snapshot_l1_tables(BlockNode *bs, uint64_t *table_offset,
+                                 uint64_t *table_bytes, GError **errp)
+{
+    uint64_t end;
+    g_autoptr(GArray) table = read_table(bs, table_offset, &end, errp);
+    GArray *l1s;
+
+    if (!table)
+        return NULL;
+    l1s = g_array_new(FALSE, FALSE, sizeof(Qcow2SnapshotL1));
+    for (guint i = 0; i < table->len; i++) {
+        Snapshot *sn = &g_array_index(table, Snapshot, i);
+        Qcow2SnapshotL1 l1 = { sn->l1_offset, sn->l1_size };
+        g_array_append_val(l1s, l1);
+    }
+    *table_bytes = end - *table_offset;
+    return l1s;
 }
 
 /* QEMU's find_snapshot_by_id_and_name: both must match when both are
@@ -283,7 +308,7 @@ bool qcow2_snapshot_apply(BlockNode *bs, GHashTable *options, GError **errp)
     g_autofree char *id = opt_take(options, "snapshot.id");
     g_autofree char *name = opt_take(options, "snapshot.name");
     g_autofree char *id_or_name = opt_take(options, "snapshot.id-or-name");
-    g_autoptr(GArray) table = read_table(bs, errp);
+    g_autoptr(GArray) table = read_table(bs, NULL, NULL, errp);
 
     if (!table)
         return false;

@@ -12,11 +12,10 @@
  * so whatever QEMU opens, snapnbd opens.
  *
  * Read-only opens never look at refcounts.  A writable open loads the
- * refcount table, refuses an image marked corrupt (as QEMU does) or dirty
- * (lazy refcounts after a crash, which QEMU repairs and snapnbd does not
- * yet), and clears the autoclear feature bits, as the specification asks
- * of a writer that does not maintain what they describe (the bitmaps
- * extension: QEMU then ignores the stale bitmaps instead of trusting them).
+ * refcount table, refuses an image marked corrupt (as QEMU does), repairs
+ * the refcounts of one marked dirty (lazy refcounts after a crash, as QEMU
+ * does: qcow2-repair.c), and clears the autoclear feature bits it does not
+ * maintain, as the specification asks of such a writer.
  *
  * The backing file named in the header becomes the "backing" child, opened
  * read-only, with a path relative to the overlay's directory and the format
@@ -635,13 +634,6 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
                   "read-only (-r) until 'qemu-img check -r all' repairs it");
         return false;
     }
-    if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
-        qcow2_bad_image(errp, bs->filename, "the image is marked dirty "
-                  "(incompatible feature bit 0: lazy refcounts after an "
-                  "unclean shutdown); repair it with 'qemu-img check -r all' "
-                  "or open it read-only (-r)");
-        return false;
-    }
     if (!qcow2_refcount_open(bs, h->refcount_table_offset,
                              h->refcount_table_clusters, h->refcount_order,
                              errp))
@@ -649,6 +641,9 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
     bdrv_set_growable(s->file);
     qcow2_write_init(s);
     s->writable = true;
+    if ((h->incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        !qcow2_repair_refcounts(bs, errp))
+        return false;
     /* Keep only the bitmaps bit: qcow2-bitmap.c maintains the bitmaps. */
     s->autoclear &= s->bitmaps_ext ? QCOW2_AUTOCLEAR_BITMAPS : 0;
     keep = GUINT64_TO_BE(s->autoclear);

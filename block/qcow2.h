@@ -28,6 +28,7 @@
  *   qcow2-refcount.c  refcounts, cluster allocation, metadata flush order
  *   qcow2-create.c    creating images
  *   qcow2-bitmap.c    persistent dirty bitmaps (the bitmaps extension)
+ *   qcow2-repair.c    rebuilding the refcounts of an image marked dirty
  *   qcow2-snapshot.c  internal snapshots (read-only loading)
  *   qcow2-cache.c     the L2 table and refcount block caches
  *   qcow2-compress.c  reading deflate-compressed clusters
@@ -252,6 +253,11 @@ int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount);
  * a cluster that drops to zero is discarded in the file too. */
 int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
                           int64_t addend);
+/* Sets a cluster's refcount outright (repair only). */
+int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value);
+/* Does a refcount block describe @cluster?  (Else its refcount is 0 and
+ * setting it needs a new block.) */
+bool qcow2_refblock_exists(BlockNode *bs, uint64_t cluster);
 /* Allocates @n contiguous clusters (refcount 1); their host offset, or a
  * negative errno.  *fresh says whether they lie past the end of the file
  * (so they read as zeroes without being written). */
@@ -291,6 +297,16 @@ char *qcow2_resolve_backing(const char *overlay, const char *name);
 bool qcow2_bitmaps_load(BlockNode *bs, GError **errp);
 /* Writes the node's persistent bitmaps and the extension (writable close). */
 int qcow2_bitmaps_store(BlockNode *bs);
+/* Calls @ref for every cluster range the stored bitmaps use. */
+typedef void (*Qcow2RefFunc)(void *opaque, uint64_t offset, uint64_t bytes);
+bool qcow2_bitmaps_references(BlockNode *bs, Qcow2RefFunc ref, void *opaque,
+                              GError **errp);
+
+/* qcow2-repair.c */
+/* Recounts every cluster's references and rewrites the refcounts that
+ * differ, then clears the dirty bit: what QEMU does when it opens an image
+ * left dirty by lazy refcounts.  Writable opens only. */
+bool qcow2_repair_refcounts(BlockNode *bs, GError **errp);
 
 /* The one-line error for a bad image: "qcow2 image 'FILE': MESSAGE". */
 void qcow2_bad_image(GError **errp, const char *file, const char *fmt, ...)
@@ -313,5 +329,13 @@ int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
  * snapshot's L1 table in place of the active one (read-only nodes only).
  * false with a one-line error in @errp. */
 bool qcow2_snapshot_apply(BlockNode *bs, GHashTable *options, GError **errp);
+/* Where each snapshot's L1 table is, and the table's own extent (for
+ * rebuilding refcounts); NULL with @errp set when the table is damaged. */
+typedef struct Qcow2SnapshotL1 {
+    uint64_t offset;
+    uint32_t size;
+} Qcow2SnapshotL1;
+GArray *qcow2_snapshot_l1_tables(BlockNode *bs, uint64_t *table_offset,
+                                 uint64_t *table_bytes, GError **errp);
 
 #endif

@@ -1,0 +1,205 @@
+/*
+ * qcow2-repair.c - rebuilding the refcounts of an image marked dirty.
+ *
+ * Design notes.
+ *
+ * With lazy refcounts QEMU lets refcounts lag behind the L2 tables and
+ * sets the dirty bit while the image is open; after a crash the refcounts
+ * cannot be trusted, and QEMU recounts them when it next opens the image
+ * for writing.  So does snapnbd: every reference is counted from the
+ * metadata (header, refcount table and blocks, the active and every
+ * snapshot's L1 and L2 tables and data, compressed data, the snapshot
+ * table, the bitmaps), and each refcount that differs is set to the count.
+ * Only then is the dirty bit cleared, so a crash during the repair leaves
+ * an image that is repaired again next time.
+ *
+ * The repair never moves metadata: a refcount that needs a missing
+ * refcount block gets one where such blocks always go (the first cluster
+ * it describes) unless that cluster is in use, and the refcount table is
+ * never grown; images needing more are refused with a pointer to
+ * qemu-img check -r all.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+typedef struct Counts {
+    BlockNode *bs;
+    GArray *n;          /* uint32_t per cluster, grown as needed */
+} Counts;
+
+static void count_range(void *opaque, uint64_t offset, uint64_t bytes)
+{
+    Counts *c = opaque;
+    Qcow2State *s = c->bs->opaque;
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t last = (offset + MAX(bytes, 1) - 1) >> s->cluster_bits;
+
+    if (last >= c->n->len)
+        g_array_set_size(c->n, last + 1);
+    for (uint64_t i = first; i <= last; i++)
+        g_array_index(c->n, uint32_t, i)++;
+}
+
+static int read_table(Qcow2State *s, uint64_t offset, uint64_t entries,
+                      uint64_t **out)
+{
+    uint64_t *t = g_new(uint64_t, MAX(entries, 1));
+    int ret = bdrv_pread(s->file, offset, entries * 8, t);
+
+    if (ret < 0) {
+        g_free(t);
+        return ret;
+    }
+    for (uint64_t i = 0; i < entries; i++)
+        t[i] = GUINT64_FROM_BE(t[i]);
+    *out = t;
+    return 0;
+}
+
+static void count_l2_entry(Counts *c, uint64_t e)
+{
+    Qcow2State *s = c->bs->opaque;
+
+    if (e & QCOW2_OFLAG_COMPRESSED) {
+        uint64_t off = e & s->coffset_mask;
+        uint64_t sectors = ((e >> s->csize_shift) & s->csize_mask) + 1;
+        uint64_t end = (off & ~(uint64_t)(QCOW2_COMPRESSED_SECTOR - 1)) +
+                       sectors * QCOW2_COMPRESSED_SECTOR;
+        count_range(c, off, end - off);
+    } else if (e & QCOW2_L2E_OFFSET_MASK) {
+        count_range(c, e & QCOW2_L2E_OFFSET_MASK, s->cluster_size);
+    }
+}
+
+/* One L1 table and everything below it. */
+static int count_l1(Counts *c, uint64_t offset, uint32_t size)
+{
+    Qcow2State *s = c->bs->opaque;
+    g_autofree uint64_t *l1 = NULL;
+    int ret = read_table(s, offset, size, &l1);
+
+    if (ret < 0)
+        return ret;
+    count_range(c, offset, (uint64_t)size * 8);
+    for (uint32_t i = 0; i < size; i++) {
+        uint64_t l2_off = l1[i] & QCOW2_L1E_OFFSET_MASK;
+        g_autofree uint64_t *l2 = NULL;
+        if (!l2_off)
+            continue;
+        count_range(c, l2_off, s->cluster_size);
+        ret = read_table(s, l2_off, s->l2_entries, &l2);
+        if (ret < 0)
+            return ret;
+        for (uint32_t j = 0; j < s->l2_entries; j++)
+            count_l2_entry(c, l2[j]);
+    }
+    return 0;
+}
+
+static bool count_all(Counts *c, GError **errp)
+{
+    BlockNode *bs = c->bs;
+    Qcow2State *s = bs->opaque;
+    g_autoptr(GArray) snaps = NULL;
+    uint64_t table_offset, table_bytes;
+    int ret;
+
+    count_range(c, 0, s->cluster_size); /* the header cluster */
+    count_range(c, s->refcount_table_offset, s->refcount_table_size * 8);
+    for (uint64_t b = 0; b < s->refcount_table_size; b++)
+        if (s->refcount_table[b])
+            count_range(c, s->refcount_table[b] & QCOW2_L1E_OFFSET_MASK,
+                        s->cluster_size);
+    snaps = qcow2_snapshot_l1_tables(bs, &table_offset, &table_bytes, errp);
+    if (!snaps)
+        return false;
+    if (snaps->len)
+        count_range(c, table_offset, table_bytes);
+    ret = count_l1(c, s->l1_offset, s->l1_size);
+    for (guint i = 0; i < snaps->len && ret == 0; i++) {
+        Qcow2SnapshotL1 *l1 = &g_array_index(snaps, Qcow2SnapshotL1, i);
+        ret = count_l1(c, l1->offset, l1->size);
+    }
+    if (ret < 0) {
+        qcow2_bad_image(errp, bs->filename, "could not read the metadata to "
+                        "repair the image: %s", g_strerror(-ret));
+        return false;
+    }
+    return qcow2_bitmaps_references(bs, count_range, c, errp);
+}
+
+/* Sets every refcount to its count. */
+static bool apply_counts(Counts *c, GError **errp)
+{
+    BlockNode *bs = c->bs;
+    Qcow2State *s = bs->opaque;
+    uint64_t clusters = MAX((uint64_t)c->n->len,
+                            (uint64_t)bdrv_getlength(s->file) >>
+                                s->cluster_bits);
+
+    for (uint64_t i = 0; i < clusters; i++) {
+        uint64_t want = i < c->n->len ? g_array_index(c->n, uint32_t, i) : 0;
+        uint64_t have, block_start = (i >> s->refblock_bits) <<
+                                     s->refblock_bits;
+        int ret = qcow2_get_refcount(bs, i, &have);
+        if (ret == 0 && have == want)
+            continue;
+        if (ret == 0 && want && !qcow2_refblock_exists(bs, i) &&
+            ((i >> s->refblock_bits) >= s->refcount_table_size ||
+             (block_start < c->n->len &&
+              g_array_index(c->n, uint32_t, block_start))))
+            ret = -ENOSPC; /* no place for a new refcount block */
+        if (ret == 0)
+            ret = qcow2_set_refcount(bs, i, want);
+        if (ret < 0) {
+            qcow2_bad_image(errp, bs->filename, "the image is marked dirty "
+                            "and its refcounts cannot be repaired here (%s); "
+                            "repair it with 'qemu-img check -r all'",
+                            g_strerror(-ret));
+            return false;
+        }
+    }
+    return true;
+}
+
+static int clear_dirty_bit(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t be;
+
+    s->incompatible &= ~QCOW2_INCOMPAT_DIRTY;
+    be = GUINT64_TO_BE(s->incompatible);
+    return bdrv_pwrite(s->file, QCOW2_HDR_INCOMPATIBLE, 8, &be, 0);
+}
+
+bool qcow2_repair_refcounts(BlockNode *bs, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    Counts c = { bs, g_array_new(FALSE, TRUE, sizeof(uint32_t)) };
+    bool ok;
+    int ret;
+
+    if (bdrv_verbose)
+        fprintf(stderr, "snapnbd: qcow2 image '%s' was not closed cleanly "
+                "(dirty bit set): repairing its refcounts\n", bs->filename);
+    g_mutex_lock(&s->lock);
+    ok = count_all(&c, errp) && apply_counts(&c, errp);
+    ret = ok ? qcow2_flush_metadata(bs) : 0;
+    if (ret == 0 && ok)
+        ret = qcow2_barrier(bs);
+    if (ret == 0 && ok)
+        ret = clear_dirty_bit(bs);
+    if (ret == 0 && ok)
+        ret = qcow2_barrier(bs);
+    g_mutex_unlock(&s->lock);
+    g_array_free(c.n, TRUE);
+    if (ok && ret < 0) {
+        qcow2_bad_image(errp, bs->filename, "could not write the repaired "
+                        "refcounts: %s", g_strerror(-ret));
+        ok = false;
+    }
+    return ok;
+}
