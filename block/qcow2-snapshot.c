@@ -135,7 +135,7 @@ static bool read_table_location(BlockNode *bs, uint32_t *count,
 
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename, "could not read the header: %s",
-                  g_strerror(-ret));
+                        g_strerror(-ret));
         return false;
     }
     *count = GUINT32_FROM_BE(loc.count);

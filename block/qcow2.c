@@ -111,14 +111,16 @@ static int read_fixed_header(BlockNode *bs, Qcow2Header *h, GError **errp)
 
     memset(h, 0, sizeof(*h));
     if (s->file_length < QCOW2_V2_HEADER_LENGTH) {
-        qcow2_bad_image(errp, bs->filename, "the file is too short for a qcow2 "
-                  "header (%" PRId64 " bytes)", s->file_length);
+        qcow2_bad_image(errp, bs->filename,
+                        "the file is too short for a qcow2 "
+                        "header (%" PRId64 " bytes)",
+                        s->file_length);
         return -EINVAL;
     }
     ret = bdrv_pread(s->file, 0, len, h);
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename, "could not read the header: %s",
-                  g_strerror(-ret));
+                        g_strerror(-ret));
         return ret;
     }
     header_to_host(h);
@@ -136,8 +138,10 @@ static int read_fixed_header(BlockNode *bs, Qcow2Header *h, GError **errp)
                         "unsupported qcow2 version %" PRIu32, h->version);
         return -ENOTSUP;
     } else if (s->file_length < QCOW2_V3_HEADER_LENGTH) {
-        qcow2_bad_image(errp, bs->filename, "the file is too short for a qcow2 "
-                  "v3 header (%" PRId64 " bytes)", s->file_length);
+        qcow2_bad_image(errp, bs->filename,
+                        "the file is too short for a qcow2 "
+                        "v3 header (%" PRId64 " bytes)",
+                        s->file_length);
         return -EINVAL;
     }
     return 0;
@@ -150,31 +154,38 @@ static bool check_geometry(BlockNode *bs, const Qcow2Header *h,
 
     if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
         h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
-        qcow2_bad_image(errp, bs->filename, "unsupported cluster size: "
-                  "cluster_bits %" PRIu32 " (must be 9 to 21)",
-                  h->cluster_bits);
+        qcow2_bad_image(errp, bs->filename,
+                        "unsupported cluster size: "
+                        "cluster_bits %" PRIu32 " (must be 9 to 21)",
+                        h->cluster_bits);
         return false;
     }
     cluster_size = 1ULL << h->cluster_bits;
     if (h->version == 3 && h->header_length < QCOW2_V3_HEADER_LENGTH) {
-        qcow2_bad_image(errp, bs->filename, "header length %" PRIu32 " is too "
-                  "short (at least 104)", h->header_length);
+        qcow2_bad_image(errp, bs->filename,
+                        "header length %" PRIu32 " is too "
+                        "short (at least 104)",
+                        h->header_length);
         return false;
     }
     if (h->header_length > cluster_size ||
         h->header_length > (uint64_t)((Qcow2State *)bs->opaque)->file_length) {
-        qcow2_bad_image(errp, bs->filename, "header length %" PRIu32 " exceeds "
-                  "the cluster size or the file", h->header_length);
+        qcow2_bad_image(errp, bs->filename,
+                        "header length %" PRIu32 " exceeds "
+                        "the cluster size or the file",
+                        h->header_length);
         return false;
     }
     if (h->refcount_order > 6) {
         qcow2_bad_image(errp, bs->filename, "invalid refcount_order %" PRIu32,
-                  h->refcount_order);
+                        h->refcount_order);
         return false;
     }
     if (h->size > BDRV_MAX_LENGTH) {
-        qcow2_bad_image(errp, bs->filename, "virtual size %" PRIu64 " is too "
-                  "large", h->size);
+        qcow2_bad_image(errp, bs->filename,
+                        "virtual size %" PRIu64 " is too "
+                        "large",
+                        h->size);
         return false;
     }
     if (h->crypt_method != 0) {
@@ -216,8 +227,10 @@ static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
         /* QEMU keeps it in a 16-byte field: at most 15 characters. */
         ext->backing_format = ext_string(data, len, 15);
         if (!ext->backing_format) {
-            qcow2_bad_image(errp, bs->filename, "invalid backing format "
-                      "extension (length %" PRIu32 ")", len);
+            qcow2_bad_image(errp, bs->filename,
+                            "invalid backing format "
+                            "extension (length %" PRIu32 ")",
+                            len);
             return false;
         }
         break;
@@ -233,8 +246,9 @@ static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
         uint32_t nb;
         uint64_t size, offset;
         if (len < 24) {
-            qcow2_bad_image(errp, bs->filename, "bitmaps extension too short (%"
-                      PRIu32 " bytes)", len);
+            qcow2_bad_image(errp, bs->filename,
+                            "bitmaps extension too short (%" PRIu32 " bytes)",
+                            len);
             return false;
         }
         memcpy(&nb, data, 4);
@@ -271,9 +285,10 @@ static bool parse_extensions(BlockNode *bs, const uint8_t *buf,
         if (type == QCOW2_EXT_END)
             return true;
         if (len > end - off) {
-            qcow2_bad_image(errp, bs->filename, "header extension %#" PRIx32
-                      " (length %" PRIu32 ") runs past the header area",
-                      type, len);
+            qcow2_bad_image(errp, bs->filename,
+                            "header extension %#" PRIx32 " (length %" PRIu32
+                            ") runs past the header area",
+                            type, len);
             return false;
         }
         if (!parse_one_ext(bs, ext, type, buf + off, len, errp))
@@ -319,8 +334,9 @@ static bool check_features(BlockNode *bs, const Qcow2Header *h,
         return false;
     }
     if (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
-        qcow2_bad_image(errp, bs->filename, "extended L2 entries (incompatible "
-                  "feature bit 4) are not supported");
+        qcow2_bad_image(errp, bs->filename,
+                        "extended L2 entries (incompatible "
+                        "feature bit 4) are not supported");
         return false;
     }
     if (!(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) !=
@@ -333,9 +349,11 @@ static bool check_features(BlockNode *bs, const Qcow2Header *h,
         return false;
     }
     if (compression_type) {
-        qcow2_bad_image(errp, bs->filename, "compression type %u (%s) is not "
-                  "supported, only zlib", compression_type,
-                  compression_type == 1 ? "zstd" : "unknown");
+        qcow2_bad_image(errp, bs->filename,
+                        "compression type %u (%s) is not "
+                        "supported, only zlib",
+                        compression_type,
+                        compression_type == 1 ? "zstd" : "unknown");
         return false;
     }
     if ((h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && bdrv_verbose)
@@ -371,8 +389,9 @@ static bool read_backing_name(BlockNode *bs, const Qcow2Header *h,
         return false;
     }
     if (memchr(buf + off, 0, len)) {
-        qcow2_bad_image(errp, bs->filename, "backing file name contains a NUL "
-                  "byte");
+        qcow2_bad_image(errp, bs->filename,
+                        "backing file name contains a NUL "
+                        "byte");
         return false;
     }
     s->backing_file = g_strndup((const char *)buf + off, len);
@@ -397,9 +416,10 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
         return false;
     }
     if (h->l1_size < needed) {
-        qcow2_bad_image(errp, bs->filename, "L1 table too small (%" PRIu32
-                  " entries for a virtual size of %" PRIu64 " bytes)",
-                  h->l1_size, h->size);
+        qcow2_bad_image(errp, bs->filename,
+                        "L1 table too small (%" PRIu32
+                        " entries for a virtual size of %" PRIu64 " bytes)",
+                        h->l1_size, h->size);
         return false;
     }
     if (h->l1_table_offset & (s->cluster_size - 1)) {
@@ -412,9 +432,10 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
     if (h->l1_table_offset > (uint64_t)s->file_length ||
         bytes > s->file_length - h->l1_table_offset ||
         (bytes && !h->l1_table_offset)) {
-        qcow2_bad_image(errp, bs->filename, "L1 table (offset %#" PRIx64 ", %"
-                  PRIu32 " entries) lies outside the file", h->l1_table_offset,
-                  h->l1_size);
+        qcow2_bad_image(errp, bs->filename,
+                        "L1 table (offset %#" PRIx64 ", %" PRIu32
+                        " entries) lies outside the file",
+                        h->l1_table_offset, h->l1_size);
         return false;
     }
     s->l1_size = h->l1_size;
@@ -453,7 +474,7 @@ static bool in_chain(const char *path, const char *overlay, GError **errp)
 
     if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
         qcow2_bad_image(errp, overlay, "backing chain deeper than %d images",
-                  QCOW2_MAX_CHAIN_DEPTH);
+                        QCOW2_MAX_CHAIN_DEPTH);
         return true;
     }
     if (stat(path, &st) < 0)
@@ -489,8 +510,10 @@ static bool open_header_backing(BlockNode *bs, GHashTable *options,
 
     if (g_str_has_prefix(s->backing_file, "json:") ||
         strstr(s->backing_file, "://")) {
-        qcow2_bad_image(errp, overlay, "backing file '%s' is not a local file "
-                  "(not supported)", s->backing_file);
+        qcow2_bad_image(errp, overlay,
+                        "backing file '%s' is not a local file "
+                        "(not supported)",
+                        s->backing_file);
         return false;
     }
     path = qcow2_resolve_backing(overlay, s->backing_file);
@@ -629,9 +652,11 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
     uint64_t keep;
 
     if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
-        qcow2_bad_image(errp, bs->filename, "the image is marked corrupt "
-                  "(incompatible feature bit 1); it can only be opened "
-                  "read-only (-r) until 'qemu-img check -r all' repairs it");
+        qcow2_bad_image(
+            errp, bs->filename,
+            "the image is marked corrupt "
+            "(incompatible feature bit 1); it can only be opened "
+            "read-only (-r) until 'qemu-img check -r all' repairs it");
         return false;
     }
     if (!qcow2_refcount_open(bs, h->refcount_table_offset,
@@ -669,7 +694,7 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     s->file_length = bdrv_getlength(s->file);
     if (s->file_length < 0) {
         qcow2_bad_image(errp, bs->filename, "could not get the file length: %s",
-                  g_strerror(-s->file_length));
+                        g_strerror(-s->file_length));
         return -EIO;
     }
     if (!parse_image(bs, &h, errp))
