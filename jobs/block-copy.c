@@ -169,11 +169,13 @@ BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
     s->buf_align = MAX(MAX(bdrv_limits(source)->buffer_alignment,
                            bdrv_limits(target)->buffer_alignment), 4096);
     s->skip_unallocated = skip_unallocated;
-    s->target_is_zero = node_reads_zero(target);
     /* A target that reads through to the source (fleecing) must not let a
      * reader of the target see the source change under it: its writes
-     * wait for reads of the target already in flight. */
+     * wait for reads of the target already in flight.  Nor is it ever
+     * "known zero": its zeroes are the source's, which will change. */
     s->write_flags = node_below(target, source) ? BDRV_REQ_SERIALISING : 0;
+    s->target_is_zero = !node_below(target, source) &&
+                        node_reads_zero(target);
     /* Unmapping is only safe where a hole reads as zero, not as backing. */
     s->zero_flags = bdrv_child(target, "backing") ? 0 : BDRV_REQ_MAY_UNMAP;
     g_mutex_init(&s->lock);

@@ -8,7 +8,8 @@
 # the disk was zero (and, on a fresh disk, everywhere it was), and the live
 # export lost no write.  Then the export
 # and the job go (BLOCK_JOB_CANCELLED), the overlay is deleted, and
-# qemu-img check finds it sound.
+# qemu-img check finds it sound.  Last, a disk that is all zero when the
+# job starts keeps its point in time too.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img
@@ -45,3 +46,30 @@ for round in 1 2; do
     qemu-img check -q "$tmp/fleece$round.qcow2" ||
         fail "round $round: the overlay is not a sound qcow2 image"
 done
+
+# A disk that is all zero when the job starts: the overlay's zeroes are the
+# live disk's, which will change, so copy-before-write must still store
+# them (a target "known to read as zero" would skip them).
+truncate -s 8M "$tmp/empty.img"
+qemu-img create -q -f qcow2 -F raw -b "$tmp/empty.img" "$tmp/fl-empty.qcow2"
+jobs_py 'q = QMP(sys.argv[1])
+q.cmd("blockdev-add", {"driver": "raw", "node-name": "empty",
+      "file": {"driver": "file", "filename": sys.argv[2]}})
+q.cmd("block-export-add", {"type": "nbd", "id": "e-empty",
+      "node-name": "empty", "name": "empty", "writable": True})
+q.cmd("blockdev-add", {"driver": "qcow2", "node-name": "fl-empty",
+      "backing": "empty", "file": {"driver": "file", "filename": sys.argv[3]}})
+q.cmd("blockdev-backup", {"job-id": "f-empty", "device": "empty",
+      "target": "fl-empty", "sync": "none"})
+q.cmd("block-export-add", {"type": "nbd", "id": "pit-empty",
+      "node-name": "fl-empty", "name": "pit-empty"})' \
+    "$qmp" "$tmp/empty.img" "$tmp/fl-empty.qcow2" ||
+    fail "could not start fleecing an empty disk"
+qemu-io -f raw -c 'write -P 0xab 1M 64K' -c 'write -z 3M 64K' \
+    "nbd+unix:///empty?socket=$nbdsock" >/dev/null || fail "write to empty"
+rc=0
+qemu-io -f raw -r -c 'read -P 0 1M 64K' \
+    "nbd+unix:///pit-empty?socket=$nbdsock" >"$tmp/pit-empty.out" 2>&1 || rc=$?
+grep -q "Pattern verification failed" "$tmp/pit-empty.out" &&
+    fail "the point in time of an empty disk shows a later write"
+[ $rc -eq 0 ] || fail "reading the empty disk's point in time: $(cat "$tmp/pit-empty.out")"
