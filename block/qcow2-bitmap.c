@@ -223,7 +223,6 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp)
 
     if (!s->bitmaps_ext || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
         s->bitmaps_ext = false; /* stale: QEMU ignores it as well */
-        s->bitmaps_loaded = true;
         return true;
     }
     dir = read_directory(bs, errp);
@@ -237,13 +236,18 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp)
             return false;
         pos += entry_size(&e);
     }
-    if (s->writable && mark_in_use(bs, dir) < 0) {
-        qcow2_bad_image(errp, bs->filename,
-                        "bitmaps: could not mark the bitmaps in use");
-        return false;
-    }
-    s->bitmaps_loaded = true;
     return true;
+}
+
+int qcow2_bitmaps_mark_in_use(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    g_autofree uint8_t *dir = NULL;
+
+    if (!s->bitmaps_ext)
+        return 0;
+    dir = read_directory(bs, NULL);
+    return dir ? mark_in_use(bs, dir) : -EIO;
 }
 
 bool qcow2_bitmaps_references(BlockNode *bs, Qcow2RefFunc ref, void *opaque,

@@ -16,6 +16,12 @@
  * When every table is dirty or in use the cache grows past its size for a
  * while; the qcow2 write path flushes when too many tables are dirty.
  *
+ * A miss reads its table without the lock, so a writer may meanwhile
+ * change that table, write it back and see it evicted; the copy the miss
+ * read would then be stale.  A generation count, bumped whenever a table
+ * becomes evictable by write-back or is forgotten, tells the miss to read
+ * again instead of inserting it.
+ *
  * Dirty tables are written only by qcow2_cache_flush and
  * qcow2_cache_write_table, which run under the image's metadata lock (as
  * do all changes to table contents), so a table never changes while it is
@@ -36,6 +42,10 @@ struct Qcow2Cache {
     GHashTable *map;      /* uint64_t * offset -> Qcow2Table *, owns ref */
     GQueue lru;           /* of Qcow2Table, most recent at the head */
     size_t dirty;         /* tables with dirty set */
+    /* Bumped when a table is written back or forgotten: a table read
+     * from the file before that may be older than what the cache held,
+     * so a miss that read it must not insert it (see qcow2_cache_get). */
+    uint64_t gen;
 };
 
 Qcow2Cache *qcow2_cache_new(BlockNode *file, uint32_t table_size,
@@ -126,13 +136,20 @@ static Qcow2Table *new_table(Qcow2Cache *c, uint64_t offset)
 }
 
 /* Inserts @t unless a table of its offset is there already; returns the
- * one in the cache, referenced, and drops @t if it lost. */
-static Qcow2Table *insert(Qcow2Cache *c, Qcow2Table *t)
+ * one in the cache, referenced, and drops @t if it lost.  With @gen, @t
+ * was read from the file when the cache was at that generation: if it
+ * moved on, @t may be stale, and NULL says to read it again. */
+static Qcow2Table *insert(Qcow2Cache *c, Qcow2Table *t, const uint64_t *gen)
 {
     Qcow2Table *raced;
 
     g_mutex_lock(&c->lock);
     raced = lookup_locked(c, t->offset);
+    if (!raced && gen && *gen != c->gen) {
+        g_mutex_unlock(&c->lock);
+        qcow2_table_put(t);
+        return NULL;
+    }
     if (!raced) {
         evict_locked(c);
         g_atomic_int_inc(&t->refs); /* the cache's reference */
@@ -164,17 +181,24 @@ static int read_table(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
 
 int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
 {
-    Qcow2Table *t;
+    Qcow2Table *t = NULL;
+    uint64_t gen;
     int ret;
 
-    g_mutex_lock(&c->lock);
-    t = lookup_locked(c, offset);
-    g_mutex_unlock(&c->lock);
-    if (!t) {
+    /* A writer may update, write back and lose this table while the miss
+     * reads it unlocked: then the copy read is not inserted, but read
+     * again. */
+    while (!t) {
+        g_mutex_lock(&c->lock);
+        t = lookup_locked(c, offset);
+        gen = c->gen;
+        g_mutex_unlock(&c->lock);
+        if (t)
+            break;
         ret = read_table(c, offset, &t);
         if (ret < 0)
             return ret;
-        t = insert(c, t);
+        t = insert(c, t, &gen);
     }
     *out = t;
     return 0;
@@ -189,7 +213,7 @@ int qcow2_cache_get_empty(Qcow2Cache *c, uint64_t offset, Qcow2Table **out)
     if (!t)
         return -ENOMEM;
     memset(t->entries, 0, c->table_size);
-    *out = insert(c, t);
+    *out = insert(c, t, NULL);
     return 0;
 }
 
@@ -224,6 +248,7 @@ void qcow2_cache_forget(Qcow2Cache *c, uint64_t offset)
     t = g_hash_table_lookup(c->map, &offset);
     if (t)
         remove_locked(c, t);
+    c->gen++;
     g_mutex_unlock(&c->lock);
 }
 
@@ -241,6 +266,7 @@ int qcow2_cache_write_table(Qcow2Cache *c, Qcow2Table *t)
         t->dirty = false;
         c->dirty--;
     }
+    c->gen++; /* now evictable: a stale read of it must not come back */
     g_mutex_unlock(&c->lock);
     return 0;
 }

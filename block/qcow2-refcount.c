@@ -135,6 +135,16 @@ static uint64_t refblock_entries(Qcow2State *s)
     return 1ULL << s->refblock_bits;
 }
 
+bool qcow2_refblock_exists(BlockNode *bs, uint64_t cluster)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t block = cluster >> s->refblock_bits;
+
+    /* Reserved bits alone do not make a block (QEMU masks them too). */
+    return block < s->refcount_table_size &&
+           (s->refcount_table[block] & QCOW2_L1E_OFFSET_MASK);
+}
+
 /* The refcount block for @block, or NULL with *ret = 0 if there is none. */
 static Qcow2Table *get_refblock(BlockNode *bs, uint64_t block, int *ret)
 {
@@ -143,10 +153,11 @@ static Qcow2Table *get_refblock(BlockNode *bs, uint64_t block, int *ret)
     Qcow2Table *t = NULL;
 
     *ret = 0;
-    if (block >= s->refcount_table_size || !s->refcount_table[block])
+    if (!qcow2_refblock_exists(bs, block << s->refblock_bits))
         return NULL;
     off = s->refcount_table[block] & QCOW2_L1E_OFFSET_MASK;
-    if (off & (s->cluster_size - 1)) {
+    /* Untrusted: a block in the header cluster would overwrite it. */
+    if ((off & (s->cluster_size - 1)) || off < s->cluster_size) {
         fprintf(stderr, "snapnbd: qcow2 image '%s' is corrupt: refcount "
                 "block offset %#" PRIx64 " unaligned\n", bs->filename, off);
         *ret = -EIO;
@@ -203,7 +214,7 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
         if (ret < 0)
             return ret;
     }
-    if (s->refcount_table[block])
+    if (qcow2_refblock_exists(bs, block << s->refblock_bits))
         return 0;
     ret = qcow2_cache_get_empty(s->refcount_cache, off, &t);
     if (ret < 0)
@@ -268,14 +279,6 @@ static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
     return 0;
 }
 
-bool qcow2_refblock_exists(BlockNode *bs, uint64_t cluster)
-{
-    Qcow2State *s = bs->opaque;
-    uint64_t block = cluster >> s->refblock_bits;
-
-    return block < s->refcount_table_size && s->refcount_table[block];
-}
-
 int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value)
 {
     Qcow2State *s = bs->opaque;
@@ -285,9 +288,7 @@ int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value)
 
     if (value > s->refcount_max)
         return -ERANGE;
-    if (block >= s->refcount_table_size && !value)
-        return 0; /* not described: reads as 0 already */
-    if (block >= s->refcount_table_size || !s->refcount_table[block]) {
+    if (!qcow2_refblock_exists(bs, cluster)) {
         if (!value)
             return 0;
         ret = ensure_refblock(bs, block);

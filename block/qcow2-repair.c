@@ -110,7 +110,7 @@ static bool count_all(Counts *c, GError **errp)
     count_range(c, 0, s->cluster_size); /* the header cluster */
     count_range(c, s->refcount_table_offset, s->refcount_table_size * 8);
     for (uint64_t b = 0; b < s->refcount_table_size; b++)
-        if (s->refcount_table[b])
+        if (qcow2_refblock_exists(bs, b << s->refblock_bits))
             count_range(c, s->refcount_table[b] & QCOW2_L1E_OFFSET_MASK,
                         s->cluster_size);
     snaps = qcow2_snapshot_l1_tables(bs, &table_offset, &table_bytes, errp);

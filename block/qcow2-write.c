@@ -121,6 +121,10 @@ static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
                          __ATOMIC_RELAXED);
         ret = write_l1_entry(bs, l1_index);
     }
+    /* The L1 entry no longer naming the old table must be on disk before
+     * its refcount drops (it may be shared with a snapshot, or freed). */
+    if (ret == 0 && old)
+        ret = qcow2_barrier(bs);
     if (ret == 0 && old)
         ret = qcow2_update_refcount(bs, old, s->cluster_size, -1);
     if (ret < 0) {

@@ -649,7 +649,6 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
                              GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    uint64_t keep;
 
     if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
         qcow2_bad_image(
@@ -666,9 +665,25 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
     bdrv_set_growable(s->file);
     qcow2_write_init(s);
     s->writable = true;
+    return true;
+}
+
+/* The first writes of a writable open, once everything else checked out
+ * (so that a refused image is never written): repair a dirty image, mark
+ * the bitmaps in use, clear the autoclear bits nobody maintains. */
+static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t keep;
+
     if ((h->incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
         !qcow2_repair_refcounts(bs, errp))
         return false;
+    if (qcow2_bitmaps_mark_in_use(bs) < 0) {
+        qcow2_bad_image(errp, bs->filename,
+                        "bitmaps: could not mark the bitmaps in use");
+        return false;
+    }
     /* Keep only the bitmaps bit: qcow2-bitmap.c maintains the bitmaps. */
     s->autoclear &= s->bitmaps_ext ? QCOW2_AUTOCLEAR_BITMAPS : 0;
     keep = GUINT64_TO_BE(s->autoclear);
@@ -677,6 +692,7 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
         qcow2_bad_image(errp, bs->filename, "could not update the header");
         return false;
     }
+    s->bitmaps_loaded = true; /* from now on, close stores them */
     return true;
 }
 
@@ -708,6 +724,8 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (!qcow2_bitmaps_load(bs, errp))
         goto fail;
     if (!open_backing(bs, options, errp))
+        goto fail;
+    if (s->writable && !start_writing(bs, &h, errp))
         goto fail;
     return 0;
 

@@ -166,7 +166,7 @@ typedef struct Qcow2State {
     bool bitmaps_ext;         /* present and consistent (autoclear bit 0) */
     uint32_t nb_bitmaps;
     uint64_t bitmap_dir_offset, bitmap_dir_size;
-    bool bitmaps_loaded;      /* open got that far: close may store */
+    bool bitmaps_loaded;      /* a writable open completed: close stores */
 
     /* Write path; all guarded by lock (see the design notes). */
     bool writable;
@@ -292,9 +292,11 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
 char *qcow2_resolve_backing(const char *overlay, const char *name);
 
 /* qcow2-bitmap.c */
-/* Loads the persistent dirty bitmaps; on a writable open also marks them
- * in use in the image, so that a crash leaves them inconsistent. */
+/* Loads the persistent dirty bitmaps (writes nothing). */
 bool qcow2_bitmaps_load(BlockNode *bs, GError **errp);
+/* A writable open marks them in use in the image, so that a crash leaves
+ * them inconsistent; a clean close stores them without the mark. */
+int qcow2_bitmaps_mark_in_use(BlockNode *bs);
 /* Writes the node's persistent bitmaps and the extension (writable close). */
 int qcow2_bitmaps_store(BlockNode *bs);
 /* Calls @ref for every cluster range the stored bitmaps use. */

@@ -144,3 +144,29 @@ h.shutdown()
 EOP
 _stop_server "$tmp/pid"
 [ "$(sha256sum <"$img")" = "$sum" ] || fail "the damaged image changed"
+
+# Writable opens of damaged images write nothing either: a bad bitmap
+# directory behind an autoclear bit snapnbd would otherwise clear.
+cp "$bm" "$tmp/w1.qcow2"
+poke "$tmp/w1.qcow2" 95 '\3'
+poke "$tmp/w1.qcow2" $((ext + 24)) '\0\0\0\0\177\377\0\0'
+sum=$(sha256sum <"$tmp/w1.qcow2")
+"$SNAPNBD" -f qcow2 -k "$tmp/nosock" "$tmp/w1.qcow2" 2>"$tmp/err" &&
+    fail "w1: a damaged image was opened for writing"
+grep -q "bitmaps: invalid directory" "$tmp/err" || fail "w1: $(cat "$tmp/err")"
+[ "$(sha256sum <"$tmp/w1.qcow2")" = "$sum" ] || fail "w1: the image changed"
+
+# A refcount table entry with only reserved bits set is no refcount block
+# (QEMU masks them too): taken for one at offset 0, the header would be
+# overwritten by the refcounts of new clusters.
+qemu-img create -q -f qcow2 -o cluster_size=512 "$tmp/w2.qcow2" 4M
+rt=$(peek64 "$tmp/w2.qcow2" 48)
+poke64 "$tmp/w2.qcow2" $((rt + 8)) 1
+start_server "$tmp/sock" "$tmp/pid" -f qcow2 "$tmp/w2.qcow2"
+qemu-io -f raw -c 'write -P 7 0 1M' "$(uri "$tmp/sock")" >/dev/null ||
+    fail "w2: writes failed"
+_stop_server "$tmp/pid"
+qemu-img check -q "$tmp/w2.qcow2" || fail "w2: the image is damaged"
+qemu-io -f qcow2 -c 'read -P 7 0 1M' "$tmp/w2.qcow2" | grep -q verification &&
+    fail "w2: the data reads back wrong"
+true
