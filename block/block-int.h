@@ -26,6 +26,9 @@ typedef struct BlockDriver {
     void (*close)(BlockNode *bs);
     int (*create)(const char *filename, uint64_t size, GHashTable *options,
                   GError **errp);
+    /* A new image of this format over the open node @file. */
+    int (*format)(BlockNode *file, uint64_t size, GHashTable *options,
+                  GError **errp);
     int64_t (*get_length)(BlockNode *bs);
     void (*refresh_limits)(BlockNode *bs, BlockLimits *limits);
     char *(*describe)(BlockNode *bs);

@@ -111,6 +111,11 @@ int bdrv_create(const char *driver, const char *filename, uint64_t size,
  * letters, digits, '-', '.' and '_'. */
 bool bdrv_id_wellformed(const char *id);
 
+/* Write a new, empty image of the named format ("qcow2") over the open
+ * node @file, as QMP's blockdev-create does with a format. */
+int bdrv_format(const char *driver, BlockNode *file, uint64_t size,
+                GHashTable *options, GError **errp);
+
 /* Is there a driver of this name ("raw", "qcow2", "file", ...)? */
 bool bdrv_has_driver(const char *name);
 

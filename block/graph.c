@@ -353,15 +353,25 @@ fail:
     return NULL;
 }
 
-BlockNode *bdrv_open(GHashTable *options, GError **errp)
+/* A private copy of @options (may be NULL), for consuming. */
+static GHashTable *opt_copy(GHashTable *options)
 {
-    g_autoptr(GHashTable) opts = opt_new();
+    GHashTable *opts = opt_new();
     GHashTableIter it;
     gpointer k, v;
 
-    g_hash_table_iter_init(&it, options);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        g_hash_table_insert(opts, g_strdup(k), g_strdup(v));
+    if (options) {
+        g_hash_table_iter_init(&it, options);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            g_hash_table_insert(opts, g_strdup(k), g_strdup(v));
+    }
+    return opts;
+}
+
+BlockNode *bdrv_open(GHashTable *options, GError **errp)
+{
+    g_autoptr(GHashTable) opts = opt_copy(options);
+
     return open_consuming(opts, errp);
 }
 
@@ -443,21 +453,28 @@ int bdrv_create(const char *driver, const char *filename, uint64_t size,
                 GHashTable *options, GError **errp)
 {
     const BlockDriver *drv = bdrv_find_driver(driver);
-    g_autoptr(GHashTable) opts = opt_new();
+    g_autoptr(GHashTable) opts = opt_copy(options);
 
     if (!drv || !drv->create) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "Driver '%s' does not support image creation", driver);
         return -ENOTSUP;
     }
-    if (options) {
-        GHashTableIter it;
-        gpointer k, v;
-        g_hash_table_iter_init(&it, options);
-        while (g_hash_table_iter_next(&it, &k, &v))
-            g_hash_table_insert(opts, g_strdup(k), g_strdup(v));
-    }
     return drv->create(filename, size, opts, errp);
+}
+
+int bdrv_format(const char *driver, BlockNode *file, uint64_t size,
+                GHashTable *options, GError **errp)
+{
+    const BlockDriver *drv = bdrv_find_driver(driver);
+    g_autoptr(GHashTable) opts = opt_copy(options);
+
+    if (!drv || !drv->format) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Driver '%s' does not support blockdev-create", driver);
+        return -ENOTSUP;
+    }
+    return drv->format(file, size, opts, errp);
 }
 
 void bdrv_ref(BlockNode *bs)

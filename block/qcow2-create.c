@@ -237,44 +237,37 @@ static uint8_t *build_image(const CreateOpts *o, const Layout *l,
 /* --- create ----------------------------------------------------------------
  */
 
-static BlockNode *open_new_image(const char *filename, GError **errp)
+/* The new image over @file, to map its clusters (preallocation). */
+static BlockNode *open_new_image(BlockNode *file, GError **errp)
 {
     g_autoptr(GHashTable) opts = opt_new();
 
     g_hash_table_insert(opts, g_strdup("driver"), g_strdup("qcow2"));
     g_hash_table_insert(opts, g_strdup("backing"), g_strdup(""));
-    g_hash_table_insert(opts, g_strdup("file.driver"), g_strdup("file"));
-    g_hash_table_insert(opts, g_strdup("file.filename"), g_strdup(filename));
+    g_hash_table_insert(opts, g_strdup("file"),
+                        g_strdup(bdrv_node_name(file)));
     return bdrv_open(opts, errp);
 }
 
-static int write_metadata(const char *filename, const uint8_t *img,
-                          uint64_t bytes, GError **errp)
+static int write_metadata(BlockNode *file, const uint8_t *img, uint64_t bytes,
+                          GError **errp)
 {
-    g_autoptr(GHashTable) opts = opt_new();
-    BlockNode *file;
     int ret;
 
-    g_hash_table_insert(opts, g_strdup("driver"), g_strdup("file"));
-    g_hash_table_insert(opts, g_strdup("filename"), g_strdup(filename));
-    file = bdrv_open(opts, errp);
-    if (!file)
-        return -EIO;
     bdrv_set_growable(file);
     ret = bdrv_pwrite(file, 0, bytes, img, 0);
     if (ret == 0)
         ret = bdrv_flush(file);
-    bdrv_unref(file);
     if (ret < 0)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                    "Could not write the new image '%s': %s", filename,
-                    g_strerror(-ret));
+                    "Could not write the new image '%s': %s",
+                    bdrv_filename(file), g_strerror(-ret));
     return ret;
 }
 
-static int preallocate(const char *filename, GError **errp)
+static int preallocate(BlockNode *file, GError **errp)
 {
-    BlockNode *bs = open_new_image(filename, errp);
+    BlockNode *bs = open_new_image(file, errp);
     int ret;
 
     if (!bs)
@@ -285,8 +278,52 @@ static int preallocate(const char *filename, GError **errp)
     bdrv_unref(bs);
     if (ret < 0)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                    "Could not preallocate metadata in '%s': %s", filename,
-                    g_strerror(-ret));
+                    "Could not preallocate metadata in '%s': %s",
+                    bdrv_filename(file), g_strerror(-ret));
+    return ret;
+}
+
+/* Writes a new image of @o over @file (whatever it held). */
+static int format(BlockNode *file, CreateOpts *o, GError **errp)
+{
+    g_autofree uint8_t *img = NULL;
+    Layout l;
+    int ret;
+
+    if (o->backing_file && !o->backing_fmt) {
+        g_autofree char *path = qcow2_resolve_backing(bdrv_filename(file),
+                                                      o->backing_file);
+        o->backing_fmt = g_strdup(bdrv_probe_format(path));
+    }
+    l = plan_layout(o);
+    img = build_image(o, &l, errp);
+    if (!img)
+        return -EINVAL;
+    ret = write_metadata(file, img, l.meta_clusters * l.cluster_size, errp);
+    if (ret == 0 && o->prealloc_metadata)
+        ret = preallocate(file, errp);
+    return ret;
+}
+
+int qcow2_format(BlockNode *file, uint64_t size, GHashTable *options,
+                 GError **errp)
+{
+    CreateOpts o = { 0 };
+    int ret = -EINVAL;
+
+    if (bdrv_is_read_only(file)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Cannot format read-only node '%s'",
+                    bdrv_node_name(file));
+        return -EPERM;
+    }
+    if (parse_create_opts(options, size, &o, errp) && !o.nocow)
+        ret = format(file, &o, errp);
+    else if (o.nocow)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid option 'nocow' for formatting a node (it "
+                    "belongs to the file's creation)");
+    create_opts_clear(&o);
     return ret;
 }
 
@@ -294,30 +331,23 @@ int qcow2_create(const char *filename, uint64_t size, GHashTable *options,
                  GError **errp)
 {
     CreateOpts o = { 0 };
-    g_autofree uint8_t *img = NULL;
     g_autoptr(GHashTable) file_opts = opt_new();
-    Layout l;
+    BlockNode *file = NULL;
     int ret = -EINVAL;
 
     if (!parse_create_opts(options, size, &o, errp))
         goto out;
-    if (o.backing_file && !o.backing_fmt) {
-        g_autofree char *path = qcow2_resolve_backing(filename,
-                                                      o.backing_file);
-        o.backing_fmt = g_strdup(bdrv_probe_format(path));
-    }
-    l = plan_layout(&o);
-    img = build_image(&o, &l, errp);
-    if (!img)
-        goto out;
     if (o.nocow)
         g_hash_table_insert(file_opts, g_strdup("nocow"), g_strdup(o.nocow));
     ret = bdrv_create("file", filename, 0, file_opts, errp);
-    if (ret == 0)
-        ret = write_metadata(filename, img, l.meta_clusters * l.cluster_size,
-                             errp);
-    if (ret == 0 && o.prealloc_metadata)
-        ret = preallocate(filename, errp);
+    if (ret < 0)
+        goto out;
+    g_hash_table_insert(file_opts, g_strdup("driver"), g_strdup("file"));
+    g_hash_table_insert(file_opts, g_strdup("filename"), g_strdup(filename));
+    g_hash_table_remove(file_opts, "nocow");
+    file = bdrv_open(file_opts, errp);
+    ret = file ? format(file, &o, errp) : -EIO;
+    bdrv_unref(file);
 out:
     create_opts_clear(&o);
     return ret;

@@ -955,6 +955,7 @@ const BlockDriver bdrv_qcow2 = {
     .refresh_limits = qcow2_refresh_limits,
     .describe = qcow2_describe,
     .create = qcow2_create,
+    .format = qcow2_format,
     .pread = qcow2_pread,
     .pwrite = qcow2_pwrite,
     .pwrite_zeroes = qcow2_pwrite_zeroes,

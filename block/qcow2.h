@@ -317,6 +317,9 @@ void qcow2_bad_image(GError **errp, const char *file, const char *fmt, ...)
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, GHashTable *options,
                  GError **errp);
+/* Writes a new image over the open file node @file (blockdev-create). */
+int qcow2_format(BlockNode *file, uint64_t size, GHashTable *options,
+                 GError **errp);
 
 /* qcow2-compress.c */
 /* Reads @bytes guest bytes at @offset_in_cluster of the compressed cluster

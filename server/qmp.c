@@ -1059,4 +1059,5 @@ void qmp_register_all(void)
     qmp_register_nbd_commands();
     qmp_register_job_commands();
     qmp_register_bitmap_commands();
+    qmp_register_create_commands();
 }
