@@ -362,6 +362,19 @@ JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
     return arr;
 }
 
+/* query-block lists devices (BlockBackends with a name); as in
+ * qemu-storage-daemon there are none: nodes and their bitmaps are in
+ * query-named-block-nodes. */
+static JsonNode *cmd_query_block(JsonObject *args, GError **errp)
+{
+    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
+
+    (void)args;
+    (void)errp;
+    json_node_take_array(n, json_array_new());
+    return n;
+}
+
 void qmp_register_bitmap_commands(void)
 {
     static const struct {
@@ -385,4 +398,5 @@ void qmp_register_bitmap_commands(void)
         qmp_register_command_args(cmds[i].name, cmds[i].fn, cmds[i].args);
         qmp_register_transaction_action(cmds[i].name, cmds[i].ops);
     }
+    qmp_register_command_args("query-block", cmd_query_block, "");
 }

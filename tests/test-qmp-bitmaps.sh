@@ -38,6 +38,9 @@ for n in json.loads(open(sys.argv[1]).read().splitlines()[-1])["return"]:
 ok '{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"d0","file":{"driver":"file","filename":"'"$img"'"}}}'
 ok '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r0","file":{"driver":"file","filename":"'"$tmp/raw.img"'"}}}'
 ok '{"execute":"block-dirty-bitmap-add","arguments":{"node":"d0","name":"b0","persistent":true}}'
+# As on qemu-storage-daemon, query-block lists no devices.
+Q '{"execute":"query-block"}'
+grep -qx '{"return": \[\]}' "$tmp/out" || fail "query-block: $(cat "$tmp/out")"
 ok '{"execute":"block-dirty-bitmap-add","arguments":{"node":"d0","name":"big","granularity":1048576}}'
 ok '{"execute":"block-dirty-bitmap-add","arguments":{"node":"d0","name":"off","disabled":true}}'
 err "Bitmap already exists: b0" '{"execute":"block-dirty-bitmap-add","arguments":{"node":"d0","name":"b0"}}'
