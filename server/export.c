@@ -147,20 +147,37 @@ void nbd_export_remove(const char *name)
     nbd_export_unref(exp);
 }
 
-bool nbd_export_uses_node(BlockNode *node)
+/* The name of an export serving @node (writable ones only if @writable),
+ * or NULL. */
+static char *export_of(BlockNode *node, bool writable)
 {
-    bool found = false;
+    char *found = NULL;
 
     g_mutex_lock(&exports_lock);
     if (exports) {
         GHashTableIter it;
         gpointer v;
         g_hash_table_iter_init(&it, exports);
-        while (!found && g_hash_table_iter_next(&it, NULL, &v))
-            found = ((NbdExport *)v)->node == node;
+        while (!found && g_hash_table_iter_next(&it, NULL, &v)) {
+            NbdExport *exp = v;
+            if (exp->node == node && (!writable || !exp->read_only))
+                found = g_strdup(exp->name);
+        }
     }
     g_mutex_unlock(&exports_lock);
     return found;
+}
+
+bool nbd_export_uses_node(BlockNode *node)
+{
+    g_autofree char *name = export_of(node, false);
+
+    return name != NULL;
+}
+
+char *nbd_export_writing_node(BlockNode *node)
+{
+    return export_of(node, true);
 }
 
 char **nbd_export_names(void)

@@ -43,6 +43,8 @@ void nbd_export_unref(NbdExport *exp);
 void nbd_export_remove(const char *name);
 /* Is any export in the table serving @node? */
 bool nbd_export_uses_node(BlockNode *node);
+/* The name of a writable export of @node (free it), or NULL. */
+char *nbd_export_writing_node(BlockNode *node);
 /* Names of all exports, for NBD_OPT_LIST; free with g_strfreev. */
 char **nbd_export_names(void);
 int64_t nbd_export_size(NbdExport *exp);

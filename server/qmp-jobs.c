@@ -9,6 +9,7 @@
  * whichever thread caused them, and go to qmp_emit_event, which is thread
  * safe and never blocks.
  */
+#include "export.h"
 #include "qmp-int.h"
 #include "jobs/backup.h"
 
@@ -390,6 +391,16 @@ static BlockNode *open_target(const BackupArgs *a, BlockNode *source,
 static Job *create_backup(const BackupArgs *a, BlockNode *source,
                           BlockNode *target, GError **errp)
 {
+    g_autofree char *exp = nbd_export_writing_node(target);
+
+    /* Clients writing to the target would mix their data into the
+     * backup (the export's writes are not the job's to block). */
+    if (exp) {
+        qmp_error(errp, "Node '%s' is busy: exported writable by NBD export "
+                  "'%s'; it cannot be a backup target",
+                  bdrv_node_name(target), exp);
+        return NULL;
+    }
     return backup_job_create(a->job_id, source, target, &a->opts, errp);
 }
 

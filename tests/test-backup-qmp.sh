@@ -71,6 +71,14 @@ _, desc = q.error("block-export-add", {"type": "nbd", "id": "w",
 assert "in use by backup job 'b0' as its target" in desc, desc
 q.cmd("block-export-add", {"type": "nbd", "id": "ro", "node-name": "tgt"})
 q.cmd("block-export-del", {"id": "ro"})
+# ... and the other way round: a node exported writable is no target.
+q.cmd("block-export-add", {"type": "nbd", "id": "w2", "node-name": "tgt2",
+                           "writable": True})
+_, desc = q.error("blockdev-backup", {"job-id": "b2", "device": "disk2",
+                                      "target": "tgt2", "sync": "full"})
+assert desc == "Node 'tgt2' is busy: exported writable by NBD export " \
+    "'tgt2'; it cannot be a backup target", desc
+q.cmd("block-export-del", {"id": "w2"})
 
 # --- refusals ----------------------------------------------------------------
 def refused(cmd, args, want, cls="GenericError"):
