@@ -307,6 +307,12 @@ def pull(qsock, sock, disk, tmp, seed):
         procs = start_writers(sock, ref, seed + rnd, 4 * rnd, stopfile,
                               width=3 * MiB)
         time.sleep(0.5)
+        # Under load the writers may take a while to start: wait (up to
+        # 20 s) until they have written something for the bitmap to hold.
+        for _ in range(200):
+            if count(q, old) > 0:
+                break
+            time.sleep(0.1)
         backup_load.stop_writers(procs, stopfile, seed)
         os.unlink(stopfile)
         with open(disk, "rb") as f:
@@ -339,6 +345,10 @@ def pull(qsock, sock, disk, tmp, seed):
         # The client reads the changed ranges while the guest writes on.
         procs = start_writers(sock, ref, seed + 10 * rnd, 4 * rnd + 1,
                               stopfile)
+        for _ in range(200):  # the writers are writing (the new bitmap
+            if count(q, new) > 0:  # sees it) before the client reads
+                break
+            time.sleep(0.1)
         ctx = f"qemu:dirty-bitmap:{old}"
         h = nbd_handle(uri(sock, "pit"), [ctx])
         assert h.can_meta_context(ctx), f"no {ctx} on the export"
