@@ -8,6 +8,7 @@
 #   peek64 FILE OFFSET         a big-endian 64-bit field, in decimal
 #   peek32 FILE OFFSET         a big-endian 32-bit field, in decimal
 #   start_qemu_nbd SOCK PID IMG [ARGS...]   qemu-nbd -r -t on unix SOCK
+#   start_qemu_writable SOCK PID IMG [ARGS...]   the same without -r
 #   check_served IMG [NAME]    serve IMG (snapnbd -r -f qcow2) and check it
 #                              against qemu-img and qemu-nbd
 requires qemu-img qemu-nbd nbdinfo nbdcopy
@@ -29,10 +30,14 @@ peek32() {
 }
 
 start_qemu_nbd() {
+    start_qemu_writable "$1" "$2" "$3" -r "${@:4}"
+}
+
+start_qemu_writable() {
     local sock=$1 pidfile=$2 img=$3 i
     shift 3
     rm -f "$pidfile"
-    qemu-nbd -r -t -k "$sock" --pid-file="$pidfile" "$@" "$img" \
+    qemu-nbd -t -k "$sock" --pid-file="$pidfile" "$@" "$img" \
         2>"$tmp/qemu-nbd.err" &
     cleanup_fn "_stop_server '$pidfile'"
     for i in $(seq 100); do

@@ -35,21 +35,6 @@ image_read_only() {
     [ "$modes" = "lr-x" ] || fail "$2 is open with modes '$modes' by $1"
 }
 
-# start_qemu_writable SOCK PID IMG ARGS...: start_qemu_nbd without -r.
-start_qemu_writable() {
-    local sock=$1 pidfile=$2 img=$3 i
-    shift 3
-    qemu-nbd -t -k "$sock" --pid-file="$pidfile" "$@" "$img" \
-        2>"$tmp/qemu-nbd.err" &
-    cleanup_fn "_stop_server '$pidfile'"
-    for i in $(seq 100); do
-        [ -S "$sock" ] && [ -s "$pidfile" ] && return 0
-        kill -0 $! 2>/dev/null || fail "qemu-nbd exited: $(cat "$tmp/qemu-nbd.err")"
-        sleep 0.05
-    done
-    fail "qemu-nbd did not start"
-}
-
 # writes URI: the same writes, zeroes and trims on either server.
 writes() {
     qemu-io -f raw -c 'write -P 0x55 100K 200K' -c 'write -z 768K 64K' \
