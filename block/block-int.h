@@ -45,6 +45,10 @@ typedef struct BlockDriver {
     int (*prefetch)(BlockNode *bs, int64_t offset, int64_t bytes);
     int (*block_status)(BlockNode *bs, int64_t offset, int64_t bytes,
                         int64_t *pnum);
+    /* Do unwritten ranges read as zeroes when the image is opened as its
+     * own metadata says?  NULL: a format asks its "file" child, a protocol
+     * says yes. */
+    bool (*has_zero_init)(BlockNode *bs);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 

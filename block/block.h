@@ -139,6 +139,12 @@ const BlockLimits *bdrv_limits(BlockNode *bs);
 /* May the node be written by several clients with consistent flushes? */
 bool bdrv_can_multi_conn(BlockNode *bs);
 bool bdrv_can_fast_zero(BlockNode *bs);
+/* Does every range not yet written read as zeroes, wherever the image is
+ * opened?  Not when a backing file is attached or named in the image's
+ * metadata (even if it was opened with "backing": null): a job that skips
+ * zeroes of a target it thinks fresh would then show the backing's data
+ * (QEMU's bdrv_has_zero_init). */
+bool bdrv_has_zero_init(BlockNode *bs);
 bool bdrv_discard_unmaps(BlockNode *bs);
 /* Options as query-named-block-nodes reports them. */
 bool bdrv_cache_direct(BlockNode *bs);
@@ -151,7 +157,8 @@ int bdrv_refcnt(BlockNode *bs);
 void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque),
                        void *opaque);
 
-/* Length in bytes, or a negative errno. */
+/* Length in bytes: never negative (open fails when the driver cannot
+ * tell it). */
 int64_t bdrv_getlength(BlockNode *bs);
 
 /* --- I/O (block/io.c) ------------------------------------------------- */

@@ -339,6 +339,16 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
         goto fail;
     }
     bs->total_bytes = drv->get_length(bs);
+    if (bs->total_bytes < 0) {
+        /* Past open a length is never an errno: callers take it as a
+         * size (NBD export size, job totals, range checks). */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not get the size of '%s': %s",
+                    bs->filename ? bs->filename : drvname,
+                    g_strerror((int)-bs->total_bytes));
+        drv->close(bs);
+        goto fail;
+    }
     default_limits(bs);
     if (!bs->filename)
         bs->filename = g_strdup("");
@@ -575,4 +585,15 @@ bool bdrv_can_fast_zero(BlockNode *bs)
             return false;
     }
     return true;
+}
+
+bool bdrv_has_zero_init(BlockNode *bs)
+{
+    BlockNode *file = bdrv_child(bs, "file");
+
+    if (bdrv_child(bs, "backing"))
+        return false;
+    if (bs->drv->has_zero_init)
+        return bs->drv->has_zero_init(bs);
+    return file ? bdrv_has_zero_init(file) : true;
 }

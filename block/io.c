@@ -391,7 +391,9 @@ int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
 
     if (bs->detect_zeroes != BDRV_DETECT_ZEROES_OFF && bytes > 0 &&
         buffer_is_zero(buf, bytes)) {
-        int zflags = flags & BDRV_REQ_FUA;
+        /* The caller's ordering promise (a fleecing target's
+         * BDRV_REQ_SERIALISING) holds for the zero write too. */
+        int zflags = flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING);
         if (bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP)
             zflags |= BDRV_REQ_MAY_UNMAP;
         return bdrv_pwrite_zeroes(bs, offset, bytes, zflags);
@@ -503,6 +505,10 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 
     if (ret < 0 || bytes == 0)
         return ret;
+    /* discard=ignore never unmaps, not even for a write-zeroes that
+     * allows it (QEMU since 8.0; qemu-nbd 7.2 still punched holes). */
+    if (!bs->unmap)
+        flags &= ~BDRV_REQ_MAY_UNMAP;
     if ((flags & BDRV_REQ_NO_FALLBACK) && !bdrv_can_fast_zero(bs))
         return -ENOTSUP;
     status_cache_drop(bs, offset, bytes);

@@ -891,6 +891,15 @@ static int backing_status(Qcow2State *s, int64_t offset, int64_t bytes,
 
 /* One answer covers as many alike clusters as possible, across L2 tables,
  * so that a map of a large image takes few round trips. */
+/* Unallocated clusters read as zeroes unless the header names a backing
+ * file, attached or not: whatever the file below holds. */
+static bool qcow2_has_zero_init(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+
+    return s->backing_file == NULL;
+}
+
 static int qcow2_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                               int64_t *pnum)
 {
@@ -962,6 +971,7 @@ const BlockDriver bdrv_qcow2 = {
     .pdiscard = qcow2_pdiscard,
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
+    .has_zero_init = qcow2_has_zero_init,
     .can_store_dirty_bitmap = qcow2_can_store_dirty_bitmap,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
     .can_fast_zero = true,

@@ -175,9 +175,10 @@ BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
      * "known zero": its zeroes are the source's, which will change. */
     s->write_flags = node_below(target, source) ? BDRV_REQ_SERIALISING : 0;
     s->target_is_zero = !node_below(target, source) &&
-                        node_reads_zero(target);
-    /* Unmapping is only safe where a hole reads as zero, not as backing. */
-    s->zero_flags = bdrv_child(target, "backing") ? 0 : BDRV_REQ_MAY_UNMAP;
+                        bdrv_has_zero_init(target) && node_reads_zero(target);
+    /* Unmapping is only safe where a hole reads as zero, not as backing
+     * (attached, or named in the image for whoever opens it next). */
+    s->zero_flags = bdrv_has_zero_init(target) ? BDRV_REQ_MAY_UNMAP : 0;
     g_mutex_init(&s->lock);
     g_cond_init(&s->cond);
     s->done = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);

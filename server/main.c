@@ -250,8 +250,6 @@ static int serve_daemon(const CliOptions *o, int sig_fd, int *ready_fd)
     qmp_stop();
     nbd_server_shutdown();
     wait_for_clients();
-    if (o->pid_file)
-        unlink(o->pid_file);
     return EXIT_SUCCESS;
 }
 
@@ -300,8 +298,6 @@ int main(int argc, char **argv)
         close(listen_fd);
     if (o.socket_path && listen_fd >= 0)
         unlink(o.socket_path);
-    if (o.pid_file && ret == EXIT_SUCCESS)
-        unlink(o.pid_file);
     nbd_export_remove(o.export_name ? o.export_name : "");
     bdrv_flush(node);
     bdrv_unref(node);
@@ -312,6 +308,10 @@ out:
     qmp_nbd_cleanup();
     qmp_block_cleanup();
     qmp_cli_free();
+    /* Last: whoever waits for the pid file to vanish finds every image
+     * flushed, closed and unlocked. */
+    if (o.pid_file && ret == EXIT_SUCCESS)
+        unlink(o.pid_file);
     tell_parent(ready_fd, 1);
     cli_free(&o);
     return ret;

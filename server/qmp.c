@@ -743,6 +743,24 @@ static bool parse_spec(const char *spec, char **path, bool *server,
     return true;
 }
 
+/* QEMU's wait=on: the first client is awaited before anything else
+ * starts, but SIGTERM/SIGINT (blocked in every thread, read later from the
+ * main thread's signalfd) must still stop the server: the wait ends when
+ * one is pending, and the main thread then shuts down as usual. */
+static int accept_or_stop_signal(int listen_fd)
+{
+    struct pollfd pfd = { listen_fd, POLLIN, 0 };
+    sigset_t pending;
+
+    for (;;) {
+        sigpending(&pending);
+        if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))
+            return -1;
+        if (poll(&pfd, 1, 100) > 0)
+            return accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    }
+}
+
 bool qmp_add_listener(const char *spec, GError **errp)
 {
     g_autofree char *path = NULL;
@@ -765,7 +783,7 @@ bool qmp_add_listener(const char *spec, GError **errp)
         /* QEMU's wait=on: start serving only once a client is there */
         fprintf(stderr, "snapnbd: waiting for QMP connection on %s\n",
                 l->path);
-        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        fd = accept_or_stop_signal(l->fd);
         if (fd >= 0)
             client_add(fd);
     }
