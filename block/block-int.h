@@ -49,6 +49,15 @@ typedef struct BlockDriver {
      * own metadata says?  NULL: a format asks its "file" child, a protocol
      * says yes. */
     bool (*has_zero_init)(BlockNode *bs);
+    /* What the node takes and shares on child @name, given what its
+     * parents take (@perm) and share (@shared).  NULL: "backing" children
+     * get bdrv_child_perm_cow, others bdrv_child_perm_storage. */
+    void (*child_perm)(BlockNode *bs, const char *name, uint32_t perm,
+                       uint32_t shared, uint32_t *nperm, uint32_t *nshared);
+    /* The node's cumulative permissions changed (image locks); false and
+     * *errp when they cannot be had.  Called under graph_lock. */
+    bool (*set_perm)(BlockNode *bs, uint32_t perm, uint32_t shared,
+                     GError **errp);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 
@@ -58,10 +67,20 @@ typedef struct BlockDriver {
     bool can_fast_zero;
 } BlockDriver;
 
-typedef struct BlockChild {
-    char *name;      /* "file", "backing" */
-    BlockNode *node; /* holds a reference */
-} BlockChild;
+/* An edge into a node: a child link of a parent node, or a user outside
+ * the graph (perm.c). */
+struct BlockChild {
+    char *name;          /* "file", "backing"; a user's role: "root", ... */
+    BlockNode *node;     /* holds a reference */
+    BlockNode *parent;   /* the node above, or NULL for a user */
+    char *holder;        /* a user: "NBD export 'e0'", "backup job 'j0'" */
+    uint32_t perm;       /* BDRV_PERM_* taken; guarded by graph_lock */
+    uint32_t shared;     /* BDRV_PERM_* others may take */
+    uint64_t id;         /* unique, for drained sections */
+    const BdrvUserOps *ops; /* a user that drains itself, or NULL */
+    void *opaque;
+    int drained;         /* drained_begin calls not yet ended; graph_lock */
+};
 
 typedef struct TrackedRequest TrackedRequest;
 
@@ -71,6 +90,11 @@ struct BlockNode {
     char *node_name;
     gint refcnt;            /* atomic */
     GPtrArray *children;    /* of BlockChild *; fixed after open */
+    GPtrArray *parents;     /* of BlockChild * into this node; graph_lock */
+    uint32_t cumulative_perm;   /* what the parents take; graph_lock */
+    uint32_t cumulative_shared; /* what they all share; graph_lock */
+    gint quiesce_counter;   /* drained sections holding it; atomic */
+    gint in_flight;         /* requests of users, counted; atomic */
     bool read_only;
     bool unmap;             /* discard=unmap: honour discards */
     bool no_flush;          /* cache.no-flush */
@@ -126,6 +150,27 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
                            const char *name, GError **errp);
 
 const BlockDriver *bdrv_find_driver(const char *name);
+
+/* perm.c: child links take permissions by the driver's child_perm. */
+bool bdrv_child_attach(BlockNode *parent, BlockNode *child, const char *name,
+                       GError **errp);
+void bdrv_children_detach_all(BlockNode *bs);
+void bdrv_child_perm_filtered(BlockNode *bs, const char *name, uint32_t perm,
+                              uint32_t shared, uint32_t *nperm,
+                              uint32_t *nshared);
+void bdrv_child_perm_storage(BlockNode *bs, const char *name, uint32_t perm,
+                             uint32_t shared, uint32_t *nperm,
+                             uint32_t *nshared);
+void bdrv_child_perm_cow(BlockNode *bs, const char *name, uint32_t perm,
+                         uint32_t shared, uint32_t *nperm, uint32_t *nshared);
+void bdrv_graph_lock(void);
+void bdrv_graph_unlock(void);
+
+/* drain.c: every outermost request is counted (see the design notes). */
+bool bdrv_io_enter(BlockNode *bs);
+void bdrv_io_leave(BlockNode *bs, bool counted);
+void bdrv_drain_user_linked_locked(BlockChild *c);
+void bdrv_drain_user_unlinked_locked(BlockChild *c);
 
 /* dirty-bitmap.c: a bitmap for a node of @length bytes (a driver loading
  * its stored bitmaps at open, before the node's length is set). */

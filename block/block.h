@@ -34,6 +34,8 @@ typedef enum {
 
 typedef struct BlockNode BlockNode;
 typedef struct BlockNotifier BlockNotifier;
+typedef struct BlockChild BlockChild;
+typedef struct BdrvDrain BdrvDrain;
 
 #define BDRV_MAX_LENGTH (INT64_MAX / 2)
 
@@ -160,6 +162,80 @@ void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque),
 /* Length in bytes: never negative (open fails when the driver cannot
  * tell it). */
 int64_t bdrv_getlength(BlockNode *bs);
+
+/* --- permissions (block/perm.c) ---------------------------------------- */
+
+/*
+ * Whoever uses a node holds an edge into it that takes some permissions
+ * and shares others, QEMU's set: a user outside the graph (an export, a
+ * job, the nbdkit plugin) attaches one with bdrv_user_attach, child links
+ * get theirs from their driver.  An edge that takes what another one does
+ * not share is refused, with QEMU's sentence ("Permission conflict on node
+ * 'f0': permissions 'write' are both required by ... and unshared by
+ * ..."); so is a lock that another process holds on the image (the file
+ * driver's locks follow the node's permissions).  Thread safe.
+ */
+enum {
+    BDRV_PERM_CONSISTENT_READ = 1 << 0,
+    BDRV_PERM_WRITE = 1 << 1,
+    BDRV_PERM_WRITE_UNCHANGED = 1 << 2,
+    BDRV_PERM_RESIZE = 1 << 3,
+    BDRV_PERM_GRAPH_MOD = 1 << 4,
+    BDRV_PERM_ALL = (1 << 5) - 1,
+};
+
+/* A user that stops its own I/O in drained sections (a job). */
+typedef struct BdrvUserOps {
+    void (*drained_begin)(void *opaque); /* stop issuing requests */
+    bool (*drained_poll)(void *opaque);  /* still busy? */
+    void (*drained_end)(void *opaque);
+} BdrvUserOps;
+
+/* @holder names the user in errors ("NBD export 'e0'"), @role is its edge's
+ * name ("root", "source", "target"); @ops may be NULL.  Takes a reference
+ * on @bs until bdrv_user_detach. */
+BlockChild *bdrv_user_attach(BlockNode *bs, const char *holder,
+                             const char *role, uint32_t perm, uint32_t shared,
+                             const BdrvUserOps *ops, void *opaque,
+                             GError **errp);
+void bdrv_user_detach(BlockChild *user); /* NULL is fine */
+bool bdrv_user_set_perm(BlockChild *user, uint32_t perm, uint32_t shared,
+                        GError **errp);
+BlockNode *bdrv_user_node(BlockChild *user);
+/* "consistent read, write" */
+char *bdrv_perm_names(uint32_t perm);
+/* Someone other than @except taking write on @bs ("NBD export 'e0'",
+ * "node 'q0'"), or NULL. */
+char *bdrv_find_writer(BlockNode *bs, BlockChild *except);
+/* A user of @bs in @role ("root": an export or the plugin; NULL: any),
+ * as its holder's description, or NULL. */
+char *bdrv_find_user(BlockNode *bs, const char *role);
+/* The name of a node that has @bs as its @link child ("backing"), or NULL. */
+char *bdrv_find_parent_by_link(BlockNode *bs, const char *link);
+/* Does @from read @to, itself or through child links (backing links only
+ * with @through_backing)? */
+bool bdrv_reaches(BlockNode *from, BlockNode *to, bool through_backing);
+/* A node whose data both @a and @b are made of (not through backing
+ * links), or NULL. */
+BlockNode *bdrv_common_storage(BlockNode *a, BlockNode *b);
+
+/* --- drained sections (block/drain.c) ------------------------------------- */
+
+/*
+ * A drained section holds nodes still: requests of users (exports, the
+ * plugin, the monitor) wait before they start, jobs using the nodes park
+ * between copies, and begin returns once nothing runs on them any more.
+ * The thread holding a section may do I/O itself.  Sections nest and
+ * overlap; end each one exactly once.
+ */
+/* @bs, the nodes above it, and the other nodes of jobs using them. */
+BdrvDrain *bdrv_drained_begin(BlockNode *bs);
+/* Every node (a transaction). */
+BdrvDrain *bdrv_drain_all_begin(void);
+void bdrv_drained_end(BdrvDrain *drain);
+/* A job's threads: never held back at a request's start (the job parks
+ * itself through its BdrvUserOps instead). */
+void bdrv_set_thread_drain_exempt(bool exempt);
 
 /* --- I/O (block/io.c) ------------------------------------------------- */
 

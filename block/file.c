@@ -33,7 +33,8 @@
 #include <unistd.h>
 
 enum { LOCK_PERM_BASE = 100, LOCK_SHARED_BASE = 200 };
-enum { PERM_CONSISTENT_READ, PERM_WRITE, PERM_WRITE_UNCHANGED, PERM_RESIZE };
+/* QEMU locks the first four permissions (not graph-mod). */
+enum { LOCKED_PERMS = 4 };
 
 typedef enum { AIO_THREADS, AIO_IO_URING } FileAio;
 
@@ -337,27 +338,21 @@ static int lock_byte(int fd, int cmd, short type, off_t byte)
     return 0;
 }
 
-static const char *perm_name(int perm)
-{
-    static const char *const names[] = {
-        "consistent read", "write", "write unchanged", "resize",
-    };
-    return names[perm];
-}
-
-/* Takes QEMU-compatible locks for @perms held and @unshared permissions. */
+/* Holds QEMU's lock bytes for @perms taken and @unshared permissions (and
+ * lets go of the others), then checks that no other open file description
+ * holds a conflicting one. */
 static bool apply_locks(FileState *s, unsigned perms, unsigned unshared,
                         GError **errp)
 {
-    for (int p = 0; p < 4; p++) {
-        if (((perms >> p) & 1) &&
-            lock_byte(s->fd, F_OFD_SETLK, F_RDLCK, LOCK_PERM_BASE + p) < 0)
-            goto failed_to_lock;
-        if (((unshared >> p) & 1) &&
-            lock_byte(s->fd, F_OFD_SETLK, F_RDLCK, LOCK_SHARED_BASE + p) < 0)
+    for (int p = 0; p < LOCKED_PERMS; p++) {
+        short perm_lock = ((perms >> p) & 1) ? F_RDLCK : F_UNLCK;
+        short share_lock = ((unshared >> p) & 1) ? F_RDLCK : F_UNLCK;
+        if (lock_byte(s->fd, F_OFD_SETLK, perm_lock, LOCK_PERM_BASE + p) < 0 ||
+            lock_byte(s->fd, F_OFD_SETLK, share_lock,
+                      LOCK_SHARED_BASE + p) < 0)
             goto failed_to_lock;
     }
-    for (int p = 0; p < 4; p++) {
+    for (int p = 0; p < LOCKED_PERMS; p++) {
         const char *what = NULL;
         if (((perms >> p) & 1) &&
             lock_byte(s->fd, F_OFD_GETLK, F_WRLCK, LOCK_SHARED_BASE + p) < 0)
@@ -367,10 +362,11 @@ static bool apply_locks(FileState *s, unsigned perms, unsigned unshared,
                      0)
             what = "shared";
         if (what) {
+            g_autofree char *name = bdrv_perm_names(1u << p);
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_BUSY,
                         "Failed to get %s%s\"%s\" lock on '%s': is another "
                         "process using the image?",
-                        what, *what ? " " : "", perm_name(p), s->filename);
+                        what, *what ? " " : "", name, s->filename);
             return false;
         }
     }
@@ -380,6 +376,18 @@ failed_to_lock:
     g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                 "Failed to lock '%s': %s", s->filename, g_strerror(errno));
     return false;
+}
+
+/* The locks follow the node's permissions, as QEMU's file-posix's do: two
+ * nodes of this process on one image conflict as two processes would. */
+static bool file_set_perm(BlockNode *bs, uint32_t perm, uint32_t shared,
+                          GError **errp)
+{
+    FileState *s = bs->opaque;
+
+    if (!s->use_locking)
+        return true;
+    return apply_locks(s, perm, ~shared & BDRV_PERM_ALL, errp);
 }
 
 static bool parse_aio(FileState *s, const char *aio, bool cache_direct,
@@ -467,13 +475,6 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (!parse_aio(s, aio, bs->cache_direct, errp) ||
         !parse_locking(s, locking, errp))
         goto fail;
-    if (s->use_locking) {
-        unsigned perms = 1u << PERM_CONSISTENT_READ;
-        if (!bs->read_only)
-            perms |= 1u << PERM_WRITE;
-        if (!apply_locks(s, perms, 1u << PERM_RESIZE, errp))
-            goto fail;
-    }
     return 0;
 
 fail:
@@ -570,5 +571,6 @@ const BlockDriver bdrv_file = {
     .block_status = file_block_status,
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+    .set_perm = file_set_perm,
     .can_fast_zero = true,
 };

@@ -271,14 +271,10 @@ static void default_limits(BlockNode *bs)
 static void bdrv_free(BlockNode *bs)
 {
     if (bs->children) {
-        for (guint i = 0; i < bs->children->len; i++) {
-            BlockChild *c = g_ptr_array_index(bs->children, i);
-            bdrv_unref(c->node);
-            g_free(c->name);
-            g_free(c);
-        }
+        bdrv_children_detach_all(bs);
         g_ptr_array_free(bs->children, TRUE);
     }
+    g_ptr_array_free(bs->parents, TRUE);
     bdrv_release_all_dirty_bitmaps(bs);
     g_mutex_clear(&bs->dirty_lock);
     g_mutex_clear(&bs->reqs_lock);
@@ -323,6 +319,8 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
     bs->drv = drv;
     bs->refcnt = 1;
     bs->children = g_ptr_array_new();
+    bs->parents = g_ptr_array_new();
+    bs->cumulative_shared = BDRV_PERM_ALL;
     bs->opaque = g_malloc0(drv->state_size ? drv->state_size : 1);
     g_mutex_init(&bs->reqs_lock);
     g_mutex_init(&bs->status_cache_lock);
@@ -411,7 +409,6 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
     g_autofree char *ref = opt_take(options, name);
     g_autoptr(GHashTable) child_opts = opt_take_prefix(options, name);
     BlockNode *child;
-    BlockChild *c;
 
     if (ref && g_hash_table_size(child_opts) > 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -448,10 +445,10 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
         bdrv_unref(child);
         return NULL;
     }
-    c = g_new0(BlockChild, 1);
-    c->name = g_strdup(name);
-    c->node = child;
-    g_ptr_array_add(parent->children, c);
+    if (!bdrv_child_attach(parent, child, name, errp)) {
+        bdrv_unref(child);
+        return NULL;
+    }
     if (strcmp(name, "file") == 0) { /* a node is named by its file */
         g_free(parent->filename);
         parent->filename = g_strdup(child->filename);

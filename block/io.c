@@ -302,7 +302,7 @@ static int read_bounced(BlockNode *bs, int64_t offset, int64_t bytes,
     return ret;
 }
 
-int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
+static int do_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 {
     TrackedRequest req;
     int ret = check_range(bs, offset, bytes);
@@ -382,7 +382,7 @@ static int write_prepare(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
 static int pwrite_zeroes_tracked(BlockNode *bs, int64_t offset,
                                  int64_t bytes, int flags);
 
-int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+static int do_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                 const void *buf, int flags)
 {
     TrackedRequest req;
@@ -496,7 +496,7 @@ static int pwrite_zeroes_tracked(BlockNode *bs, int64_t offset,
     return ret;
 }
 
-int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+static int do_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                        int flags)
 {
     TrackedRequest req;
@@ -525,7 +525,7 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
     return ret;
 }
 
-int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+static int do_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     TrackedRequest req;
     uint32_t a = MAX(bs->limits.request_alignment,
@@ -533,15 +533,19 @@ int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
     int64_t start, end;
     int ret = write_prepare(bs, BDRV_DISCARD, offset, bytes);
 
-    if (ret < 0 || bytes == 0 || !bs->unmap || !bs->drv->pdiscard)
+    if (ret < 0 || bytes == 0 || !bs->unmap)
         return ret;
-    /* Discard is advisory: only whole granules are passed down. */
+    /* Discard is advisory: only whole granules are passed down.  But the
+     * whole request counts as a change for dirty bitmaps, whatever the
+     * driver made of it, as in QEMU (bdrv_co_write_req_finish). */
     start = ROUND_UP(offset, (int64_t)a);
     end = offset + bytes == node_length(bs)
               ? offset + bytes
               : offset + bytes - (offset + bytes) % a;
-    if (end <= start)
+    if (end <= start || !bs->drv->pdiscard) {
+        bdrv_set_dirty(bs, offset, bytes);
         return 0;
+    }
     status_cache_drop(bs, start, end - start);
     track_begin(bs, &req, start, end - start, false);
     for (int64_t o = start, max = bs->limits.max_pdiscard
@@ -552,19 +556,19 @@ int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
         ret = bs->drv->pdiscard(bs, o, n);
         o += n;
     }
-    bdrv_set_dirty(bs, start, end - start);
+    bdrv_set_dirty(bs, offset, bytes);
     track_end(bs, &req);
     return ret == -ENOTSUP ? 0 : ret;
 }
 
-int bdrv_flush(BlockNode *bs)
+static int do_flush(BlockNode *bs)
 {
     if (bs->read_only)
         return 0;
     return driver_flush(bs);
 }
 
-int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
+static int do_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     int ret = check_range(bs, offset, bytes);
 
@@ -592,7 +596,7 @@ static int protocol_block_status(BlockNode *bs, int64_t offset,
     return ret;
 }
 
-int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
+static int do_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum)
 {
     int ret = check_range(bs, offset, bytes);
@@ -644,7 +648,7 @@ void bdrv_remove_before_write_notifier(BlockNode *bs, BlockNotifier *n)
  * backing layer reads as zeroes that this layer supplies, so QEMU counts
  * it as allocated there, and so do we.
  */
-int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
+static int do_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
                           int64_t *pnum)
 {
     int depth = 0;
@@ -670,4 +674,82 @@ int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
     }
     *pnum = bytes;
     return 0;
+}
+
+/* --- entry points: each outermost call is counted for drained sections -- */
+
+int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_pread(bs, offset, bytes, buf);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                const void *buf, int flags)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_pwrite(bs, offset, bytes, buf, flags);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+                       int flags)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_pwrite_zeroes(bs, offset, bytes, flags);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_pdiscard(bs, offset, bytes);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_flush(BlockNode *bs)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_flush(bs);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_prefetch(bs, offset, bytes);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
+                      int64_t *pnum)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_block_status(bs, offset, bytes, pnum);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
+                          int64_t *pnum)
+{
+    bool counted = bdrv_io_enter(bs);
+    int ret = do_allocation_depth(bs, offset, bytes, pnum);
+
+    bdrv_io_leave(bs, counted);
+    return ret;
 }

@@ -111,6 +111,8 @@ static int raw_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
     return ret < 0 ? ret : ret | BDRV_BLOCK_ALLOCATED;
 }
 
+/* raw passes its parents' needs through to its file, as QEMU's raw does
+ * (no metadata of its own to protect). */
 const BlockDriver bdrv_raw = {
     .name = "raw",
     .state_size = sizeof(RawState),
@@ -127,4 +129,5 @@ const BlockDriver bdrv_raw = {
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
     .can_fast_zero = true,
+    .child_perm = bdrv_child_perm_filtered,
 };

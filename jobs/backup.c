@@ -53,8 +53,10 @@
 
 typedef struct BackupJob {
     Job common;
-    BlockNode *source;        /* referenced */
-    BlockNode *target;        /* referenced */
+    BlockNode *source;        /* the node of source_edge */
+    BlockNode *target;        /* the node of target_edge */
+    BlockChild *source_edge;  /* the job as a user of its nodes */
+    BlockChild *target_edge;
     BackupSync sync;
     BlockdevOnError on_source_error;
     BlockdevOnError on_target_error;
@@ -90,6 +92,7 @@ typedef struct BackupTask {
 typedef enum {
     STEP_COPY,   /* room for another copy */
     STEP_PAUSE,  /* asked to pause */
+    STEP_DRAIN,  /* a drained section holds the nodes */
     STEP_ERROR,  /* a copy failed */
     STEP_STOP,   /* cancelled, or the point in time is lost */
 } BackupStep;
@@ -192,8 +195,12 @@ static void backup_task_run(gpointer data, gpointer user_data)
     BackupJob *b = user_data;
     bool is_read = false;
     int64_t copied = 0, t0 = job_now_ns(), t1;
-    int ret = block_copy_claimed(b->bcs, t->offset, t->bytes, &is_read,
-                                 &copied);
+    int ret;
+
+    /* A claimed chunk may hold up a guest write: its copy must not wait
+     * at a drained section's entry (the job parks between copies). */
+    bdrv_set_thread_drain_exempt(true);
+    ret = block_copy_claimed(b->bcs, t->offset, t->bytes, &is_read, &copied);
 
     /* Only bytes really copied count against the speed limit. */
     job_ratelimit_refund(&b->common, t->bytes - copied);
@@ -251,6 +258,8 @@ static BackupStep next_step(BackupJob *b)
             step = STEP_ERROR;
         } else if (job_should_pause_locked(&b->common)) {
             step = STEP_PAUSE;
+        } else if (job_drain_requested_locked(&b->common)) {
+            step = STEP_DRAIN;
         } else if (copy_allowed_locked(b, &wait_ns)) {
             step = STEP_COPY;
         } else {
@@ -366,6 +375,10 @@ static int backup_pass(BackupJob *b, GThreadPool *pool)
             wait_idle(b);
             job_pause_point(&b->common);
             break;
+        case STEP_DRAIN:
+            wait_idle(b);
+            job_drain_point(&b->common);
+            break;
         case STEP_COPY:
             limit = chunk_limit(b);
             if (rate_limit(b, limit))
@@ -407,6 +420,8 @@ static void backup_wait_cancel(BackupJob *b)
             return;
         if (step == STEP_PAUSE)
             job_pause_point(&b->common);
+        else if (step == STEP_DRAIN)
+            job_drain_point(&b->common);
         else
             job_sleep_ns(&b->common, -1);
     }
@@ -581,25 +596,57 @@ static void backup_clean(Job *job)
     b->notifier = NULL;
     block_copy_state_free(b->bcs);
     b->bcs = NULL;
-    bdrv_op_unblock_all(b->source, b);
-    bdrv_op_unblock_all(b->target, b);
-    g_clear_pointer(&b->source, bdrv_unref);
-    g_clear_pointer(&b->target, bdrv_unref);
+    if (b->source)
+        bdrv_op_unblock_all(b->source, b);
+    if (b->target)
+        bdrv_op_unblock_all(b->target, b);
+    g_clear_pointer(&b->source_edge, bdrv_user_detach);
+    g_clear_pointer(&b->target_edge, bdrv_user_detach);
+    b->source = b->target = NULL;
 }
 
 static const JobDriver backup_driver = {
     .type = "backup",
     .instance_size = sizeof(BackupJob),
     .block_job = true,
+    .drains_itself = true,
     .run = backup_run,
     .commit = backup_commit,
     .abort = backup_abort,
     .clean = backup_clean,
 };
 
+/* What would make the target not a copy of the source: the target being
+ * read by the source (writing it would change the source), or both made of
+ * one node's data (the job would write into the source).  A target may
+ * read the source through a backing link: that is fleecing. */
+static bool check_graph(BlockNode *source, BlockNode *target, GError **errp)
+{
+    BlockNode *common;
+
+    if (bdrv_reaches(source, target, true)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Cannot back up node '%s' into '%s': the source reads "
+                    "the target", bdrv_node_name(source),
+                    bdrv_node_name(target));
+        return false;
+    }
+    common = bdrv_common_storage(source, target);
+    if (common) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Cannot back up node '%s' into '%s': both store their "
+                    "data in node '%s'", bdrv_node_name(source),
+                    bdrv_node_name(target), bdrv_node_name(common));
+        return false;
+    }
+    return true;
+}
+
 static bool check_nodes(BlockNode *source, BlockNode *target,
                         GError **errp)
 {
+    g_autofree char *writer = NULL;
+
     if (source == target) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Source and target cannot be the same");
@@ -614,6 +661,18 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
                     "read-only", bdrv_node_name(target));
         return false;
     }
+    if (!check_graph(source, target, errp))
+        return false;
+    /* Others writing the target would mix their data into the backup.
+     * (Write is still shared at the permission level: a fleecing
+     * target's backing, the live source, is written all the time.) */
+    writer = bdrv_find_writer(target, NULL);
+    if (writer) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_BUSY,
+                    "Node '%s' is busy: written by %s; it cannot be a "
+                    "backup target", bdrv_node_name(target), writer);
+        return false;
+    }
     if (bdrv_getlength(source) != bdrv_getlength(target)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Source and target image have different sizes");
@@ -622,11 +681,35 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
     return true;
 }
 
+/* The job reads the source and writes the target; nobody may resize
+ * either (the sizes were checked once). */
+static bool attach_nodes(BackupJob *b, BlockNode *source, BlockNode *target,
+                         GError **errp)
+{
+    g_autofree char *holder = g_strdup_printf("backup job '%s'",
+                                              b->common.id);
+    const uint32_t shared = BDRV_PERM_ALL & ~BDRV_PERM_RESIZE;
+
+    b->source_edge = bdrv_user_attach(source, holder, "source",
+                                      BDRV_PERM_CONSISTENT_READ, shared,
+                                      &job_user_ops, b, errp);
+    if (b->source_edge)
+        b->target_edge = bdrv_user_attach(target, holder, "target",
+                                          BDRV_PERM_WRITE, shared,
+                                          &job_user_ops, b, errp);
+    if (!b->target_edge)
+        return false;
+    b->source = source;
+    b->target = target;
+    return true;
+}
+
+/* As in QEMU, the target is the job's alone; the source may have more
+ * backups (each with its copy-before-write) but cannot become a target. */
 static void block_ops(BackupJob *b)
 {
     static const BdrvOpType source_ops[] = {
-        BDRV_OP_BACKUP_SOURCE, BDRV_OP_BACKUP_TARGET, BDRV_OP_DELETE,
-        BDRV_OP_RESIZE,
+        BDRV_OP_BACKUP_TARGET, BDRV_OP_DELETE, BDRV_OP_RESIZE,
     };
     g_autofree char *as_source = g_strdup_printf(
         "in use by backup job '%s' as its source", b->common.id);
@@ -640,13 +723,9 @@ static void block_ops(BackupJob *b)
         bdrv_op_block(b->target, op, b, as_target);
 }
 
-static void backup_init(BackupJob *b, BlockNode *source, BlockNode *target,
+static void backup_init(BackupJob *b, BlockNode *source,
                         const BackupOptions *opts)
 {
-    b->source = source;
-    b->target = target;
-    bdrv_ref(source);
-    bdrv_ref(target);
     b->sync = opts->sync;
     /* Without a backing file, "top" is the whole disk, as in QEMU. */
     if (b->sync == BACKUP_SYNC_TOP && !bdrv_child(source, "backing"))
@@ -683,7 +762,11 @@ Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
     b = job_create(id, &backup_driver, opts->job_flags, errp);
     if (!b)
         return NULL;
-    backup_init(b, source, target, opts);
+    if (!attach_nodes(b, source, target, errp)) {
+        job_cancel_created(&b->common);
+        return NULL;
+    }
+    backup_init(b, source, opts);
     b->bcs = block_copy_state_new(source, target,
                                   b->sync == BACKUP_SYNC_TOP, errp);
     if (!b->bcs || (opts->bitmap && !split_bitmap(b, opts->bitmap, errp))) {

@@ -12,7 +12,8 @@ typedef struct CreateJob {
     Job common;
     char *driver;
     char *filename;
-    BlockNode *file;
+    BlockNode *file;      /* the node of user, or NULL */
+    BlockChild *user;     /* writes and resizes the node it formats */
     uint64_t size;
     GHashTable *options;
 } CreateJob;
@@ -37,7 +38,8 @@ static void create_clean(Job *job)
 {
     CreateJob *c = (CreateJob *)job;
 
-    g_clear_pointer(&c->file, bdrv_unref);
+    g_clear_pointer(&c->user, bdrv_user_detach);
+    c->file = NULL;
 }
 
 static void create_free(Job *job)
@@ -67,9 +69,18 @@ Job *create_job_create(const char *id, const CreateJobSpec *spec,
         return NULL;
     c->driver = g_strdup(spec->driver);
     c->filename = g_strdup(spec->filename);
-    c->file = spec->file;
-    if (c->file)
-        bdrv_ref(c->file);
+    if (spec->file) {
+        g_autofree char *holder = g_strdup_printf("create job '%s'", id);
+        /* As QEMU's blockdev-create: all of it, sharing everything. */
+        c->user = bdrv_user_attach(spec->file, holder, "root",
+                                   BDRV_PERM_WRITE | BDRV_PERM_RESIZE,
+                                   BDRV_PERM_ALL, NULL, NULL, errp);
+        if (!c->user) {
+            job_cancel_created(&c->common);
+            return NULL;
+        }
+        c->file = spec->file;
+    }
     c->size = spec->size;
     c->options = spec->options ? g_hash_table_ref(spec->options) : NULL;
     return &c->common;

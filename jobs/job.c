@@ -443,9 +443,15 @@ static gpointer job_thread(gpointer opaque)
     GError *err = NULL;
     int ret;
 
+    if (job->driver->drains_itself)
+        bdrv_set_thread_drain_exempt(true);
     job_pause_point(job);
+    job_lock();
+    job->in_run = true;
+    job_unlock();
     ret = job->driver->run(job, &err);
     job_lock();
+    job->in_run = false;
     job->ret = ret;
     if (ret < 0 && err) {
         g_clear_error(&job->err);
@@ -764,6 +770,63 @@ void job_pause_point(Job *job)
     }
     job_unlock();
 }
+
+/* --- drained sections ------------------------------------------------- */
+
+bool job_drain_requested_locked(Job *job)
+{
+    return job->drain_count > 0 && !job->cancelled && !job->interrupted;
+}
+
+void job_drain_point(Job *job)
+{
+    job_lock();
+    if (job_drain_requested_locked(job)) {
+        job->drain_parked = true;
+        while (job_drain_requested_locked(job))
+            g_cond_wait(&job->cond, &job_mutex);
+        job->drain_parked = false;
+    }
+    job_unlock();
+}
+
+static void job_drained_begin(void *opaque)
+{
+    Job *job = opaque;
+
+    job_lock();
+    job->drain_count++;
+    job_kick_locked(job);
+    job_unlock();
+}
+
+/* Busy while run() may still issue I/O: not parked, not paused. */
+static bool job_drained_poll(void *opaque)
+{
+    Job *job = opaque;
+    bool busy;
+
+    job_lock();
+    busy = job->in_run && !job->drain_parked && !job->paused;
+    job_unlock();
+    return busy;
+}
+
+static void job_drained_end(void *opaque)
+{
+    Job *job = opaque;
+
+    job_lock();
+    job->drain_count--;
+    job_kick_locked(job);
+    job_unlock();
+}
+
+const BdrvUserOps job_user_ops = {
+    .drained_begin = job_drained_begin,
+    .drained_poll = job_drained_poll,
+    .drained_end = job_drained_end,
+};
 
 bool job_is_cancelled(Job *job)
 {

@@ -21,6 +21,8 @@
 #ifndef SNAPNBD_JOB_H
 #define SNAPNBD_JOB_H
 
+#include "block/block.h"
+
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +91,9 @@ typedef struct JobDriver {
     void (*commit)(Job *job);
     void (*abort)(Job *job);
     void (*clean)(Job *job);
+    /* The job stops its own I/O in drained sections (job_drain_point)
+     * instead of having it held back: its threads are drain-exempt. */
+    bool drains_itself;
     /* Wakes the job from waits of its own (cancel, pause, speed change);
      * called with the job lock held: it must only signal. */
     void (*kick)(Job *job);
@@ -118,6 +123,9 @@ struct Job {
     bool force_cancel;
     bool finalizing;      /* commit/abort/clean are running */
     bool interrupted;     /* the driver must end run() now, paused or not */
+    bool in_run;          /* run() is running */
+    int drain_count;      /* drained sections holding the job's nodes */
+    bool drain_parked;    /* parked at job_drain_point */
     int ret;
     GError *err;
     JobIoStatus iostatus;
@@ -254,6 +262,14 @@ void job_ratelimit_refund(Job *job, uint64_t bytes);
  * user (resume retries). */
 BlockErrorAction job_error_action(Job *job, BlockdevOnError policy,
                                   bool is_read, int error);
+
+/* Drained sections: a job's nodes' user edges take job_user_ops with the
+ * job as opaque.  While a section holds them, the driver parks at its next
+ * job_drain_point (no status change, unlike a pause); the section waits
+ * for that.  job_drain_requested_locked tells the driver to go there. */
+extern const BdrvUserOps job_user_ops;
+bool job_drain_requested_locked(Job *job);
+void job_drain_point(Job *job);
 
 /* The job lock, for drivers whose own state is waited on with
  * job_wait_locked (woken by job_kick_locked or any verb). */

@@ -41,8 +41,10 @@ static bool readonly_param;    /* readonly= */
 /* -D snapnbd.verbose=1: the block layer's -v messages on stderr. */
 NBDKIT_DLL_PUBLIC int snapnbd_debug_verbose = 0;
 
-/* The graph, opened at .get_ready and shared by all connections. */
+/* The graph, opened at .get_ready and shared by all connections, and
+ * the plugin's edge into it (its permissions take the image locks). */
 static BlockNode *node;
+static BlockChild *user;
 
 
 /* Unload the plugin: flush and close the graph, free the parameters. */
@@ -50,6 +52,7 @@ static void snapnbd_unload(void)
 {
     if (node) {
         bdrv_flush(node);
+        g_clear_pointer(&user, bdrv_user_detach);
         bdrv_unref(node);
         node = NULL;
     }
@@ -232,6 +235,17 @@ static int snapnbd_get_ready(void)
              g_error_matches(err, BDRV_ERROR, BDRV_ERROR_READ_ONLY)))
             nbdkit_error("the image was opened writable: "
                          "give readonly=true to serve it read-only");
+        return -1;
+    }
+    user = bdrv_user_attach(node, "the nbdkit plugin", "root",
+                            BDRV_PERM_CONSISTENT_READ |
+                                (bdrv_is_read_only(node) ? 0
+                                                         : BDRV_PERM_WRITE),
+                            BDRV_PERM_ALL & ~BDRV_PERM_RESIZE, NULL, NULL,
+                            &err);
+    if (!user) {
+        nbdkit_error("%s", err->message);
+        g_clear_pointer(&node, bdrv_unref);
         return -1;
     }
     desc = bdrv_describe(node);

@@ -17,7 +17,7 @@ static void export_free(NbdExport *exp)
                                        NULL);
         g_ptr_array_free(exp->bitmaps, TRUE);
     }
-    bdrv_unref(exp->node);
+    bdrv_user_detach(exp->user);
     if (exp->on_free)
         exp->on_free(exp->on_free_opaque);
     g_free(exp->name);
@@ -31,11 +31,27 @@ void nbd_export_unref(NbdExport *exp)
         export_free(exp);
 }
 
+/* An export reads consistently and, when writable, writes; it lets others
+ * do anything but resize the node (its size is fixed at the handshake). */
+static BlockChild *attach_export(BlockNode *node, const char *name,
+                                 bool read_only, GError **errp)
+{
+    g_autofree char *holder = g_strdup_printf("NBD export '%s'", name);
+    uint32_t perm = BDRV_PERM_CONSISTENT_READ;
+
+    if (!read_only)
+        perm |= BDRV_PERM_WRITE;
+    return bdrv_user_attach(node, holder, "root", perm,
+                            BDRV_PERM_ALL & ~BDRV_PERM_RESIZE, NULL, NULL,
+                            errp);
+}
+
 NbdExport *nbd_export_add(const char *name, const char *description,
                           BlockNode *node, bool read_only, bool writethrough,
                           GError **errp)
 {
     NbdExport *exp;
+    BlockChild *user;
 
     if (strlen(name) > 4096) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -57,11 +73,16 @@ NbdExport *nbd_export_add(const char *name, const char *description,
                     "Block export id '%s' is already in use", name);
         return NULL;
     }
+    user = attach_export(node, name, read_only, errp);
+    if (!user) {
+        g_mutex_unlock(&exports_lock);
+        return NULL;
+    }
     exp = g_new0(NbdExport, 1);
     exp->name = g_strdup(name);
     exp->description = g_strdup(description);
     exp->node = node;
-    bdrv_ref(node);
+    exp->user = user;
     exp->read_only = read_only;
     exp->writethrough = writethrough;
     exp->refcnt = 1; /* the table's */
@@ -145,39 +166,6 @@ void nbd_export_remove(const char *name)
     }
     g_mutex_unlock(&exports_lock);
     nbd_export_unref(exp);
-}
-
-/* The name of an export serving @node (writable ones only if @writable),
- * or NULL. */
-static char *export_of(BlockNode *node, bool writable)
-{
-    char *found = NULL;
-
-    g_mutex_lock(&exports_lock);
-    if (exports) {
-        GHashTableIter it;
-        gpointer v;
-        g_hash_table_iter_init(&it, exports);
-        while (!found && g_hash_table_iter_next(&it, NULL, &v)) {
-            NbdExport *exp = v;
-            if (exp->node == node && (!writable || !exp->read_only))
-                found = g_strdup(exp->name);
-        }
-    }
-    g_mutex_unlock(&exports_lock);
-    return found;
-}
-
-bool nbd_export_uses_node(BlockNode *node)
-{
-    g_autofree char *name = export_of(node, false);
-
-    return name != NULL;
-}
-
-char *nbd_export_writing_node(BlockNode *node)
-{
-    return export_of(node, true);
 }
 
 char **nbd_export_names(void)

@@ -14,7 +14,8 @@
 typedef struct NbdExport {
     char *name;
     char *description;  /* may be NULL */
-    BlockNode *node;    /* holds a reference */
+    BlockNode *node;    /* the node of user */
+    BlockChild *user;   /* the export's edge into the graph */
     bool read_only;
     bool writethrough;  /* every write is FUA (--cache=writethrough) */
     bool multi_conn;    /* may advertise NBD_FLAG_CAN_MULTI_CONN */
@@ -41,10 +42,6 @@ bool nbd_export_add_bitmap(NbdExport *exp, const char *name, GError **errp);
 NbdExport *nbd_export_lookup(const char *name);
 void nbd_export_unref(NbdExport *exp);
 void nbd_export_remove(const char *name);
-/* Is any export in the table serving @node? */
-bool nbd_export_uses_node(BlockNode *node);
-/* The name of a writable export of @node (free it), or NULL. */
-char *nbd_export_writing_node(BlockNode *node);
 /* Names of all exports, for NBD_OPT_LIST; free with g_strfreev. */
 char **nbd_export_names(void);
 int64_t nbd_export_size(NbdExport *exp);

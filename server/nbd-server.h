@@ -29,12 +29,6 @@ void nbd_server_abort_clients(void);
  * block-export-del mode=hard and nbd-server-stop do. */
 void nbd_server_abort_export_clients(const void *exp);
 
-/* Holds client writes, write-zeroes and trims back until resumed, once
- * those in service have finished (a QMP transaction's point in time).
- * Writes of the server's own jobs are not held. */
-void nbd_writes_pause(void);
-void nbd_writes_resume(void);
-
 /* Number of clients currently connected. */
 int nbd_server_client_count(void);
 

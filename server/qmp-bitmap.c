@@ -280,7 +280,9 @@ static bool merge_prepare(JsonObject *args, void **state, GError **errp)
     for (guint i = 0; i < json_array_get_length(srcs); i++) {
         BdrvDirtyBitmap *src = merge_source(
             bs, json_array_get_element(srcs, i), errp);
-        if (!src || !bdrv_dirty_bitmap_check(src, true, &err) ||
+        /* A busy source (a backup's, an export's) is refused too, as
+         * QEMU's bdrv_merge_dirty_bitmap does. */
+        if (!src || !bdrv_dirty_bitmap_check(src, false, &err) ||
             !bdrv_dirty_bitmap_merge(dst, src, &err)) {
             if (err) {
                 qmp_error(errp, "%s", err->message);

@@ -369,23 +369,10 @@ static JsonNode *cmd_blockdev_add(JsonObject *args, GError **errp)
 
 /* --- blockdev-del -------------------------------------------------------- */
 
-typedef struct BackingUser {
-    BlockNode *child;
-    char *parent;  /* the first node whose backing @child is */
-} BackingUser;
-
-static void find_backing_user(BlockNode *bs, void *opaque)
-{
-    BackingUser *u = opaque;
-
-    if (!u->parent && bdrv_child(bs, "backing") == u->child)
-        u->parent = g_strdup(bdrv_node_name(bs));
-}
-
 static JsonNode *cmd_blockdev_del(JsonObject *args, GError **errp)
 {
     const char *name = qmp_arg_str(args, "node-name", true, errp);
-    BackingUser user = { 0 };
+    g_autofree char *user = NULL, *overlay = NULL;
     BlockNode *bs;
 
     if (!name)
@@ -395,18 +382,17 @@ static JsonNode *cmd_blockdev_del(JsonObject *args, GError **errp)
         qmp_error(errp, "Failed to find node with node-name='%s'", name);
         return NULL;
     }
-    if (qmp_nbd_node_exported(bs)) {
+    user = bdrv_find_user(bs, "root");
+    if (user) {
         qmp_error(errp, "Node %s is in use", name);
         return NULL;
     }
     if (bdrv_op_is_blocked(bs, BDRV_OP_DELETE, errp))
         return NULL;
-    user.child = bs;
-    bdrv_foreach_node(find_backing_user, &user);
-    if (user.parent) {
+    overlay = bdrv_find_parent_by_link(bs, "backing");
+    if (overlay) {
         qmp_error(errp, "Node '%s' is busy: node is used as backing hd of "
-                  "'%s'", name, user.parent);
-        g_free(user.parent);
+                  "'%s'", name, overlay);
         return NULL;
     }
     if (!monitor_nodes || !g_hash_table_contains(monitor_nodes, name)) {

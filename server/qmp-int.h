@@ -35,9 +35,6 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp);
  * is then owned by the monitor, like one from blockdev-add. */
 bool qmp_block_add_flat(GHashTable *flat, GError **errp);
 
-/* Is any export (from the command line or block-export-add) serving @bs? */
-bool qmp_nbd_node_exported(BlockNode *bs);
-
 /* main.c: the NBD server of the command line (image mode) counts as "the"
  * NBD server: nbd-server-start refuses to start a second one. */
 void qmp_nbd_set_cli_server(bool running);

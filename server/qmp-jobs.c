@@ -391,16 +391,6 @@ static BlockNode *open_target(const BackupArgs *a, BlockNode *source,
 static Job *create_backup(const BackupArgs *a, BlockNode *source,
                           BlockNode *target, GError **errp)
 {
-    g_autofree char *exp = nbd_export_writing_node(target);
-
-    /* Clients writing to the target would mix their data into the
-     * backup (the export's writes are not the job's to block). */
-    if (exp) {
-        qmp_error(errp, "Node '%s' is busy: exported writable by NBD export "
-                  "'%s'; it cannot be a backup target",
-                  bdrv_node_name(target), exp);
-        return NULL;
-    }
     return backup_job_create(a->job_id, source, target, &a->opts, errp);
 }
 
@@ -615,8 +605,8 @@ static Job *find_job(JsonObject *args, GError **errp)
     return job;
 }
 
-/* block-job-*: by @key ("device" or "id"), block jobs only, DeviceNotFound
- * if there is none. */
+/* block-job-*: by @key ("device" or "id"), block jobs only,
+ * DeviceNotActive if there is none (QEMU 7.2's find_block_job). */
 static Job *find_block_job(JsonObject *args, const char *key, GError **errp)
 {
     const char *id = qmp_arg_str(args, key, true, errp);
@@ -627,7 +617,7 @@ static Job *find_block_job(JsonObject *args, const char *key, GError **errp)
         job = NULL;
     }
     if (id && !job)
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND,
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_ACTIVE,
                     "Block job '%s' not found", id);
     return job;
 }

@@ -551,17 +551,6 @@ static JsonNode *cmd_query_block_exports(JsonObject *args, GError **errp)
     return n;
 }
 
-bool qmp_nbd_node_exported(BlockNode *bs)
-{
-    bool found = nbd_export_uses_node(bs);
-
-    g_mutex_lock(&qmp_exports_lock);
-    for (GList *l = qmp_exports; l && !found; l = l->next)
-        found = ((QmpExport *)l->data)->exp->node == bs;
-    g_mutex_unlock(&qmp_exports_lock);
-    return found;
-}
-
 void qmp_nbd_cleanup(void)
 {
     if (server)

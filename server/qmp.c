@@ -88,6 +88,8 @@ static const char *error_class(const GError *err)
         return "CommandNotFound";
     case QMP_ERROR_DEVICE_NOT_FOUND:
         return "DeviceNotFound";
+    case QMP_ERROR_DEVICE_NOT_ACTIVE:
+        return "DeviceNotActive";
     default:
         return "GenericError";
     }
@@ -1008,6 +1010,7 @@ static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
 {
     JsonNode *list = json_object_get_member(args, "actions");
     g_autofree TxAction *acts = NULL;
+    BdrvDrain *drain;
     JsonArray *arr;
     guint n;
 
@@ -1027,11 +1030,11 @@ static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
                              errp))
             return NULL;
     }
-    /* All actions at one point in time: no client write lands between
-     * them (QEMU drains the nodes for the same reason). */
-    nbd_writes_pause();
+    /* All actions at one point in time: no request of any user (NBD
+     * clients, jobs) runs between them, as in QEMU. */
+    drain = bdrv_drain_all_begin();
     tx_run(acts, n, errp);
-    nbd_writes_resume();
+    bdrv_drained_end(drain);
     return NULL;
 }
 

@@ -18,6 +18,7 @@ typedef enum {
     QMP_ERROR_GENERIC_ERROR,     /* "GenericError" */
     QMP_ERROR_COMMAND_NOT_FOUND, /* "CommandNotFound" */
     QMP_ERROR_DEVICE_NOT_FOUND,  /* "DeviceNotFound" */
+    QMP_ERROR_DEVICE_NOT_ACTIVE, /* "DeviceNotActive" */
 } QmpErrorClass;
 
 /* A handler returns the "return" value (NULL means {}), or NULL with *errp

@@ -503,74 +503,17 @@ static void cmd_block_status(Worker *w, const Request *r)
     }
 }
 
-/* --- the write gate ------------------------------------------------------ */
-
-/*
- * A QMP transaction acts at one point in time, as in QEMU's drained
- * section: while one runs, client writes wait at this gate, and it starts
- * only once no client write is in service.  Only client requests pass the
- * gate; internal writes (copy-before-write, jobs) never wait here, so no
- * write in service can depend on one held back.
- */
-static GMutex gate_lock;
-static GCond gate_cond;       /* a write left, or the gate opened */
-static gint gate_closed;      /* atomic: transactions running */
-static gint writes_in_service; /* atomic */
-
-static void gate_leave(void)
-{
-    if (g_atomic_int_dec_and_test(&writes_in_service) &&
-        g_atomic_int_get(&gate_closed)) {
-        g_mutex_lock(&gate_lock);
-        g_cond_broadcast(&gate_cond);
-        g_mutex_unlock(&gate_lock);
-    }
-}
-
-static void gate_enter(void)
-{
-    for (;;) {
-        g_atomic_int_inc(&writes_in_service);
-        if (!g_atomic_int_get(&gate_closed))
-            return;
-        gate_leave(); /* step back so that the transaction can start */
-        g_mutex_lock(&gate_lock);
-        while (g_atomic_int_get(&gate_closed))
-            g_cond_wait(&gate_cond, &gate_lock);
-        g_mutex_unlock(&gate_lock);
-    }
-}
-
-void nbd_writes_pause(void)
-{
-    g_mutex_lock(&gate_lock);
-    g_atomic_int_inc(&gate_closed);
-    while (g_atomic_int_get(&writes_in_service) > 0)
-        g_cond_wait(&gate_cond, &gate_lock);
-    g_mutex_unlock(&gate_lock);
-}
-
-void nbd_writes_resume(void)
-{
-    g_mutex_lock(&gate_lock);
-    g_atomic_int_add(&gate_closed, -1);
-    g_cond_broadcast(&gate_cond);
-    g_mutex_unlock(&gate_lock);
-}
-
 static int run_write(NbdConn *c, Worker *w, const Request *r)
 {
     BlockNode *node = c->exp->node;
     int ret;
 
-    gate_enter();
     if (r->type == NBD_CMD_WRITE)
         ret = bdrv_pwrite(node, r->offset, r->len, w->buf, write_flags(c, r));
     else if (r->type == NBD_CMD_TRIM)
         ret = cmd_trim(c, r);
     else
         ret = cmd_write_zeroes(c, r);
-    gate_leave();
     return ret;
 }
 

@@ -55,9 +55,16 @@ assert qj["id"] == "b0" and qj["type"] == "backup" and \
                 "total-progress"}, qj
 
 # --- op blockers -------------------------------------------------------------
-_, desc = q.error("blockdev-backup", backup("b1", "tgt2"))
-assert desc == "Node 'disk' is busy: in use by backup job 'b0' as its " \
-    "source", desc
+# A second backup of the same source runs beside the first (as in QEMU).
+q.cmd("blockdev-backup", backup("b1", "tgt2", speed=2 * MiB))
+assert q.job("b1")["status"] == "running", q.job("b1")
+q.cmd("block-job-cancel", {"device": "b1", "force": True})
+q.wait_event("BLOCK_JOB_CANCELLED", device="b1")
+for i in range(200):
+    if q.job("b1") is None:
+        break
+    time.sleep(0.02)
+assert q.job("b1") is None, q.job("b1")
 _, desc = q.error("blockdev-backup", {"job-id": "b1", "device": "disk2",
                                       "target": "tgt", "sync": "full"})
 assert desc == "Node 'tgt' is busy: in use by backup job 'b0' as its " \
@@ -76,8 +83,8 @@ q.cmd("block-export-add", {"type": "nbd", "id": "w2", "node-name": "tgt2",
                            "writable": True})
 _, desc = q.error("blockdev-backup", {"job-id": "b2", "device": "disk2",
                                       "target": "tgt2", "sync": "full"})
-assert desc == "Node 'tgt2' is busy: exported writable by NBD export " \
-    "'tgt2'; it cannot be a backup target", desc
+assert desc == "Node 'tgt2' is busy: written by NBD export 'tgt2'; it " \
+    "cannot be a backup target", desc
 q.cmd("block-export-del", {"id": "w2"})
 
 # --- refusals ----------------------------------------------------------------
@@ -93,7 +100,7 @@ refused("job-dismiss", {"id": "b0"},
         "Job 'b0' in state 'running' cannot accept command verb 'dismiss'")
 refused("job-pause", {"id": "nope"}, "Job not found")
 refused("block-job-pause", {"device": "nope"}, "Block job 'nope' not found",
-        "DeviceNotFound")
+        "DeviceNotActive")
 refused("job-resume", {"id": "b0"}, "Can't resume a job that was not paused")
 refused("block-job-set-speed", {"device": "b0", "speed": -1},
         "Invalid parameter 'speed'")

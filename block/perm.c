@@ -1,0 +1,401 @@
+/*
+ * perm.c - who may do what to a node: edges, permissions and their
+ * conflicts (QEMU's BdrvChild permission model).
+ *
+ * Design notes.
+ *
+ * Every reference that uses a node is an edge (BlockChild): a child link
+ * from a parent node ("file", "backing"), or a user outside the graph (an
+ * export, a job, the nbdkit plugin).  An edge takes some permissions
+ * (perm) and tolerates others taking some (shared).  Two edges into one
+ * node conflict when one takes what the other does not share; attaching an
+ * edge, or changing its permissions, is refused then, with QEMU's
+ * sentence naming both holders.
+ *
+ * A node's own needs on its children follow from what its parents take
+ * and share (the cumulative permissions), through the driver's child_perm:
+ * a filter (raw) passes them through, a format (qcow2) adds write and
+ * resize on its file when writable and shares neither (its metadata would
+ * break), a backing link takes at most consistent read.  So one change at
+ * the top is re-derived down the whole subgraph (refresh_node), and the
+ * file driver turns its cumulative permissions into QEMU's OFD lock bytes,
+ * so that nodes of one process conflict exactly as two processes would.
+ *
+ * A change is applied, then re-derived; when a node below refuses (a
+ * conflict, a lock another process holds), the change is put back and
+ * derived again, which gives back the state before it.  graph_lock guards
+ * every node's parent list and the permissions of every edge; it is held
+ * across a whole change, drivers' set_perm included (a few fcntl calls),
+ * and never across I/O or a node's release.
+ */
+#include "block-int.h"
+
+#include <string.h>
+
+static GMutex graph_lock;
+static uint64_t next_edge_id; /* guarded by graph_lock */
+
+#define PERM_PASSTHROUGH (BDRV_PERM_CONSISTENT_READ | BDRV_PERM_WRITE | \
+                          BDRV_PERM_WRITE_UNCHANGED | BDRV_PERM_RESIZE)
+#define PERM_UNCHANGED (BDRV_PERM_ALL & ~PERM_PASSTHROUGH)
+
+void bdrv_graph_lock(void) { g_mutex_lock(&graph_lock); }
+void bdrv_graph_unlock(void) { g_mutex_unlock(&graph_lock); }
+
+char *bdrv_perm_names(uint32_t perm)
+{
+    static const char *const names[] = {
+        "consistent read", "write", "write unchanged", "resize", "graph mod",
+    };
+    GString *s = g_string_new(NULL);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        if (perm & (1u << i))
+            g_string_append_printf(s, "%s%s", s->len ? ", " : "", names[i]);
+    }
+    return g_string_free(s, FALSE);
+}
+
+/* --- what a node needs from its children -------------------------------- */
+
+void bdrv_child_perm_filtered(BlockNode *bs, const char *name, uint32_t perm,
+                              uint32_t shared, uint32_t *nperm,
+                              uint32_t *nshared)
+{
+    *nperm = perm & PERM_PASSTHROUGH;
+    *nshared = (shared & PERM_PASSTHROUGH) | PERM_UNCHANGED;
+}
+
+void bdrv_child_perm_storage(BlockNode *bs, const char *name, uint32_t perm,
+                             uint32_t shared, uint32_t *nperm,
+                             uint32_t *nshared)
+{
+    bdrv_child_perm_filtered(bs, name, perm, shared, nperm, nshared);
+    /* Metadata may change even when nobody writes guest data, and must
+     * stay consistent: nobody else may write or resize the file. */
+    if (!bs->read_only)
+        *nperm |= BDRV_PERM_WRITE | BDRV_PERM_RESIZE;
+    *nperm |= BDRV_PERM_CONSISTENT_READ;
+    *nshared &= ~(BDRV_PERM_WRITE | BDRV_PERM_RESIZE);
+}
+
+void bdrv_child_perm_cow(BlockNode *bs, const char *name, uint32_t perm,
+                         uint32_t shared, uint32_t *nperm, uint32_t *nshared)
+{
+    /* A backing file is only read; if the parents put up with changing
+     * data (a fleecing overlay of a live disk), so may it change. */
+    *nperm = perm & BDRV_PERM_CONSISTENT_READ;
+    *nshared = (shared & BDRV_PERM_WRITE)
+                   ? BDRV_PERM_WRITE | BDRV_PERM_RESIZE
+                   : 0;
+    *nshared |= BDRV_PERM_CONSISTENT_READ | BDRV_PERM_GRAPH_MOD |
+                BDRV_PERM_WRITE_UNCHANGED;
+}
+
+static void child_perm(BlockNode *bs, BlockChild *c, uint32_t perm,
+                       uint32_t shared, uint32_t *nperm, uint32_t *nshared)
+{
+    if (bs->drv->child_perm)
+        bs->drv->child_perm(bs, c->name, perm, shared, nperm, nshared);
+    else if (strcmp(c->name, "backing") == 0)
+        bdrv_child_perm_cow(bs, c->name, perm, shared, nperm, nshared);
+    else
+        bdrv_child_perm_storage(bs, c->name, perm, shared, nperm, nshared);
+}
+
+/* --- conflicts ------------------------------------------------------------ */
+
+static char *edge_user(BlockChild *c)
+{
+    if (c->parent)
+        return g_strdup_printf("node '%s'", c->parent->node_name);
+    return g_strdup(c->holder);
+}
+
+/* May @b take what it takes beside @a?  Else says why, as QEMU does. */
+static bool a_allows_b(BlockChild *a, BlockChild *b, GError **errp)
+{
+    g_autofree char *a_user = NULL, *b_user = NULL, *perms = NULL;
+    const char *node = b->node->node_name;
+
+    if ((b->perm & a->shared) == b->perm)
+        return true;
+    a_user = edge_user(a);
+    b_user = edge_user(b);
+    perms = bdrv_perm_names(b->perm & ~a->shared);
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_BUSY,
+                "Permission conflict on node '%s': permissions '%s' are both "
+                "required by %s (uses node '%s' as '%s' child) and unshared "
+                "by %s (uses node '%s' as '%s' child).",
+                node, perms, b_user, node, b->name, a_user, node, a->name);
+    return false;
+}
+
+static bool parents_agree(BlockNode *bs, uint32_t *perm, uint32_t *shared,
+                          GError **errp)
+{
+    *perm = 0;
+    *shared = BDRV_PERM_ALL;
+    for (guint i = 0; i < bs->parents->len; i++) {
+        BlockChild *a = g_ptr_array_index(bs->parents, i);
+        for (guint j = 0; j < bs->parents->len; j++) {
+            BlockChild *b = g_ptr_array_index(bs->parents, j);
+            if (a != b && !a_allows_b(a, b, errp))
+                return false;
+        }
+        *perm |= a->perm;
+        *shared &= a->shared;
+    }
+    return true;
+}
+
+/* Derives @bs's permissions from its parents, checks them, and passes them
+ * down to its children.  Under graph_lock. */
+static bool refresh_node(BlockNode *bs, GError **errp)
+{
+    uint32_t perm, shared;
+
+    if (!parents_agree(bs, &perm, &shared, errp))
+        return false;
+    if ((perm & BDRV_PERM_WRITE) && bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Block node '%s' is read-only", bs->node_name);
+        return false;
+    }
+    if (bs->drv->set_perm && !bs->drv->set_perm(bs, perm, shared, errp))
+        return false;
+    bs->cumulative_perm = perm;
+    bs->cumulative_shared = shared;
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        uint32_t np, ns;
+        child_perm(bs, c, perm, shared, &np, &ns);
+        if (np == c->perm && ns == c->shared)
+            continue;
+        c->perm = np;
+        c->shared = ns;
+        if (!refresh_node(c->node, errp))
+            return false;
+    }
+    return true;
+}
+
+/* After a failed change is undone: back to the state before it, which
+ * held, so this cannot fail short of another process grabbing a lock in
+ * between (then the old locks are simply not all retaken). */
+static void refresh_undo(BlockNode *bs)
+{
+    g_autoptr(GError) ignored = NULL;
+
+    refresh_node(bs, &ignored);
+}
+
+/* --- edges ------------------------------------------------------------- */
+
+static BlockChild *edge_new(BlockNode *child, const char *name)
+{
+    BlockChild *c = g_new0(BlockChild, 1);
+
+    c->name = g_strdup(name);
+    c->node = child;
+    c->shared = BDRV_PERM_ALL;
+    return c;
+}
+
+static void edge_free(BlockChild *c)
+{
+    g_free(c->name);
+    g_free(c->holder);
+    g_free(c);
+}
+
+/* Adds @c to its node's parents with permissions @perm/@shared. */
+static bool edge_link(BlockChild *c, uint32_t perm, uint32_t shared,
+                      GError **errp)
+{
+    bool ok;
+
+    bdrv_graph_lock();
+    c->perm = perm;
+    c->shared = shared;
+    c->id = ++next_edge_id;
+    g_ptr_array_add(c->node->parents, c);
+    ok = refresh_node(c->node, errp);
+    if (!ok) {
+        g_ptr_array_remove(c->node->parents, c);
+        refresh_undo(c->node);
+    }
+    if (ok)
+        bdrv_drain_user_linked_locked(c);
+    bdrv_graph_unlock();
+    return ok;
+}
+
+static void edge_unlink(BlockChild *c)
+{
+    bdrv_graph_lock();
+    bdrv_drain_user_unlinked_locked(c);
+    g_ptr_array_remove(c->node->parents, c);
+    refresh_undo(c->node);
+    bdrv_graph_unlock();
+}
+
+bool bdrv_child_attach(BlockNode *parent, BlockNode *child, const char *name,
+                       GError **errp)
+{
+    BlockChild *c = edge_new(child, name);
+    uint32_t perm, shared;
+
+    c->parent = parent;
+    bdrv_graph_lock();
+    child_perm(parent, c, parent->cumulative_perm, parent->cumulative_shared,
+               &perm, &shared);
+    bdrv_graph_unlock();
+    if (!edge_link(c, perm, shared, errp)) {
+        edge_free(c);
+        return false;
+    }
+    g_ptr_array_add(parent->children, c);
+    return true;
+}
+
+void bdrv_children_detach_all(BlockNode *bs)
+{
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        edge_unlink(c);
+        bdrv_unref(c->node);
+        edge_free(c);
+    }
+    g_ptr_array_set_size(bs->children, 0);
+}
+
+BlockChild *bdrv_user_attach(BlockNode *bs, const char *holder,
+                             const char *role, uint32_t perm, uint32_t shared,
+                             const BdrvUserOps *ops, void *opaque,
+                             GError **errp)
+{
+    BlockChild *c = edge_new(bs, role);
+
+    c->holder = g_strdup(holder);
+    c->ops = ops;
+    c->opaque = opaque;
+    if (!edge_link(c, perm, shared, errp)) {
+        edge_free(c);
+        return NULL;
+    }
+    bdrv_ref(bs);
+    return c;
+}
+
+void bdrv_user_detach(BlockChild *c)
+{
+    BlockNode *bs;
+
+    if (!c)
+        return;
+    bs = c->node;
+    edge_unlink(c);
+    edge_free(c);
+    bdrv_unref(bs);
+}
+
+bool bdrv_user_set_perm(BlockChild *c, uint32_t perm, uint32_t shared,
+                        GError **errp)
+{
+    uint32_t old_perm, old_shared;
+    bool ok;
+
+    bdrv_graph_lock();
+    old_perm = c->perm;
+    old_shared = c->shared;
+    c->perm = perm;
+    c->shared = shared;
+    ok = refresh_node(c->node, errp);
+    if (!ok) {
+        c->perm = old_perm;
+        c->shared = old_shared;
+        refresh_undo(c->node);
+    }
+    bdrv_graph_unlock();
+    return ok;
+}
+
+BlockNode *bdrv_user_node(BlockChild *c)
+{
+    return c->node;
+}
+
+/* --- questions about the graph ------------------------------------------- */
+
+char *bdrv_find_writer(BlockNode *bs, BlockChild *except)
+{
+    char *who = NULL;
+
+    bdrv_graph_lock();
+    for (guint i = 0; i < bs->parents->len && !who; i++) {
+        BlockChild *c = g_ptr_array_index(bs->parents, i);
+        if (c != except && (c->perm & BDRV_PERM_WRITE))
+            who = edge_user(c);
+    }
+    bdrv_graph_unlock();
+    return who;
+}
+
+char *bdrv_find_user(BlockNode *bs, const char *role)
+{
+    char *who = NULL;
+
+    bdrv_graph_lock();
+    for (guint i = 0; i < bs->parents->len && !who; i++) {
+        BlockChild *c = g_ptr_array_index(bs->parents, i);
+        if (!c->parent && (!role || strcmp(c->name, role) == 0))
+            who = g_strdup(c->holder);
+    }
+    bdrv_graph_unlock();
+    return who;
+}
+
+char *bdrv_find_parent_by_link(BlockNode *bs, const char *link)
+{
+    char *parent = NULL;
+
+    bdrv_graph_lock();
+    for (guint i = 0; i < bs->parents->len && !parent; i++) {
+        BlockChild *c = g_ptr_array_index(bs->parents, i);
+        if (c->parent && strcmp(c->name, link) == 0)
+            parent = g_strdup(c->parent->node_name);
+    }
+    bdrv_graph_unlock();
+    return parent;
+}
+
+bool bdrv_reaches(BlockNode *from, BlockNode *to, bool through_backing)
+{
+    if (from == to)
+        return true;
+    for (guint i = 0; i < from->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(from->children, i);
+        if (!through_backing && strcmp(c->name, "backing") == 0)
+            continue;
+        if (bdrv_reaches(c->node, to, through_backing))
+            return true;
+    }
+    return false;
+}
+
+/* A node both reach through data links (not backing), or NULL. */
+BlockNode *bdrv_common_storage(BlockNode *a, BlockNode *b)
+{
+    if (bdrv_reaches(b, a, false))
+        return a;
+    for (guint i = 0; i < a->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(a->children, i);
+        BlockNode *common;
+        if (strcmp(c->name, "backing") == 0)
+            continue;
+        if ((common = bdrv_common_storage(c->node, b)))
+            return common;
+    }
+    return NULL;
+}
