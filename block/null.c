@@ -1,7 +1,9 @@
 /*
  * null.c - the "null-co" driver: a device of "size" bytes (default 1 GiB)
  * that reads zeroes (or leaves buffers alone with read-zeroes=off, for
- * benchmarks) and forgets writes.
+ * benchmarks) and forgets writes.  "latency-ns" makes every request take
+ * that long, as QEMU's option does: tests use it to hold a request in
+ * flight.
  */
 #include "block-int.h"
 
@@ -9,8 +11,17 @@
 
 typedef struct NullState {
     uint64_t size;
+    uint64_t latency_ns;
     bool read_zeroes;
 } NullState;
+
+static void null_delay(BlockNode *bs)
+{
+    NullState *s = bs->opaque;
+
+    if (s->latency_ns)
+        g_usleep(s->latency_ns / 1000);
+}
 
 static int null_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
@@ -18,7 +29,8 @@ static int null_open(BlockNode *bs, GHashTable *options, GError **errp)
     GError *err = NULL;
 
     s->size = (uint64_t)1 << 30;
-    if (!opt_take_size(options, "size", &s->size, errp))
+    if (!opt_take_size(options, "size", &s->size, errp) ||
+        !opt_take_size(options, "latency-ns", &s->latency_ns, errp))
         return -1;
     s->read_zeroes = opt_take_bool(options, "read-zeroes", true, &err);
     if (err) {
@@ -41,6 +53,7 @@ static int null_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 {
     NullState *s = bs->opaque;
 
+    null_delay(bs);
     if (s->read_zeroes)
         memset(buf, 0, bytes);
     return 0;
@@ -49,12 +62,14 @@ static int null_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 static int null_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                        const void *buf, int flags)
 {
+    null_delay(bs);
     return 0;
 }
 
 static int null_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                               int flags)
 {
+    null_delay(bs);
     return 0;
 }
 

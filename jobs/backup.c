@@ -589,8 +589,11 @@ static void backup_abort(Job *job)
 static void backup_clean(Job *job)
 {
     BackupJob *b = (BackupJob *)job;
+    BdrvDrain *drain = b->source ? bdrv_drained_begin(b->source) : NULL;
 
-    /* Waits for copy-before-writes in progress: none runs after this. */
+    /* In a drained section of the source, the job's graph change: no
+     * guest write is in flight while the copy-before-write goes and the
+     * job lets go of its nodes. */
     if (b->notifier)
         bdrv_remove_before_write_notifier(b->source, b->notifier);
     b->notifier = NULL;
@@ -603,6 +606,8 @@ static void backup_clean(Job *job)
     g_clear_pointer(&b->source_edge, bdrv_user_detach);
     g_clear_pointer(&b->target_edge, bdrv_user_detach);
     b->source = b->target = NULL;
+    if (drain)
+        bdrv_drained_end(drain);
 }
 
 static const JobDriver backup_driver = {

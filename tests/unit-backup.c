@@ -582,6 +582,62 @@ static void test_pause_resume(void)
     g_free(snap);
 }
 
+typedef struct {
+    BlockNode *bs;
+    gint done;
+} GuestWrite;
+
+static gpointer guest_write_thread(gpointer data)
+{
+    GuestWrite *g = data;
+    char buf[4096];
+
+    memset(buf, 0x77, sizeof(buf));
+    g_assert_cmpint(bdrv_pwrite(g->bs, 3 * MiB, sizeof(buf), buf, 0), ==, 0);
+    g_atomic_int_set(&g->done, 1);
+    return NULL;
+}
+
+/* A drained section on the target holds the job (it parks between copies,
+ * quietly: no status change) and the source's guests (the job's
+ * copy-before-write would write the target), and both go on after it. */
+static void test_drained_job(void)
+{
+    uint8_t *snap;
+    g_autofree char *spath = make_source("drain-src.img", DISK, &snap);
+    g_autofree char *tpath = make_empty("drain-tgt.img", DISK);
+    BlockNode *src = open_node(spath, "src", NULL);
+    BlockNode *tgt = open_node(tpath, "tgt", NULL);
+    BackupOptions o = options(BACKUP_SYNC_FULL, 8 * MiB);
+    GuestWrite g = { .bs = src };
+    GError *err = NULL;
+    BdrvDrain *d;
+    GThread *t;
+    uint64_t p1;
+    Job *job;
+
+    events_reset();
+    job = start_backup("drain0", src, tgt, &o);
+    g_usleep(200 * 1000);
+    d = bdrv_drained_begin(tgt);
+    p1 = job_current(job);
+    t = g_thread_new("guest", guest_write_thread, &g);
+    g_usleep(300 * 1000);
+    g_assert_cmpuint(job_current(job), ==, p1);
+    g_assert_false(g_atomic_int_get(&g.done));
+    g_assert_cmpint(event_find("status:paused", 0), <, 0);
+    bdrv_drained_end(d);
+    g_thread_join(t);
+    g_assert_true(job_set_speed(job, 0, &err));
+    g_assert_cmpint(job_wait_concluded(job), ==, 0);
+    g_assert_cmpuint(p1, >, 0);
+    job_unref(job);
+    assert_node_equals(tgt, snap, DISK);
+    bdrv_unref(src);
+    bdrv_unref(tgt);
+    g_free(snap);
+}
+
 /* 16 MiB at 8 MiB/s takes two seconds, within 10 %; then unlimited. */
 static void test_speed(void)
 {
@@ -1402,6 +1458,7 @@ int main(int argc, char **argv)
     g_test_add_func("/backup/sync-none", test_sync_none);
     g_test_add_func("/backup/fleecing-readers", test_fleecing_readers);
     g_test_add_func("/backup/op-blockers", test_op_blockers);
+    g_test_add_func("/backup/drained-section", test_drained_job);
     g_test_add_func("/backup/bitmap/copy-only-dirty",
                     test_bitmap_copy_only_dirty);
     g_test_add_func("/backup/bitmap/failure-on-success",

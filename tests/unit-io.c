@@ -391,6 +391,145 @@ static void test_open_errors(void)
     g_assert_nonnull(strstr(err->message, missing)); /* names the file */
 }
 
+/* --- drained sections ---------------------------------------------------- */
+
+static BlockNode *open_slow_raw(int64_t latency_ns, const char *dz)
+{
+    g_autoptr(GHashTable) o =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) err = NULL;
+    BlockNode *bs;
+
+    g_hash_table_insert(o, g_strdup("driver"), g_strdup("raw"));
+    g_hash_table_insert(o, g_strdup("file.driver"), g_strdup("null-co"));
+    g_hash_table_insert(o, g_strdup("file.size"), g_strdup("4M"));
+    g_hash_table_insert(o, g_strdup("file.latency-ns"),
+                        g_strdup_printf("%" G_GINT64_FORMAT, latency_ns));
+    if (dz)
+        g_hash_table_insert(o, g_strdup("detect-zeroes"), g_strdup(dz));
+    bs = bdrv_open(o, &err);
+    g_assert_no_error(err);
+    return bs;
+}
+
+typedef struct {
+    BlockNode *bs;
+    gint stop;
+    gint done;      /* requests completed */
+    gint started;   /* calls begun (a held one included) */
+} Hammer;
+
+static gpointer hammer_thread(gpointer data)
+{
+    Hammer *h = data;
+    char buf[4096] = { 1 };
+
+    while (!g_atomic_int_get(&h->stop)) {
+        g_atomic_int_inc(&h->started);
+        g_assert_cmpint(bdrv_pwrite(h->bs, (g_random_int() % 1000) * 4096,
+                                    sizeof(buf), buf, 0), ==, 0);
+        g_atomic_int_inc(&h->done);
+    }
+    return NULL;
+}
+
+/* Four writers keep a slow node busy.  While a section holds the node (or
+ * the node below it), none of their requests runs, the section's thread
+ * may still do I/O itself, and they resume when it ends. */
+static void check_section(BlockNode *top, BdrvDrain *(*begin)(void *),
+                          void *arg)
+{
+    Hammer h = { .bs = top };
+    GThread *t[4];
+    BdrvDrain *d;
+    char buf[4096];
+    int before, after;
+
+    for (int i = 0; i < 4; i++)
+        t[i] = g_thread_new("hammer", hammer_thread, &h);
+    while (g_atomic_int_get(&h.done) < 20)
+        g_usleep(1000);
+    d = begin(arg);
+    /* Every request in flight at begin has ended (its thread may take a
+     * moment to count it) and each thread waits in its next call. */
+    g_usleep(10 * 1000);
+    before = g_atomic_int_get(&h.done);
+    g_assert_cmpint(g_atomic_int_get(&h.started) - before, ==, 4);
+    g_assert_cmpint(bdrv_pread(top, 0, sizeof(buf), buf), ==, 0);
+    g_usleep(50 * 1000);
+    after = g_atomic_int_get(&h.done);
+    g_assert_cmpint(after, ==, before);
+    bdrv_drained_end(d);
+    while (g_atomic_int_get(&h.done) < after + 20)
+        g_usleep(1000);
+    g_atomic_int_set(&h.stop, 1);
+    for (int i = 0; i < 4; i++)
+        g_thread_join(t[i]);
+}
+
+static BdrvDrain *begin_node(void *bs) { return bdrv_drained_begin(bs); }
+static BdrvDrain *begin_all(void *unused) { return bdrv_drain_all_begin(); }
+
+static void test_drained_section(void)
+{
+    BlockNode *top = open_slow_raw(2 * 1000 * 1000, NULL);
+
+    check_section(top, begin_node, top);
+    /* Draining the node below holds the requests that enter above. */
+    check_section(top, begin_node, bdrv_child(top, "file"));
+    check_section(top, begin_all, NULL);
+    bdrv_unref(top);
+}
+
+/* --- detect-zeroes keeps a caller's BDRV_REQ_SERIALISING ------------------- */
+
+typedef struct {
+    BlockNode *bs;
+    gint64 read_end_us;
+} SlowRead;
+
+static gpointer slow_reader(gpointer data)
+{
+    SlowRead *r = data;
+    char buf[4096];
+
+    g_assert_cmpint(bdrv_pread(r->bs, 0, sizeof(buf), buf), ==, 0);
+    g_atomic_pointer_set(&r->read_end_us, g_get_monotonic_time());
+    return NULL;
+}
+
+static gint64 zero_reached_us;
+
+static int note_zero_write(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
+                           int64_t bytes, void *opaque)
+{
+    if (kind == BDRV_WRITE_ZEROES)
+        zero_reached_us = g_get_monotonic_time();
+    return 0;
+}
+
+/* A fleecing target's writes are serialising (they wait for readers in
+ * flight); with detect-zeroes=on an all-zero one becomes a write-zeroes,
+ * which must wait all the same. */
+static void test_detect_zeroes_serialising(void)
+{
+    BlockNode *top = open_slow_raw(200 * 1000 * 1000, "on");
+    BlockNotifier *n = bdrv_add_before_write_notifier(
+        bdrv_child(top, "file"), note_zero_write, NULL);
+    SlowRead r = { .bs = top };
+    GThread *t = g_thread_new("reader", slow_reader, &r);
+    char zeroes[4096] = { 0 };
+
+    g_usleep(20 * 1000);
+    g_assert_cmpint(bdrv_pwrite(top, 0, sizeof(zeroes), zeroes,
+                                BDRV_REQ_SERIALISING), ==, 0);
+    g_thread_join(t);
+    g_assert_cmpint(zero_reached_us, >, 0);
+    g_assert_cmpint(zero_reached_us, >=, r.read_end_us);
+    bdrv_remove_before_write_notifier(bdrv_child(top, "file"), n);
+    bdrv_unref(top);
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -405,6 +544,9 @@ int main(int argc, char **argv)
     g_test_add_func("/io/write-zeroes-detect", test_write_zeroes_and_detect);
     g_test_add_func("/io/open-errors", test_open_errors);
     g_test_add_func("/io/status-cache-dropped", test_status_cache_dropped);
+    g_test_add_func("/io/drained-section", test_drained_section);
+    g_test_add_func("/io/detect-zeroes-serialising",
+                    test_detect_zeroes_serialising);
     g_test_add_func("/driver/null", test_null_driver);
     g_test_add_func("/driver/raw-window-and-create",
                     test_raw_window_and_create);
