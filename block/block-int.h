@@ -195,5 +195,7 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_copy_before_write;
+extern const BlockDriver bdrv_snapshot_access;
 
 #endif

@@ -17,6 +17,8 @@ static const BlockDriver *const drivers[] = {
     &bdrv_raw,
     &bdrv_null,
     &bdrv_qcow2,
+    &bdrv_copy_before_write,
+    &bdrv_snapshot_access,
 };
 
 static GMutex names_lock;

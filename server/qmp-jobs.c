@@ -131,15 +131,8 @@ static bool parse_on_error(JsonObject *args, const char *key,
 /* Arguments snapnbd does not implement are refused, never ignored. */
 static bool refuse_unsupported(JsonObject *args, GError **errp)
 {
-    static const char *const keys[] = { "filter-node-name" };
     bool on = false;
 
-    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
-        if (json_object_has_member(args, keys[i])) {
-            qmp_error(errp, "Parameter '%s' is not supported yet", keys[i]);
-            return false;
-        }
-    }
     if (!qmp_arg_bool(args, "compress", false, &on, errp))
         return false;
     if (!on && !qmp_arg_bool(args, "discard-source", false, &on, errp))
@@ -218,6 +211,9 @@ static bool parse_backup_args(JsonObject *args, BackupArgs *a,
         qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
     if (!err)
         a->bitmap = qmp_arg_str(args, "bitmap", false, &err);
+    if (!err)
+        a->opts.filter_node_name =
+            qmp_arg_str(args, "filter-node-name", false, &err);
     if (!err)
         a->bitmap_mode = qmp_arg_str(args, "bitmap-mode", false, &err);
     if (!err)
