@@ -83,6 +83,22 @@ static const Member qcow2_members[] = {
     { NULL },
 };
 
+static const char *const cbw_error_values[] = { "break-guest-write",
+                                                "break-snapshot", NULL };
+static const Member cbw_members[] = {
+    { "file", M_REF, .required = true },
+    { "target", M_REF, .required = true },
+    { "bitmap", M_STR },     /* refused by the driver: not supported yet */
+    { "on-cbw-error", M_ENUM, .values = cbw_error_values },
+    { "cbw-timeout", M_INT },
+    { NULL },
+};
+
+static const Member snapshot_access_members[] = {
+    { "file", M_REF, .required = true },
+    { NULL },
+};
+
 static const Member null_members[] = {
     { "size", M_INT },
     { "latency-ns", M_INT },
@@ -100,6 +116,8 @@ static const struct {
     { "qcow2", "qcow2", qcow2_members },
     { "null-co", "null-co", null_members },
     { "null-aio", "null-co", null_members },
+    { "copy-before-write", "copy-before-write", cbw_members },
+    { "snapshot-access", "snapshot-access", snapshot_access_members },
 };
 
 static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
