@@ -26,6 +26,7 @@
 #include "qcow2.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,28 @@ static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
     return 0;
 }
 
+/* An L2 table that is to be copied, freed or changed must be one: in
+ * the file, aligned, and on no other metadata (an L1 entry naming the
+ * header or the refcount table would have it overwritten). */
+static int check_l2_offset(BlockNode *bs, uint64_t l1_index, uint64_t off)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (off & (s->cluster_size - 1))
+        return qcow2_signal_corruption(bs, "L2 table offset %#" PRIx64
+                                       " unaligned (L1 index: %#" PRIx64 ")",
+                                       off, l1_index);
+    if (!qcow2_table_in_file(bs, off, s->cluster_size))
+        return qcow2_signal_corruption(bs, "L2 table offset %#" PRIx64
+                                       " beyond the end of the file (L1 "
+                                       "index: %#" PRIx64 ")", off, l1_index);
+    if (qcow2_overlaps(bs, QCOW2_OL_ACTIVE_L2, off, s->cluster_size))
+        return qcow2_signal_corruption(bs, "L2 table at offset %#" PRIx64
+                                       " lies on other metadata (L1 index: "
+                                       "%#" PRIx64 ")", off, l1_index);
+    return 0;
+}
+
 /* The L2 table covering guest @offset, owned by this image (allocated or
  * copied if needed), referenced.  Under the metadata lock. */
 static int l2_for_write(BlockNode *bs, int64_t offset, Qcow2Table **out)
@@ -142,9 +165,13 @@ static int l2_for_write(BlockNode *bs, int64_t offset, Qcow2Table **out)
     Qcow2State *s = bs->opaque;
     uint64_t l1_index = (uint64_t)offset >> (s->cluster_bits + s->l2_bits);
     uint64_t e = s->l1_table[l1_index];
+    uint64_t off = e & QCOW2_L1E_OFFSET_MASK;
+    int ret = off ? check_l2_offset(bs, l1_index, off) : 0;
 
-    if ((e & QCOW2_OFLAG_COPIED) && (e & QCOW2_L1E_OFFSET_MASK))
-        return qcow2_cache_get(s->l2_cache, e & QCOW2_L1E_OFFSET_MASK, out);
+    if (ret < 0)
+        return ret;
+    if ((e & QCOW2_OFLAG_COPIED) && off)
+        return qcow2_cache_get(s->l2_cache, off, out);
     return allocate_l2(bs, l1_index, out);
 }
 
@@ -319,6 +346,8 @@ static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
     uint64_t host;
     int ret;
 
+    if (qcow2_is_corrupt(s))
+        return -EIO;
     g_mutex_lock(&s->lock);
     ret = wait_for_run(bs, offset, bytes, &f, &host, done);
     if (ret < 0) {
@@ -326,8 +355,11 @@ static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
         return ret;
     }
     if (host) {
+        /* Guest data never lands on metadata (a damaged L2 entry). */
+        ret = qcow2_check_write(bs, 0, host, *done);
         g_mutex_unlock(&s->lock);
-        ret = bdrv_pwrite(s->file, host, *done, buf, 0);
+        if (ret == 0)
+            ret = bdrv_pwrite(s->file, host, *done, buf, 0);
         g_mutex_lock(&s->lock);
     } else {
         ret = alloc_and_write(bs, offset, *done, buf);
@@ -465,6 +497,8 @@ int qcow2_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
     Qcow2State *s = bs->opaque;
     bool unmap = (flags & BDRV_REQ_MAY_UNMAP) && bdrv_discard_unmaps(bs);
 
+    if (qcow2_is_corrupt(s))
+        return -EIO;
     /* Zero clusters need version 3; io.c then writes zero buffers. */
     if (s->version < 3)
         return -ENOTSUP;
@@ -473,6 +507,8 @@ int qcow2_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 
 int qcow2_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
+    if (qcow2_is_corrupt(bs->opaque))
+        return -EIO;
     return clear_range(bs, offset, bytes, true, true);
 }
 
