@@ -193,6 +193,9 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
                 break;
         }
     } else {
+        /* A new refcount block takes the first cluster it describes, so a
+         * run of new clusters must fit beside one (see qcow2-refcount.c). */
+        max = MIN(max, qcow2_max_alloc_clusters(s));
         while (n < max && !owned(qcow2_table_entry(t, first + n)))
             n++;
     }

@@ -411,7 +411,10 @@ int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
     bool all_free;
     int ret;
 
-    /* Making refcount blocks may take clusters of the run found: retry. */
+    if (n > qcow2_max_alloc_clusters(s))
+        return -EFBIG;
+    /* Making refcount blocks may take clusters of the run found: retry
+     * (the run then starts after the new block, and fits beside it). */
     do {
         uint64_t rc;
         start = find_free(bs, n);

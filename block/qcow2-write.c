@@ -294,6 +294,32 @@ static int wait_for_run(BlockNode *bs, int64_t offset, int64_t bytes,
     }
 }
 
+/* New clusters had refcount 0: none may be in use by the L2 table they
+ * go into (a damaged refcount; the other user's data would be lost, and
+ * freeing its old mapping later would free ours).  Other tables are not
+ * looked at, as QEMU looks at none.  @host, or -EIO. */
+static int64_t check_unreferenced(BlockNode *bs, Qcow2Table *t, int64_t host,
+                                  uint32_t n)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t end = host + ((uint64_t)n << s->cluster_bits);
+
+    for (uint32_t i = 0; i < s->l2_entries; i++) {
+        uint64_t e = qcow2_table_entry(t, i);
+        uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+        if (e & QCOW2_OFLAG_COMPRESSED)
+            off = e & s->coffset_mask & ~(uint64_t)(s->cluster_size - 1);
+        if (off >= (uint64_t)host && off < end) {
+            qcow2_update_refcount(bs, host, end - host, -1);
+            return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " had "
+                                           "refcount 0 but is in use (L2 "
+                                           "table %#" PRIx64 ", index %u)",
+                                           off, t->offset, i);
+        }
+    }
+    return host;
+}
+
 /* Allocates for the run, then writes it (unlocked) and maps it. */
 static int alloc_and_write(BlockNode *bs, int64_t offset, int64_t bytes,
                            const void *buf)
@@ -319,6 +345,8 @@ static int alloc_and_write(BlockNode *bs, int64_t offset, int64_t bytes,
     r.head_zero = reads_zero(s, old[0], r.start);
     r.tail_zero = reads_zero(s, old[n - 1], r.end - s->cluster_size);
     host = qcow2_alloc_clusters(bs, n, &r.fresh);
+    if (host >= 0)
+        host = check_unreferenced(bs, t, host, n);
     if (host < 0) {
         qcow2_table_put(t);
         return host;
@@ -522,24 +550,27 @@ static int64_t preallocate_table(BlockNode *bs, int64_t offset)
     int64_t end = MIN((int64_t)s->size,
                       offset + ((int64_t)s->cluster_size << s->l2_bits));
     uint32_t n = (end - offset + s->cluster_size - 1) >> s->cluster_bits;
+    int64_t host = 0, last = 0;
     Qcow2Table *t;
     bool fresh;
-    int64_t host;
     int ret = l2_for_write(bs, offset, &t);
 
     if (ret < 0)
         return ret;
-    host = qcow2_alloc_clusters(bs, n, &fresh);
-    if (host >= 0) {
-        for (uint32_t i = 0; i < n; i++)
-            qcow2_table_set(t, i, (host + ((uint64_t)i << s->cluster_bits)) |
+    /* In runs an allocation can make (qcow2_max_alloc_clusters). */
+    for (uint32_t i = 0; i < n && host >= 0;) {
+        uint32_t k = MIN(n - i, qcow2_max_alloc_clusters(s));
+        host = qcow2_alloc_clusters(bs, k, &fresh);
+        for (uint32_t j = 0; host >= 0 && j < k; j++, i++)
+            qcow2_table_set(t, i, (host + ((uint64_t)j << s->cluster_bits)) |
                                       QCOW2_OFLAG_COPIED);
-        qcow2_cache_mark_dirty(s->l2_cache, t);
-        host += (int64_t)n << s->cluster_bits;
+        if (host >= 0)
+            last = MAX(last, host + ((int64_t)k << s->cluster_bits));
     }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
     qcow2_table_put(t);
-    ret = host < 0 ? 0 : maybe_flush_metadata(bs);
-    return ret < 0 ? ret : host;
+    ret = host < 0 ? (int)host : maybe_flush_metadata(bs);
+    return ret < 0 ? ret : last;
 }
 
 int qcow2_preallocate_metadata(BlockNode *bs)

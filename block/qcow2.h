@@ -278,6 +278,13 @@ bool qcow2_refblock_exists(BlockNode *bs, uint64_t cluster);
  * negative errno.  *fresh says whether they lie past the end of the file
  * (so they read as zeroes without being written). */
 int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh);
+/* The most clusters one allocation may ask for: one less than a refcount
+ * block describes (a run of new clusters beside the new block that
+ * describes them; with more, the search could never end). */
+static inline uint64_t qcow2_max_alloc_clusters(const Qcow2State *s)
+{
+    return (1ULL << s->refblock_bits) - 1;
+}
 /* Frees what an L2 entry pointed to (normal or compressed cluster). */
 int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry);
 /* Writes dirty metadata in crash-safe order: refcounts, barrier, L2. */
