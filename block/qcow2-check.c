@@ -155,6 +155,11 @@ bool qcow2_table_in_file(BlockNode *bs, uint64_t offset, uint64_t bytes)
            bytes <= len - offset;
 }
 
+const char *qcow2_open_corruption(Qcow2State *s)
+{
+    return s->open_corruption;
+}
+
 bool qcow2_is_corrupt(Qcow2State *s)
 {
     return g_atomic_int_get(&s->corrupt) != 0;
@@ -188,7 +193,10 @@ int qcow2_signal_corruption(BlockNode *bs, const char *fmt, ...)
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    if (s->writable) {
+    if (s->opening) {
+        /* The open fails with it; nothing is written (corrupt is set). */
+        s->open_corruption = g_steal_pointer(&msg);
+    } else if (s->writable) {
         fprintf(stderr, "snapnbd: qcow2 image '%s': Marking image as "
                 "corrupt: %s; further corruption events will be "
                 "suppressed\n", bs->filename, msg);

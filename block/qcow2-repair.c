@@ -34,6 +34,10 @@ typedef struct Counts {
     BlockNode *bs;
     uint32_t *n;        /* references per cluster of the file */
     uint64_t len;       /* clusters in n: those the file holds */
+    /* References past the end of the file, not counted: how many, and
+     * the first (said once, after a repair that succeeds; a refused
+     * image gets the one line of its refusal). */
+    uint64_t past_eof, first_offset, first_bytes;
 } Counts;
 
 static void count_range(void *opaque, uint64_t offset, uint64_t bytes)
@@ -45,10 +49,10 @@ static void count_range(void *opaque, uint64_t offset, uint64_t bytes)
 
     if (bytes > UINT64_MAX - offset || first >= c->len ||
         ((offset + MAX(bytes, 1) - 1) >> s->cluster_bits) >= c->len) {
-        fprintf(stderr, "snapnbd: qcow2 image '%s': ERROR: counting "
-                "reference for region exceeding the end of the file by one "
-                "cluster or more: offset %#" PRIx64 " size %#" PRIx64 "\n",
-                c->bs->filename, offset, bytes);
+        if (!c->past_eof++) {
+            c->first_offset = offset;
+            c->first_bytes = bytes;
+        }
         return;
     }
     last = (offset + MAX(bytes, 1) - 1) >> s->cluster_bits;
@@ -155,7 +159,8 @@ static bool count_all(Counts *c, GError **errp)
     }
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename, "could not read the metadata to "
-                        "repair the image: %s", g_strerror(-ret));
+                        "repair the image: %s",
+                        qcow2_open_corruption(s) ?: g_strerror(-ret));
         return false;
     }
     return qcow2_bitmaps_references(bs, count_range, c, errp);
@@ -186,7 +191,7 @@ static bool apply_counts(Counts *c, GError **errp)
             qcow2_bad_image(errp, bs->filename, "the image is marked dirty "
                             "and its refcounts cannot be repaired here (%s); "
                             "repair it with 'qemu-img check -r all'",
-                            g_strerror(-ret));
+                            qcow2_open_corruption(s) ?: g_strerror(-ret));
             return false;
         }
     }
@@ -206,7 +211,7 @@ static int clear_dirty_bit(BlockNode *bs)
 bool qcow2_repair_refcounts(BlockNode *bs, GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    Counts c = { bs, NULL, 0 };
+    Counts c = { .bs = bs };
     bool ok;
     int ret;
 
@@ -234,9 +239,16 @@ bool qcow2_repair_refcounts(BlockNode *bs, GError **errp)
         ret = qcow2_barrier(bs);
     g_mutex_unlock(&s->lock);
     g_free(c.n);
+    if (ok && ret == 0 && c.past_eof)
+        fprintf(stderr, "snapnbd: qcow2 image '%s': ERROR: counting "
+                "reference for region exceeding the end of the file by one "
+                "cluster or more: offset %#" PRIx64 " size %#" PRIx64
+                "%s\n", bs->filename, c.first_offset, c.first_bytes,
+                c.past_eof > 1 ? " (and more)" : "");
     if (ok && ret < 0) {
         qcow2_bad_image(errp, bs->filename, "could not write the repaired "
-                        "refcounts: %s", g_strerror(-ret));
+                        "refcounts: %s",
+                        qcow2_open_corruption(s) ?: g_strerror(-ret));
         ok = false;
     }
     return ok;

@@ -694,7 +694,9 @@ static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
         return false;
     if (qcow2_bitmaps_mark_in_use(bs) < 0) {
         qcow2_bad_image(errp, bs->filename,
-                        "bitmaps: could not mark the bitmaps in use");
+                        "bitmaps: could not mark the bitmaps in use%s%s",
+                        qcow2_open_corruption(s) ? ": " : "",
+                        qcow2_open_corruption(s) ?: "");
         return false;
     }
     /* Keep only the bitmaps bit: qcow2-bitmap.c maintains the bitmaps. */
@@ -739,8 +741,15 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
         goto fail;
     if (!open_backing(bs, options, errp))
         goto fail;
+    s->opening = true;
     if (s->writable && !start_writing(bs, &h, errp))
         goto fail;
+    if (qcow2_is_corrupt(s)) {
+        qcow2_bad_image(errp, bs->filename, "%s; repair it with 'qemu-img "
+                        "check -r all'", qcow2_open_corruption(s));
+        goto fail;
+    }
+    s->opening = false;
     return 0;
 
 fail:
@@ -777,6 +786,7 @@ static void qcow2_close(BlockNode *bs)
     g_clear_pointer(&s->l1_table, g_free);
     g_clear_pointer(&s->backing_file, g_free);
     g_clear_pointer(&s->backing_format, g_free);
+    g_clear_pointer(&s->open_corruption, g_free);
 }
 
 static int64_t qcow2_get_length(BlockNode *bs)

@@ -193,6 +193,11 @@ typedef struct Qcow2State {
     /* Set once, atomically, when corruption was found: a writable image
      * is then marked corrupt on disk and takes no more writes. */
     gint corrupt;
+    /* While a writable open repairs or prepares the image: corruption
+     * found then fails the open with this message (one line) instead of
+     * being logged and marked in the header. */
+    bool opening;
+    char *open_corruption;
 } Qcow2State;
 
 /* A write in progress on guest clusters [first, last] (qcow2-write.c). */
@@ -364,6 +369,8 @@ int qcow2_check_write(BlockNode *bs, int ignore, uint64_t offset,
  * every later write.  Returns -EIO for the caller to fail with. */
 int qcow2_signal_corruption(BlockNode *bs, const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);
+/* What corruption a failing open found (or NULL), for its error. */
+const char *qcow2_open_corruption(Qcow2State *s);
 /* Has corruption been signalled? (writes are refused then) */
 bool qcow2_is_corrupt(Qcow2State *s);
 /* The cache hook: an L2 table or refcount block about to be written. */

@@ -205,7 +205,7 @@ def mutate(rng, data):
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         name, off, size, kind = rng.choice(img.fields)
         old = be(out, off, size)
-        v = new_value(rng, img, old, size, kind)
+        v = new_value(rng, img, old, size, kind) & ((1 << (8 * size)) - 1)
         out[off:off + size] = v.to_bytes(size, "big")
         what.append("%s %#x -> %#x" % (name, old, v))
     return bytes(out), "; ".join(what)
