@@ -247,6 +247,35 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
 
 /* Points the run's L2 entries at the new clusters; frees what the old
  * entries held once the table no longer refers to it on disk. */
+/* A cluster an entry without the COPIED flag names is shared: its
+ * refcount is at least 2.  If it is 1, the entry lies (or the cluster was
+ * handed out again because its refcount said 0): freeing it would free
+ * someone else's data.  0, or -EIO after marking the image corrupt. */
+static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
+{
+    Qcow2State *s = bs->opaque;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t e = entries[i], rc;
+        int ret;
+        if ((e & QCOW2_OFLAG_COPIED) || !(e & QCOW2_L2E_OFFSET_MASK) ||
+            (e & QCOW2_OFLAG_COMPRESSED))
+            continue;
+        ret = qcow2_get_refcount(bs, (e & QCOW2_L2E_OFFSET_MASK) >>
+                                         s->cluster_bits, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc < 2)
+            return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is "
+                                           "mapped as shared (no COPIED "
+                                           "flag) but its refcount is %"
+                                           PRIu64,
+                                           (uint64_t)(e & QCOW2_L2E_OFFSET_MASK),
+                                           rc);
+    }
+    return 0;
+}
+
 static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
                       const uint64_t *old)
 {
@@ -254,8 +283,10 @@ static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
     uint32_t first = l2_index(s, r->start);
     uint32_t n = (r->end - r->start) >> s->cluster_bits;
     bool frees = false;
-    int ret = 0;
+    int ret = check_shared(bs, old, n);
 
+    if (ret < 0)
+        return ret;
     for (uint32_t i = 0; i < n; i++) {
         qcow2_table_set(t, first + i, (r->host + ((uint64_t)i <<
                                                   s->cluster_bits)) |
@@ -468,6 +499,14 @@ static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
     ret = l2_for_write(bs, offset, &t);
     if (ret < 0)
         return ret;
+    for (uint32_t i = 0; i < n && ret == 0; i++) {
+        uint64_t old = qcow2_table_entry(t, first + i);
+        ret = check_shared(bs, &old, 1);
+    }
+    if (ret < 0) {
+        qcow2_table_put(t);
+        return ret;
+    }
     for (uint32_t i = 0; i < n; i++) {
         uint64_t old = qcow2_table_entry(t, first + i);
         uint64_t new;

@@ -343,11 +343,12 @@ class Trial:
         return "served", off, data if acked else None
 
 
-def check_after(img, off, data):
-    """An acknowledged write still reads back through qemu-io (when QEMU
-    opens the image at all), and the header kept its magic."""
+def check_after(img, off, data, had_magic):
+    """An acknowledged write still reads back through qemu-img (when QEMU
+    opens the image at all), and the header kept its magic (if the
+    mutation left it one)."""
     with open(img, "rb") as f:
-        if f.read(4) != QCOW2_MAGIC:
+        if had_magic and f.read(4) != QCOW2_MAGIC:
             return "data-lost"
     if data is None:
         return None
@@ -396,7 +397,8 @@ def trial(args, work, base, rng, counts, keep):
         if stopped and verdict != "data-lost":
             verdict = stopped
         if verdict == "served":
-            verdict = check_after(img, off, written) or "served"
+            verdict = check_after(img, off, written,
+                                  data[:4] == QCOW2_MAGIC) or "served"
     counts[verdict] = counts.get(verdict, 0) + 1
     if verdict not in ("served", "refused"):
         print("%s: %s: %s\n    %s" % (verdict, os.path.basename(base), what,
