@@ -8,10 +8,16 @@
  * thread writes it, shuts its side for writing, and reads every reply
  * until the server closes.  Two exports over one 1 MiB image in memory:
  * "" (writable) and "ro" (read-only, with qemu:allocation-depth).
+ *
+ * The first byte of the input chooses the server: bit 0 set, TLS is
+ * required (pre-shared keys, as --tls-creds makes it): options before
+ * STARTTLS are refused, and STARTTLS runs the gnutls handshake on what
+ * follows.  The rest is the client's bytes.
  */
 #include "block/block.h"
 #include "server/export.h"
 #include "server/nbd-server.h"
+#include "server/tls.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <poll.h>
@@ -66,6 +72,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     Peer p = { .data = data, .size = size };
     GThread *t;
 
+    if (size < 1 || !tls_select(data[0] & 1 ? "tls0" : NULL, NULL, NULL))
+        return 0;
+    p.data++;
+    p.size--;
+    size--;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return 0;
     p.fd = sv[1];
@@ -95,6 +106,26 @@ static BlockNode *open_image(void)
     return bdrv_open(o, NULL);
 }
 
+/* Pre-shared keys in a private directory, as tls-creds-psk reads them. */
+static void tls_init(void)
+{
+    g_autofree char *dir = g_strdup("/tmp/snapnbd-fuzz-nbd.XXXXXX");
+    g_autofree char *keys = NULL, *object = NULL;
+    char *objects[2] = { NULL, NULL };
+
+    if (!g_mkdtemp(dir))
+        abort();
+    keys = g_build_filename(dir, "keys.psk", NULL);
+    if (!g_file_set_contents(keys, "alice:0123456789abcdef0123456789abcdef\n",
+                             -1, NULL))
+        abort();
+    object = g_strdup_printf("tls-creds-psk,id=tls0,endpoint=server,dir=%s",
+                             dir);
+    objects[0] = object;
+    if (!tls_setup(objects, NULL, NULL))
+        abort();
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     BlockNode *node = open_image();
@@ -104,6 +135,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     if (!node)
         abort();
+    tls_init();
     rw = nbd_export_add("", "fuzzed", node, false, false, NULL);
     ro = nbd_export_add("ro", NULL, node, true, false, NULL);
     if (!rw || !ro)

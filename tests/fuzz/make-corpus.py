@@ -130,20 +130,27 @@ def nbd_seeds():
     io = (req(1, 4096, 512, payload=b"\x55" * 512) + req(0, 4096, 512)
           + req(6, 0, 65536, flags=2) + req(4, 8192, 4096) + req(3)
           + req(5, 0, 4096) + req(0, 1048000, 1024) + req(2))
-    put("nbd", "export-name", flags + opt(1, b"") + io)
+    put("nbd", "export-name", b"\0" + flags + opt(1, b"") + io)
     put("nbd", "go-structured",
-        flags + opt(8) + opt(10, meta(b"", [b"base:allocation"]))
+        b"\0" + flags + opt(8) + opt(10, meta(b"", [b"base:allocation"]))
         + opt(7, name_data(b"", (0, 1, 2, 3))) + io[:-len(req(2))]
         + req(7, 0, 1048576) + req(0, 0, 131072, flags=4) + req(2))
     put("nbd", "options",
-        flags + opt(3) + opt(6, name_data(b"ro", (3,))) + opt(5) + opt(9)
+        b"\0" + flags + opt(3) + opt(6, name_data(b"ro", (3,))) + opt(5) + opt(9)
         + opt(10, meta(b"ro", [b"qemu:", b"base:"])) + opt(99, b"xyz")
         + opt(7, name_data(b"nope")) + opt(2))
     put("nbd", "read-only",
-        flags + opt(8)
+        b"\0" + flags + opt(8)
         + opt(10, meta(b"ro", [b"qemu:allocation-depth", b"base:allocation"]))
         + opt(7, name_data(b"ro", (3,))) + req(1, 0, 512, payload=b"x" * 512)
         + req(7, 0, 65536) + req(0, 0, 512) + req(2))
+    # TLS required: refusals before STARTTLS, then a handshake of garbage
+    # (a real ClientHello start: record type 22, TLS 1.0).
+    put("nbd", "tls-refused",
+        b"\1" + flags + opt(3) + opt(7, name_data(b"")) + opt(1, b""))
+    put("nbd", "tls-starttls",
+        b"\1" + flags + opt(8) + opt(5)
+        + b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03" + b"\0" * 40)
 
 
 # --- qmp -----------------------------------------------------------------------
