@@ -3,7 +3,8 @@
 # QEMU's error, and the daemon keeps serving: a qcow2 of 1 PiB with
 # 512-byte clusters would need a 256 GiB L1 table (QEMU caps it at
 # 32 MiB: "Failed to grow the L1 table: File too large"); it used to
-# abort the whole daemon in g_malloc.
+# abort the whole daemon in g_malloc.  So did a dirty bitmap of 512-byte
+# granularity on a node of 4 EiB (2^53 bits): now the command fails.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 requires qemu-img
@@ -40,3 +41,13 @@ Q '{"execute":"blockdev-del","arguments":{"node-name":"f0"}}'
 qemu-img info "$img" | grep -q "virtual size: 1 PiB" ||
     fail "not a 1 PiB image: $(qemu-img info "$img")"
 qemu-img check -q "$img" || fail "the 1 PiB image is not sound"
+
+# A bitmap too large for memory is the command's error, not an abort.
+Q '{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"n0","size":4611686018427387392}}'
+grep -q '"return"' "$tmp/out" || fail "blockdev-add n0: $(cat "$tmp/out")"
+Q '{"execute":"block-dirty-bitmap-add","arguments":{"node":"n0","name":"b0","granularity":512}}'
+grep -q '"error".*Cannot allocate a dirty bitmap' "$tmp/out" ||
+    fail "huge bitmap: $(cat "$tmp/out")"
+kill -0 "$(cat "$tmp/pid")" || fail "the daemon died"
+Q '{"execute":"block-dirty-bitmap-add","arguments":{"node":"n0","name":"b1","granularity":1073741824}}'
+grep -q '"return"' "$tmp/out" || fail "a bitmap that fits: $(cat "$tmp/out")"
