@@ -79,6 +79,10 @@ typedef struct BlockLimits {
     uint64_t max_pdiscard;       /* largest discard */
     uint32_t pdiscard_alignment; /* discard granularity */
     uint32_t pwrite_zeroes_alignment;
+    /* What the node's users are asked to align to (the NBD minimum block
+     * size): 0 (any) but where a driver must see whole blocks, as QEMU's
+     * probed raw images (512).  io.c realigns whatever comes anyway. */
+    uint32_t min_request;
 } BlockLimits;
 
 /*

@@ -212,12 +212,18 @@ static uint8_t *build_image(const CreateOpts *o, const Layout *l,
                             GError **errp)
 {
     uint64_t cs = l->cluster_size;
-    g_autofree uint8_t *img = g_malloc0(l->meta_clusters * cs);
+    g_autofree uint8_t *img = g_try_malloc0(l->meta_clusters * cs);
     uint64_t *table = (uint64_t *)(img + cs);
     uint8_t *refblocks = img + (1 + l->table_clusters) * cs;
     uint64_t per_refblock = (cs * 8) >> o->refcount_order;
     int bits = 1 << o->refcount_order;
 
+    if (!img) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not allocate the new image's metadata (%" PRIu64
+                    " bytes)", l->meta_clusters * cs);
+        return NULL;
+    }
     if (!build_header(o, l, img, errp))
         return NULL;
     for (uint64_t k = 0; k < l->refblocks; k++)
@@ -296,6 +302,12 @@ static int format(BlockNode *file, CreateOpts *o, GError **errp)
         o->backing_fmt = g_strdup(bdrv_probe_format(path));
     }
     l = plan_layout(o);
+    /* QEMU's limit, and its words: the L1 table is grown to the size. */
+    if (l.l1_entries > QCOW2_MAX_L1_BYTES / sizeof(uint64_t)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Failed to grow the L1 table: %s", g_strerror(EFBIG));
+        return -EFBIG;
+    }
     img = build_image(o, &l, errp);
     if (!img)
         return -EINVAL;

@@ -440,7 +440,11 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
     }
     s->l1_size = h->l1_size;
     s->l1_offset = h->l1_table_offset;
-    s->l1_table = g_new0(uint64_t, MAX(s->l1_size, 1));
+    s->l1_table = g_try_new0(uint64_t, MAX(s->l1_size, 1));
+    if (!s->l1_table) {
+        qcow2_bad_image(errp, bs->filename, "no memory for the L1 table");
+        return false;
+    }
     if (bytes) {
         ret = bdrv_pread(s->file, s->l1_offset, bytes, s->l1_table);
         if (ret < 0) {
@@ -617,7 +621,11 @@ static bool parse_image(BlockNode *bs, Qcow2Header *hp, GError **errp)
         return false;
     set_geometry(s, &h);
     buflen = MIN((uint64_t)s->file_length, s->cluster_size);
-    buf = g_malloc(buflen);
+    buf = g_try_malloc(buflen);
+    if (!buf) {
+        qcow2_bad_image(errp, bs->filename, "no memory for the header");
+        return false;
+    }
     ret = bdrv_pread(s->file, 0, buflen, buf);
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename,
@@ -662,6 +670,11 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
                              h->refcount_table_clusters, h->refcount_order,
                              errp))
         return false;
+    /* Where the snapshots' tables are, for the overlap checks. */
+    s->snapshot_l1s = qcow2_snapshot_l1_tables(bs, &s->snapshots_offset,
+                                               &s->snapshots_bytes, errp);
+    if (!s->snapshot_l1s)
+        return false;
     bdrv_set_growable(s->file);
     qcow2_write_init(s);
     s->writable = true;
@@ -681,7 +694,9 @@ static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
         return false;
     if (qcow2_bitmaps_mark_in_use(bs) < 0) {
         qcow2_bad_image(errp, bs->filename,
-                        "bitmaps: could not mark the bitmaps in use");
+                        "bitmaps: could not mark the bitmaps in use%s%s",
+                        qcow2_open_corruption(s) ? ": " : "",
+                        qcow2_open_corruption(s) ?: "");
         return false;
     }
     /* Keep only the bitmaps bit: qcow2-bitmap.c maintains the bitmaps. */
@@ -718,15 +733,23 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (!qcow2_snapshot_apply(bs, options, errp))
         goto fail;
     s->l2_cache = qcow2_cache_new(s->file, s->cluster_size,
-                                  l2_cache_tables(s, l2_cache_bytes));
+                                  l2_cache_tables(s, l2_cache_bytes),
+                                  qcow2_check_l2_write, bs);
     if (!bs->read_only && !open_for_writing(bs, &h, errp))
         goto fail;
     if (!qcow2_bitmaps_load(bs, errp))
         goto fail;
     if (!open_backing(bs, options, errp))
         goto fail;
+    s->opening = true;
     if (s->writable && !start_writing(bs, &h, errp))
         goto fail;
+    if (qcow2_is_corrupt(s)) {
+        qcow2_bad_image(errp, bs->filename, "%s; repair it with 'qemu-img "
+                        "check -r all'", qcow2_open_corruption(s));
+        goto fail;
+    }
+    s->opening = false;
     return 0;
 
 fail:
@@ -737,11 +760,14 @@ fail:
 static void qcow2_close(BlockNode *bs)
 {
     Qcow2State *s = bs->opaque;
-    int ret = s->writable && s->bitmaps_loaded ? qcow2_bitmaps_store(bs) : 0;
+    /* A corrupt image gets no more writes: what is not on disk stays
+     * off it (at worst leaked clusters, as after a crash). */
+    bool write_back = s->writable && !qcow2_is_corrupt(s);
+    int ret = write_back && s->bitmaps_loaded ? qcow2_bitmaps_store(bs) : 0;
 
-    if (ret == 0)
+    if (ret == 0 && write_back)
         ret = qcow2_flush_metadata(bs);
-    if (ret == 0 && s->writable)
+    if (ret == 0 && write_back)
         ret = bdrv_flush(s->file);
     if (ret < 0)
         fprintf(stderr, "snapnbd: qcow2 image '%s': could not write its "
@@ -753,11 +779,14 @@ static void qcow2_close(BlockNode *bs)
         s->writable = false;
     }
     qcow2_refcount_close(bs);
+    if (s->snapshot_l1s)
+        g_clear_pointer(&s->snapshot_l1s, g_array_unref);
     qcow2_cache_free(s->l2_cache);
     s->l2_cache = NULL;
     g_clear_pointer(&s->l1_table, g_free);
     g_clear_pointer(&s->backing_file, g_free);
     g_clear_pointer(&s->backing_format, g_free);
+    g_clear_pointer(&s->open_corruption, g_free);
 }
 
 static int64_t qcow2_get_length(BlockNode *bs)

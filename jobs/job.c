@@ -158,6 +158,7 @@ static void event_queue_locked(QueuedEvent *q)
 {
     if (q->ev.kind != JOB_EVENT_STATUS_CHANGE && !q->ev.block_job) {
         g_free(q->id);
+        g_free(q->error);
         g_free(q);
         return; /* the BLOCK_JOB_* events are for block jobs only */
     }

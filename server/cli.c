@@ -248,6 +248,8 @@ static GHashTable *plain_image(const CliOptions *o, GError **errp)
     }
     t = opt_table();
     put(t, "driver", format);
+    if (!o->format && !strcmp(format, "raw"))
+        put(t, "x-probed", "on"); /* block 0 is protected, as in QEMU */
     put(t, "file.driver", "file");
     put(t, "file.filename", o->filename);
     return t;
@@ -273,8 +275,11 @@ static GHashTable *image_opts(const CliOptions *o, GError **errp)
         g_hash_table_remove(t, "filename");
     }
     file = g_hash_table_lookup(t, "file.filename");
-    if (!g_hash_table_contains(t, "driver") && file)
+    if (!g_hash_table_contains(t, "driver") && file) {
         put(t, "driver", probe_format(file));
+        if (!strcmp(g_hash_table_lookup(t, "driver"), "raw"))
+            put(t, "x-probed", "on");
+    }
     files = node_prefixes(t, "filename", NULL);
     for (guint i = 0; i < files->len; i++) {
         g_autofree char *key =

@@ -232,7 +232,8 @@ static int send_info(NbdConn *c, uint32_t opt, uint16_t type,
 }
 
 static int send_export_infos(NbdConn *c, uint32_t opt, NbdExport *exp,
-                             bool want_name, bool want_description)
+                             bool want_name, bool want_description,
+                             bool want_block_size)
 {
     const BlockLimits *l = bdrv_limits(exp->node);
     struct {
@@ -241,9 +242,12 @@ static int send_export_infos(NbdConn *c, uint32_t opt, NbdExport *exp,
     } __attribute__((packed)) info = {
         htobe64(nbd_export_size(exp)), htobe16(export_flags(c, exp)),
     };
-    /* min 1: io.c realigns any request, so clients need not. */
+    /* io.c realigns any request, so the minimum is 1, unless the client
+     * will obey a larger one that the node asks for: then, as QEMU, that
+     * (512 for a probed raw image, which must see block 0 whole). */
+    bool obeys = want_block_size || opt == NBD_OPT_INFO;
     uint32_t bs[3] = {
-        htobe32(1),
+        htobe32(obeys ? MAX(l->min_request, 1) : 1),
         htobe32(MAX(4096, l->request_alignment)),
         htobe32(NBD_MAX_PAYLOAD),
     };
@@ -263,7 +267,7 @@ static int send_export_infos(NbdConn *c, uint32_t opt, NbdExport *exp,
 static HandshakeState opt_info_go(NbdConn *c, Option *o)
 {
     g_autofree char *name = take_string(o);
-    bool want_name = false, want_description = false;
+    bool want_name = false, want_description = false, want_block_size = false;
     uint16_t nreqs;
     NbdExport *exp;
 
@@ -277,6 +281,7 @@ static HandshakeState opt_info_go(NbdConn *c, Option *o)
         take_u16(o, &type);
         want_name |= type == NBD_INFO_NAME;
         want_description |= type == NBD_INFO_DESCRIPTION;
+        want_block_size |= type == NBD_INFO_BLOCK_SIZE;
     }
     exp = nbd_export_lookup(name);
     if (!exp) {
@@ -285,7 +290,8 @@ static HandshakeState opt_info_go(NbdConn *c, Option *o)
                           "export '%s' not present", quoted) < 0
                    ? HS_DEAD : HS_OPTION;
     }
-    if (send_export_infos(c, o->code, exp, want_name, want_description) < 0 ||
+    if (send_export_infos(c, o->code, exp, want_name, want_description,
+                          want_block_size) < 0 ||
         send_ack(c, o->code) < 0) {
         nbd_export_unref(exp);
         return HS_DEAD;
