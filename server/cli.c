@@ -9,6 +9,7 @@
 #include "block/block.h"
 #include "qemu-opts.h"
 #include "qmp-cli.h"
+#include "trace.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,12 @@ static gboolean unsupported(const char *name, const char *value,
     g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
                 "option '%s' is not supported yet", name);
     return FALSE;
+}
+
+static gboolean trace_arg(const char *name, const char *value,
+                          gpointer data, GError **errp)
+{
+    return trace_option(value, errp);
 }
 
 #define UNSUPPORTED(l, s, arg)                                               \
@@ -64,7 +71,11 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         { "pid-file", 0, 0, G_OPTION_ARG_FILENAME, &o->pid_file,
           "write the server's pid to PATH", "PATH" },
         { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
-          "print what the server does on stderr", NULL },
+          "accepted, as qemu-nbd; nothing is printed while serving "
+          "(see --trace)", NULL },
+        { "trace", 'T', 0, G_OPTION_ARG_CALLBACK, (gpointer)trace_arg,
+          "print the events that match PATTERN (--trace help lists them)",
+          "[[enable=]PATTERN][,events=FILE][,file=FILE]" },
         { "version", 'V', 0, G_OPTION_ARG_NONE, &o->version,
           "print the version and exit", NULL },
         { "object", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->objects,
@@ -90,7 +101,6 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         UNSUPPORTED("connect", 'c', true),
         UNSUPPORTED("disconnect", 'd', false),
         UNSUPPORTED("partition", 'P', true),
-        UNSUPPORTED("trace", 'T', true),
         UNSUPPORTED("list", 'L', false),
         UNSUPPORTED("tls-hostname", 0, true),
         UNSUPPORTED("handshake-limit", 0, true),

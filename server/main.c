@@ -18,6 +18,7 @@
 #include "qmp-cli.h"
 #include "qmp-int.h"
 #include "tls.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,8 +57,7 @@ static bool accept_client(int listen_fd)
     if (fd < 0)
         return false;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: client connected\n");
+    trace(TRACE_NBD_CLIENT_CONNECT, "client connected");
     thread = g_thread_try_new("nbd-client", client_thread,
                               GINT_TO_POINTER(fd), NULL);
     if (!thread) {
@@ -189,9 +189,9 @@ static BlockNode *open_image(const CliOptions *o)
         fprintf(stderr, "snapnbd: %s\n", err->message);
         return NULL;
     }
-    if (o->verbose) {
+    if (trace_enabled[TRACE_IMAGE_OPEN]) {
         g_autofree char *d = bdrv_describe(node);
-        fprintf(stderr, "snapnbd: opened %s\n", d);
+        trace(TRACE_IMAGE_OPEN, "opened %s", d);
     }
     return node;
 }
@@ -267,7 +267,6 @@ int main(int argc, char **argv)
         printf("snapnbd " PACKAGE_VERSION "\n");
         return EXIT_SUCCESS;
     }
-    nbd_verbose = bdrv_verbose = o.verbose;
     if (!tls_setup(o.objects, o.tls_creds, o.tls_authz))
         goto out;
     sig_fd = block_signals();

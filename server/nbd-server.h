@@ -38,6 +38,4 @@ void nbd_writes_resume(void);
 /* Number of clients currently connected. */
 int nbd_server_client_count(void);
 
-extern int nbd_verbose;
-
 #endif
