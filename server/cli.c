@@ -32,6 +32,33 @@ static gboolean trace_arg(const char *name, const char *value,
     { l, s, G_OPTION_FLAG_HIDDEN | ((arg) ? 0 : G_OPTION_FLAG_NO_ARG),       \
       G_OPTION_ARG_CALLBACK, (gpointer)unsupported, NULL, NULL }
 
+/* -L: qemu-nbd's checks, with its words. */
+static bool check_list_mode(int argc, const CliOptions *o, bool shared)
+{
+    if (argc != 1) {
+        fprintf(stderr, "snapnbd: List mode is incompatible with a file "
+                        "name\n");
+        return false;
+    }
+    if (o->export_name || o->description || o->offset || o->format ||
+        o->load_snapshot || o->bitmaps || o->allocation_depth || o->aio ||
+        o->discard || o->cache || o->nocache) {
+        fprintf(stderr, "snapnbd: List mode is incompatible with per-device "
+                        "settings\n");
+        return false;
+    }
+    if (o->fork) {
+        fprintf(stderr, "snapnbd: List mode is incompatible with forking\n");
+        return false;
+    }
+    if (o->tls_authz) {
+        fprintf(stderr, "snapnbd: TLS authorization is incompatible with "
+                        "export list\n");
+        return false;
+    }
+    return true;
+}
+
 bool cli_parse(int argc, char **argv, CliOptions *o)
 {
     g_autofree char *shared = NULL;
@@ -98,10 +125,11 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         { "bitmap", 'B', 0, G_OPTION_ARG_STRING_ARRAY, &o->bitmaps,
           "offer the dirty bitmap NAME as the qemu:dirty-bitmap:NAME meta "
           "context (repeatable)", "NAME" },
+        { "list", 'L', 0, G_OPTION_ARG_NONE, &o->list,
+          "list the exports of the server at -k or -b/-p, and exit", NULL },
         UNSUPPORTED("connect", 'c', true),
         UNSUPPORTED("disconnect", 'd', false),
         UNSUPPORTED("partition", 'P', true),
-        UNSUPPORTED("list", 'L', false),
         UNSUPPORTED("tls-hostname", 0, true),
         UNSUPPORTED("handshake-limit", 0, true),
         { NULL },
@@ -131,6 +159,8 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         }
         o->shared = n;
     }
+    if (o->list)
+        return check_list_mode(argc, o, shared != NULL);
     /* with the control socket, the image is optional (daemon mode) */
     if (argc != 2 && !(argc == 1 && qmp_cli_given())) {
         fprintf(stderr, "snapnbd: expecting one image file name "

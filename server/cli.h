@@ -36,6 +36,7 @@ typedef struct CliOptions {
     gboolean allocation_depth; /* -A: offer qemu:allocation-depth */
     gboolean snapshot;     /* -s: writes go to a temporary overlay */
     gboolean image_opts;   /* --image-opts: FILENAME is an option string */
+    gboolean list;         /* -L: list the exports of a server, as a client */
 } CliOptions;
 
 /* Parses argv; on a bad command line prints one line naming the problem

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "export.h"
 #include "image.h"
+#include "list.h"
 #include "listen.h"
 #include "nbd-server.h"
 #include "qmp-cli.h"
@@ -266,6 +267,10 @@ int main(int argc, char **argv)
     if (o.version) {
         printf("snapnbd " PACKAGE_VERSION "\n");
         return EXIT_SUCCESS;
+    }
+    if (o.list) {
+        ret = list_exports(&o);
+        goto out;
     }
     if (!tls_setup(o.objects, o.tls_creds, o.tls_authz))
         goto out;

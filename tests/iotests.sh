@@ -8,7 +8,8 @@
 # touched), builds nothing of QEMU, and runs the NBD-relevant tests -- those
 # whose protocols include nbd (or "generic", which includes it) and those
 # that start qemu-nbd themselves -- with `./check -nbd -raw` and
-# `./check -nbd -qcow2`, once with Debian's qemu-nbd as QEMU_NBD_PROG and
+# `./check -nbd -qcow2` (the file-only tests that start qemu-nbd with
+# `-file`), once with Debian's qemu-nbd as QEMU_NBD_PROG and
 # once with snapnbd.  Prints one line per (format, test) that ran with
 # either server, and exits 1 if a test passes with qemu-nbd but not with
 # snapnbd.
@@ -86,8 +87,9 @@ exec /usr/bin/qemu-system-x86_64 "${args[@]}"
 EOF
 chmod +x "$qemu_wrapper"
 
-# The NBD-relevant tests: protocol nbd or generic (and not excluded), or
-# they start qemu-nbd themselves.
+# The NBD-relevant tests, each with the protocol it runs with: nbd for
+# those whose protocols include nbd (or "generic", or that name none), file
+# for the file-only tests that start qemu-nbd themselves.
 candidates() {
     local f
     cd "$iotests" || return
@@ -95,19 +97,31 @@ candidates() {
         [ -f "$f" ] || continue
         if grep -qE '^_supported_proto.*\b(nbd|generic)\b' "$f" &&
            ! grep -qE '^_unsupported_proto.*\bnbd\b' "$f"; then
-            echo "${f#tests/}"
-        elif grep -qE "supported_protocols=\[[^]]*'nbd'" "$f" ||
-             grep -qE 'QEMU_NBD|qemu_nbd' "$f"; then
-            echo "${f#tests/}"
+            echo "${f#tests/} nbd"
+        elif grep -qE "supported_protocols=\[[^]]*'nbd'" "$f"; then
+            echo "${f#tests/} nbd"
+        elif grep -qE 'QEMU_NBD|qemu_nbd' "$f"; then
+            if grep -qE '^_supported_proto|supported_protocols=' "$f"; then
+                echo "${f#tests/} file"
+            else
+                echo "${f#tests/} nbd"
+            fi
         fi
     done
 }
 
-if [ $# -gt 0 ]; then tests=("$@"); else mapfile -t tests < <(candidates); fi
+declare -A proto
+while read -r t p; do proto[$t]=$p; done < <(candidates)
+if [ $# -gt 0 ]; then
+    tests=("$@")
+else
+    mapfile -t tests < <(printf '%s\n' "${!proto[@]}" | sort)
+fi
 
 # run_one SERVER FORMAT TEST: prints pass, fail, skip or timeout.
 run_one() {
     local server=$1 fmt=$2 test=$3 prog scratch pid t=0 status log
+    local p=${proto[$test]:-nbd}
     case $server in
     qemu-nbd) prog=/usr/bin/qemu-nbd ;;
     snapnbd) prog=$snapnbd ;;
@@ -119,7 +133,7 @@ run_one() {
          QEMU_IMG_PROG=/usr/bin/qemu-img QEMU_IO_PROG=/usr/bin/qemu-io \
          QSD_PROG=/usr/bin/qemu-storage-daemon \
          TEST_DIR="$scratch/t" SOCK_DIR="$scratch/s" \
-         setsid ./check -tap -nbd -"$fmt" "$test") > "$log" 2>&1 &
+         setsid ./check -tap -"$p" -"$fmt" "$test") > "$log" 2>&1 &
     pid=$!
     while kill -0 $pid 2>/dev/null; do
         if [ $t -ge $((limit * 10)) ]; then
@@ -152,7 +166,7 @@ for server in $servers; do
             r=$(run_one "$server" "$fmt" "$test")
             result[$server,$fmt,$test]=$r
             echo "$fmt $test $r" >> "$results/$server.results.new"
-            echo "iotests: $server -nbd -$fmt $test: $r" >&2
+            echo "iotests: $server -${proto[$test]:-nbd} -$fmt $test: $r" >&2
         done
     done
     # keep the earlier results of tests not rerun this time
@@ -168,7 +182,7 @@ done
 lookup() { awk -v f="$2" -v t="$3" '$1==f && $2==t { print $3 }' \
                "$results/$1.results" 2>/dev/null; }
 regressions=0 both=0 qn=0 sn=0
-printf '%-6s %-28s %-8s %-8s\n' format test qemu-nbd snapnbd
+printf '%-10s %-24s %-8s %-8s\n' config test qemu-nbd snapnbd
 for fmt in $formats; do
     for test in "${tests[@]}"; do
         q=$(lookup qemu-nbd "$fmt" "$test"); s=$(lookup snapnbd "$fmt" "$test")
@@ -179,7 +193,8 @@ for fmt in $formats; do
         if [ "$q" = pass ] && [ "$s" != pass ]; then
             note="  <-- regression"; regressions=$((regressions + 1))
         fi
-        printf '%-6s %-28s %-8s %-8s%s\n' "$fmt" "$test" "${q:--}" "${s:--}" "$note"
+        printf '%-10s %-24s %-8s %-8s%s\n' "${proto[$test]:-nbd}-$fmt" "$test" \
+            "${q:--}" "${s:--}" "$note"
     done
 done
 echo "qemu-nbd passes $qn, snapnbd passes $sn; $regressions pass with qemu-nbd and not with snapnbd"
