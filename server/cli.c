@@ -11,6 +11,7 @@
 #include "qmp-cli.h"
 #include "trace.h"
 
+#include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -274,22 +275,154 @@ static const char *probe_format(const char *filename)
     return format;
 }
 
-/* The image node of a plain FILENAME: raw or qcow2 over the file. */
-static GHashTable *plain_image(const CliOptions *o, GError **errp)
+/* json:{...}: the JSON object's members as flat keys ("file.filename"),
+ * the values as strings, as QEMU's qdict_flatten makes them. */
+static void flatten_json(GHashTable *t, const char *prefix, JsonNode *node)
 {
-    const char *format = o->format ? o->format : probe_format(o->filename);
+    if (JSON_NODE_HOLDS_OBJECT(node)) {
+        JsonObject *obj = json_node_get_object(node);
+        g_autoptr(GList) members = json_object_get_members(obj);
+
+        for (GList *m = members; m; m = m->next) {
+            g_autofree char *key = *prefix
+                ? g_strconcat(prefix, ".", m->data, NULL)
+                : g_strdup(m->data);
+            flatten_json(t, key, json_object_get_member(obj, m->data));
+        }
+    } else if (JSON_NODE_HOLDS_ARRAY(node)) {
+        JsonArray *a = json_node_get_array(node);
+
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            g_autofree char *key = g_strdup_printf("%s.%u", prefix, i);
+            flatten_json(t, key, json_array_get_element(a, i));
+        }
+    } else if (JSON_NODE_HOLDS_VALUE(node)) {
+        GType type = json_node_get_value_type(node);
+        g_autofree char *v =
+            type == G_TYPE_BOOLEAN ? g_strdup(json_node_get_boolean(node)
+                                              ? "on" : "off")
+            : type == G_TYPE_INT64 ? g_strdup_printf(
+                  "%" G_GINT64_FORMAT, json_node_get_int(node))
+            : type == G_TYPE_DOUBLE ? g_strdup_printf(
+                  "%.17g", json_node_get_double(node))
+            : g_strdup(json_node_get_string(node));
+        put(t, prefix, v);
+    }
+}
+
+static GHashTable *json_filename(const char *filename, GError **errp)
+{
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) err = NULL;
+    JsonNode *root;
     GHashTable *t;
 
-    if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0) {
+    if (!json_parser_load_from_data(parser, filename + 5, -1, &err) ||
+        !(root = json_parser_get_root(parser)) ||
+        !JSON_NODE_HOLDS_OBJECT(root)) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "format '%s' is not supported (use raw or qcow2)",
-                    format);
+                    "Could not parse the JSON options of '%s'%s%s",
+                    filename, err ? ": " : "", err ? err->message : "");
+        return NULL;
+    }
+    t = opt_table();
+    flatten_json(t, "", root);
+    return t;
+}
+
+/* NBD client nodes (another issue's driver): a plain refusal for now. */
+static bool is_nbd_client_name(const char *filename)
+{
+    return g_str_has_prefix(filename, "nbd:") ||
+           g_str_has_prefix(filename, "nbd+unix:") ||
+           g_str_has_prefix(filename, "nbd+tcp:");
+}
+
+/* The options of the node a FILENAME names, as QEMU reads protocol
+ * prefixes: "json:{...}", "file:PATH", "null-co://", a refusal for NBD
+ * URIs and unknown protocols ("x:..." with no '/' before the colon), and
+ * else a file. */
+static GHashTable *filename_options(const char *filename, GError **errp)
+{
+    size_t proto_len = strspn(filename,
+                              "abcdefghijklmnopqrstuvwxyz"
+                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_");
+    GHashTable *t;
+
+    if (g_str_has_prefix(filename, "json:"))
+        return json_filename(filename, errp);
+    if (is_nbd_client_name(filename)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "'%s': NBD client nodes (nbd://, nbd+unix://) are not "
+                    "supported yet", filename);
+        return NULL;
+    }
+    t = opt_table();
+    if (g_str_has_prefix(filename, "null-co:") ||
+        g_str_has_prefix(filename, "null-aio:")) {
+        if (strcmp(strchr(filename, ':'), "://") != 0) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "The only allowed filename for this driver is "
+                        "'%.*s://'", (int)(strchr(filename, ':') - filename),
+                        filename);
+            g_hash_table_unref(t);
+            return NULL;
+        }
+        put(t, "driver", "null-co");
+    } else if (g_str_has_prefix(filename, "file:")) {
+        put(t, "driver", "file");
+        put(t, "filename", filename + 5);
+    } else if (proto_len > 0 && filename[proto_len] == ':') {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "Unknown protocol '%.*s'", (int)proto_len, filename);
+        g_hash_table_unref(t);
+        return NULL;
+    } else {
+        put(t, "driver", "file");
+        put(t, "filename", filename);
+    }
+    return t;
+}
+
+static bool is_format(const char *driver)
+{
+    return g_strcmp0(driver, "raw") == 0 || g_strcmp0(driver, "qcow2") == 0;
+}
+
+/* The image node of a FILENAME: raw or qcow2 (-f, or probed) over the
+ * protocol node it names, unless it names a format node itself (json:). */
+static GHashTable *plain_image(const CliOptions *o, GError **errp)
+{
+    g_autoptr(GHashTable) proto = filename_options(o->filename, errp);
+    const char *driver, *format = o->format;
+    GHashTable *t;
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (!proto)
+        return NULL;
+    driver = g_hash_table_lookup(proto, "driver");
+    if (!driver && g_hash_table_contains(proto, "filename"))
+        put(proto, "driver", driver = "file");
+    if (is_format(driver) && (!format || strcmp(format, driver) == 0))
+        return g_steal_pointer(&proto);
+    if (!format && g_strcmp0(driver, "file") == 0)
+        format = probe_format(g_hash_table_lookup(proto, "filename"));
+    else if (!format) /* the other protocols read zeroes: raw */
+        format = probe_format(o->filename);
+    if (!is_format(format) || is_format(driver)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    is_format(driver) ? "Cannot use '%s' with -f %s"
+                                      : "format '%s' is not supported (use "
+                                        "raw or qcow2)",
+                    is_format(driver) ? driver : format, format);
         return NULL;
     }
     t = opt_table();
     put(t, "driver", format);
-    put(t, "file.driver", "file");
-    put(t, "file.filename", o->filename);
+    g_hash_table_iter_init(&it, proto);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        g_hash_table_insert(t, g_strconcat("file.", k, NULL), g_strdup(v));
     return t;
 }
 

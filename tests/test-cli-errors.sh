@@ -43,11 +43,9 @@ refused "not supported" -k "$sock" --tls-hostname h "$img"
 refused "not supported" -k "$sock" -c /dev/nbd0 "$img"
 refused "not supported" -k "$sock" -d /dev/nbd0
 refused "not supported" -k "$sock" -P 1 "$img"
-refused "not supported" -k "$sock" -L
 refused "not supported" -k "$sock" --handshake-limit 5 "$img"
-refused "not supported" -k "$sock" -T 'nbd_*' "$img"
 # An unsupported option is refused wherever it stands.
-refused "'-L' is not supported" -k "$sock" -f raw -t "$img" -L
+refused "'-P' is not supported" -k "$sock" -f raw -t "$img" -P 1
 
 # -l needs a qcow2 image node, and only knows QEMU's snapshot.* keys;
 # --image-opts replaces -f (qemu-nbd's messages).
