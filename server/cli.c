@@ -11,7 +11,9 @@
 #include "qmp-cli.h"
 #include "trace.h"
 
+#include <errno.h>
 #include <json-glib/json-glib.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +34,27 @@ static gboolean trace_arg(const char *name, const char *value,
 #define UNSUPPORTED(l, s, arg)                                               \
     { l, s, G_OPTION_FLAG_HIDDEN | ((arg) ? 0 : G_OPTION_FLAG_NO_ARG),       \
       G_OPTION_ARG_CALLBACK, (gpointer)unsupported, NULL, NULL }
+
+/* -c DEV, -d DEV: the kernel's NBD client is not driven yet.  A device
+ * that does not exist gets qemu-nbd's own message. */
+static bool refuse_kernel_device(const CliOptions *o, const char *arg)
+{
+    const char *dev = o->disconnect ? arg : o->connect_device;
+
+    if (!dev) {
+        fprintf(stderr, "snapnbd: -d needs the device (snapnbd -d "
+                        "/dev/nbdN)\n");
+    } else if (access(dev, F_OK) != 0) {
+        fprintf(stderr, "snapnbd: %s %s: %s\n",
+                o->disconnect ? "Cannot open" : "Failed to open", dev,
+                g_strerror(errno));
+    } else {
+        fprintf(stderr, "snapnbd: %s %s: kernel NBD devices are not "
+                        "supported yet\n",
+                o->disconnect ? "-d" : "-c", dev);
+    }
+    return false;
+}
 
 /* -L: qemu-nbd's checks, with its words. */
 static bool check_list_mode(int argc, const CliOptions *o, bool shared)
@@ -128,8 +151,12 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
           "context (repeatable)", "NAME" },
         { "list", 'L', 0, G_OPTION_ARG_NONE, &o->list,
           "list the exports of the server at -k or -b/-p, and exit", NULL },
-        UNSUPPORTED("connect", 'c', true),
-        UNSUPPORTED("disconnect", 'd', false),
+        { "connect", 'c', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME,
+          &o->connect_device, "kernel NBD device (not supported)", "DEV" },
+        { "disconnect", 'd', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE,
+          &o->disconnect, "kernel NBD device (not supported)", NULL },
+        { "selinux-label", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING,
+          &o->selinux_label, "refused: built without SELinux", "LABEL" },
         UNSUPPORTED("partition", 'P', true),
         UNSUPPORTED("tls-hostname", 0, true),
         UNSUPPORTED("handshake-limit", 0, true),
@@ -162,6 +189,13 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
     }
     if (o->list)
         return check_list_mode(argc, o, shared != NULL);
+    if (o->connect_device || o->disconnect)
+        return refuse_kernel_device(o, argc == 2 ? argv[1] : NULL);
+    if (o->selinux_label) { /* qemu-nbd built without SELinux says so */
+        fprintf(stderr, "snapnbd: SELinux support not enabled in this "
+                        "binary\n");
+        return false;
+    }
     /* with the control socket, the image is optional (daemon mode) */
     if (argc != 2 && !(argc == 1 && qmp_cli_given())) {
         fprintf(stderr, "snapnbd: expecting one image file name "
@@ -599,4 +633,6 @@ void cli_free(CliOptions *o)
     g_free(o->tls_authz);
     g_free(o->load_snapshot);
     g_strfreev(o->bitmaps);
+    g_free(o->selinux_label);
+    g_free(o->connect_device);
 }

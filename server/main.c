@@ -16,6 +16,7 @@
 #include "list.h"
 #include "listen.h"
 #include "nbd-server.h"
+#include "objects.h"
 #include "qmp-cli.h"
 #include "qmp-int.h"
 #include "tls.h"
@@ -181,6 +182,19 @@ static bool write_pid_file(const char *path)
     return true;
 }
 
+/* --object: secrets here, TLS objects in tls.c. */
+static bool setup_objects(const CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) tls_specs = NULL;
+
+    if (!objects_setup(o->objects, &tls_specs, &err)) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    return tls_setup(tls_specs, o->tls_creds, o->tls_authz);
+}
+
 static BlockNode *open_image(const CliOptions *o)
 {
     g_autoptr(GError) err = NULL;
@@ -272,7 +286,7 @@ int main(int argc, char **argv)
         ret = list_exports(&o);
         goto out;
     }
-    if (!tls_setup(o.objects, o.tls_creds, o.tls_authz))
+    if (!setup_objects(&o))
         goto out;
     sig_fd = block_signals();
     if (o.fork)
@@ -316,6 +330,7 @@ out:
     qmp_nbd_cleanup();
     qmp_block_cleanup();
     qmp_cli_free();
+    objects_cleanup();
     tell_parent(ready_fd, 1);
     cli_free(&o);
     return ret;
