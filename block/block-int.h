@@ -141,5 +141,6 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_luks;
 
 #endif

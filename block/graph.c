@@ -17,6 +17,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_raw,
     &bdrv_null,
     &bdrv_qcow2,
+    &bdrv_luks,
 };
 
 static GMutex names_lock;

@@ -192,6 +192,7 @@ static bool setup_objects(const CliOptions *o)
         fprintf(stderr, "snapnbd: %s\n", err->message);
         return false;
     }
+    bdrv_set_secret_lookup(secret_lookup);
     return tls_setup(tls_specs, o->tls_creds, o->tls_authz);
 }
 
