@@ -197,5 +197,6 @@ extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_copy_before_write;
 extern const BlockDriver bdrv_snapshot_access;
+extern const BlockDriver bdrv_luks;
 
 #endif

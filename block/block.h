@@ -113,6 +113,12 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp);
 int bdrv_create(const char *driver, const char *filename, uint64_t size,
                 GHashTable *options, GError **errp);
 
+/* Where encrypted images' drivers get the bytes of a secret object
+ * ("key-secret=ID"): the server sets it (its --object secret table); the
+ * bytes stay owned by the table.  NULL with @errp set if there is none. */
+typedef GBytes *(*BdrvSecretLookup)(const char *id, GError **errp);
+void bdrv_set_secret_lookup(BdrvSecretLookup fn);
+
 /* QEMU's rule for node names, export, job and object ids: a letter, then
  * letters, digits, '-', '.' and '_'. */
 bool bdrv_id_wellformed(const char *id);

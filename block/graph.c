@@ -19,6 +19,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_qcow2,
     &bdrv_copy_before_write,
     &bdrv_snapshot_access,
+    &bdrv_luks,
 };
 
 static GMutex names_lock;

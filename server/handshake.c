@@ -14,6 +14,7 @@
  * so nothing about the exports is said in clear text.
  */
 #include "connection.h"
+#include "trace.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -74,8 +75,7 @@ static int send_error(NbdConn *c, uint32_t opt, uint32_t type,
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: option %u refused: %s\n", opt, msg);
+    trace(TRACE_NBD_OPTION_REFUSED, "option %u refused: %s", opt, msg);
     return send_reply(c, opt, type, msg, strlen(msg));
 }
 
@@ -156,8 +156,7 @@ static HandshakeState enter_transmission(NbdConn *c, NbdExport *exp)
         c->ctx_allocation_depth = false;
         c->ctx_bitmaps = 0;
     }
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: client chose export '%s'\n", exp->name);
+    trace(TRACE_NBD_CLIENT_EXPORT, "client chose export '%s'", exp->name);
     return HS_TRANSMISSION;
 }
 

@@ -13,11 +13,14 @@
 #include "cli.h"
 #include "export.h"
 #include "image.h"
+#include "list.h"
 #include "listen.h"
 #include "nbd-server.h"
+#include "objects.h"
 #include "qmp-cli.h"
 #include "qmp-int.h"
 #include "tls.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,8 +59,7 @@ static bool accept_client(int listen_fd)
     if (fd < 0)
         return false;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: client connected\n");
+    trace(TRACE_NBD_CLIENT_CONNECT, "client connected");
     thread = g_thread_try_new("nbd-client", client_thread,
                               GINT_TO_POINTER(fd), NULL);
     if (!thread) {
@@ -180,6 +182,20 @@ static bool write_pid_file(const char *path)
     return true;
 }
 
+/* --object: secrets here, TLS objects in tls.c. */
+static bool setup_objects(const CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) tls_specs = NULL;
+
+    if (!objects_setup(o->objects, &tls_specs, &err)) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    bdrv_set_secret_lookup(secret_lookup);
+    return tls_setup(tls_specs, o->tls_creds, o->tls_authz);
+}
+
 static BlockNode *open_image(const CliOptions *o)
 {
     g_autoptr(GError) err = NULL;
@@ -189,9 +205,9 @@ static BlockNode *open_image(const CliOptions *o)
         fprintf(stderr, "snapnbd: %s\n", err->message);
         return NULL;
     }
-    if (o->verbose) {
+    if (trace_enabled[TRACE_IMAGE_OPEN]) {
         g_autofree char *d = bdrv_describe(node);
-        fprintf(stderr, "snapnbd: opened %s\n", d);
+        trace(TRACE_IMAGE_OPEN, "opened %s", d);
     }
     return node;
 }
@@ -265,8 +281,11 @@ int main(int argc, char **argv)
         printf("snapnbd " PACKAGE_VERSION "\n");
         return EXIT_SUCCESS;
     }
-    nbd_verbose = bdrv_verbose = o.verbose;
-    if (!tls_setup(o.objects, o.tls_creds, o.tls_authz))
+    if (o.list) {
+        ret = list_exports(&o);
+        goto out;
+    }
+    if (!setup_objects(&o))
         goto out;
     sig_fd = block_signals();
     if (o.fork)
@@ -308,6 +327,7 @@ out:
     qmp_nbd_cleanup();
     qmp_block_cleanup();
     qmp_cli_free();
+    objects_cleanup();
     /* Last: whoever waits for the pid file to vanish finds every image
      * flushed, closed and unlocked. */
     if (o.pid_file && ret == EXIT_SUCCESS)

@@ -99,6 +99,12 @@ static const Member snapshot_access_members[] = {
     { NULL },
 };
 
+static const Member luks_members[] = {
+    { "file", M_REF, .required = true },
+    { "key-secret", M_STR },
+    { NULL },
+};
+
 static const Member null_members[] = {
     { "size", M_INT },
     { "latency-ns", M_INT },
@@ -114,6 +120,7 @@ static const struct {
     { "file", "file", file_members },
     { "raw", "raw", raw_members },
     { "qcow2", "qcow2", qcow2_members },
+    { "luks", "luks", luks_members },
     { "null-co", "null-co", null_members },
     { "null-aio", "null-co", null_members },
     { "copy-before-write", "copy-before-write", cbw_members },

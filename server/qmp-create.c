@@ -1,7 +1,8 @@
 /*
  * qmp-create.c - blockdev-create, as QEMU has it: a "create" job that makes
  * a file (driver "file") or writes a new qcow2 image over a node that
- * blockdev-add opened (driver "qcow2", "file" naming the node).  The job is
+ * blockdev-add opened (drivers "qcow2" and "luks", "file" naming the
+ * node).  The job is
  * not dismissed automatically: clients wait for "concluded", read its
  * error in query-jobs, and job-dismiss it.
  */
@@ -108,6 +109,27 @@ static bool parse_qcow2(JsonObject *o, CreateJobSpec *spec, GError **errp)
            take_str(o, "preallocation", "preallocation", spec->options, errp);
 }
 
+/* BlockdevCreateOptionsLUKS: a LUKS image over a node (block/luks.c). */
+static bool parse_luks(JsonObject *o, CreateJobSpec *spec, GError **errp)
+{
+    const char *file = qmp_arg_str(o, "file", true, errp);
+
+    if (!file)
+        return false;
+    spec->file = bdrv_find_node(file);
+    if (!spec->file) {
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", file,
+                  file);
+        return false;
+    }
+    return take_str(o, "key-secret", "key-secret", spec->options, errp) &&
+           take_str(o, "cipher-alg", "cipher-alg", spec->options, errp) &&
+           take_str(o, "cipher-mode", "cipher-mode", spec->options, errp) &&
+           take_str(o, "ivgen-alg", "ivgen-alg", spec->options, errp) &&
+           take_str(o, "hash-alg", "hash-alg", spec->options, errp) &&
+           take_int(o, "iter-time", "iter-time", spec->options, errp);
+}
+
 static bool parse_options(JsonObject *args, CreateJobSpec *spec,
                           GError **errp)
 {
@@ -134,6 +156,8 @@ static bool parse_options(JsonObject *args, CreateJobSpec *spec,
         return parse_file(o, spec, errp);
     if (!strcmp(spec->driver, "qcow2"))
         return parse_qcow2(o, spec, errp);
+    if (!strcmp(spec->driver, "luks"))
+        return parse_luks(o, spec, errp);
     qmp_error(errp, "Driver '%s' does not support blockdev-create",
               spec->driver);
     return false;

@@ -20,6 +20,7 @@
  * (errno_to_nbd) maps errno values to wire errors.
  */
 #include "connection.h"
+#include "trace.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -199,9 +200,8 @@ static void error_reply(NbdConn *c, const Request *r, uint32_t error,
 
 static uint32_t reject(const Request *r, uint32_t error, const char *why)
 {
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: invalid request: %s: %s\n",
-                cmd_name(r->type), why);
+    trace(TRACE_NBD_REQUEST_INVALID, "invalid request: %s: %s",
+          cmd_name(r->type), why);
     return error;
 }
 
@@ -543,9 +543,9 @@ static void execute(Worker *w, const Request *r)
         ret = bdrv_prefetch(node, r->offset, r->len);
         break;
     }
-    if (ret < 0 && nbd_verbose)
-        fprintf(stderr, "snapnbd: %s at %" G_GUINT64_FORMAT "+%u failed: %s\n",
-                cmd_name(r->type), r->offset, r->len, g_strerror(-ret));
+    if (ret < 0)
+        trace(TRACE_NBD_REQUEST_FAILED, "%s at %" G_GUINT64_FORMAT "+%u failed: %s",
+              cmd_name(r->type), r->offset, r->len, g_strerror(-ret));
     simple_reply(c, r->cookie, errno_to_nbd(-ret), NULL, 0);
 }
 
