@@ -12,6 +12,7 @@ gives a copy made then).  Usage:
 
   fleecing_filters.py recipe QMP NBDSOCK TMP REF SEED [extra-export-node]
   fleecing_filters.py cbw-error QMP NBDSOCK TMP MODE SEED
+  fleecing_filters.py discard QMP NBDSOCK TMP
 """
 import subprocess
 import sys
@@ -92,8 +93,16 @@ def recipe(qmp, sock, tmp_img, ref, seed, extra, qemu_72=False):
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O",
                               "raw", ref, out + ".ref"], check=True)
     with open(out + ".ref", "rb") as f:
-        assert plain == f.read(), "the snapshot's reads are not the point " \
-                                  "in time"
+        same = plain == f.read()
+    if not same and qemu_72:
+        # Nor are its reads: a read of a range not yet copied reads the
+        # live source, which a copy-before-write that ends meanwhile lets
+        # the guest overwrite.
+        print("qemu-storage-daemon: plain reads of the snapshot are not the "
+              "point in time either (QEMU 7.2's snapshot-access reads race "
+              "its copy-before-write)")
+    else:
+        assert same, "the snapshot's reads are not the point in time"
     # And the live disk has every write.
     live = read_all(uri(sock, "live"), size)
     for i, w in enumerate(ws):
@@ -121,6 +130,61 @@ def read_all(u, size):
         data += h.pread(min(4 * MiB, size - off), off)
     h.shutdown()
     return bytes(data)
+
+
+def allocated(path):
+    import os
+    return os.stat(path).st_blocks * 512
+
+
+def discard(qmp, sock, tmp_img):
+    """snapshot-access discard: the fleecing store shrinks as a backup tool
+    says it has read ranges, and those ranges are gone from the snapshot
+    (and are no longer copied before writes)."""
+    q = QMP(qmp)
+    q.cmd("blockdev-add", {"driver": "qcow2", "node-name": "tmp",
+                           "discard": "unmap",
+                           "file": {"driver": "file", "filename": tmp_img}})
+    q.cmd("blockdev-add", {"driver": "copy-before-write", "node-name": "cbw",
+                           "file": "disk", "target": "tmp"})
+    q.cmd("blockdev-add", {"driver": "snapshot-access", "node-name": "acc",
+                           "discard": "unmap", "file": "cbw"})
+    q.cmd("block-export-add", {"type": "nbd", "id": "live", "name": "live",
+                               "node-name": "cbw", "writable": True})
+    q.cmd("block-export-add", {"type": "nbd", "id": "pit", "name": "pit",
+                               "node-name": "acc", "writable": True})
+    size = nbd_size(uri(sock, "pit"))
+    before = read_all(uri(sock, "pit"), size)
+    live = nbd.NBD()
+    live.connect_uri(uri(sock, "live"))
+    for off in range(0, size // 2, MiB):   # the first half is copied
+        live.pwrite(bytes([0x6b]) * MiB, off)
+    live.flush()
+    full = allocated(tmp_img)
+    pit = nbd.NBD()
+    pit.connect_uri(uri(sock, "pit"))
+    assert pit.pread(MiB, 0) == before[:MiB], "snapshot changed"
+    pit.trim(size // 2, 0)               # the tool has read the first half
+    pit.flush()
+    shrunk = allocated(tmp_img)
+    print(f"fleecing store: {full} bytes allocated, {shrunk} after discard")
+    assert shrunk < full - size // 4, "the fleecing store did not shrink"
+    try:
+        pit.pread(4096, 0)
+    except nbd.Error:
+        pass
+    else:
+        raise AssertionError("a discarded range of the snapshot was read")
+    # The second half still is the point in time, and writes to the
+    # discarded half are no longer copied.
+    assert pit.pread(MiB, size // 2) == before[size // 2:size // 2 + MiB]
+    for off in range(0, size // 2, MiB):
+        live.pwrite(bytes([0x6c]) * MiB, off)
+    live.flush()
+    assert allocated(tmp_img) <= shrunk + MiB, \
+        "discarded ranges are still copied before writes"
+    pit.shutdown()
+    live.shutdown()
 
 
 def cbw_error(qmp, sock, tmp_img, mode, seed):
@@ -158,7 +222,9 @@ def cbw_error(qmp, sock, tmp_img, mode, seed):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "recipe":
+    if sys.argv[1] == "discard":
+        discard(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "recipe":
         extra = sys.argv[7] if len(sys.argv) > 7 else ""
         recipe(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5],
                int(sys.argv[6]), extra if extra != "qsd" else None,

@@ -5,12 +5,18 @@
 #  - clients write the live disk through the copy-before-write node while a
 #    reader pulls the snapshot (qemu-img convert, guided by block status,
 #    and plain reads): the pulled image is the disk as it was when the
-#    filter was added, and the live disk has every write.  (QEMU 7.2's
-#    block status of snapshot-access is wrong under writes: its
-#    block-status guided pull is let off, its plain reads are not);
+#    filter was added, and the live disk has every write.  QEMU 7.2 is
+#    run for comparison only: under writes its snapshot-access block
+#    status reports zeroes the guest wrote after the point in time, and
+#    its reads race its copy-before-write (seen here: both pulls differ
+#    from the point in time in some runs), so its result is printed, not
+#    asserted;
 #  - snapnbd only (beyond QEMU 7.2): writes that reach the disk through an
 #    export of the disk itself, not through the filter, are copied before
 #    too;
+#  - snapnbd: discarding a range of the snapshot (a tool has read it)
+#    shrinks the fleecing store, the range can no longer be read, and it
+#    is no longer copied before writes;
 #  - a fleecing store that fills up: on-cbw-error=break-guest-write fails
 #    the guest's writes and keeps the snapshot; break-snapshot lets them
 #    through and the snapshot can no longer be read; nothing hangs.
@@ -73,6 +79,18 @@ for d in "${daemons[@]}"; do
     stop_daemon "$d"
     qemu-img check -q "$dir/disk.qcow2" || fail "$d: the disk is not sound"
     qemu-img check -q "$dir/tmp.qcow2" || fail "$d: the store is not sound"
+
+    if [ "$d" = snapnbd ]; then
+        cp "$dir/ref.qcow2" "$dir/disk.qcow2"
+        rm -f "$dir/tmp.qcow2"
+        qemu-img create -q -f qcow2 "$dir/tmp.qcow2" $size
+        run_daemon "$d" "$dir"
+        fleece discard "$dir/qmp.sock" "$dir/nbd.sock" "$dir/tmp.qcow2" ||
+            fail "snapshot-access discard"
+        stop_daemon "$d"
+        qemu-img check -q "$dir/tmp.qcow2" ||
+            fail "the store is not sound after discards"
+    fi
 
     small=$dir/small
     mkdir -p "$small"
