@@ -83,6 +83,7 @@ static GQueue event_queue = G_QUEUE_INIT; /* guarded by job_mutex */
 static JobEventFunc event_hook;
 
 static void finalize_locked(Job *job);
+static void cancel_locked(Job *job, bool force);
 
 const char *job_status_str(JobStatus s)
 {
@@ -318,12 +319,54 @@ void *job_create(const char *id, const JobDriver *driver, int flags,
     return job;
 }
 
+struct JobTxn {
+    GList *jobs;     /* guarded by the job lock */
+    int refcnt;      /* its jobs and its creator */
+};
+
+static void txn_unref_locked(JobTxn *txn)
+{
+    if (txn && --txn->refcnt == 0) {
+        g_list_free(txn->jobs);
+        g_free(txn);
+    }
+}
+
+JobTxn *job_txn_new(void)
+{
+    JobTxn *txn = g_new0(JobTxn, 1);
+
+    txn->refcnt = 1;
+    return txn;
+}
+
+void job_txn_add(JobTxn *txn, Job *job)
+{
+    job_lock();
+    g_assert(!job->txn && !job->started);
+    job->txn = txn;
+    txn->refcnt++;
+    txn->jobs = g_list_append(txn->jobs, job);
+    job_unlock();
+}
+
+void job_txn_unref(JobTxn *txn)
+{
+    job_lock();
+    txn_unref_locked(txn);
+    job_unlock();
+}
+
 static void unref_locked(Job *job)
 {
     g_assert(job->refcnt > 0);
     if (--job->refcnt > 0)
         return;
     g_assert(job->status == JOB_STATUS_NULL);
+    if (job->txn) {
+        job->txn->jobs = g_list_remove(job->txn->jobs, job);
+        txn_unref_locked(job->txn);
+    }
     if (job->driver->free)
         job->driver->free(job);
     g_clear_error(&job->err);
@@ -423,19 +466,85 @@ static void finalize_locked(Job *job)
     unref_locked(job);
 }
 
+/* The jobs of @job's group (or @job alone), each with a reference that
+ * the caller drops: finalizing drops the lock, the list may change. */
+static GList *group_locked(Job *job)
+{
+    GList *group = job->txn ? g_list_copy(job->txn->jobs)
+                           : g_list_prepend(NULL, job);
+
+    for (GList *l = group; l; l = l->next)
+        ((Job *)l->data)->refcnt++;
+    return group;
+}
+
+static void group_free_locked(GList *group)
+{
+    for (GList *l = group; l; l = l->next)
+        unref_locked(l->data);
+    g_list_free(group);
+}
+
+/* A job of a group failed: the others are cancelled, those that already
+ * succeeded (waiting or pending) abort now, and so does @failed. */
+static void group_abort_locked(Job *failed)
+{
+    GList *group = group_locked(failed);
+
+    for (GList *l = group; l; l = l->next) {
+        Job *job = l->data;
+        if (job == failed || job->finalizing ||
+            job->status == JOB_STATUS_CONCLUDED ||
+            job->status == JOB_STATUS_NULL)
+            continue;
+        if (job->status == JOB_STATUS_WAITING ||
+            job->status == JOB_STATUS_PENDING) {
+            job->cancelled = true;
+            finalize_locked(job);
+        } else if (!job->cancelled) {
+            cancel_locked(job, true); /* it aborts when it completes */
+        }
+    }
+    finalize_locked(failed);
+    group_free_locked(group);
+}
+
+static bool group_all_waiting_locked(Job *job)
+{
+    for (GList *l = job->txn ? job->txn->jobs : NULL; l; l = l->next)
+        if (((Job *)l->data)->status != JOB_STATUS_WAITING)
+            return false;
+    return true;
+}
+
 static void completed_locked(Job *job)
 {
+    GList *group;
+    bool auto_finalize = true;
+
     update_rc_locked(job);
     if (job->ret != 0) {
-        finalize_locked(job);
+        if (job->txn)
+            group_abort_locked(job);
+        else
+            finalize_locked(job);
         return;
     }
     transition_locked(job, JOB_STATUS_WAITING);
-    transition_locked(job, JOB_STATUS_PENDING);
-    if (job->auto_finalize)
-        finalize_locked(job);
-    else
-        queue_simple_event_locked(job, JOB_EVENT_PENDING);
+    if (!group_all_waiting_locked(job))
+        return; /* the last of the group to succeed goes on */
+    group = group_locked(job);
+    for (GList *l = group; l; l = l->next) {
+        transition_locked(l->data, JOB_STATUS_PENDING);
+        auto_finalize &= ((Job *)l->data)->auto_finalize;
+    }
+    for (GList *l = group; l; l = l->next) {
+        if (auto_finalize)
+            finalize_locked(l->data);
+        else
+            queue_simple_event_locked(l->data, JOB_EVENT_PENDING);
+    }
+    group_free_locked(group);
 }
 
 static gpointer job_thread(gpointer opaque)
@@ -496,7 +605,12 @@ static void cancel_locked(Job *job, bool force)
         job->ret = -ECANCELED;
         finalize_locked(job);
     } else if (job->status == JOB_STATUS_PENDING && !job->finalizing) {
-        finalize_locked(job);
+        if (job->txn)
+            group_abort_locked(job);
+        else
+            finalize_locked(job);
+    } else if (job->status == JOB_STATUS_WAITING && !job->finalizing) {
+        group_abort_locked(job); /* its group goes with it */
     } else {
         job_kick_locked(job);
     }
@@ -607,8 +721,14 @@ bool job_finalize(Job *job, GError **errp)
                     "Job '%s' is already being finalized", job->id);
         ok = false;
     }
-    if (ok)
-        finalize_locked(job);
+    if (ok) {
+        GList *group = group_locked(job);
+        for (GList *l = group; l; l = l->next)
+            if (((Job *)l->data)->status == JOB_STATUS_PENDING &&
+                !((Job *)l->data)->finalizing)
+                finalize_locked(l->data); /* a group goes together */
+        group_free_locked(group);
+    }
     job_unlock();
     return ok;
 }

@@ -74,6 +74,7 @@ typedef enum {
 } JobIoStatus;
 
 typedef struct Job Job;
+typedef struct JobTxn JobTxn;
 
 typedef struct JobDriver {
     const char *type;     /* QEMU's job type: "backup", "create", ... */
@@ -124,6 +125,7 @@ struct Job {
     bool finalizing;      /* commit/abort/clean are running */
     bool interrupted;     /* the driver must end run() now, paused or not */
     bool in_run;          /* run() is running */
+    JobTxn *txn;          /* completion-mode grouped, or NULL */
     int drain_count;      /* drained sections holding the job's nodes */
     bool drain_parked;    /* parked at job_drain_point */
     int ret;
@@ -182,6 +184,19 @@ bool blockdev_on_error_parse(const char *name, BlockdevOnError *out);
  * (a letter, then letters, digits, '-', '.', '_') and unused. */
 void *job_create(const char *id, const JobDriver *driver, int flags,
                  GError **errp);
+/*
+ * completion-mode "grouped" (QEMU's JobTxn): the jobs of a group finish
+ * together.  One that succeeds waits ("waiting") until every other has
+ * succeeded too, then all become "pending" and are finalized together
+ * (auto-finalize, or job-finalize of any of them); if one fails or is
+ * cancelled, the others are cancelled and every job of the group aborts.
+ * Add jobs before starting them.  The group lives as long as its jobs and
+ * the creator's reference.
+ */
+JobTxn *job_txn_new(void);
+void job_txn_add(JobTxn *txn, Job *job);
+void job_txn_unref(JobTxn *txn);
+
 /* Starts the job's thread: "created" -> "running". */
 void job_start(Job *job);
 /* Ends a job that never started: "created" -> "aborting" -> "concluded"

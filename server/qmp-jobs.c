@@ -456,23 +456,38 @@ static JsonNode *cmd_blockdev_backup(JsonObject *args, GError **errp)
 /* --- transaction actions: the job is created in prepare (the point in
  * time), started in commit, and cancelled unstarted in abort. ------------- */
 
+/* The group of the jobs of the transaction running now (completion-mode
+ * grouped): a new one for each transaction, which its jobs keep alive. */
+static JobTxn *transaction_group(void)
+{
+    static JobTxn *group;
+    static unsigned group_serial;
+
+    if (!group || group_serial != qmp_transaction_serial()) {
+        if (group)
+            job_txn_unref(group);
+        group = job_txn_new();
+        group_serial = qmp_transaction_serial();
+    }
+    return group;
+}
+
 static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
                               GError **errp)
 {
     Job *job;
 
     *state = NULL;
-    if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0) {
-        qmp_error(errp, "completion-mode 'grouped' is not supported yet");
-        return false;
-    }
     if (!check_members(data, drive ? DRIVE_BACKUP_MEMBERS : BACKUP_MEMBERS,
                        errp))
         return false;
     job = drive ? drive_backup_prepare(data, errp)
                 : blockdev_backup_prepare(data, errp);
-    if (job)
+    if (job) {
         job_ref(job);
+        if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0)
+            job_txn_add(transaction_group(), job);
+    }
     *state = job;
     return job != NULL;
 }
