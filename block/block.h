@@ -233,6 +233,20 @@ bool bdrv_reaches(BlockNode *from, BlockNode *to, bool through_backing);
  * links), or NULL. */
 BlockNode *bdrv_common_storage(BlockNode *a, BlockNode *b);
 
+/* --- graph changes (block/perm.c), to be made in a drained section ------- */
+
+/* Attaches @backing as the "backing" child of @bs, which has none and whose
+ * driver takes backing files (a qcow2 overlay opened with "backing": null).
+ * Says why not otherwise, in QEMU's words. */
+bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp);
+/* Every user of @from (exports, the plugin, jobs) uses @to from now on, as
+ * QEMU's bdrv_replace_node.  Refused while a node other than @to uses
+ * @from (its driver holds it), or when @to cannot take the users'
+ * permissions; then nothing changed. */
+bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp);
+/* The node only reads from now on (a snapshot's old image). */
+void bdrv_set_read_only(BlockNode *bs);
+
 /* --- drained sections (block/drain.c) ------------------------------------- */
 
 /*

@@ -920,6 +920,16 @@ static int backing_status(Qcow2State *s, int64_t offset, int64_t bytes,
 
 /* One answer covers as many alike clusters as possible, across L2 tables,
  * so that a map of a large image takes few round trips. */
+/* A live snapshot made this image the overlay of @backing: reads of
+ * unallocated clusters go there from now on (the node is drained). */
+static void qcow2_set_backing(BlockNode *bs, BlockNode *backing)
+{
+    Qcow2State *s = bs->opaque;
+
+    s->backing_length = MAX(bdrv_getlength(backing), 0);
+    __atomic_store_n(&s->backing, backing, __ATOMIC_RELEASE);
+}
+
 /* Unallocated clusters read as zeroes unless the header names a backing
  * file, attached or not: whatever the file below holds. */
 static bool qcow2_has_zero_init(BlockNode *bs)
@@ -1001,6 +1011,7 @@ const BlockDriver bdrv_qcow2 = {
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
     .has_zero_init = qcow2_has_zero_init,
+    .set_backing = qcow2_set_backing,
     .can_store_dirty_bitmap = qcow2_can_store_dirty_bitmap,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
     .can_fast_zero = true,

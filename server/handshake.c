@@ -134,14 +134,14 @@ static uint16_t export_flags(NbdConn *c, NbdExport *exp)
     uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
                  NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FUA;
 
-    if (exp->multi_conn && bdrv_can_multi_conn(exp->node))
+    if (exp->multi_conn && bdrv_can_multi_conn(nbd_export_node(exp)))
         f |= NBD_FLAG_CAN_MULTI_CONN;
     if (c->structured_replies)
         f |= NBD_FLAG_SEND_DF;
     if (exp->read_only)
         return f | NBD_FLAG_READ_ONLY;
     f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
-    if (bdrv_can_fast_zero(exp->node))
+    if (bdrv_can_fast_zero(nbd_export_node(exp)))
         f |= NBD_FLAG_SEND_FAST_ZERO;
     return f;
 }
@@ -234,7 +234,7 @@ static int send_export_infos(NbdConn *c, uint32_t opt, NbdExport *exp,
                              bool want_name, bool want_description,
                              bool want_block_size)
 {
-    const BlockLimits *l = bdrv_limits(exp->node);
+    const BlockLimits *l = bdrv_limits(nbd_export_node(exp));
     struct {
         uint64_t size;
         uint16_t flags;

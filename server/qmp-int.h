@@ -15,6 +15,7 @@ void qmp_register_nbd_commands(void);
 void qmp_register_job_commands(void);  /* qmp-jobs.c */
 void qmp_register_bitmap_commands(void); /* qmp-bitmap.c */
 void qmp_register_create_commands(void); /* qmp-create.c */
+void qmp_register_snapshot_commands(void); /* qmp-snapshot.c */
 /* BlockDirtyInfo of each bitmap of @bs (query-named-block-nodes). */
 JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs);
 /* Cancels every job and waits for them to end: before the nodes go. */

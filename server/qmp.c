@@ -1089,4 +1089,5 @@ void qmp_register_all(void)
     qmp_register_job_commands();
     qmp_register_bitmap_commands();
     qmp_register_create_commands();
+    qmp_register_snapshot_commands();
 }
