@@ -419,7 +419,7 @@ static void conclude_locked(Job *job)
  * job_update_rc. */
 static void update_rc_locked(Job *job)
 {
-    if (job->ret == 0 && job->cancelled)
+    if (job->ret == 0 && job->cancelled && job->force_cancel)
         job->ret = -ECANCELED;
     if (job->ret == 0)
         return;
@@ -436,9 +436,10 @@ static void finalize_event_locked(Job *job)
 
     if (!job->started)
         return; /* as QEMU: no completion event for a job never started */
-    q = event_new_locked(job, job->cancelled ? JOB_EVENT_CANCELLED
-                                             : JOB_EVENT_COMPLETED);
-    if (!job->cancelled && job->ret < 0) {
+    q = event_new_locked(job, job->cancelled && job->force_cancel
+                                  ? JOB_EVENT_CANCELLED
+                                  : JOB_EVENT_COMPLETED);
+    if (!(job->cancelled && job->force_cancel) && job->ret < 0) {
         q->error = g_strdup(job->err->message);
         q->ev.error = q->error;
     }
@@ -499,7 +500,7 @@ static void group_abort_locked(Job *failed)
             continue;
         if (job->status == JOB_STATUS_WAITING ||
             job->status == JOB_STATUS_PENDING) {
-            job->cancelled = true;
+            job->cancelled = job->force_cancel = true;
             finalize_locked(job);
         } else if (!job->cancelled) {
             cancel_locked(job, true); /* it aborts when it completes */
@@ -558,10 +559,12 @@ static gpointer job_thread(gpointer opaque)
     job_pause_point(job);
     job_lock();
     job->in_run = true;
+    job->thread = g_thread_self();
     job_unlock();
     ret = job->driver->run(job, &err);
     job_lock();
     job->in_run = false;
+    job->thread = NULL;
     job->ret = ret;
     if (ret < 0 && err) {
         g_clear_error(&job->err);
@@ -599,6 +602,10 @@ static void cancel_locked(Job *job, bool force)
         job->iostatus = JOB_IO_STATUS_OK;
         job->pause_count--;
     }
+    if (job->driver->cancel)
+        force = job->driver->cancel(job, force);
+    else
+        force = true;
     job->cancelled = true;
     job->force_cancel |= force;
     if (!job->started) {
@@ -776,7 +783,7 @@ static bool shutdown_step_locked(Job *job)
         return true;
     }
     if (job->status == JOB_STATUS_PENDING) {
-        job->cancelled = true;
+        job->cancelled = job->force_cancel = true;
         finalize_locked(job);
         return true;
     }
@@ -928,7 +935,9 @@ static bool job_drained_poll(void *opaque)
     bool busy;
 
     job_lock();
-    busy = job->in_run && !job->drain_parked && !job->paused;
+    /* A job draining its own nodes (a mirror's switch) is the drainer. */
+    busy = job->in_run && !job->drain_parked && !job->paused &&
+           job->thread != g_thread_self();
     job_unlock();
     return busy;
 }
@@ -948,6 +957,16 @@ const BdrvUserOps job_user_ops = {
     .drained_poll = job_drained_poll,
     .drained_end = job_drained_end,
 };
+
+bool job_is_force_cancelled(Job *job)
+{
+    bool c;
+
+    job_lock();
+    c = job->cancelled && job->force_cancel;
+    job_unlock();
+    return c;
+}
 
 bool job_is_cancelled(Job *job)
 {

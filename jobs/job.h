@@ -85,6 +85,10 @@ typedef struct JobDriver {
      * *errp set to say what failed, or not).  It calls job_pause_point()
      * and checks job_is_cancelled() regularly. */
     int (*run)(Job *job, GError **errp);
+    /* A cancel: returns whether it is a forced one (QEMU's .cancel).  A
+     * job cancelled without force ends as it chooses (a ready mirror:
+     * completed, without its switch).  NULL: every cancel is forced. */
+    bool (*cancel)(Job *job, bool force);
     /* job-complete, for jobs that reach "ready".  NULL: not completable. */
     void (*complete)(Job *job, GError **errp);
     /* Finalization, on whichever thread finalizes, without the job lock:
@@ -125,6 +129,7 @@ struct Job {
     bool finalizing;      /* commit/abort/clean are running */
     bool interrupted;     /* the driver must end run() now, paused or not */
     bool in_run;          /* run() is running */
+    GThread *thread;      /* the job's thread, while it runs */
     JobTxn *txn;          /* completion-mode grouped, or NULL */
     int drain_count;      /* drained sections holding the job's nodes */
     bool drain_parked;    /* parked at job_drain_point */
@@ -256,6 +261,8 @@ void job_info_free(JobInfo *info);
  * ready); returns at once otherwise or when cancelled. */
 void job_pause_point(Job *job);
 bool job_is_cancelled(Job *job);
+/* Cancelled with force (or by a driver without a cancel hook)? */
+bool job_is_force_cancelled(Job *job);
 /* Sleeps up to @ns nanoseconds (-1: until kicked); wakes early on cancel,
  * pause, resume and speed changes. */
 void job_sleep_ns(Job *job, int64_t ns);
