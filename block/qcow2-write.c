@@ -245,8 +245,6 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
     return ret;
 }
 
-/* Points the run's L2 entries at the new clusters; frees what the old
- * entries held once the table no longer refers to it on disk. */
 /* A cluster an entry without the COPIED flag names is shared: its
  * refcount is at least 2.  If it is 1, the entry lies (or the cluster was
  * handed out again because its refcount said 0): freeing it would free
@@ -276,6 +274,8 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
     return 0;
 }
 
+/* Points the run's L2 entries at the new clusters; frees what the old
+ * entries held once the table no longer refers to it on disk. */
 static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
                       const uint64_t *old)
 {
@@ -327,8 +327,9 @@ static int wait_for_run(BlockNode *bs, int64_t offset, int64_t bytes,
 
 /* New clusters had refcount 0: none may be in use by the L2 table they
  * go into (a damaged refcount; the other user's data would be lost, and
- * freeing its old mapping later would free ours).  Other tables are not
- * looked at, as QEMU looks at none.  @host, or -EIO. */
+ * freeing its old mapping later would free ours).  Users in other tables
+ * are caught when that mapping is dropped (check_shared).  @host, or -EIO.
+ */
 static int64_t check_unreferenced(BlockNode *bs, Qcow2Table *t, int64_t host,
                                   uint32_t n)
 {
