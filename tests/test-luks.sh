@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# LUKS images (driver=luks, key-secret=ID with --object secret), with
+# LUKS images (driver=luks, key-secret=ID with --object secret) and
+# LUKS-encrypted qcow2 (encrypt.format=luks, encrypt.key-secret=ID), with
 # qemu-img as the peer both ways:
 #  - an image qemu-img created and qemu-io wrote is read and written by
 #    snapnbd (through NBD), and qemu-io reads snapnbd's writes back;
 #  - an image snapnbd creates (QMP blockdev-create, driver luks) and
 #    writes is opened, checked and read by qemu-img/qemu-io;
+#  - a qcow2 image qemu-img created with encrypt.format=luks and qemu-io
+#    wrote is read and written by snapnbd; qemu-io reads snapnbd's writes
+#    and qemu-img check finds the image sound;
 #  - a wrong password or a missing key-secret is refused with QEMU's words.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
@@ -75,4 +79,29 @@ qemu-io $sec --image-opts -c 'read -P 0x42 1M 64k' -c 'read -P 0x24 4190000 4304
 grep -q "verification failed" "$tmp/out" && fail "qemu reads other data: $(cat "$tmp/out")"
 qemu-io --object secret,id=s0,data=nope --image-opts -c 'read 0 512' "$(luks "$new")" \
     >"$tmp/out" 2>&1 && fail "qemu opened snapnbd's image with a wrong password"
+# qcow2 with encrypt.format=luks, made by qemu-img.
+eq=$tmp/e.qcow2
+for i in 1 2 3 4 5; do
+    qemu-img create -q -f qcow2 $sec -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 \
+        "$eq" 8M 2>"$tmp/err" && break
+done
+[ -f "$eq" ] || fail "qemu-img create encrypted qcow2: $(cat "$tmp/err")"
+qopts="driver=qcow2,file.filename=$eq,encrypt.key-secret=s0"
+qemu-io $sec --image-opts -c 'write -P 0x5a 0 64k' -c 'write -P 0x33 3M 4k' "$qopts" >/dev/null ||
+    fail "qemu-io could not write its encrypted qcow2"
+start_server "$tmp/s4" "$tmp/p4" $sec -t --image-opts "$qopts"
+u=$(uri "$tmp/s4")
+qemu-io -f raw -c 'read -P 0x5a 0 64k' -c 'read -P 0x33 3M 4k' -c 'read -P 0 5M 64k' \
+    -c 'write -P 0x77 2M 1000' -c 'write -P 0x11 100 10' -c 'write -P 0x66 7M 200k' \
+    "$u" >"$tmp/out" 2>&1 || fail "qcow2+luks over NBD: $(cat "$tmp/out")"
+grep -q "verification failed" "$tmp/out" && fail "qcow2+luks reads differ: $(cat "$tmp/out")"
+_stop_server "$tmp/p4"
+qemu-io $sec --image-opts -c 'read -P 0x77 2M 1000' -c 'read -P 0x11 100 10' \
+    -c 'read -P 0x5a 110 65426' -c 'read -P 0x66 7M 200k' -c 'read -P 0 4M 1M' \
+    "$qopts" >"$tmp/out" 2>&1 || fail "qemu-io after snapnbd (qcow2): $(cat "$tmp/out")"
+grep -q "verification failed" "$tmp/out" && fail "qemu reads snapnbd's qcow2 writes differently: $(cat "$tmp/out")"
+qemu-img check -q $sec --image-opts "$qopts" || fail "qemu-img check of the encrypted qcow2"
+"$SNAPNBD" --object secret,id=s0,data=wrong -k "$tmp/s5" --image-opts "$qopts" \
+    2>"$tmp/err" && fail "a wrong password opened the encrypted qcow2"
+grep -q "Invalid password, cannot unlock any keyslot" "$tmp/err" || fail "qcow2 wrong password: $(cat "$tmp/err")"
 exit 0
