@@ -568,8 +568,26 @@ static void random_uuid(char *uuid)
 /* Options as QEMU's qemu-img create -f luks / blockdev-create take them:
  * key-secret (required), cipher-alg (aes-256 or aes-128), cipher-mode
  * (xts), ivgen-alg (plain64 or plain), hash-alg, iter-time (ms). */
-static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
-                       GError **errp)
+/* The slot's stripes take this many sectors, rounded to 4 KiB as QEMU. */
+static uint32_t split_sectors_for(uint32_t key_bytes)
+{
+    size_t split_len = (size_t)key_bytes * LUKS_STRIPES;
+
+    return ROUND_UP(ROUND_UP(split_len, LUKS_SECTOR) / LUKS_SECTOR,
+                    LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR);
+}
+
+uint64_t luks_header_bytes(GHashTable *options)
+{
+    const char *alg = g_hash_table_lookup(options, "cipher-alg");
+    uint32_t key_bytes = alg && !strcmp(alg, "aes-128") ? 32 : 64;
+
+    return LUKS_KEY_SLOT_OFFSET +
+           (uint64_t)LUKS_SLOTS * split_sectors_for(key_bytes) * LUKS_SECTOR;
+}
+
+int luks_write_header(BlockNode *file, uint64_t hdr, GHashTable *options,
+                      GError **errp)
 {
     g_autofree char *secret_id = opt_take(options, "key-secret");
     g_autofree char *alg = opt_take(options, "cipher-alg");
@@ -628,8 +646,7 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
     h.key_bytes = alg && !strcmp(alg, "aes-128") ? 32 : 64;
     random_uuid(h.uuid);
     split_len = (size_t)h.key_bytes * LUKS_STRIPES;
-    split_sectors = ROUND_UP(ROUND_UP(split_len, LUKS_SECTOR) / LUKS_SECTOR,
-                             LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR);
+    split_sectors = split_sectors_for(h.key_bytes);
     for (int i = 0; i < LUKS_SLOTS; i++) {
         h.slots[i].active = LUKS_SLOT_DISABLED;
         h.slots[i].key_offset = LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR +
@@ -668,19 +685,11 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
     build_header(&h, raw);
     bdrv_set_growable(file);
     if (ret == 0)
-        ret = bdrv_pwrite(file, 0, sizeof(raw), raw, 0);
+        ret = bdrv_pwrite(file, hdr, sizeof(raw), raw, 0);
     if (ret == 0)
-        ret = bdrv_pwrite(file, (int64_t)h.slots[0].key_offset * LUKS_SECTOR,
+        ret = bdrv_pwrite(file,
+                          hdr + (int64_t)h.slots[0].key_offset * LUKS_SECTOR,
                           (size_t)split_sectors * LUKS_SECTOR, split, 0);
-    if (ret == 0 && size > 0) {
-        /* the payload's last sector makes the file its full length */
-        uint8_t zero[LUKS_SECTOR] = { 0 };
-        uint64_t end = (uint64_t)h.payload_offset * LUKS_SECTOR +
-                       ROUND_UP(size, LUKS_SECTOR);
-        ret = bdrv_pwrite(file, end - LUKS_SECTOR, LUKS_SECTOR, zero, 0);
-    }
-    if (ret == 0)
-        ret = bdrv_flush(file);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Could not write the LUKS header of '%s': %s",
@@ -688,6 +697,25 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
         return ret;
     }
     return 0;
+}
+
+static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
+                       GError **errp)
+{
+    uint64_t end = luks_header_bytes(options) + ROUND_UP(size, LUKS_SECTOR);
+    uint8_t zero[LUKS_SECTOR] = { 0 };
+    int ret = luks_write_header(file, 0, options, errp);
+
+    /* the payload's last sector makes the file its full length */
+    if (ret == 0 && size > 0)
+        ret = bdrv_pwrite(file, end - LUKS_SECTOR, LUKS_SECTOR, zero, 0);
+    if (ret == 0)
+        ret = bdrv_flush(file);
+    if (ret < 0 && errp && !*errp)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not write the LUKS image '%s': %s",
+                    bdrv_filename(file), g_strerror(-ret));
+    return ret;
 }
 
 const BlockDriver bdrv_luks = {

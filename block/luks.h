@@ -23,4 +23,12 @@ int luks_key_crypt(const LuksKey *k, uint64_t sector, void *buf, size_t len,
                    bool encrypt);
 void luks_key_free(LuksKey *k);
 
+/* Creating: the bytes a new LUKS header with @options takes (header and
+ * key slots), and writing it at @hdr in @file.  @options are QEMU's
+ * (key-secret, cipher-alg, cipher-mode, ivgen-alg, hash-alg, iter-time);
+ * the writer takes them from the table, and fails on any left over. */
+uint64_t luks_header_bytes(GHashTable *options);
+int luks_write_header(BlockNode *file, uint64_t hdr, GHashTable *options,
+                      GError **errp);
+
 #endif

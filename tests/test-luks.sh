@@ -4,8 +4,9 @@
 # qemu-img as the peer both ways:
 #  - an image qemu-img created and qemu-io wrote is read and written by
 #    snapnbd (through NBD), and qemu-io reads snapnbd's writes back;
-#  - an image snapnbd creates (QMP blockdev-create, driver luks) and
-#    writes is opened, checked and read by qemu-img/qemu-io;
+#  - images snapnbd creates (QMP blockdev-create, driver luks, and qcow2
+#    with encrypt.format=luks) and writes are opened, checked and read by
+#    qemu-img/qemu-io;
 #  - a qcow2 image qemu-img created with encrypt.format=luks and qemu-io
 #    wrote is read and written by snapnbd; qemu-io reads snapnbd's writes
 #    and qemu-img check finds the image sound;
@@ -70,7 +71,23 @@ Q '{"execute":"nbd-server-start","arguments":{"addr":{"type":"unix","data":{"pat
 Q '{"execute":"block-export-add","arguments":{"type":"nbd","id":"e0","node-name":"l0","writable":true}}'
 qemu-io -f raw -c 'write -P 0x42 1M 64k' -c 'write -P 0x24 4190000 4304' "$(uri "$tmp/s3" l0)" >"$tmp/out" 2>&1 ||
     fail "writing the new image: $(cat "$tmp/out")"
+# and an encrypted qcow2
+newq=$tmp/new.qcow2
+create c3 '{"driver":"file","filename":"'"$newq"'","size":0}'
+Q '{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"f1","filename":"'"$newq"'"}}'
+create c4 '{"driver":"qcow2","file":"f1","size":8388608,"encrypt":{"format":"luks","key-secret":"s0","iter-time":10}}'
+Q '{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"q1","file":"f1","encrypt":{"format":"luks","key-secret":"s0"}}}'
+Q '{"execute":"block-export-add","arguments":{"type":"nbd","id":"e1","node-name":"q1","writable":true}}'
+qemu-io -f raw -c 'write -P 0x42 1M 64k' -c 'write -P 0x24 8384000 4608' -c 'write -P 0x99 3M 1000' \
+    "$(uri "$tmp/s3" q1)" >"$tmp/out" 2>&1 || fail "writing the new qcow2: $(cat "$tmp/out")"
 _stop_server "$tmp/p3"
+nq="driver=qcow2,file.filename=$newq,encrypt.key-secret=s0"
+qemu-img info $sec --image-opts "$nq" >"$tmp/info" 2>&1 || fail "qemu-img info of snapnbd's qcow2: $(cat "$tmp/info")"
+grep -q "encrypted: yes" "$tmp/info" || fail "qemu does not see an encrypted qcow2: $(cat "$tmp/info")"
+qemu-img check -q $sec --image-opts "$nq" || fail "qemu-img check of snapnbd's encrypted qcow2"
+qemu-io $sec --image-opts -c 'read -P 0x42 1M 64k' -c 'read -P 0x24 8384000 4608' -c 'read -P 0x99 3M 1000' \
+    -c 'read -P 0 5M 64k' "$nq" >"$tmp/out" 2>&1 || fail "qemu-io on snapnbd's qcow2: $(cat "$tmp/out")"
+grep -q "verification failed" "$tmp/out" && fail "qemu reads other data (qcow2): $(cat "$tmp/out")"
 qemu-img info $sec --image-opts "$(luks "$new")" >"$tmp/info" 2>&1 ||
     fail "qemu-img info of snapnbd's image: $(cat "$tmp/info")"
 grep -q "virtual size: 4 MiB" "$tmp/info" || fail "qemu sees another size: $(cat "$tmp/info")"
