@@ -277,8 +277,10 @@ int main(int argc, char **argv)
     BlockNode *node;
     int listen_fd, sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
 
-    if (!cli_parse(argc, argv, &o))
+    if (!cli_parse(argc, argv, &o)) {
+        cli_free(&o);
         return EXIT_FAILURE;
+    }
     if (o.version) {
         printf("snapnbd " PACKAGE_VERSION "\n");
         return EXIT_SUCCESS;
