@@ -321,12 +321,11 @@ int main(int argc, char **argv)
         close(listen_fd);
     if (o.socket_path && listen_fd >= 0)
         unlink(o.socket_path);
+    /* The pid file stays, as qemu-nbd 7.2 leaves it (scripts written for
+     * it remove it themselves after the SIGTERM). */
     nbd_export_remove(o.export_name ? o.export_name : "");
     bdrv_flush(node);
     bdrv_unref(node);
-    /* only now: a pid file gone means the image is closed and unlocked */
-    if (o.pid_file && ret == EXIT_SUCCESS)
-        unlink(o.pid_file);
 out:
     /* the control socket's nodes and exports (nothing if it never ran) */
     qmp_stop();
