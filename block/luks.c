@@ -24,6 +24,7 @@
  * request makes its own (an AES key schedule: cheap next to the I/O).
  */
 #include "block-int.h"
+#include "luks.h"
 
 #include <errno.h>
 #include <string.h>
@@ -65,13 +66,17 @@ typedef struct LuksHeader {
     LuksSlot slots[LUKS_SLOTS];
 } LuksHeader;
 
-typedef struct LuksState {
-    BlockNode *file;
-    uint64_t payload;            /* bytes */
+struct LuksKey {
     gnutls_cipher_algorithm_t cipher;
     bool plain64;                /* else "plain": the tweak is 32 bits */
     uint8_t master_key[64];
     uint32_t key_bytes;
+    uint64_t payload;            /* the header's payload offset, bytes */
+};
+
+typedef struct LuksState {
+    BlockNode *file;
+    LuksKey *key;
 } LuksState;
 
 /* --- secrets ------------------------------------------------------------- */
@@ -325,7 +330,8 @@ static bool check_header(BlockNode *file, const uint8_t *raw,
 }
 
 /* Tries the password on the slot; true (and the master key) if it fits. */
-static int try_slot(LuksState *s, const LuksHeader *h, const LuksSlot *slot,
+static int try_slot(BlockNode *file, uint64_t hdr, LuksKey *k,
+                    const LuksHeader *h, const LuksSlot *slot,
                     GBytes *password, gnutls_mac_algorithm_t mac,
                     gnutls_digest_algorithm_t dig)
 {
@@ -340,11 +346,11 @@ static int try_slot(LuksState *s, const LuksHeader *h, const LuksSlot *slot,
     if (!pbkdf2(mac, pw, pwlen, slot->salt, slot->iterations, slot_key,
                 h->key_bytes))
         return -EIO;
-    ret = bdrv_pread(s->file, (int64_t)slot->key_offset * LUKS_SECTOR,
+    ret = bdrv_pread(file, hdr + (int64_t)slot->key_offset * LUKS_SECTOR,
                      split_alloc, split);
     if (ret < 0)
         return ret;
-    ret = xts_crypt(s->cipher, slot_key, h->key_bytes, s->plain64, 0, split,
+    ret = xts_crypt(k->cipher, slot_key, h->key_bytes, k->plain64, 0, split,
                     split_alloc, false);
     if (ret < 0)
         return ret;
@@ -354,12 +360,12 @@ static int try_slot(LuksState *s, const LuksHeader *h, const LuksSlot *slot,
         return -EIO;
     if (memcmp(digest, h->mk_digest, sizeof(digest)) != 0)
         return 0;
-    memcpy(s->master_key, key, h->key_bytes);
+    memcpy(k->master_key, key, h->key_bytes);
     return 1;
 }
 
-static int unlock(LuksState *s, const LuksHeader *h, GBytes *password,
-                  GError **errp)
+static int unlock(BlockNode *file, uint64_t hdr, LuksKey *k,
+                  const LuksHeader *h, GBytes *password, GError **errp)
 {
     gnutls_mac_algorithm_t mac;
     gnutls_digest_algorithm_t dig;
@@ -367,7 +373,7 @@ static int unlock(LuksState *s, const LuksHeader *h, GBytes *password,
     if (!hash_alg(h->hash_spec, &mac, &dig)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "'%s': LUKS hash '%s' is not supported",
-                    bdrv_filename(s->file), h->hash_spec);
+                    bdrv_filename(file), h->hash_spec);
         return -ENOTSUP;
     }
     for (int i = 0; i < LUKS_SLOTS; i++) {
@@ -377,11 +383,11 @@ static int unlock(LuksState *s, const LuksHeader *h, GBytes *password,
         if (slot->active != LUKS_SLOT_ENABLED || slot->stripes == 0 ||
             slot->iterations == 0)
             continue;
-        ret = try_slot(s, h, slot, password, mac, dig);
+        ret = try_slot(file, hdr, k, h, slot, password, mac, dig);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                         "'%s': cannot read LUKS key slot %d: %s",
-                        bdrv_filename(s->file), i, g_strerror(-ret));
+                        bdrv_filename(file), i, g_strerror(-ret));
             return ret;
         }
         if (ret > 0)
@@ -393,56 +399,86 @@ static int unlock(LuksState *s, const LuksHeader *h, GBytes *password,
     return -EPERM;
 }
 
+LuksKey *luks_key_open(BlockNode *file, uint64_t hdr, const char *secret_id,
+                       GError **errp)
+{
+    g_autoptr(GBytes) password = NULL;
+    uint8_t raw[LUKS_HEADER_SIZE];
+    LuksHeader h;
+    LuksKey *k;
+    int ret;
+
+    ret = bdrv_pread(file, hdr, sizeof(raw), raw);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not read the LUKS header of '%s': %s",
+                    bdrv_filename(file), g_strerror(-ret));
+        return NULL;
+    }
+    parse_header(raw, &h);
+    if (!check_header(file, raw, &h, errp))
+        return NULL;
+    if (!secret_id) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'key-secret' is required for cipher");
+        return NULL;
+    }
+    password = lookup_secret(secret_id, errp);
+    if (!password)
+        return NULL;
+    g_bytes_ref(password);
+    k = g_new0(LuksKey, 1);
+    k->cipher = xts_cipher(h.key_bytes);
+    k->plain64 = strcmp(h.cipher_mode, "xts-plain64") == 0;
+    k->key_bytes = h.key_bytes;
+    k->payload = (uint64_t)h.payload_offset * LUKS_SECTOR;
+    if (unlock(file, hdr, k, &h, password, errp) < 0) {
+        luks_key_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+int luks_key_crypt(const LuksKey *k, uint64_t sector, void *buf, size_t len,
+                   bool encrypt)
+{
+    return xts_crypt(k->cipher, k->master_key, k->key_bytes, k->plain64,
+                     sector, buf, len, encrypt);
+}
+
+void luks_key_free(LuksKey *k)
+{
+    if (!k)
+        return;
+    gnutls_memset(k->master_key, 0, sizeof(k->master_key));
+    g_free(k);
+}
+
 static int luks_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     LuksState *s = bs->opaque;
     g_autofree char *secret_id = opt_take(options, "key-secret");
-    g_autoptr(GBytes) password = NULL;
-    uint8_t raw[LUKS_HEADER_SIZE];
-    LuksHeader h;
-    int ret;
 
     s->file = bdrv_open_child(bs, options, "file", errp);
     if (!s->file)
         return -EINVAL;
-    ret = bdrv_pread(s->file, 0, sizeof(raw), raw);
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                    "Could not read the LUKS header of '%s': %s",
-                    bdrv_filename(s->file), g_strerror(-ret));
-        return ret;
-    }
-    parse_header(raw, &h);
-    if (!check_header(s->file, raw, &h, errp))
+    s->key = luks_key_open(s->file, 0, secret_id, errp);
+    if (!s->key)
         return -EINVAL;
-    if (!secret_id) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Parameter 'key-secret' is required for cipher");
-        return -EINVAL;
-    }
-    password = lookup_secret(secret_id, errp);
-    if (!password)
-        return -EINVAL;
-    g_bytes_ref(password);
-    s->cipher = xts_cipher(h.key_bytes);
-    s->plain64 = strcmp(h.cipher_mode, "xts-plain64") == 0;
-    s->key_bytes = h.key_bytes;
-    s->payload = (uint64_t)h.payload_offset * LUKS_SECTOR;
-    if ((uint64_t)bdrv_getlength(s->file) < s->payload) {
+    if ((uint64_t)bdrv_getlength(s->file) < s->key->payload) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "'%s': the LUKS payload offset is beyond the end of "
                     "the file", bdrv_filename(s->file));
         return -EINVAL;
     }
-    ret = unlock(s, &h, password, errp);
-    return ret < 0 ? ret : 0;
+    return 0;
 }
 
 static void luks_close(BlockNode *bs)
 {
     LuksState *s = bs->opaque;
 
-    gnutls_memset(s->master_key, 0, sizeof(s->master_key));
+    luks_key_free(s->key);
 }
 
 static int64_t luks_get_length(BlockNode *bs)
@@ -450,7 +486,7 @@ static int64_t luks_get_length(BlockNode *bs)
     LuksState *s = bs->opaque;
     int64_t len = bdrv_getlength(s->file);
 
-    return len < 0 ? len : (int64_t)((uint64_t)len - s->payload);
+    return len < 0 ? len : (int64_t)((uint64_t)len - s->key->payload);
 }
 
 /* Whole sectors only: io.c does the read-modify-write around them. */
@@ -468,12 +504,11 @@ static int luks_pread(BlockNode *bs, int64_t offset, int64_t bytes,
                       void *buf)
 {
     LuksState *s = bs->opaque;
-    int ret = bdrv_pread(s->file, s->payload + offset, bytes, buf);
+    int ret = bdrv_pread(s->file, s->key->payload + offset, bytes, buf);
 
     if (ret < 0)
         return ret;
-    return xts_crypt(s->cipher, s->master_key, s->key_bytes, s->plain64,
-                     offset / LUKS_SECTOR, buf, bytes, false);
+    return luks_key_crypt(s->key, offset / LUKS_SECTOR, buf, bytes, false);
 }
 
 static int luks_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
@@ -484,11 +519,10 @@ static int luks_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
     int ret;
 
     memcpy(enc, buf, bytes);
-    ret = xts_crypt(s->cipher, s->master_key, s->key_bytes, s->plain64,
-                    offset / LUKS_SECTOR, enc, bytes, true);
+    ret = luks_key_crypt(s->key, offset / LUKS_SECTOR, enc, bytes, true);
     if (ret < 0)
         return ret;
-    return bdrv_pwrite(s->file, s->payload + offset, bytes, enc, flags);
+    return bdrv_pwrite(s->file, s->key->payload + offset, bytes, enc, flags);
 }
 
 static char *luks_describe(BlockNode *bs)
@@ -496,8 +530,9 @@ static char *luks_describe(BlockNode *bs)
     LuksState *s = bs->opaque;
 
     return g_strdup_printf("aes-%u-xts-%s, payload at %" G_GUINT64_FORMAT,
-                           s->key_bytes * 4, s->plain64 ? "plain64" : "plain",
-                           s->payload);
+                           s->key->key_bytes * 4,
+                           s->key->plain64 ? "plain64" : "plain",
+                           s->key->payload);
 }
 
 /* --- creating ---------------------------------------------------------- */
@@ -533,8 +568,26 @@ static void random_uuid(char *uuid)
 /* Options as QEMU's qemu-img create -f luks / blockdev-create take them:
  * key-secret (required), cipher-alg (aes-256 or aes-128), cipher-mode
  * (xts), ivgen-alg (plain64 or plain), hash-alg, iter-time (ms). */
-static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
-                       GError **errp)
+/* The slot's stripes take this many sectors, rounded to 4 KiB as QEMU. */
+static uint32_t split_sectors_for(uint32_t key_bytes)
+{
+    size_t split_len = (size_t)key_bytes * LUKS_STRIPES;
+
+    return ROUND_UP(ROUND_UP(split_len, LUKS_SECTOR) / LUKS_SECTOR,
+                    LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR);
+}
+
+uint64_t luks_header_bytes(GHashTable *options)
+{
+    const char *alg = g_hash_table_lookup(options, "cipher-alg");
+    uint32_t key_bytes = alg && !strcmp(alg, "aes-128") ? 32 : 64;
+
+    return LUKS_KEY_SLOT_OFFSET +
+           (uint64_t)LUKS_SLOTS * split_sectors_for(key_bytes) * LUKS_SECTOR;
+}
+
+int luks_write_header(BlockNode *file, uint64_t hdr, GHashTable *options,
+                      GError **errp)
 {
     g_autofree char *secret_id = opt_take(options, "key-secret");
     g_autofree char *alg = opt_take(options, "cipher-alg");
@@ -593,8 +646,7 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
     h.key_bytes = alg && !strcmp(alg, "aes-128") ? 32 : 64;
     random_uuid(h.uuid);
     split_len = (size_t)h.key_bytes * LUKS_STRIPES;
-    split_sectors = ROUND_UP(ROUND_UP(split_len, LUKS_SECTOR) / LUKS_SECTOR,
-                             LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR);
+    split_sectors = split_sectors_for(h.key_bytes);
     for (int i = 0; i < LUKS_SLOTS; i++) {
         h.slots[i].active = LUKS_SLOT_DISABLED;
         h.slots[i].key_offset = LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR +
@@ -633,19 +685,11 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
     build_header(&h, raw);
     bdrv_set_growable(file);
     if (ret == 0)
-        ret = bdrv_pwrite(file, 0, sizeof(raw), raw, 0);
+        ret = bdrv_pwrite(file, hdr, sizeof(raw), raw, 0);
     if (ret == 0)
-        ret = bdrv_pwrite(file, (int64_t)h.slots[0].key_offset * LUKS_SECTOR,
+        ret = bdrv_pwrite(file,
+                          hdr + (int64_t)h.slots[0].key_offset * LUKS_SECTOR,
                           (size_t)split_sectors * LUKS_SECTOR, split, 0);
-    if (ret == 0 && size > 0) {
-        /* the payload's last sector makes the file its full length */
-        uint8_t zero[LUKS_SECTOR] = { 0 };
-        uint64_t end = (uint64_t)h.payload_offset * LUKS_SECTOR +
-                       ROUND_UP(size, LUKS_SECTOR);
-        ret = bdrv_pwrite(file, end - LUKS_SECTOR, LUKS_SECTOR, zero, 0);
-    }
-    if (ret == 0)
-        ret = bdrv_flush(file);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Could not write the LUKS header of '%s': %s",
@@ -653,6 +697,25 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
         return ret;
     }
     return 0;
+}
+
+static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
+                       GError **errp)
+{
+    uint64_t end = luks_header_bytes(options) + ROUND_UP(size, LUKS_SECTOR);
+    uint8_t zero[LUKS_SECTOR] = { 0 };
+    int ret = luks_write_header(file, 0, options, errp);
+
+    /* the payload's last sector makes the file its full length */
+    if (ret == 0 && size > 0)
+        ret = bdrv_pwrite(file, end - LUKS_SECTOR, LUKS_SECTOR, zero, 0);
+    if (ret == 0)
+        ret = bdrv_flush(file);
+    if (ret < 0 && errp && !*errp)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not write the LUKS image '%s': %s",
+                    bdrv_filename(file), g_strerror(-ret));
+    return ret;
 }
 
 const BlockDriver bdrv_luks = {

@@ -24,6 +24,7 @@
  * clusters never wait for each other.
  */
 #include "qcow2.h"
+#include "luks.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -217,7 +218,8 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
     char *bounce;
     int ret = 0;
 
-    if (!copy_head && !copy_tail) {
+    /* Encrypted: even zeroes go through the cipher, in the bounce buffer. */
+    if (!copy_head && !copy_tail && !s->crypto) {
         if (head && !r->fresh)
             ret = bdrv_pwrite_zeroes(s->file, r->host, head, 0);
         if (ret == 0 && tail && !r->fresh)
@@ -239,8 +241,12 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
                         : (memset(bounce + head + r->bytes, 0, tail), 0);
     if (ret == 0) {
         memcpy(bounce + head, buf, r->bytes);
-        ret = bdrv_pwrite(s->file, r->host, r->end - r->start, bounce, 0);
+        if (s->crypto)
+            ret = luks_key_crypt(s->crypto, r->host / LUKS_SECTOR_SIZE,
+                                 bounce, r->end - r->start, true);
     }
+    if (ret == 0)
+        ret = bdrv_pwrite(s->file, r->host, r->end - r->start, bounce, 0);
     free(bounce);
     return ret;
 }
@@ -272,6 +278,22 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
                                            rc);
     }
     return 0;
+}
+
+/* A write into clusters the image has already: encrypted first when the
+ * image is (the tweak is the host offset). */
+static int write_in_place(Qcow2State *s, uint64_t host, int64_t bytes,
+                          const void *buf)
+{
+    g_autofree char *enc = NULL;
+    int ret;
+
+    if (!s->crypto)
+        return bdrv_pwrite(s->file, host, bytes, buf, 0);
+    enc = g_memdup2(buf, bytes);
+    ret = luks_key_crypt(s->crypto, host / LUKS_SECTOR_SIZE, enc, bytes,
+                         true);
+    return ret < 0 ? ret : bdrv_pwrite(s->file, host, bytes, enc, 0);
 }
 
 /* Points the run's L2 entries at the new clusters; frees what the old
@@ -419,7 +441,7 @@ static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
         ret = qcow2_check_write(bs, 0, host, *done);
         g_mutex_unlock(&s->lock);
         if (ret == 0)
-            ret = bdrv_pwrite(s->file, host, *done, buf, 0);
+            ret = write_in_place(s, host, *done, buf);
         g_mutex_lock(&s->lock);
     } else {
         ret = alloc_and_write(bs, offset, *done, buf);

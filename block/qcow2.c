@@ -31,6 +31,7 @@
  * flags minus BDRV_BLOCK_ALLOCATED, as QEMU's block layer does.
  */
 #include "qcow2.h"
+#include "luks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -188,11 +189,11 @@ static bool check_geometry(BlockNode *bs, const Qcow2Header *h,
                         h->size);
         return false;
     }
-    if (h->crypt_method != 0) {
+    if (h->crypt_method != 0 && h->crypt_method != QCOW2_CRYPT_LUKS) {
         qcow2_bad_image(errp, bs->filename,
                         "the image is encrypted (crypt_method "
                         "%" PRIu32
-                        "); encrypted qcow2 images are not supported",
+                        "); only LUKS-encrypted qcow2 images are supported",
                         h->crypt_method);
         return false;
     }
@@ -241,6 +242,19 @@ static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
     case QCOW2_EXT_FEATURE_TABLE:
         ext_feature_names(ext, data, len);
         break;
+    case QCOW2_EXT_CRYPTO_HEADER: {
+        Qcow2State *s = bs->opaque;
+        uint64_t v[2];
+        if (len < 16) {
+            qcow2_bad_image(errp, bs->filename,
+                            "encryption header extension too short");
+            return false;
+        }
+        memcpy(v, data, 16);
+        s->crypto_header_offset = GUINT64_FROM_BE(v[0]);
+        s->crypto_header_length = GUINT64_FROM_BE(v[1]);
+        break;
+    }
     case QCOW2_EXT_BITMAPS: {
         Qcow2State *s = bs->opaque;
         uint32_t nb;
@@ -711,10 +725,42 @@ static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
     return true;
 }
 
+/* encrypt.format=luks: the key, from the LUKS header in the image and the
+ * encrypt.key-secret object. */
+static bool open_crypto(BlockNode *bs, const Qcow2Header *h,
+                        const char *format, const char *secret,
+                        GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (h->crypt_method == 0) {
+        if (format || secret)
+            qcow2_bad_image(errp, bs->filename,
+                            "the image is not encrypted, but "
+                            "encrypt.%s was given",
+                            format ? "format" : "key-secret");
+        return !format && !secret;
+    }
+    if (format && strcmp(format, "luks") != 0) {
+        qcow2_bad_image(errp, bs->filename,
+                        "the image is LUKS-encrypted, not '%s'", format);
+        return false;
+    }
+    if (!s->crypto_header_length) {
+        qcow2_bad_image(errp, bs->filename,
+                        "LUKS encryption without its header extension");
+        return false;
+    }
+    s->crypto = luks_key_open(s->file, s->crypto_header_offset, secret, errp);
+    return s->crypto != NULL;
+}
+
 static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     Qcow2State *s = bs->opaque;
     uint64_t l2_cache_bytes = 0;
+    g_autofree char *encrypt_format = opt_take(options, "encrypt.format");
+    g_autofree char *key_secret = opt_take(options, "encrypt.key-secret");
     Qcow2Header h;
 
     if (!opt_take_size(options, "l2-cache-size", &l2_cache_bytes, errp))
@@ -729,6 +775,8 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
         return -EIO;
     }
     if (!parse_image(bs, &h, errp))
+        goto fail;
+    if (!open_crypto(bs, &h, encrypt_format, key_secret, errp))
         goto fail;
     if (!qcow2_snapshot_apply(bs, options, errp))
         goto fail;
@@ -787,6 +835,7 @@ static void qcow2_close(BlockNode *bs)
     g_clear_pointer(&s->backing_file, g_free);
     g_clear_pointer(&s->backing_format, g_free);
     g_clear_pointer(&s->open_corruption, g_free);
+    g_clear_pointer(&s->crypto, luks_key_free);
 }
 
 static int64_t qcow2_get_length(BlockNode *bs)
@@ -800,7 +849,8 @@ static void qcow2_refresh_limits(BlockNode *bs, BlockLimits *limits)
 {
     Qcow2State *s = bs->opaque;
 
-    limits->request_alignment = 1;
+    /* encrypted: whole sectors (io.c does the read-modify-write) */
+    limits->request_alignment = s->crypto ? LUKS_SECTOR_SIZE : 1;
     limits->buffer_alignment = bdrv_limits(s->file)->buffer_alignment;
     /* Zero and discard act on whole clusters (io.c writes the edges). */
     limits->pwrite_zeroes_alignment = s->cluster_size;
@@ -867,8 +917,13 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
         switch (m.type) {
         case QCOW2_CLUSTER_NORMAL:
             ret = read_host(s, m.host, m.bytes, p);
+            if (ret == 0 && s->crypto)
+                ret = luks_key_crypt(s->crypto, m.host / LUKS_SECTOR_SIZE, p,
+                                     m.bytes, false);
             break;
         case QCOW2_CLUSTER_COMPRESSED:
+            if (s->crypto) /* QEMU never writes these */
+                return -EIO;
             ret = qcow2_read_compressed(bs, m.host,
                                         offset & (s->cluster_size - 1),
                                         m.bytes, p);

@@ -63,6 +63,8 @@
 #define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
 #define QCOW2_EXT_DATA_FILE 0x44415441U
 #define QCOW2_EXT_BITMAPS 0x23852875U
+#define QCOW2_EXT_CRYPTO_HEADER 0x0537be77U
+#define QCOW2_CRYPT_LUKS 2
 
 /* compatible_features bits */
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
@@ -170,6 +172,12 @@ typedef struct Qcow2State {
     uint32_t nb_bitmaps;
     uint64_t bitmap_dir_offset, bitmap_dir_size;
     bool bitmaps_loaded;      /* a writable open completed: close stores */
+
+    /* encrypt.format=luks: the LUKS header's clusters (extension
+     * 0x0537be77) and the unlocked key; data clusters are encrypted with
+     * the tweak host_offset / 512, as QEMU does.  Read-only after open. */
+    uint64_t crypto_header_offset, crypto_header_length;
+    struct LuksKey *crypto;
 
     /* Write path; all guarded by lock (see the design notes). */
     bool writable;

@@ -275,8 +275,10 @@ int main(int argc, char **argv)
     BlockNode *node;
     int listen_fd, sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
 
-    if (!cli_parse(argc, argv, &o))
+    if (!cli_parse(argc, argv, &o)) {
+        cli_free(&o);
         return EXIT_FAILURE;
+    }
     if (o.version) {
         printf("snapnbd " PACKAGE_VERSION "\n");
         return EXIT_SUCCESS;
@@ -317,6 +319,8 @@ int main(int argc, char **argv)
         close(listen_fd);
     if (o.socket_path && listen_fd >= 0)
         unlink(o.socket_path);
+    /* The pid file stays, as qemu-nbd 7.2 leaves it (scripts written for
+     * it remove it themselves after the SIGTERM). */
     nbd_export_remove(o.export_name ? o.export_name : "");
     bdrv_flush(node);
     bdrv_unref(node);
@@ -328,9 +332,10 @@ out:
     qmp_block_cleanup();
     qmp_cli_free();
     objects_cleanup();
-    /* Last: whoever waits for the pid file to vanish finds every image
-     * flushed, closed and unlocked. */
-    if (o.pid_file && ret == EXIT_SUCCESS)
+    /* Daemon mode removes its pid file, as qemu-storage-daemon does, and
+     * last: whoever waits for it to vanish finds every image flushed,
+     * closed and unlocked.  (qemu-nbd's mode leaves it, as above.) */
+    if (o.pid_file && ret == EXIT_SUCCESS && !o.filename)
         unlink(o.pid_file);
     tell_parent(ready_fd, 1);
     cli_free(&o);

@@ -21,6 +21,7 @@ typedef enum {
     M_REF,          /* BlockdevRef: a node-name or a nested node */
     M_REF_OR_NULL,  /* BlockdevRefOrNull: also null, "no backing" */
     M_CACHE,        /* BlockdevCacheOptions */
+    M_ENCRYPT,      /* BlockdevQcow2Encryption (format luks, key-secret) */
 } MemberType;
 
 typedef struct Member {
@@ -80,6 +81,7 @@ static const Member qcow2_members[] = {
     { "refcount-cache-size", M_INT },
     { "cache-clean-interval", M_INT },
     { "data-file", M_REF },
+    { "encrypt", M_ENCRYPT },
     { NULL },
 };
 
@@ -214,6 +216,37 @@ static bool flatten_cache(Flattener *f, JsonNode *n, const char *path)
     return true;
 }
 
+/* qcow2's "encrypt": { "format": "luks", "key-secret": ID }. */
+static bool flatten_encrypt(Flattener *f, JsonNode *n, const char *path)
+{
+    g_autoptr(GList) members = NULL;
+    JsonObject *o;
+
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(f->errp, "Invalid parameter type for '%s', expected: object",
+                  path);
+        return false;
+    }
+    o = json_node_get_object(n);
+    members = json_object_get_members(o);
+    for (GList *l = members; l; l = l->next) {
+        JsonNode *v = json_object_get_member(o, l->data);
+        g_autofree char *key = g_strconcat(path, ".", l->data, NULL);
+
+        if (strcmp(l->data, "format") && strcmp(l->data, "key-secret")) {
+            qmp_error(f->errp, "Parameter '%s' is unexpected", key);
+            return false;
+        }
+        if (!is_type(v, G_TYPE_STRING)) {
+            qmp_error(f->errp, "Invalid parameter type for '%s', expected: "
+                      "string", key);
+            return false;
+        }
+        put(f, key, json_node_get_string(v));
+    }
+    return true;
+}
+
 static bool flatten_scalar(Flattener *f, JsonNode *n, const Member *m,
                            const char *path)
 {
@@ -265,6 +298,8 @@ static bool flatten_members(Flattener *f, JsonObject *obj, const char *prefix,
             ok = flatten_ref(f, n, m, path);
         else if (m->type == M_CACHE)
             ok = flatten_cache(f, n, path);
+        else if (m->type == M_ENCRYPT)
+            ok = flatten_encrypt(f, n, path);
         else
             ok = flatten_scalar(f, n, m, path);
         if (!ok)

@@ -79,6 +79,29 @@ static bool parse_file(JsonObject *o, CreateJobSpec *spec, GError **errp)
            take_bool(o, "nocow", "nocow", spec->options, errp);
 }
 
+/* QCryptoBlockCreateOptions (format luks) as "encrypt.*" options. */
+static bool take_encrypt(JsonObject *o, GHashTable *t, GError **errp)
+{
+    JsonNode *n = json_object_get_member(o, "encrypt");
+    JsonObject *e;
+
+    if (!n)
+        return true;
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'encrypt', expected: "
+                        "object");
+        return false;
+    }
+    e = json_node_get_object(n);
+    return take_str(e, "format", "encrypt.format", t, errp) &&
+           take_str(e, "key-secret", "encrypt.key-secret", t, errp) &&
+           take_str(e, "cipher-alg", "encrypt.cipher-alg", t, errp) &&
+           take_str(e, "cipher-mode", "encrypt.cipher-mode", t, errp) &&
+           take_str(e, "ivgen-alg", "encrypt.ivgen-alg", t, errp) &&
+           take_str(e, "hash-alg", "encrypt.hash-alg", t, errp) &&
+           take_int(e, "iter-time", "encrypt.iter-time", t, errp);
+}
+
 /* BlockdevCreateOptionsQcow2 (the parts snapnbd implements). */
 static bool parse_qcow2(JsonObject *o, CreateJobSpec *spec, GError **errp)
 {
@@ -106,7 +129,9 @@ static bool parse_qcow2(JsonObject *o, CreateJobSpec *spec, GError **errp)
                      errp) &&
            take_str(o, "backing-file", "backing_file", spec->options, errp) &&
            take_str(o, "backing-fmt", "backing_fmt", spec->options, errp) &&
-           take_str(o, "preallocation", "preallocation", spec->options, errp);
+           take_str(o, "preallocation", "preallocation", spec->options,
+                    errp) &&
+           take_encrypt(o, spec->options, errp);
 }
 
 /* BlockdevCreateOptionsLUKS: a LUKS image over a node (block/luks.c). */
