@@ -168,6 +168,7 @@ class QMP:
                 self.events.append(msg)
             elif "id" in msg:
                 self.replies[msg["id"]] = msg
+        self._take_lines()      # events that came with the reply
         return self.replies.pop(rid)
 
     def execute(self, name, args=None, timeout=30):
@@ -617,6 +618,7 @@ class Run:
     def pump(self, until=None, secs=None, issue=True, reader=None):
         end = None if secs is None else time.monotonic() + secs
         while True:
+            self.q._take_lines()
             if until is not None and until():
                 return
             if end is not None and time.monotonic() >= end:
@@ -849,11 +851,19 @@ class Run:
         self.pump(until=end, secs=20)
         if not end():
             raise Failure("job-hang", "the sync=none job did not end 20 s "
-                          "after job-cancel: %s" % q.cmd("query-jobs"))
+                          "after job-cancel: query-jobs %s; its events: %s"
+                          % (q.cmd("query-jobs"), self.job_events()))
         if end()["event"] != "BLOCK_JOB_CANCELLED":
             raise Failure("fleece-job", "the cancelled sync=none job ended "
                           "with %s" % end())
         return bytes(reader.data)
+
+    def job_events(self):
+        return ["%s%s" % (e["event"], "(%s)" % e["data"]["status"]
+                          if "status" in e.get("data", {}) else "")
+                for e in self.q.events
+                if "j0" in (e.get("data", {}).get("id"),
+                            e.get("data", {}).get("device"))]
 
     # Checks --------------------------------------------------------------
     def bug_note(self):
