@@ -937,7 +937,7 @@ class Run:
                 why.append("granule %d: %s" % (gr, ", ".join(ops[:4])))
             trim_only = missing and all(
                 o.kind == "trim" for o in self.log
-                if o.phase in ("new", "amb") and any(
+                if o.phase == "new" and any(
                     o.off < (gr + 1) * g and gr * g < o.off + o.len
                     for gr in missing))
             missing = "%s (%s)" % (missing[:10], "; ".join(why))
