@@ -766,6 +766,21 @@ class Run:
         self.amb = [op for op in self.log if op.phase == "amb"]
         self.job_t0 = time.monotonic()
 
+    def job_verb(self, name, args):
+        """A job command that may come too late: the job may have finished
+        meanwhile (QEMU refuses pause/cancel/set-speed then, too)."""
+        r = self.q.execute(name, args)
+        if "error" not in r:
+            return True
+        j = [x for x in self.q.execute("query-jobs").get("return", [])
+             if x["id"] == "j0"]
+        if not j or j[0]["status"] in ("waiting", "pending", "concluded",
+                                       "aborting", "null"):
+            return False
+        raise Failure("qmp-error", "%s %s: %s: %s (job %s)" % (
+            name, json.dumps(args), r["error"]["class"], r["error"]["desc"],
+            j[0]))
+
     def run_job(self):
         """Actions while the clients write; returns the final event."""
         s, q = self.shape, self.q
@@ -775,8 +790,8 @@ class Run:
         if s["target"] == "enospc":
             return self.run_enospc()
         self.pump(until=done, secs=self.r.uniform(0.1, 0.5))
-        if "pause-resume" in acts and not done():
-            q.cmd("job-pause", {"id": "j0"})
+        if "pause-resume" in acts and not done() and \
+                self.job_verb("job-pause", {"id": "j0"}):
             self.pump(until=done, secs=0.3)
             if not done():
                 j = [x for x in q.cmd("query-block-jobs")
@@ -784,18 +799,19 @@ class Run:
                 if j and not j[0]["paused"]:
                     raise Failure("pause", "job-pause: the job is not "
                                   "paused: %s" % j[0])
-            q.cmd("job-resume", {"id": "j0"}) if not done() else None
+                self.job_verb("job-resume", {"id": "j0"})
         if "set-speed" in acts and not done():
-            q.cmd("block-job-set-speed",
-                  {"device": "j0", "speed": self.r.choice((1, 3, 6)) * MiB})
+            self.job_verb("block-job-set-speed",
+                          {"device": "j0",
+                           "speed": self.r.choice((1, 3, 6)) * MiB})
             self.pump(until=done, secs=0.3)
         if "cancel" in acts and not done():
-            q.cmd("job-cancel", {"id": "j0"})
-            self.cancelled = True
+            self.cancelled = self.job_verb("job-cancel", {"id": "j0"})
         else:
             self.pump(until=done, secs=self.r.uniform(0.2, 0.8))
             if not done():
-                q.cmd("block-job-set-speed", {"device": "j0", "speed": 0})
+                self.job_verb("block-job-set-speed",
+                              {"device": "j0", "speed": 0})
         self.pump(until=done, secs=max(20, self.opts.timeout - 15))
         ev = done()
         if not ev:
@@ -1150,6 +1166,10 @@ def main():
             break
         kind, shape = run_seed(seed, opts)
         ran += 1
+        if ran % 50 == 0:
+            print("backup_model: %d seeds so far, %d failed, %.0f s" % (
+                ran, len(fails) + bool(kind), time.monotonic() - t0),
+                flush=True)
         if kind:
             fails.append(seed)
             key = "%s sync=%s target=%s" % (kind, shape.get("sync"),
