@@ -12,7 +12,9 @@ drive-backup with mode absolute-paths or existing, or pre-created and added
 with blockdev-add with or without "backing": null, raw or qcow2, the
 fleecing overlay for sync=none, a target on a small tmpfs that fills up),
 2-4 NBD clients and the job's actions (pause/resume, speed changes,
-cancel).  snapnbd ($SNAPNBD) serves the source in daemon mode; the clients
+cancel); some seeds run a second full backup of the same source at the same
+time (in the same transaction, or started while the first runs), whose
+target must be its own point in time.  snapnbd ($SNAPNBD) serves the source in daemon mode; the clients
 send writes (aligned and not), write-zeroes (with and without NO_HOLE, i.e.
 with and without MAY_UNMAP), trims, at queue depth 16, each in its own slice
 of the disk, while the job is created and runs.
@@ -284,8 +286,8 @@ def check_image(got, pit, amb, what, lo=0, hi=None, initial=None):
 
 
 class Op:
-    __slots__ = ("off", "len", "kind", "phase", "pre_cur", "pre_wild",
-                 "post_cur", "post_wild")
+    __slots__ = ("off", "len", "kind", "phase", "keep", "pre_cur",
+                 "pre_wild", "post_cur", "post_wild")
 
 
 class Client:
@@ -302,6 +304,7 @@ class Client:
         self.depth = depth
         self.busy = {}
         self.phase = "old"
+        self.keep = False       # keep what ops wrote (a job's window)
         self.can_trim = can_trim and self.h.can_trim()
         self.issued = 0
 
@@ -345,6 +348,7 @@ class Client:
         m = self.model
         op = Op()
         op.off, op.len, op.kind, op.phase = off, ln, kind, self.phase
+        op.keep = self.keep
         op.pre_cur = bytes(m.cur[off:off + ln])
         op.pre_wild = bytes(m.wild[off:off + ln])
         if kind == "write":
@@ -379,7 +383,7 @@ class Client:
             if done:
                 op = self.busy.pop(c)
                 op.pre_cur = op.pre_wild = None
-                if op.phase != "amb":
+                if op.phase != "amb" and not op.keep:
                     op.post_cur = op.post_wild = None
 
 
@@ -501,6 +505,12 @@ class Run:
             if r.random() < 0.2 and s["target"] != "enospc":
                 acts.append("cancel")
         s["actions"] = acts
+        # A second backup of the same source, run at the same time (QEMU
+        # runs both, each with its own copy-before-write).  Its own random
+        # stream, so that the other choices of a seed do not depend on it.
+        if sync != "none" and s["target"] != "enospc" and \
+                random.Random(self.seed * 7 + 3).random() < 0.15:
+            s["second-job"] = True
 
     def shape_str(self):
         return " ".join("%s=%s" % (k, v) for k, v in self.shape.items())
@@ -743,7 +753,9 @@ class Run:
             self.drain_clients()
         if s["transaction"]:
             actions = [{"type": name, "data": args}]
-            rid = None
+            if s.get("second-job"):
+                actions.append({"type": "drive-backup",
+                                "data": self.second_job_args()})
             send = ("transaction", {"actions": actions})
         else:
             send = (name, args)
@@ -764,11 +776,55 @@ class Run:
         for c in self.clients:
             c.phase = "new"
         if "error" in r:
+            if s.get("second-job") and s["transaction"]:
+                raise Failure("second-job-refused", "a transaction with two "
+                              "backups of one source refused: %s: %s "
+                              "[issue 17 known bug: a second backup on a "
+                              "source that has one refused]" % (
+                                  r["error"]["class"], r["error"]["desc"]))
             raise Failure("job-refused", "%s refused: %s: %s" % (
                 send[0], r["error"]["class"], r["error"]["desc"]))
         self.pit = pit
         self.amb = [op for op in self.log if op.phase == "amb"]
         self.job_t0 = time.monotonic()
+        if s.get("second-job"):
+            if s["transaction"]:
+                self.pit2, self.amb2 = self.pit, self.amb
+            else:
+                self.start_second_job()
+
+    def second_job_args(self):
+        self.second_file = f"{self.tmp}/second.raw"
+        return {"job-id": "j1", "device": "src", "sync": "full",
+                "target": self.second_file, "format": "raw",
+                "mode": "absolute-paths", "speed": self.shape["speed"]}
+
+    def start_second_job(self):
+        """drive-backup j1 while j0 runs: its own point in time."""
+        quiesce = self.shape["quiesce"]
+        if quiesce:
+            self.drain_clients()
+        inflight = [op for c in self.clients for op in c.busy.values()]
+        pit = self.model.snapshot()
+        for op in inflight:
+            pit.cur[op.off:op.off + op.len] = op.pre_cur
+            pit.wild[op.off:op.off + op.len] = op.pre_wild
+            op.keep = True
+        n0 = len(self.log)
+        for c in self.clients:
+            c.keep = True
+        rid = self.q.send("drive-backup", self.second_job_args())
+        self.pump(until=lambda: rid in self.q.replies, issue=not quiesce)
+        r = self.q.replies.pop(rid)
+        for c in self.clients:
+            c.keep = False
+        if "error" in r:
+            raise Failure("second-job-refused", "a second backup of the "
+                          "source while one runs: drive-backup refused: "
+                          "%s: %s [issue 17 known bug: a second backup on a "
+                          "source that has one refused]" % (
+                              r["error"]["class"], r["error"]["desc"]))
+        self.pit2, self.amb2 = pit, inflight + self.log[n0:]
 
     def job_verb(self, name, args):
         """A job command that may come too late: the job may have finished
@@ -776,8 +832,9 @@ class Run:
         r = self.q.execute(name, args)
         if "error" not in r:
             return True
+        job = args.get("id", args.get("device"))
         j = [x for x in self.q.execute("query-jobs").get("return", [])
-             if x["id"] == "j0"]
+             if x["id"] == job]
         if not j or j[0]["status"] in ("waiting", "pending", "concluded",
                                        "aborting", "null"):
             return False
@@ -821,6 +878,22 @@ class Run:
         if not ev:
             raise Failure("job-hang", "the job did not end: %s" %
                           q.cmd("query-jobs"))
+        return ev
+
+    def finish_second_job(self):
+        """j1 runs to its end, unthrottled, while the clients write."""
+        q = self.q
+        done = lambda: q.find_event(("BLOCK_JOB_COMPLETED",
+                                     "BLOCK_JOB_CANCELLED"), "j1")
+        if not done():
+            self.job_verb("block-job-set-speed", {"device": "j1", "speed": 0})
+        self.pump(until=done, secs=max(20, self.opts.timeout - 15))
+        ev = done()
+        if not ev:
+            raise Failure("job-hang", "the second job did not end: %s" %
+                          q.cmd("query-jobs"))
+        if ev["event"] != "BLOCK_JOB_COMPLETED" or "error" in ev["data"]:
+            raise Failure("job-failed", "the second job failed: %s" % ev)
         return ev
 
     def run_enospc(self):
@@ -1042,6 +1115,7 @@ class Run:
             self.cancelled = True
         else:
             ev = self.run_job()
+        ev2 = self.finish_second_job() if s.get("second-job") else None
         self.pump(secs=0.2)
         self.drain_clients()
         success = ev["event"] == "BLOCK_JOB_COMPLETED" and \
@@ -1081,6 +1155,11 @@ class Run:
             got = self.raw_contents(self.target_file, self.target_fmt)
             self.compare_target(got, "the target", self.target_file,
                                 self.target_fmt)
+        if ev2 is not None:
+            got = self.raw_contents(self.second_file, "raw")
+            self.pit, self.amb = self.pit2, self.amb2
+            self.compare_target(got, "the second job's target",
+                                self.second_file, "raw")
         # The live disk once more, offline, as qemu-img reads it.
         got = self.raw_contents(self.src_file, self.src_fmt)
         check_image(got, self.model, [], "the source image after stop")
