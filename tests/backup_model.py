@@ -594,8 +594,14 @@ class Run:
         src = {"driver": self.src_fmt, "node-name": "src",
                "discard": "unmap",
                "file": {"driver": "file", "filename": self.src_file}}
-        args = [os.environ["SNAPNBD"],
-                f"--qmp=unix:{self.qmp_path},server,wait=off",
+        if self.opts.daemon == "qsd":
+            qmp = ["qemu-storage-daemon", "--chardev",
+                   f"socket,path={self.qmp_path},server=on,wait=off,id=m",
+                   "--monitor", "chardev=m"]
+        else:
+            qmp = [os.environ["SNAPNBD"],
+                   f"--qmp=unix:{self.qmp_path},server,wait=off"]
+        args = qmp + [
                 "--blockdev", json.dumps(src),
                 "--nbd-server", f"addr.type=unix,addr.path={self.nbd_path}",
                 "--export",
@@ -1211,9 +1217,10 @@ def run_seed(seed, opts):
         signal.alarm(0)
     if kind:
         print("FAIL seed %d [%s]: %s\n  shape: %s\n  replay: SNAPNBD=%s "
-              "%s --seed %d" % (seed, kind, msg, run.shape_str(),
-                                os.environ["SNAPNBD"], sys.argv[0], seed),
-              flush=True)
+              "%s%s --seed %d" % (seed, kind, msg, run.shape_str(),
+                                  os.environ.get("SNAPNBD", ""), sys.argv[0],
+                                  " --daemon qsd" if opts.daemon == "qsd"
+                                  else "", seed), flush=True)
         try:
             log = open(run.log_path).read().strip()
             if log:
@@ -1241,8 +1248,11 @@ def main():
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary directory of a failed seed")
     p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--daemon", choices=("snapnbd", "qsd"), default="snapnbd",
+                   help="qsd: run the model against qemu-storage-daemon "
+                   "(checks the model against the reference)")
     opts = p.parse_args()
-    if "SNAPNBD" not in os.environ:
+    if opts.daemon == "snapnbd" and "SNAPNBD" not in os.environ:
         sys.exit("backup_model: set SNAPNBD to the snapnbd binary")
     opts.can_mount = can_mount()
     if not opts.can_mount:
