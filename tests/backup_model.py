@@ -14,7 +14,9 @@ fleecing overlay for sync=none, a target on a small tmpfs that fills up),
 2-4 NBD clients and the job's actions (pause/resume, speed changes,
 cancel); some seeds run a second full backup of the same source at the same
 time (in the same transaction, or started while the first runs), whose
-target must be its own point in time.  snapnbd ($SNAPNBD) serves the source in daemon mode; the clients
+target must be its own point in time.  snapnbd ($SNAPNBD; or
+qemu-storage-daemon with --daemon qsd) serves the source in daemon mode;
+the clients
 send writes (aligned and not), write-zeroes (with and without NO_HOLE, i.e.
 with and without MAY_UNMAP), trims, at queue depth 16, each in its own slice
 of the disk, while the job is created and runs.
@@ -680,7 +682,7 @@ class Run:
 
     # The job -------------------------------------------------------------
     def job_command(self):
-        s, t = self.shape, self.tmp
+        s = self.shape
         sync = s["sync"]
         args = {"job-id": "j0", "device": "src", "speed": s["speed"]}
         if sync.startswith("bitmap"):

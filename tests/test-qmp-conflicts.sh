@@ -31,9 +31,11 @@ cat "$tmp/snapnbd.out"
 if [ -f "$tmp/qsd.out" ]; then
     # The outcome classes, case by case: qemu-storage-daemon vs snapnbd.
     classes() {
-        grep -E '^(ok|FAIL) |^  classes' "$1" | sed -E 's/^(ok|FAIL) [a-z]+: /case /'
+        grep -E '^(ok|FAIL) |^  classes' "$1" |
+            sed -E 's/^(ok|FAIL) [a-z]+: /case /'
     }
     echo "--- outcome classes: qemu-storage-daemon (<) vs snapnbd (>)"
     diff <(classes "$tmp/qsd.out") <(classes "$tmp/snapnbd.out") || :
 fi
-[ $status -eq 0 ] || fail "snapnbd's outcomes differ from qemu-storage-daemon 7.2's (see above)"
+[ $status -eq 0 ] ||
+    fail "snapnbd's outcomes differ from qemu-storage-daemon 7.2's (above)"
