@@ -16,10 +16,9 @@ cancel); some seeds run a second full backup of the same source at the same
 time (in the same transaction, or started while the first runs), whose
 target must be its own point in time.  snapnbd ($SNAPNBD; or
 qemu-storage-daemon with --daemon qsd) serves the source in daemon mode;
-the clients
-send writes (aligned and not), write-zeroes (with and without NO_HOLE, i.e.
-with and without MAY_UNMAP), trims, at queue depth 16, each in its own slice
-of the disk, while the job is created and runs.
+the clients send writes (aligned and not), write-zeroes (with and without
+NO_HOLE, i.e. with and without MAY_UNMAP), trims, at queue depth 16, each
+in its own slice of the disk, while the job is created and runs.
 
 The model is a copy of the disk (a bytearray) that every write updates.  A
 trimmed byte may read as before or as zero.  The point in time is the model
