@@ -78,9 +78,10 @@ KNOWN_BUGS = {
 class Failure(Exception):
     """A check failed: the message says what; .kind classifies it."""
 
-    def __init__(self, kind, msg):
+    def __init__(self, kind, msg, first_bad=None):
         super().__init__(msg)
         self.kind = kind
+        self.first_bad = first_bad
 
 
 class Timeout(Exception):
@@ -282,7 +283,8 @@ def check_image(got, pit, amb, what, lo=0, hi=None, initial=None):
                       "[chunk(0 = expected zero) (what is there)]: %s; "
                       "first bytes: %s" % (
                           what, "> 64 " if len(bad_chunks) > 64 else
-                          "%d " % len(bad_chunks), ", ".join(chunks), desc))
+                          "%d " % len(bad_chunks), ", ".join(chunks), desc),
+                      first_bad=bad[0][0])
     return exp
 
 
@@ -982,6 +984,17 @@ class Run:
                           "with %s" % end())
         return passes
 
+    def later_ops(self, off):
+        """The requests after the point in time on the chunk at @off."""
+        if off is None:
+            return ""
+        c = off // (64 * KiB) * 64 * KiB
+        ops = ["%s [%d, +%d)" % (o.kind, o.off, o.len) for o in self.log
+               if o.phase == "new" and o.off < c + 64 * KiB and
+               c < o.off + o.len]
+        return "; requests after the point in time on chunk %d: %s" % (
+            c // (64 * KiB), ", ".join(ops[:8]) or "none")
+
     def job_events(self):
         return ["%s%s" % (e["event"], "(%s)" % e["data"]["status"]
                           if "status" in e.get("data", {}) else "")
@@ -1082,7 +1095,8 @@ class Run:
             exp = check_image(got_bytes, self.pit, self.amb, label,
                               initial=self.initial)
         except Failure as e:
-            raise Failure(e.kind, str(e) + self.bug_note())
+            raise Failure(e.kind, str(e) + self.bug_note() +
+                          self.later_ops(e.first_bad))
         if image:
             ref = f"{self.tmp}/expected.raw"
             with open(ref, "wb") as f:
