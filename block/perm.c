@@ -136,7 +136,9 @@ static bool parents_agree(BlockNode *bs, uint32_t *perm, uint32_t *shared,
 {
     *perm = 0;
     *shared = BDRV_PERM_ALL;
-    for (guint i = 0; i < bs->parents->len; i++) {
+    /* The newest edge first, so that a new user is named as the one that
+     * does not share, as QEMU words it. */
+    for (guint i = bs->parents->len; i-- > 0;) {
         BlockChild *a = g_ptr_array_index(bs->parents, i);
         for (guint j = 0; j < bs->parents->len; j++) {
             BlockChild *b = g_ptr_array_index(bs->parents, j);

@@ -23,6 +23,7 @@ typedef struct RawState {
     uint64_t offset;  /* where the window starts in the child */
     uint64_t size;    /* window length */
     bool probed;      /* the format was guessed: protect block 0 */
+    bool window;      /* "offset" or "size" given: a part of the child */
 } RawState;
 
 static uint32_t be32_at(const uint8_t *p)
@@ -111,6 +112,7 @@ static int raw_open(BlockNode *bs, GHashTable *options, GError **errp)
     has_size = g_hash_table_contains(options, "size");
     if (!opt_take_size(options, "size", &s->size, errp))
         return -EINVAL;
+    s->window = has_size || s->offset > 0;
     s->file = bdrv_open_child(bs, options, "file", errp);
     if (!s->file)
         return -EINVAL;
@@ -210,7 +212,25 @@ static int raw_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
 }
 
 /* raw passes its parents' needs through to its file, as QEMU's raw does
- * (no metadata of its own to protect). */
+ * (no metadata of its own to protect).  A window of the file is QEMU's
+ * data child: nobody may resize the file under it, and writing it may
+ * grow the file. */
+static void raw_child_perm(BlockNode *bs, const char *name, uint32_t perm,
+                           uint32_t shared, uint32_t *nperm,
+                           uint32_t *nshared)
+{
+    RawState *s = bs->opaque;
+
+    bdrv_child_perm_filtered(bs, name, perm, shared, nperm, nshared);
+    if (!s->window)
+        return;
+    *nshared &= ~BDRV_PERM_RESIZE;
+    if (*nperm & BDRV_PERM_WRITE_UNCHANGED)
+        *nperm |= BDRV_PERM_WRITE;
+    if (*nperm & BDRV_PERM_WRITE)
+        *nperm |= BDRV_PERM_RESIZE;
+}
+
 const BlockDriver bdrv_raw = {
     .name = "raw",
     .state_size = sizeof(RawState),
@@ -227,5 +247,5 @@ const BlockDriver bdrv_raw = {
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
     .can_fast_zero = true,
-    .child_perm = bdrv_child_perm_filtered,
+    .child_perm = raw_child_perm,
 };

@@ -630,11 +630,14 @@ static bool check_graph(BlockNode *source, BlockNode *target, GError **errp)
         return false;
     }
     common = bdrv_common_storage(source, target);
+    if (!common && *bdrv_filename(source) &&
+        strcmp(bdrv_filename(source), bdrv_filename(target)) == 0)
+        common = source; /* one image file, opened twice */
     if (common) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Cannot back up node '%s' into '%s': both store their "
-                    "data in node '%s'", bdrv_node_name(source),
-                    bdrv_node_name(target), bdrv_node_name(common));
+                    "data in '%s'", bdrv_node_name(source),
+                    bdrv_node_name(target), bdrv_filename(common));
         return false;
     }
     return true;

@@ -3,7 +3,8 @@
 # two writable qcow2 nodes on one image, two qcow2 nodes over one file
 # node, backups whose target reaches the source through a child link (and
 # the reverse), two backups on one source (QEMU runs both), backups and
-# writable exports sharing a target, blockdev-del of nodes in use by an
+# writable exports sharing a target (which snapnbd refuses on purpose: the
+# row says so), blockdev-del of nodes in use by an
 # export, a job or a parent, bitmap commands on busy bitmaps, missing jobs.
 # Each case runs in a fresh daemon; each command's outcome (success, or the
 # error class and the essential words of the message) must be what
