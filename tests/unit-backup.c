@@ -1344,7 +1344,8 @@ static void test_op_blockers(void)
     g_assert_cmpstr(err->message, ==, "Source and target cannot be the same");
     g_clear_error(&err);
     {
-        BlockNode *ne = open_node(c, "ne", NULL);
+        g_autofree char *e = make_empty("blk-e.img", 4 * MiB);
+        BlockNode *ne = open_node(e, "ne", NULL);
         g_assert_null(backup_job_create("blk0", nc, ne, &o, &err));
         g_assert_cmpstr(err->message, ==, "Job ID 'blk0' already in use");
         g_clear_error(&err);
