@@ -17,6 +17,9 @@ static const BlockDriver *const drivers[] = {
     &bdrv_raw,
     &bdrv_null,
     &bdrv_qcow2,
+    &bdrv_blkdebug,
+    &bdrv_throttle,
+    &bdrv_copy_on_read,
 };
 
 static GMutex names_lock;

@@ -194,6 +194,7 @@ static int write_table_entry(BlockNode *bs, uint64_t block)
     Qcow2State *s = bs->opaque;
     uint64_t be = GUINT64_TO_BE(s->refcount_table[block]);
 
+    bdrv_debug_event(s->file, BLKDBG_REFTABLE_UPDATE);
     return bdrv_pwrite(s->file, s->refcount_table_offset + block * 8, 8, &be,
                        0);
 }
@@ -216,6 +217,7 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
     }
     if (qcow2_refblock_exists(bs, block << s->refblock_bits))
         return 0;
+    bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC);
     ret = qcow2_cache_get_empty(s->refcount_cache, off, &t);
     if (ret < 0)
         return ret;
@@ -227,6 +229,7 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
         ret = qcow2_barrier(bs);
     if (ret < 0)
         return ret;
+    bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     s->refcount_table[block] = off;
     return write_table_entry(bs, block);
 }
@@ -395,6 +398,7 @@ int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry)
 {
     Qcow2State *s = bs->opaque;
 
+    bdrv_debug_event(s->file, BLKDBG_CLUSTER_FREE);
     if (l2_entry & QCOW2_OFLAG_COMPRESSED) {
         uint64_t off = l2_entry & s->coffset_mask;
         uint64_t sectors = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
@@ -485,6 +489,7 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     if (entries * 8 > QCOW2_MAX_L1_BYTES)
         return -EFBIG;
     table_offset = (area + blocks) << s->cluster_bits;
+    bdrv_debug_event(s->file, BLKDBG_REFTABLE_GROW);
     ret = write_area_refblocks(bs, area, blocks + table_clusters, blocks);
     if (ret < 0)
         return ret;
@@ -532,6 +537,7 @@ int qcow2_flush_metadata(BlockNode *bs)
 
     if (!s->writable)
         return 0;
+    bdrv_debug_event(s->file, BLKDBG_REFBLOCK_UPDATE);
     ret = flush_refcounts(bs);
     if (ret == 0)
         ret = qcow2_cache_flush(s->l2_cache, NULL);
