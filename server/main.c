@@ -80,6 +80,29 @@ static void wait_for_clients(void)
     }
 }
 
+/* Shutdown: no request may wait any more for a blkdebug breakpoint's
+ * resume or a throttle group's budget, so that every client can finish. */
+static void release_waits(void)
+{
+    bdrv_debug_release_all();
+    throttle_release_all();
+}
+
+/* --object throttle-group,... is the block layer's; the others are TLS's. */
+static bool block_objects_setup(CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    char **rest = qmp_objects_take_cli(o->objects, &err);
+
+    if (!rest) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    g_strfreev(o->objects);
+    o->objects = rest;
+    return true;
+}
+
 /* Serves until a signal, or until the last client leaves (without -t). */
 static void serve(const CliOptions *o, int listen_fd, int sig_fd)
 {
@@ -109,6 +132,7 @@ static void serve(const CliOptions *o, int listen_fd, int sig_fd)
             had_client = true;
         }
     }
+    release_waits();
     nbd_server_shutdown();
     wait_for_clients();
 }
@@ -247,6 +271,7 @@ static int serve_daemon(const CliOptions *o, int sig_fd, int *ready_fd)
     *ready_fd = -1;
     while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
     }
+    release_waits();
     qmp_stop();
     nbd_server_shutdown();
     wait_for_clients();
@@ -266,7 +291,8 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     nbd_verbose = bdrv_verbose = o.verbose;
-    if (!tls_setup(o.objects, o.tls_creds, o.tls_authz))
+    if (!block_objects_setup(&o) ||
+        !tls_setup(o.objects, o.tls_creds, o.tls_authz))
         goto out;
     sig_fd = block_signals();
     if (o.fork)
@@ -307,6 +333,7 @@ out:
     qmp_jobs_cleanup();
     qmp_nbd_cleanup();
     qmp_block_cleanup();
+    throttle_group_delete_all();
     qmp_cli_free();
     /* Last: whoever waits for the pid file to vanish finds every image
      * flushed, closed and unlocked. */
