@@ -29,12 +29,12 @@ static BlockNode *node_arg(JsonObject *args, GError **errp)
     return bs;
 }
 
-/* The block layer's sentence as a QMP GenericError. */
-static JsonNode *check(bool ok, GError *err, GError **errp)
+/* The block layer's sentence (in *@err) as a QMP GenericError. */
+static JsonNode *check(bool ok, GError **err, GError **errp)
 {
     if (!ok) {
-        qmp_error(errp, "%s", err->message);
-        g_error_free(err);
+        qmp_error(errp, "%s", (*err)->message);
+        g_clear_error(err);
     }
     return NULL;
 }
@@ -48,7 +48,7 @@ static JsonNode *cmd_break(JsonObject *args, GError **errp)
 
     if (!tag)
         return NULL;
-    return check(bdrv_debug_breakpoint(bs, event, tag, &err), err, errp);
+    return check(bdrv_debug_breakpoint(bs, event, tag, &err), &err, errp);
 }
 
 static JsonNode *cmd_remove_break(JsonObject *args, GError **errp)
@@ -59,7 +59,7 @@ static JsonNode *cmd_remove_break(JsonObject *args, GError **errp)
 
     if (!tag)
         return NULL;
-    return check(bdrv_debug_remove_breakpoint(bs, tag, &err), err, errp);
+    return check(bdrv_debug_remove_breakpoint(bs, tag, &err), &err, errp);
 }
 
 static JsonNode *cmd_resume(JsonObject *args, GError **errp)
@@ -70,7 +70,7 @@ static JsonNode *cmd_resume(JsonObject *args, GError **errp)
 
     if (!tag)
         return NULL;
-    return check(bdrv_debug_resume(bs, tag, &err), err, errp);
+    return check(bdrv_debug_resume(bs, tag, &err), &err, errp);
 }
 
 static JsonNode *cmd_wait_break(JsonObject *args, GError **errp)
@@ -86,7 +86,7 @@ static JsonNode *cmd_wait_break(JsonObject *args, GError **errp)
         qmp_error(errp, "Parameter 'timeout' expects 0 to 3600 seconds");
         return NULL;
     }
-    return check(bdrv_debug_wait_break(bs, tag, timeout * 1000, &err), err,
+    return check(bdrv_debug_wait_break(bs, tag, timeout * 1000, &err), &err,
                  errp);
 }
 
