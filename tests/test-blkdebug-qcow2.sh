@@ -89,3 +89,22 @@ for bad in "inject-error.0.event=nope:Invalid event name" \
         "driver=blkdebug,${bad%%:*},image.driver=file,image.filename=$img" 2>&1)
     [[ $out == *"${bad#*:}"* ]] || fail "blkdebug ${bad%%:*}: $out"
 done
+
+# align makes the node a device that needs it: a 512-byte write at 0
+# reaches blkdebug as [0, 8 KiB) (io.c's read-modify-write), so a rule on
+# the write of sector 8 fails it with align=8192, and not without.
+truncate -s 1M "$tmp/disk.raw"
+for align in 0 8192; do
+    start_server "$sock" "$tmp/pid" -t --image-opts \
+        "driver=blkdebug,align=$align,inject-error.0.event=pwritev,inject-error.0.iotype=write,inject-error.0.sector=8,image.driver=file,image.filename=$tmp/disk.raw"
+    nbdsh -u "$(uri "$sock")" -c "
+try:
+    h.pwrite(b'\1' * 512, 0)
+    failed = False
+except nbd.Error as e:
+    assert e.errno == 'EIO', e
+    failed = True
+assert failed == ($align == 8192), 'align=$align: failed=%s' % failed
+" || fail "align=$align"
+    _stop_server "$tmp/pid"
+done
