@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum {
     ACTION_INJECT_ERROR,
@@ -206,7 +207,7 @@ static bool take_inject_options(BlkdebugRule *rule, GHashTable *opts,
 /* One rule from its options (a config section or inline); every key must
  * be known. */
 static bool add_rule(BlkdebugState *s, RuleAction action, GHashTable *opts,
-                     GError **errp)
+                     const char *where, GError **errp)
 {
     g_autofree char *event = opt_take(opts, "event");
     BlkdebugRule *rule;
@@ -216,13 +217,13 @@ static bool add_rule(BlkdebugState *s, RuleAction action, GHashTable *opts,
 
     if (!event) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Missing event name for rule");
+                    "Parameter '%s.event' is missing", where);
         return false;
     }
     ev = event_by_name(event);
     if (ev < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid event name \"%s\"", event);
+                    "Parameter 'event' does not accept value '%s'", event);
         return false;
     }
     rule = g_new0(BlkdebugRule, 1);
@@ -274,7 +275,11 @@ static char *group_name(const char *line)
 static bool end_section(BlkdebugState *s, GHashTable **section,
                         RuleAction action, GError **errp)
 {
-    bool ok = !*section || add_rule(s, action, *section, errp);
+    bool ok = !*section ||
+              add_rule(s, action, *section,
+                       action == ACTION_SET_STATE ? "[set-state]"
+                                                  : "[inject-error]",
+                       errp);
 
     g_clear_pointer(section, g_hash_table_unref);
     return ok;
@@ -290,9 +295,11 @@ static bool read_config(BlkdebugState *s, const char *path, GError **errp)
     g_autoptr(GError) err = NULL;
     RuleAction action = ACTION_INJECT_ERROR;
 
-    if (!g_file_get_contents(path, &text, NULL, &err)) {
+    if (access(path, R_OK) < 0 ||
+        !g_file_get_contents(path, &text, NULL, &err)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Could not read blkdebug config file: %s", err->message);
+                    "Could not read blkdebug config file: %s",
+                    err ? err->message : g_strerror(errno));
         return false;
     }
     lines = g_strsplit(text, "\n", -1);
@@ -377,9 +384,10 @@ static bool take_inline_rules(BlkdebugState *s, GHashTable *options,
     }
     g_ptr_array_sort(indices, compare_indices);
     for (guint i = 0; i < indices->len; i++) {
-        g_autoptr(GHashTable) opts =
-            opt_take_prefix(all, g_ptr_array_index(indices, i));
-        if (!add_rule(s, action, opts, errp))
+        const char *index = g_ptr_array_index(indices, i);
+        g_autoptr(GHashTable) opts = opt_take_prefix(all, index);
+        g_autofree char *where = g_strdup_printf("%s[%s]", prefix, index);
+        if (!add_rule(s, action, opts, where, errp))
             return false;
     }
     return true;
@@ -705,7 +713,7 @@ bool bdrv_debug_breakpoint(BlockNode *bs, const char *event, const char *tag,
     ev = event_by_name(event);
     if (ev < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid event name \"%s\"", event);
+                    "Parameter 'event' does not accept value '%s'", event);
         return false;
     }
     rule = g_new0(BlkdebugRule, 1);

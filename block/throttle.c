@@ -211,7 +211,7 @@ static bool limits_valid(ThrottleGroup *tg, GError **errp)
             msg = "burst length too high for this burst rate";
         if (msg) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                        "%s (%s)", msg, bucket_names[i]);
+                        "%s", msg);
             return false;
         }
     }

@@ -79,12 +79,12 @@ qemu-img check -q "$img"
 rc=$?
 [ $rc = 0 ] || [ $rc = 3 ] || fail "config file: qemu-img check says $rc"
 
-# Bad rules are refused at open with QEMU's words.
-for bad in "inject-error.0.event=nope:Invalid event name" \
-           "inject-error.0.errno=5:Missing event name" \
+# Bad rules are refused at open with QEMU's (7.2's blockdev-add) words.
+for bad in "inject-error.0.event=nope:Parameter 'event' does not accept value 'nope'" \
+           "inject-error.0.errno=5:Parameter 'inject-error[0].event' is missing" \
            "set-state.0.event=l1_update,set-state.0.colour=red:Invalid parameter 'colour'" \
            "align=3000:Cannot meet constraints with align" \
-           "config=$tmp/none.conf:Could not read blkdebug config file"; do
+           "config=$tmp/none.conf:Could not read blkdebug config file: No such file or directory"; do
     out=$("$SNAPNBD" -k "$tmp/bad.sock" --image-opts \
         "driver=blkdebug,${bad%%:*},image.driver=file,image.filename=$img" 2>&1)
     [[ $out == *"${bad#*:}"* ]] || fail "blkdebug ${bad%%:*}: $out"

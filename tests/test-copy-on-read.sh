@@ -4,6 +4,8 @@
 # in top itself (qemu-img map), with the same bytes (read from top with no
 # backing), and the image stays clean; ranges that no layer holds are not
 # copied.  With bottom=mid only what mid holds is copied, not base's data.
+# The same runs against qemu-storage-daemon, when installed, show that
+# these are QEMU's answers.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img qemu-io nbdsh
@@ -35,14 +37,43 @@ for e in json.load(sys.stdin):
 "
 }
 
+# serve DAEMON ARGS...: snapnbd (daemon mode) or qemu-storage-daemon.
+serve() {
+    local daemon=$1 i
+    shift
+    if [ $daemon = snapnbd ]; then
+        start_daemon "$@"
+        return
+    fi
+    rm -f "$nbdsock" "$tmp/qsd.pid"
+    qemu-storage-daemon --pidfile "$tmp/qsd.pid" "$@" &
+    cleanup_fn "_stop_server '$tmp/qsd.pid'"
+    for i in $(seq 100); do
+        [ -S "$nbdsock" ] && [ -s "$tmp/qsd.pid" ] && return 0
+        sleep 0.05
+    done
+    fail "qemu-storage-daemon did not start: $*"
+}
+
+stop() {
+    if [ $1 = snapnbd ]; then
+        _stop_server "$tmp/daemon.pid"
+    else
+        _stop_server "$tmp/qsd.pid"
+    fi
+}
+
+daemons=snapnbd
+command -v qemu-storage-daemon >/dev/null && daemons+=" qsd"
+for daemon in $daemons; do
 for mode in all bottom; do
-    d=$tmp/$mode
+    d=$tmp/$daemon-$mode
     mkdir "$d"
     make_chain "$d"
     qemu-img convert -O raw "$d/top.qcow2" "$d/before.raw"
     bottom=
     [ $mode = bottom ] && bottom=",bottom=mid"
-    start_daemon \
+    serve $daemon \
         --blockdev "$(qcow2 base "$d")" \
         --blockdev "$(qcow2 mid "$d" base)" \
         --blockdev "$(qcow2 top "$d" mid)" \
@@ -54,27 +85,28 @@ assert h.pread(1 << 20, 0) == b"\x11" * (1 << 20)
 assert h.pread(3 << 20, 1 << 20)[1 << 20:2 << 20] == b"\x22" * (1 << 20)
 assert h.pread(65536, 4 << 20) == b"\x33" * 65536
 assert h.pread(65536, 6 << 20) == bytes(65536)
-' || fail "$mode: reads through the filter"
-    _stop_server "$tmp/daemon.pid"
-    qemu-img check -q "$d/top.qcow2" || fail "$mode: top.qcow2 is not clean"
+' || fail "$daemon $mode: reads through the filter"
+    stop $daemon
+    qemu-img check -q "$d/top.qcow2" || fail "$daemon $mode: top.qcow2 is not clean"
     qemu-img compare -q -f qcow2 -F raw "$d/top.qcow2" "$d/before.raw" ||
-        fail "$mode: the data changed"
+        fail "$daemon $mode: the data changed"
     top_alone="json:{\"driver\":\"qcow2\",\"backing\":null,\"file\":{\"driver\":\"file\",\"filename\":\"$d/top.qcow2\"}}"
     allocated_in_top "$d" $((2 << 20)) $((1 << 20)) ||
-        fail "$mode: mid's data was not copied into top"
+        fail "$daemon $mode: mid's data was not copied into top"
     qemu-io -c 'read -P 0x22 2M 1M' "$top_alone" | grep -q 'read 1048576' ||
-        fail "$mode: top alone does not hold mid's data"
+        fail "$daemon $mode: top alone does not hold mid's data"
     if [ $mode = all ]; then
         allocated_in_top "$d" 0 $((1 << 20)) ||
-            fail "base's data was not copied into top"
+            fail "$daemon: base's data was not copied into top"
         qemu-io -c 'read -P 0x11 0 1M' "$top_alone" |
-            grep -q 'read 1048576' || fail "top alone does not hold base's data"
+            grep -q 'read 1048576' || fail "$daemon: top alone does not hold base's data"
     else
         allocated_in_top "$d" 0 $((1 << 20)) &&
-            fail "bottom=mid: base's data was copied into top"
+            fail "$daemon bottom=mid: base's data was copied into top"
     fi
     allocated_in_top "$d" $((6 << 20)) 65536 &&
-        fail "$mode: a range no layer holds was copied"
+        fail "$daemon $mode: a range no layer holds was copied"
+done
 done
 
 # Only nodes of the chain may be the bottom.
