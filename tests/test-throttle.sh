@@ -2,7 +2,7 @@
 # The throttle filter with QEMU's throttle-group objects: iops-total=50
 # gives 50 IOPS (within 20 %), shared by every node of the group (two
 # exports read at once get 50 together, not 50 each); bps-total limits
-# bytes; a group made with QMP object-add works the same, with a burst
+# bytes; iops-read only reads; a group made with QMP object-add works the same, with a burst
 # (QEMU's iops-read-max, iops-read-max-length), object-del
 # refuses a group in use; QEMU's checks of the limits.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -15,10 +15,12 @@ start_daemon \
     --blockdev "driver=throttle,node-name=a,throttle-group=tg0,$null" \
     --blockdev "driver=throttle,node-name=b,throttle-group=tg0,$null" \
     --blockdev "driver=throttle,node-name=c,limits.bps-total=1048576,$null" \
+    --blockdev "driver=throttle,node-name=w,limits.iops-read=20,$null" \
     --nbd-server "addr.type=unix,addr.path=$nbdsock" \
     --export type=nbd,id=ea,node-name=a,name=a \
     --export type=nbd,id=eb,node-name=b,name=b \
-    --export type=nbd,id=ec,node-name=c,name=c
+    --export type=nbd,id=ec,node-name=c,name=c \
+    --export type=nbd,id=ew,node-name=w,name=w,writable=on
 
 cat >"$tmp/throttle.py" <<'EOP'
 import sys, threading, time
@@ -55,6 +57,15 @@ def within(what, value, target):
 within("iops, one export", rate(["a"], 150), 50)
 within("iops, two exports of one group", rate(["a", "b"], 75), 50)
 within("MiB/s, bps-total=1M", rate(["c"], 48, 64 * KiB) * 64 / 1024, 1)
+
+# iops-read limits reads only: writes pass at full speed.
+h = handle("w")
+start = time.monotonic()
+for i in range(100):
+    h.pwrite(bytes(4 * KiB), i * 4 * KiB)
+writes = 100 / (time.monotonic() - start)
+assert writes > 100, f"writes throttled by iops-read: {writes:.1f}/s"
+within("read iops, iops-read=20", rate(["w"], 40), 20)
 
 # A group made over QMP, limits as QEMU's object-add gives them.
 q = QMP(qmp)
