@@ -277,8 +277,8 @@ static bool end_section(BlkdebugState *s, GHashTable **section,
 {
     bool ok = !*section ||
               add_rule(s, action, *section,
-                       action == ACTION_SET_STATE ? "[set-state]"
-                                                  : "[inject-error]",
+                       action == ACTION_SET_STATE ? "set-state"
+                                                  : "inject-error",
                        errp);
 
     g_clear_pointer(section, g_hash_table_unref);

@@ -5,7 +5,9 @@
 # server keeps serving; what was acknowledged reads back, survives a
 # restart, and `qemu-img check` finds no corruption (leaked clusters are
 # allowed, as in QEMU).  512-byte clusters make a few MiB of writes
-# allocate refcount blocks and grow the refcount table too.
+# allocate refcount blocks and grow the refcount table too.  (For
+# l1_update, refblock_alloc_hookup and reftable_update this needs qcow2 to
+# undo its in-memory L1 or refcount-table change when writing it fails.)
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 requires qemu-img nbdsh
 $PYTHON -c 'import nbd' 2>/dev/null || {
