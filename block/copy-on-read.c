@@ -12,6 +12,7 @@
  * node of the chain, inclusive, as QEMU's option), is read and then
  * written back into the child unchanged: as write-zeroes if it is all
  * zeroes, else as data.  A failed copy fails the read, as in QEMU.
+ * A prefetch (NBD_CMD_CACHE) copies the same runs without a reader.
  *
  * Writing back is only right if nothing wrote the range between the read
  * and the write-back.  So copies and the writes, write-zeroes and discards
@@ -30,6 +31,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The largest run a prefetch copies at once. */
+#define COPY_CHUNK ((int64_t)1 << 20)
 
 typedef struct BusyRange {
     int64_t offset, bytes;
@@ -232,10 +236,34 @@ static int cor_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
     return ret;
 }
 
+/* NBD_CMD_CACHE: copies what a read would copy, as QEMU's prefetch
+ * through the filter does; the rest is only advised to the child. */
 static int cor_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     CorState *s = bs->opaque;
-    return bdrv_prefetch(s->file, offset, bytes);
+    int64_t chunk = MIN(bytes, COPY_CHUNK);
+    void *buf = NULL;
+    int ret = 0;
+
+    while (bytes > 0 && ret == 0) {
+        int64_t n;
+        int depth = bdrv_allocation_depth(s->file, offset,
+                                          MIN(bytes, chunk), &n);
+
+        if (depth < 0) {
+            ret = depth;
+        } else if (wants_copy(s, depth)) {
+            if (!buf)
+                buf = bdrv_blockalign(s->file, chunk);
+            ret = buf ? copy_up(s, offset, n, buf) : -ENOMEM;
+        } else {
+            ret = bdrv_prefetch(s->file, offset, n);
+        }
+        offset += n;
+        bytes -= n;
+    }
+    free(buf);
+    return ret;
 }
 
 /* What the parents take and share passes through, plus write-unchanged

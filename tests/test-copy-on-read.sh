@@ -3,7 +3,7 @@
 # read through the filter, what the read found in mid or base is allocated
 # in top itself (qemu-img map), with the same bytes (read from top with no
 # backing), and the image stays clean; ranges that no layer holds are not
-# copied.  With bottom=mid only what mid holds is copied, not base's data.
+# copied; NBD_CMD_CACHE copies as a read does.  With bottom=mid only what mid holds is copied, not base's data.
 # The same runs against qemu-storage-daemon, when installed, show that
 # these are QEMU's answers.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -11,9 +11,10 @@ source "$srcdir/backup-functions.sh"
 requires qemu-img qemu-io nbdsh
 requires_libnbd_python
 
-make_chain() {   # DIR: base (0-1M), mid (2M-3M), top (4M-4M+64K), 8M
+make_chain() {   # DIR: base (0-1M, 5M-5M+64K), mid (2M-3M), top (4M-4M+64K)
     qemu-img create -q -f qcow2 "$1/base.qcow2" 8M
-    qemu-io -f qcow2 -c 'write -P 0x11 0 1M' "$1/base.qcow2" >/dev/null
+    qemu-io -f qcow2 -c 'write -P 0x11 0 1M' -c 'write -P 0x44 5M 64K' \
+        "$1/base.qcow2" >/dev/null
     qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/mid.qcow2"
     qemu-io -f qcow2 -c 'write -P 0x22 2M 1M' "$1/mid.qcow2" >/dev/null
     qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$1/top.qcow2"
@@ -85,6 +86,7 @@ assert h.pread(1 << 20, 0) == b"\x11" * (1 << 20)
 assert h.pread(3 << 20, 1 << 20)[1 << 20:2 << 20] == b"\x22" * (1 << 20)
 assert h.pread(65536, 4 << 20) == b"\x33" * 65536
 assert h.pread(65536, 6 << 20) == bytes(65536)
+h.cache(65536, 5 << 20)    # NBD_CMD_CACHE copies too
 ' || fail "$daemon $mode: reads through the filter"
     stop $daemon
     qemu-img check -q "$d/top.qcow2" || fail "$daemon $mode: top.qcow2 is not clean"
@@ -100,6 +102,8 @@ assert h.pread(65536, 6 << 20) == bytes(65536)
             fail "$daemon: base's data was not copied into top"
         qemu-io -c 'read -P 0x11 0 1M' "$top_alone" |
             grep -q 'read 1048576' || fail "$daemon: top alone does not hold base's data"
+        allocated_in_top "$d" $((5 << 20)) 65536 ||
+            fail "$daemon: NBD_CMD_CACHE copied nothing into top"
     else
         allocated_in_top "$d" 0 $((1 << 20)) &&
             fail "$daemon bottom=mid: base's data was copied into top"
