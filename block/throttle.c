@@ -71,8 +71,8 @@ struct ThrottleGroup {
     LeakyBucket buckets[B__MAX];  /* guarded by lock */
     uint64_t iops_size;           /* bytes per operation; 0: any size */
     int64_t last_leak;            /* monotonic µs; lock */
-    uint64_t next_ticket[2];      /* per direction (read, write); lock */
-    uint64_t serving[2];          /* the ticket allowed to start; lock */
+    GQueue waiters[2];            /* per direction (read, write): requests
+                                   * waiting, the first may start; lock */
 };
 typedef struct ThrottleGroup ThrottleGroup;
 
@@ -421,29 +421,40 @@ static void account(ThrottleGroup *tg, bool is_write, uint64_t bytes)
     }
 }
 
-/* Blocks until the group lets a request of @bytes start, in arrival order
- * per direction, and accounts it. */
-static void throttle_intercept(ThrottleGroup *tg, bool is_write,
-                               uint64_t bytes)
+/* Drained (a transaction, a job's completion): requests in flight go
+ * through unthrottled, so that the section begins at once (QEMU disables
+ * the limits of a drained node's group member the same way). */
+static bool bypass(BlockNode *bs)
 {
-    uint64_t ticket;
+    return g_atomic_int_get(&released) ||
+           g_atomic_int_get(&bs->quiesce_counter) > 0;
+}
+
+/* Blocks until the group lets a request of @bytes start, in arrival order
+ * per direction, and accounts it.  Waits are sliced so that a drain or
+ * shutdown is noticed within DRAIN_CHECK_US. */
+#define DRAIN_CHECK_US (10 * 1000)
+static void throttle_intercept(BlockNode *bs, ThrottleGroup *tg,
+                               bool is_write, uint64_t bytes)
+{
+    GList me = { 0 };
+    GQueue *q = &tg->waiters[is_write];
 
     g_mutex_lock(&tg->lock);
-    ticket = tg->next_ticket[is_write]++;
-    while (!g_atomic_int_get(&released)) {
-        int64_t now = g_get_monotonic_time(), wait;
-        if (ticket != tg->serving[is_write]) {
-            g_cond_wait(&tg->cond, &tg->lock);
-            continue;
+    g_queue_push_tail_link(q, &me);
+    while (!bypass(bs)) {
+        int64_t now = g_get_monotonic_time(), wait = DRAIN_CHECK_US;
+        if (q->head == &me) {
+            leak(tg, now);
+            wait = group_wait(tg, is_write);
+            if (wait == 0)
+                break;
         }
-        leak(tg, now);
-        wait = group_wait(tg, is_write);
-        if (wait == 0)
-            break;
-        g_cond_wait_until(&tg->cond, &tg->lock, now + wait);
+        g_cond_wait_until(&tg->cond, &tg->lock,
+                          now + MIN(wait, DRAIN_CHECK_US));
     }
+    g_queue_unlink(q, &me);
     account(tg, is_write, bytes);
-    tg->serving[is_write]++;
     g_cond_broadcast(&tg->cond);
     g_mutex_unlock(&tg->lock);
 }
@@ -512,7 +523,7 @@ static int throttle_pread(BlockNode *bs, int64_t offset, int64_t bytes,
 {
     ThrottleState *s = bs->opaque;
 
-    throttle_intercept(s->group, false, bytes);
+    throttle_intercept(bs, s->group, false, bytes);
     return bdrv_pread(s->file, offset, bytes, buf);
 }
 
@@ -521,7 +532,7 @@ static int throttle_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
 {
     ThrottleState *s = bs->opaque;
 
-    throttle_intercept(s->group, true, bytes);
+    throttle_intercept(bs, s->group, true, bytes);
     return bdrv_pwrite(s->file, offset, bytes, buf, flags);
 }
 
@@ -530,7 +541,7 @@ static int throttle_pwrite_zeroes(BlockNode *bs, int64_t offset,
 {
     ThrottleState *s = bs->opaque;
 
-    throttle_intercept(s->group, true, bytes);
+    throttle_intercept(bs, s->group, true, bytes);
     return bdrv_pwrite_zeroes(s->file, offset, bytes, flags);
 }
 
@@ -538,7 +549,7 @@ static int throttle_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     ThrottleState *s = bs->opaque;
 
-    throttle_intercept(s->group, true, bytes);
+    throttle_intercept(bs, s->group, true, bytes);
     return bdrv_pdiscard(s->file, offset, bytes);
 }
 

@@ -2,7 +2,8 @@
 # The throttle filter with QEMU's throttle-group objects: iops-total=50
 # gives 50 IOPS (within 20 %), shared by every node of the group (two
 # exports read at once get 50 together, not 50 each); bps-total limits
-# bytes; iops-read only reads; a group made with QMP object-add works the same, with a burst
+# bytes; iops-read only reads; a drained section is not held up by
+# requests waiting for their budget; a group made with QMP object-add works the same, with a burst
 # (QEMU's iops-read-max, iops-read-max-length), object-del
 # refuses a group in use; QEMU's checks of the limits.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -16,11 +17,13 @@ start_daemon \
     --blockdev "driver=throttle,node-name=b,throttle-group=tg0,$null" \
     --blockdev "driver=throttle,node-name=c,limits.bps-total=1048576,$null" \
     --blockdev "driver=throttle,node-name=w,limits.iops-read=20,$null" \
+    --blockdev "driver=throttle,node-name=s,limits.bps-total=4096,$null" \
     --nbd-server "addr.type=unix,addr.path=$nbdsock" \
     --export type=nbd,id=ea,node-name=a,name=a \
     --export type=nbd,id=eb,node-name=b,name=b \
     --export type=nbd,id=ec,node-name=c,name=c \
-    --export type=nbd,id=ew,node-name=w,name=w,writable=on
+    --export type=nbd,id=ew,node-name=w,name=w,writable=on \
+    --export type=nbd,id=es,node-name=s,name=s
 
 cat >"$tmp/throttle.py" <<'EOP'
 import sys, threading, time
@@ -67,8 +70,25 @@ writes = 100 / (time.monotonic() - start)
 assert writes > 100, f"writes throttled by iops-read: {writes:.1f}/s"
 within("read iops, iops-read=20", rate(["w"], 40), 20)
 
-# A group made over QMP, limits as QEMU's object-add gives them.
+# A drained section (a transaction drains every node) lets a request
+# waiting for its budget through at once, as QEMU does: the second 64 KiB
+# read at 4 KiB/s would hold it for 16 s.
 q = QMP(qmp)
+h = handle("s")
+bufs = [nbd.Buffer(64 * KiB) for i in range(2)]
+for i, b in enumerate(bufs):
+    h.aio_pread(b, i * 64 * KiB)
+time.sleep(0.5)
+start = time.monotonic()
+q.cmd("transaction", {"actions": [{"type": "block-dirty-bitmap-add",
+                                   "data": {"node": "a", "name": "bm"}}]})
+took = time.monotonic() - start
+assert took < 2, f"the transaction waited {took:.1f} s for a throttled read"
+while h.aio_in_flight() > 0:   # the read let through is done
+    h.poll(1000)
+    assert time.monotonic() - start < 2, "the throttled read still waits"
+
+# A group made over QMP, limits as QEMU's object-add gives them.
 q.cmd("object-add", {"qom-type": "throttle-group", "id": "tg1",
                      "limits": {"iops-read": 40, "iops-read-max": 80,
                                 "iops-read-max-length": 1}})
