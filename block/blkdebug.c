@@ -115,6 +115,9 @@ typedef struct BlkdebugState {
     GList *suspended;           /* of Suspended *, held requests */
     uint64_t align, max_transfer;
     uint64_t opt_write_zero, max_write_zero, opt_discard, max_discard;
+    uint32_t take_child_perms;    /* taken on the child besides the
+                                   * parents' (BDRV_PERM_*) */
+    uint32_t unshare_child_perms; /* not shared on the child */
 } BlkdebugState;
 
 static GMutex blkdebug_lock;
@@ -462,6 +465,35 @@ static bool check_limits(BlkdebugState *s, GError **errp)
                        MAX(s->opt_discard, align), errp);
 }
 
+/* A list of QEMU's BlockPermission names (take-child-perms.N=write). */
+static bool take_perms(GHashTable *options, const char *key, uint32_t *out,
+                       GError **errp)
+{
+    static const char *const names[] = {
+        "consistent-read", "write", "write-unchanged", "resize", "graph-mod",
+    };
+    g_autoptr(GHashTable) list = opt_take_prefix(options, key);
+    GHashTableIter it;
+    gpointer k, v;
+
+    *out = 0;
+    g_hash_table_iter_init(&it, list);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        uint32_t bit = 0;
+        for (size_t i = 0; i < G_N_ELEMENTS(names) && !bit; i++)
+            if (strcmp(v, names[i]) == 0)
+                bit = 1u << i;
+        if (!bit) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "Parameter '%s[%s]' does not accept value '%s'", key,
+                        (const char *)k, (const char *)v);
+            return false;
+        }
+        *out |= bit;
+    }
+    return true;
+}
+
 static void free_rules(BlkdebugState *s)
 {
     g_mutex_lock(&blkdebug_lock);
@@ -483,7 +515,11 @@ static int blkdebug_open(BlockNode *bs, GHashTable *options, GError **errp)
         !take_inline_rules(s, options, "inject-error", ACTION_INJECT_ERROR,
                            errp) ||
         !take_inline_rules(s, options, "set-state", ACTION_SET_STATE, errp) ||
-        !take_limits(s, options, errp))
+        !take_limits(s, options, errp) ||
+        !take_perms(options, "take-child-perms", &s->take_child_perms,
+                    errp) ||
+        !take_perms(options, "unshare-child-perms", &s->unshare_child_perms,
+                    errp))
         goto fail;
     s->file = bdrv_open_child(bs, options, "file", errp);
     if (!s->file || !check_limits(s, errp))
@@ -842,8 +878,19 @@ void bdrv_debug_release_all(void)
     g_mutex_unlock(&blkdebug_lock);
 }
 
-/* A filter: parents' permissions pass through to the child, as QEMU's
- * blkdebug does by default. */
+/* A filter: parents' permissions pass through to the child, plus
+ * take-child-perms, minus unshare-child-perms (QEMU's blkdebug). */
+static void blkdebug_child_perm(BlockNode *bs, const char *name,
+                                uint32_t perm, uint32_t shared,
+                                uint32_t *nperm, uint32_t *nshared)
+{
+    BlkdebugState *s = bs->opaque;
+
+    bdrv_child_perm_filtered(bs, name, perm, shared, nperm, nshared);
+    *nperm |= s->take_child_perms;
+    *nshared &= ~s->unshare_child_perms;
+}
+
 const BlockDriver bdrv_blkdebug = {
     .name = "blkdebug",
     .state_size = sizeof(BlkdebugState),
@@ -860,7 +907,7 @@ const BlockDriver bdrv_blkdebug = {
     .prefetch = blkdebug_prefetch,
     .block_status = blkdebug_block_status,
     .debug_event = blkdebug_debug_event,
-    .child_perm = bdrv_child_perm_filtered,
+    .child_perm = blkdebug_child_perm,
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
     .can_fast_zero = true,

@@ -103,6 +103,8 @@ static const Member blkdebug_members[] = {
     { "max-discard", M_INT },
     { "inject-error", M_ANY },
     { "set-state", M_ANY },
+    { "take-child-perms", M_ANY },
+    { "unshare-child-perms", M_ANY },
     { NULL },
 };
 

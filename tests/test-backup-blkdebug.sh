@@ -9,7 +9,8 @@
 #   enospc  an ENOSPC once: paused with io-status nospace, then the same;
 # and blkdebug's breakpoints over QMP (x-blkdebug-break, -wait-break,
 # -resume, -remove-break) hold a target write mid-job until resumed; a
-# request still held when SIGTERM comes does not keep the server alive.
+# request still held when SIGTERM comes does not keep the server alive;
+# unshare-child-perms and take-child-perms act on permissions.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img
@@ -17,7 +18,7 @@ requires_libnbd_python
 
 size=$((8 << 20))
 head -c $size /dev/urandom >"$tmp/disk.img"
-for p in report stop enospc break held; do
+for p in report stop enospc break held perm; do
     truncate -s $size "$tmp/tgt-$p.img"
 done
 start_daemon \
@@ -97,6 +98,23 @@ assert "No request reached breakpoint" in desc, desc
 cls, desc = q.error("x-blkdebug-break", {"node": "disk", "event": "l1_update",
                                          "tag": "x"})
 assert "No blkdebug node" in desc, desc
+
+# unshare-child-perms: nobody else may write the image below (QEMU's
+# sentence); take-child-perms takes names of QEMU's BlockPermission.
+q.cmd("blockdev-add", {"driver": "file", "node-name": "f-perm",
+                       "filename": f"{tmp}/tgt-perm.img"})
+q.cmd("blockdev-add", {"driver": "blkdebug", "node-name": "dbg-perm",
+                       "image": "f-perm", "unshare-child-perms": ["write"]})
+_, desc = q.error("block-export-add", {"type": "nbd", "id": "e-perm",
+                                       "node-name": "f-perm",
+                                       "writable": True})
+assert "Permission conflict on node 'f-perm': permissions 'write' are " \
+    "both required by" in desc and "unshared by node 'dbg-perm'" in desc, desc
+_, desc = q.error("blockdev-add", {"driver": "blkdebug", "node-name": "x",
+                                   "image": "f-perm",
+                                   "take-child-perms": ["nope"]})
+assert desc == "Parameter 'take-child-perms[0]' does not accept value " \
+    "'nope'", desc
 
 # Left held: the shell sends SIGTERM meanwhile.
 add_target("held", [])
