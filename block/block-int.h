@@ -121,6 +121,10 @@ typedef struct BlockDriver {
      * *errp when they cannot be had.  Called under graph_lock. */
     bool (*set_perm)(BlockNode *bs, uint32_t perm, uint32_t shared,
                      GError **errp);
+    /* A backing child was attached to the open node (a live snapshot's
+     * overlay); NULL: the driver has no backing files.  Called while the
+     * node is drained. */
+    void (*set_backing)(BlockNode *bs, BlockNode *backing);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 
@@ -162,6 +166,8 @@ struct BlockNode {
     uint32_t cumulative_shared; /* what they all share; graph_lock */
     gint quiesce_counter;   /* drained sections holding it; atomic */
     gint in_flight;         /* requests of users, counted; atomic */
+    BlockNode *replaced_by; /* where bdrv_replace_node moved its users */
+    unsigned replace_gen;   /* bumped by each such move; atomic */
     bool read_only;
     bool unmap;             /* discard=unmap: honour discards */
     bool no_flush;          /* cache.no-flush */
@@ -239,7 +245,9 @@ void bdrv_graph_lock(void);
 void bdrv_graph_unlock(void);
 
 /* drain.c: every outermost request is counted (see the design notes). */
-bool bdrv_io_enter(BlockNode *bs);
+/* May move *@bs to where a graph change moved the node's users while the
+ * request waited for a drained section. */
+bool bdrv_io_enter(BlockNode **bs);
 void bdrv_io_leave(BlockNode *bs, bool counted);
 void bdrv_drain_user_linked_locked(BlockChild *c);
 void bdrv_drain_user_unlinked_locked(BlockChild *c);
@@ -265,5 +273,8 @@ extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_blkdebug;
 extern const BlockDriver bdrv_throttle;
 extern const BlockDriver bdrv_copy_on_read;
+extern const BlockDriver bdrv_copy_before_write;
+extern const BlockDriver bdrv_snapshot_access;
+extern const BlockDriver bdrv_luks;
 
 #endif

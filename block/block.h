@@ -79,6 +79,10 @@ typedef struct BlockLimits {
     uint64_t max_pdiscard;       /* largest discard */
     uint32_t pdiscard_alignment; /* discard granularity */
     uint32_t pwrite_zeroes_alignment;
+    /* What the node's users are asked to align to (the NBD minimum block
+     * size): 0 (any) but where a driver must see whole blocks, as QEMU's
+     * probed raw images (512).  io.c realigns whatever comes anyway. */
+    uint32_t min_request;
 } BlockLimits;
 
 /*
@@ -108,6 +112,12 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp);
  * over a protocol).  Options are driver specific (e.g. "nocow"). */
 int bdrv_create(const char *driver, const char *filename, uint64_t size,
                 GHashTable *options, GError **errp);
+
+/* Where encrypted images' drivers get the bytes of a secret object
+ * ("key-secret=ID"): the server sets it (its --object secret table); the
+ * bytes stay owned by the table.  NULL with @errp set if there is none. */
+typedef GBytes *(*BdrvSecretLookup)(const char *id, GError **errp);
+void bdrv_set_secret_lookup(BdrvSecretLookup fn);
 
 /* QEMU's rule for node names, export, job and object ids: a letter, then
  * letters, digits, '-', '.' and '_'. */
@@ -222,6 +232,20 @@ bool bdrv_reaches(BlockNode *from, BlockNode *to, bool through_backing);
 /* A node whose data both @a and @b are made of (not through backing
  * links), or NULL. */
 BlockNode *bdrv_common_storage(BlockNode *a, BlockNode *b);
+
+/* --- graph changes (block/perm.c), to be made in a drained section ------- */
+
+/* Attaches @backing as the "backing" child of @bs, which has none and whose
+ * driver takes backing files (a qcow2 overlay opened with "backing": null).
+ * Says why not otherwise, in QEMU's words. */
+bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp);
+/* Every user of @from (exports, the plugin, jobs) uses @to from now on, as
+ * QEMU's bdrv_replace_node.  Refused while a node other than @to uses
+ * @from (its driver holds it), or when @to cannot take the users'
+ * permissions; then nothing changed. */
+bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp);
+/* The node only reads from now on (a snapshot's old image). */
+void bdrv_set_read_only(BlockNode *bs);
 
 /* --- drained sections (block/drain.c) ------------------------------------- */
 

@@ -51,9 +51,12 @@ static uint64_t words_for(uint64_t bits)
     return (bits + 63) / 64;
 }
 
-/* A bitmap of no node's list (a successor has no name). */
+/* A bitmap of no node's list (a successor has no name), or NULL with
+ * @errp set when its bits do not fit in memory (the size comes from a
+ * node of any size and a granularity from QMP: never abort for them). */
 static BdrvDirtyBitmap *bitmap_alloc(BlockNode *bs, const char *name,
-                                     uint32_t granularity, int64_t length)
+                                     uint32_t granularity, int64_t length,
+                                     GError **errp)
 {
     BdrvDirtyBitmap *bm = g_new0(BdrvDirtyBitmap, 1);
 
@@ -63,9 +66,22 @@ static BdrvDirtyBitmap *bitmap_alloc(BlockNode *bs, const char *name,
     bm->gran_bits = __builtin_ctz(granularity);
     bm->length = length;
     bm->bits = (length + granularity - 1) >> bm->gran_bits;
-    bm->words = g_new0(uint64_t, MAX(words_for(bm->bits), 1));
-    bm->summary = g_new0(uint64_t, MAX(words_for(words_for(bm->bits)), 1));
+    bm->words = g_try_new0(uint64_t, MAX(words_for(bm->bits), 1));
+    bm->summary = g_try_new0(uint64_t, MAX(words_for(words_for(bm->bits)),
+                                           1));
     bm->enabled = true;
+    if (!bm->words || !bm->summary) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Cannot allocate a dirty bitmap of %" G_GUINT64_FORMAT
+                    " bits (granularity %" G_GUINT32_FORMAT " for %"
+                    G_GINT64_FORMAT " bytes)", bm->bits, granularity,
+                    length);
+        g_free(bm->words);
+        g_free(bm->summary);
+        g_free(bm->name);
+        g_free(bm);
+        return NULL;
+    }
     return bm;
 }
 
@@ -90,7 +106,9 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
                     "Bitmap already exists: %s", name);
         return NULL;
     }
-    bm = bitmap_alloc(bs, name, granularity, length);
+    bm = bitmap_alloc(bs, name, granularity, length, errp);
+    if (!bm)
+        return NULL;
     g_mutex_lock(&bs->dirty_lock);
     bs->dirty_bitmaps = g_list_append(bs->dirty_bitmaps, bm);
     g_mutex_unlock(&bs->dirty_lock);
@@ -476,9 +494,11 @@ bool bdrv_dirty_bitmap_create_successor(BdrvDirtyBitmap *bm,
                                         const char *reason, GError **errp)
 {
     BdrvDirtyBitmap *succ = bitmap_alloc(bm->bs, NULL, bm->granularity,
-                                         bm->length);
+                                         bm->length, errp);
     bool ok;
 
+    if (!succ)
+        return false;
     g_mutex_lock(&bm->bs->dirty_lock);
     ok = !bm->busy_reason && !bm->inconsistent;
     if (ok) {

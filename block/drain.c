@@ -73,21 +73,29 @@ static void leave_counted(BlockNode *bs)
         wake_drainers();
 }
 
-bool bdrv_io_enter(BlockNode *bs)
+bool bdrv_io_enter(BlockNode **pbs)
 {
+    BlockNode *bs = *pbs;
+
     if (io_depth++ > 0 || drain_sections > 0 || drain_exempt)
         return false;
     for (;;) {
+        unsigned gen;
         /* Counted first, then checked: a drainer quiesces first, then
          * reads in_flight, so one of the two sees the other. */
         g_atomic_int_inc(&bs->in_flight);
         if (g_atomic_int_get(&bs->quiesce_counter) == 0)
             return true;
         leave_counted(bs);
+        gen = __atomic_load_n(&bs->replace_gen, __ATOMIC_ACQUIRE);
         g_mutex_lock(&drain_lock);
         while (g_atomic_int_get(&bs->quiesce_counter) > 0)
             g_cond_wait(&drain_cond, &drain_lock);
         g_mutex_unlock(&drain_lock);
+        /* The section moved the node's users elsewhere (a live snapshot):
+         * a request held back meanwhile goes where its user went. */
+        if (__atomic_load_n(&bs->replace_gen, __ATOMIC_ACQUIRE) != gen)
+            *pbs = bs = __atomic_load_n(&bs->replaced_by, __ATOMIC_ACQUIRE);
     }
 }
 

@@ -253,12 +253,15 @@ static int file_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
     return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
 }
 
+/* As in QEMU 7.2, whose lengths count 512-byte sectors: a file of 1000
+ * bytes is 1024 bytes long, the tail past its end reads as zeroes
+ * (file_pread) and a write there extends the file. */
 static int64_t file_get_length(BlockNode *bs)
 {
     FileState *s = bs->opaque;
     off_t end = lseek(s->fd, 0, SEEK_END);
 
-    return end < 0 ? -errno : end;
+    return end < 0 ? -errno : (end + 511) & ~(off_t)511;
 }
 
 /* O_DIRECT alignment: the smallest size a direct read accepts. */

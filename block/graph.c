@@ -20,6 +20,9 @@ static const BlockDriver *const drivers[] = {
     &bdrv_blkdebug,
     &bdrv_throttle,
     &bdrv_copy_on_read,
+    &bdrv_copy_before_write,
+    &bdrv_snapshot_access,
+    &bdrv_luks,
 };
 
 static GMutex names_lock;
@@ -331,7 +334,10 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
     g_cond_init(&bs->reqs_cond);
     g_rw_lock_init(&bs->notifiers_lock);
 
-    if (!parse_common_options(bs, opts, errp))
+    /* Named before the driver opens, so that the children it attaches
+     * name their parent in permission errors (as QEMU does). */
+    if (!register_name(bs, node_name, errp) ||
+        !parse_common_options(bs, opts, errp))
         goto fail;
     if (drv->open(bs, opts, errp) < 0)
         goto fail;
@@ -353,13 +359,10 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
     default_limits(bs);
     if (!bs->filename)
         bs->filename = g_strdup("");
-    if (!register_name(bs, node_name, errp)) {
-        drv->close(bs);
-        goto fail;
-    }
     return bs;
 
 fail:
+    unregister_name(bs);
     bdrv_free(bs);
     return NULL;
 }

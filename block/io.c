@@ -697,7 +697,7 @@ static int do_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
 
 int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_pread(bs, offset, bytes, buf);
 
     bdrv_io_leave(bs, counted);
@@ -707,7 +707,7 @@ int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                 const void *buf, int flags)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_pwrite(bs, offset, bytes, buf, flags);
 
     bdrv_io_leave(bs, counted);
@@ -717,7 +717,7 @@ int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
 int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                        int flags)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_pwrite_zeroes(bs, offset, bytes, flags);
 
     bdrv_io_leave(bs, counted);
@@ -726,7 +726,7 @@ int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 
 int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_pdiscard(bs, offset, bytes);
 
     bdrv_io_leave(bs, counted);
@@ -735,7 +735,7 @@ int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 
 int bdrv_flush(BlockNode *bs)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_flush(bs);
 
     bdrv_io_leave(bs, counted);
@@ -744,7 +744,7 @@ int bdrv_flush(BlockNode *bs)
 
 int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_prefetch(bs, offset, bytes);
 
     bdrv_io_leave(bs, counted);
@@ -754,7 +754,7 @@ int bdrv_prefetch(BlockNode *bs, int64_t offset, int64_t bytes)
 int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_block_status(bs, offset, bytes, pnum);
 
     bdrv_io_leave(bs, counted);
@@ -764,7 +764,7 @@ int bdrv_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
 int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
                           int64_t *pnum)
 {
-    bool counted = bdrv_io_enter(bs);
+    bool counted = bdrv_io_enter(&bs);
     int ret = do_allocation_depth(bs, offset, bytes, pnum);
 
     bdrv_io_leave(bs, counted);

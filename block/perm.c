@@ -136,7 +136,9 @@ static bool parents_agree(BlockNode *bs, uint32_t *perm, uint32_t *shared,
 {
     *perm = 0;
     *shared = BDRV_PERM_ALL;
-    for (guint i = 0; i < bs->parents->len; i++) {
+    /* The newest edge first, so that a new user is named as the one that
+     * does not share, as QEMU words it. */
+    for (guint i = bs->parents->len; i-- > 0;) {
         BlockChild *a = g_ptr_array_index(bs->parents, i);
         for (guint j = 0; j < bs->parents->len; j++) {
             BlockChild *b = g_ptr_array_index(bs->parents, j);
@@ -323,7 +325,8 @@ bool bdrv_user_set_perm(BlockChild *c, uint32_t perm, uint32_t shared,
 
 BlockNode *bdrv_user_node(BlockChild *c)
 {
-    return c->node;
+    /* bdrv_replace_node moves users while their requests are drained. */
+    return __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
 }
 
 /* --- questions about the graph ------------------------------------------- */
@@ -398,4 +401,109 @@ BlockNode *bdrv_common_storage(BlockNode *a, BlockNode *b)
             return common;
     }
     return NULL;
+}
+
+/* --- graph changes ---------------------------------------------------- */
+
+bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp)
+{
+    if (!bs->drv->set_backing) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "The overlay does not support backing images");
+        return false;
+    }
+    if (bdrv_child(bs, "backing")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "The overlay already has a backing image");
+        return false;
+    }
+    if (bdrv_reaches(backing, bs, true)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Making '%s' a backing file of '%s' would create a loop",
+                    backing->node_name, bs->node_name);
+        return false;
+    }
+    bdrv_ref(backing);
+    if (!bdrv_child_attach(bs, backing, "backing", errp)) {
+        bdrv_unref(backing);
+        return false;
+    }
+    bs->drv->set_backing(bs, backing);
+    return true;
+}
+
+/* Moves the user edges of @from to @to (or back): under graph_lock. */
+static void move_users_locked(BlockNode *from, BlockNode *to, GPtrArray *moved)
+{
+    for (guint i = 0; i < from->parents->len;) {
+        BlockChild *c = g_ptr_array_index(from->parents, i);
+        if (c->parent) {
+            i++;
+            continue;
+        }
+        g_ptr_array_remove_index(from->parents, i);
+        g_ptr_array_add(to->parents, c);
+        __atomic_store_n(&c->node, to, __ATOMIC_RELEASE);
+        g_ptr_array_add(moved, c);
+    }
+}
+
+static BlockChild *node_parent_except(BlockNode *from, BlockNode *to)
+{
+    for (guint i = 0; i < from->parents->len; i++) {
+        BlockChild *c = g_ptr_array_index(from->parents, i);
+        if (c->parent && c->parent != to)
+            return c;
+    }
+    return NULL;
+}
+
+bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
+{
+    g_autoptr(GPtrArray) moved = g_ptr_array_new();
+    BlockChild *held;
+    bool ok;
+
+    bdrv_graph_lock();
+    held = node_parent_except(from, to);
+    if (held) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_BUSY,
+                    "Cannot replace node '%s': node '%s' uses it as its "
+                    "'%s' child", from->node_name, held->parent->node_name,
+                    held->name);
+        bdrv_graph_unlock();
+        return false;
+    }
+    move_users_locked(from, to, moved);
+    ok = refresh_node(to, errp);
+    if (ok) {
+        refresh_undo(from); /* it lost users: it can only take less */
+        __atomic_store_n(&from->replaced_by, to, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&from->replace_gen, 1, __ATOMIC_RELEASE);
+    } else {
+        for (guint i = 0; i < moved->len; i++) {
+            BlockChild *c = g_ptr_array_index(moved, i);
+            g_ptr_array_remove(to->parents, c);
+            g_ptr_array_add(from->parents, c);
+            __atomic_store_n(&c->node, from, __ATOMIC_RELEASE);
+        }
+        refresh_undo(to);
+        refresh_undo(from);
+        g_ptr_array_set_size(moved, 0);
+    }
+    bdrv_graph_unlock();
+    /* Each moved user holds a reference on its new node, not the old. */
+    for (guint i = 0; i < moved->len; i++) {
+        bdrv_ref(to);
+        bdrv_unref(from);
+    }
+    return ok;
+}
+
+void bdrv_set_read_only(BlockNode *bs)
+{
+    bdrv_graph_lock();
+    bs->read_only = true;
+    refresh_undo(bs); /* a writable format gives back write on its file */
+    bdrv_graph_unlock();
 }

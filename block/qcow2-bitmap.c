@@ -86,7 +86,7 @@ static uint8_t *read_directory(BlockNode *bs, GError **errp)
                         s->bitmap_dir_offset);
         return NULL;
     }
-    dir = g_malloc(MAX(s->bitmap_dir_size, 1));
+    dir = g_malloc(MAX(s->bitmap_dir_size, 1)); /* at most 64 MiB */
     ret = bdrv_pread(s->file, s->bitmap_dir_offset, s->bitmap_dir_size, dir);
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename,
@@ -143,10 +143,12 @@ static int load_data(BlockNode *bs, const BitmapDirEntry *e,
 {
     Qcow2State *s = bs->opaque;
     size_t total = bdrv_dirty_bitmap_serialized_size(bm);
-    g_autofree uint64_t *table = g_new(uint64_t, MAX(e->table_size, 1));
+    /* The table lies in the file, but a sparse file may be large. */
+    g_autofree uint64_t *table = g_try_new(uint64_t, MAX(e->table_size, 1));
     g_autofree uint8_t *cluster = g_malloc(s->cluster_size);
-    int ret = bdrv_pread(s->file, e->table_offset,
-                         (int64_t)e->table_size * 8, table);
+    int ret = table ? bdrv_pread(s->file, e->table_offset,
+                                 (int64_t)e->table_size * 8, table)
+                    : -ENOMEM;
 
     for (uint32_t i = 0; i < e->table_size && ret == 0; i++) {
         uint64_t t = GUINT64_FROM_BE(table[i]);
@@ -271,9 +273,9 @@ bool qcow2_bitmaps_references(BlockNode *bs, Qcow2RefFunc ref, void *opaque,
             return false;
         pos += entry_size(&e);
         ref(opaque, e.table_offset, MAX((uint64_t)e.table_size * 8, 1));
-        table = g_new(uint64_t, MAX(e.table_size, 1));
-        if (bdrv_pread(s->file, e.table_offset, (int64_t)e.table_size * 8,
-                       table) < 0) {
+        table = g_try_new(uint64_t, MAX(e.table_size, 1));
+        if (!table || bdrv_pread(s->file, e.table_offset,
+                                 (int64_t)e.table_size * 8, table) < 0) {
             qcow2_bad_image(errp, bs->filename,
                             "bitmaps: could not read a bitmap table");
             return false;
@@ -419,9 +421,9 @@ static void free_old_bitmaps(BlockNode *bs, const uint8_t *dir,
         memcpy(&e, dir + pos, sizeof(e));
         entry_to_host(&e);
         pos += entry_size(&e);
-        table = g_new(uint64_t, MAX(e.table_size, 1));
-        if (bdrv_pread(s->file, e.table_offset, (int64_t)e.table_size * 8,
-                       table) < 0)
+        table = g_try_new(uint64_t, MAX(e.table_size, 1));
+        if (!table || bdrv_pread(s->file, e.table_offset,
+                                 (int64_t)e.table_size * 8, table) < 0)
             continue; /* leaked, not lost */
         for (uint32_t j = 0; j < e.table_size; j++) {
             uint64_t off = GUINT64_FROM_BE(table[j]) & QCOW2_L2E_OFFSET_MASK;

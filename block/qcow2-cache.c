@@ -46,14 +46,21 @@ struct Qcow2Cache {
      * from the file before that may be older than what the cache held,
      * so a miss that read it must not insert it (see qcow2_cache_get). */
     uint64_t gen;
+    /* Asked before each table is written: the image's overlap check, so
+     * that a table misplaced on metadata is never written there. */
+    Qcow2CacheCheck check;
+    void *check_opaque;
 };
 
 Qcow2Cache *qcow2_cache_new(BlockNode *file, uint32_t table_size,
-                            size_t max_tables)
+                            size_t max_tables, Qcow2CacheCheck check,
+                            void *opaque)
 {
     Qcow2Cache *c = g_new0(Qcow2Cache, 1);
 
     c->file = file;
+    c->check = check;
+    c->check_opaque = opaque;
     c->table_size = table_size;
     c->max_tables = MAX(max_tables, 1);
     g_mutex_init(&c->lock);
@@ -258,6 +265,9 @@ int qcow2_cache_write_table(Qcow2Cache *c, Qcow2Table *t)
 
     if (!t->dirty)
         return 0;
+    ret = c->check ? c->check(c->check_opaque, t->offset) : 0;
+    if (ret < 0)
+        return ret;
     ret = bdrv_pwrite(c->file, t->offset, c->table_size, t->entries, 0);
     if (ret < 0)
         return ret;

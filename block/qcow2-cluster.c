@@ -21,13 +21,12 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static void corrupt(BlockNode *bs, const char *what, uint64_t value,
-                    uint64_t guest)
+/* Signals the corruption (qcow2-check.c); returns -EIO. */
+static int corrupt(BlockNode *bs, const char *what, uint64_t value,
+                   uint64_t guest)
 {
-    if (bdrv_verbose)
-        fprintf(stderr, "snapnbd: qcow2 image '%s' is corrupt: %s %#" PRIx64
-                " (guest offset %#" PRIx64 ")\n",
-                bdrv_filename(bs), what, value, guest);
+    return qcow2_signal_corruption(bs, "%s %#" PRIx64 " (guest offset %#"
+                                   PRIx64 ")", what, value, guest);
 }
 
 Qcow2ClusterType qcow2_classify(uint64_t entry)
@@ -69,14 +68,12 @@ static Qcow2Table *get_l2(BlockNode *bs, uint64_t l1_index, uint64_t guest,
     if (!l2_offset)
         return NULL;
     if (l2_offset & (s->cluster_size - 1)) {
-        corrupt(bs, "L2 table offset unaligned:", l2_offset, guest);
-        *ret = -EIO;
+        *ret = corrupt(bs, "L2 table offset unaligned:", l2_offset, guest);
         return NULL;
     }
-    if (l2_offset > (uint64_t)bdrv_getlength(s->file) ||
-        bdrv_getlength(s->file) - l2_offset < s->cluster_size) {
-        corrupt(bs, "L2 table beyond the end of the file:", l2_offset, guest);
-        *ret = -EIO;
+    if (!qcow2_table_in_file(bs, l2_offset, s->cluster_size)) {
+        *ret = corrupt(bs, "L2 table beyond the end of the file:", l2_offset,
+                       guest);
         return NULL;
     }
     bdrv_debug_event(s->file, BLKDBG_L2_LOAD);
@@ -132,10 +129,9 @@ int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
     e = qcow2_table_entry(t, l2_index);
     m->type = qcow2_classify(e);
     if (!entry_ok(s, e, m->type)) {
-        corrupt(bs, "cluster offset unaligned:", e & QCOW2_L2E_OFFSET_MASK,
-                offset);
         qcow2_table_put(t);
-        return -EIO;
+        return corrupt(bs, "cluster offset unaligned:",
+                       e & QCOW2_L2E_OFFSET_MASK, offset);
     }
     if (m->type == QCOW2_CLUSTER_NORMAL)
         m->host = (e & QCOW2_L2E_OFFSET_MASK) + in_cluster;
@@ -180,12 +176,14 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
         return ret;
     e = qcow2_table_entry(t, first);
     if (owned(e)) {
-        if ((e & QCOW2_L2E_OFFSET_MASK & (s->cluster_size - 1)) ||
-            (e & QCOW2_L2E_OFFSET_MASK) < s->cluster_size) {
-            corrupt(bs, "data cluster offset invalid:",
-                    e & QCOW2_L2E_OFFSET_MASK, offset);
+        uint64_t h = e & QCOW2_L2E_OFFSET_MASK;
+        /* Owned means counted: beyond the refcount table's reach, the
+         * entry lies (and a write would make a file of petabytes). */
+        if ((h & (s->cluster_size - 1)) || h < s->cluster_size ||
+            (h >> (s->cluster_bits + s->refblock_bits)) >=
+                s->refcount_table_size) {
             qcow2_table_put(t);
-            return -EIO;
+            return corrupt(bs, "data cluster offset invalid:", h, offset);
         }
         *host = (e & QCOW2_L2E_OFFSET_MASK) + in_cluster;
         for (; n < max; n++) {
@@ -196,6 +194,9 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
                 break;
         }
     } else {
+        /* A new refcount block takes the first cluster it describes, so a
+         * run of new clusters must fit beside one (see qcow2-refcount.c). */
+        max = MIN(max, qcow2_max_alloc_clusters(s));
         while (n < max && !owned(qcow2_table_entry(t, first + n)))
             n++;
     }

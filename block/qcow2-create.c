@@ -14,6 +14,7 @@
  * one piece of code that allocates clusters, not two.
  */
 #include "qcow2.h"
+#include "luks.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,6 +30,7 @@ typedef struct CreateOpts {
     char *backing_file;
     char *backing_fmt;
     char *nocow;
+    GHashTable *encrypt;   /* encrypt.* without the prefix, or NULL */
 } CreateOpts;
 
 static void create_opts_clear(CreateOpts *o)
@@ -36,6 +38,7 @@ static void create_opts_clear(CreateOpts *o)
     g_free(o->backing_file);
     g_free(o->backing_fmt);
     g_free(o->nocow);
+    g_clear_pointer(&o->encrypt, g_hash_table_unref);
 }
 
 static bool parse_version(CreateOpts *o, const char *compat, GError **errp)
@@ -65,6 +68,25 @@ static bool parse_power_of_two(const char *what, uint64_t v, uint64_t min,
     return true;
 }
 
+/* encrypt.format=luks and the LUKS options (block/luks.c takes them);
+ * qemu-img also spells the format "encryption" and "encrypt.format". */
+static bool parse_encrypt(GHashTable *options, CreateOpts *o, GError **errp)
+{
+    g_autoptr(GHashTable) enc = opt_take_prefix(options, "encrypt");
+    g_autofree char *fmt = opt_take(enc, "format");
+
+    if (!fmt && g_hash_table_size(enc) == 0)
+        return true;
+    if (g_strcmp0(fmt, "luks") != 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "encrypt.format=%s is not supported (only luks)",
+                    fmt ? fmt : "(none)");
+        return false;
+    }
+    o->encrypt = g_steal_pointer(&enc);
+    return true;
+}
+
 static bool parse_create_opts(GHashTable *options, uint64_t size,
                               CreateOpts *o, GError **errp)
 {
@@ -77,6 +99,8 @@ static bool parse_create_opts(GHashTable *options, uint64_t size,
     o->backing_file = opt_take(options, "backing_file");
     o->backing_fmt = opt_take(options, "backing_fmt");
     o->nocow = opt_take(options, "nocow");
+    if (!parse_encrypt(options, o, errp))
+        return false;
     o->lazy_refcounts = opt_take_bool(options, "lazy_refcounts", false, &err);
     if (err || !opt_take_size(options, "cluster_size", &cluster_size, &err) ||
         !opt_take_size(options, "refcount_bits", &refcount_bits, &err)) {
@@ -110,6 +134,12 @@ static bool parse_create_opts(GHashTable *options, uint64_t size,
         return false;
     }
     o->prealloc_metadata = prealloc && !strcmp(prealloc, "metadata");
+    if (o->prealloc_metadata && o->encrypt) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "preallocation=metadata with encryption is not "
+                    "supported yet");
+        return false;
+    }
     if (g_hash_table_size(options) > 0) {
         GList *keys = g_hash_table_get_keys(options);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -127,7 +157,8 @@ typedef struct Layout {
     uint64_t cluster_size;
     uint64_t l1_entries;
     uint64_t table_clusters, refblocks, l1_clusters;
-    uint64_t meta_clusters; /* header + table + refblocks + L1 */
+    uint64_t crypto_bytes, crypto_clusters; /* the LUKS header, after L1 */
+    uint64_t meta_clusters; /* header + table + refblocks + L1 + LUKS */
 } Layout;
 
 static Layout plan_layout(const CreateOpts *o)
@@ -140,16 +171,29 @@ static Layout plan_layout(const CreateOpts *o)
     l.l1_entries = (o->size + per_l2 - 1) / per_l2;
     l.l1_clusters = MAX(1, (l.l1_entries * 8 + l.cluster_size - 1) /
                                l.cluster_size);
+    if (o->encrypt) {
+        l.crypto_bytes = luks_header_bytes(o->encrypt);
+        l.crypto_clusters = (l.crypto_bytes + l.cluster_size - 1) /
+                            l.cluster_size;
+    }
     l.table_clusters = l.refblocks = 1;
     do {
         prev = l.refblocks + l.table_clusters;
-        l.meta_clusters = 1 + l.table_clusters + l.refblocks + l.l1_clusters;
+        l.meta_clusters = 1 + l.table_clusters + l.refblocks + l.l1_clusters +
+                          l.crypto_clusters;
         l.refblocks = (l.meta_clusters + per_refblock - 1) / per_refblock;
         l.table_clusters = (l.refblocks * 8 + l.cluster_size - 1) /
                            l.cluster_size;
     } while (l.refblocks + l.table_clusters != prev);
-    l.meta_clusters = 1 + l.table_clusters + l.refblocks + l.l1_clusters;
+    l.meta_clusters = 1 + l.table_clusters + l.refblocks + l.l1_clusters +
+                      l.crypto_clusters;
     return l;
+}
+
+static uint64_t crypto_offset(const Layout *l)
+{
+    return (1 + l->table_clusters + l->refblocks + l->l1_clusters) *
+           l->cluster_size;
 }
 
 /* Appends a header extension (type, length, data padded to 8 bytes). */
@@ -185,11 +229,17 @@ static bool build_header(const CreateOpts *o, const Layout *l, uint8_t *buf,
             o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0),
         .refcount_order = GUINT32_TO_BE(o->refcount_order),
         .header_length = GUINT32_TO_BE(hlen),
+        .crypt_method = GUINT32_TO_BE(o->encrypt ? QCOW2_CRYPT_LUKS : 0),
     };
 
     if (o->backing_fmt)
         put_extension(ext, QCOW2_EXT_BACKING_FORMAT, o->backing_fmt,
                       strlen(o->backing_fmt));
+    if (o->encrypt) {
+        uint64_t where[2] = { GUINT64_TO_BE(crypto_offset(l)),
+                              GUINT64_TO_BE(l->crypto_bytes) };
+        put_extension(ext, QCOW2_EXT_CRYPTO_HEADER, where, sizeof(where));
+    }
     put_extension(ext, QCOW2_EXT_END, NULL, 0);
     if (name_len > QCOW2_MAX_BACKING_NAME ||
         hlen + ext->len + name_len > l->cluster_size) {
@@ -212,12 +262,18 @@ static uint8_t *build_image(const CreateOpts *o, const Layout *l,
                             GError **errp)
 {
     uint64_t cs = l->cluster_size;
-    g_autofree uint8_t *img = g_malloc0(l->meta_clusters * cs);
+    g_autofree uint8_t *img = g_try_malloc0(l->meta_clusters * cs);
     uint64_t *table = (uint64_t *)(img + cs);
     uint8_t *refblocks = img + (1 + l->table_clusters) * cs;
     uint64_t per_refblock = (cs * 8) >> o->refcount_order;
     int bits = 1 << o->refcount_order;
 
+    if (!img) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not allocate the new image's metadata (%" PRIu64
+                    " bytes)", l->meta_clusters * cs);
+        return NULL;
+    }
     if (!build_header(o, l, img, errp))
         return NULL;
     for (uint64_t k = 0; k < l->refblocks; k++)
@@ -296,10 +352,18 @@ static int format(BlockNode *file, CreateOpts *o, GError **errp)
         o->backing_fmt = g_strdup(bdrv_probe_format(path));
     }
     l = plan_layout(o);
+    /* QEMU's limit, and its words: the L1 table is grown to the size. */
+    if (l.l1_entries > QCOW2_MAX_L1_BYTES / sizeof(uint64_t)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Failed to grow the L1 table: %s", g_strerror(EFBIG));
+        return -EFBIG;
+    }
     img = build_image(o, &l, errp);
     if (!img)
         return -EINVAL;
     ret = write_metadata(file, img, l.meta_clusters * l.cluster_size, errp);
+    if (ret == 0 && o->encrypt)
+        ret = luks_write_header(file, crypto_offset(&l), o->encrypt, errp);
     if (ret == 0 && o->prealloc_metadata)
         ret = preallocate(file, errp);
     return ret;

@@ -94,7 +94,8 @@ bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
     s->refblock_bits = s->cluster_bits + 3 - order;
     s->refcount_max = order == 6 ? UINT64_MAX : (1ULL << (1 << order)) - 1;
     if ((table_offset & (s->cluster_size - 1)) || !table_clusters ||
-        bytes > QCOW2_MAX_L1_BYTES || table_offset > (uint64_t)s->file_length ||
+        bytes > QCOW2_MAX_REFTABLE_BYTES ||
+        table_offset > (uint64_t)s->file_length ||
         bytes > s->file_length - table_offset) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "qcow2 image '%s': refcount table (offset %#" PRIx64
@@ -102,7 +103,13 @@ bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
                     bs->filename, table_offset, table_clusters);
         return false;
     }
-    s->refcount_table = g_malloc(bytes);
+    s->refcount_table = g_try_malloc(bytes);
+    if (!s->refcount_table) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "qcow2 image '%s': no memory for the refcount table",
+                    bs->filename);
+        return false;
+    }
     ret = bdrv_pread(s->file, table_offset, bytes, s->refcount_table);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
@@ -110,12 +117,16 @@ bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
                     bs->filename, g_strerror(-ret));
         return false;
     }
-    for (uint64_t i = 0; i < entries; i++)
+    for (uint64_t i = 0; i < entries; i++) {
         s->refcount_table[i] = GUINT64_FROM_BE(s->refcount_table[i]);
+        if (s->refcount_table[i] & QCOW2_L1E_OFFSET_MASK)
+            s->refcount_table_used = i + 1;
+    }
     s->refcount_table_size = entries;
     s->refcount_table_offset = table_offset;
     s->refcount_cache = qcow2_cache_new(s->file, s->cluster_size,
-                                        MAX(16, (1 << 20) / s->cluster_size));
+                                        MAX(16, (1 << 20) / s->cluster_size),
+                                        qcow2_check_refblock_write, bs);
     return true;
 }
 
@@ -156,11 +167,20 @@ static Qcow2Table *get_refblock(BlockNode *bs, uint64_t block, int *ret)
     if (!qcow2_refblock_exists(bs, block << s->refblock_bits))
         return NULL;
     off = s->refcount_table[block] & QCOW2_L1E_OFFSET_MASK;
-    /* Untrusted: a block in the header cluster would overwrite it. */
-    if ((off & (s->cluster_size - 1)) || off < s->cluster_size) {
-        fprintf(stderr, "snapnbd: qcow2 image '%s' is corrupt: refcount "
-                "block offset %#" PRIx64 " unaligned\n", bs->filename, off);
-        *ret = -EIO;
+    /* Untrusted: a block in the header cluster would overwrite it, one
+     * past the end of the file is no block at all. */
+    if (off & (s->cluster_size - 1)) {
+        *ret = qcow2_signal_corruption(bs, "Refblock offset %#" PRIx64
+                                       " unaligned (reftable index: %#"
+                                       PRIx64 ")", off, block);
+        return NULL;
+    }
+    if (off < s->cluster_size || !qcow2_table_in_file(bs, off,
+                                                      s->cluster_size)) {
+        *ret = qcow2_signal_corruption(bs, "Refblock at offset %#" PRIx64
+                                       " is invalid or beyond the end of "
+                                       "the file (reftable index: %#"
+                                       PRIx64 ")", off, block);
         return NULL;
     }
     *ret = qcow2_cache_get(s->refcount_cache, off, &t);
@@ -217,6 +237,11 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
     }
     if (qcow2_refblock_exists(bs, block << s->refblock_bits))
         return 0;
+    /* Missing blocks make their clusters look free: if metadata is there
+     * after all, the refcounts are damaged. */
+    ret = qcow2_check_write(bs, 0, off, s->cluster_size);
+    if (ret < 0)
+        return ret;
     bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC);
     ret = qcow2_cache_get_empty(s->refcount_cache, off, &t);
     if (ret < 0)
@@ -231,6 +256,7 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
         return ret;
     bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     s->refcount_table[block] = off;
+    s->refcount_table_used = MAX(s->refcount_table_used, block + 1);
     return write_table_entry(bs, block);
 }
 
@@ -245,6 +271,16 @@ static void cluster_freed(BlockNode *bs, uint64_t cluster)
      * (nor written back) when the cluster is reused. */
     qcow2_cache_forget(s->l2_cache, off);
     bdrv_pdiscard(s->file, off, s->cluster_size);
+}
+
+/* A refcount block about to change must not lie on other metadata: its
+ * change is acknowledged before it is written (and checked again). */
+static int checked_refblock(BlockNode *bs, Qcow2Table *t)
+{
+    Qcow2State *s = bs->opaque;
+
+    return qcow2_check_write(bs, QCOW2_OL_REFCOUNT_BLOCK, t->offset,
+                             s->cluster_size);
 }
 
 static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
@@ -262,17 +298,27 @@ static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
             return ret;
     }
     t = get_refblock(bs, block, &ret);
+    if (!t && ret == 0)
+        return qcow2_signal_corruption(bs, "freeing cluster %#" PRIx64
+                                       " that no refcount block counts",
+                                       cluster << s->cluster_bits);
     if (!t)
-        return ret < 0 ? ret : -EIO; /* freeing a cluster nobody counted */
+        return ret;
     old = rb_get(t->entries, i, s->refcount_order);
     new = old + addend;
     if ((addend < 0 && old < (uint64_t)-addend) ||
         (addend > 0 && (new < old || new > s->refcount_max))) {
         qcow2_table_put(t);
-        fprintf(stderr, "snapnbd: qcow2 image '%s': refcount of cluster %"
-                PRIu64 " would leave its range (%" PRIu64 " %+" PRId64 ")\n",
-                bs->filename, cluster, old, addend);
-        return -EIO;
+        return qcow2_signal_corruption(bs, "refcount of cluster %#" PRIx64
+                                       " would leave its range (%" PRIu64
+                                       " %+" PRId64 ")",
+                                       cluster << s->cluster_bits, old,
+                                       addend);
+    }
+    ret = checked_refblock(bs, t);
+    if (ret < 0) {
+        qcow2_table_put(t);
+        return ret;
     }
     rb_set(t->entries, i, s->refcount_order, new);
     qcow2_cache_mark_dirty(s->refcount_cache, t);
@@ -301,6 +347,11 @@ int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value)
     t = get_refblock(bs, block, &ret);
     if (!t)
         return ret < 0 ? ret : -EIO;
+    ret = checked_refblock(bs, t);
+    if (ret < 0) {
+        qcow2_table_put(t);
+        return ret;
+    }
     rb_set(t->entries, cluster & (refblock_entries(s) - 1), s->refcount_order,
            value);
     qcow2_cache_mark_dirty(s->refcount_cache, t);
@@ -361,11 +412,14 @@ int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
     Qcow2State *s = bs->opaque;
     int64_t start;
     bool all_free;
+    int ret;
 
-    /* Making refcount blocks may take clusters of the run found: retry. */
+    if (n > qcow2_max_alloc_clusters(s))
+        return -EFBIG;
+    /* Making refcount blocks may take clusters of the run found: retry
+     * (the run then starts after the new block, and fits beside it). */
     do {
         uint64_t rc;
-        int ret;
         start = find_free(bs, n);
         if (start < 0)
             return start;
@@ -383,11 +437,19 @@ int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
             all_free = rc == 0;
         }
     } while (!all_free);
+    /* Clusters with refcount 0 that hold metadata: the refcounts lie. */
+    ret = qcow2_overlaps(bs, 0, start << s->cluster_bits,
+                         n << s->cluster_bits);
+    if (ret)
+        return qcow2_signal_corruption(bs, "Preventing invalid allocation "
+                                       "of %" PRIu64 " clusters at offset %#"
+                                       PRIx64 " (in use as metadata)", n,
+                                       (uint64_t)start << s->cluster_bits);
     if (start == (int64_t)s->free_cluster_index)
         s->free_cluster_index = start + n;
     *fresh = (start << s->cluster_bits) >= file_end(s);
     for (uint64_t c = start; c < start + n; c++) {
-        int ret = update_one(bs, c, 1);
+        ret = update_one(bs, c, 1);
         if (ret < 0)
             return ret;
     }
@@ -486,14 +548,21 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     int ret;
 
     plan_growth(s, min_entries, &entries, &table_clusters, &blocks);
-    if (entries * 8 > QCOW2_MAX_L1_BYTES)
+    if (entries * 8 > QCOW2_MAX_REFTABLE_BYTES)
         return -EFBIG;
     table_offset = (area + blocks) << s->cluster_bits;
+    /* Nothing the old table cannot describe may be in use. */
+    ret = qcow2_check_write(bs, 0, area << s->cluster_bits,
+                            (blocks + table_clusters) << s->cluster_bits);
+    if (ret < 0)
+        return ret;
+    table = g_try_new0(uint64_t, entries);
+    if (!table)
+        return -ENOMEM;
     bdrv_debug_event(s->file, BLKDBG_REFTABLE_GROW);
     ret = write_area_refblocks(bs, area, blocks + table_clusters, blocks);
     if (ret < 0)
         return ret;
-    table = g_new0(uint64_t, entries);
     for (uint64_t i = 0; i < s->refcount_table_size; i++)
         table[i] = GUINT64_TO_BE(s->refcount_table[i]);
     for (uint64_t k = 0; k < blocks; k++)
@@ -513,6 +582,7 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     s->refcount_table = g_steal_pointer(&table);
     s->refcount_table_size = entries;
     s->refcount_table_offset = table_offset;
+    s->refcount_table_used = first_block + blocks;
     return qcow2_update_refcount(bs, old_offset, old_bytes, -1);
 }
 
@@ -537,6 +607,8 @@ int qcow2_flush_metadata(BlockNode *bs)
 
     if (!s->writable)
         return 0;
+    if (qcow2_is_corrupt(s))
+        return -EIO;
     bdrv_debug_event(s->file, BLKDBG_REFBLOCK_UPDATE);
     ret = flush_refcounts(bs);
     if (ret == 0)

@@ -13,6 +13,11 @@
  * Only then is the dirty bit cleared, so a crash during the repair leaves
  * an image that is repaired again next time.
  *
+ * The metadata is untrusted: a reference to a region past the end of the
+ * file (by a cluster or more) is reported and not counted, as QEMU does,
+ * and a table there or unaligned is not read.  The counts are one array
+ * sized by the file, indexed with 64-bit cluster numbers.
+ *
  * The repair never moves metadata: a refcount that needs a missing
  * refcount block gets one where such blocks always go (the first cluster
  * it describes) unless that cluster is in use, and the refcount table is
@@ -27,7 +32,12 @@
 
 typedef struct Counts {
     BlockNode *bs;
-    GArray *n;          /* uint32_t per cluster, grown as needed */
+    uint32_t *n;        /* references per cluster of the file */
+    uint64_t len;       /* clusters in n: those the file holds */
+    /* References past the end of the file, not counted: how many, and
+     * the first (said once, after a repair that succeeds; a refused
+     * image gets the one line of its refusal). */
+    uint64_t past_eof, first_offset, first_bytes;
 } Counts;
 
 static void count_range(void *opaque, uint64_t offset, uint64_t bytes)
@@ -35,19 +45,37 @@ static void count_range(void *opaque, uint64_t offset, uint64_t bytes)
     Counts *c = opaque;
     Qcow2State *s = c->bs->opaque;
     uint64_t first = offset >> s->cluster_bits;
-    uint64_t last = (offset + MAX(bytes, 1) - 1) >> s->cluster_bits;
+    uint64_t last;
 
-    if (last >= c->n->len)
-        g_array_set_size(c->n, last + 1);
+    if (bytes > UINT64_MAX - offset || first >= c->len ||
+        ((offset + MAX(bytes, 1) - 1) >> s->cluster_bits) >= c->len) {
+        if (!c->past_eof++) {
+            c->first_offset = offset;
+            c->first_bytes = bytes;
+        }
+        return;
+    }
+    last = (offset + MAX(bytes, 1) - 1) >> s->cluster_bits;
     for (uint64_t i = first; i <= last; i++)
-        g_array_index(c->n, uint32_t, i)++;
+        if (c->n[i] < UINT32_MAX)
+            c->n[i]++;
+}
+
+/* Can a table of @bytes at @offset be read?  (Else it counts nothing.) */
+static bool readable(Counts *c, uint64_t offset, uint64_t bytes)
+{
+    Qcow2State *s = c->bs->opaque;
+
+    return !(offset & (s->cluster_size - 1)) &&
+           offset < c->len << s->cluster_bits &&
+           bytes <= (c->len << s->cluster_bits) - offset;
 }
 
 static int read_table(Qcow2State *s, uint64_t offset, uint64_t entries,
                       uint64_t **out)
 {
-    uint64_t *t = g_new(uint64_t, MAX(entries, 1));
-    int ret = bdrv_pread(s->file, offset, entries * 8, t);
+    uint64_t *t = g_try_new(uint64_t, MAX(entries, 1));
+    int ret = t ? bdrv_pread(s->file, offset, entries * 8, t) : -ENOMEM;
 
     if (ret < 0) {
         g_free(t);
@@ -79,17 +107,23 @@ static int count_l1(Counts *c, uint64_t offset, uint32_t size)
 {
     Qcow2State *s = c->bs->opaque;
     g_autofree uint64_t *l1 = NULL;
-    int ret = read_table(s, offset, size, &l1);
+    int ret;
 
+    count_range(c, offset, (uint64_t)size * 8);
+    if (!readable(c, offset, (uint64_t)size * 8) ||
+        size > QCOW2_MAX_L1_BYTES / 8)
+        return 0;
+    ret = read_table(s, offset, size, &l1);
     if (ret < 0)
         return ret;
-    count_range(c, offset, (uint64_t)size * 8);
     for (uint32_t i = 0; i < size; i++) {
         uint64_t l2_off = l1[i] & QCOW2_L1E_OFFSET_MASK;
         g_autofree uint64_t *l2 = NULL;
         if (!l2_off)
             continue;
         count_range(c, l2_off, s->cluster_size);
+        if (!readable(c, l2_off, s->cluster_size))
+            continue;
         ret = read_table(s, l2_off, s->l2_entries, &l2);
         if (ret < 0)
             return ret;
@@ -125,7 +159,8 @@ static bool count_all(Counts *c, GError **errp)
     }
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename, "could not read the metadata to "
-                        "repair the image: %s", g_strerror(-ret));
+                        "repair the image: %s",
+                        qcow2_open_corruption(s) ?: g_strerror(-ret));
         return false;
     }
     return qcow2_bitmaps_references(bs, count_range, c, errp);
@@ -136,12 +171,11 @@ static bool apply_counts(Counts *c, GError **errp)
 {
     BlockNode *bs = c->bs;
     Qcow2State *s = bs->opaque;
-    uint64_t clusters = MAX((uint64_t)c->n->len,
-                            (uint64_t)bdrv_getlength(s->file) >>
-                                s->cluster_bits);
+    uint64_t clusters = MAX(c->len, (uint64_t)bdrv_getlength(s->file) >>
+                                        s->cluster_bits);
 
     for (uint64_t i = 0; i < clusters; i++) {
-        uint64_t want = i < c->n->len ? g_array_index(c->n, uint32_t, i) : 0;
+        uint64_t want = i < c->len ? c->n[i] : 0;
         uint64_t have, block_start = (i >> s->refblock_bits) <<
                                      s->refblock_bits;
         int ret = qcow2_get_refcount(bs, i, &have);
@@ -149,8 +183,7 @@ static bool apply_counts(Counts *c, GError **errp)
             continue;
         if (ret == 0 && want && !qcow2_refblock_exists(bs, i) &&
             ((i >> s->refblock_bits) >= s->refcount_table_size ||
-             (block_start < c->n->len &&
-              g_array_index(c->n, uint32_t, block_start))))
+             (block_start < c->len && c->n[block_start])))
             ret = -ENOSPC; /* no place for a new refcount block */
         if (ret == 0)
             ret = qcow2_set_refcount(bs, i, want);
@@ -158,7 +191,7 @@ static bool apply_counts(Counts *c, GError **errp)
             qcow2_bad_image(errp, bs->filename, "the image is marked dirty "
                             "and its refcounts cannot be repaired here (%s); "
                             "repair it with 'qemu-img check -r all'",
-                            g_strerror(-ret));
+                            qcow2_open_corruption(s) ?: g_strerror(-ret));
             return false;
         }
     }
@@ -178,10 +211,20 @@ static int clear_dirty_bit(BlockNode *bs)
 bool qcow2_repair_refcounts(BlockNode *bs, GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    Counts c = { bs, g_array_new(FALSE, TRUE, sizeof(uint32_t)) };
+    Counts c = { .bs = bs };
     bool ok;
     int ret;
 
+    /* Whatever lies in the last, partial cluster counts too. */
+    c.len = ((uint64_t)bdrv_getlength(s->file) + s->cluster_size - 1) >>
+            s->cluster_bits;
+    c.n = g_try_new0(uint32_t, MAX(c.len, 1));
+    if (!c.n) {
+        qcow2_bad_image(errp, bs->filename, "the image is marked dirty and "
+                        "too large to repair here; repair it with 'qemu-img "
+                        "check -r all'");
+        return false;
+    }
     if (bdrv_verbose)
         fprintf(stderr, "snapnbd: qcow2 image '%s' was not closed cleanly "
                 "(dirty bit set): repairing its refcounts\n", bs->filename);
@@ -195,10 +238,17 @@ bool qcow2_repair_refcounts(BlockNode *bs, GError **errp)
     if (ret == 0 && ok)
         ret = qcow2_barrier(bs);
     g_mutex_unlock(&s->lock);
-    g_array_free(c.n, TRUE);
+    g_free(c.n);
+    if (ok && ret == 0 && c.past_eof)
+        fprintf(stderr, "snapnbd: qcow2 image '%s': ERROR: counting "
+                "reference for region exceeding the end of the file by one "
+                "cluster or more: offset %#" PRIx64 " size %#" PRIx64
+                "%s\n", bs->filename, c.first_offset, c.first_bytes,
+                c.past_eof > 1 ? " (and more)" : "");
     if (ok && ret < 0) {
         qcow2_bad_image(errp, bs->filename, "could not write the repaired "
-                        "refcounts: %s", g_strerror(-ret));
+                        "refcounts: %s",
+                        qcow2_open_corruption(s) ?: g_strerror(-ret));
         ok = false;
     }
     return ok;

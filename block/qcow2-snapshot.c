@@ -259,8 +259,9 @@ static bool load_l1(BlockNode *bs, const Snapshot *sn, GError **errp)
                         sn->name, sn->id, sn->l1_offset);
         return false;
     }
-    l1 = g_new0(uint64_t, MAX(sn->l1_size, 1));
-    ret = bytes ? bdrv_pread(s->file, sn->l1_offset, bytes, l1) : 0;
+    l1 = g_try_new0(uint64_t, MAX(sn->l1_size, 1));
+    ret = !l1 ? -ENOMEM
+              : bytes ? bdrv_pread(s->file, sn->l1_offset, bytes, l1) : 0;
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename,
                         "could not read the L1 table of snapshot '%s': "

@@ -24,8 +24,10 @@
  * clusters never wait for each other.
  */
 #include "qcow2.h"
+#include "luks.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +139,28 @@ static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
     return 0;
 }
 
+/* An L2 table that is to be copied, freed or changed must be one: in
+ * the file, aligned, and on no other metadata (an L1 entry naming the
+ * header or the refcount table would have it overwritten). */
+static int check_l2_offset(BlockNode *bs, uint64_t l1_index, uint64_t off)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (off & (s->cluster_size - 1))
+        return qcow2_signal_corruption(bs, "L2 table offset %#" PRIx64
+                                       " unaligned (L1 index: %#" PRIx64 ")",
+                                       off, l1_index);
+    if (!qcow2_table_in_file(bs, off, s->cluster_size))
+        return qcow2_signal_corruption(bs, "L2 table offset %#" PRIx64
+                                       " beyond the end of the file (L1 "
+                                       "index: %#" PRIx64 ")", off, l1_index);
+    if (qcow2_overlaps(bs, QCOW2_OL_ACTIVE_L2, off, s->cluster_size))
+        return qcow2_signal_corruption(bs, "L2 table at offset %#" PRIx64
+                                       " lies on other metadata (L1 index: "
+                                       "%#" PRIx64 ")", off, l1_index);
+    return 0;
+}
+
 /* The L2 table covering guest @offset, owned by this image (allocated or
  * copied if needed), referenced.  Under the metadata lock. */
 static int l2_for_write(BlockNode *bs, int64_t offset, Qcow2Table **out)
@@ -144,9 +168,13 @@ static int l2_for_write(BlockNode *bs, int64_t offset, Qcow2Table **out)
     Qcow2State *s = bs->opaque;
     uint64_t l1_index = (uint64_t)offset >> (s->cluster_bits + s->l2_bits);
     uint64_t e = s->l1_table[l1_index];
+    uint64_t off = e & QCOW2_L1E_OFFSET_MASK;
+    int ret = off ? check_l2_offset(bs, l1_index, off) : 0;
 
-    if ((e & QCOW2_OFLAG_COPIED) && (e & QCOW2_L1E_OFFSET_MASK))
-        return qcow2_cache_get(s->l2_cache, e & QCOW2_L1E_OFFSET_MASK, out);
+    if (ret < 0)
+        return ret;
+    if ((e & QCOW2_OFLAG_COPIED) && off)
+        return qcow2_cache_get(s->l2_cache, off, out);
     return allocate_l2(bs, l1_index, out);
 }
 
@@ -193,7 +221,8 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
     int ret = 0;
 
     bdrv_debug_event(s->file, BLKDBG_WRITE_AIO);
-    if (!copy_head && !copy_tail) {
+    /* Encrypted: even zeroes go through the cipher, in the bounce buffer. */
+    if (!copy_head && !copy_tail && !s->crypto) {
         if (head && !r->fresh)
             ret = bdrv_pwrite_zeroes(s->file, r->host, head, 0);
         if (ret == 0 && tail && !r->fresh)
@@ -215,10 +244,59 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
                         : (memset(bounce + head + r->bytes, 0, tail), 0);
     if (ret == 0) {
         memcpy(bounce + head, buf, r->bytes);
-        ret = bdrv_pwrite(s->file, r->host, r->end - r->start, bounce, 0);
+        if (s->crypto)
+            ret = luks_key_crypt(s->crypto, r->host / LUKS_SECTOR_SIZE,
+                                 bounce, r->end - r->start, true);
     }
+    if (ret == 0)
+        ret = bdrv_pwrite(s->file, r->host, r->end - r->start, bounce, 0);
     free(bounce);
     return ret;
+}
+
+/* A cluster an entry without the COPIED flag names is shared: its
+ * refcount is at least 2.  If it is 1, the entry lies (or the cluster was
+ * handed out again because its refcount said 0): freeing it would free
+ * someone else's data.  0, or -EIO after marking the image corrupt. */
+static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
+{
+    Qcow2State *s = bs->opaque;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t e = entries[i], rc;
+        int ret;
+        if ((e & QCOW2_OFLAG_COPIED) || !(e & QCOW2_L2E_OFFSET_MASK) ||
+            (e & QCOW2_OFLAG_COMPRESSED))
+            continue;
+        ret = qcow2_get_refcount(bs, (e & QCOW2_L2E_OFFSET_MASK) >>
+                                         s->cluster_bits, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc < 2)
+            return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is "
+                                           "mapped as shared (no COPIED "
+                                           "flag) but its refcount is %"
+                                           PRIu64,
+                                           (uint64_t)(e & QCOW2_L2E_OFFSET_MASK),
+                                           rc);
+    }
+    return 0;
+}
+
+/* A write into clusters the image has already: encrypted first when the
+ * image is (the tweak is the host offset). */
+static int write_in_place(Qcow2State *s, uint64_t host, int64_t bytes,
+                          const void *buf)
+{
+    g_autofree char *enc = NULL;
+    int ret;
+
+    if (!s->crypto)
+        return bdrv_pwrite(s->file, host, bytes, buf, 0);
+    enc = g_memdup2(buf, bytes);
+    ret = luks_key_crypt(s->crypto, host / LUKS_SECTOR_SIZE, enc, bytes,
+                         true);
+    return ret < 0 ? ret : bdrv_pwrite(s->file, host, bytes, enc, 0);
 }
 
 /* Points the run's L2 entries at the new clusters; frees what the old
@@ -230,8 +308,10 @@ static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
     uint32_t first = l2_index(s, r->start);
     uint32_t n = (r->end - r->start) >> s->cluster_bits;
     bool frees = false;
-    int ret = 0;
+    int ret = check_shared(bs, old, n);
 
+    if (ret < 0)
+        return ret;
     for (uint32_t i = 0; i < n; i++) {
         qcow2_table_set(t, first + i, (r->host + ((uint64_t)i <<
                                                   s->cluster_bits)) |
@@ -271,6 +351,33 @@ static int wait_for_run(BlockNode *bs, int64_t offset, int64_t bytes,
     }
 }
 
+/* New clusters had refcount 0: none may be in use by the L2 table they
+ * go into (a damaged refcount; the other user's data would be lost, and
+ * freeing its old mapping later would free ours).  Users in other tables
+ * are caught when that mapping is dropped (check_shared).  @host, or -EIO.
+ */
+static int64_t check_unreferenced(BlockNode *bs, Qcow2Table *t, int64_t host,
+                                  uint32_t n)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t end = host + ((uint64_t)n << s->cluster_bits);
+
+    for (uint32_t i = 0; i < s->l2_entries; i++) {
+        uint64_t e = qcow2_table_entry(t, i);
+        uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+        if (e & QCOW2_OFLAG_COMPRESSED)
+            off = e & s->coffset_mask & ~(uint64_t)(s->cluster_size - 1);
+        if (off >= (uint64_t)host && off < end) {
+            qcow2_update_refcount(bs, host, end - host, -1);
+            return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " had "
+                                           "refcount 0 but is in use (L2 "
+                                           "table %#" PRIx64 ", index %u)",
+                                           off, t->offset, i);
+        }
+    }
+    return host;
+}
+
 /* Allocates for the run, then writes it (unlocked) and maps it. */
 static int alloc_and_write(BlockNode *bs, int64_t offset, int64_t bytes,
                            const void *buf)
@@ -297,6 +404,8 @@ static int alloc_and_write(BlockNode *bs, int64_t offset, int64_t bytes,
     r.tail_zero = reads_zero(s, old[n - 1], r.end - s->cluster_size);
     bdrv_debug_event(s->file, BLKDBG_CLUSTER_ALLOC);
     host = qcow2_alloc_clusters(bs, n, &r.fresh);
+    if (host >= 0)
+        host = check_unreferenced(bs, t, host, n);
     if (host < 0) {
         qcow2_table_put(t);
         return host;
@@ -324,6 +433,8 @@ static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
     uint64_t host;
     int ret;
 
+    if (qcow2_is_corrupt(s))
+        return -EIO;
     g_mutex_lock(&s->lock);
     ret = wait_for_run(bs, offset, bytes, &f, &host, done);
     if (ret < 0) {
@@ -331,9 +442,12 @@ static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
         return ret;
     }
     if (host) {
+        /* Guest data never lands on metadata (a damaged L2 entry). */
+        ret = qcow2_check_write(bs, 0, host, *done);
         g_mutex_unlock(&s->lock);
         bdrv_debug_event(s->file, BLKDBG_WRITE_AIO);
-        ret = bdrv_pwrite(s->file, host, *done, buf, 0);
+        if (ret == 0)
+            ret = write_in_place(s, host, *done, buf);
         g_mutex_lock(&s->lock);
     } else {
         ret = alloc_and_write(bs, offset, *done, buf);
@@ -414,6 +528,14 @@ static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
     ret = l2_for_write(bs, offset, &t);
     if (ret < 0)
         return ret;
+    for (uint32_t i = 0; i < n && ret == 0; i++) {
+        uint64_t old = qcow2_table_entry(t, first + i);
+        ret = check_shared(bs, &old, 1);
+    }
+    if (ret < 0) {
+        qcow2_table_put(t);
+        return ret;
+    }
     for (uint32_t i = 0; i < n; i++) {
         uint64_t old = qcow2_table_entry(t, first + i);
         uint64_t new;
@@ -472,6 +594,8 @@ int qcow2_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
     Qcow2State *s = bs->opaque;
     bool unmap = (flags & BDRV_REQ_MAY_UNMAP) && bdrv_discard_unmaps(bs);
 
+    if (qcow2_is_corrupt(s))
+        return -EIO;
     /* Zero clusters need version 3; io.c then writes zero buffers. */
     if (s->version < 3)
         return -ENOTSUP;
@@ -480,6 +604,8 @@ int qcow2_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 
 int qcow2_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
+    if (qcow2_is_corrupt(bs->opaque))
+        return -EIO;
     return clear_range(bs, offset, bytes, true, true);
 }
 
@@ -493,24 +619,27 @@ static int64_t preallocate_table(BlockNode *bs, int64_t offset)
     int64_t end = MIN((int64_t)s->size,
                       offset + ((int64_t)s->cluster_size << s->l2_bits));
     uint32_t n = (end - offset + s->cluster_size - 1) >> s->cluster_bits;
+    int64_t host = 0, last = 0;
     Qcow2Table *t;
     bool fresh;
-    int64_t host;
     int ret = l2_for_write(bs, offset, &t);
 
     if (ret < 0)
         return ret;
-    host = qcow2_alloc_clusters(bs, n, &fresh);
-    if (host >= 0) {
-        for (uint32_t i = 0; i < n; i++)
-            qcow2_table_set(t, i, (host + ((uint64_t)i << s->cluster_bits)) |
+    /* In runs an allocation can make (qcow2_max_alloc_clusters). */
+    for (uint32_t i = 0; i < n && host >= 0;) {
+        uint32_t k = MIN(n - i, qcow2_max_alloc_clusters(s));
+        host = qcow2_alloc_clusters(bs, k, &fresh);
+        for (uint32_t j = 0; host >= 0 && j < k; j++, i++)
+            qcow2_table_set(t, i, (host + ((uint64_t)j << s->cluster_bits)) |
                                       QCOW2_OFLAG_COPIED);
-        qcow2_cache_mark_dirty(s->l2_cache, t);
-        host += (int64_t)n << s->cluster_bits;
+        if (host >= 0)
+            last = MAX(last, host + ((int64_t)k << s->cluster_bits));
     }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
     qcow2_table_put(t);
-    ret = host < 0 ? 0 : maybe_flush_metadata(bs);
-    return ret < 0 ? ret : host;
+    ret = host < 0 ? (int)host : maybe_flush_metadata(bs);
+    return ret < 0 ? ret : last;
 }
 
 int qcow2_preallocate_metadata(BlockNode *bs)

@@ -31,6 +31,7 @@
  * flags minus BDRV_BLOCK_ALLOCATED, as QEMU's block layer does.
  */
 #include "qcow2.h"
+#include "luks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -188,11 +189,11 @@ static bool check_geometry(BlockNode *bs, const Qcow2Header *h,
                         h->size);
         return false;
     }
-    if (h->crypt_method != 0) {
+    if (h->crypt_method != 0 && h->crypt_method != QCOW2_CRYPT_LUKS) {
         qcow2_bad_image(errp, bs->filename,
                         "the image is encrypted (crypt_method "
                         "%" PRIu32
-                        "); encrypted qcow2 images are not supported",
+                        "); only LUKS-encrypted qcow2 images are supported",
                         h->crypt_method);
         return false;
     }
@@ -241,6 +242,19 @@ static bool parse_one_ext(BlockNode *bs, Qcow2Extensions *ext, uint32_t type,
     case QCOW2_EXT_FEATURE_TABLE:
         ext_feature_names(ext, data, len);
         break;
+    case QCOW2_EXT_CRYPTO_HEADER: {
+        Qcow2State *s = bs->opaque;
+        uint64_t v[2];
+        if (len < 16) {
+            qcow2_bad_image(errp, bs->filename,
+                            "encryption header extension too short");
+            return false;
+        }
+        memcpy(v, data, 16);
+        s->crypto_header_offset = GUINT64_FROM_BE(v[0]);
+        s->crypto_header_length = GUINT64_FROM_BE(v[1]);
+        break;
+    }
     case QCOW2_EXT_BITMAPS: {
         Qcow2State *s = bs->opaque;
         uint32_t nb;
@@ -440,7 +454,11 @@ static bool load_l1(BlockNode *bs, const Qcow2Header *h, GError **errp)
     }
     s->l1_size = h->l1_size;
     s->l1_offset = h->l1_table_offset;
-    s->l1_table = g_new0(uint64_t, MAX(s->l1_size, 1));
+    s->l1_table = g_try_new0(uint64_t, MAX(s->l1_size, 1));
+    if (!s->l1_table) {
+        qcow2_bad_image(errp, bs->filename, "no memory for the L1 table");
+        return false;
+    }
     if (bytes) {
         ret = bdrv_pread(s->file, s->l1_offset, bytes, s->l1_table);
         if (ret < 0) {
@@ -617,7 +635,11 @@ static bool parse_image(BlockNode *bs, Qcow2Header *hp, GError **errp)
         return false;
     set_geometry(s, &h);
     buflen = MIN((uint64_t)s->file_length, s->cluster_size);
-    buf = g_malloc(buflen);
+    buf = g_try_malloc(buflen);
+    if (!buf) {
+        qcow2_bad_image(errp, bs->filename, "no memory for the header");
+        return false;
+    }
     ret = bdrv_pread(s->file, 0, buflen, buf);
     if (ret < 0) {
         qcow2_bad_image(errp, bs->filename,
@@ -662,6 +684,11 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
                              h->refcount_table_clusters, h->refcount_order,
                              errp))
         return false;
+    /* Where the snapshots' tables are, for the overlap checks. */
+    s->snapshot_l1s = qcow2_snapshot_l1_tables(bs, &s->snapshots_offset,
+                                               &s->snapshots_bytes, errp);
+    if (!s->snapshot_l1s)
+        return false;
     bdrv_set_growable(s->file);
     qcow2_write_init(s);
     s->writable = true;
@@ -681,7 +708,9 @@ static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
         return false;
     if (qcow2_bitmaps_mark_in_use(bs) < 0) {
         qcow2_bad_image(errp, bs->filename,
-                        "bitmaps: could not mark the bitmaps in use");
+                        "bitmaps: could not mark the bitmaps in use%s%s",
+                        qcow2_open_corruption(s) ? ": " : "",
+                        qcow2_open_corruption(s) ?: "");
         return false;
     }
     /* Keep only the bitmaps bit: qcow2-bitmap.c maintains the bitmaps. */
@@ -696,10 +725,42 @@ static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
     return true;
 }
 
+/* encrypt.format=luks: the key, from the LUKS header in the image and the
+ * encrypt.key-secret object. */
+static bool open_crypto(BlockNode *bs, const Qcow2Header *h,
+                        const char *format, const char *secret,
+                        GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+
+    if (h->crypt_method == 0) {
+        if (format || secret)
+            qcow2_bad_image(errp, bs->filename,
+                            "the image is not encrypted, but "
+                            "encrypt.%s was given",
+                            format ? "format" : "key-secret");
+        return !format && !secret;
+    }
+    if (format && strcmp(format, "luks") != 0) {
+        qcow2_bad_image(errp, bs->filename,
+                        "the image is LUKS-encrypted, not '%s'", format);
+        return false;
+    }
+    if (!s->crypto_header_length) {
+        qcow2_bad_image(errp, bs->filename,
+                        "LUKS encryption without its header extension");
+        return false;
+    }
+    s->crypto = luks_key_open(s->file, s->crypto_header_offset, secret, errp);
+    return s->crypto != NULL;
+}
+
 static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     Qcow2State *s = bs->opaque;
     uint64_t l2_cache_bytes = 0;
+    g_autofree char *encrypt_format = opt_take(options, "encrypt.format");
+    g_autofree char *key_secret = opt_take(options, "encrypt.key-secret");
     Qcow2Header h;
 
     if (!opt_take_size(options, "l2-cache-size", &l2_cache_bytes, errp))
@@ -715,18 +776,28 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     }
     if (!parse_image(bs, &h, errp))
         goto fail;
+    if (!open_crypto(bs, &h, encrypt_format, key_secret, errp))
+        goto fail;
     if (!qcow2_snapshot_apply(bs, options, errp))
         goto fail;
     s->l2_cache = qcow2_cache_new(s->file, s->cluster_size,
-                                  l2_cache_tables(s, l2_cache_bytes));
+                                  l2_cache_tables(s, l2_cache_bytes),
+                                  qcow2_check_l2_write, bs);
     if (!bs->read_only && !open_for_writing(bs, &h, errp))
         goto fail;
     if (!qcow2_bitmaps_load(bs, errp))
         goto fail;
     if (!open_backing(bs, options, errp))
         goto fail;
+    s->opening = true;
     if (s->writable && !start_writing(bs, &h, errp))
         goto fail;
+    if (qcow2_is_corrupt(s)) {
+        qcow2_bad_image(errp, bs->filename, "%s; repair it with 'qemu-img "
+                        "check -r all'", qcow2_open_corruption(s));
+        goto fail;
+    }
+    s->opening = false;
     return 0;
 
 fail:
@@ -737,11 +808,14 @@ fail:
 static void qcow2_close(BlockNode *bs)
 {
     Qcow2State *s = bs->opaque;
-    int ret = s->writable && s->bitmaps_loaded ? qcow2_bitmaps_store(bs) : 0;
+    /* A corrupt image gets no more writes: what is not on disk stays
+     * off it (at worst leaked clusters, as after a crash). */
+    bool write_back = s->writable && !qcow2_is_corrupt(s);
+    int ret = write_back && s->bitmaps_loaded ? qcow2_bitmaps_store(bs) : 0;
 
-    if (ret == 0)
+    if (ret == 0 && write_back)
         ret = qcow2_flush_metadata(bs);
-    if (ret == 0 && s->writable)
+    if (ret == 0 && write_back)
         ret = bdrv_flush(s->file);
     if (ret < 0)
         fprintf(stderr, "snapnbd: qcow2 image '%s': could not write its "
@@ -753,11 +827,15 @@ static void qcow2_close(BlockNode *bs)
         s->writable = false;
     }
     qcow2_refcount_close(bs);
+    if (s->snapshot_l1s)
+        g_clear_pointer(&s->snapshot_l1s, g_array_unref);
     qcow2_cache_free(s->l2_cache);
     s->l2_cache = NULL;
     g_clear_pointer(&s->l1_table, g_free);
     g_clear_pointer(&s->backing_file, g_free);
     g_clear_pointer(&s->backing_format, g_free);
+    g_clear_pointer(&s->open_corruption, g_free);
+    g_clear_pointer(&s->crypto, luks_key_free);
 }
 
 static int64_t qcow2_get_length(BlockNode *bs)
@@ -771,7 +849,8 @@ static void qcow2_refresh_limits(BlockNode *bs, BlockLimits *limits)
 {
     Qcow2State *s = bs->opaque;
 
-    limits->request_alignment = 1;
+    /* encrypted: whole sectors (io.c does the read-modify-write) */
+    limits->request_alignment = s->crypto ? LUKS_SECTOR_SIZE : 1;
     limits->buffer_alignment = bdrv_limits(s->file)->buffer_alignment;
     /* Zero and discard act on whole clusters (io.c writes the edges). */
     limits->pwrite_zeroes_alignment = s->cluster_size;
@@ -840,8 +919,13 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
         switch (m.type) {
         case QCOW2_CLUSTER_NORMAL:
             ret = read_host(s, m.host, m.bytes, p);
+            if (ret == 0 && s->crypto)
+                ret = luks_key_crypt(s->crypto, m.host / LUKS_SECTOR_SIZE, p,
+                                     m.bytes, false);
             break;
         case QCOW2_CLUSTER_COMPRESSED:
+            if (s->crypto) /* QEMU never writes these */
+                return -EIO;
             ret = qcow2_read_compressed(bs, m.host,
                                         offset & (s->cluster_size - 1),
                                         m.bytes, p);
@@ -893,6 +977,16 @@ static int backing_status(Qcow2State *s, int64_t offset, int64_t bytes,
 
 /* One answer covers as many alike clusters as possible, across L2 tables,
  * so that a map of a large image takes few round trips. */
+/* A live snapshot made this image the overlay of @backing: reads of
+ * unallocated clusters go there from now on (the node is drained). */
+static void qcow2_set_backing(BlockNode *bs, BlockNode *backing)
+{
+    Qcow2State *s = bs->opaque;
+
+    s->backing_length = MAX(bdrv_getlength(backing), 0);
+    __atomic_store_n(&s->backing, backing, __ATOMIC_RELEASE);
+}
+
 /* Unallocated clusters read as zeroes unless the header names a backing
  * file, attached or not: whatever the file below holds. */
 static bool qcow2_has_zero_init(BlockNode *bs)
@@ -974,6 +1068,7 @@ const BlockDriver bdrv_qcow2 = {
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
     .has_zero_init = qcow2_has_zero_init,
+    .set_backing = qcow2_set_backing,
     .can_store_dirty_bitmap = qcow2_can_store_dirty_bitmap,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
     .can_fast_zero = true,

@@ -31,6 +31,7 @@
  *   qcow2-repair.c    rebuilding the refcounts of an image marked dirty
  *   qcow2-snapshot.c  internal snapshots (read-only loading)
  *   qcow2-cache.c     the L2 table and refcount block caches
+ *   qcow2-check.c     metadata overlap checks and marking the image corrupt
  *   qcow2-compress.c  reading deflate-compressed clusters
  */
 #ifndef SNAPNBD_QCOW2_H
@@ -45,6 +46,8 @@
 #define QCOW2_MAX_CLUSTER_BITS 21
 /* QEMU's implementation limit of the active L1 table (qcow2.txt). */
 #define QCOW2_MAX_L1_BYTES (32 * 1024 * 1024)
+/* QEMU's limit of the refcount table (QCOW_MAX_REFTABLE_SIZE). */
+#define QCOW2_MAX_REFTABLE_BYTES (8 * 1024 * 1024)
 #define QCOW2_MAX_BACKING_NAME 1023
 
 /* incompatible_features bits */
@@ -60,6 +63,8 @@
 #define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
 #define QCOW2_EXT_DATA_FILE 0x44415441U
 #define QCOW2_EXT_BITMAPS 0x23852875U
+#define QCOW2_EXT_CRYPTO_HEADER 0x0537be77U
+#define QCOW2_CRYPT_LUKS 2
 
 /* compatible_features bits */
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
@@ -168,6 +173,12 @@ typedef struct Qcow2State {
     uint64_t bitmap_dir_offset, bitmap_dir_size;
     bool bitmaps_loaded;      /* a writable open completed: close stores */
 
+    /* encrypt.format=luks: the LUKS header's clusters (extension
+     * 0x0537be77) and the unlocked key; data clusters are encrypted with
+     * the tweak host_offset / 512, as QEMU does.  Read-only after open. */
+    uint64_t crypto_header_offset, crypto_header_length;
+    struct LuksKey *crypto;
+
     /* Write path; all guarded by lock (see the design notes). */
     bool writable;
     GMutex lock;
@@ -181,6 +192,20 @@ typedef struct Qcow2State {
     uint64_t refcount_table_offset;
     Qcow2Cache *refcount_cache;
     uint64_t free_cluster_index; /* no free cluster below it */
+    uint64_t refcount_table_used; /* entries up to the last block, lock */
+
+    /* Metadata that the overlap checks know of besides the above
+     * (qcow2-check.c), found at a writable open. */
+    GArray *snapshot_l1s;     /* of Qcow2SnapshotL1, or NULL */
+    uint64_t snapshots_offset, snapshots_bytes; /* the snapshot table */
+    /* Set once, atomically, when corruption was found: a writable image
+     * is then marked corrupt on disk and takes no more writes. */
+    gint corrupt;
+    /* While a writable open repairs or prepares the image: corruption
+     * found then fails the open with this message (one line) instead of
+     * being logged and marked in the header. */
+    bool opening;
+    char *open_corruption;
 } Qcow2State;
 
 /* A write in progress on guest clusters [first, last] (qcow2-write.c). */
@@ -191,8 +216,12 @@ typedef struct Qcow2InFlight {
 } Qcow2InFlight;
 
 /* qcow2-cache.c */
+/* Called before a table is written (under the metadata lock): 0, or a
+ * negative errno that fails the write. */
+typedef int (*Qcow2CacheCheck)(void *opaque, uint64_t offset);
 Qcow2Cache *qcow2_cache_new(BlockNode *file, uint32_t table_size,
-                            size_t max_tables);
+                            size_t max_tables, Qcow2CacheCheck check,
+                            void *opaque);
 void qcow2_cache_free(Qcow2Cache *c);
 /* The table at host @offset, referenced: release it with qcow2_table_put.
  * Returns 0 or a negative errno from reading the file. */
@@ -262,6 +291,13 @@ bool qcow2_refblock_exists(BlockNode *bs, uint64_t cluster);
  * negative errno.  *fresh says whether they lie past the end of the file
  * (so they read as zeroes without being written). */
 int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh);
+/* The most clusters one allocation may ask for: one less than a refcount
+ * block describes (a run of new clusters beside the new block that
+ * describes them; with more, the search could never end). */
+static inline uint64_t qcow2_max_alloc_clusters(const Qcow2State *s)
+{
+    return (1ULL << s->refblock_bits) - 1;
+}
 /* Frees what an L2 entry pointed to (normal or compressed cluster). */
 int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry);
 /* Writes dirty metadata in crash-safe order: refcounts, barrier, L2. */
@@ -313,6 +349,43 @@ bool qcow2_repair_refcounts(BlockNode *bs, GError **errp);
 /* The one-line error for a bad image: "qcow2 image 'FILE': MESSAGE". */
 void qcow2_bad_image(GError **errp, const char *file, const char *fmt, ...)
     G_GNUC_PRINTF(3, 4);
+
+/* qcow2-check.c */
+/* Kinds of metadata, as QEMU's overlap checks name them. */
+enum {
+    QCOW2_OL_HEADER = 1 << 0,
+    QCOW2_OL_ACTIVE_L1 = 1 << 1,
+    QCOW2_OL_ACTIVE_L2 = 1 << 2,
+    QCOW2_OL_REFCOUNT_TABLE = 1 << 3,
+    QCOW2_OL_REFCOUNT_BLOCK = 1 << 4,
+    QCOW2_OL_SNAPSHOT_TABLE = 1 << 5,
+    QCOW2_OL_INACTIVE_L1 = 1 << 6,
+    QCOW2_OL_BITMAP_DIRECTORY = 1 << 7,
+};
+/* The first kind of metadata (not in @ignore) that overlaps host bytes
+ * [offset, offset + bytes), or 0.  What QEMU's overlap-check=cached
+ * looks at: everything whose place is in memory.  Under the metadata
+ * lock (or before any write). */
+int qcow2_overlaps(BlockNode *bs, int ignore, uint64_t offset,
+                   uint64_t bytes);
+/* Before writing host bytes [offset, offset + bytes): 0, or -EIO after
+ * marking the image corrupt when they overlap metadata (not in @ignore). */
+int qcow2_check_write(BlockNode *bs, int ignore, uint64_t offset,
+                      uint64_t bytes);
+/* Corrupt metadata was found: logs one line (once), and on a writable
+ * image sets the corrupt bit in the header (as QEMU does) and refuses
+ * every later write.  Returns -EIO for the caller to fail with. */
+int qcow2_signal_corruption(BlockNode *bs, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+/* What corruption a failing open found (or NULL), for its error. */
+const char *qcow2_open_corruption(Qcow2State *s);
+/* Has corruption been signalled? (writes are refused then) */
+bool qcow2_is_corrupt(Qcow2State *s);
+/* The cache hook: an L2 table or refcount block about to be written. */
+int qcow2_check_l2_write(void *bs, uint64_t offset);
+int qcow2_check_refblock_write(void *bs, uint64_t offset);
+/* Is a table of @bytes at host @offset aligned and inside the file? */
+bool qcow2_table_in_file(BlockNode *bs, uint64_t offset, uint64_t bytes);
 
 /* qcow2-create.c */
 int qcow2_create(const char *filename, uint64_t size, GHashTable *options,

@@ -31,7 +31,7 @@
  * power cut, and is in the successor either way, so no backup misses it.
  */
 #include "jobs/backup.h"
-#include "jobs/block-copy.h"
+#include "block/copy-before-write.h"
 
 #include <errno.h>
 #include <string.h>
@@ -60,8 +60,8 @@ typedef struct BackupJob {
     BackupSync sync;
     BlockdevOnError on_source_error;
     BlockdevOnError on_target_error;
-    BlockCopyState *bcs;
-    BlockNotifier *notifier;
+    BlockNode *cbw;           /* the copy-before-write filter node */
+    BlockCopyState *bcs;      /* its copy engine */
     BdrvDirtyBitmap *sync_bitmap; /* split for the job, or NULL */
     BitmapSyncMode bitmap_mode;
     int max_workers;
@@ -152,22 +152,18 @@ static void backup_break(BackupJob *b, int error, bool is_read,
     job_unlock();
 }
 
-static int backup_before_write(BlockNode *bs, BdrvWriteKind kind,
-                               int64_t offset, int64_t bytes, void *opaque)
+/* Copy-before-write hooks (copy-before-write.h). */
+static void backup_before_copy(void *opaque)
 {
     BackupJob *b = opaque;
-    bool is_read = false;
-    int ret;
 
-    if (kind == BDRV_DISCARD && !bdrv_discard_unmaps(bs))
-        return 0; /* the discard will change nothing */
-    if (g_atomic_int_get(&b->broken))
-        return 0;
     __atomic_store_n(&b->guest_write_ns, job_now_ns(), __ATOMIC_RELAXED);
-    ret = block_copy(b->bcs, offset, bytes, &is_read);
-    if (ret < 0)
-        backup_break(b, ret, is_read, offset); /* the write still goes on */
-    return 0;
+}
+
+static void backup_broken(void *opaque, int error, bool is_read,
+                          int64_t offset)
+{
+    backup_break(opaque, error, is_read, offset); /* the write still goes on */
 }
 
 static void backup_progress(void *opaque, int64_t bytes)
@@ -592,13 +588,10 @@ static void backup_clean(Job *job)
     BdrvDrain *drain = b->source ? bdrv_drained_begin(b->source) : NULL;
 
     /* In a drained section of the source, the job's graph change: no
-     * guest write is in flight while the copy-before-write goes and the
-     * job lets go of its nodes. */
-    if (b->notifier)
-        bdrv_remove_before_write_notifier(b->source, b->notifier);
-    b->notifier = NULL;
-    block_copy_state_free(b->bcs);
+     * guest write is in flight while the copy-before-write node goes (and
+     * with it the copy engine) and the job lets go of its nodes. */
     b->bcs = NULL;
+    g_clear_pointer(&b->cbw, bdrv_unref);
     if (b->source)
         bdrv_op_unblock_all(b->source, b);
     if (b->target)
@@ -637,11 +630,14 @@ static bool check_graph(BlockNode *source, BlockNode *target, GError **errp)
         return false;
     }
     common = bdrv_common_storage(source, target);
+    if (!common && *bdrv_filename(source) &&
+        strcmp(bdrv_filename(source), bdrv_filename(target)) == 0)
+        common = source; /* one image file, opened twice */
     if (common) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Cannot back up node '%s' into '%s': both store their "
-                    "data in node '%s'", bdrv_node_name(source),
-                    bdrv_node_name(target), bdrv_node_name(common));
+                    "data in '%s'", bdrv_node_name(source),
+                    bdrv_node_name(target), bdrv_filename(common));
         return false;
     }
     return true;
@@ -751,6 +747,27 @@ static void backup_init(BackupJob *b, BlockNode *source,
     block_ops(b);
 }
 
+/* The copy-before-write filter node: the point in time from now on.  A
+ * failed copy-before-write lets the guest's write go on and fails the job
+ * (break-snapshot), as QEMU's backup does. */
+static bool insert_filter(BackupJob *b, const char *node_name, GError **errp)
+{
+    const CbwConfig cfg = {
+        .skip_unallocated = b->sync == BACKUP_SYNC_TOP,
+        .break_snapshot = true,
+        .progress = backup_progress,
+        .before_copy = backup_before_copy,
+        .broken = backup_broken,
+        .opaque = b,
+    };
+
+    b->cbw = bdrv_cbw_append(b->source, b->target, node_name, &cfg, errp);
+    if (!b->cbw)
+        return false;
+    b->bcs = bdrv_cbw_copy_state(b->cbw);
+    return true;
+}
+
 Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
                        const BackupOptions *opts, GError **errp)
 {
@@ -772,18 +789,17 @@ Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
         return NULL;
     }
     backup_init(b, source, opts);
-    b->bcs = block_copy_state_new(source, target,
-                                  b->sync == BACKUP_SYNC_TOP, errp);
-    if (!b->bcs || (opts->bitmap && !split_bitmap(b, opts->bitmap, errp))) {
+    if (opts->bitmap && !split_bitmap(b, opts->bitmap, errp)) {
         job_cancel_created(&b->common);
         return NULL;
     }
-    block_copy_set_progress(b->bcs, backup_progress, b);
     if (b->sync == BACKUP_SYNC_FULL || b->sync == BACKUP_SYNC_TOP)
         job_progress_set_total(&b->common, bdrv_getlength(source));
     /* From here on the target receives the point in time. */
-    b->notifier = bdrv_add_before_write_notifier(source, backup_before_write,
-                                                 b);
+    if (!insert_filter(b, opts->filter_node_name, errp)) {
+        job_cancel_created(&b->common);
+        return NULL;
+    }
     if (b->sync == BACKUP_SYNC_BITMAP)
         limit_to_bitmap(b);
     return &b->common;

@@ -32,8 +32,12 @@
  *               was not copied becomes dirty).
  *   never       its own bits plus the successor's, whatever happens.
  *
- * If a copy-before-write fails, the guest's write still goes ahead (the
- * source keeps serving) and the job fails: the point in time is lost.
+ * The copy-before-write is a "copy-before-write" filter node of the source
+ * into the target (named filter-node-name, or automatically), which the
+ * job inserts when it is created and removes when it ends; its copy engine
+ * does the background copy too.  If a copy-before-write fails, the guest's
+ * write still goes ahead (the source keeps serving) and the job fails: the
+ * point in time is lost (on-cbw-error=break-snapshot).
  */
 #ifndef SNAPNBD_BACKUP_H
 #define SNAPNBD_BACKUP_H
@@ -72,14 +76,17 @@ typedef struct BackupOptions {
     int64_t max_chunk;               /* bytes per copy; 0: 1 MiB */
     BdrvDirtyBitmap *bitmap;         /* of the source, or NULL */
     BitmapSyncMode bitmap_mode;
+    const char *filter_node_name;    /* of the copy-before-write node */
 } BackupOptions;
 
 /*
  * A backup job of @source to @target in state "created", its
- * copy-before-write already active.  The job takes references on both
- * nodes and blocks conflicting operations on them (a second backup, delete,
- * resize, a writable export of the target) until it ends, and keeps its
- * bitmap busy.
+ * copy-before-write already active.  The job uses both nodes with
+ * permissions (it reads the source, writes the target, and neither may be
+ * resized), blocks conflicting operations on them (delete, the target as
+ * another job's node, the source as a target, a writable export of the
+ * target) until it ends, and keeps its bitmap busy.  A source may have
+ * several backups at once.
  */
 Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
                        const BackupOptions *opts, GError **errp);

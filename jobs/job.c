@@ -83,6 +83,7 @@ static GQueue event_queue = G_QUEUE_INIT; /* guarded by job_mutex */
 static JobEventFunc event_hook;
 
 static void finalize_locked(Job *job);
+static void cancel_locked(Job *job, bool force);
 
 const char *job_status_str(JobStatus s)
 {
@@ -158,6 +159,7 @@ static void event_queue_locked(QueuedEvent *q)
 {
     if (q->ev.kind != JOB_EVENT_STATUS_CHANGE && !q->ev.block_job) {
         g_free(q->id);
+        g_free(q->error);
         g_free(q);
         return; /* the BLOCK_JOB_* events are for block jobs only */
     }
@@ -317,12 +319,54 @@ void *job_create(const char *id, const JobDriver *driver, int flags,
     return job;
 }
 
+struct JobTxn {
+    GList *jobs;     /* guarded by the job lock */
+    int refcnt;      /* its jobs and its creator */
+};
+
+static void txn_unref_locked(JobTxn *txn)
+{
+    if (txn && --txn->refcnt == 0) {
+        g_list_free(txn->jobs);
+        g_free(txn);
+    }
+}
+
+JobTxn *job_txn_new(void)
+{
+    JobTxn *txn = g_new0(JobTxn, 1);
+
+    txn->refcnt = 1;
+    return txn;
+}
+
+void job_txn_add(JobTxn *txn, Job *job)
+{
+    job_lock();
+    g_assert(!job->txn && !job->started);
+    job->txn = txn;
+    txn->refcnt++;
+    txn->jobs = g_list_append(txn->jobs, job);
+    job_unlock();
+}
+
+void job_txn_unref(JobTxn *txn)
+{
+    job_lock();
+    txn_unref_locked(txn);
+    job_unlock();
+}
+
 static void unref_locked(Job *job)
 {
     g_assert(job->refcnt > 0);
     if (--job->refcnt > 0)
         return;
     g_assert(job->status == JOB_STATUS_NULL);
+    if (job->txn) {
+        job->txn->jobs = g_list_remove(job->txn->jobs, job);
+        txn_unref_locked(job->txn);
+    }
     if (job->driver->free)
         job->driver->free(job);
     g_clear_error(&job->err);
@@ -375,7 +419,7 @@ static void conclude_locked(Job *job)
  * job_update_rc. */
 static void update_rc_locked(Job *job)
 {
-    if (job->ret == 0 && job->cancelled)
+    if (job->ret == 0 && job->cancelled && job->force_cancel)
         job->ret = -ECANCELED;
     if (job->ret == 0)
         return;
@@ -392,9 +436,10 @@ static void finalize_event_locked(Job *job)
 
     if (!job->started)
         return; /* as QEMU: no completion event for a job never started */
-    q = event_new_locked(job, job->cancelled ? JOB_EVENT_CANCELLED
-                                             : JOB_EVENT_COMPLETED);
-    if (!job->cancelled && job->ret < 0) {
+    q = event_new_locked(job, job->cancelled && job->force_cancel
+                                  ? JOB_EVENT_CANCELLED
+                                  : JOB_EVENT_COMPLETED);
+    if (!(job->cancelled && job->force_cancel) && job->ret < 0) {
         q->error = g_strdup(job->err->message);
         q->ev.error = q->error;
     }
@@ -422,19 +467,85 @@ static void finalize_locked(Job *job)
     unref_locked(job);
 }
 
+/* The jobs of @job's group (or @job alone), each with a reference that
+ * the caller drops: finalizing drops the lock, the list may change. */
+static GList *group_locked(Job *job)
+{
+    GList *group = job->txn ? g_list_copy(job->txn->jobs)
+                           : g_list_prepend(NULL, job);
+
+    for (GList *l = group; l; l = l->next)
+        ((Job *)l->data)->refcnt++;
+    return group;
+}
+
+static void group_free_locked(GList *group)
+{
+    for (GList *l = group; l; l = l->next)
+        unref_locked(l->data);
+    g_list_free(group);
+}
+
+/* A job of a group failed: the others are cancelled, those that already
+ * succeeded (waiting or pending) abort now, and so does @failed. */
+static void group_abort_locked(Job *failed)
+{
+    GList *group = group_locked(failed);
+
+    for (GList *l = group; l; l = l->next) {
+        Job *job = l->data;
+        if (job == failed || job->finalizing ||
+            job->status == JOB_STATUS_CONCLUDED ||
+            job->status == JOB_STATUS_NULL)
+            continue;
+        if (job->status == JOB_STATUS_WAITING ||
+            job->status == JOB_STATUS_PENDING) {
+            job->cancelled = job->force_cancel = true;
+            finalize_locked(job);
+        } else if (!job->cancelled) {
+            cancel_locked(job, true); /* it aborts when it completes */
+        }
+    }
+    finalize_locked(failed);
+    group_free_locked(group);
+}
+
+static bool group_all_waiting_locked(Job *job)
+{
+    for (GList *l = job->txn ? job->txn->jobs : NULL; l; l = l->next)
+        if (((Job *)l->data)->status != JOB_STATUS_WAITING)
+            return false;
+    return true;
+}
+
 static void completed_locked(Job *job)
 {
+    GList *group;
+    bool auto_finalize = true;
+
     update_rc_locked(job);
     if (job->ret != 0) {
-        finalize_locked(job);
+        if (job->txn)
+            group_abort_locked(job);
+        else
+            finalize_locked(job);
         return;
     }
     transition_locked(job, JOB_STATUS_WAITING);
-    transition_locked(job, JOB_STATUS_PENDING);
-    if (job->auto_finalize)
-        finalize_locked(job);
-    else
-        queue_simple_event_locked(job, JOB_EVENT_PENDING);
+    if (!group_all_waiting_locked(job))
+        return; /* the last of the group to succeed goes on */
+    group = group_locked(job);
+    for (GList *l = group; l; l = l->next) {
+        transition_locked(l->data, JOB_STATUS_PENDING);
+        auto_finalize &= ((Job *)l->data)->auto_finalize;
+    }
+    for (GList *l = group; l; l = l->next) {
+        if (auto_finalize)
+            finalize_locked(l->data);
+        else
+            queue_simple_event_locked(l->data, JOB_EVENT_PENDING);
+    }
+    group_free_locked(group);
 }
 
 static gpointer job_thread(gpointer opaque)
@@ -448,10 +559,12 @@ static gpointer job_thread(gpointer opaque)
     job_pause_point(job);
     job_lock();
     job->in_run = true;
+    job->thread = g_thread_self();
     job_unlock();
     ret = job->driver->run(job, &err);
     job_lock();
     job->in_run = false;
+    job->thread = NULL;
     job->ret = ret;
     if (ret < 0 && err) {
         g_clear_error(&job->err);
@@ -489,13 +602,22 @@ static void cancel_locked(Job *job, bool force)
         job->iostatus = JOB_IO_STATUS_OK;
         job->pause_count--;
     }
+    if (job->driver->cancel)
+        force = job->driver->cancel(job, force);
+    else
+        force = true;
     job->cancelled = true;
     job->force_cancel |= force;
     if (!job->started) {
         job->ret = -ECANCELED;
         finalize_locked(job);
     } else if (job->status == JOB_STATUS_PENDING && !job->finalizing) {
-        finalize_locked(job);
+        if (job->txn)
+            group_abort_locked(job);
+        else
+            finalize_locked(job);
+    } else if (job->status == JOB_STATUS_WAITING && !job->finalizing) {
+        group_abort_locked(job); /* its group goes with it */
     } else {
         job_kick_locked(job);
     }
@@ -606,8 +728,14 @@ bool job_finalize(Job *job, GError **errp)
                     "Job '%s' is already being finalized", job->id);
         ok = false;
     }
-    if (ok)
-        finalize_locked(job);
+    if (ok) {
+        GList *group = group_locked(job);
+        for (GList *l = group; l; l = l->next)
+            if (((Job *)l->data)->status == JOB_STATUS_PENDING &&
+                !((Job *)l->data)->finalizing)
+                finalize_locked(l->data); /* a group goes together */
+        group_free_locked(group);
+    }
     job_unlock();
     return ok;
 }
@@ -655,7 +783,7 @@ static bool shutdown_step_locked(Job *job)
         return true;
     }
     if (job->status == JOB_STATUS_PENDING) {
-        job->cancelled = true;
+        job->cancelled = job->force_cancel = true;
         finalize_locked(job);
         return true;
     }
@@ -807,7 +935,9 @@ static bool job_drained_poll(void *opaque)
     bool busy;
 
     job_lock();
-    busy = job->in_run && !job->drain_parked && !job->paused;
+    /* A job draining its own nodes (a mirror's switch) is the drainer. */
+    busy = job->in_run && !job->drain_parked && !job->paused &&
+           job->thread != g_thread_self();
     job_unlock();
     return busy;
 }
@@ -827,6 +957,16 @@ const BdrvUserOps job_user_ops = {
     .drained_poll = job_drained_poll,
     .drained_end = job_drained_end,
 };
+
+bool job_is_force_cancelled(Job *job)
+{
+    bool c;
+
+    job_lock();
+    c = job->cancelled && job->force_cancel;
+    job_unlock();
+    return c;
+}
 
 bool job_is_cancelled(Job *job)
 {

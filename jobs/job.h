@@ -74,6 +74,7 @@ typedef enum {
 } JobIoStatus;
 
 typedef struct Job Job;
+typedef struct JobTxn JobTxn;
 
 typedef struct JobDriver {
     const char *type;     /* QEMU's job type: "backup", "create", ... */
@@ -84,6 +85,10 @@ typedef struct JobDriver {
      * *errp set to say what failed, or not).  It calls job_pause_point()
      * and checks job_is_cancelled() regularly. */
     int (*run)(Job *job, GError **errp);
+    /* A cancel: returns whether it is a forced one (QEMU's .cancel).  A
+     * job cancelled without force ends as it chooses (a ready mirror:
+     * completed, without its switch).  NULL: every cancel is forced. */
+    bool (*cancel)(Job *job, bool force);
     /* job-complete, for jobs that reach "ready".  NULL: not completable. */
     void (*complete)(Job *job, GError **errp);
     /* Finalization, on whichever thread finalizes, without the job lock:
@@ -124,6 +129,8 @@ struct Job {
     bool finalizing;      /* commit/abort/clean are running */
     bool interrupted;     /* the driver must end run() now, paused or not */
     bool in_run;          /* run() is running */
+    GThread *thread;      /* the job's thread, while it runs */
+    JobTxn *txn;          /* completion-mode grouped, or NULL */
     int drain_count;      /* drained sections holding the job's nodes */
     bool drain_parked;    /* parked at job_drain_point */
     int ret;
@@ -182,6 +189,19 @@ bool blockdev_on_error_parse(const char *name, BlockdevOnError *out);
  * (a letter, then letters, digits, '-', '.', '_') and unused. */
 void *job_create(const char *id, const JobDriver *driver, int flags,
                  GError **errp);
+/*
+ * completion-mode "grouped" (QEMU's JobTxn): the jobs of a group finish
+ * together.  One that succeeds waits ("waiting") until every other has
+ * succeeded too, then all become "pending" and are finalized together
+ * (auto-finalize, or job-finalize of any of them); if one fails or is
+ * cancelled, the others are cancelled and every job of the group aborts.
+ * Add jobs before starting them.  The group lives as long as its jobs and
+ * the creator's reference.
+ */
+JobTxn *job_txn_new(void);
+void job_txn_add(JobTxn *txn, Job *job);
+void job_txn_unref(JobTxn *txn);
+
 /* Starts the job's thread: "created" -> "running". */
 void job_start(Job *job);
 /* Ends a job that never started: "created" -> "aborting" -> "concluded"
@@ -241,6 +261,8 @@ void job_info_free(JobInfo *info);
  * ready); returns at once otherwise or when cancelled. */
 void job_pause_point(Job *job);
 bool job_is_cancelled(Job *job);
+/* Cancelled with force (or by a driver without a cancel hook)? */
+bool job_is_force_cancelled(Job *job);
 /* Sleeps up to @ns nanoseconds (-1: until kicked); wakes early on cancel,
  * pause, resume and speed changes. */
 void job_sleep_ns(Job *job, int64_t ns);

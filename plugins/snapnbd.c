@@ -6,8 +6,13 @@
  * and shared by every connection: the block layer is synchronous and thread
  * safe, so the plugin runs in nbdkit's PARALLEL thread model and each
  * callback is a direct, blocking bdrv_* call on nbdkit's worker thread.
- * The graph is writable unless readonly=true is given; nbdkit's -r (known
- * per connection) is enforced by nbdkit itself.
+ * nbdkit's -r is known only per connection (.open's readonly), after
+ * .get_ready: so the graph is opened read-only at .get_ready (which checks
+ * the parameters and the image early, and takes no write lock), and
+ * reopened writable when the first writable connection comes while no
+ * connection is open.  Under -r (or with readonly=true) that never
+ * happens, and other programs may read the image meanwhile, as with
+ * qemu-nbd -r.
  *
  * Block layer errors are negative errnos: the plugin reports them with
  * nbdkit_error and passes the errno to the client with nbdkit_set_error.
@@ -41,20 +46,27 @@ static bool readonly_param;    /* readonly= */
 /* -D snapnbd.verbose=1: the block layer's -v messages on stderr. */
 NBDKIT_DLL_PUBLIC int snapnbd_debug_verbose = 0;
 
-/* The graph, opened at .get_ready and shared by all connections, and
- * the plugin's edge into it (its permissions take the image locks). */
+/* The graph, opened at .get_ready and shared by all connections; replaced
+ * (reopened writable) only under graph_lock while no connection is open.
+ * user is the plugin's edge into it: its permissions take the locks. */
 static BlockNode *node;
 static BlockChild *user;
+static GMutex graph_lock;
+static unsigned open_connections; /* guarded by graph_lock */
 
+
+static void release_graph(void)
+{
+    g_clear_pointer(&user, bdrv_user_detach);
+    g_clear_pointer(&node, bdrv_unref);
+}
 
 /* Unload the plugin: flush and close the graph, free the parameters. */
 static void snapnbd_unload(void)
 {
     if (node) {
         bdrv_flush(node);
-        g_clear_pointer(&user, bdrv_user_detach);
-        bdrv_unref(node);
-        node = NULL;
+        release_graph();
     }
     free(filename);
     free(format);
@@ -175,8 +187,9 @@ static void put(GHashTable *t, const char *key, const char *value)
     g_hash_table_insert(t, g_strdup(key), g_strdup(value));
 }
 
-/* Open the block graph from the parameters. */
-static int snapnbd_get_ready(void)
+/* The block graph of the parameters, @read_only or writable (unless
+ * readonly=true); NULL after nbdkit_error. */
+static BlockNode *open_graph(bool read_only, BlockChild **user_out)
 {
     g_autoptr(GHashTable) t =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
@@ -185,6 +198,7 @@ static int snapnbd_get_ready(void)
     const char *fmt = format ? format : probe_format();
     const char *file_prefix = "file.";
     g_autofree char *key = NULL;
+    BlockNode *graph;
 
     if (strcmp(fmt, "raw") != 0 && !bdrv_has_driver(fmt)) {
         if (format == NULL)
@@ -193,7 +207,7 @@ static int snapnbd_get_ready(void)
         else
             nbdkit_error("format '%s' is not supported%s", fmt,
                          strcmp(fmt, "qcow2") == 0 ? " yet" : " (use raw)");
-        return -1;
+        return NULL;
     }
 
     if (strcmp(fmt, "raw") == 0 || offset_param == 0) {
@@ -221,42 +235,80 @@ static int snapnbd_get_ready(void)
     }
     put(t, "cache.direct",
         cache_mode && strcmp(cache_mode, "none") == 0 ? "on" : "off");
-    put(t, "read-only", readonly_param ? "on" : "off");
+    put(t, "read-only", readonly_param || read_only ? "on" : "off");
     put(t, "discard", discard ? discard : "unmap");
     if (detect_zeroes)
         put(t, "detect-zeroes", detect_zeroes);
 
     bdrv_verbose = snapnbd_debug_verbose;
-    node = bdrv_open(t, &err);
-    if (node == NULL) {
+    graph = bdrv_open(t, &err);
+    if (graph == NULL) {
         nbdkit_error("%s", err->message);
-        if (!readonly_param &&
+        if (!readonly_param && !read_only &&
             (g_error_matches(err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED) ||
              g_error_matches(err, BDRV_ERROR, BDRV_ERROR_READ_ONLY)))
             nbdkit_error("the image was opened writable: "
-                         "give readonly=true to serve it read-only");
-        return -1;
+                         "give readonly=true (or nbdkit -r) to serve it "
+                         "read-only");
+        return NULL;
     }
-    user = bdrv_user_attach(node, "the nbdkit plugin", "root",
-                            BDRV_PERM_CONSISTENT_READ |
-                                (bdrv_is_read_only(node) ? 0
-                                                         : BDRV_PERM_WRITE),
-                            BDRV_PERM_ALL & ~BDRV_PERM_RESIZE, NULL, NULL,
-                            &err);
-    if (!user) {
+    /* The plugin reads, writes when writable, and lets nobody resize. */
+    *user_out = bdrv_user_attach(
+        graph, "the nbdkit plugin", "root",
+        BDRV_PERM_CONSISTENT_READ |
+            (bdrv_is_read_only(graph) ? 0 : BDRV_PERM_WRITE),
+        BDRV_PERM_ALL & ~BDRV_PERM_RESIZE, NULL, NULL, &err);
+    if (!*user_out) {
         nbdkit_error("%s", err->message);
-        g_clear_pointer(&node, bdrv_unref);
-        return -1;
+        bdrv_unref(graph);
+        return NULL;
     }
-    desc = bdrv_describe(node);
+    desc = bdrv_describe(graph);
     nbdkit_debug("opened %s", desc);
-    return 0;
+    return graph;
 }
 
-/* Open a connection: every connection shares the one graph. */
+/* Open the graph read-only: a writable connection reopens it. */
+static int snapnbd_get_ready(void)
+{
+    node = open_graph(true, &user);
+    return node ? 0 : -1;
+}
+
+/* Open a connection: every connection shares the one graph.  The first
+ * writable one (none open) makes it writable: the read-only graph is
+ * closed first, so that its lock is not in the way, and opened again if
+ * the writable one cannot be. */
 static void *snapnbd_open(int readonly)
 {
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&graph_lock);
+    BlockNode *writable;
+
+    if (!node) {
+        nbdkit_error("%s: the image could not be opened again", filename);
+        return NULL;
+    }
+    if (!readonly && !readonly_param && bdrv_is_read_only(node)) {
+        if (open_connections > 0) {
+            nbdkit_error("the image is open read-only for another "
+                         "connection: a writable connection must wait");
+            return NULL;
+        }
+        release_graph();
+        writable = open_graph(false, &user);
+        node = writable ? writable : open_graph(true, &user);
+        if (!writable)
+            return NULL;
+    }
+    open_connections++;
     return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+static void snapnbd_close(void *handle)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&graph_lock);
+
+    open_connections--;
 }
 
 /* Report a block layer error -@ret for the request @what. */
@@ -458,6 +510,7 @@ static struct nbdkit_plugin plugin = {
     .magic_config_key = "file",
     .get_ready = snapnbd_get_ready,
     .open = snapnbd_open,
+    .close = snapnbd_close,
     .get_size = snapnbd_get_size,
     .can_write = snapnbd_can_write,
     .can_flush = snapnbd_can_flush,

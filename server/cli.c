@@ -9,7 +9,11 @@
 #include "block/block.h"
 #include "qemu-opts.h"
 #include "qmp-cli.h"
+#include "trace.h"
 
+#include <errno.h>
+#include <json-glib/json-glib.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,9 +25,63 @@ static gboolean unsupported(const char *name, const char *value,
     return FALSE;
 }
 
+static gboolean trace_arg(const char *name, const char *value,
+                          gpointer data, GError **errp)
+{
+    return trace_option(value, errp);
+}
+
 #define UNSUPPORTED(l, s, arg)                                               \
     { l, s, G_OPTION_FLAG_HIDDEN | ((arg) ? 0 : G_OPTION_FLAG_NO_ARG),       \
       G_OPTION_ARG_CALLBACK, (gpointer)unsupported, NULL, NULL }
+
+/* -c DEV, -d DEV: the kernel's NBD client is not driven yet.  A device
+ * that does not exist gets qemu-nbd's own message. */
+static bool refuse_kernel_device(const CliOptions *o, const char *arg)
+{
+    const char *dev = o->disconnect ? arg : o->connect_device;
+
+    if (!dev) {
+        fprintf(stderr, "snapnbd: -d needs the device (snapnbd -d "
+                        "/dev/nbdN)\n");
+    } else if (access(dev, F_OK) != 0) {
+        fprintf(stderr, "snapnbd: %s %s: %s\n",
+                o->disconnect ? "Cannot open" : "Failed to open", dev,
+                g_strerror(errno));
+    } else {
+        fprintf(stderr, "snapnbd: %s %s: kernel NBD devices are not "
+                        "supported yet\n",
+                o->disconnect ? "-d" : "-c", dev);
+    }
+    return false;
+}
+
+/* -L: qemu-nbd's checks, with its words. */
+static bool check_list_mode(int argc, const CliOptions *o, bool shared)
+{
+    if (argc != 1) {
+        fprintf(stderr, "snapnbd: List mode is incompatible with a file "
+                        "name\n");
+        return false;
+    }
+    if (o->export_name || o->description || o->offset || o->format ||
+        o->load_snapshot || o->bitmaps || o->allocation_depth || o->aio ||
+        o->discard || o->cache || o->nocache) {
+        fprintf(stderr, "snapnbd: List mode is incompatible with per-device "
+                        "settings\n");
+        return false;
+    }
+    if (o->fork) {
+        fprintf(stderr, "snapnbd: List mode is incompatible with forking\n");
+        return false;
+    }
+    if (o->tls_authz) {
+        fprintf(stderr, "snapnbd: TLS authorization is incompatible with "
+                        "export list\n");
+        return false;
+    }
+    return true;
+}
 
 bool cli_parse(int argc, char **argv, CliOptions *o)
 {
@@ -64,7 +122,11 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         { "pid-file", 0, 0, G_OPTION_ARG_FILENAME, &o->pid_file,
           "write the server's pid to PATH", "PATH" },
         { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
-          "print what the server does on stderr", NULL },
+          "accepted, as qemu-nbd; nothing is printed while serving "
+          "(see --trace)", NULL },
+        { "trace", 'T', 0, G_OPTION_ARG_CALLBACK, (gpointer)trace_arg,
+          "print the events that match PATTERN (--trace help lists them)",
+          "[[enable=]PATTERN][,events=FILE][,file=FILE]" },
         { "version", 'V', 0, G_OPTION_ARG_NONE, &o->version,
           "print the version and exit", NULL },
         { "object", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->objects,
@@ -87,11 +149,15 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
         { "bitmap", 'B', 0, G_OPTION_ARG_STRING_ARRAY, &o->bitmaps,
           "offer the dirty bitmap NAME as the qemu:dirty-bitmap:NAME meta "
           "context (repeatable)", "NAME" },
-        UNSUPPORTED("connect", 'c', true),
-        UNSUPPORTED("disconnect", 'd', false),
+        { "list", 'L', 0, G_OPTION_ARG_NONE, &o->list,
+          "list the exports of the server at -k or -b/-p, and exit", NULL },
+        { "connect", 'c', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME,
+          &o->connect_device, "kernel NBD device (not supported)", "DEV" },
+        { "disconnect", 'd', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE,
+          &o->disconnect, "kernel NBD device (not supported)", NULL },
+        { "selinux-label", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING,
+          &o->selinux_label, "refused: built without SELinux", "LABEL" },
         UNSUPPORTED("partition", 'P', true),
-        UNSUPPORTED("trace", 'T', true),
-        UNSUPPORTED("list", 'L', false),
         UNSUPPORTED("tls-hostname", 0, true),
         UNSUPPORTED("handshake-limit", 0, true),
         { NULL },
@@ -120,6 +186,15 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
             return false;
         }
         o->shared = n;
+    }
+    if (o->list)
+        return check_list_mode(argc, o, shared != NULL);
+    if (o->connect_device || o->disconnect)
+        return refuse_kernel_device(o, argc == 2 ? argv[1] : NULL);
+    if (o->selinux_label) { /* qemu-nbd built without SELinux says so */
+        fprintf(stderr, "snapnbd: SELinux support not enabled in this "
+                        "binary\n");
+        return false;
     }
     /* with the control socket, the image is optional (daemon mode) */
     if (argc != 2 && !(argc == 1 && qmp_cli_given())) {
@@ -234,22 +309,156 @@ static const char *probe_format(const char *filename)
     return format;
 }
 
-/* The image node of a plain FILENAME: raw or qcow2 over the file. */
-static GHashTable *plain_image(const CliOptions *o, GError **errp)
+/* json:{...}: the JSON object's members as flat keys ("file.filename"),
+ * the values as strings, as QEMU's qdict_flatten makes them. */
+static void flatten_json(GHashTable *t, const char *prefix, JsonNode *node)
 {
-    const char *format = o->format ? o->format : probe_format(o->filename);
+    if (JSON_NODE_HOLDS_OBJECT(node)) {
+        JsonObject *obj = json_node_get_object(node);
+        g_autoptr(GList) members = json_object_get_members(obj);
+
+        for (GList *m = members; m; m = m->next) {
+            g_autofree char *key = *prefix
+                ? g_strconcat(prefix, ".", m->data, NULL)
+                : g_strdup(m->data);
+            flatten_json(t, key, json_object_get_member(obj, m->data));
+        }
+    } else if (JSON_NODE_HOLDS_ARRAY(node)) {
+        JsonArray *a = json_node_get_array(node);
+
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            g_autofree char *key = g_strdup_printf("%s.%u", prefix, i);
+            flatten_json(t, key, json_array_get_element(a, i));
+        }
+    } else if (JSON_NODE_HOLDS_VALUE(node)) {
+        GType type = json_node_get_value_type(node);
+        g_autofree char *v =
+            type == G_TYPE_BOOLEAN ? g_strdup(json_node_get_boolean(node)
+                                              ? "on" : "off")
+            : type == G_TYPE_INT64 ? g_strdup_printf(
+                  "%" G_GINT64_FORMAT, json_node_get_int(node))
+            : type == G_TYPE_DOUBLE ? g_strdup_printf(
+                  "%.17g", json_node_get_double(node))
+            : g_strdup(json_node_get_string(node));
+        put(t, prefix, v);
+    }
+}
+
+static GHashTable *json_filename(const char *filename, GError **errp)
+{
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) err = NULL;
+    JsonNode *root;
     GHashTable *t;
 
-    if (strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0) {
+    if (!json_parser_load_from_data(parser, filename + 5, -1, &err) ||
+        !(root = json_parser_get_root(parser)) ||
+        !JSON_NODE_HOLDS_OBJECT(root)) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "format '%s' is not supported (use raw or qcow2)",
-                    format);
+                    "Could not parse the JSON options of '%s'%s%s",
+                    filename, err ? ": " : "", err ? err->message : "");
+        return NULL;
+    }
+    t = opt_table();
+    flatten_json(t, "", root);
+    return t;
+}
+
+/* NBD client nodes (another issue's driver): a plain refusal for now. */
+static bool is_nbd_client_name(const char *filename)
+{
+    return g_str_has_prefix(filename, "nbd:") ||
+           g_str_has_prefix(filename, "nbd+unix:") ||
+           g_str_has_prefix(filename, "nbd+tcp:");
+}
+
+/* The options of the node a FILENAME names, as QEMU reads protocol
+ * prefixes: "json:{...}", "file:PATH", "null-co://", a refusal for NBD
+ * URIs and unknown protocols ("x:..." with no '/' before the colon), and
+ * else a file. */
+static GHashTable *filename_options(const char *filename, GError **errp)
+{
+    size_t proto_len = strspn(filename,
+                              "abcdefghijklmnopqrstuvwxyz"
+                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_");
+    GHashTable *t;
+
+    if (g_str_has_prefix(filename, "json:"))
+        return json_filename(filename, errp);
+    if (is_nbd_client_name(filename)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "'%s': NBD client nodes (nbd://, nbd+unix://) are not "
+                    "supported yet", filename);
+        return NULL;
+    }
+    t = opt_table();
+    if (g_str_has_prefix(filename, "null-co:") ||
+        g_str_has_prefix(filename, "null-aio:")) {
+        if (strcmp(strchr(filename, ':'), "://") != 0) {
+            g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "The only allowed filename for this driver is "
+                        "'%.*s://'", (int)(strchr(filename, ':') - filename),
+                        filename);
+            g_hash_table_unref(t);
+            return NULL;
+        }
+        put(t, "driver", "null-co");
+    } else if (g_str_has_prefix(filename, "file:")) {
+        put(t, "driver", "file");
+        put(t, "filename", filename + 5);
+    } else if (proto_len > 0 && filename[proto_len] == ':') {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "Unknown protocol '%.*s'", (int)proto_len, filename);
+        g_hash_table_unref(t);
+        return NULL;
+    } else {
+        put(t, "driver", "file");
+        put(t, "filename", filename);
+    }
+    return t;
+}
+
+static bool is_format(const char *driver)
+{
+    return g_strcmp0(driver, "raw") == 0 || g_strcmp0(driver, "qcow2") == 0;
+}
+
+/* The image node of a FILENAME: raw or qcow2 (-f, or probed) over the
+ * protocol node it names, unless it names a format node itself (json:). */
+static GHashTable *plain_image(const CliOptions *o, GError **errp)
+{
+    g_autoptr(GHashTable) proto = filename_options(o->filename, errp);
+    const char *driver, *format = o->format;
+    GHashTable *t;
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (!proto)
+        return NULL;
+    driver = g_hash_table_lookup(proto, "driver");
+    if (!driver && g_hash_table_contains(proto, "filename"))
+        put(proto, "driver", driver = "file");
+    if (is_format(driver) && (!format || strcmp(format, driver) == 0))
+        return g_steal_pointer(&proto);
+    if (!format && g_strcmp0(driver, "file") == 0)
+        format = probe_format(g_hash_table_lookup(proto, "filename"));
+    else if (!format) /* the other protocols read zeroes: raw */
+        format = probe_format(o->filename);
+    if (!is_format(format) || is_format(driver)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    is_format(driver) ? "Cannot use '%s' with -f %s"
+                                      : "format '%s' is not supported (use "
+                                        "raw or qcow2)",
+                    is_format(driver) ? driver : format, format);
         return NULL;
     }
     t = opt_table();
     put(t, "driver", format);
-    put(t, "file.driver", "file");
-    put(t, "file.filename", o->filename);
+    if (!o->format && !strcmp(format, "raw"))
+        put(t, "x-probed", "on"); /* block 0 is protected, as in QEMU */
+    g_hash_table_iter_init(&it, proto);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        g_hash_table_insert(t, g_strconcat("file.", k, NULL), g_strdup(v));
     return t;
 }
 
@@ -273,8 +482,11 @@ static GHashTable *image_opts(const CliOptions *o, GError **errp)
         g_hash_table_remove(t, "filename");
     }
     file = g_hash_table_lookup(t, "file.filename");
-    if (!g_hash_table_contains(t, "driver") && file)
+    if (!g_hash_table_contains(t, "driver") && file) {
         put(t, "driver", probe_format(file));
+        if (!strcmp(g_hash_table_lookup(t, "driver"), "raw"))
+            put(t, "x-probed", "on");
+    }
     files = node_prefixes(t, "filename", NULL);
     for (guint i = 0; i < files->len; i++) {
         g_autofree char *key =
@@ -426,4 +638,6 @@ void cli_free(CliOptions *o)
     g_free(o->tls_authz);
     g_free(o->load_snapshot);
     g_strfreev(o->bitmaps);
+    g_free(o->selinux_label);
+    g_free(o->connect_device);
 }

@@ -36,6 +36,10 @@ typedef struct CliOptions {
     gboolean allocation_depth; /* -A: offer qemu:allocation-depth */
     gboolean snapshot;     /* -s: writes go to a temporary overlay */
     gboolean image_opts;   /* --image-opts: FILENAME is an option string */
+    gboolean list;         /* -L: list the exports of a server, as a client */
+    char *selinux_label;   /* --selinux-label: refused (no SELinux here) */
+    char *connect_device;  /* -c DEV: refused (no kernel NBD client yet) */
+    gboolean disconnect;   /* -d DEV: likewise */
 } CliOptions;
 
 /* Parses argv; on a bad command line prints one line naming the problem

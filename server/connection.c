@@ -5,13 +5,12 @@
  * and to stop them all at shutdown.
  */
 #include "connection.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-int nbd_verbose;
 
 static GMutex clients_lock;
 static GList *clients;       /* of NbdConn *, guarded by clients_lock */
@@ -132,8 +131,7 @@ void nbd_client_serve(int fd)
 
     if (nbd_handshake(c))
         nbd_transmission(c);
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: client disconnected\n");
+    trace(TRACE_NBD_CLIENT_DISCONNECT, "client disconnected");
 
     /* Everything that talks or holds the export ends before the client
      * leaves the list: the main thread waits for an empty list, then

@@ -81,7 +81,6 @@ NbdExport *nbd_export_add(const char *name, const char *description,
     exp = g_new0(NbdExport, 1);
     exp->name = g_strdup(name);
     exp->description = g_strdup(description);
-    exp->node = node;
     exp->user = user;
     exp->read_only = read_only;
     exp->writethrough = writethrough;
@@ -106,7 +105,7 @@ static BdrvDirtyBitmap *find_bitmap(BlockNode *bs, const char *name)
 
 bool nbd_export_add_bitmap(NbdExport *exp, const char *name, GError **errp)
 {
-    BdrvDirtyBitmap *bm = find_bitmap(exp->node, name);
+    BdrvDirtyBitmap *bm = find_bitmap(nbd_export_node(exp), name);
     g_autofree char *why = NULL;
 
     if (!bm) {
@@ -187,5 +186,5 @@ char **nbd_export_names(void)
 
 int64_t nbd_export_size(NbdExport *exp)
 {
-    return bdrv_getlength(exp->node);
+    return bdrv_getlength(nbd_export_node(exp));
 }

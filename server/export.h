@@ -14,8 +14,9 @@
 typedef struct NbdExport {
     char *name;
     char *description;  /* may be NULL */
-    BlockNode *node;    /* the node of user */
-    BlockChild *user;   /* the export's edge into the graph */
+    BlockChild *user;   /* the export's edge into the graph: its node is
+                         * read at each request (nbd_export_node), since
+                         * a graph change (a live snapshot) may move it */
     bool read_only;
     bool writethrough;  /* every write is FUA (--cache=writethrough) */
     bool multi_conn;    /* may advertise NBD_FLAG_CAN_MULTI_CONN */
@@ -29,6 +30,12 @@ typedef struct NbdExport {
     void (*on_free)(void *opaque);
     void *on_free_opaque;
 } NbdExport;
+
+/* The node the export serves now. */
+static inline BlockNode *nbd_export_node(NbdExport *exp)
+{
+    return bdrv_user_node(exp->user);
+}
 
 NbdExport *nbd_export_add(const char *name, const char *description,
                           BlockNode *node, bool read_only, bool writethrough,

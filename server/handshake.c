@@ -14,6 +14,7 @@
  * so nothing about the exports is said in clear text.
  */
 #include "connection.h"
+#include "trace.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -74,8 +75,7 @@ static int send_error(NbdConn *c, uint32_t opt, uint32_t type,
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: option %u refused: %s\n", opt, msg);
+    trace(TRACE_NBD_OPTION_REFUSED, "option %u refused: %s", opt, msg);
     return send_reply(c, opt, type, msg, strlen(msg));
 }
 
@@ -134,14 +134,14 @@ static uint16_t export_flags(NbdConn *c, NbdExport *exp)
     uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
                  NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FUA;
 
-    if (exp->multi_conn && bdrv_can_multi_conn(exp->node))
+    if (exp->multi_conn && bdrv_can_multi_conn(nbd_export_node(exp)))
         f |= NBD_FLAG_CAN_MULTI_CONN;
     if (c->structured_replies)
         f |= NBD_FLAG_SEND_DF;
     if (exp->read_only)
         return f | NBD_FLAG_READ_ONLY;
     f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
-    if (bdrv_can_fast_zero(exp->node))
+    if (bdrv_can_fast_zero(nbd_export_node(exp)))
         f |= NBD_FLAG_SEND_FAST_ZERO;
     return f;
 }
@@ -156,8 +156,7 @@ static HandshakeState enter_transmission(NbdConn *c, NbdExport *exp)
         c->ctx_allocation_depth = false;
         c->ctx_bitmaps = 0;
     }
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: client chose export '%s'\n", exp->name);
+    trace(TRACE_NBD_CLIENT_EXPORT, "client chose export '%s'", exp->name);
     return HS_TRANSMISSION;
 }
 
@@ -232,18 +231,22 @@ static int send_info(NbdConn *c, uint32_t opt, uint16_t type,
 }
 
 static int send_export_infos(NbdConn *c, uint32_t opt, NbdExport *exp,
-                             bool want_name, bool want_description)
+                             bool want_name, bool want_description,
+                             bool want_block_size)
 {
-    const BlockLimits *l = bdrv_limits(exp->node);
+    const BlockLimits *l = bdrv_limits(nbd_export_node(exp));
     struct {
         uint64_t size;
         uint16_t flags;
     } __attribute__((packed)) info = {
         htobe64(nbd_export_size(exp)), htobe16(export_flags(c, exp)),
     };
-    /* min 1: io.c realigns any request, so clients need not. */
+    /* io.c realigns any request, so the minimum is 1, unless the client
+     * will obey a larger one that the node asks for: then, as QEMU, that
+     * (512 for a probed raw image, which must see block 0 whole). */
+    bool obeys = want_block_size || opt == NBD_OPT_INFO;
     uint32_t bs[3] = {
-        htobe32(1),
+        htobe32(obeys ? MAX(l->min_request, 1) : 1),
         htobe32(MAX(4096, l->request_alignment)),
         htobe32(NBD_MAX_PAYLOAD),
     };
@@ -263,7 +266,7 @@ static int send_export_infos(NbdConn *c, uint32_t opt, NbdExport *exp,
 static HandshakeState opt_info_go(NbdConn *c, Option *o)
 {
     g_autofree char *name = take_string(o);
-    bool want_name = false, want_description = false;
+    bool want_name = false, want_description = false, want_block_size = false;
     uint16_t nreqs;
     NbdExport *exp;
 
@@ -277,6 +280,7 @@ static HandshakeState opt_info_go(NbdConn *c, Option *o)
         take_u16(o, &type);
         want_name |= type == NBD_INFO_NAME;
         want_description |= type == NBD_INFO_DESCRIPTION;
+        want_block_size |= type == NBD_INFO_BLOCK_SIZE;
     }
     exp = nbd_export_lookup(name);
     if (!exp) {
@@ -285,7 +289,8 @@ static HandshakeState opt_info_go(NbdConn *c, Option *o)
                           "export '%s' not present", quoted) < 0
                    ? HS_DEAD : HS_OPTION;
     }
-    if (send_export_infos(c, o->code, exp, want_name, want_description) < 0 ||
+    if (send_export_infos(c, o->code, exp, want_name, want_description,
+                          want_block_size) < 0 ||
         send_ack(c, o->code) < 0) {
         nbd_export_unref(exp);
         return HS_DEAD;

@@ -13,11 +13,14 @@
 #include "cli.h"
 #include "export.h"
 #include "image.h"
+#include "list.h"
 #include "listen.h"
 #include "nbd-server.h"
+#include "objects.h"
 #include "qmp-cli.h"
 #include "qmp-int.h"
 #include "tls.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,8 +59,7 @@ static bool accept_client(int listen_fd)
     if (fd < 0)
         return false;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: client connected\n");
+    trace(TRACE_NBD_CLIENT_CONNECT, "client connected");
     thread = g_thread_try_new("nbd-client", client_thread,
                               GINT_TO_POINTER(fd), NULL);
     if (!thread) {
@@ -86,21 +88,6 @@ static void release_waits(void)
 {
     bdrv_debug_release_all();
     throttle_release_all();
-}
-
-/* --object throttle-group,... is the block layer's; the others are TLS's. */
-static bool block_objects_setup(CliOptions *o)
-{
-    g_autoptr(GError) err = NULL;
-    char **rest = qmp_objects_take_cli(o->objects, &err);
-
-    if (!rest) {
-        fprintf(stderr, "snapnbd: %s\n", err->message);
-        return false;
-    }
-    g_strfreev(o->objects);
-    o->objects = rest;
-    return true;
 }
 
 /* Serves until a signal, or until the last client leaves (without -t). */
@@ -204,6 +191,20 @@ static bool write_pid_file(const char *path)
     return true;
 }
 
+/* --object: secrets here, TLS objects in tls.c. */
+static bool setup_objects(const CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) tls_specs = NULL;
+
+    if (!objects_setup(o->objects, &tls_specs, &err)) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    bdrv_set_secret_lookup(secret_lookup);
+    return tls_setup(tls_specs, o->tls_creds, o->tls_authz);
+}
+
 static BlockNode *open_image(const CliOptions *o)
 {
     g_autoptr(GError) err = NULL;
@@ -213,9 +214,9 @@ static BlockNode *open_image(const CliOptions *o)
         fprintf(stderr, "snapnbd: %s\n", err->message);
         return NULL;
     }
-    if (o->verbose) {
+    if (trace_enabled[TRACE_IMAGE_OPEN]) {
         g_autofree char *d = bdrv_describe(node);
-        fprintf(stderr, "snapnbd: opened %s\n", d);
+        trace(TRACE_IMAGE_OPEN, "opened %s", d);
     }
     return node;
 }
@@ -284,15 +285,19 @@ int main(int argc, char **argv)
     BlockNode *node;
     int listen_fd, sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
 
-    if (!cli_parse(argc, argv, &o))
+    if (!cli_parse(argc, argv, &o)) {
+        cli_free(&o);
         return EXIT_FAILURE;
+    }
     if (o.version) {
         printf("snapnbd " PACKAGE_VERSION "\n");
         return EXIT_SUCCESS;
     }
-    nbd_verbose = bdrv_verbose = o.verbose;
-    if (!block_objects_setup(&o) ||
-        !tls_setup(o.objects, o.tls_creds, o.tls_authz))
+    if (o.list) {
+        ret = list_exports(&o);
+        goto out;
+    }
+    if (!setup_objects(&o))
         goto out;
     sig_fd = block_signals();
     if (o.fork)
@@ -324,6 +329,8 @@ int main(int argc, char **argv)
         close(listen_fd);
     if (o.socket_path && listen_fd >= 0)
         unlink(o.socket_path);
+    /* The pid file stays, as qemu-nbd 7.2 leaves it (scripts written for
+     * it remove it themselves after the SIGTERM). */
     nbd_export_remove(o.export_name ? o.export_name : "");
     bdrv_flush(node);
     bdrv_unref(node);
@@ -335,9 +342,11 @@ out:
     qmp_block_cleanup();
     throttle_group_delete_all();
     qmp_cli_free();
-    /* Last: whoever waits for the pid file to vanish finds every image
-     * flushed, closed and unlocked. */
-    if (o.pid_file && ret == EXIT_SUCCESS)
+    objects_cleanup();
+    /* Daemon mode removes its pid file, as qemu-storage-daemon does, and
+     * last: whoever waits for it to vanish finds every image flushed,
+     * closed and unlocked.  (qemu-nbd's mode leaves it, as above.) */
+    if (o.pid_file && ret == EXIT_SUCCESS && !o.filename)
         unlink(o.pid_file);
     tell_parent(ready_fd, 1);
     cli_free(&o);

@@ -32,6 +32,4 @@ void nbd_server_abort_export_clients(const void *exp);
 /* Number of clients currently connected. */
 int nbd_server_client_count(void);
 
-extern int nbd_verbose;
-
 #endif

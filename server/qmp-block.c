@@ -22,6 +22,7 @@ typedef enum {
     M_REF_OR_NULL,  /* BlockdevRefOrNull: also null, "no backing" */
     M_CACHE,        /* BlockdevCacheOptions */
     M_ANY,          /* lists and structs, flattened; the driver checks */
+    M_ENCRYPT,      /* BlockdevQcow2Encryption (format luks, key-secret) */
 } MemberType;
 
 typedef struct Member {
@@ -81,6 +82,29 @@ static const Member qcow2_members[] = {
     { "refcount-cache-size", M_INT },
     { "cache-clean-interval", M_INT },
     { "data-file", M_REF },
+    { "encrypt", M_ENCRYPT },
+    { NULL },
+};
+
+static const char *const cbw_error_values[] = { "break-guest-write",
+                                                "break-snapshot", NULL };
+static const Member cbw_members[] = {
+    { "file", M_REF, .required = true },
+    { "target", M_REF, .required = true },
+    { "bitmap", M_STR },     /* refused by the driver: not supported yet */
+    { "on-cbw-error", M_ENUM, .values = cbw_error_values },
+    { "cbw-timeout", M_INT },
+    { NULL },
+};
+
+static const Member snapshot_access_members[] = {
+    { "file", M_REF, .required = true },
+    { NULL },
+};
+
+static const Member luks_members[] = {
+    { "file", M_REF, .required = true },
+    { "key-secret", M_STR },
     { NULL },
 };
 
@@ -130,11 +154,14 @@ static const struct {
     { "file", "file", file_members },
     { "raw", "raw", raw_members },
     { "qcow2", "qcow2", qcow2_members },
+    { "luks", "luks", luks_members },
     { "null-co", "null-co", null_members },
     { "null-aio", "null-co", null_members },
     { "blkdebug", "blkdebug", blkdebug_members },
     { "throttle", "throttle", throttle_members },
     { "copy-on-read", "copy-on-read", cor_members },
+    { "copy-before-write", "copy-before-write", cbw_members },
+    { "snapshot-access", "snapshot-access", snapshot_access_members },
 };
 
 static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
@@ -220,6 +247,37 @@ static bool flatten_cache(Flattener *f, JsonNode *n, const char *path)
                       (const char *)l->data);
             return false;
         }
+    }
+    return true;
+}
+
+/* qcow2's "encrypt": { "format": "luks", "key-secret": ID }. */
+static bool flatten_encrypt(Flattener *f, JsonNode *n, const char *path)
+{
+    g_autoptr(GList) members = NULL;
+    JsonObject *o;
+
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(f->errp, "Invalid parameter type for '%s', expected: object",
+                  path);
+        return false;
+    }
+    o = json_node_get_object(n);
+    members = json_object_get_members(o);
+    for (GList *l = members; l; l = l->next) {
+        JsonNode *v = json_object_get_member(o, l->data);
+        g_autofree char *key = g_strconcat(path, ".", l->data, NULL);
+
+        if (strcmp(l->data, "format") && strcmp(l->data, "key-secret")) {
+            qmp_error(f->errp, "Parameter '%s' is unexpected", key);
+            return false;
+        }
+        if (!is_type(v, G_TYPE_STRING)) {
+            qmp_error(f->errp, "Invalid parameter type for '%s', expected: "
+                      "string", key);
+            return false;
+        }
+        put(f, key, json_node_get_string(v));
     }
     return true;
 }
@@ -315,6 +373,8 @@ static bool flatten_members(Flattener *f, JsonObject *obj, const char *prefix,
             ok = flatten_cache(f, n, path);
         else if (m->type == M_ANY)
             ok = flatten_any(f, n, path);
+        else if (m->type == M_ENCRYPT)
+            ok = flatten_encrypt(f, n, path);
         else
             ok = flatten_scalar(f, n, m, path);
         if (!ok)

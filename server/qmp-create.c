@@ -1,7 +1,8 @@
 /*
  * qmp-create.c - blockdev-create, as QEMU has it: a "create" job that makes
  * a file (driver "file") or writes a new qcow2 image over a node that
- * blockdev-add opened (driver "qcow2", "file" naming the node).  The job is
+ * blockdev-add opened (drivers "qcow2" and "luks", "file" naming the
+ * node).  The job is
  * not dismissed automatically: clients wait for "concluded", read its
  * error in query-jobs, and job-dismiss it.
  */
@@ -78,6 +79,29 @@ static bool parse_file(JsonObject *o, CreateJobSpec *spec, GError **errp)
            take_bool(o, "nocow", "nocow", spec->options, errp);
 }
 
+/* QCryptoBlockCreateOptions (format luks) as "encrypt.*" options. */
+static bool take_encrypt(JsonObject *o, GHashTable *t, GError **errp)
+{
+    JsonNode *n = json_object_get_member(o, "encrypt");
+    JsonObject *e;
+
+    if (!n)
+        return true;
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'encrypt', expected: "
+                        "object");
+        return false;
+    }
+    e = json_node_get_object(n);
+    return take_str(e, "format", "encrypt.format", t, errp) &&
+           take_str(e, "key-secret", "encrypt.key-secret", t, errp) &&
+           take_str(e, "cipher-alg", "encrypt.cipher-alg", t, errp) &&
+           take_str(e, "cipher-mode", "encrypt.cipher-mode", t, errp) &&
+           take_str(e, "ivgen-alg", "encrypt.ivgen-alg", t, errp) &&
+           take_str(e, "hash-alg", "encrypt.hash-alg", t, errp) &&
+           take_int(e, "iter-time", "encrypt.iter-time", t, errp);
+}
+
 /* BlockdevCreateOptionsQcow2 (the parts snapnbd implements). */
 static bool parse_qcow2(JsonObject *o, CreateJobSpec *spec, GError **errp)
 {
@@ -105,7 +129,30 @@ static bool parse_qcow2(JsonObject *o, CreateJobSpec *spec, GError **errp)
                      errp) &&
            take_str(o, "backing-file", "backing_file", spec->options, errp) &&
            take_str(o, "backing-fmt", "backing_fmt", spec->options, errp) &&
-           take_str(o, "preallocation", "preallocation", spec->options, errp);
+           take_str(o, "preallocation", "preallocation", spec->options,
+                    errp) &&
+           take_encrypt(o, spec->options, errp);
+}
+
+/* BlockdevCreateOptionsLUKS: a LUKS image over a node (block/luks.c). */
+static bool parse_luks(JsonObject *o, CreateJobSpec *spec, GError **errp)
+{
+    const char *file = qmp_arg_str(o, "file", true, errp);
+
+    if (!file)
+        return false;
+    spec->file = bdrv_find_node(file);
+    if (!spec->file) {
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", file,
+                  file);
+        return false;
+    }
+    return take_str(o, "key-secret", "key-secret", spec->options, errp) &&
+           take_str(o, "cipher-alg", "cipher-alg", spec->options, errp) &&
+           take_str(o, "cipher-mode", "cipher-mode", spec->options, errp) &&
+           take_str(o, "ivgen-alg", "ivgen-alg", spec->options, errp) &&
+           take_str(o, "hash-alg", "hash-alg", spec->options, errp) &&
+           take_int(o, "iter-time", "iter-time", spec->options, errp);
 }
 
 static bool parse_options(JsonObject *args, CreateJobSpec *spec,
@@ -134,6 +181,8 @@ static bool parse_options(JsonObject *args, CreateJobSpec *spec,
         return parse_file(o, spec, errp);
     if (!strcmp(spec->driver, "qcow2"))
         return parse_qcow2(o, spec, errp);
+    if (!strcmp(spec->driver, "luks"))
+        return parse_luks(o, spec, errp);
     qmp_error(errp, "Driver '%s' does not support blockdev-create",
               spec->driver);
     return false;

@@ -12,6 +12,7 @@
 #include "export.h"
 #include "qmp-int.h"
 #include "jobs/backup.h"
+#include "jobs/mirror.h"
 
 #include <string.h>
 
@@ -131,15 +132,8 @@ static bool parse_on_error(JsonObject *args, const char *key,
 /* Arguments snapnbd does not implement are refused, never ignored. */
 static bool refuse_unsupported(JsonObject *args, GError **errp)
 {
-    static const char *const keys[] = { "filter-node-name" };
     bool on = false;
 
-    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
-        if (json_object_has_member(args, keys[i])) {
-            qmp_error(errp, "Parameter '%s' is not supported yet", keys[i]);
-            return false;
-        }
-    }
     if (!qmp_arg_bool(args, "compress", false, &on, errp))
         return false;
     if (!on && !qmp_arg_bool(args, "discard-source", false, &on, errp))
@@ -218,6 +212,9 @@ static bool parse_backup_args(JsonObject *args, BackupArgs *a,
         qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
     if (!err)
         a->bitmap = qmp_arg_str(args, "bitmap", false, &err);
+    if (!err)
+        a->opts.filter_node_name =
+            qmp_arg_str(args, "filter-node-name", false, &err);
     if (!err)
         a->bitmap_mode = qmp_arg_str(args, "bitmap-mode", false, &err);
     if (!err)
@@ -460,23 +457,38 @@ static JsonNode *cmd_blockdev_backup(JsonObject *args, GError **errp)
 /* --- transaction actions: the job is created in prepare (the point in
  * time), started in commit, and cancelled unstarted in abort. ------------- */
 
+/* The group of the jobs of the transaction running now (completion-mode
+ * grouped): a new one for each transaction, which its jobs keep alive. */
+static JobTxn *transaction_group(void)
+{
+    static JobTxn *group;
+    static unsigned group_serial;
+
+    if (!group || group_serial != qmp_transaction_serial()) {
+        if (group)
+            job_txn_unref(group);
+        group = job_txn_new();
+        group_serial = qmp_transaction_serial();
+    }
+    return group;
+}
+
 static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
                               GError **errp)
 {
     Job *job;
 
     *state = NULL;
-    if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0) {
-        qmp_error(errp, "completion-mode 'grouped' is not supported yet");
-        return false;
-    }
     if (!check_members(data, drive ? DRIVE_BACKUP_MEMBERS : BACKUP_MEMBERS,
                        errp))
         return false;
     job = drive ? drive_backup_prepare(data, errp)
                 : blockdev_backup_prepare(data, errp);
-    if (job)
+    if (job) {
         job_ref(job);
+        if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0)
+            job_txn_add(transaction_group(), job);
+    }
     *state = job;
     return job != NULL;
 }
@@ -701,6 +713,94 @@ static JsonNode *cmd_block_job_set_speed(JsonObject *args, GError **errp)
     return NULL;
 }
 
+/* --- blockdev-mirror -------------------------------------------------------- */
+
+#define MIRROR_MEMBERS \
+    "job-id,device,target,replaces,sync,speed,granularity,buf-size," \
+    "on-source-error,on-target-error,filter-node-name,copy-mode," \
+    "auto-finalize,auto-dismiss,unmap"
+
+/* What snapnbd's mirror does not do yet is refused, never ignored. */
+static bool mirror_refusals(JsonObject *args, GError **errp)
+{
+    static const char *const policies[] = { "on-source-error",
+                                            "on-target-error" };
+    const char *mode;
+    GError *err = NULL;
+
+    if (json_object_has_member(args, "filter-node-name")) {
+        qmp_error(errp, "Parameter 'filter-node-name' is not supported yet");
+        return false;
+    }
+    mode = qmp_arg_str(args, "copy-mode", false, &err);
+    if (!err && mode && strcmp(mode, "background") != 0)
+        qmp_error(&err, "copy-mode '%s' is not supported yet", mode);
+    for (size_t i = 0; !err && i < G_N_ELEMENTS(policies); i++) {
+        const char *p = qmp_arg_str(args, policies[i], false, &err);
+        if (!err && p && strcmp(p, "report") != 0)
+            qmp_error(&err, "%s '%s' is not supported yet (report only)",
+                      policies[i], p);
+    }
+    if (err)
+        g_propagate_error(errp, err);
+    return err == NULL;
+}
+
+static bool parse_mirror_args(JsonObject *args, MirrorOptions *o,
+                              const char **job_id, BlockNode **source,
+                              BlockNode **target, GError **errp)
+{
+    GError *err = NULL;
+    const char *device = qmp_arg_str(args, "device", true, &err);
+    const char *tgt = err ? NULL : qmp_arg_str(args, "target", true, &err);
+    const char *sync = err ? NULL : qmp_arg_str(args, "sync", true, &err);
+    const char *replaces = err ? NULL
+                                : qmp_arg_str(args, "replaces", false, &err);
+    BackupOptions flags = { 0 };
+
+    *o = (MirrorOptions){ 0 };
+    if (!err)
+        *job_id = qmp_arg_str(args, "job-id", false, &err);
+    if (!err && !*job_id)
+        *job_id = device;
+    if (!err)
+        mirror_sync_parse(sync, &o->sync, &err);
+    if (!err)
+        qmp_arg_int(args, "speed", 0, &o->speed, &err);
+    if (!err)
+        qmp_arg_int(args, "granularity", 0, &o->granularity, &err);
+    if (!err)
+        qmp_arg_int(args, "buf-size", 0, &o->buf_size, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    if (!mirror_refusals(args, errp) || !parse_job_flags(args, &flags, errp))
+        return false;
+    o->job_flags = flags.job_flags;
+    if (!(*source = lookup_node(device, errp)) ||
+        !(*target = lookup_node(tgt, errp)))
+        return false;
+    if (replaces && !(o->replaces = lookup_node(replaces, errp)))
+        return false;
+    return true;
+}
+
+static JsonNode *cmd_blockdev_mirror(JsonObject *args, GError **errp)
+{
+    MirrorOptions o;
+    const char *job_id = NULL;
+    BlockNode *source, *target;
+    Job *job;
+
+    if (!parse_mirror_args(args, &o, &job_id, &source, &target, errp))
+        return NULL;
+    job = mirror_job_create(job_id, source, target, &o, errp);
+    if (job)
+        job_start(job);
+    return NULL;
+}
+
 void qmp_register_job_commands(void)
 {
     job_set_event_hook(emit_job_event);
@@ -708,6 +808,8 @@ void qmp_register_job_commands(void)
                               DRIVE_BACKUP_MEMBERS);
     qmp_register_command_args("blockdev-backup", cmd_blockdev_backup,
                               BACKUP_MEMBERS);
+    qmp_register_command_args("blockdev-mirror", cmd_blockdev_mirror,
+                              MIRROR_MEMBERS);
     qmp_register_command_args("query-jobs", cmd_query_jobs, "");
     qmp_register_command_args("query-block-jobs", cmd_query_block_jobs, "");
     qmp_register_command_args("job-pause", cmd_job_pause, "id");

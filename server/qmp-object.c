@@ -1,11 +1,9 @@
 /*
- * qmp-object.c - the block layer's QOM objects: QEMU's throttle-group, made
- * with --object on the command line or QMP object-add, removed with
- * object-del.  The TLS objects (tls-creds-*, authz-simple) stay in tls.c,
- * made once at startup from --object.
+ * qmp-object.c - QMP object-add and object-del for the block layer's QOM
+ * objects: QEMU's throttle-group (--object makes them too, in objects.c).
+ * The TLS objects and secrets are made once at startup from --object.
  */
 #include "qmp-int.h"
-#include "qemu-opts.h"
 
 #include <string.h>
 
@@ -102,39 +100,6 @@ static JsonNode *cmd_object_del(JsonObject *args, GError **errp)
         g_error_free(err);
     }
     return NULL;
-}
-
-char **qmp_objects_take_cli(char **specs, GError **errp)
-{
-    g_autoptr(GPtrArray) rest = g_ptr_array_new_with_free_func(g_free);
-
-    for (char **s = specs; s && *s; s++) {
-        g_autoptr(GHashTable) props = NULL;
-        g_autofree char *type = NULL, *id = NULL;
-        GError *err = NULL;
-
-        if (**s == '{') { /* JSON: tls.c says it is not supported */
-            g_ptr_array_add(rest, g_strdup(*s));
-            continue;
-        }
-        props = qemu_opts_parse(*s, "qom-type");
-        type = g_strdup(g_hash_table_lookup(props, "qom-type"));
-        if (g_strcmp0(type, "throttle-group") != 0) {
-            g_ptr_array_add(rest, g_strdup(*s));
-            continue;
-        }
-        g_hash_table_remove(props, "qom-type");
-        id = g_strdup(g_hash_table_lookup(props, "id"));
-        g_hash_table_remove(props, "id");
-        if (!throttle_group_create(id, props, &err)) {
-            g_set_error(errp, err->domain, err->code, "--object %s: %s", *s,
-                        err->message);
-            g_error_free(err);
-            return NULL;
-        }
-    }
-    g_ptr_array_add(rest, NULL);
-    return (char **)g_ptr_array_free(g_steal_pointer(&rest), FALSE);
 }
 
 void qmp_register_object_commands(void)

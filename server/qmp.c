@@ -888,6 +888,13 @@ typedef struct TxAction {
 static const char *tx_completion_mode = "individual";
 static guint tx_index; /* of the action being prepared */
 
+static unsigned tx_serial; /* the QMP thread's: transactions so far */
+
+unsigned qmp_transaction_serial(void)
+{
+    return tx_serial;
+}
+
 const char *qmp_transaction_completion_mode(void)
 {
     return tx_completion_mode;
@@ -1033,6 +1040,7 @@ static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
     /* All actions at one point in time: no request of any user (NBD
      * clients, jobs) runs between them, as in QEMU. */
     drain = bdrv_drain_all_begin();
+    tx_serial++;
     tx_run(acts, n, errp);
     bdrv_drained_end(drain);
     return NULL;
@@ -1083,4 +1091,5 @@ void qmp_register_all(void)
     qmp_register_create_commands();
     qmp_register_debug_commands();
     qmp_register_object_commands();
+    qmp_register_snapshot_commands();
 }

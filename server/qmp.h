@@ -67,6 +67,8 @@ bool qmp_arg_int(JsonObject *args, const char *key, int64_t def,
 /* During a transaction's prepare: the "completion-mode" property,
  * "individual" (the default) or "grouped". */
 const char *qmp_transaction_completion_mode(void);
+/* Counts transactions: actions of one transaction see the same number. */
+unsigned qmp_transaction_serial(void);
 
 /* A QMP error with QEMU's GenericError class. */
 void qmp_error(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);

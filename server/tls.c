@@ -28,6 +28,7 @@
 #include "block/block.h"
 #include "nbd-server.h"
 #include "qemu-opts.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -564,8 +565,7 @@ static int verify_client(gnutls_session_t s)
                         "distinguished name\n");
         return -1;
     }
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: TLS client '%s'\n", dn);
+    trace(TRACE_NBD_TLS_CLIENT, "TLS client '%s'", dn);
     return authorized("x509", dn) ? 0 : -1;
 }
 
@@ -613,9 +613,9 @@ gnutls_session_t tls_handshake(int fd)
         gnutls_deinit(s);
         return NULL;
     }
-    if (nbd_verbose) {
+    if (trace_enabled[TRACE_NBD_TLS_SESSION]) {
         g_autofree char *desc = gnutls_session_get_desc(s);
-        fprintf(stderr, "snapnbd: TLS session %s\n", desc);
+        trace(TRACE_NBD_TLS_SESSION, "TLS session %s", desc);
     }
     return s;
 }

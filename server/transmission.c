@@ -20,6 +20,7 @@
  * (errno_to_nbd) maps errno values to wire errors.
  */
 #include "connection.h"
+#include "trace.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -98,7 +99,7 @@ static void *worker_buffer(Worker *w, size_t size)
     if (!w->buf || size > w->buf_size) {
         free(w->buf);
         w->buf_size = MAX(size, 65536);
-        w->buf = bdrv_blockalign(w->conn->exp->node, w->buf_size);
+        w->buf = bdrv_blockalign(nbd_export_node(w->conn->exp), w->buf_size);
         if (!w->buf)
             w->buf_size = 0;
     }
@@ -199,9 +200,8 @@ static void error_reply(NbdConn *c, const Request *r, uint32_t error,
 
 static uint32_t reject(const Request *r, uint32_t error, const char *why)
 {
-    if (nbd_verbose)
-        fprintf(stderr, "snapnbd: invalid request: %s: %s\n",
-                cmd_name(r->type), why);
+    trace(TRACE_NBD_REQUEST_INVALID, "invalid request: %s: %s",
+          cmd_name(r->type), why);
     return error;
 }
 
@@ -295,13 +295,13 @@ static void sparse_read(Worker *w, const Request *r, char *buf)
 
     for (uint64_t off = r->offset; off < end;) {
         int64_t pnum;
-        int st = bdrv_block_status(c->exp->node, off, end - off, &pnum);
+        int st = bdrv_block_status(nbd_export_node(c->exp), off, end - off, &pnum);
         uint16_t done;
 
         if (st < 0 || !(st & BDRV_BLOCK_ZERO)) {
             if (st < 0)
                 pnum = end - off;
-            st = bdrv_pread(c->exp->node, off, pnum, buf + (off - r->offset));
+            st = bdrv_pread(nbd_export_node(c->exp), off, pnum, buf + (off - r->offset));
             if (st < 0) {
                 error_chunk(c, r->cookie, errno_to_nbd(-st), g_strerror(-st));
                 return;
@@ -331,7 +331,7 @@ static void cmd_read(Worker *w, const Request *r)
         sparse_read(w, r, buf);
         return;
     }
-    ret = bdrv_pread(c->exp->node, r->offset, r->len, buf);
+    ret = bdrv_pread(nbd_export_node(c->exp), r->offset, r->len, buf);
     if (ret < 0)
         error_reply(c, r, errno_to_nbd(-ret), g_strerror(-ret));
     else if (!c->structured_replies)
@@ -357,15 +357,15 @@ static int cmd_write_zeroes(NbdConn *c, const Request *r)
         flags |= BDRV_REQ_MAY_UNMAP;
     if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
         flags |= BDRV_REQ_NO_FALLBACK;
-    return bdrv_pwrite_zeroes(c->exp->node, r->offset, r->len, flags);
+    return bdrv_pwrite_zeroes(nbd_export_node(c->exp), r->offset, r->len, flags);
 }
 
 static int cmd_trim(NbdConn *c, const Request *r)
 {
-    int ret = bdrv_pdiscard(c->exp->node, r->offset, r->len);
+    int ret = bdrv_pdiscard(nbd_export_node(c->exp), r->offset, r->len);
 
     if (ret == 0 && (write_flags(c, r) & BDRV_REQ_FUA))
-        ret = bdrv_flush(c->exp->node);
+        ret = bdrv_flush(nbd_export_node(c->exp));
     return ret;
 }
 
@@ -431,7 +431,7 @@ static int collect_extents(NbdConn *c, const Request *r, Context *ctx)
     for (uint64_t off = r->offset; off < end;) {
         int64_t pnum;
         uint32_t flags;
-        int st = ctx->fn(c->exp->node, ctx->opaque, off, end - off, &pnum,
+        int st = ctx->fn(nbd_export_node(c->exp), ctx->opaque, off, end - off, &pnum,
                          &flags);
 
         if (st < 0)
@@ -505,7 +505,7 @@ static void cmd_block_status(Worker *w, const Request *r)
 
 static int run_write(NbdConn *c, Worker *w, const Request *r)
 {
-    BlockNode *node = c->exp->node;
+    BlockNode *node = nbd_export_node(c->exp);
     int ret;
 
     if (r->type == NBD_CMD_WRITE)
@@ -521,7 +521,7 @@ static int run_write(NbdConn *c, Worker *w, const Request *r)
 static void execute(Worker *w, const Request *r)
 {
     NbdConn *c = w->conn;
-    BlockNode *node = c->exp->node;
+    BlockNode *node = nbd_export_node(c->exp);
     int ret = 0;
 
     switch (r->type) {
@@ -543,9 +543,9 @@ static void execute(Worker *w, const Request *r)
         ret = bdrv_prefetch(node, r->offset, r->len);
         break;
     }
-    if (ret < 0 && nbd_verbose)
-        fprintf(stderr, "snapnbd: %s at %" G_GUINT64_FORMAT "+%u failed: %s\n",
-                cmd_name(r->type), r->offset, r->len, g_strerror(-ret));
+    if (ret < 0)
+        trace(TRACE_NBD_REQUEST_FAILED, "%s at %" G_GUINT64_FORMAT "+%u failed: %s",
+              cmd_name(r->type), r->offset, r->len, g_strerror(-ret));
     simple_reply(c, r->cookie, errno_to_nbd(-ret), NULL, 0);
 }
 

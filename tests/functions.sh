@@ -59,9 +59,10 @@ _stop_server() {
     local pidfile=$1 pid i
     [ -f "$pidfile" ] || return 0
     pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null || return 0
+    # (snapnbd leaves the pid file, as qemu-nbd: gone means stopped here)
+    kill "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
     for i in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
         sleep 0.1
     done
     echo "$0: FAIL: server $pid ignored SIGTERM" >&2

@@ -4,7 +4,8 @@
 # (job-* and block-job-*), manual finalize and dismiss, QEMU's refusals
 # (verbs in the wrong state, unknown jobs, bad arguments), op blockers
 # (second backup of a node, blockdev-del and writable export of a target),
-# transactions (all or nothing), and the speed limit (never 10 % above it).
+# transactions (all or nothing; completion-mode grouped: the jobs end
+# together, a cancelled one takes the others with it), and the speed limit (never 10 % above it).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img
@@ -199,10 +200,31 @@ q.cmd("transaction", tx(
 for j in ("t3", "t4"):
     ev = q.wait_event("BLOCK_JOB_COMPLETED", device=j)
     assert "error" not in ev["data"], ev
-_, desc = q.error("transaction", dict(tx(
-    ("blockdev-backup", backup("t5", "tgt2"))),
+# completion-mode grouped: the jobs finish together ...
+q.cmd("transaction", dict(tx(
+    ("blockdev-backup", backup("g1", "tgt2")),
+    ("blockdev-backup", {"job-id": "g2", "device": "disk2",
+                         "target": "tgt3", "sync": "full",
+                         "speed": 8 * MiB})),
     properties={"completion-mode": "grouped"}))
-assert desc == "completion-mode 'grouped' is not supported yet", desc
+for j in ("g1", "g2"):
+    ev = q.wait_event("BLOCK_JOB_COMPLETED", device=j)
+    assert "error" not in ev["data"], ev
+# the fast one waited for the slow one before it became pending
+assert q.statuses("g1") == ["created", "running", "waiting", "pending",
+                            "concluded", "null"], q.statuses("g1")
+# ... and one cancelled takes the others with it.
+q.cmd("transaction", dict(tx(
+    ("blockdev-backup", backup("g3", "tgt2", speed=MiB)),
+    ("blockdev-backup", {"job-id": "g4", "device": "disk2",
+                         "target": "tgt3", "sync": "full", "speed": MiB})),
+    properties={"completion-mode": "grouped"}))
+q.cmd("block-job-cancel", {"device": "g3", "force": True})
+for j in ("g3", "g4"):
+    q.wait_event("BLOCK_JOB_CANCELLED", device=j)
+    q.wait_event("JOB_STATUS_CHANGE", id=j, status="null")
+assert q.find_event("BLOCK_JOB_COMPLETED", device="g4") is None
+assert q.cmd("query-jobs") == [], q.cmd("query-jobs")
 
 # --- speed limit: 32 MiB at 16 MiB/s takes 2 s within 10 % -------------------
 for n in ("n1", "n2"):

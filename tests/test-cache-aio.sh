@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # --cache and --aio modes: every accepted combination serves the same data
 # (aligned and unaligned writes land in the file exactly as on a local
-# reference copy), -v reports the aio engine and O_DIRECT use, and invalid
+# reference copy), --trace reports the aio engine and O_DIRECT use, and invalid
 # combinations are refused like qemu-nbd does (aio=native needs
 # cache.direct=on; unknown values).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -22,7 +22,7 @@ dd if=/dev/zero of="$tmp/odirect" bs=4096 count=1 oflag=direct status=none \
 
 n=0
 run() {
-    # run EXPECT-IN-LOG ARGS...: serve a fresh image with ARGS and -v.
+    # run EXPECT-IN-LOG ARGS...: serve a fresh image with ARGS, tracing the open.
     local expect=$1 img log sock
     shift
     n=$((n + 1))
@@ -32,17 +32,17 @@ run() {
           " $* " = *" --cache=directsync "* ]] &&
         [ $direct_ok = no ]; then
         # O_DIRECT unsupported: the server must refuse, naming the file.
-        if "$SNAPNBD" -f raw -v -k "$sock" "$@" "$img" 2>"$log"; then
+        if "$SNAPNBD" -f raw -T snapnbd_image_open -T bdrv_notice -k "$sock" "$@" "$img" 2>"$log"; then
             fail "$*: started without O_DIRECT support"
         fi
         grep -qF "$img" "$log" || fail "$*: error does not name the file"
         echo "$0: $*: O_DIRECT unsupported here, refused as expected"
         return
     fi
-    start_server "$sock" "$tmp/pid$n" -f raw -v -t "$@" "$img" 2>"$log"
+    start_server "$sock" "$tmp/pid$n" -f raw -T snapnbd_image_open -T bdrv_notice -t "$@" "$img" 2>"$log"
     grep -q "opened .*$expect" "$log" ||
         grep -q 'io_uring is not available' "$log" ||
-        fail "$*: -v does not show '$expect': $(cat "$log")"
+        fail "$*: --trace does not show '$expect': $(cat "$log")"
     qemu-io -f raw "${io[@]}" "${check[@]}" "$(uri "$sock")" >"$tmp/out" 2>&1 ||
         fail "$*: qemu-io failed: $(cat "$tmp/out")"
     grep -q 'Pattern verification failed\|failed' "$tmp/out" &&

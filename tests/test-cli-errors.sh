@@ -40,14 +40,10 @@ refused() {
 
 # qemu-nbd options that are not implemented.
 refused "not supported" -k "$sock" --tls-hostname h "$img"
-refused "not supported" -k "$sock" -c /dev/nbd0 "$img"
-refused "not supported" -k "$sock" -d /dev/nbd0
 refused "not supported" -k "$sock" -P 1 "$img"
-refused "not supported" -k "$sock" -L
 refused "not supported" -k "$sock" --handshake-limit 5 "$img"
-refused "not supported" -k "$sock" -T 'nbd_*' "$img"
 # An unsupported option is refused wherever it stands.
-refused "'-L' is not supported" -k "$sock" -f raw -t "$img" -L
+refused "'-P' is not supported" -k "$sock" -f raw -t "$img" -P 1
 
 # -l needs a qcow2 image node, and only knows QEMU's snapshot.* keys;
 # --image-opts replaces -f (qemu-nbd's messages).
@@ -62,11 +58,9 @@ refused "--image-opts and -f are mutually exclusive" -k "$sock" -f raw \
 # -B names a dirty bitmap of the image (qemu-nbd's message).
 refused "Bitmap 'bitmap0' is not found" -k "$sock" -B bitmap0 "$img"
 
-# --object knows only the TLS objects; --tls-creds and --tls-authz must name
+# --object makes secrets and the TLS objects (test-objects.sh); --tls-creds and --tls-authz must name
 # objects of the right kind (qemu-nbd's messages).
-refused "type 'x' is not supported" -k "$sock" --object x "$img"
-refused "type 'secret' is not supported" -k "$sock" \
-    --object secret,id=sec0,data=x "$img"
+refused "Parameter 'qom-type' does not accept value 'x'" -k "$sock" --object x "$img"
 refused "type 'tls-creds-anon' is not supported" -k "$sock" \
     --object tls-creds-anon,id=tls0,endpoint=server "$img"
 refused "'bogus' is not supported" -k "$sock" \

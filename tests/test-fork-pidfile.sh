@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # --fork: the command returns (status 0, and without holding on to the
 # caller's stdout/stderr) only once the socket listens; --pid-file holds
-# the pid of the live daemon; SIGTERM stops it and removes the socket.
+# the pid of the live daemon; SIGTERM stops it and removes the socket
+# (the pid file stays, as qemu-nbd's).
 # A --fork that cannot open its image fails with the error on stderr.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 requires nbdinfo timeout
@@ -47,6 +48,9 @@ for i in $(seq 100); do
 done
 running "$pid" && fail "daemon ignored SIGTERM"
 [ ! -e "$sock" ] || fail "socket left behind after SIGTERM"
+# As qemu-nbd 7.2, the pid file stays (QEMU's iotests remove it themselves
+# after the SIGTERM, and fail if it is gone).
+[ "$(cat "$pidf" 2>/dev/null)" = "$pid" ] || fail "the pid file did not stay, as qemu-nbd's does"
 
 # Without -t the daemon leaves after its client.
 timeout 10 "$SNAPNBD" --fork -f raw -k "$sock" --pid-file="$pidf" "$img" ||

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A raw image whose size is not a multiple of 512 bytes is exported with its
-# exact size (snapnbd's choice, as nbdkit: qemu-nbd 7.2 rounds it up to the
-# next 512-byte sector and invents bytes past the end of the file).  Every
-# byte reads back, the last byte is writable, nothing past the end is, and
-# block status covers exactly the export.
+# A raw image whose size is not a multiple of 512 bytes is exported as
+# qemu-nbd 7.2 exports it: rounded up to the next 512-byte sector (QEMU's
+# lengths count sectors), the tail past the end of the file reading as
+# zeroes; a write into the tail extends the file, nothing past the rounded
+# end is writable, and block status covers exactly the export.  The same
+# checks pass against qemu-nbd itself.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 
 img=$tmp/odd.img
@@ -18,8 +19,9 @@ h = nbd.NBD()
 h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
 h.connect_uri(uri)
 size = h.get_size()
-assert size == 1000, f"export size {size}, expected the file's 1000 bytes"
-assert h.pread(size, 0) == data, "file contents differ"
+assert size == 1024, f"export size {size}, expected 1000 bytes rounded up to 1024"
+assert h.pread(size, 0) == data + bytes(24), "contents differ (or the tail is not zero)"
+data += bytes(24)
 ext = []
 h.block_status(size, 0, lambda c, o, e, err: ext.extend(e)
                if c == nbd.CONTEXT_BASE_ALLOCATION else 0)
@@ -38,7 +40,18 @@ EOP
 start_server "$tmp/s1" "$tmp/p1" -f raw -t "$img"
 $PYTHON "$tmp/check.py" "$(uri "$tmp/s1")" "$tmp/orig" ||
     fail "1000-byte image"
-[ "$(stat -c %s "$img")" -eq 1000 ] || fail "the file changed size"
+[ "$(stat -c %s "$img")" -eq 1024 ] || fail "a write into the tail did not extend the file"
+
+# The oracle: qemu-nbd passes the same checks on a fresh copy.
+if command -v qemu-nbd >/dev/null; then
+    cp "$tmp/orig" "$tmp/q.img"
+    qemu-nbd -k "$tmp/q" -f raw -t "$tmp/q.img" &
+    cleanup_fn "kill $! 2>/dev/null"
+    for i in $(seq 50); do [ -S "$tmp/q" ] && break; sleep 0.1; done
+    $PYTHON "$tmp/check.py" "$(uri "$tmp/q")" "$tmp/orig" ||
+        fail "qemu-nbd does not behave as this test expects"
+fi
+cp "$tmp/orig" "$img"
 
 # With --cache=none (O_DIRECT) the partial last block cannot be read or
 # written: such an image is refused with a message naming it and its size.

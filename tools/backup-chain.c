@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define GROUP "backup"
@@ -277,23 +278,43 @@ bool backup_resolve(const char *arg, char **dir, char **name, GError **errp)
     return true;
 }
 
+/* The lock file is removed by its holder at the end (chain_unlock).  So
+ * a lock taken on a file that was just removed (opened before the removal)
+ * is no lock: the path must still name the file locked, else try again. */
 int chain_lock(const char *dir, GError **errp)
 {
     g_autofree char *path = g_build_filename(dir, ".lock", NULL);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 
-    if (fd < 0) {
-        g_propagate_error(errp, chain_error("%s: %s", path,
-                                            g_strerror(errno)));
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        g_propagate_error(errp, chain_error("%s is in use by another "
-                                            "snapnbd-backup", dir));
+    for (;;) {
+        struct stat held, named;
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+        if (fd < 0) {
+            g_propagate_error(errp, chain_error("%s: %s", path,
+                                                g_strerror(errno)));
+            return -1;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            g_propagate_error(errp, chain_error("%s is in use by another "
+                                                "snapnbd-backup", dir));
+            close(fd);
+            return -1;
+        }
+        if (fstat(fd, &held) == 0 && stat(path, &named) == 0 &&
+            held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+            return fd;
         close(fd);
-        return -1;
     }
-    return fd;
+}
+
+void chain_unlock(const char *dir, int fd)
+{
+    g_autofree char *path = g_build_filename(dir, ".lock", NULL);
+
+    if (fd < 0)
+        return;
+    unlink(path);
+    close(fd);
 }
 
 /* --- the chain ------------------------------------------------------------ */

@@ -42,6 +42,8 @@ static const char usage_text[] =
     "a terminal\n"
     "      --no-progress      never draw it\n"
     "  -q, --quiet            no summary on stdout\n"
+    "      --force            restore: even a chain that fails "
+    "verification\n"
     "  -h, --help             this text\n"
     "  -V, --version\n"
     "See snapnbd-backup(1).\n";
@@ -92,7 +94,7 @@ static bool usage_error(GError **errp, const char *fmt, ...)
     return false;
 }
 
-enum { OPT_NO_PROGRESS = 256 };
+enum { OPT_NO_PROGRESS = 256, OPT_FORCE };
 
 /* Parses the options (anywhere on the line); the rest stays in argv. */
 static bool parse_options(int *argc, char ***argv, Options *o,
@@ -105,6 +107,7 @@ static bool parse_options(int *argc, char ***argv, Options *o,
         {"progress", no_argument, NULL, 'p'},
         {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -119,6 +122,7 @@ static bool parse_options(int *argc, char ***argv, Options *o,
         case 'p': o->progress = true; break;
         case OPT_NO_PROGRESS: o->progress = false; break;
         case 'q': o->quiet = true; break;
+        case OPT_FORCE: o->force = true; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         case 'V': printf("snapnbd-backup %s\n", PACKAGE_VERSION); exit(0);
         case 'r':
@@ -161,6 +165,9 @@ static bool run(const Options *o, int argc, char **argv, GError **errp)
         return usage_error(errp, "'%s' needs --bitmap NAME", "inc");
     if (strcmp(cmd->name, "inc") && o->bitmap)
         return usage_error(errp, "--bitmap is for 'inc', not '%s'",
+                           cmd->name);
+    if (strcmp(cmd->name, "restore") && o->force)
+        return usage_error(errp, "--force is for 'restore', not '%s'",
                            cmd->name);
     if (!strcmp(cmd->name, "full") || !strcmp(cmd->name, "inc"))
         return cmd_backup(o, cmd->name[0] == 'i', argv[1], argv[2], errp);

@@ -11,6 +11,10 @@
  * lists, through that backup's own view of the chain (which shows its
  * layer on top), and compares their SHA-256 with the recorded ones; zero
  * chunks must still read as zeroes (zero clusters pass without a read).
+ *
+ * restore verifies the chain so first, before it writes anything: a
+ * damaged backup is refused (naming the backup and offset) rather than
+ * restored as if it were sound, unless --force says to restore it anyway.
  */
 #include "tools/backup.h"
 
@@ -186,6 +190,34 @@ static bool restore_copy(const Options *o, BlockNode *src, Target *t,
     return ok;
 }
 
+static int verify_chain(const Options *o, const GPtrArray *chain,
+                        BlockNode *top, bool report, char **first,
+                        GError **errp);
+
+/* Every chunk of the chain against its recorded checksum, before the
+ * target is touched: a damaged chain is refused unless --force. */
+static bool restore_verified(const Options *o, const GPtrArray *chain,
+                             BlockNode *src, GError **errp)
+{
+    const Backup *top = chain->pdata[chain->len - 1];
+    g_autofree char *first = NULL;
+    int corrupt = verify_chain(o, chain, src, false, &first, errp);
+
+    if (corrupt <= 0)
+        return corrupt == 0;
+    if (o->force) {
+        fprintf(stderr, "snapnbd-backup: warning: %s: restoring a chain "
+                "that fails verification (%s), as --force says\n",
+                top->name, first);
+        return true;
+    }
+    g_set_error(errp, BACKUP_ERROR, BACKUP_ERROR_CORRUPT,
+                "%s: not restored: %d of %u backups in its chain fail "
+                "verification (first: %s); --force restores anyway",
+                top->name, corrupt, chain->len, first);
+    return false;
+}
+
 bool cmd_restore(const Options *o, const char *backup, const char *target,
                  GError **errp)
 {
@@ -198,7 +230,8 @@ bool cmd_restore(const Options *o, const char *backup, const char *target,
     if (!src)
         return false;
     top = chain->pdata[chain->len - 1];
-    ok = target_open(&t, target, top->size, errp) &&
+    ok = restore_verified(o, chain, src, errp) &&
+         target_open(&t, target, top->size, errp) &&
          restore_copy(o, src, &t, target, top->size, errp);
     target_close(&t);
     bdrv_unref(src);
@@ -251,10 +284,11 @@ static bool verify_plan(BlockNode *node, const GArray *rec,
     return true;
 }
 
-/* Counts (and names the first few) chunks that differ from the record. */
+/* Counts (and names the first few) chunks that differ from the record;
+ * *@first (unless set already) gets the first one's description. */
 static int64_t compare_sums(const Backup *b, const Check *ck,
                             const ChunkSum *got, const GArray *rec,
-                            const GArray *want)
+                            const GArray *want, char **first)
 {
     int64_t bad = 0;
     gint64 last = -1;
@@ -269,6 +303,11 @@ static int64_t compare_sums(const Backup *b, const Check *ck,
         if (last == r)
             continue; /* one report per recorded chunk */
         last = r;
+        if (!*first)
+            *first = g_strdup_printf("%s: %" PRId64 " bytes at offset %"
+                                     PRId64 ": %s", b->name, e->length,
+                                     e->offset, w->zero ? "no longer zero"
+                                                        : "checksum mismatch");
         if (++bad <= MAX_REPORTED)
             fprintf(stderr, "%s: %" PRId64 " bytes at offset %" PRId64
                     ": %s\n", b->name, e->length, e->offset,
@@ -280,7 +319,7 @@ static int64_t compare_sums(const Backup *b, const Check *ck,
 /* Verifies one backup through @node, its view; returns the chunks that
  * differ, or -1 when they could not be read. */
 static int64_t verify_layer(const Options *o, const Backup *b,
-                            BlockNode *node, GError **errp)
+                            BlockNode *node, char **first, GError **errp)
 {
     g_autoptr(GArray) rec = g_array_new(FALSE, FALSE, sizeof(Extent));
     g_autoptr(GArray) want = g_array_new(FALSE, FALSE, sizeof(ChunkSum));
@@ -298,7 +337,7 @@ static int64_t verify_layer(const Options *o, const Backup *b,
         spec.progress = progress_new(extents_bytes(ck.chunks, false),
                                      o->progress);
         if (copy_chunks(&spec, ck.chunks, NULL, errp))
-            bad = compare_sums(b, &ck, got, rec, want);
+            bad = compare_sums(b, &ck, got, rec, want, first);
         progress_free(spec.progress);
     }
     g_array_free(ck.chunks, TRUE);
@@ -306,33 +345,48 @@ static int64_t verify_layer(const Options *o, const Backup *b,
     return bad;
 }
 
-bool cmd_verify(const Options *o, const char *backup, GError **errp)
+/* Verifies each backup of @chain through its view, from @top down: the
+ * number of damaged backups, or -1 (@errp set) when reading failed.
+ * With @report, a sound backup gets an "ok" line on stdout; *@first gets
+ * the first damaged chunk. */
+static int verify_chain(const Options *o, const GPtrArray *chain,
+                        BlockNode *top, bool report, char **first,
+                        GError **errp)
 {
-    g_autoptr(GPtrArray) chain = NULL;
-    BlockNode *top = open_backup(backup, &chain, errp);
     BlockNode *node = top;
-    int64_t bad = 0;
-    guint corrupt = 0;
+    int corrupt = 0;
 
-    if (!top)
-        return false;
-    for (guint i = chain->len; i-- > 0 && bad >= 0;
-         node = bdrv_child(node, "backing")) {
+    for (guint i = chain->len; i-- > 0; node = bdrv_child(node, "backing")) {
         const Backup *b = chain->pdata[i];
-        bad = verify_layer(o, b, node, errp);
+        int64_t bad = verify_layer(o, b, node, first, errp);
+        if (bad < 0)
+            return -1;
         if (bad > 0)
             fprintf(stderr, "%s: %" PRId64 " of %" PRId64 " chunks differ\n",
                     b->name, bad, b->extents);
-        else if (bad == 0 && !o->quiet)
+        else if (report)
             printf("%s: ok (%" PRId64 " chunks)\n", b->name, b->extents);
         corrupt += bad != 0;
     }
+    return corrupt;
+}
+
+bool cmd_verify(const Options *o, const char *backup, GError **errp)
+{
+    g_autoptr(GPtrArray) chain = NULL;
+    g_autofree char *first = NULL;
+    BlockNode *top = open_backup(backup, &chain, errp);
+    int corrupt;
+
+    if (!top)
+        return false;
+    corrupt = verify_chain(o, chain, top, !o->quiet, &first, errp);
     bdrv_unref(top);
-    if (bad >= 0 && corrupt)
+    if (corrupt > 0)
         g_set_error(errp, BACKUP_ERROR, BACKUP_ERROR_CORRUPT,
-                    "%u of %u backups in the chain are corrupt", corrupt,
+                    "%d of %u backups in the chain are corrupt", corrupt,
                     chain->len);
-    return bad >= 0 && !corrupt;
+    return corrupt == 0;
 }
 
 /* --- list ----------------------------------------------------------------- */

@@ -30,6 +30,8 @@ typedef struct Take {
     char *part;               /* the layer while it is written */
     char *sums;               /* the sums file, until the manifest is */
     GArray *extents;          /* what to copy */
+    const char *dir;          /* the backup directory */
+    bool made_dir;            /* full: this run created it */
     int lock_fd;
 } Take;
 
@@ -48,8 +50,7 @@ static void take_cleanup(Take *t)
     backup_free(t->parent);
     if (t->extents)
         g_array_free(t->extents, TRUE);
-    if (t->lock_fd >= 0)
-        close(t->lock_fd);
+    chain_unlock(t->dir, t->lock_fd);
 }
 
 /* inc: finds the newest backup of @dir and checks its whole chain. */
@@ -70,6 +71,8 @@ static bool find_parent(Take *t, const char *dir, GError **errp)
 static bool open_dir(Take *t, bool incremental, const char *dir,
                      GError **errp)
 {
+    t->dir = dir;
+    t->made_dir = !incremental && !g_file_test(dir, G_FILE_TEST_EXISTS);
     if (!incremental && g_mkdir_with_parents(dir, 0755) < 0) {
         g_set_error(errp, BACKUP_ERROR, BACKUP_ERROR_CHAIN, "%s: %s", dir,
                     g_strerror(errno));
@@ -241,5 +244,7 @@ bool cmd_backup(const Options *o, bool incremental, const char *uri,
         summary(&t);
 out:
     take_cleanup(&t);
+    if (!ok && t.made_dir)
+        rmdir(dir); /* a failed first backup leaves nothing (if empty) */
     return ok;
 }

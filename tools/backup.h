@@ -42,6 +42,7 @@ typedef struct Options {
     int64_t chunk_size;   /* the largest read or write */
     bool progress;        /* draw the progress bar on stderr */
     bool quiet;           /* no summary line on stdout */
+    bool force;           /* restore: even a chain that fails verification */
 } Options;
 
 /* A range of the disk: data to copy, or zeroes to write without reading. */
@@ -163,8 +164,11 @@ GPtrArray *chain_load(const char *dir, const char *name, GError **errp);
  * file is backed by the one the manifests name, and the full by none. */
 BlockNode *chain_open(const GPtrArray *chain, GError **errp);
 /* Takes DIR/.lock so that two runs do not write one directory; returns
- * the descriptor to close at the end, or -1. */
+ * the descriptor to give chain_unlock at the end, or -1. */
 int chain_lock(const char *dir, GError **errp);
+/* Removes DIR/.lock (still held, so nobody else holds it) and releases
+ * it: no lock file stays behind, whether the run succeeded or not. */
+void chain_unlock(const char *dir, int fd);
 
 /* Writes DIR/NAME.sums (one line per chunk) and sets b->sums_sha256. */
 bool sums_save(Backup *b, const GArray *chunks, const ChunkSum *sums,

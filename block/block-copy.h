@@ -72,5 +72,26 @@ bool block_copy_claim(BlockCopyState *s, int64_t from, int64_t max_bytes,
 /* *@copied: the bytes really read and written (not skipped). */
 int block_copy_claimed(BlockCopyState *s, int64_t offset, int64_t bytes,
                        bool *error_is_read, int64_t *copied);
+/* sync=top: set before anything is copied. */
+void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip);
+
+/*
+ * The point in time, for readers (snapshot-access): chunks done come from
+ * the target, the others from the source, which cannot change under the
+ * read (a copy-before-write of those chunks waits for it).  -EACCES for a
+ * range block_copy_forget dropped.
+ */
+int block_copy_snapshot_read(BlockCopyState *s, int64_t offset,
+                             int64_t bytes, void *buf);
+/* Block status of the point in time at @offset, for *@pnum bytes. */
+int block_copy_snapshot_status(BlockCopyState *s, int64_t offset,
+                               int64_t bytes, int64_t *pnum);
+/*
+ * The reader no longer needs the whole chunks of [offset, offset + bytes):
+ * they are never copied from now on and no longer readable.  Returns the
+ * bytes of those chunks (from *@start), which the target may drop.
+ */
+int64_t block_copy_forget(BlockCopyState *s, int64_t offset, int64_t bytes,
+                          int64_t *start);
 
 #endif

@@ -19,11 +19,23 @@
  * notifiers before tracking the guest's write, so the read of the old data
  * never waits behind the write it is protecting.)
  *
+ * Point-in-time readers (snapshot-access over a copy-before-write node)
+ * read a chunk from the target once it is done, and from the source while
+ * it is not.  Such a read "freezes" its chunks (a count per chunk, under
+ * s->lock): a frozen chunk is never claimed, so no copy-before-write for
+ * it can finish, and the guest write that waits for it cannot change the
+ * source under the reader.  A reader in turn waits for busy chunks, which
+ * are about to be done.  Freezing and claiming exclude each other under
+ * one lock; a reader waits only for copies in flight and a copy never
+ * waits for a reader that waits for it, so there is no cycle.  A chunk
+ * the reader no longer needs (snapshot-access discard) is "gone": done
+ * without a copy, and no longer readable.
+ *
  * A run of chunks goes as one read and one write of up to max_buffer bytes;
  * buffers come from a small pool so that copies do not mmap and fault in a
  * fresh megabyte each time.
  */
-#include "jobs/block-copy.h"
+#include "block/block-copy.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -55,6 +67,9 @@ struct BlockCopyState {
     GCond cond;        /* broadcast when busy chunks are released */
     uint64_t *done;    /* bitmaps of nchunks bits, guarded by lock */
     uint64_t *busy;
+    uint64_t *frozen;  /* read from the source by a snapshot reader now */
+    uint64_t *gone;    /* discarded by the snapshot reader */
+    GHashTable *freeze_counts; /* chunk -> readers, for frozen chunks */
     int64_t ndone;     /* guarded by lock; read atomically for the fast path */
     GSList *pool;      /* free buffers of max_buffer bytes, guarded by lock */
     int pool_len;
@@ -81,7 +96,8 @@ static void bits_set(uint64_t *map, int64_t i, int64_t n, bool on)
 
 static bool chunk_free(BlockCopyState *s, int64_t i)
 {
-    return !bit_test(s->done, i) && !bit_test(s->busy, i);
+    return !bit_test(s->done, i) && !bit_test(s->busy, i) &&
+           !bit_test(s->frozen, i);
 }
 
 /* The first chunk at or after @i that is neither done nor busy, or -1. */
@@ -90,7 +106,7 @@ static int64_t find_free(BlockCopyState *s, int64_t i)
     int64_t words = (s->nchunks + 63) / 64;
 
     for (int64_t w = i / 64; w < words; w++) {
-        uint64_t free_bits = ~(s->done[w] | s->busy[w]);
+        uint64_t free_bits = ~(s->done[w] | s->busy[w] | s->frozen[w]);
         if (w == i / 64)
             free_bits &= ~0ULL << (i % 64);
         if (free_bits) {
@@ -183,6 +199,10 @@ BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
     g_cond_init(&s->cond);
     s->done = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
     s->busy = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    s->frozen = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    s->gone = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    s->freeze_counts = g_hash_table_new_full(g_int64_hash, g_int64_equal,
+                                             g_free, NULL);
     return s;
 }
 
@@ -193,6 +213,9 @@ void block_copy_state_free(BlockCopyState *s)
     g_slist_free_full(s->pool, free);
     g_free(s->done);
     g_free(s->busy);
+    g_free(s->frozen);
+    g_free(s->gone);
+    g_hash_table_destroy(s->freeze_counts);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -256,6 +279,7 @@ int64_t block_copy_limit_to_dirty(BlockCopyState *s, BdrvDirtyBitmap *bm,
         if (bit_test(keep, i) || !chunk_free(s, i))
             continue;
         bits_set(s->done, i, 1, true);
+        bits_set(s->gone, i, 1, true); /* a snapshot reader cannot have it */
         left_out += MIN((i + 1) * s->cluster, s->len) - i * s->cluster;
         n++;
     }
@@ -500,7 +524,7 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
     while (i <= last && ret == 0) {
         if (bit_test(s->done, i)) {
             i++;
-        } else if (bit_test(s->busy, i)) {
+        } else if (bit_test(s->busy, i) || bit_test(s->frozen, i)) {
             g_cond_wait(&s->cond, &s->lock); /* then look at chunk i again */
         } else {
             int64_t n = claim_run_locked(s, i, last,
@@ -542,4 +566,121 @@ int block_copy_claimed(BlockCopyState *s, int64_t offset, int64_t bytes,
                 s->cluster;
 
     return copy_claimed_chunks(s, first, n, false, error_is_read, copied);
+}
+
+void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip)
+{
+    s->skip_unallocated = skip;
+}
+
+/* --- point-in-time readers ---------------------------------------------- */
+
+static void freeze_locked(BlockCopyState *s, int64_t i, int delta)
+{
+    gint64 key = i;
+    int count = GPOINTER_TO_INT(g_hash_table_lookup(s->freeze_counts, &key));
+
+    count += delta;
+    if (count > 0) {
+        g_hash_table_insert(s->freeze_counts, g_memdup2(&key, sizeof(key)),
+                            GINT_TO_POINTER(count));
+    } else {
+        g_hash_table_remove(s->freeze_counts, &key);
+    }
+    bits_set(s->frozen, i, 1, count > 0);
+}
+
+/* From chunk @i (not busy), the run of chunks up to @last that are alike:
+ * all done (*done) or all not, none busy, none gone.  -EACCES if @i is
+ * gone. */
+static int snapshot_run_locked(BlockCopyState *s, int64_t i, int64_t last,
+                               bool *done, int64_t *n)
+{
+    if (bit_test(s->gone, i))
+        return -EACCES;
+    *done = bit_test(s->done, i);
+    *n = 1;
+    while (i + *n <= last && !bit_test(s->busy, i + *n) &&
+           !bit_test(s->gone, i + *n) &&
+           bit_test(s->done, i + *n) == *done)
+        (*n)++;
+    return 0;
+}
+
+int block_copy_snapshot_read(BlockCopyState *s, int64_t offset,
+                             int64_t bytes, void *buf)
+{
+    int64_t end = MIN(offset + bytes, s->len), pos = offset;
+    int ret = 0;
+
+    g_mutex_lock(&s->lock);
+    while (pos < end && ret == 0) {
+        int64_t i = pos / s->cluster, n, run_end;
+        bool done;
+        if (bit_test(s->busy, i)) {
+            g_cond_wait(&s->cond, &s->lock); /* about to be done */
+            continue;
+        }
+        ret = snapshot_run_locked(s, i, (end - 1) / s->cluster, &done, &n);
+        if (ret < 0)
+            break;
+        run_end = MIN((i + n) * s->cluster, end);
+        for (int64_t k = i; !done && k < i + n; k++)
+            freeze_locked(s, k, 1);
+        g_mutex_unlock(&s->lock);
+        ret = bdrv_pread(done ? s->target : s->source, pos, run_end - pos,
+                         (char *)buf + (pos - offset));
+        g_mutex_lock(&s->lock);
+        for (int64_t k = i; !done && k < i + n; k++)
+            freeze_locked(s, k, -1);
+        if (!done)
+            g_cond_broadcast(&s->cond);
+        pos = run_end;
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int block_copy_snapshot_status(BlockCopyState *s, int64_t offset,
+                               int64_t bytes, int64_t *pnum)
+{
+    int64_t i = offset / s->cluster, n;
+    bool done;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    ret = snapshot_run_locked(s, i, (MIN(offset + bytes, s->len) - 1) /
+                                        s->cluster, &done, &n);
+    g_mutex_unlock(&s->lock);
+    if (ret < 0)
+        return ret;
+    bytes = MIN((i + n) * s->cluster, offset + bytes) - offset;
+    ret = bdrv_block_status(done ? s->target : s->source, offset, bytes,
+                            pnum);
+    /* What the snapshot shows is allocated in it, wherever it lives. */
+    return ret < 0 ? ret : ret | BDRV_BLOCK_ALLOCATED;
+}
+
+int64_t block_copy_forget(BlockCopyState *s, int64_t offset, int64_t bytes,
+                          int64_t *start)
+{
+    int64_t first = ROUND_UP(offset, s->cluster) / s->cluster;
+    int64_t end = offset + bytes >= s->len ? s->nchunks
+                                           : (offset + bytes) / s->cluster;
+    int64_t n = 0;
+
+    g_mutex_lock(&s->lock);
+    for (int64_t i = first; i < end; i++) {
+        while (bit_test(s->busy, i) || bit_test(s->frozen, i))
+            g_cond_wait(&s->cond, &s->lock);
+        if (!bit_test(s->done, i)) {
+            bits_set(s->done, i, 1, true);
+            n++;
+        }
+        bits_set(s->gone, i, 1, true);
+    }
+    __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
+    g_mutex_unlock(&s->lock);
+    *start = first * s->cluster;
+    return end > first ? MIN(end * s->cluster, s->len) - *start : 0;
 }

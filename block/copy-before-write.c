@@ -1,0 +1,274 @@
+/*
+ * copy-before-write.c - the "copy-before-write" filter: keeps the point in
+ * time of its "file" child (the source) by copying old data to its
+ * "target" child before it is overwritten (QEMU's block/copy-before-write.c).
+ *
+ * Design notes.
+ *
+ * The copy hooks the source node itself, as a before-write notifier, not
+ * only the writes that pass through this filter: a live disk usually has
+ * parents of its own (an NBD export added before the filter), and QEMU's
+ * recipe of adding the filter with blockdev-add must keep the point in
+ * time whichever way the guest's writes reach the source.  The notifier
+ * runs before the source tracks the write, so copying the old data never
+ * waits behind the write it protects (see block/io.c).
+ *
+ * The copying itself is block-copy's: chunks done at most once, by the
+ * first thread to need them; the backup job's background copy uses the same
+ * engine through bdrv_cbw_copy_state, so there is one copy-before-write in
+ * the project.  Reads and writes through the filter go to the source
+ * unchanged.
+ *
+ * Options (QEMU's): file, target, on-cbw-error (break-guest-write, the
+ * default, or break-snapshot), cbw-timeout (0 only: a blocking copy cannot
+ * be given up half way here), bitmap (refused: not supported yet).
+ */
+#include "block/copy-before-write.h"
+#include "block-int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct CbwState {
+    BlockNode *source;
+    BlockNode *target;
+    BlockCopyState *bcs;
+    BlockNotifier *notifier;
+    CbwConfig cfg;
+    gint broken;          /* atomic: the point in time is lost */
+    int break_error;      /* set once, before broken */
+} CbwState;
+
+/* bdrv_cbw_append's set-up for the open it runs on this thread: the node
+ * must be configured before its notifier goes in (the point in time). */
+static __thread const CbwConfig *pending_config;
+
+static void cbw_break(CbwState *s, int error, bool is_read, int64_t offset)
+{
+    if (g_atomic_int_get(&s->broken))
+        return;
+    s->break_error = error;
+    g_atomic_int_set(&s->broken, 1);
+    if (bdrv_verbose)
+        fprintf(stderr, "snapnbd: copy-before-write of '%s' failed %s at "
+                "offset %" G_GINT64_FORMAT ": %s; the point in time is "
+                "lost\n", bdrv_node_name(s->source),
+                is_read ? "reading" : "writing", offset, g_strerror(-error));
+    if (s->cfg.broken)
+        s->cfg.broken(s->cfg.opaque, error, is_read, offset);
+}
+
+static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
+                            int64_t offset, int64_t bytes, void *opaque)
+{
+    CbwState *s = opaque;
+    bool is_read = false;
+    int ret;
+
+    if (kind == BDRV_DISCARD && !bdrv_discard_unmaps(bs))
+        return 0; /* the discard will change nothing */
+    if (g_atomic_int_get(&s->broken))
+        return 0;
+    if (s->cfg.before_copy)
+        s->cfg.before_copy(s->cfg.opaque);
+    ret = block_copy(s->bcs, offset, bytes, &is_read);
+    if (ret < 0 && !s->cfg.break_snapshot)
+        return ret; /* break-guest-write: the snapshot holds */
+    if (ret < 0)
+        cbw_break(s, ret, is_read, offset);
+    return 0;
+}
+
+static bool parse_options(CbwState *s, GHashTable *options, GError **errp)
+{
+    g_autofree char *on_error = opt_take(options, "on-cbw-error");
+    g_autofree char *timeout = opt_take(options, "cbw-timeout");
+
+    if (opt_has_prefix(options, "bitmap")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "copy-before-write: the 'bitmap' option is not "
+                    "supported yet");
+        return false;
+    }
+    if (timeout && strcmp(timeout, "0") != 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "copy-before-write: 'cbw-timeout' must be 0 (a copy "
+                    "cannot be given up half way)");
+        return false;
+    }
+    if (!on_error || !strcmp(on_error, "break-guest-write")) {
+        s->cfg.break_snapshot = false;
+    } else if (!strcmp(on_error, "break-snapshot")) {
+        s->cfg.break_snapshot = true;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'on-cbw-error' does not accept value '%s'",
+                    on_error);
+        return false;
+    }
+    return true;
+}
+
+static int cbw_open(BlockNode *bs, GHashTable *options, GError **errp)
+{
+    CbwState *s = bs->opaque;
+    const CbwConfig *cfg = pending_config;
+
+    pending_config = NULL;
+    if (cfg)
+        s->cfg = *cfg;
+    else if (!parse_options(s, options, errp))
+        return -EINVAL;
+    s->source = bdrv_open_child(bs, options, "file", errp);
+    if (!s->source)
+        return -EINVAL;
+    s->target = bdrv_open_child(bs, options, "target", errp);
+    if (!s->target)
+        return -EINVAL;
+    if (bdrv_getlength(s->source) != bdrv_getlength(s->target)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Source and target image have different sizes");
+        return -EINVAL;
+    }
+    s->bcs = block_copy_state_new(s->source, s->target,
+                                  s->cfg.skip_unallocated, errp);
+    if (!s->bcs)
+        return -EINVAL;
+    if (s->cfg.progress)
+        block_copy_set_progress(s->bcs, s->cfg.progress, s->cfg.opaque);
+    /* From here on the target receives the point in time. */
+    s->notifier = bdrv_add_before_write_notifier(s->source, cbw_before_write,
+                                                 s);
+    return 0;
+}
+
+static void cbw_close(BlockNode *bs)
+{
+    CbwState *s = bs->opaque;
+
+    /* Waits for copy-before-writes in progress: none runs after this. */
+    if (s->notifier)
+        bdrv_remove_before_write_notifier(s->source, s->notifier);
+    block_copy_state_free(s->bcs);
+}
+
+static int64_t cbw_get_length(BlockNode *bs)
+{
+    CbwState *s = bs->opaque;
+
+    return s->source ? bdrv_getlength(s->source) : -EINVAL;
+}
+
+static int cbw_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
+{
+    CbwState *s = bs->opaque;
+
+    return bdrv_pread(s->source, offset, bytes, buf);
+}
+
+static int cbw_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
+                      const void *buf, int flags)
+{
+    CbwState *s = bs->opaque;
+
+    return bdrv_pwrite(s->source, offset, bytes, buf, flags);
+}
+
+static int cbw_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
+                             int flags)
+{
+    CbwState *s = bs->opaque;
+
+    return bdrv_pwrite_zeroes(s->source, offset, bytes, flags);
+}
+
+static int cbw_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    CbwState *s = bs->opaque;
+
+    return bdrv_pdiscard(s->source, offset, bytes);
+}
+
+/* The source as its parents use it, plus consistent reads for the copies;
+ * the target is written, by this node only as far as it knows, and
+ * neither may be resized (the sizes were checked once). */
+static void cbw_child_perm(BlockNode *bs, const char *name, uint32_t perm,
+                           uint32_t shared, uint32_t *nperm,
+                           uint32_t *nshared)
+{
+    if (strcmp(name, "target") == 0) {
+        *nperm = BDRV_PERM_WRITE;
+        *nshared = BDRV_PERM_ALL & ~BDRV_PERM_RESIZE;
+        return;
+    }
+    bdrv_child_perm_filtered(bs, name, perm, shared, nperm, nshared);
+    *nperm |= BDRV_PERM_CONSISTENT_READ;
+    *nshared &= ~BDRV_PERM_RESIZE;
+}
+
+static char *cbw_describe(BlockNode *bs)
+{
+    CbwState *s = bs->opaque;
+
+    return g_strdup_printf("target=%s on-cbw-error=%s%s",
+                           bdrv_node_name(s->target),
+                           s->cfg.break_snapshot ? "break-snapshot"
+                                                 : "break-guest-write",
+                           g_atomic_int_get(&s->broken) ? " (broken)" : "");
+}
+
+const BlockDriver bdrv_copy_before_write = {
+    .name = "copy-before-write",
+    .state_size = sizeof(CbwState),
+    .is_filter = true,
+    .open = cbw_open,
+    .close = cbw_close,
+    .get_length = cbw_get_length,
+    .describe = cbw_describe,
+    .pread = cbw_pread,
+    .pwrite = cbw_pwrite,
+    .pwrite_zeroes = cbw_pwrite_zeroes,
+    .pdiscard = cbw_pdiscard,
+    .child_perm = cbw_child_perm,
+    .supported_write_flags = BDRV_REQ_FUA,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+};
+
+BlockNode *bdrv_cbw_append(BlockNode *source, BlockNode *target,
+                           const char *node_name, const CbwConfig *cfg,
+                           GError **errp)
+{
+    g_autoptr(GHashTable) o = opt_new();
+    BlockNode *bs;
+
+    g_hash_table_insert(o, g_strdup("driver"),
+                        g_strdup("copy-before-write"));
+    if (node_name)
+        g_hash_table_insert(o, g_strdup("node-name"), g_strdup(node_name));
+    g_hash_table_insert(o, g_strdup("file"),
+                        g_strdup(bdrv_node_name(source)));
+    g_hash_table_insert(o, g_strdup("target"),
+                        g_strdup(bdrv_node_name(target)));
+    pending_config = cfg;
+    bs = bdrv_open(o, errp);
+    pending_config = NULL;
+    return bs;
+}
+
+BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw)
+{
+    if (cbw->drv != &bdrv_copy_before_write)
+        return NULL;
+    return ((CbwState *)cbw->opaque)->bcs;
+}
+
+bool bdrv_cbw_broken(BlockNode *cbw, int *error)
+{
+    CbwState *s = cbw->opaque;
+
+    if (cbw->drv != &bdrv_copy_before_write || !g_atomic_int_get(&s->broken))
+        return false;
+    *error = s->break_error;
+    return true;
+}

@@ -1,0 +1,47 @@
+/*
+ * copy-before-write.h - the copy-before-write filter node, as jobs and the
+ * snapshot-access driver use it.
+ *
+ * Promises:
+ *  - From the moment a copy-before-write node opens (its "file" child is
+ *    the source, its "target" child the store), every write, write-zeroes
+ *    and discard that reaches the source, through this node or any other
+ *    parent of the source, first has the old data of the chunks it touches
+ *    copied to the target: the node keeps the source's point in time.
+ *  - on-cbw-error=break-guest-write (QEMU's default): a failed copy fails
+ *    the guest's write and the point in time holds.  break-snapshot: the
+ *    guest's write goes on, the point in time is lost (snapshot reads fail
+ *    with EACCES from then on) and the break is reported.
+ *  - Readers of the point in time (snapshot-access) go through
+ *    bdrv_cbw_copy_state and block-copy's snapshot functions.
+ */
+#ifndef SNAPNBD_COPY_BEFORE_WRITE_H
+#define SNAPNBD_COPY_BEFORE_WRITE_H
+
+#include "block/block-copy.h"
+
+typedef struct CbwConfig {
+    bool skip_unallocated;   /* sync=top: copy what the top layer holds */
+    bool break_snapshot;     /* on-cbw-error=break-snapshot */
+    BlockCopyProgressFunc progress;
+    /* A guest write is about to be copied before (the backup's pacing). */
+    void (*before_copy)(void *opaque);
+    /* The point in time is lost: a copy failed with @error. */
+    void (*broken)(void *opaque, int error, bool is_read, int64_t offset);
+    void *opaque;
+} CbwConfig;
+
+/* A copy-before-write node of @source into @target, named @node_name (or
+ * automatically), set up with @cfg before it starts copying: what a job
+ * inserts (QEMU's bdrv_cbw_append).  NULL and *errp on failure. */
+BlockNode *bdrv_cbw_append(BlockNode *source, BlockNode *target,
+                           const char *node_name, const CbwConfig *cfg,
+                           GError **errp);
+
+/* The copy engine of a copy-before-write node, or NULL for another node. */
+BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw);
+/* Has the node lost its point in time (break-snapshot after a failed
+ * copy)?  Then *@error says why. */
+bool bdrv_cbw_broken(BlockNode *cbw, int *error);
+
+#endif

@@ -1,0 +1,101 @@
+"""Live external snapshots under concurrent writes (see
+test-snapshot-live.sh).  Usage: snapshot_live.py QMP NBDSOCK DIR SEED"""
+import subprocess
+import sys
+import threading
+import time
+
+import nbd
+from jobs_qmp import QMP, Writer
+
+MiB = 1 << 20
+
+
+def uri(sock):
+    return f"nbd+unix:///live?socket={sock}"
+
+
+def start(sock, size, seed, model):
+    ws = [Writer(nbd, uri(sock), i * size // 2, (i + 1) * size // 2,
+                 seed + i, model[i * size // 2:(i + 1) * size // 2])
+          for i in range(2)]
+    ts = [threading.Thread(target=w.run) for w in ws]
+    for t in ts:
+        t.start()
+    return ws, ts
+
+
+def stop(ws, ts):
+    for w in ws:
+        w.stopped = True
+    for t in ts:
+        t.join()
+    return b"".join(bytes(w.model) for w in ws)
+
+
+def read_all(sock, size):
+    h = nbd.NBD()
+    h.connect_uri(uri(sock))
+    data = h.pread(size, 0)
+    h.shutdown()
+    return data
+
+
+def settle(ws, n=100):
+    base = sum(w.writes for w in ws)
+    while sum(w.writes for w in ws) < base + n:
+        time.sleep(0.01)
+
+
+def main(qmp, sock, d, seed):
+    q = QMP(qmp)
+    h = nbd.NBD()
+    h.connect_uri(uri(sock))
+    size = h.get_size()
+    h.shutdown()
+    model = read_all(sock, size)
+
+    # 1. blockdev-snapshot-sync with the writers quiet at the instant: the
+    # old image is exactly the disk then.
+    ws, ts = start(sock, size, seed, model)
+    settle(ws)
+    model = stop(ws, ts)
+    with open(f"{d}/at-snap1.raw", "wb") as f:
+        f.write(model)
+    q.cmd("blockdev-snapshot-sync", {"node-name": "disk",
+                                     "snapshot-file": f"{d}/ov1.qcow2",
+                                     "snapshot-node-name": "ov1"})
+    # 2. blockdev-snapshot of an overlay added with blockdev-add, taken
+    # while the writers keep writing.
+    ws, ts = start(sock, size, seed + 10, model)
+    settle(ws)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F",
+                    "qcow2", "-b", f"{d}/ov1.qcow2", f"{d}/ov2.qcow2",
+                    str(size)], check=True)
+    q.cmd("blockdev-add", {"driver": "qcow2", "node-name": "ov2",
+                           "backing": None,
+                           "file": {"driver": "file",
+                                    "filename": f"{d}/ov2.qcow2"}})
+    q.cmd("blockdev-snapshot", {"node": "ov1", "overlay": "ov2"})
+    settle(ws)
+    model = stop(ws, ts)
+    # A marker after the snapshots goes to the top overlay only.
+    h = nbd.NBD()
+    h.connect_uri(uri(sock))
+    h.pwrite(b"\xee" * 65536, 0)
+    h.flush()
+    h.shutdown()
+    model = b"\xee" * 65536 + model[65536:]
+    assert read_all(sock, size) == model, "the live disk lost writes"
+    with open(f"{d}/final.raw", "wb") as f:
+        f.write(model)
+    # Refusals, with the disk still served.
+    r = q.execute("blockdev-snapshot", {"node": "ov2", "overlay": "ov1"})
+    assert "error" in r, "an overlay in use was accepted"
+    r = q.execute("blockdev-del", {"node-name": "ov2"})
+    assert "error" in r, "the node the export now uses was deleted"
+    print("snapshots taken; writes:", "ok")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# A damaged qcow2 image served writable never has its metadata written
+# over, as with QEMU's overlap checks: a write that would (an L1 entry
+# naming the header or the refcount table, an L2 entry naming the L1
+# table, a refcount table whose missing block hides the header) fails with
+# EIO, one line says "Marking image as corrupt: ...", the corrupt bit is
+# set in the header, every later write fails, and the image is refused
+# for writing until repaired (read-only is fine).  qemu-img check then
+# finds corruption, not a lost header.  A dirty image whose L1 entry
+# points far beyond the end of the file is repaired and served, with
+# QEMU's complaint about the reference, not a crash.
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/qcow2-functions.sh"
+requires qemu-io
+
+MAGIC=$(printf 'QFI\373' | od -An -t x1)
+
+# The servers' messages go to $tmp/log (and failures to start still to
+# the test's output).
+printf '#!/bin/sh\nexec "%s" "$@" 2>>"%s"\n' "$SNAPNBD" "$tmp/log" \
+    >"$tmp/snapnbd-logged"
+chmod +x "$tmp/snapnbd-logged"
+serve() {
+    : >"$tmp/log"
+    SNAPNBD=$tmp/snapnbd-logged start_server "$tmp/sock" "$tmp/pid" -t \
+        -f qcow2 "$@"
+}
+
+# nbd_write IMG OFFSET [OFFSET2]: serve IMG writable, write 4K of 0x55 at
+# OFFSET, which must fail with EIO; then 4K at OFFSET2, which must fail too
+# (the image is corrupt now).  The server's log is in $tmp/log.
+nbd_write_fails() {
+    local img=$1 off=$2 off2=${3:-$2}
+    serve "$img"
+    $PYTHON - "$(uri "$tmp/sock")" "$off" "$off2" <<'EOP' ||
+import sys, errno, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for off in (int(sys.argv[2]), int(sys.argv[3])):
+    try:
+        h.pwrite(b'\x55' * 4096, off)
+        raise SystemExit("the write at %d succeeded" % off)
+    except nbd.Error as e:
+        assert e.errnum == errno.EIO, (off, e)
+h.shutdown()
+EOP
+        fail "$img: $(cat "$tmp/log")"
+    _stop_server "$tmp/pid"
+}
+
+# after NAME IMG PATTERN: the log says why, once; the header survived and
+# says corrupt; qemu-img check finds corruption; snapnbd refuses to open
+# it writable but serves it read-only.
+after() {
+    local name=$1 img=$2 pattern=$3 rc=0
+    grep -q "Marking image as corrupt: .*$pattern" "$tmp/log" ||
+        fail "$name: no corruption message matching '$pattern': $(cat "$tmp/log")"
+    [ "$(grep -c corrupt "$tmp/log")" -eq 1 ] ||
+        fail "$name: not one line: $(cat "$tmp/log")"
+    [ "$(head -c 4 "$img" | od -An -t x1)" = "$MAGIC" ] ||
+        fail "$name: the qcow2 magic was overwritten"
+    qemu-img info "$img" | grep -q "corrupt: true" ||
+        fail "$name: not marked corrupt: $(qemu-img info "$img")"
+    qemu-img check "$img" >"$tmp/check" 2>&1 || rc=$?
+    [ $rc -eq 2 ] || fail "$name: qemu-img check exit $rc: $(cat "$tmp/check")"
+    "$SNAPNBD" -f qcow2 -k "$tmp/nosock" "$img" 2>"$tmp/err" &&
+        fail "$name: a corrupt image was opened writable"
+    grep -q "marked corrupt" "$tmp/err" || fail "$name: $(cat "$tmp/err")"
+    start_server "$tmp/rsock" "$tmp/rpid" -r -t -f qcow2 "$img"
+    nbdinfo "$(uri "$tmp/rsock")" >/dev/null || fail "$name: not served -r"
+    _stop_server "$tmp/rpid"
+}
+
+# 1. The issue's reproducer: L1[0] = 0x1000 (unaligned, no COPIED flag).
+# Copying that "L2 table" freed cluster 0, and the data went there.
+img=$tmp/l1.qcow2
+qemu-img create -q -f qcow2 "$img" 1M
+l1=$(peek64 "$img" 40)
+poke64 "$img" "$l1" $((0x1000))
+nbd_write_fails "$img" 65536
+after l1-unaligned "$img" "L2 table offset 0x1000 unaligned"
+
+# 2. The refcount table lost its first block: every cluster it covered
+# looks free, the header included, and the new block would go there.
+img=$tmp/rt.qcow2
+qemu-img create -q -f qcow2 "$img" 4M
+rt=$(peek64 "$img" 48)
+poke64 "$img" "$rt" 0
+nbd_write_fails "$img" 0 1048576
+after reftable "$img" "overlaps with qcow2_header"
+
+# 3. An L2 entry (owned: COPIED) names the L1 table: a write in place
+# would overwrite it.
+img=$tmp/l2.qcow2
+qemu-img create -q -f qcow2 "$img" 4M
+qemu-io -f qcow2 -c 'write -P 1 0 64K' "$img" >/dev/null
+l1=$(peek64 "$img" 40)
+l2=$(( $(peek64 "$img" "$l1") & 0x00fffffffffffe00 ))
+poke64 "$img" "$l2" $(( (1 << 63) | l1 ))
+nbd_write_fails "$img" 0 1048576
+after l2-on-l1 "$img" "overlaps with active L1 table"
+
+# 4. An L1 entry (owned) names the refcount table: the new L2 entry would
+# be written into it.
+img=$tmp/l1rt.qcow2
+qemu-img create -q -f qcow2 "$img" 4M
+l1=$(peek64 "$img" 40)
+rt=$(peek64 "$img" 48)
+poke64 "$img" "$l1" $(( (1 << 63) | rt ))
+nbd_write_fails "$img" 65536 1048576
+after l1-on-reftable "$img" "L2 table at offset $(printf '%#x' "$rt") lies on other metadata"
+
+# 5. Dirty (lazy refcounts after a crash) with an L1 entry far beyond the
+# end of the file: the repair said nothing of it and overflowed its array.
+img=$tmp/dirty.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$img" 8M
+qemu-io -f qcow2 -c 'write -P 2 0 1M' "$img" >/dev/null
+l1=$(peek64 "$img" 40)
+poke64 "$img" $((l1 + 8)) $(( (1 << 63) | (1 << 50) ))
+poke "$img" 79 '\1'
+serve "$img"
+qemu-io -f raw -c 'write -P 3 64K 64K' -c 'read -P 2 0 64K' \
+    -c 'read -P 3 64K 64K' -c 'read -P 2 128K 512K' "$(uri "$tmp/sock")" \
+    >"$tmp/io" || fail "dirty: I/O failed: $(cat "$tmp/io" "$tmp/log")"
+grep -q verification "$tmp/io" && fail "dirty: wrong data: $(cat "$tmp/io")"
+_stop_server "$tmp/pid"
+grep -q "counting reference for region exceeding the end of the file" \
+    "$tmp/log" || fail "dirty: no complaint: $(cat "$tmp/log")"
+[ "$(peek64 "$img" 72)" = 0 ] || fail "dirty: the dirty bit is still set"
+qemu-io -f qcow2 -c 'read -P 3 64K 64K' "$img" | grep -q verification &&
+    fail "dirty: the data written does not read back"
+true
