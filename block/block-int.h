@@ -122,8 +122,8 @@ typedef struct BlockDriver {
     bool (*set_perm)(BlockNode *bs, uint32_t perm, uint32_t shared,
                      GError **errp);
     /* A backing child was attached to the open node (a live snapshot's
-     * overlay); NULL: the driver has no backing files.  Called while the
-     * node is drained. */
+     * overlay), or detached again (@backing NULL); NULL: the driver has no
+     * backing files.  Called while the node is drained. */
     void (*set_backing)(BlockNode *bs, BlockNode *backing);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);

@@ -244,6 +244,8 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp);
  * @from (its driver holds it), or when @to cannot take the users'
  * permissions; then nothing changed. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp);
+/* Undoes bdrv_set_backing; false if @bs has no backing child. */
+bool bdrv_clear_backing(BlockNode *bs);
 /* The node only reads from now on (a snapshot's old image). */
 void bdrv_set_read_only(BlockNode *bs);
 

@@ -432,6 +432,22 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp)
     return true;
 }
 
+bool bdrv_clear_backing(BlockNode *bs)
+{
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        if (strcmp(c->name, "backing") != 0)
+            continue;
+        bs->drv->set_backing(bs, NULL);
+        g_ptr_array_remove_index(bs->children, i);
+        edge_unlink(c);
+        bdrv_unref(c->node);
+        edge_free(c);
+        return true;
+    }
+    return false;
+}
+
 /* Moves the user edges of @from to @to (or back): under graph_lock. */
 static void move_users_locked(BlockNode *from, BlockNode *to, GPtrArray *moved)
 {

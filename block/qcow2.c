@@ -977,13 +977,14 @@ static int backing_status(Qcow2State *s, int64_t offset, int64_t bytes,
 
 /* One answer covers as many alike clusters as possible, across L2 tables,
  * so that a map of a large image takes few round trips. */
-/* A live snapshot made this image the overlay of @backing: reads of
- * unallocated clusters go there from now on (the node is drained). */
+/* A live snapshot made this image the overlay of @backing (or, undone,
+ * of nothing): reads of unallocated clusters go there from now on (the
+ * node is drained). */
 static void qcow2_set_backing(BlockNode *bs, BlockNode *backing)
 {
     Qcow2State *s = bs->opaque;
 
-    s->backing_length = MAX(bdrv_getlength(backing), 0);
+    s->backing_length = backing ? MAX(bdrv_getlength(backing), 0) : 0;
     __atomic_store_n(&s->backing, backing, __ATOMIC_RELEASE);
 }
 

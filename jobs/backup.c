@@ -630,7 +630,7 @@ static bool check_graph(BlockNode *source, BlockNode *target, GError **errp)
         return false;
     }
     common = bdrv_common_storage(source, target);
-    if (!common && *bdrv_filename(source) &&
+    if (!common && bdrv_filename(source)[0] == '/' &&
         strcmp(bdrv_filename(source), bdrv_filename(target)) == 0)
         common = source; /* one image file, opened twice */
     if (common) {

@@ -26,6 +26,9 @@ void qmp_jobs_cleanup(void);
 /* The message of a QAPI enum mismatch, "Parameter 'x' does not accept
  * value 'y'", when @value is not in the NULL-terminated @values; true when
  * it is (or is NULL). */
+/* Transaction actions: only the names in the comma-separated @members. */
+bool qmp_check_members(JsonObject *args, const char *members,
+                       GError **errp);
 bool qmp_check_enum(const char *key, const char *value,
                     const char *const *values, GError **errp);
 

@@ -96,23 +96,6 @@ typedef struct BackupArgs {
     BackupOptions opts;
 } BackupArgs;
 
-/* For transaction actions, which the dispatcher does not check. */
-static bool check_members(JsonObject *args, const char *members,
-                          GError **errp)
-{
-    g_auto(GStrv) allowed = g_strsplit(members, ",", -1);
-    g_autoptr(GList) keys = json_object_get_members(args);
-
-    for (GList *l = keys; l; l = l->next) {
-        if (!g_strv_contains((const char *const *)allowed, l->data)) {
-            qmp_error(errp, "Parameter '%s' is unexpected",
-                      (const char *)l->data);
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool parse_on_error(JsonObject *args, const char *key,
                            BlockdevOnError *out, GError **errp)
 {
@@ -162,7 +145,7 @@ static bool parse_x_perf(JsonObject *args, BackupOptions *o, GError **errp)
         return false;
     }
     p = json_node_get_object(n);
-    if (!check_members(p, "use-copy-range,max-workers,max-chunk", errp) ||
+    if (!qmp_check_members(p, "use-copy-range,max-workers,max-chunk", errp) ||
         !qmp_arg_bool(p, "use-copy-range", true, &copy_range, errp) ||
         !qmp_arg_int(p, "max-workers", 0, &workers, errp) ||
         !qmp_arg_int(p, "max-chunk", 0, &chunk, errp))
@@ -479,7 +462,7 @@ static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
     Job *job;
 
     *state = NULL;
-    if (!check_members(data, drive ? DRIVE_BACKUP_MEMBERS : BACKUP_MEMBERS,
+    if (!qmp_check_members(data, drive ? DRIVE_BACKUP_MEMBERS : BACKUP_MEMBERS,
                        errp))
         return false;
     job = drive ? drive_backup_prepare(data, errp)

@@ -15,7 +15,9 @@
 
 #include <string.h>
 
-static bool take_snapshot(BlockNode *node, BlockNode *overlay, GError **errp)
+/* May @overlay take @node's place?  Says why not, in QEMU's words. */
+static bool check_snapshot(BlockNode *node, BlockNode *overlay,
+                           GError **errp)
 {
     g_autofree char *user = bdrv_find_user(overlay, NULL);
     g_autofree char *over_backing = bdrv_find_parent_by_link(overlay,
@@ -23,8 +25,6 @@ static bool take_snapshot(BlockNode *node, BlockNode *overlay, GError **errp)
     g_autofree char *over_file = bdrv_find_parent_by_link(overlay, "file");
     g_autofree char *node_backing = bdrv_find_parent_by_link(node, "backing");
     g_autofree char *node_file = bdrv_find_parent_by_link(node, "file");
-    BdrvDrain *drain;
-    bool ok;
 
     if (node == overlay) {
         qmp_error(errp, "The overlay cannot be the node itself");
@@ -51,13 +51,43 @@ static bool take_snapshot(BlockNode *node, BlockNode *overlay, GError **errp)
                   bdrv_node_name(node));
         return false;
     }
+    return true;
+}
+
+/* The switch, in one drained section; undone by undo_snapshot.  The old
+ * node becomes read-only at commit (finish_snapshot). */
+static bool take_snapshot(BlockNode *node, BlockNode *overlay, GError **errp)
+{
+    BdrvDrain *drain;
+    bool ok;
+
+    if (!check_snapshot(node, overlay, errp))
+        return false;
     drain = bdrv_drained_begin(node);
-    ok = bdrv_set_backing(overlay, node, errp) &&
-         bdrv_replace_node(node, overlay, errp);
-    if (ok)
-        bdrv_set_read_only(node);
+    ok = bdrv_set_backing(overlay, node, errp);
+    if (ok && !bdrv_replace_node(node, overlay, errp)) {
+        bdrv_clear_backing(overlay);
+        ok = false;
+    }
     bdrv_drained_end(drain);
     return ok;
+}
+
+static void undo_snapshot(BlockNode *node, BlockNode *overlay)
+{
+    BdrvDrain *drain = bdrv_drained_begin(overlay);
+    g_autoptr(GError) err = NULL;
+
+    if (!bdrv_replace_node(overlay, node, &err))
+        g_warning("cannot undo the snapshot of '%s': %s",
+                  bdrv_node_name(node), err->message);
+    bdrv_clear_backing(overlay);
+    bdrv_drained_end(drain);
+}
+
+static void finish_snapshot(BlockNode *node)
+{
+    bdrv_set_read_only(node);
 }
 
 static BlockNode *find(const char *name, GError **errp)
@@ -70,16 +100,36 @@ static BlockNode *find(const char *name, GError **errp)
     return bs;
 }
 
-static JsonNode *cmd_blockdev_snapshot(JsonObject *args, GError **errp)
+#define SNAPSHOT_MEMBERS "node,overlay"
+#define SNAPSHOT_SYNC_MEMBERS \
+    "device,node-name,snapshot-file,snapshot-node-name,format,mode"
+
+/* A snapshot prepared: what its commit or abort needs. */
+typedef struct Snapshot {
+    BlockNode *node;
+    BlockNode *overlay;
+    bool opened;          /* the overlay is ours (snapshot-sync) */
+} Snapshot;
+
+static void snapshot_free(Snapshot *snap)
+{
+    if (snap->opened)
+        bdrv_unref(snap->overlay); /* its users hold it now, or it goes */
+    g_free(snap);
+}
+
+static Snapshot *prepare_snapshot(JsonObject *args, GError **errp)
 {
     const char *node = qmp_arg_str(args, "node", true, errp);
     const char *overlay = node ? qmp_arg_str(args, "overlay", true, errp)
                                : NULL;
-    BlockNode *bs, *ov;
+    Snapshot snap = { 0 };
 
-    if (overlay && (bs = find(node, errp)) && (ov = find(overlay, errp)))
-        take_snapshot(bs, ov, errp);
-    return NULL;
+    if (!overlay || !(snap.node = find(node, errp)) ||
+        !(snap.overlay = find(overlay, errp)) ||
+        !take_snapshot(snap.node, snap.overlay, errp))
+        return NULL;
+    return g_memdup2(&snap, sizeof(snap));
 }
 
 /* The overlay image of blockdev-snapshot-sync: a new qcow2 (mode
@@ -111,7 +161,31 @@ static BlockNode *open_overlay(BlockNode *bs, const char *file,
     return bdrv_open(o, errp);
 }
 
-static JsonNode *cmd_blockdev_snapshot_sync(JsonObject *args, GError **errp)
+static bool check_sync_args(const char *device, const char *node,
+                            const char *format, const char *mode,
+                            const char *name, GError **errp)
+{
+    if (!device && !node) {
+        qmp_error(errp, "Cannot find device= nor node-name=");
+        return false;
+    }
+    if (format && strcmp(format, "qcow2") != 0) {
+        qmp_error(errp, "Snapshot format '%s' is not supported (qcow2)",
+                  format);
+        return false;
+    }
+    if (mode && strcmp(mode, "existing") && strcmp(mode, "absolute-paths")) {
+        qmp_error(errp, "Parameter 'mode' does not accept value '%s'", mode);
+        return false;
+    }
+    if (name && bdrv_find_node(name)) {
+        qmp_error(errp, "Duplicate nodes with node-name='%s'", name);
+        return false;
+    }
+    return true;
+}
+
+static Snapshot *prepare_snapshot_sync(JsonObject *args, GError **errp)
 {
     GError *err = NULL;
     const char *device = qmp_arg_str(args, "device", false, &err);
@@ -122,47 +196,108 @@ static JsonNode *cmd_blockdev_snapshot_sync(JsonObject *args, GError **errp)
                                                 false, &err);
     const char *format = err ? NULL : qmp_arg_str(args, "format", false, &err);
     const char *mode = err ? NULL : qmp_arg_str(args, "mode", false, &err);
-    BlockNode *bs, *overlay;
+    Snapshot *snap;
 
     if (err) {
         g_propagate_error(errp, err);
         return NULL;
     }
-    if (!device && !node) {
-        qmp_error(errp, "Cannot find device= nor node-name=");
+    if (!check_sync_args(device, node, format, mode, name, errp))
+        return NULL;
+    snap = g_new0(Snapshot, 1);
+    snap->opened = true;
+    if (!(snap->node = find(node ? node : device, errp)) ||
+        !(snap->overlay = open_overlay(snap->node, file, name,
+                                       mode && !strcmp(mode, "existing"),
+                                       errp)) ||
+        !take_snapshot(snap->node, snap->overlay, errp)) {
+        snap->opened = snap->overlay != NULL;
+        snapshot_free(snap);
         return NULL;
     }
-    if (format && strcmp(format, "qcow2") != 0) {
-        qmp_error(errp, "Snapshot format '%s' is not supported (qcow2)",
-                  format);
-        return NULL;
+    return snap;
+}
+
+static JsonNode *run_now(Snapshot *snap)
+{
+    if (snap) {
+        finish_snapshot(snap->node);
+        snapshot_free(snap);
     }
-    if (mode && strcmp(mode, "existing") && strcmp(mode, "absolute-paths")) {
-        qmp_error(errp, "Parameter 'mode' does not accept value '%s'", mode);
-        return NULL;
-    }
-    if (name && bdrv_find_node(name)) {
-        qmp_error(errp, "Duplicate nodes with node-name='%s'", name);
-        return NULL;
-    }
-    bs = find(node ? node : device, errp);
-    if (!bs)
-        return NULL;
-    overlay = open_overlay(bs, file, name, mode && !strcmp(mode, "existing"),
-                           errp);
-    if (!overlay)
-        return NULL;
-    take_snapshot(bs, overlay, errp);
-    bdrv_unref(overlay); /* its users hold it now, or it goes */
     return NULL;
 }
+
+static JsonNode *cmd_blockdev_snapshot(JsonObject *args, GError **errp)
+{
+    return run_now(prepare_snapshot(args, errp));
+}
+
+static JsonNode *cmd_blockdev_snapshot_sync(JsonObject *args, GError **errp)
+{
+    return run_now(prepare_snapshot_sync(args, errp));
+}
+
+/* --- as transaction actions: the switch in prepare (the point in time),
+ * the old image read-only in commit, the switch undone in abort. ---------- */
+
+static bool tx_snapshot_prepare(JsonObject *data, void **state,
+                                GError **errp)
+{
+    *state = qmp_check_members(data, SNAPSHOT_MEMBERS, errp)
+                 ? prepare_snapshot(data, errp)
+                 : NULL;
+    return *state != NULL;
+}
+
+static bool tx_snapshot_sync_prepare(JsonObject *data, void **state,
+                                     GError **errp)
+{
+    *state = qmp_check_members(data, SNAPSHOT_SYNC_MEMBERS, errp)
+                 ? prepare_snapshot_sync(data, errp)
+                 : NULL;
+    return *state != NULL;
+}
+
+static void tx_snapshot_commit(void *state)
+{
+    finish_snapshot(((Snapshot *)state)->node);
+}
+
+static void tx_snapshot_abort(void *state)
+{
+    Snapshot *snap = state;
+
+    undo_snapshot(snap->node, snap->overlay);
+}
+
+static void tx_snapshot_clean(void *state)
+{
+    if (state)
+        snapshot_free(state);
+}
+
+static const QmpTransactionOps snapshot_ops = {
+    .prepare = tx_snapshot_prepare,
+    .commit = tx_snapshot_commit,
+    .abort = tx_snapshot_abort,
+    .clean = tx_snapshot_clean,
+};
+
+static const QmpTransactionOps snapshot_sync_ops = {
+    .prepare = tx_snapshot_sync_prepare,
+    .commit = tx_snapshot_commit,
+    .abort = tx_snapshot_abort,
+    .clean = tx_snapshot_clean,
+};
 
 void qmp_register_snapshot_commands(void)
 {
     qmp_register_command_args("blockdev-snapshot", cmd_blockdev_snapshot,
-                              "node,overlay");
+                              SNAPSHOT_MEMBERS);
     qmp_register_command_args("blockdev-snapshot-sync",
                               cmd_blockdev_snapshot_sync,
-                              "device,node-name,snapshot-file,"
-                              "snapshot-node-name,format,mode");
+                              SNAPSHOT_SYNC_MEMBERS);
+    qmp_register_transaction_action("blockdev-snapshot", &snapshot_ops);
+    qmp_register_transaction_action("blockdev-snapshot-sync",
+                                    &snapshot_sync_ops);
 }

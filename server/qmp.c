@@ -401,6 +401,23 @@ static bool check_members(const QmpCommand *cmd, JsonObject *args,
     return true;
 }
 
+/* For transaction actions, which the dispatcher does not check:
+ * @members is a comma-separated list of the names allowed. */
+bool qmp_check_members(JsonObject *args, const char *members, GError **errp)
+{
+    g_auto(GStrv) allowed = g_strsplit(members, ",", -1);
+    g_autoptr(GList) keys = json_object_get_members(args);
+
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains((const char *const *)allowed, l->data)) {
+            qmp_error(errp, "Parameter '%s' is unexpected",
+                      (const char *)l->data);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* qmp_capabilities' "enable": a list of known capabilities (only "oob"
  * exists), checked whole first, as QEMU's visitor does; we offer none, so
  * asking for one fails. */

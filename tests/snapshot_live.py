@@ -87,10 +87,35 @@ def main(qmp, sock, d, seed):
     h.shutdown()
     model = b"\xee" * 65536 + model[65536:]
     assert read_all(sock, size) == model, "the live disk lost writes"
+    with open(f"{d}/at-snap3.raw", "wb") as f:
+        f.write(model)
+    # 3. As transaction actions: a failing transaction undoes its snapshot
+    # (the export stays on ov2), a good one takes it.
+    r = q.execute("transaction", {"actions": [
+        {"type": "blockdev-snapshot-sync",
+         "data": {"node-name": "ov2", "snapshot-file": f"{d}/ov3.qcow2",
+                  "snapshot-node-name": "ov3"}},
+        {"type": "abort", "data": {}}]})
+    assert "error" in r, "the aborted transaction succeeded"
+    names = [n["node-name"] for n in q.cmd("query-named-block-nodes")]
+    assert "ov3" not in names, "the aborted snapshot left its overlay"
+    q.cmd("transaction", {"actions": [
+        {"type": "blockdev-snapshot-sync",
+         "data": {"node-name": "ov2", "snapshot-file": f"{d}/ov4.qcow2",
+                  "snapshot-node-name": "ov4"}},
+        {"type": "block-dirty-bitmap-add",
+         "data": {"node": "ov2", "name": "b-at-snap"}}]})
+    h = nbd.NBD()
+    h.connect_uri(uri(sock))
+    h.pwrite(b"\xdd" * 65536, 65536)
+    h.flush()
+    h.shutdown()
+    model = model[:65536] + b"\xdd" * 65536 + model[131072:]
+    assert read_all(sock, size) == model, "the live disk lost writes"
     with open(f"{d}/final.raw", "wb") as f:
         f.write(model)
     # Refusals, with the disk still served.
-    r = q.execute("blockdev-snapshot", {"node": "ov2", "overlay": "ov1"})
+    r = q.execute("blockdev-snapshot", {"node": "ov4", "overlay": "ov1"})
     assert "error" in r, "an overlay in use was accepted"
     r = q.execute("blockdev-del", {"node-name": "ov2"})
     assert "error" in r, "the node the export now uses was deleted"

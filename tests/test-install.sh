@@ -34,7 +34,8 @@ plugin=$root$plugindir/nbdkit-snapnbd-plugin.so
 
 # The installed plugin serves (nbdkit loads it by path from DESTDIR).
 qemu-img create -q -f raw "$tmp/disk.img" 1M
-nbdkit -U - "$plugin" file="$tmp/disk.img" --run 'nbdinfo --size "$uri"' >"$tmp/size" 2>&1 ||
+requires_plugin # the sanitizer runtime first, for a sanitized build
+run_nbdkit -U - "$plugin" file="$tmp/disk.img" --run 'nbdinfo --size "$uri"' >"$tmp/size" 2>&1 ||
     fail "nbdkit with the installed plugin: $(cat "$tmp/size")"
 grep -qx 1048576 "$tmp/size" || fail "installed plugin: size $(cat "$tmp/size")"
 
