@@ -16,6 +16,64 @@
 
 #define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
 
+/*
+ * Points of a request or of a format's metadata update that a driver below
+ * may want to know about (QEMU's BlkdebugEvent): a format raises them on
+ * its "file" child with bdrv_debug_event, io.c raises the request path's on
+ * the node it serves.  Only blkdebug listens; the names are QEMU's.
+ */
+typedef enum {
+    BLKDBG_L1_UPDATE,
+    BLKDBG_L1_GROW_ALLOC_TABLE,
+    BLKDBG_L1_GROW_WRITE_TABLE,
+    BLKDBG_L1_GROW_ACTIVATE_TABLE,
+    BLKDBG_L2_LOAD,
+    BLKDBG_L2_UPDATE,
+    BLKDBG_L2_UPDATE_COMPRESSED,
+    BLKDBG_L2_ALLOC_COW_READ,
+    BLKDBG_L2_ALLOC_WRITE,
+    BLKDBG_READ_AIO,
+    BLKDBG_READ_BACKING_AIO,
+    BLKDBG_READ_COMPRESSED,
+    BLKDBG_WRITE_AIO,
+    BLKDBG_WRITE_COMPRESSED,
+    BLKDBG_VMSTATE_LOAD,
+    BLKDBG_VMSTATE_SAVE,
+    BLKDBG_COW_READ,
+    BLKDBG_COW_WRITE,
+    BLKDBG_REFTABLE_LOAD,
+    BLKDBG_REFTABLE_GROW,
+    BLKDBG_REFTABLE_UPDATE,
+    BLKDBG_REFBLOCK_LOAD,
+    BLKDBG_REFBLOCK_UPDATE,
+    BLKDBG_REFBLOCK_UPDATE_PART,
+    BLKDBG_REFBLOCK_ALLOC,
+    BLKDBG_REFBLOCK_ALLOC_HOOKUP,
+    BLKDBG_REFBLOCK_ALLOC_WRITE,
+    BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS,
+    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE,
+    BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE,
+    BLKDBG_CLUSTER_ALLOC,
+    BLKDBG_CLUSTER_ALLOC_BYTES,
+    BLKDBG_CLUSTER_FREE,
+    BLKDBG_FLUSH_TO_OS,
+    BLKDBG_FLUSH_TO_DISK,
+    BLKDBG_PWRITEV_RMW_HEAD,
+    BLKDBG_PWRITEV_RMW_AFTER_HEAD,
+    BLKDBG_PWRITEV_RMW_TAIL,
+    BLKDBG_PWRITEV_RMW_AFTER_TAIL,
+    BLKDBG_PWRITEV,
+    BLKDBG_PWRITEV_ZERO,
+    BLKDBG_PWRITEV_DONE,
+    BLKDBG_EMPTY_IMAGE_PREPARE,
+    BLKDBG_L1_SHRINK_WRITE_TABLE,
+    BLKDBG_L1_SHRINK_FREE_L2_CLUSTERS,
+    BLKDBG_COR_WRITE,
+    BLKDBG_CLUSTER_ALLOC_SPACE,
+    BLKDBG_NONE,
+    BLKDBG__MAX,
+} BlkdebugEvent;
+
 typedef struct BlockDriver {
     const char *name;
     size_t state_size;
@@ -69,6 +127,10 @@ typedef struct BlockDriver {
     void (*set_backing)(BlockNode *bs, BlockNode *backing);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
+
+    /* @event happened on this node (blkdebug: fire its rules).  May block
+     * (a breakpoint) and is called with no block-layer lock held. */
+    void (*debug_event)(BlockNode *bs, BlkdebugEvent event);
 
     /* Write flags the driver honours itself; io.c emulates the rest. */
     int supported_write_flags;
@@ -155,6 +217,11 @@ GHashTable *opt_new(void);
 /* Is there a key @name or @name.something? */
 bool opt_has_prefix(GHashTable *opts, const char *name);
 
+/* Tells @bs (NULL is fine) that @event happened: a no-op unless its driver
+ * listens (blkdebug).  Formats call it on their "file" child at each
+ * metadata update, as QEMU's BLKDBG_EVENT. */
+void bdrv_debug_event(BlockNode *bs, BlkdebugEvent event);
+
 /* Open (or look up by node-name) the child given by @name in @options and
  * attach it to @parent.  NULL with @errp set on failure. */
 BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
@@ -203,6 +270,9 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_blkdebug;
+extern const BlockDriver bdrv_throttle;
+extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_copy_before_write;
 extern const BlockDriver bdrv_snapshot_access;
 extern const BlockDriver bdrv_luks;

@@ -394,6 +394,49 @@ void *bdrv_blockalign(BlockNode *bs, size_t size);
 /* Verbosity for driver messages (-v). */
 extern int bdrv_verbose;
 
+/* --- blkdebug breakpoints (block/blkdebug.c) ------------------------------ */
+
+/*
+ * QEMU's blkdebug breakpoints (qemu-io's break, resume, remove_break and
+ * wait_break), for tests.  Each acts on @bs or, if it is no blkdebug node,
+ * the first one below it through "file" children.  A request that reaches a
+ * breakpoint's event blocks until resume; a breakpoint fires once.  Thread
+ * safe.
+ */
+/* @event: a QEMU BlkdebugEvent name ("l2_update", "write_aio", ...). */
+bool bdrv_debug_breakpoint(BlockNode *bs, const char *event, const char *tag,
+                           GError **errp);
+/* Removes the breakpoints of @tag and resumes the requests held there. */
+bool bdrv_debug_remove_breakpoint(BlockNode *bs, const char *tag,
+                                  GError **errp);
+/* Resumes one request held at @tag. */
+bool bdrv_debug_resume(BlockNode *bs, const char *tag, GError **errp);
+/* Waits up to @timeout_ms until a request is held at @tag. */
+bool bdrv_debug_wait_break(BlockNode *bs, const char *tag,
+                           int64_t timeout_ms, GError **errp);
+/* Is a request held at @tag? */
+bool bdrv_debug_is_suspended(BlockNode *bs, const char *tag);
+/* At shutdown: resumes every held request; breakpoints hold none from now
+ * on, so that every request can finish. */
+void bdrv_debug_release_all(void);
+
+/* --- throttle groups (block/throttle.c) ----------------------------------- */
+
+/*
+ * QEMU's throttle-group objects, which "throttle" nodes name: limits
+ * shared by every node of the group.  @props are the object's properties
+ * with QEMU's names ("limits.iops-total", or the legacy "x-iops-total"),
+ * consumed; an unknown one is an error.  Thread safe.
+ */
+bool throttle_group_create(const char *id, GHashTable *props, GError **errp);
+bool throttle_group_exists(const char *id);
+/* Refused while a node uses the group, as QEMU's object-del. */
+bool throttle_group_delete(const char *id, GError **errp);
+/* At exit, after the nodes: drops every group of the table. */
+void throttle_group_delete_all(void);
+/* At shutdown: no request waits for its budget any more. */
+void throttle_release_all(void);
+
 /* --- op blockers (block/blocker.c) -------------------------------------- */
 
 /*

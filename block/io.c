@@ -173,7 +173,9 @@ static int check_write_range(BlockNode *bs, int64_t offset, int64_t bytes)
 
 void bdrv_set_growable(BlockNode *bs)
 {
-    bs->growable = true;
+    /* A filter passes writes past its end on to its child. */
+    for (; bs; bs = bs->drv->is_filter ? bdrv_child(bs, "file") : NULL)
+        bs->growable = true;
 }
 
 /* After a successful write that may have extended a growable node. */
@@ -252,6 +254,8 @@ static int driver_flush(BlockNode *bs)
 
     if (bs->no_flush)
         return 0;
+    bdrv_debug_event(bs, BLKDBG_FLUSH_TO_OS);
+    bdrv_debug_event(bs, BLKDBG_FLUSH_TO_DISK);
     if (bs->drv->flush)
         ret = bs->drv->flush(bs);
     for (guint i = 0; ret == 0 && i < bs->children->len; i++) {
@@ -402,6 +406,7 @@ static int do_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
     if (ret < 0 || bytes == 0)
         return ret;
     aligned = is_aligned(bs, offset, bytes, NULL);
+    bdrv_debug_event(bs, BLKDBG_PWRITEV);
     if (aligned && (uintptr_t)buf % bs->limits.buffer_alignment == 0) {
         track_begin(bs, &req, offset, bytes, flags & BDRV_REQ_SERIALISING);
         ret = driver_pwrite(bs, offset, bytes, buf, flags);
@@ -412,6 +417,7 @@ static int do_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                     !aligned || (flags & BDRV_REQ_SERIALISING));
         ret = write_rmw(bs, offset, bytes, buf, flags);
     }
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
     /* Failed or not, the range may have changed. */
     bdrv_set_dirty(bs, offset, bytes);
     track_end(bs, &req);
@@ -516,6 +522,7 @@ static int do_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                 ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
                 !is_aligned(bs, offset, bytes, NULL) ||
                     (flags & BDRV_REQ_SERIALISING));
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO);
     ret = pwrite_zeroes_tracked(bs, offset, bytes, flags);
     /* Failed or not, the range may have changed. */
     bdrv_set_dirty(bs, offset, bytes);
@@ -620,6 +627,12 @@ static int do_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
     if (ret >= 0 && (*pnum <= 0 || *pnum > bytes))
         *pnum = bytes; /* a driver bug must not loop the caller */
     return ret;
+}
+
+void bdrv_debug_event(BlockNode *bs, BlkdebugEvent event)
+{
+    if (bs && bs->drv->debug_event)
+        bs->drv->debug_event(bs, event);
 }
 
 BlockNotifier *bdrv_add_before_write_notifier(BlockNode *bs,

@@ -76,6 +76,7 @@ static Qcow2Table *get_l2(BlockNode *bs, uint64_t l1_index, uint64_t guest,
                        guest);
         return NULL;
     }
+    bdrv_debug_event(s->file, BLKDBG_L2_LOAD);
     *ret = qcow2_cache_get(s->l2_cache, l2_offset, &t);
     return t;
 }

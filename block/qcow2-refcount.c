@@ -214,6 +214,7 @@ static int write_table_entry(BlockNode *bs, uint64_t block)
     Qcow2State *s = bs->opaque;
     uint64_t be = GUINT64_TO_BE(s->refcount_table[block]);
 
+    bdrv_debug_event(s->file, BLKDBG_REFTABLE_UPDATE);
     return bdrv_pwrite(s->file, s->refcount_table_offset + block * 8, 8, &be,
                        0);
 }
@@ -241,6 +242,7 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
     ret = qcow2_check_write(bs, 0, off, s->cluster_size);
     if (ret < 0)
         return ret;
+    bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC);
     ret = qcow2_cache_get_empty(s->refcount_cache, off, &t);
     if (ret < 0)
         return ret;
@@ -252,6 +254,7 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
         ret = qcow2_barrier(bs);
     if (ret < 0)
         return ret;
+    bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     s->refcount_table[block] = off;
     s->refcount_table_used = MAX(s->refcount_table_used, block + 1);
     return write_table_entry(bs, block);
@@ -457,6 +460,7 @@ int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry)
 {
     Qcow2State *s = bs->opaque;
 
+    bdrv_debug_event(s->file, BLKDBG_CLUSTER_FREE);
     if (l2_entry & QCOW2_OFLAG_COMPRESSED) {
         uint64_t off = l2_entry & s->coffset_mask;
         uint64_t sectors = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
@@ -555,6 +559,7 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     table = g_try_new0(uint64_t, entries);
     if (!table)
         return -ENOMEM;
+    bdrv_debug_event(s->file, BLKDBG_REFTABLE_GROW);
     ret = write_area_refblocks(bs, area, blocks + table_clusters, blocks);
     if (ret < 0)
         return ret;
@@ -604,6 +609,7 @@ int qcow2_flush_metadata(BlockNode *bs)
         return 0;
     if (qcow2_is_corrupt(s))
         return -EIO;
+    bdrv_debug_event(s->file, BLKDBG_REFBLOCK_UPDATE);
     ret = flush_refcounts(bs);
     if (ret == 0)
         ret = qcow2_cache_flush(s->l2_cache, NULL);

@@ -87,6 +87,7 @@ static int write_l1_entry(BlockNode *bs, uint64_t l1_index)
     Qcow2State *s = bs->opaque;
     uint64_t be = GUINT64_TO_BE(s->l1_table[l1_index]);
 
+    bdrv_debug_event(s->file, BLKDBG_L1_UPDATE);
     return bdrv_pwrite(s->file, s->l1_offset + l1_index * 8, 8, &be, 0);
 }
 
@@ -115,6 +116,7 @@ static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
     }
     if (old_t)
         memcpy(t->entries, old_t->entries, s->cluster_size);
+    bdrv_debug_event(s->file, BLKDBG_L2_ALLOC_WRITE);
     qcow2_table_put(old_t);
     qcow2_cache_mark_dirty(s->l2_cache, t);
     ret = qcow2_write_l2_now(bs, t);
@@ -218,6 +220,7 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
     char *bounce;
     int ret = 0;
 
+    bdrv_debug_event(s->file, BLKDBG_WRITE_AIO);
     /* Encrypted: even zeroes go through the cipher, in the bounce buffer. */
     if (!copy_head && !copy_tail && !s->crypto) {
         if (head && !r->fresh)
@@ -316,6 +319,7 @@ static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
         frees |= (old[i] & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED))
                  != 0;
     }
+    bdrv_debug_event(s->file, BLKDBG_L2_UPDATE);
     qcow2_cache_mark_dirty(s->l2_cache, t);
     if (frees)
         ret = qcow2_write_l2_now(bs, t);
@@ -398,6 +402,7 @@ static int alloc_and_write(BlockNode *bs, int64_t offset, int64_t bytes,
         old[i] = qcow2_table_entry(t, first + i);
     r.head_zero = reads_zero(s, old[0], r.start);
     r.tail_zero = reads_zero(s, old[n - 1], r.end - s->cluster_size);
+    bdrv_debug_event(s->file, BLKDBG_CLUSTER_ALLOC);
     host = qcow2_alloc_clusters(bs, n, &r.fresh);
     if (host >= 0)
         host = check_unreferenced(bs, t, host, n);
@@ -440,6 +445,7 @@ static int write_one_run(BlockNode *bs, int64_t offset, int64_t bytes,
         /* Guest data never lands on metadata (a damaged L2 entry). */
         ret = qcow2_check_write(bs, 0, host, *done);
         g_mutex_unlock(&s->lock);
+        bdrv_debug_event(s->file, BLKDBG_WRITE_AIO);
         if (ret == 0)
             ret = write_in_place(s, host, *done, buf);
         g_mutex_lock(&s->lock);
@@ -544,6 +550,7 @@ static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
         }
         qcow2_table_set(t, first + i, new);
     }
+    bdrv_debug_event(s->file, BLKDBG_L2_UPDATE);
     qcow2_cache_mark_dirty(s->l2_cache, t);
     if (frees)
         ret = qcow2_write_l2_now(bs, t);

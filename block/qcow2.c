@@ -893,6 +893,7 @@ static int read_host(Qcow2State *s, uint64_t host, int64_t bytes, char *buf)
     /* A corrupt entry may point beyond any signed offset: past the end. */
     int64_t offset = host > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)host;
 
+    bdrv_debug_event(s->file, BLKDBG_READ_AIO);
     return read_padded(s->file, bdrv_getlength(s->file), offset, bytes, buf);
 }
 
@@ -900,6 +901,7 @@ static int read_host(Qcow2State *s, uint64_t host, int64_t bytes, char *buf)
 static int read_backing(Qcow2State *s, int64_t offset, int64_t bytes,
                         char *buf)
 {
+    bdrv_debug_event(s->file, BLKDBG_READ_BACKING_AIO);
     return read_padded(s->backing, s->backing_length, offset, bytes, buf);
 }
 

@@ -163,6 +163,7 @@ static void raw_refresh_limits(BlockNode *bs, BlockLimits *limits)
 static int raw_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 {
     RawState *s = bs->opaque;
+    bdrv_debug_event(s->file, BLKDBG_READ_AIO);
     return bdrv_pread(s->file, s->offset + offset, bytes, buf);
 }
 
@@ -179,6 +180,7 @@ static int raw_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
         if (other_format(head))
             return -EPERM;
     }
+    bdrv_debug_event(s->file, BLKDBG_WRITE_AIO);
     return bdrv_pwrite(s->file, s->offset + offset, bytes, buf, flags);
 }
 

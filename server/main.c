@@ -82,6 +82,14 @@ static void wait_for_clients(void)
     }
 }
 
+/* Shutdown: no request may wait any more for a blkdebug breakpoint's
+ * resume or a throttle group's budget, so that every client can finish. */
+static void release_waits(void)
+{
+    bdrv_debug_release_all();
+    throttle_release_all();
+}
+
 /* Serves until a signal, or until the last client leaves (without -t). */
 static void serve(const CliOptions *o, int listen_fd, int sig_fd)
 {
@@ -111,6 +119,7 @@ static void serve(const CliOptions *o, int listen_fd, int sig_fd)
             had_client = true;
         }
     }
+    release_waits();
     nbd_server_shutdown();
     wait_for_clients();
 }
@@ -263,6 +272,7 @@ static int serve_daemon(const CliOptions *o, int sig_fd, int *ready_fd)
     *ready_fd = -1;
     while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
     }
+    release_waits();
     qmp_stop();
     nbd_server_shutdown();
     wait_for_clients();
@@ -330,6 +340,7 @@ out:
     qmp_jobs_cleanup();
     qmp_nbd_cleanup();
     qmp_block_cleanup();
+    throttle_group_delete_all();
     qmp_cli_free();
     objects_cleanup();
     /* Daemon mode removes its pid file, as qemu-storage-daemon does, and

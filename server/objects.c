@@ -4,7 +4,8 @@
  * The secrets are kept for image encryption (encrypt.key-secret=ID), as
  * QEMU's "secret" object holds them: data= or file= (exactly one), in
  * format=raw (the default) or base64.  A secret encrypted with another one
- * (keyid=, iv=) is refused, as are the types of qemu-nbd's list that
+ * (keyid=, iv=) is refused.  throttle-group objects go to the block
+ * layer (block/throttle.c).  Refused too are the types of qemu-nbd's list that
  * snapnbd does not make; an unknown type gets QEMU's own message.  All of
  * this happens on the main thread before anything serves; afterwards the
  * table is read-only.
@@ -12,6 +13,8 @@
 #include "objects.h"
 
 #include "qemu-opts.h"
+
+#include "block/block.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -98,6 +101,21 @@ static bool add_secret(GHashTable *props, GError **errp)
     return true;
 }
 
+/* A throttle group of the block layer (block/throttle.c), with QEMU's
+ * properties (x-iops-total=..., limits.iops-total=...). */
+static bool add_throttle_group(const char *spec, GHashTable *props,
+                               GError **errp)
+{
+    g_autofree char *id = g_strdup(g_hash_table_lookup(props, "id"));
+    g_autoptr(GError) err = NULL;
+
+    g_hash_table_remove(props, "qom-type");
+    g_hash_table_remove(props, "id");
+    if (!throttle_group_create(id, props, &err))
+        return fail(errp, "--object %s: %s", spec, err->message);
+    return true;
+}
+
 bool objects_setup(char **specs, char ***tls_specs, GError **errp)
 {
     g_autoptr(GPtrArray) tls = g_ptr_array_new_with_free_func(g_free);
@@ -124,10 +142,13 @@ bool objects_setup(char **specs, char ***tls_specs, GError **errp)
         } else if (!strcmp(type, "secret")) {
             if (!add_secret(props, errp))
                 return false;
+        } else if (!strcmp(type, "throttle-group")) {
+            if (!add_throttle_group(*s, props, errp))
+                return false;
         } else if (g_strv_contains(qemu_nbd_types, type)) {
             return fail(errp, "--object: type '%s' is not supported (only "
-                              "secret, tls-creds-x509, tls-creds-psk and "
-                              "authz-simple)", type);
+                              "secret, throttle-group, tls-creds-x509, "
+                              "tls-creds-psk and authz-simple)", type);
         } else {
             return fail(errp, "Parameter 'qom-type' does not accept value "
                               "'%s'", type);

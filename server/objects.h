@@ -1,6 +1,7 @@
 /*
  * objects.h - --object: every type qemu-nbd 7.2 accepts is either made
- * (secret here; the TLS credentials and authz-simple in tls.c) or refused
+ * (secret here, throttle-group in the block layer; the TLS credentials and
+ * authz-simple in tls.c) or refused
  * with a message naming it.
  */
 #ifndef SNAPNBD_OBJECTS_H

@@ -21,6 +21,7 @@ typedef enum {
     M_REF,          /* BlockdevRef: a node-name or a nested node */
     M_REF_OR_NULL,  /* BlockdevRefOrNull: also null, "no backing" */
     M_CACHE,        /* BlockdevCacheOptions */
+    M_ANY,          /* lists and structs, flattened; the driver checks */
     M_ENCRYPT,      /* BlockdevQcow2Encryption (format luks, key-secret) */
 } MemberType;
 
@@ -114,6 +115,37 @@ static const Member null_members[] = {
     { NULL },
 };
 
+/* The filters' members; blkdebug's "image" becomes its "file" child. */
+static const Member blkdebug_members[] = {
+    { "image", M_REF, .required = true },
+    { "config", M_STR },
+    { "align", M_INT },
+    { "max-transfer", M_INT },
+    { "opt-write-zero", M_INT },
+    { "max-write-zero", M_INT },
+    { "opt-discard", M_INT },
+    { "max-discard", M_INT },
+    { "inject-error", M_ANY },
+    { "set-state", M_ANY },
+    { "take-child-perms", M_ANY },
+    { "unshare-child-perms", M_ANY },
+    { NULL },
+};
+
+/* "limits" is snapnbd's: a node with limits of its own, no group. */
+static const Member throttle_members[] = {
+    { "throttle-group", M_STR },
+    { "file", M_REF, .required = true },
+    { "limits", M_ANY },
+    { NULL },
+};
+
+static const Member cor_members[] = {
+    { "file", M_REF, .required = true },
+    { "bottom", M_STR },
+    { NULL },
+};
+
 static const struct {
     const char *driver;
     const char *open_as;  /* the driver name bdrv_open knows */
@@ -125,6 +157,9 @@ static const struct {
     { "luks", "luks", luks_members },
     { "null-co", "null-co", null_members },
     { "null-aio", "null-co", null_members },
+    { "blkdebug", "blkdebug", blkdebug_members },
+    { "throttle", "throttle", throttle_members },
+    { "copy-on-read", "copy-on-read", cor_members },
     { "copy-before-write", "copy-before-write", cbw_members },
     { "snapshot-access", "snapshot-access", snapshot_access_members },
 };
@@ -279,6 +314,44 @@ static bool flatten_scalar(Flattener *f, JsonNode *n, const Member *m,
     return true;
 }
 
+/* Any JSON value as flat keys: PATH.N for list items, PATH.KEY for
+ * members, booleans as on/off. */
+static bool flatten_any(Flattener *f, JsonNode *n, const char *path)
+{
+    if (JSON_NODE_HOLDS_ARRAY(n)) {
+        JsonArray *a = json_node_get_array(n);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            g_autofree char *sub = g_strdup_printf("%s.%u", path, i);
+            if (!flatten_any(f, json_array_get_element(a, i), sub))
+                return false;
+        }
+        return true;
+    }
+    if (JSON_NODE_HOLDS_OBJECT(n)) {
+        JsonObject *o = json_node_get_object(n);
+        g_autoptr(GList) keys = json_object_get_members(o);
+        for (GList *l = keys; l; l = l->next) {
+            g_autofree char *sub = g_strconcat(path, ".", l->data, NULL);
+            if (!flatten_any(f, json_object_get_member(o, l->data), sub))
+                return false;
+        }
+        return true;
+    }
+    if (is_type(n, G_TYPE_BOOLEAN)) {
+        put(f, path, json_node_get_boolean(n) ? "on" : "off");
+    } else if (is_type(n, G_TYPE_INT64)) {
+        g_autofree char *num = g_strdup_printf("%" G_GINT64_FORMAT,
+                                               json_node_get_int(n));
+        put(f, path, num);
+    } else if (is_type(n, G_TYPE_STRING)) {
+        put(f, path, json_node_get_string(n));
+    } else {
+        qmp_error(f->errp, "Invalid parameter type for '%s'", path);
+        return false;
+    }
+    return true;
+}
+
 static bool flatten_members(Flattener *f, JsonObject *obj, const char *prefix,
                             const Member *members)
 {
@@ -298,6 +371,8 @@ static bool flatten_members(Flattener *f, JsonObject *obj, const char *prefix,
             ok = flatten_ref(f, n, m, path);
         else if (m->type == M_CACHE)
             ok = flatten_cache(f, n, path);
+        else if (m->type == M_ANY)
+            ok = flatten_any(f, n, path);
         else if (m->type == M_ENCRYPT)
             ok = flatten_encrypt(f, n, path);
         else

@@ -1106,5 +1106,7 @@ void qmp_register_all(void)
     qmp_register_job_commands();
     qmp_register_bitmap_commands();
     qmp_register_create_commands();
+    qmp_register_debug_commands();
+    qmp_register_object_commands();
     qmp_register_snapshot_commands();
 }
