@@ -257,7 +257,10 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
     bdrv_debug_event(s->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     s->refcount_table[block] = off;
     s->refcount_table_used = MAX(s->refcount_table_used, block + 1);
-    return write_table_entry(bs, block);
+    ret = write_table_entry(bs, block);
+    if (ret < 0) /* the block is not in the table on disk */
+        s->refcount_table[block] = 0;
+    return ret;
 }
 
 static void cluster_freed(BlockNode *bs, uint64_t cluster)

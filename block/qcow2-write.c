@@ -96,7 +96,8 @@ static int write_l1_entry(BlockNode *bs, uint64_t l1_index)
 static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
 {
     Qcow2State *s = bs->opaque;
-    uint64_t old = s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    uint64_t old_entry = s->l1_table[l1_index];
+    uint64_t old = old_entry & QCOW2_L1E_OFFSET_MASK;
     Qcow2Table *t, *old_t = NULL;
     bool fresh;
     int64_t off = qcow2_alloc_clusters(bs, 1, &fresh);
@@ -124,6 +125,9 @@ static int allocate_l2(BlockNode *bs, uint64_t l1_index, Qcow2Table **out)
         __atomic_store_n(&s->l1_table[l1_index], off | QCOW2_OFLAG_COPIED,
                          __ATOMIC_RELAXED);
         ret = write_l1_entry(bs, l1_index);
+        if (ret < 0) /* the old table stays in use, as on disk */
+            __atomic_store_n(&s->l1_table[l1_index], old_entry,
+                             __ATOMIC_RELAXED);
     }
     /* The L1 entry no longer naming the old table must be on disk before
      * its refcount drops (it may be shared with a snapshot, or freed). */
