@@ -606,6 +606,7 @@ static int protocol_block_status(BlockNode *bs, int64_t offset,
 static int do_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum)
 {
+    TrackedRequest req;
     int ret = check_range(bs, offset, bytes);
 
     *pnum = 0;
@@ -620,10 +621,16 @@ static int do_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
         *pnum = bytes;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
+    /* Tracked like a read: a serialising write (a fleecing overlay's
+     * copy-before-write) waits for it, so an answer taken from the live
+     * backing ("zero", and the reader sends a hole) is never given after
+     * that backing changed under an overlay cluster not yet filled. */
+    track_begin(bs, &req, offset, bytes, false);
     if (bs->drv->is_protocol)
         ret = protocol_block_status(bs, offset, bytes, pnum);
     else
         ret = bs->drv->block_status(bs, offset, bytes, pnum);
+    track_end(bs, &req);
     if (ret >= 0 && (*pnum <= 0 || *pnum > bytes))
         *pnum = bytes; /* a driver bug must not loop the caller */
     return ret;
