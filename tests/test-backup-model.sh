@@ -18,10 +18,12 @@ $PYTHON -c 'import nbd' 2>/dev/null || {
     exit 77
 }
 
-seeds=${SNAPNBD_MODEL_SEEDS:-"1 2 3 4 5 6 7 22 9"}
+# 261 and 429: fleecing readers racing write-zeroes (block status was not
+# serialised against the overlay's copy-before-write).
+seeds=${SNAPNBD_MODEL_SEEDS:-"1 2 3 4 5 6 7 22 9 261 429"}
 args=()
 for s in $seeds; do
     args+=(--seed "$s")
 done
-$PYTHON "$srcdir/backup_model.py" --timeout 40 --budget 90 "${args[@]}" ||
+$PYTHON "$srcdir/backup_model.py" --timeout 40 --budget 150 "${args[@]}" ||
     fail "the backup model failed for some seeds (see above)"
