@@ -62,7 +62,7 @@ qemu-storage-daemon \
     --chardev "socket,id=qmp0,path=$dir/qmp.sock,server=on,wait=off" \
     --monitor chardev=qmp0 &
 qsd=$!
-trap 'kill $qsd 2>/dev/null; wait $qsd 2>/dev/null; rm -rf "$dir"; :' EXIT
+trap 'set +e; kill $qsd 2>/dev/null; wait $qsd 2>/dev/null; rm -rf "$dir"' EXIT
 for i in $(seq 100); do [ -S "$dir/nbd.sock" ] && break; sleep 0.05; done
 guest="nbd+unix:///guest?socket=$dir/nbd.sock"
 pull() { /usr/bin/python3 "$(dirname "$0")/backup_tool_pull.py" "$@"; }
