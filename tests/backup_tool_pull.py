@@ -10,10 +10,13 @@
     backup_tool_pull.py end QMP [OLD]
         Deletes the export, cancels the job, deletes the overlay and bitmap
         OLD.
-    backup_tool_pull.py writer URI SEED STOPFILE
+    backup_tool_pull.py writer URI SEED STOPFILE [no-unmap]
         Writes random ranges (data and zeroes) to the export until STOPFILE
-        exists; prints how many writes it made.  While STOPFILE.pause
-        exists it has no write in flight, and says so with STOPFILE.paused.
+        exists; prints how many writes it made.  When STOPFILE.pause
+        appears it lets its writes in flight finish, then creates
+        STOPFILE.paused and writes nothing until STOPFILE.pause is gone;
+        then it removes STOPFILE.paused and goes on.  With no-unmap its
+        write-zeroes requests carry NBD_CMD_FLAG_NO_HOLE.
 
 This is the sequence QEMU documents for pull-mode incremental backup.
 """
@@ -59,13 +62,15 @@ def end(qmp, old=None):
         q.cmd("block-dirty-bitmap-remove", {"node": "disk", "name": old})
 
 
-def writer(uri, seed, stopfile):
+def writer(uri, seed, stopfile, unmap="unmap"):
     import nbd
     h = nbd.NBD()
     h.connect_uri(uri)
     size = h.get_size()
     h.shutdown()
-    w = Writer(nbd, uri, 0, size, int(seed), bytes(size), depth=4)
+    zero_flags = nbd.CMD_FLAG_NO_HOLE if unmap == "no-unmap" else 0
+    w = Writer(nbd, uri, 0, size, int(seed), bytes(size), depth=4,
+               zero_flags=zero_flags)
     pause, paused = stopfile + ".pause", stopfile + ".paused"
     while not os.path.exists(stopfile):
         if os.path.exists(pause):

@@ -145,10 +145,12 @@ def make_disk(path, size, seed, hole_ratio=4):
 class Writer:
     """A libnbd client writing random ranges of [lo, hi) with up to @depth
     requests in flight until stop() (or @count writes), keeping a model of
-    the region to check that the export lost nothing."""
+    the region to check that the export lost nothing.  Its write-zeroes
+    requests carry @zero_flags (e.g. nbd.CMD_FLAG_NO_HOLE: the server must
+    not unmap)."""
 
     def __init__(self, nbd, uri, lo, hi, seed, initial, depth=16,
-                 max_len=256 * 1024):
+                 max_len=256 * 1024, zero_flags=0):
         self.h = nbd.NBD()
         self.h.connect_uri(uri)
         self.nbd = nbd
@@ -160,6 +162,7 @@ class Writer:
         self.busy = {}
         self.writes = 0
         self.stopped = False
+        self.zero_flags = zero_flags
 
     def _reap(self):
         for c in list(self.busy):
@@ -184,7 +187,7 @@ class Writer:
             c = self.h.aio_pwrite(data, off)
             self.model[rel:rel + ln] = data
         else:
-            c = self.h.aio_zero(ln, off)
+            c = self.h.aio_zero(ln, off, flags=self.zero_flags)
             self.model[rel:rel + ln] = bytes(ln)
         self.busy[c] = (off, off + ln)
         self.writes += 1
