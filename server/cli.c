@@ -304,8 +304,10 @@ static const char *probe_format(const char *filename)
     if (strcmp(format, "raw") == 0)
         fprintf(stderr,
                 "WARNING: Image format was not specified for '%s' and probing "
-                "guessed raw.\n         Specify the 'raw' format explicitly "
-                "(-f raw) to silence this warning.\n", filename);
+                "guessed raw.\n         Automatically detecting the format is "
+                "dangerous for raw images, write operations on block 0 will "
+                "be restricted.\n         Specify the 'raw' format explicitly "
+                "to remove the restrictions.\n", filename);
     return format;
 }
 
