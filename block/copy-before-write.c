@@ -256,6 +256,18 @@ BlockNode *bdrv_cbw_append(BlockNode *source, BlockNode *target,
     return bs;
 }
 
+void bdrv_cbw_deactivate(BlockNode *cbw)
+{
+    CbwState *s = cbw->opaque;
+
+    if (cbw->drv != &bdrv_copy_before_write || !s->notifier)
+        return;
+    /* Waits for copy-before-writes in progress: none runs after this. */
+    bdrv_remove_before_write_notifier(s->source, s->notifier);
+    s->notifier = NULL;
+    memset(&s->cfg, 0, sizeof(s->cfg));
+}
+
 BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw)
 {
     if (cbw->drv != &bdrv_copy_before_write)

@@ -38,6 +38,11 @@ BlockNode *bdrv_cbw_append(BlockNode *source, BlockNode *target,
                            const char *node_name, const CbwConfig *cfg,
                            GError **errp);
 
+/* Stops copying before writes now, whoever still holds the node (a
+ * drained section may keep it a moment longer): a job that ends calls it
+ * before it goes, so that no copy calls back into it afterwards. */
+void bdrv_cbw_deactivate(BlockNode *cbw);
+
 /* The copy engine of a copy-before-write node, or NULL for another node. */
 BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw);
 /* Has the node lost its point in time (break-snapshot after a failed

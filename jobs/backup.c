@@ -591,6 +591,8 @@ static void backup_clean(Job *job)
      * guest write is in flight while the copy-before-write node goes (and
      * with it the copy engine) and the job lets go of its nodes. */
     b->bcs = NULL;
+    if (b->cbw)
+        bdrv_cbw_deactivate(b->cbw);
     g_clear_pointer(&b->cbw, bdrv_unref);
     if (b->source)
         bdrv_op_unblock_all(b->source, b);
