@@ -485,9 +485,18 @@ int qcow2_bitmaps_store(BlockNode *bs)
     ret = write_header(bs, (const uint8_t *)ext, nb ? sizeof(ext) : 0);
     if (ret == 0)
         ret = qcow2_barrier(bs);
-    if (ret == 0 && old_dir)
-        free_old_bitmaps(bs, old_dir, s->nb_bitmaps, s->bitmap_dir_offset,
-                         s->bitmap_dir_size);
-    s->bitmaps_ext = nb > 0;
+    if (ret == 0) {
+        /* The new directory is the metadata now (overlap checks), before
+         * the old one is freed. */
+        uint32_t old_nb = s->nb_bitmaps;
+        uint64_t old_offset = s->bitmap_dir_offset;
+        uint64_t old_size = s->bitmap_dir_size;
+        s->nb_bitmaps = nb;
+        s->bitmap_dir_offset = dir_offset;
+        s->bitmap_dir_size = dir->len;
+        s->bitmaps_ext = nb > 0;
+        if (old_dir)
+            free_old_bitmaps(bs, old_dir, old_nb, old_offset, old_size);
+    }
     return ret;
 }

@@ -152,6 +152,27 @@ static bool owned(uint64_t entry)
            qcow2_classify(entry) == QCOW2_CLUSTER_NORMAL;
 }
 
+/* Clusters written in place must be this image's alone: refcount 1, as
+ * the COPIED flag says.  Another count means the metadata lies, and the
+ * write could land on a snapshot's data or on clusters the allocator
+ * hands out (refcount 0).  0, or -EIO after marking the image corrupt. */
+static int check_owned(BlockNode *bs, uint64_t host, uint64_t n)
+{
+    Qcow2State *s = bs->opaque;
+
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t rc;
+        int ret = qcow2_get_refcount(bs, (host >> s->cluster_bits) + i, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc != 1)
+            return qcow2_signal_corruption(
+                bs, "cluster %#" PRIx64 " is owned (COPIED flag) but its "
+                "refcount is %" PRIu64, host + (i << s->cluster_bits), rc);
+    }
+    return 0;
+}
+
 int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
                         uint64_t *host, int64_t *pnum)
 {
@@ -192,6 +213,13 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
                                     (e & QCOW2_L2E_OFFSET_MASK) +
                                         ((uint64_t)n << s->cluster_bits))
                 break;
+        }
+        ret = check_owned(bs, h, MIN(n, ((uint64_t)in_cluster + bytes +
+                                         s->cluster_size - 1) >>
+                                            s->cluster_bits));
+        if (ret < 0) {
+            qcow2_table_put(t);
+            return ret;
         }
     } else {
         /* A new refcount block takes the first cluster it describes, so a

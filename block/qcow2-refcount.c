@@ -319,6 +319,13 @@ static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
                                        addend);
     }
     ret = checked_refblock(bs, t);
+    if (ret == 0 && new == 0 &&
+        qcow2_overlaps(bs, 0, cluster << s->cluster_bits, s->cluster_size))
+        /* Data said to lie in metadata (a compressed entry, say): freeing
+         * it would hand the metadata out for new data. */
+        ret = qcow2_signal_corruption(bs, "Preventing freeing cluster %#"
+                                      PRIx64 ", which holds metadata",
+                                      cluster << s->cluster_bits);
     if (ret < 0) {
         qcow2_table_put(t);
         return ret;

@@ -69,5 +69,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!g_mkdtemp(dir))
         abort();
     put_file("0001-full.qcow2", "", 0);
+    fuzz_remove_at_exit(g_strdup(dir));
     return 0;
 }

@@ -124,6 +124,7 @@ static void tls_init(void)
     objects[0] = object;
     if (!tls_setup(objects, NULL, NULL))
         abort();
+    fuzz_remove_at_exit(g_steal_pointer(&dir));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

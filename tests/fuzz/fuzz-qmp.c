@@ -92,12 +92,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char dir[] = "/tmp/snapnbd-fuzz-qmp.XXXXXX";
+    char *dir = g_strdup("/tmp/snapnbd-fuzz-qmp.XXXXXX");
 
     (void)argc;
     (void)argv;
-    if (!mkdtemp(dir) || chdir(dir) < 0)
+    if (!g_mkdtemp(dir) || chdir(dir) < 0)
         abort();
+    fuzz_remove_at_exit(dir);
     qmp_register_all();
     return 0;
 }

@@ -20,4 +20,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
  * path the file driver opens it by; -1 when it cannot be made. */
 int fuzz_memfd(const void *data, size_t size, char path[64]);
 
+/* Removes directory @path and the files in it at exit (the private
+ * directories of the targets); takes @path. */
+void fuzz_remove_at_exit(char *path);
+
 #endif
