@@ -957,7 +957,8 @@ class Run:
                                    "node-name": "tgt", "name": "pit"})
         self.pump(secs=self.r.uniform(0.1, 0.6))
         passes = []
-        for _ in range(2):
+        for i in range(2):
+            self.stage = "reading the fleecing export, pass %d" % (i + 1)
             reader = Reader(self.uri("pit"), self.r)
             self.pump(until=reader.done, reader=reader, secs=60)
             if not reader.done():
@@ -971,6 +972,7 @@ class Run:
         if not j or j[0]["status"] != "running":
             raise Failure("fleece-job", "the sync=none job is not running "
                           "while its export is read: %s" % j)
+        self.stage = "job-cancel of the sync=none job"
         q.cmd("job-cancel", {"id": "j0"})
         end = lambda: q.find_event(("BLOCK_JOB_CANCELLED",
                                     "BLOCK_JOB_COMPLETED"), "j0")
@@ -1145,8 +1147,11 @@ class Run:
                    random.Random(self.seed * 10 + i), self.model, self.log,
                    True)
             for i in range(n)]
+        self.stage = "writes before the job"
         self.pump(secs=self.r.uniform(0.1, 0.4))
+        self.stage = "creating the job"
         self.start_job()
+        self.stage = "the job runs"
         fleece = None
         if s["sync"] == "none":
             fleece = self.run_fleece()
@@ -1155,8 +1160,10 @@ class Run:
         else:
             ev = self.run_job()
         ev2 = self.finish_second_job() if s.get("second-job") else None
+        self.stage = "draining the clients after the job"
         self.pump(secs=0.2)
         self.drain_clients()
+        self.stage = "checks with the daemon up"
         success = ev["event"] == "BLOCK_JOB_COMPLETED" and \
             "error" not in ev["data"]
         if s["sync"] != "none" and not success and not self.cancelled:
@@ -1185,7 +1192,9 @@ class Run:
         elif s["target"].startswith("add"):
             self.q.cmd("blockdev-del", {"node-name": "tgt"})
         self.q.cmd("query-jobs")
+        self.stage = "stopping the daemon"
         self.stop_daemon()
+        self.stage = "offline checks"
         for f in getattr(self, "qcow2_files", []):
             self.qcow2_check(f)
         if self.target_fmt == "qcow2" and os.path.exists(self.target_file):
@@ -1202,6 +1211,15 @@ class Run:
         # The live disk once more, offline, as qemu-img reads it.
         got = self.raw_contents(self.src_file, self.src_fmt)
         check_image(got, self.model, [], "the source image after stop")
+
+    def probe(self):
+        """After a timeout: does the daemon still answer QMP?"""
+        try:
+            self.q.buf = b""
+            r = self.q.execute("query-jobs", timeout=5)
+            return "the daemon answers query-jobs: %s" % r.get("return", r)
+        except Exception as e:      # noqa: BLE001
+            return "the daemon does not answer QMP (%s)" % e
 
     def cleanup(self, keep):
         if self.daemon and self.daemon.poll() is None:
@@ -1239,7 +1257,8 @@ def run_seed(seed, opts):
     try:
         run.run()
     except Timeout:
-        kind, msg = "timeout", "seed took more than %d s" % opts.timeout
+        kind, msg = "timeout", "seed took more than %d s, at: %s; %s" % (
+            opts.timeout, getattr(run, "stage", "?"), run.probe())
     except Failure as e:
         kind, msg = e.kind, str(e)
     except Exception as e:          # noqa: BLE001 - report and go on
