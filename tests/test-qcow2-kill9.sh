@@ -18,7 +18,7 @@ check_after_kill() {
 }
 
 round() {
-    local img=$1 cs=$2 pid io
+    local img=$1 cs=$2 pid io size0 i
     start_server "$tmp/sock" "$tmp/pid" -t -f qcow2 --discard=unmap "$img"
     pid=$(cat "$tmp/pid")
     # Flushed data in the upper half, random I/O below it.
@@ -28,6 +28,13 @@ round() {
         "$tmp/scratch" "$seed" 1000000 --granule "$cs" --limit $((24 << 20)) --flush-every 40 \
         >/dev/null 2>&1 &
     io=$!
+    # Under load the client may take a while to start: kill only once its
+    # writes reach the image (it grows), then at a random moment.
+    size0=$(stat -c %s "$img")
+    for i in $(seq 200); do
+        [ "$(stat -c %s "$img")" -gt "$size0" ] && break
+        sleep 0.05
+    done
     sleep "0.$((RANDOM % 8 + 2))"
     kill -9 "$pid"
     wait "$io" && fail "the I/O did not notice the kill"
