@@ -451,8 +451,11 @@ static void check_section(BlockNode *top, BdrvDrain *(*begin)(void *),
         g_usleep(1000);
     d = begin(arg);
     /* Every request in flight at begin has ended (its thread may take a
-     * moment to count it) and each thread waits in its next call. */
-    g_usleep(10 * 1000);
+     * moment to count it) and each thread comes to wait in its next call:
+     * four calls begun and not done, whatever the scheduler does. */
+    for (int i = 0; i < 2000 && g_atomic_int_get(&h.started) -
+                                    g_atomic_int_get(&h.done) != 4; i++)
+        g_usleep(1000);
     before = g_atomic_int_get(&h.done);
     g_assert_cmpint(g_atomic_int_get(&h.started) - before, ==, 4);
     g_assert_cmpint(bdrv_pread(top, 0, sizeof(buf), buf), ==, 0);
