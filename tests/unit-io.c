@@ -443,18 +443,19 @@ static void check_section(BlockNode *top, BdrvDrain *(*begin)(void *),
     GThread *t[4];
     BdrvDrain *d;
     char buf[4096];
-    int before, after;
+    int before, after, started;
 
     for (int i = 0; i < 4; i++)
         t[i] = g_thread_new("hammer", hammer_thread, &h);
     while (g_atomic_int_get(&h.done) < 20)
         g_usleep(1000);
     d = begin(arg);
-    /* Every request in flight at begin has ended (its thread may take a
-     * moment to count it) and each thread comes to wait in its next call:
-     * four calls begun and not done, whatever the scheduler does. */
-    for (int i = 0; i < 2000 && g_atomic_int_get(&h.started) -
-                                    g_atomic_int_get(&h.done) != 4; i++)
+    /* Every request in flight at begin has ended; each thread counts it,
+     * then begins exactly one more call, which waits: four more calls
+     * begun, whatever the scheduler does. */
+    started = g_atomic_int_get(&h.started);
+    for (int i = 0; i < 5000 && g_atomic_int_get(&h.started) < started + 4;
+         i++)
         g_usleep(1000);
     before = g_atomic_int_get(&h.done);
     g_assert_cmpint(g_atomic_int_get(&h.started) - before, ==, 4);
