@@ -689,18 +689,8 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
 static bool attach_nodes(BackupJob *b, BlockNode *source, BlockNode *target,
                          GError **errp)
 {
-    g_autofree char *holder = g_strdup_printf("backup job '%s'",
-                                              b->common.id);
-    const uint32_t shared = BDRV_PERM_ALL & ~BDRV_PERM_RESIZE;
-
-    b->source_edge = bdrv_user_attach(source, holder, "source",
-                                      BDRV_PERM_CONSISTENT_READ, shared,
-                                      &job_user_ops, b, errp);
-    if (b->source_edge)
-        b->target_edge = bdrv_user_attach(target, holder, "target",
-                                          BDRV_PERM_WRITE, shared,
-                                          &job_user_ops, b, errp);
-    if (!b->target_edge)
+    if (!job_attach_copy_nodes(&b->common, source, target,
+                               &b->source_edge, &b->target_edge, errp))
         return false;
     b->source = source;
     b->target = target;

@@ -958,6 +958,24 @@ const BdrvUserOps job_user_ops = {
     .drained_end = job_drained_end,
 };
 
+bool job_attach_copy_nodes(Job *job, BlockNode *source, BlockNode *target,
+                           BlockChild **source_edge, BlockChild **target_edge,
+                           GError **errp)
+{
+    g_autofree char *holder = g_strdup_printf("%s job '%s'",
+                                              job->driver->type, job->id);
+    const uint32_t shared = BDRV_PERM_ALL & ~BDRV_PERM_RESIZE;
+
+    *source_edge = bdrv_user_attach(source, holder, "source",
+                                    BDRV_PERM_CONSISTENT_READ, shared,
+                                    &job_user_ops, job, errp);
+    if (*source_edge)
+        *target_edge = bdrv_user_attach(target, holder, "target",
+                                        BDRV_PERM_WRITE, shared,
+                                        &job_user_ops, job, errp);
+    return *target_edge != NULL;
+}
+
 bool job_is_force_cancelled(Job *job)
 {
     bool c;

@@ -290,6 +290,11 @@ BlockErrorAction job_error_action(Job *job, BlockdevOnError policy,
  * job_drain_point (no status change, unlike a pause); the section waits
  * for that.  job_drain_requested_locked tells the driver to go there. */
 extern const BdrvUserOps job_user_ops;
+/* A copying job's edges ("<type> job 'ID'"): it reads @source and writes
+ * @target, shares everything else but resize (sizes are checked once). */
+bool job_attach_copy_nodes(Job *job, BlockNode *source, BlockNode *target,
+                           BlockChild **source_edge, BlockChild **target_edge,
+                           GError **errp);
 bool job_drain_requested_locked(Job *job);
 void job_drain_point(Job *job);
 

@@ -315,18 +315,8 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
 static bool attach_nodes(MirrorJob *m, BlockNode *source, BlockNode *target,
                          GError **errp)
 {
-    g_autofree char *holder = g_strdup_printf("mirror job '%s'",
-                                              m->common.id);
-    const uint32_t shared = BDRV_PERM_ALL & ~BDRV_PERM_RESIZE;
-
-    m->source_edge = bdrv_user_attach(source, holder, "source",
-                                      BDRV_PERM_CONSISTENT_READ, shared,
-                                      &job_user_ops, m, errp);
-    if (m->source_edge)
-        m->target_edge = bdrv_user_attach(target, holder, "target",
-                                          BDRV_PERM_WRITE, shared,
-                                          &job_user_ops, m, errp);
-    if (!m->target_edge)
+    if (!job_attach_copy_nodes(&m->common, source, target,
+                               &m->source_edge, &m->target_edge, errp))
         return false;
     m->source = source;
     m->target = target;
