@@ -2,49 +2,12 @@
 test-snapshot-live.sh).  Usage: snapshot_live.py QMP NBDSOCK DIR SEED"""
 import subprocess
 import sys
-import threading
-import time
 
 import nbd
-from jobs_qmp import QMP, Writer
+from jobs_qmp import QMP
+from live_writers import read_all, settle, start, stop, uri
 
 MiB = 1 << 20
-
-
-def uri(sock):
-    return f"nbd+unix:///live?socket={sock}"
-
-
-def start(sock, size, seed, model):
-    ws = [Writer(nbd, uri(sock), i * size // 2, (i + 1) * size // 2,
-                 seed + i, model[i * size // 2:(i + 1) * size // 2])
-          for i in range(2)]
-    ts = [threading.Thread(target=w.run) for w in ws]
-    for t in ts:
-        t.start()
-    return ws, ts
-
-
-def stop(ws, ts):
-    for w in ws:
-        w.stopped = True
-    for t in ts:
-        t.join()
-    return b"".join(bytes(w.model) for w in ws)
-
-
-def read_all(sock, size):
-    h = nbd.NBD()
-    h.connect_uri(uri(sock))
-    data = h.pread(size, 0)
-    h.shutdown()
-    return data
-
-
-def settle(ws, n=100):
-    base = sum(w.writes for w in ws)
-    while sum(w.writes for w in ws) < base + n:
-        time.sleep(0.01)
 
 
 def main(qmp, sock, d, seed):
