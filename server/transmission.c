@@ -514,6 +514,11 @@ static int run_write(NbdConn *c, Worker *w, const Request *r)
         ret = cmd_trim(c, r);
     else
         ret = cmd_write_zeroes(c, r);
+    /* A live snapshot moved the export while this request was on its way
+     * to the old node, which is read-only now and refused it before
+     * touching anything: it goes to the new node. */
+    if (ret == -EPERM && nbd_export_node(c->exp) != node)
+        return run_write(c, w, r);
     return ret;
 }
 
