@@ -216,6 +216,9 @@ void bdrv_user_detach(BlockChild *user); /* NULL is fine */
 bool bdrv_user_set_perm(BlockChild *user, uint32_t perm, uint32_t shared,
                         GError **errp);
 BlockNode *bdrv_user_node(BlockChild *user);
+/* The same, referenced (bdrv_unref it): safe while a graph change moves
+ * the edge and drops the node it left. */
+BlockNode *bdrv_user_node_ref(BlockChild *user);
 /* "consistent read, write" */
 char *bdrv_perm_names(uint32_t perm);
 /* Someone other than @except taking write on @bs ("NBD export 'e0'",
