@@ -339,7 +339,7 @@ static int rbd_node_open(BlockNode *bs, GHashTable *options, GError **errp)
     }
     if (s->snap && !bs->read_only) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
-                    "rbd snapshots are always read-only (open '%s@%s' with "
+                    "rbd snapshots are read-only (open '%s@%s' with "
                     "read-only=on or -r)", s->name, s->snap);
         goto fail;
     }

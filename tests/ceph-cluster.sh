@@ -11,6 +11,12 @@
 #                            test (exit 77) when the ceph packages are
 #                            missing; fails when the cluster does not come up.
 #   ceph_cluster_stop DIR    stops the OSD, then the mon, by PID.
+#   requires_rbd             skip unless snapnbd was built with the rbd
+#                            driver (librbd-dev) and ceph is installed
+#   start_ceph               ceph_cluster_start in $tmp/ceph, stopped at
+#                            exit; prints how long start-up took
+#   qemu_has_rbd             does qemu-img/qemu-nbd have the rbd driver
+#                            (qemu-block-extra)?
 #
 # Start-up waits for "rbd pool init", which returns once the pool's PGs are
 # active (ceph -s needs a mgr).  The settings that make it quick and quiet
@@ -124,6 +130,26 @@ ceph_cluster_stop() {
         kill -9 "$pid" 2>/dev/null
     done
     return 0
+}
+
+requires_rbd() {
+    if "$SNAPNBD" -k "$tmp/rbd-probe.sock" --image-opts \
+        driver=raw,file.driver=rbd 2>&1 | grep -q "Unknown driver 'rbd'"; then
+        echo "$0: skipped: snapnbd was built without the rbd driver (librbd-dev)"
+        exit 77
+    fi
+}
+
+start_ceph() {
+    local t0
+    t0=$(date +%s%N)
+    cleanup_fn "ceph_cluster_stop '$tmp/ceph'"
+    ceph_cluster_start "$tmp/ceph"
+    echo "$0: ceph cluster up in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+}
+
+qemu_has_rbd() {
+    qemu-img --help 2>/dev/null | grep -qw rbd
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
