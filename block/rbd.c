@@ -49,7 +49,7 @@ typedef struct RbdState {
     bool whole_object_diff; /* fast-diff is there and valid */
 } RbdState;
 
-/* --- the file name -------------------------------------------------------- */
+/* --- the file name ------------------------------------------------------- */
 
 /* Cuts @*p at the first unescaped @delim: returns the token, moves *p past
  * the delimiter (NULL when there is none). */
@@ -170,7 +170,7 @@ static bool take_filename(GHashTable *options, GPtrArray *conf_pairs,
     return parse_filename(filename, options, conf_pairs, errp);
 }
 
-/* --- the cluster ---------------------------------------------------------- */
+/* --- the cluster --------------------------------------------------------- */
 
 /* "auth-client-required.0", ".1", ... (a QMP list): "cephx;none". */
 static char *take_auth_list(GHashTable *options)
@@ -296,7 +296,7 @@ static void free_names(RbdState *s)
     g_clear_pointer(&s->snap, g_free);
 }
 
-/* --- open and close -------------------------------------------------------- */
+/* --- open and close ------------------------------------------------------ */
 
 static void probe_fast_diff(RbdState *s)
 {
@@ -395,7 +395,7 @@ static char *rbd_node_describe(BlockNode *bs)
                                          : "exclusive lock by librbd");
 }
 
-/* --- I/O ------------------------------------------------------------------- */
+/* --- I/O ----------------------------------------------------------------- */
 
 /* Waits for the aio request @c that @started (its submission's result)
  * began; returns its result (bytes or -errno). */
@@ -421,7 +421,8 @@ static rbd_completion_t new_completion(void)
     return c;
 }
 
-static int rbd_node_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
+static int rbd_node_pread(BlockNode *bs, int64_t offset, int64_t bytes,
+                          void *buf)
 {
     RbdState *s = bs->opaque;
     rbd_completion_t c = new_completion();
@@ -435,7 +436,7 @@ static int rbd_node_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *bu
 }
 
 static int rbd_node_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
-                      const void *buf, int flags)
+                           const void *buf, int flags)
 {
     RbdState *s = bs->opaque;
     rbd_completion_t c = new_completion();
@@ -445,8 +446,8 @@ static int rbd_node_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
 }
 
 /* Without MAY_UNMAP the zeroes are written out (thick), as QEMU asks. */
-static int rbd_node_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
-                             int flags)
+static int rbd_node_pwrite_zeroes(BlockNode *bs, int64_t offset,
+                                  int64_t bytes, int flags)
 {
     RbdState *s = bs->opaque;
     int zero_flags = (flags & BDRV_REQ_MAY_UNMAP)
@@ -476,7 +477,7 @@ static int rbd_node_flush(BlockNode *bs)
     return n < 0 ? n : 0;
 }
 
-/* --- block status ---------------------------------------------------------- */
+/* --- block status -------------------------------------------------------- */
 
 /* The first data extent in [start, end), and how far it runs on without a
  * gap (extents come in order). */
@@ -507,8 +508,8 @@ static int diff_extent(uint64_t offs, size_t len, int exists, void *opaque)
     return DIFF_STOP;
 }
 
-static int rbd_node_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
-                            int64_t *pnum)
+static int rbd_node_block_status(BlockNode *bs, int64_t offset,
+                                 int64_t bytes, int64_t *pnum)
 {
     RbdState *s = bs->opaque;
     DiffScan d = { .start = offset, .end = offset + bytes };
@@ -529,14 +530,14 @@ static int rbd_node_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
     return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
 }
 
-/* --- create ----------------------------------------------------------------- */
+/* --- create -------------------------------------------------------------- */
 
 /* blockdev-create driver=rbd: "location.*" names the image (QEMU's
  * BlockdevCreateOptionsRbd), "cluster-size" its object size (a power of
  * two; librbd's default 4 MiB otherwise).  Redundancy is the pool's: a
  * replicated or erasure-coded pool is chosen by "location.pool". */
 static int rbd_node_create(const char *filename, uint64_t size,
-                            GHashTable *options, GError **errp)
+                           GHashTable *options, GError **errp)
 {
     RbdState s = { 0 };
     g_autoptr(GHashTable) loc = opt_take_prefix(options, "location");

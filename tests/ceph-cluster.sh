@@ -83,6 +83,8 @@ keyring = $dir/mon.keyring
 keyring = $dir/osd.keyring
 [client]
 keyring = $dir/client.admin.keyring
+# one per client process, or every client after the first complains
+admin socket = $dir/run/\$name.\$pid.asok
 EOF
     export CEPH_CONF=$dir/ceph.conf
     {

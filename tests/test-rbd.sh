@@ -9,6 +9,10 @@
 #  - a snapshot @s1 exported read-only keeps the old data while the head
 #    is written through another export; a snapshot is refused writable;
 #  - write zeroes (thick and unmapping) read back as zeroes;
+#  - a writable node that wrote holds RBD's exclusive lock, a read-only
+#    node neither locks nor watches the image;
+#  - cephx: another user's key as a secret object (key-secret) or in the
+#    file name (:id=USER:key=KEY); a wrong key is refused;
 #  - blockdev-create driver=rbd makes an image of the size and object size
 #    asked for, in a namespace.
 # The same reads through qemu-nbd (where QEMU has the rbd driver) give the
@@ -51,6 +55,8 @@ if qemu_has_rbd; then
     qemu-img compare -q -f raw -F raw "rbd:rbd/a:conf=$conf" "$tmp/ref.raw" ||
         fail "QEMU's rbd driver reads other bytes than snapnbd wrote"
 fi
+# A writable node that wrote holds RBD's exclusive lock (librbd's).
+rbd lock ls rbd/a | grep -q "1 exclusive lock" || fail "no exclusive lock: $(rbd lock ls rbd/a)"
 
 # 2. Holes: data objects are data (0), the rest holes reading as zeroes (3).
 merged_map "$u" >"$tmp/map"
@@ -114,13 +120,36 @@ if qemu_has_rbd; then
         fail "qemu-io through QEMU's rbd driver"
     qemu-io -f raw -c 'write -P 0x21 7M 300k' "$tmp/b.raw" >/dev/null
 fi
-start_server "$tmp/s3" "$tmp/p3" -t --image-opts \
+start_server "$tmp/s3" "$tmp/p3" -t -r --image-opts \
     "driver=raw,file.driver=rbd,file.pool=rbd,file.image=b,file.conf=$conf"
 qemu-img compare -q -f raw -F raw "$(uri "$tmp/s3")" "$tmp/b.raw" ||
     fail "snapnbd serves other bytes than rbd import/qemu-io wrote"
 nbdinfo --map "$(uri "$tmp/s3")" | grep -q "hole,zero" ||
     fail "no hole in an imported sparse image"
+# A read-only node opens the image read-only: no lock, no watch.
+[ -z "$(rbd lock ls rbd/b)" ] || fail "a read-only node locked: $(rbd lock ls rbd/b)"
+rbd status rbd/b | grep -q "Watchers: none" || fail "a read-only node watches: $(rbd status rbd/b)"
 _stop_server "$tmp/p3"
+
+# 5b. cephx: another user's key through a secret object (key-secret) and
+# in the file name (:id=USER:key=BASE64); a wrong key is refused.
+ceph auth get-or-create client.t1 mon 'profile rbd' osd 'profile rbd pool=rbd' \
+    >/dev/null 2>&1 || fail "ceph auth get-or-create"
+key=$(ceph auth get-key client.t1 2>/dev/null) || fail "ceph auth get-key"
+start_server "$tmp/s4" "$tmp/p4" -t -r --object "secret,id=k0,data=$key" \
+    --image-opts "driver=raw,file.driver=rbd,file.pool=rbd,file.image=b,file.conf=$conf,file.user=t1,file.key-secret=k0"
+qemu-img compare -q -f raw -F raw "$(uri "$tmp/s4")" "$tmp/b.raw" ||
+    fail "key-secret: other bytes"
+_stop_server "$tmp/p4"
+start_server "$tmp/s4" "$tmp/p4" -t -r -f raw "rbd:rbd/b:conf=$conf:id=t1:key=$key"
+qemu-img compare -q -f raw -F raw "$(uri "$tmp/s4")" "$tmp/b.raw" ||
+    fail ":id=:key=: other bytes"
+_stop_server "$tmp/p4"
+other=$(ceph-authtool --gen-print-key)
+timeout 60 "$SNAPNBD" -r -k "$tmp/s5" --object "secret,id=k0,data=$other" \
+    --image-opts "driver=raw,file.driver=rbd,file.pool=rbd,file.image=b,file.conf=$conf,file.user=t1,file.key-secret=k0" \
+    2>"$tmp/err" && fail "a wrong cephx key connected"
+grep -q "error connecting" "$tmp/err" || fail "wrong key: $(cat "$tmp/err")"
 
 # 6. blockdev-create driver=rbd (64 KiB objects, in a namespace).
 rbd namespace create rbd/ns1 || fail "rbd namespace create"
