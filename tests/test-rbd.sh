@@ -168,4 +168,13 @@ grep -q '"size":33554432' "$tmp/info" && grep -q '"order":16' "$tmp/info" ||
 qmp "$tmp/qmp" '{"execute":"blockdev-add","arguments":{"driver":"rbd","node-name":"c","pool":"rbd","namespace":"ns1","image":"c","conf":"'"$conf"'"}}' \
     '{"execute":"query-named-block-nodes"}' >"$tmp/out"
 grep -q '"file": "rbd:rbd/ns1/c"' "$tmp/out" || fail "blockdev-add rbd: $(cat "$tmp/out")"
+_stop_server "$tmp/pq"
+# The namespace in the file name: rbd:pool/namespace/image.
+start_server "$tmp/s6" "$tmp/p6" -t -f raw "rbd:rbd/ns1/c:conf=$conf"
+qemu-io -f raw -c 'write -P 0x66 1M 64k' "$(uri "$tmp/s6")" >/dev/null || fail "write to rbd/ns1/c"
+_stop_server "$tmp/p6"
+rbd export rbd/ns1/c "$tmp/c.raw" >/dev/null 2>&1 || fail "rbd export rbd/ns1/c"
+qemu-io -f raw -c 'read -P 0x66 1M 64k' -c 'read -P 0 0 1M' "$tmp/c.raw" >"$tmp/out" &&
+    ! grep -q "verification failed" "$tmp/out" ||
+    fail "rbd export of rbd/ns1/c lacks what snapnbd wrote: $(cat "$tmp/out")"
 echo "$0: ok"
