@@ -7,8 +7,8 @@
 #  - the same source, blockdev-backup sync=none into a qcow2 overlay
 #    (fleecing): the point-in-time export is the image as it was;
 #  - a local qcow2 source, blockdev-backup sync=full into an rbd target node
-#    (blockdev-add driver=rbd): "rbd export" of the target is the disk as it
-#    was when the job started.
+#    (blockdev-add driver=rbd) that holds old data: "rbd export" of the
+#    target is the disk as it was when the job started.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 source "$srcdir/ceph-cluster.sh"
@@ -58,7 +58,10 @@ _stop_server "$tmp/daemon.pid"
 # 3. A local qcow2 disk backed up into an rbd target node.
 make_disk "$tmp/local.raw" $size $((seed + 3))
 qemu-img convert -q -f raw -O qcow2 "$tmp/local.raw" "$tmp/local.qcow2"
-rbd create --size 32M rbd/tgt || fail "rbd create"
+# A target full of old data: the disk's holes must be written as zeroes
+# (block status of the target says it is not all zero).
+head -c $size /dev/urandom >"$tmp/junk.raw"
+rbd import "$tmp/junk.raw" rbd/tgt >/dev/null 2>&1 || fail "rbd import of the target"
 start_daemon \
     --blockdev "driver=qcow2,node-name=disk,file.driver=file,file.filename=$tmp/local.qcow2" \
     --nbd-server "addr.type=unix,addr.path=$nbdsock" \
