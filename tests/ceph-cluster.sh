@@ -135,8 +135,10 @@ ceph_cluster_stop() {
 }
 
 requires_rbd() {
-    if "$SNAPNBD" -k "$tmp/rbd-probe.sock" --image-opts \
-        driver=raw,file.driver=rbd 2>&1 | grep -q "Unknown driver 'rbd'"; then
+    local out
+    out=$("$SNAPNBD" -k "$tmp/rbd-probe.sock" --image-opts \
+        driver=raw,file.driver=rbd 2>&1)
+    if [[ $out == *"Unknown driver 'rbd'"* ]]; then
         echo "$0: skipped: snapnbd was built without the rbd driver (librbd-dev)"
         exit 77
     fi
