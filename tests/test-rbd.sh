@@ -10,7 +10,8 @@
 #    is written through another export; a snapshot is refused writable;
 #  - write zeroes (thick and unmapping) read back as zeroes;
 #  - a writable node that wrote holds RBD's exclusive lock, a read-only
-#    node neither locks nor watches the image;
+#    node neither locks nor watches the image, yet its block status and
+#    reads follow another client's writes;
 #  - cephx: another user's key as a secret object (key-secret) or in the
 #    file name (:id=USER:key=KEY); a wrong key is refused;
 #  - blockdev-create driver=rbd makes an image of the size and object size
@@ -32,6 +33,11 @@ merged_map() {
         { if (n && $3 == type && start + len == $1) { len += $2; next }
           if (n) print start, len, type; start = $1; len = $2; type = $3; n = 1 }
         END { if (n) print start, len, type }'
+}
+
+# The type (0 data, 3 hole) of the extent holding byte OFFSET.
+type_at() {
+    nbdinfo --map "$1" | awk -v o="$2" '$1 <= o && o < $1 + $2 { print $3 }'
 }
 
 # 64 KiB objects, so that holes show at that granularity.
@@ -129,6 +135,19 @@ nbdinfo --map "$(uri "$tmp/s3")" | grep -q "hole,zero" ||
 # A read-only node opens the image read-only: no lock, no watch.
 [ -z "$(rbd lock ls rbd/b)" ] || fail "a read-only node locked: $(rbd lock ls rbd/b)"
 rbd status rbd/b | grep -q "Watchers: none" || fail "a read-only node watches: $(rbd status rbd/b)"
+# Its block status follows another client's writes (the object map is
+# read from the cluster, not cached).
+if qemu_has_rbd; then
+    [ "$(type_at "$(uri "$tmp/s3")" 10485760)" = 3 ] ||
+        fail "10M is not a hole yet: $(nbdinfo --map "$(uri "$tmp/s3")")"
+    qemu-io -f raw -c 'write -P 0x31 10M 4k' "rbd:rbd/b:conf=$conf" >/dev/null ||
+        fail "qemu-io through QEMU's rbd driver"
+    qemu-io -f raw -c 'write -P 0x31 10M 4k' "$tmp/b.raw" >/dev/null
+    [ "$(type_at "$(uri "$tmp/s3")" 10485760)" = 0 ] ||
+        fail "a read-only export misses another writer's data: $(nbdinfo --map "$(uri "$tmp/s3")")"
+    qemu-io -r -f raw -c 'read -P 0x31 10M 4k' "$(uri "$tmp/s3")" | grep -q "verification failed" &&
+        fail "a read-only export reads stale data"
+fi
 _stop_server "$tmp/p3"
 
 # 5b. cephx: another user's key through a secret object (key-secret) and
