@@ -187,6 +187,11 @@ grep -q '"size":33554432' "$tmp/info" && grep -q '"order":16' "$tmp/info" ||
 qmp "$tmp/qmp" '{"execute":"blockdev-add","arguments":{"driver":"rbd","node-name":"c","pool":"rbd","namespace":"ns1","image":"c","conf":"'"$conf"'"}}' \
     '{"execute":"query-named-block-nodes"}' >"$tmp/out"
 grep -q '"file": "rbd:rbd/ns1/c"' "$tmp/out" || fail "blockdev-add rbd: $(cat "$tmp/out")"
+# auth-client-required: the cluster wants cephx, "none" alone is refused.
+qmp "$tmp/qmp" '{"execute":"blockdev-add","arguments":{"driver":"rbd","node-name":"c1","pool":"rbd","namespace":"ns1","image":"c","conf":"'"$conf"'","read-only":true,"auth-client-required":["cephx","none"]}}' \
+    '{"execute":"blockdev-add","arguments":{"driver":"rbd","node-name":"c2","pool":"rbd","namespace":"ns1","image":"c","conf":"'"$conf"'","read-only":true,"auth-client-required":["none"]}}' >"$tmp/out"
+[ "$(sed -n 1p "$tmp/out")" = '{"return": {}}' ] || fail "auth cephx: $(cat "$tmp/out")"
+sed -n 2p "$tmp/out" | grep -q "error connecting" || fail "auth none: $(cat "$tmp/out")"
 _stop_server "$tmp/pq"
 # The namespace in the file name: rbd:pool/namespace/image.
 start_server "$tmp/s6" "$tmp/p6" -t -f raw "rbd:rbd/ns1/c:conf=$conf"
