@@ -86,7 +86,9 @@ python3 - "$tmp" "${workloads[@]}" <<'EOF'
 import json, sys
 tmp, workloads = sys.argv[1], [w.split()[0] for w in sys.argv[2:]]
 def result(server, name):
-    j = json.load(open(f"{tmp}/{server}-{name}.json"))["jobs"][0]
+    text = open(f"{tmp}/{server}-{name}.json").read()
+    # fio may print notes before its JSON
+    j = json.loads(text[text.index("{"):])["jobs"][0]
     io = j["write"] if "write" in name else j["read"]
     if "1m" in name:
         return io["bw"] / 1024, "MiB/s"
