@@ -29,6 +29,7 @@ tmp=$(mktemp -d /tmp/snapnbd-bench-rbd.XXXXXX)
 source "$top/tests/ceph-cluster.sh"
 server_pid=
 cleanup() {
+    set +e # every step, even after one fails
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
     ceph_cluster_stop "$tmp/ceph"
     rm -rf "$tmp"

@@ -129,7 +129,7 @@ ceph_cluster_stop() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$pid" 2>/dev/null
+        kill -9 "$pid" 2>/dev/null || :
     done
     return 0
 }
