@@ -23,6 +23,9 @@ static const BlockDriver *const drivers[] = {
     &bdrv_copy_before_write,
     &bdrv_snapshot_access,
     &bdrv_luks,
+#ifdef HAVE_RBD
+    &bdrv_rbd,
+#endif
 };
 
 static GMutex names_lock;

@@ -405,6 +405,9 @@ static GHashTable *filename_options(const char *filename, GError **errp)
             return NULL;
         }
         put(t, "driver", "null-co");
+    } else if (g_str_has_prefix(filename, "rbd:") && bdrv_has_driver("rbd")) {
+        put(t, "driver", "rbd"); /* block/rbd.c parses the rest */
+        put(t, "filename", filename);
     } else if (g_str_has_prefix(filename, "file:")) {
         put(t, "driver", "file");
         put(t, "filename", filename + 5);

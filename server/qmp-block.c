@@ -108,6 +108,20 @@ static const Member luks_members[] = {
     { NULL },
 };
 
+/* QEMU's BlockdevOptionsRbd ("server" comes from conf here). */
+static const Member rbd_members[] = {
+    { "pool", M_STR, .required = true },
+    { "namespace", M_STR },
+    { "image", M_STR, .required = true },
+    { "conf", M_STR },
+    { "snapshot", M_STR },
+    { "encrypt", M_ANY },
+    { "user", M_STR },
+    { "auth-client-required", M_ANY },
+    { "key-secret", M_STR },
+    { NULL },
+};
+
 static const Member null_members[] = {
     { "size", M_INT },
     { "latency-ns", M_INT },
@@ -156,6 +170,7 @@ static const struct {
     { "qcow2", "qcow2", qcow2_members },
     { "luks", "luks", luks_members },
     { "null-co", "null-co", null_members },
+    { "rbd", "rbd", rbd_members },
     { "null-aio", "null-co", null_members },
     { "blkdebug", "blkdebug", blkdebug_members },
     { "throttle", "throttle", throttle_members },
