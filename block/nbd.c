@@ -427,8 +427,9 @@ static void reconnect(BlockNode *bs, NbdState *s)
     s->lost_at = g_get_monotonic_time();
     g_cond_broadcast(&s->state_cond);
     g_mutex_unlock(&s->lock);
-    fprintf(stderr, "snapnbd: node '%s': lost the connection to %s: %s\n",
-            bs->node_name, s->uri, nbd_get_error() ? nbd_get_error() : "");
+    fprintf(stderr, "snapnbd: node '%s': lost the connection to %s%s%s\n",
+            bs->node_name, s->uri, nbd_get_error() ? ": " : "",
+            nbd_get_error() ? nbd_get_error() : "");
     nbd_close(old);
 
     while (pause_unless_quit(s, pause)) {
