@@ -269,16 +269,20 @@ static bool parse_server(NbdState *s, GHashTable *options, GError **errp)
 static bool take_seconds(GHashTable *options, const char *key, int64_t *us,
                          GError **errp)
 {
-    uint64_t v = 0;
+    g_autofree char *v = opt_take(options, key);
+    char *end = NULL;
+    guint64 n;
 
-    if (!opt_take_size(options, key, &v, errp))
-        return false;
-    if (v > UINT32_MAX) {
+    if (!v)
+        return true;
+    errno = 0;
+    n = g_ascii_strtoull(v, &end, 10);
+    if (!g_ascii_isdigit(*v) || *end || errno || n > UINT32_MAX) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Parameter '%s' expects a number of seconds", key);
+                    "Parameter '%s' expects uint32_t", key);
         return false;
     }
-    *us = (int64_t)v * G_USEC_PER_SEC;
+    *us = (int64_t)n * G_USEC_PER_SEC;
     return true;
 }
 
@@ -313,6 +317,24 @@ static bool set_tls(NbdState *s, struct nbd_handle *h)
     return true;
 }
 
+/* QEMU's words for a failed connection: the socket's errno, or that the
+ * export is not there; else what libnbd says. */
+static void connect_error(GError **errp, const char *addr)
+{
+    const char *msg = nbd_get_error() ? nbd_get_error() : "";
+
+    if (strstr(msg, "server has no export named"))
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Requested export not available");
+    else if (strstr(msg, ": connect: ") && nbd_get_errno())
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Failed to connect to '%s': %s", addr,
+                    g_strerror(nbd_get_errno()));
+    else
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Failed to connect to '%s': %s", addr, msg);
+}
+
 /* A connected handle, or NULL with @errp set. */
 static struct nbd_handle *connect_once(NbdState *s, GError **errp)
 {
@@ -337,8 +359,7 @@ static struct nbd_handle *connect_once(NbdState *s, GError **errp)
     return h;
 
 fail:
-    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                "Failed to connect to '%s': %s", addr, nbd_get_error());
+    connect_error(errp, addr);
     nbd_close(h);
     return NULL;
 }
@@ -427,9 +448,8 @@ static void reconnect(BlockNode *bs, NbdState *s)
     s->lost_at = g_get_monotonic_time();
     g_cond_broadcast(&s->state_cond);
     g_mutex_unlock(&s->lock);
-    fprintf(stderr, "snapnbd: node '%s': lost the connection to %s%s%s\n",
-            bs->node_name, s->uri, nbd_get_error() ? ": " : "",
-            nbd_get_error() ? nbd_get_error() : "");
+    fprintf(stderr, "snapnbd: node '%s': lost the connection to %s\n",
+            bs->node_name, s->uri);
     nbd_close(old);
 
     while (pause_unless_quit(s, pause)) {
@@ -831,11 +851,8 @@ static bool parse_options(BlockNode *bs, NbdState *s, GHashTable *options,
     s->tls_creds = opt_take(options, "tls-creds");
     s->tls_hostname = opt_take(options, "tls-hostname");
     s->uri = make_uri(s);
-    if (s->tls_hostname && !s->tls_creds) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "tls-hostname is set but tls-creds is not");
-        return false;
-    }
+    if (!s->tls_creds)
+        g_clear_pointer(&s->tls_hostname, g_free); /* QEMU ignores it */
     if (s->tls_creds) {
         if (!tls_creds_lookup) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
