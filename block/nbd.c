@@ -574,13 +574,19 @@ static struct nbd_handle *wait_connected(NbdState *s, uint64_t *gen)
  * the poll thread noticed it too, and says whether to send it again. */
 static bool may_retry(NbdState *s, uint64_t gen)
 {
+    gint64 deadline = g_get_monotonic_time() + s->reconnect_delay_us;
     bool retry;
 
+    if (s->reconnect_delay_us == 0)
+        return false;
     wake(s);
     g_mutex_lock(&s->lock);
-    while (s->gen == gen && s->state == NBD_CONNECTED)
+    /* (A server shutting down may say ESHUTDOWN and stay connected.) */
+    while (s->gen == gen && s->state == NBD_CONNECTED &&
+           g_get_monotonic_time() < deadline)
         g_cond_wait_until(&s->state_cond, &s->lock,
-                          g_get_monotonic_time() + G_USEC_PER_SEC / 10);
+                          MIN(deadline, g_get_monotonic_time() +
+                                            G_USEC_PER_SEC / 10));
     retry = s->state == NBD_RECONNECTING &&
             g_get_monotonic_time() < s->lost_at + s->reconnect_delay_us;
     g_mutex_unlock(&s->lock);

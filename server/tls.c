@@ -449,7 +449,9 @@ bool tls_client_creds(const char *id, BdrvTlsCreds *out, GError **errp)
     *out = (BdrvTlsCreds){
         .psk = o->type == OBJ_TLS_CREDS_PSK,
         .dir = g_strdup(prop(o, "dir")),
-        .username = g_strdup(prop(o, "username")),
+        /* QEMU's default name for a PSK client. */
+        .username = g_strdup(prop(o, "username") ? prop(o, "username")
+                                                 : "qemu"),
         .verify_peer = o->verify_peer,
     };
     return true;
