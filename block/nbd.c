@@ -206,7 +206,30 @@ static bool parse_legacy(NbdState *s, const char *filename, GError **errp)
     return true;
 }
 
-/* server.* (QEMU's SocketAddress), or a filename. */
+/* QEMU's older flat options: path=SOCKET, or host=HOST[,port=PORT]. */
+static bool parse_legacy_options(NbdState *s, GHashTable *options,
+                                 GError **errp)
+{
+    s->path = opt_take(options, "path");
+    s->host = opt_take(options, "host");
+    s->port = opt_take(options, "port");
+    if (s->path && s->host) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "path and host may not be used at the same time");
+        return false;
+    }
+    if (s->port && !s->host) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "port may not be used without host");
+        return false;
+    }
+    if (s->host && !s->port)
+        s->port = g_strdup(NBD_DEFAULT_PORT);
+    return true;
+}
+
+/* server.* (QEMU's SocketAddress), the older path/host/port, or a
+ * filename. */
 static bool parse_server(NbdState *s, GHashTable *options, GError **errp)
 {
     g_autofree char *filename = opt_take(options, "filename");
@@ -229,6 +252,17 @@ static bool parse_server(NbdState *s, GHashTable *options, GError **errp)
                    : parse_uri(s, filename, errp);
     }
     s->export = opt_take(options, "export");
+    if (g_hash_table_contains(options, "path") ||
+        g_hash_table_contains(options, "host") ||
+        g_hash_table_contains(options, "port")) {
+        if (type || g_hash_table_size(server)) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "Cannot use 'server' and path/host/port at the "
+                        "same time");
+            return false;
+        }
+        return parse_legacy_options(s, options, errp);
+    }
     if (!type) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "NBD server address missing");

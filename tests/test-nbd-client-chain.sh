@@ -107,6 +107,12 @@ start_server "$csock" "$tmp/c.pid" -r -f raw -x again "$a"
 qemu-img compare -q -f raw -F raw "$a" "$(uri "$csock" again)" ||
     fail "snapnbd nbd+unix://...: reads differently"
 _stop_server "$tmp/c.pid"
+# QEMU's older flat options, as qemu-io --image-opts takes them.
+start_server "$csock" "$tmp/c.pid" -r -x again \
+    --image-opts "driver=nbd,path=$asock,export=base"
+qemu-img compare -q -f raw -F raw "$a" "$(uri "$csock" again)" ||
+    fail "snapnbd --image-opts driver=nbd,path=...: reads differently"
+_stop_server "$tmp/c.pid"
 
 cp "$tmp/base.img" "$tmp/tcp.img"
 started=
