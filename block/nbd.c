@@ -120,7 +120,7 @@ typedef struct NbdRequest {
 typedef int64_t (*NbdSubmit)(struct nbd_handle *h, NbdRequest *req,
                              nbd_completion_callback cb, void *opaque);
 
-/* --- TLS credentials from the server's objects ---------------------------- */
+/* --- TLS credentials from the server's objects ------------------------ */
 
 static BdrvTlsCredsLookup tls_creds_lookup;
 
@@ -441,7 +441,7 @@ static bool same_server(NbdState *s, struct nbd_handle *h)
            (nbd_can_meta_context(h, s->context) > 0) == s->has_context;
 }
 
-/* --- the poll thread ------------------------------------------------------ */
+/* --- the poll thread ------------------------------------------------- */
 
 static void wake(NbdState *s)
 {
@@ -871,8 +871,8 @@ static char *nbdc_describe(BlockNode *bs)
 {
     NbdState *s = bs->opaque;
 
-    return g_strdup_printf("%s (context %s%s, reconnect-delay=%" G_GINT64_FORMAT
-                           ")", s->uri, s->context,
+    return g_strdup_printf("%s (context %s%s, reconnect-delay=%"
+                           G_GINT64_FORMAT ")", s->uri, s->context,
                            s->has_context ? "" : " refused",
                            s->reconnect_delay_us / G_USEC_PER_SEC);
 }
