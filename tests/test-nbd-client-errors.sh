@@ -9,7 +9,9 @@
 #    disconnected, and the daemon goes on serving its other export and
 #    QMP; once the server is back the node reconnects by itself;
 #  - with reconnect-delay=10 a read issued while the server is down waits
-#    and succeeds when the server comes back.
+#    and succeeds when the server comes back;
+#  - a push backup whose target server dies mid-job fails with EIO, and
+#    the node can be deleted while it tries to reconnect.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img qemu-io
@@ -163,3 +165,27 @@ took = time.monotonic() - t
 assert took < 10, f"read took {took:.1f} s"
 print(f"read waited {took:.1f} s for the server")
 EOF
+
+# 4. The target server of a push backup dies mid-job: the job ends with
+# an I/O error, the daemon lives on.
+qemu-img create -q -f raw "$tmp/src.img" 32M
+qemu-io -f raw -c "write -P 0x77 0 32M" "$tmp/src.img" >/dev/null
+qemu-img create -q -f raw "$tmp/tgt.img" 32M
+tsock=$tmp/t.sock
+start_server "$tsock" "$tmp/t.pid" -t -f raw -x t "$tmp/tgt.img"
+jobs_py "import os, signal, time
+q = QMP('$qmp')
+q.cmd('blockdev-add', {'driver': 'raw', 'node-name': 'src',
+      'file': {'driver': 'file', 'filename': '$tmp/src.img'}})
+q.cmd('blockdev-add', {'driver': 'nbd', 'node-name': 'tgt',
+      'server': {'type': 'unix', 'path': '$tsock'}, 'export': 't'})
+q.cmd('blockdev-backup', {'job-id': 'push', 'device': 'src', 'target': 'tgt',
+      'sync': 'full', 'speed': 4 << 20})
+time.sleep(0.5)
+os.kill(int(open('$tmp/t.pid').read()), signal.SIGKILL)
+ev = q.wait_event('BLOCK_JOB_COMPLETED', device='push', timeout=60)
+assert 'error' in ev['data'], ev
+print('job:', ev['data']['error'])
+assert ev['data']['offset'] < 32 << 20, ev
+q.cmd('blockdev-del', {'node-name': 'tgt'})
+assert q.cmd('query-block-jobs') == []" || fail "push backup to a dying server"
