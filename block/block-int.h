@@ -290,6 +290,7 @@ extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_copy_before_write;
 extern const BlockDriver bdrv_snapshot_access;
 extern const BlockDriver bdrv_luks;
+extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_rbd;
 
 /* The bytes of the "secret" object @id (borrowed), or NULL and *errp. */

@@ -119,6 +119,20 @@ int bdrv_create(const char *driver, const char *filename, uint64_t size,
 typedef GBytes *(*BdrvSecretLookup)(const char *id, GError **errp);
 void bdrv_set_secret_lookup(BdrvSecretLookup fn);
 
+/* What an NBD client node ("nbd" driver, tls-creds=ID) needs of a
+ * tls-creds-x509 or tls-creds-psk object with endpoint=client.  The
+ * server sets the lookup (its --object table); the strings the lookup
+ * fills in belong to the caller. */
+typedef struct BdrvTlsCreds {
+    bool psk;           /* tls-creds-psk: DIR/keys.psk; else x509 in DIR */
+    char *dir;
+    char *username;     /* psk: the name to present, or NULL */
+    bool verify_peer;
+} BdrvTlsCreds;
+typedef bool (*BdrvTlsCredsLookup)(const char *id, BdrvTlsCreds *out,
+                                   GError **errp);
+void bdrv_set_tls_creds_lookup(BdrvTlsCredsLookup fn);
+
 /* QEMU's rule for node names, export, job and object ids: a letter, then
  * letters, digits, '-', '.' and '_'. */
 bool bdrv_id_wellformed(const char *id);

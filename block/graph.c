@@ -26,6 +26,7 @@ static const BlockDriver *const drivers[] = {
 #ifdef HAVE_RBD
     &bdrv_rbd,
 #endif
+    &bdrv_nbd,
 };
 
 static GMutex names_lock;

@@ -129,6 +129,18 @@ static const Member null_members[] = {
     { NULL },
 };
 
+/* BlockdevOptionsNbd; "server" is a SocketAddress the driver checks. */
+static const Member nbd_members[] = {
+    { "server", M_ANY, .required = true },
+    { "export", M_STR },
+    { "tls-creds", M_STR },
+    { "tls-hostname", M_STR },
+    { "x-dirty-bitmap", M_STR },
+    { "reconnect-delay", M_INT },
+    { "open-timeout", M_INT },
+    { NULL },
+};
+
 /* The filters' members; blkdebug's "image" becomes its "file" child. */
 static const Member blkdebug_members[] = {
     { "image", M_REF, .required = true },
@@ -177,6 +189,7 @@ static const struct {
     { "copy-on-read", "copy-on-read", cor_members },
     { "copy-before-write", "copy-before-write", cbw_members },
     { "snapshot-access", "snapshot-access", snapshot_access_members },
+    { "nbd", "nbd", nbd_members },
 };
 
 static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
