@@ -168,8 +168,8 @@ static bool check_sizes(BlockNode *top, BlockNode *base, GError **errp)
 static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
                           BlockNode *base, GError **errp)
 {
-    c->claim.reason = g_strdup_printf("in use by commit job '%s'",
-                                      c->common.id);
+    /* QEMU's words, which management layers look for. */
+    c->claim.reason = g_strdup("block device is in use by block job: commit");
     if (!chain_claim_node(&c->claim, overlay, false, errp) ||
         !chain_claim_range(&c->claim, top, base, errp) ||
         !chain_claim_node(&c->claim, base, true, errp))
@@ -253,7 +253,7 @@ Job *commit_job_create(const char *id, BlockNode *active, BlockNode *top,
     }
     if (o->speed < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter 'speed'");
+                    "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
     if (!check_sizes(top, base, errp))
