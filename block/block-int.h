@@ -125,6 +125,9 @@ typedef struct BlockDriver {
      * overlay), or detached again (@backing NULL); NULL: the driver has no
      * backing files.  Called while the node is drained. */
     void (*set_backing)(BlockNode *bs, BlockNode *backing);
+    /* Changes the length to @size (resize.c: drained, resize permission
+     * held).  NULL: a filter resizes its "file" child, others refuse. */
+    int (*truncate)(BlockNode *bs, int64_t size, GError **errp);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 
@@ -261,6 +264,9 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
 void bdrv_set_dirty(BlockNode *bs, int64_t offset, int64_t bytes);
 /* At node free. */
 void bdrv_release_all_dirty_bitmaps(BlockNode *bs);
+/* The node's length changed: its bitmaps (and their successors) describe
+ * @length bytes from now on; bits past a shrunk end are dropped. */
+void bdrv_dirty_bitmap_truncate(BlockNode *bs, int64_t length);
 
 /* Let writes past the end of @bs extend it (a format driver's image file,
  * as QEMU's protocol nodes grow under qcow2). */

@@ -177,6 +177,11 @@ void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque),
  * tell it). */
 int64_t bdrv_getlength(BlockNode *bs);
 
+/* Changes the length of @bs to @size bytes (block_resize), as QEMU's
+ * bdrv_co_truncate: the caller holds an edge that takes BDRV_PERM_RESIZE
+ * and a drained section on @bs.  0, or a negative errno and @errp. */
+int bdrv_truncate(BlockNode *bs, int64_t size, GError **errp);
+
 /* --- permissions (block/perm.c) ---------------------------------------- */
 
 /*

@@ -1058,6 +1058,7 @@ const BlockDriver bdrv_qcow2 = {
     .open = qcow2_open,
     .close = qcow2_close,
     .get_length = qcow2_get_length,
+    .truncate = qcow2_truncate,
     .refresh_limits = qcow2_refresh_limits,
     .describe = qcow2_describe,
     .create = qcow2_create,

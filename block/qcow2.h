@@ -401,6 +401,11 @@ int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
                           uint32_t offset_in_cluster, uint32_t bytes,
                           void *buf);
 
+/* qcow2-resize.c */
+/* block_resize: grows (the L1 table too) or shrinks the virtual disk.
+ * Called drained (resize.c). */
+int qcow2_truncate(BlockNode *bs, int64_t size, GError **errp);
+
 /* qcow2-snapshot.c */
 /* Checks the internal snapshot table, and with the options "snapshot.id",
  * "snapshot.name" or "snapshot.id-or-name" (taken from @options) puts that
