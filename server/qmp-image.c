@@ -51,23 +51,22 @@ static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
     bs = lookup_node(device, node_name, errp);
     if (!bs)
         return NULL;
-    if (bdrv_op_is_blocked(bs, BDRV_OP_RESIZE, &err)) {
-        qmp_error(errp, "%s", err->message);
-        g_error_free(err);
-        return NULL;
-    }
     if (size < 0) {
         qmp_error(errp, "Parameter 'size' expects a >0 size");
         return NULL;
     }
     /* QEMU's blk_new_with_bs(bs, BLK_PERM_RESIZE, BLK_PERM_ALL): refused
-     * while a user unshares resize (an export, a job). */
+     * while a user unshares resize (an export, a job).  Checked before
+     * the op blockers, unlike QEMU: a backup job here blocks resize on
+     * its source node itself, where QEMU blocks it on its filter node, so
+     * that QEMU's answer for a backup source is the permission conflict. */
     user = bdrv_user_attach(bs, "an unnamed block device", "root",
                             BDRV_PERM_RESIZE, BDRV_PERM_ALL, NULL, NULL,
                             &err);
-    if (!user) {
+    if (!user || bdrv_op_is_blocked(bs, BDRV_OP_RESIZE, &err)) {
         qmp_error(errp, "%s", err->message);
         g_error_free(err);
+        bdrv_user_detach(user);
         return NULL;
     }
     drain = bdrv_drained_begin(bs);
