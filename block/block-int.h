@@ -128,6 +128,12 @@ typedef struct BlockDriver {
     /* Changes the length to @size (resize.c: drained, resize permission
      * held).  NULL: a filter resizes its "file" child, others refuse. */
     int (*truncate)(BlockNode *bs, int64_t size, GError **errp);
+    /* Internal snapshots (snapshot.c says what each does); NULL: none. */
+    GArray *(*snapshot_list)(BlockNode *bs, GError **errp);
+    int (*snapshot_create)(BlockNode *bs, const char *name,
+                           BdrvSnapshotInfo *info, GError **errp);
+    int (*snapshot_delete)(BlockNode *bs, const char *id, const char *name,
+                           BdrvSnapshotInfo *info, GError **errp);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 

@@ -182,6 +182,34 @@ int64_t bdrv_getlength(BlockNode *bs);
  * and a drained section on @bs.  0, or a negative errno and @errp. */
 int bdrv_truncate(BlockNode *bs, int64_t size, GError **errp);
 
+/* --- internal snapshots (block/snapshot.c) ------------------------------ */
+
+/* One internal snapshot, as QEMU's QEMUSnapshotInfo. */
+typedef struct BdrvSnapshotInfo {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount;        /* UINT64_MAX: none recorded */
+} BdrvSnapshotInfo;
+void bdrv_snapshot_info_clear(BdrvSnapshotInfo *info);
+
+/* Does the node's driver take internal snapshots (qcow2)? */
+bool bdrv_can_snapshot(BlockNode *bs);
+/* Its snapshots (an array of BdrvSnapshotInfo that clears its elements),
+ * or NULL and @errp. */
+GArray *bdrv_snapshot_list(BlockNode *bs, GError **errp);
+/* Takes snapshot @name of the disk as it is now (a new id: the largest
+ * numeric one plus one), in a drained section the caller holds.  The new
+ * snapshot's description goes to @info (may be NULL). */
+int bdrv_snapshot_create(BlockNode *bs, const char *name,
+                         BdrvSnapshotInfo *info, GError **errp);
+/* Deletes the snapshot with @id and/or @name (both must match when both
+ * are given); drained by the caller.  What was deleted goes to @info. */
+int bdrv_snapshot_delete(BlockNode *bs, const char *id, const char *name,
+                         BdrvSnapshotInfo *info, GError **errp);
+
 /* --- permissions (block/perm.c) ---------------------------------------- */
 
 /*

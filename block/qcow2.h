@@ -420,5 +420,12 @@ typedef struct Qcow2SnapshotL1 {
 } Qcow2SnapshotL1;
 GArray *qcow2_snapshot_l1_tables(BlockNode *bs, uint64_t *table_offset,
                                  uint64_t *table_bytes, GError **errp);
+/* The driver's internal snapshot callbacks (see block-int.h); create and
+ * delete run drained, writable images only. */
+GArray *qcow2_snapshot_list(BlockNode *bs, GError **errp);
+int qcow2_snapshot_create(BlockNode *bs, const char *name,
+                          BdrvSnapshotInfo *info, GError **errp);
+int qcow2_snapshot_delete(BlockNode *bs, const char *id, const char *name,
+                          BdrvSnapshotInfo *info, GError **errp);
 
 #endif

@@ -81,8 +81,220 @@ static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
     return NULL;
 }
 
+/* --- internal snapshots ------------------------------------------------------ */
+
+#define SNAPSHOT_INTERNAL_MEMBERS "device,name"
+#define SNAPSHOT_DELETE_MEMBERS "device,id,name"
+
+/* An internal snapshot taken by a command or a transaction action. */
+typedef struct InternalSnapshot {
+    BlockNode *node;          /* referenced */
+    BdrvSnapshotInfo info;    /* what was created */
+} InternalSnapshot;
+
+static void internal_snapshot_free(InternalSnapshot *snap)
+{
+    bdrv_unref(snap->node);
+    bdrv_snapshot_info_clear(&snap->info);
+    g_free(snap);
+}
+
+/* Is there a snapshot matching @id and @name (either may be NULL)? */
+static bool snapshot_exists(BlockNode *bs, const char *id, const char *name,
+                            GError **errp)
+{
+    g_autoptr(GArray) list = bdrv_snapshot_list(bs, errp);
+
+    for (guint i = 0; list && i < list->len; i++) {
+        BdrvSnapshotInfo *sn = &g_array_index(list, BdrvSnapshotInfo, i);
+        if ((!id || !strcmp(sn->id, id)) && (!name || !strcmp(sn->name, name)))
+            return true;
+    }
+    return false;
+}
+
+/* QEMU's internal_snapshot_prepare: the checks in its order, then the
+ * snapshot, in a drained section of the node. */
+static InternalSnapshot *take_internal_snapshot(JsonObject *args,
+                                                GError **errp)
+{
+    GError *err = NULL;
+    const char *device = qmp_arg_str(args, "device", true, &err);
+    const char *name = err ? NULL : qmp_arg_str(args, "name", true, &err);
+    InternalSnapshot *snap;
+    BdrvDrain *drain;
+    BlockNode *bs;
+    int ret;
+
+    if (err) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(device, device, errp);
+    if (!bs)
+        return NULL;
+    if (bdrv_is_read_only(bs)) {
+        qmp_error(errp, "Device '%s' is read only", device);
+        return NULL;
+    }
+    if (!bdrv_can_snapshot(bs)) {
+        qmp_error(errp, "Block format '%s' used by device '%s' does not "
+                  "support internal snapshots", bdrv_driver_name(bs), device);
+        return NULL;
+    }
+    if (!*name) {
+        qmp_error(errp, "Name is empty");
+        return NULL;
+    }
+    if (snapshot_exists(bs, NULL, name, &err) || err) {
+        if (!err)
+            qmp_error(errp, "Snapshot with name '%s' already exists on "
+                      "device '%s'", name, device);
+        else
+            qmp_error(errp, "%s", err->message);
+        g_clear_error(&err);
+        return NULL;
+    }
+    snap = g_new0(InternalSnapshot, 1);
+    drain = bdrv_drained_begin(bs);
+    ret = bdrv_snapshot_create(bs, name, &snap->info, &err);
+    bdrv_drained_end(drain);
+    if (ret < 0) {
+        qmp_error(errp, "Failed to create snapshot '%s' on device '%s': %s",
+                  name, device, err->message);
+        g_error_free(err);
+        g_free(snap);
+        return NULL;
+    }
+    bdrv_ref(bs);
+    snap->node = bs;
+    return snap;
+}
+
+static JsonNode *cmd_snapshot_internal(JsonObject *args, GError **errp)
+{
+    InternalSnapshot *snap = take_internal_snapshot(args, errp);
+
+    if (snap)
+        internal_snapshot_free(snap);
+    return NULL;
+}
+
+/* QEMU's SnapshotInfo. */
+static JsonNode *snapshot_info_json(const BdrvSnapshotInfo *sn)
+{
+    JsonObject *o = json_object_new();
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_object_set_string_member(o, "id", sn->id);
+    json_object_set_string_member(o, "name", sn->name);
+    json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
+    json_object_set_int_member(o, "date-sec", sn->date_sec);
+    json_object_set_int_member(o, "date-nsec", sn->date_nsec);
+    json_object_set_int_member(o, "vm-clock-sec",
+                               sn->vm_clock_nsec / 1000000000);
+    json_object_set_int_member(o, "vm-clock-nsec",
+                               sn->vm_clock_nsec % 1000000000);
+    if (sn->icount != UINT64_MAX)
+        json_object_set_int_member(o, "icount", sn->icount);
+    json_node_take_object(n, o);
+    return n;
+}
+
+static JsonNode *cmd_snapshot_delete_internal(JsonObject *args,
+                                              GError **errp)
+{
+    GError *err = NULL;
+    const char *device = qmp_arg_str(args, "device", true, &err);
+    const char *id = err ? NULL : qmp_arg_str(args, "id", false, &err);
+    const char *name = err ? NULL : qmp_arg_str(args, "name", false, &err);
+    BdrvSnapshotInfo info = { 0 };
+    BdrvDrain *drain;
+    BlockNode *bs;
+    JsonNode *ret;
+
+    if (err) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(device, device, errp);
+    if (!bs)
+        return NULL;
+    if (!id && !name) {
+        qmp_error(errp, "Name or id must be provided");
+        return NULL;
+    }
+    if (!snapshot_exists(bs, id, name, &err)) {
+        if (err)
+            qmp_error(errp, "%s", err->message);
+        else
+            qmp_error(errp, "Snapshot with id '%s' and name '%s' does not "
+                      "exist on device '%s'", id ? id : "null",
+                      name ? name : "null", device);
+        g_clear_error(&err);
+        return NULL;
+    }
+    drain = bdrv_drained_begin(bs);
+    if (bdrv_snapshot_delete(bs, id, name, &info, &err) < 0) {
+        bdrv_drained_end(drain);
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    bdrv_drained_end(drain);
+    ret = snapshot_info_json(&info);
+    bdrv_snapshot_info_clear(&info);
+    return ret;
+}
+
+/* As a transaction action: taken in prepare, deleted again in abort. */
+static bool tx_internal_prepare(JsonObject *data, void **state,
+                                GError **errp)
+{
+    *state = qmp_check_members(data, SNAPSHOT_INTERNAL_MEMBERS, errp)
+                 ? take_internal_snapshot(data, errp)
+                 : NULL;
+    return *state != NULL;
+}
+
+static void tx_internal_commit(void *state) {}
+
+static void tx_internal_abort(void *state)
+{
+    InternalSnapshot *snap = state;
+    g_autoptr(GError) err = NULL;
+    BdrvDrain *drain = bdrv_drained_begin(snap->node);
+
+    if (bdrv_snapshot_delete(snap->node, snap->info.id, snap->info.name,
+                             NULL, &err) < 0)
+        g_warning("could not delete snapshot '%s' of node '%s' again: %s",
+                  snap->info.name, bdrv_node_name(snap->node), err->message);
+    bdrv_drained_end(drain);
+}
+
+static void tx_internal_clean(void *state)
+{
+    if (state)
+        internal_snapshot_free(state);
+}
+
+static const QmpTransactionOps internal_snapshot_ops = {
+    .prepare = tx_internal_prepare,
+    .commit = tx_internal_commit,
+    .abort = tx_internal_abort,
+    .clean = tx_internal_clean,
+};
+
 void qmp_register_image_commands(void)
 {
     qmp_register_command_args("block_resize", cmd_block_resize,
                               "device,node-name,size");
+    qmp_register_command_args("blockdev-snapshot-internal-sync",
+                              cmd_snapshot_internal,
+                              SNAPSHOT_INTERNAL_MEMBERS);
+    qmp_register_command_args("blockdev-snapshot-delete-internal-sync",
+                              cmd_snapshot_delete_internal,
+                              SNAPSHOT_DELETE_MEMBERS);
+    qmp_register_transaction_action("blockdev-snapshot-internal-sync",
+                                    &internal_snapshot_ops);
 }

@@ -1,0 +1,62 @@
+/*
+ * snapshot.c - internal snapshots of a node (QEMU's block/snapshot.c): the
+ * calls the monitor makes, passed to the driver that stores them (qcow2).
+ * The caller holds a drained section of the node for create and delete.
+ */
+#include "block-int.h"
+
+#include <errno.h>
+
+void bdrv_snapshot_info_clear(BdrvSnapshotInfo *info)
+{
+    g_clear_pointer(&info->id, g_free);
+    g_clear_pointer(&info->name, g_free);
+}
+
+static void info_clear(gpointer p)
+{
+    bdrv_snapshot_info_clear(p);
+}
+
+bool bdrv_can_snapshot(BlockNode *bs)
+{
+    return bs->drv->snapshot_create != NULL;
+}
+
+static bool check_driver(BlockNode *bs, GError **errp)
+{
+    if (bdrv_can_snapshot(bs))
+        return true;
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                "Block format '%s' used by node '%s' does not support "
+                "internal snapshots", bs->drv->name, bdrv_node_name(bs));
+    return false;
+}
+
+GArray *bdrv_snapshot_list(BlockNode *bs, GError **errp)
+{
+    GArray *list;
+
+    if (!check_driver(bs, errp))
+        return NULL;
+    list = bs->drv->snapshot_list(bs, errp);
+    if (list)
+        g_array_set_clear_func(list, info_clear);
+    return list;
+}
+
+int bdrv_snapshot_create(BlockNode *bs, const char *name,
+                         BdrvSnapshotInfo *info, GError **errp)
+{
+    if (!check_driver(bs, errp))
+        return -ENOTSUP;
+    return bs->drv->snapshot_create(bs, name, info, errp);
+}
+
+int bdrv_snapshot_delete(BlockNode *bs, const char *id, const char *name,
+                         BdrvSnapshotInfo *info, GError **errp)
+{
+    if (!check_driver(bs, errp))
+        return -ENOTSUP;
+    return bs->drv->snapshot_delete(bs, id, name, info, errp);
+}
