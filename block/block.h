@@ -182,6 +182,31 @@ int64_t bdrv_getlength(BlockNode *bs);
  * and a drained section on @bs.  0, or a negative errno and @errp. */
 int bdrv_truncate(BlockNode *bs, int64_t size, GError **errp);
 
+/* --- image information (block/snapshot.c) -------------------------------- */
+
+/* A bitmap as the image stores it (QEMU's Qcow2BitmapInfo). */
+typedef struct BdrvBitmapInfo {
+    char *name;
+    uint32_t granularity;
+    bool in_use, autom;       /* the "in-use" and "auto" flags */
+} BdrvBitmapInfo;
+
+/* What query-named-block-nodes says of a format beyond its size (QEMU's
+ * ImageInfo cluster-size, encrypted and ImageInfoSpecific). */
+typedef struct BdrvImageInfo {
+    uint32_t cluster_size;    /* 0: the format has none */
+    bool encrypted;
+    bool qcow2;               /* the rest describes a qcow2 image */
+    uint32_t version;         /* 2 (compat 0.10) or 3 (compat 1.1) */
+    bool lazy_refcounts, corrupt, extended_l2;
+    uint32_t refcount_bits;
+    const char *compression_type; /* "zlib" or "zstd" */
+    GArray *bitmaps;          /* of BdrvBitmapInfo; NULL: none stored */
+} BdrvImageInfo;
+/* Fills @info (zeroed first) as the image is now. */
+void bdrv_get_image_info(BlockNode *bs, BdrvImageInfo *info);
+void bdrv_image_info_clear(BdrvImageInfo *info);
+
 /* --- internal snapshots (block/snapshot.c) ------------------------------ */
 
 /* One internal snapshot, as QEMU's QEMUSnapshotInfo. */

@@ -718,6 +718,12 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
     return ret;
 }
 
+/* query-named-block-nodes: a LUKS node is encrypted. */
+static void luks_get_image_info(BlockNode *bs, BdrvImageInfo *info)
+{
+    info->encrypted = true;
+}
+
 const BlockDriver bdrv_luks = {
     .name = "luks",
     .state_size = sizeof(LuksState),
@@ -725,6 +731,7 @@ const BlockDriver bdrv_luks = {
     .close = luks_close,
     .format = luks_format,
     .get_length = luks_get_length,
+    .get_image_info = luks_get_image_info,
     .refresh_limits = luks_refresh_limits,
     .describe = luks_describe,
     .pread = luks_pread,

@@ -1059,6 +1059,7 @@ const BlockDriver bdrv_qcow2 = {
     .close = qcow2_close,
     .get_length = qcow2_get_length,
     .truncate = qcow2_truncate,
+    .get_image_info = qcow2_get_image_info,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_delete = qcow2_snapshot_delete,

@@ -333,6 +333,9 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp);
 /* A writable open marks them in use in the image, so that a crash leaves
  * them inconsistent; a clean close stores them without the mark. */
 int qcow2_bitmaps_mark_in_use(BlockNode *bs);
+/* The bitmaps the image stores now (directory entries: names, flags), or
+ * NULL when there are none or they cannot be read. */
+GArray *qcow2_bitmaps_info(BlockNode *bs);
 /* Writes the node's persistent bitmaps and the extension (writable close). */
 int qcow2_bitmaps_store(BlockNode *bs);
 /* Calls @ref for every cluster range the stored bitmaps use. */
@@ -400,6 +403,10 @@ int qcow2_format(BlockNode *file, uint64_t size, GHashTable *options,
 int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
                           uint32_t offset_in_cluster, uint32_t bytes,
                           void *buf);
+
+/* qcow2-info.c: query-named-block-nodes' ImageInfoSpecificQCow2, read
+ * from the header as it is now. */
+void qcow2_get_image_info(BlockNode *bs, BdrvImageInfo *info);
 
 /* qcow2-resize.c */
 /* block_resize: grows (the L1 table too) or shrinks the virtual disk.

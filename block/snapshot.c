@@ -1,7 +1,8 @@
 /*
- * snapshot.c - internal snapshots of a node (QEMU's block/snapshot.c): the
- * calls the monitor makes, passed to the driver that stores them (qcow2).
- * The caller holds a drained section of the node for create and delete.
+ * snapshot.c - internal snapshots of a node (QEMU's block/snapshot.c) and
+ * the image information the monitor reports: the calls the monitor makes,
+ * passed to the driver that knows (qcow2).  The caller holds a drained
+ * section of the node for create and delete.
  */
 #include "block-int.h"
 
@@ -59,4 +60,18 @@ int bdrv_snapshot_delete(BlockNode *bs, const char *id, const char *name,
     if (!check_driver(bs, errp))
         return -ENOTSUP;
     return bs->drv->snapshot_delete(bs, id, name, info, errp);
+}
+
+void bdrv_get_image_info(BlockNode *bs, BdrvImageInfo *info)
+{
+    *info = (BdrvImageInfo){ 0 };
+    if (bs->drv->get_image_info)
+        bs->drv->get_image_info(bs, info);
+}
+
+void bdrv_image_info_clear(BdrvImageInfo *info)
+{
+    for (guint i = 0; info->bitmaps && i < info->bitmaps->len; i++)
+        g_free(g_array_index(info->bitmaps, BdrvBitmapInfo, i).name);
+    g_clear_pointer(&info->bitmaps, g_array_unref);
 }
