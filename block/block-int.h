@@ -128,6 +128,8 @@ typedef struct BlockDriver {
     /* Changes the length to @size (resize.c: drained, resize permission
      * held).  NULL: a filter resizes its "file" child, others refuse. */
     int (*truncate)(BlockNode *bs, int64_t size, GError **errp);
+    /* x-blockdev-amend, called drained; NULL: not supported. */
+    int (*amend)(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp);
     /* query-named-block-nodes' format details; NULL: none. */
     void (*get_image_info)(BlockNode *bs, BdrvImageInfo *info);
     /* Internal snapshots (snapshot.c says what each does); NULL: none. */

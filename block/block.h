@@ -207,6 +207,19 @@ typedef struct BdrvImageInfo {
 void bdrv_get_image_info(BlockNode *bs, BdrvImageInfo *info);
 void bdrv_image_info_clear(BdrvImageInfo *info);
 
+/* --- amending an image (block/snapshot.c) -------------------------------- */
+
+/* What x-blockdev-amend changes; the "unchanged" values change nothing. */
+typedef struct BdrvAmendOptions {
+    int version;              /* qcow2 2 or 3; 0: unchanged */
+    int lazy_refcounts;       /* 0 or 1; -1: unchanged */
+    uint32_t refcount_bits;   /* 0: unchanged */
+    bool encrypt;             /* LUKS keyslot changes were asked for */
+} BdrvAmendOptions;
+/* Changes the image's format options in place, in a drained section of
+ * @bs (taken here).  0, or a negative errno and @errp. */
+int bdrv_amend(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp);
+
 /* --- internal snapshots (block/snapshot.c) ------------------------------ */
 
 /* One internal snapshot, as QEMU's QEMUSnapshotInfo. */

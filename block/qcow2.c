@@ -1060,6 +1060,7 @@ const BlockDriver bdrv_qcow2 = {
     .get_length = qcow2_get_length,
     .truncate = qcow2_truncate,
     .get_image_info = qcow2_get_image_info,
+    .amend = qcow2_amend,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_delete = qcow2_snapshot_delete,

@@ -408,6 +408,9 @@ int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
  * from the header as it is now. */
 void qcow2_get_image_info(BlockNode *bs, BdrvImageInfo *info);
 
+/* qcow2-amend.c: x-blockdev-amend (version, lazy refcounts); drained. */
+int qcow2_amend(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp);
+
 /* qcow2-resize.c */
 /* block_resize: grows (the L1 table too) or shrinks the virtual disk.
  * Called drained (resize.c). */

@@ -1,6 +1,7 @@
 /*
- * snapshot.c - internal snapshots of a node (QEMU's block/snapshot.c) and
- * the image information the monitor reports: the calls the monitor makes,
+ * snapshot.c - internal snapshots of a node (QEMU's block/snapshot.c),
+ * amending an image and the image information the monitor reports: the
+ * calls the monitor makes,
  * passed to the driver that knows (qcow2).  The caller holds a drained
  * section of the node for create and delete.
  */
@@ -74,4 +75,20 @@ void bdrv_image_info_clear(BdrvImageInfo *info)
     for (guint i = 0; info->bitmaps && i < info->bitmaps->len; i++)
         g_free(g_array_index(info->bitmaps, BdrvBitmapInfo, i).name);
     g_clear_pointer(&info->bitmaps, g_array_unref);
+}
+
+int bdrv_amend(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp)
+{
+    BdrvDrain *drain;
+    int ret;
+
+    if (!bs->drv->amend) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Driver does not support x-blockdev-amend");
+        return -ENOTSUP;
+    }
+    drain = bdrv_drained_begin(bs);
+    ret = bs->drv->amend(bs, opts, errp);
+    bdrv_drained_end(drain);
+    return ret;
 }

@@ -2,7 +2,7 @@
  * qmp-image.c - the commands that change or describe an image in place:
  * block_resize, internal snapshots (blockdev-snapshot-internal-sync,
  * blockdev-snapshot-delete-internal-sync, also as transaction actions),
- * with QEMU 7.2's arguments, answers and error texts.
+ * x-blockdev-amend, with QEMU 7.2's arguments, answers and error texts.
  *
  * Like QEMU, each takes what it needs on the node as an edge (resize
  * permission for block_resize) and works in a drained section of it, so
@@ -11,6 +11,7 @@
 #include "qmp-int.h"
 
 #include "block/block.h"
+#include "jobs/amend.h"
 
 #include <string.h>
 
@@ -285,8 +286,130 @@ static const QmpTransactionOps internal_snapshot_ops = {
     .clean = tx_internal_clean,
 };
 
+/* --- x-blockdev-amend ------------------------------------------------------- */
+
+/* QEMU's BlockdevAmendOptionsQcow2 ("encrypt"), plus what qemu-img amend
+ * changes, under the names of blockdev-create's qcow2 options. */
+static const char *const amend_qcow2_members[] = {
+    "driver", "encrypt", "version", "lazy-refcounts", "refcount-bits", NULL
+};
+static const char *const amend_luks_members[] = {
+    "driver", "state", "new-secret", "old-secret", "keyslot", "iter-time",
+    "secret", NULL
+};
+static const char *const amend_versions[] = { "v2", "v3", NULL };
+
+static bool parse_amend_options(JsonObject *args, const char **driver,
+                                BdrvAmendOptions *o, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "options");
+    const char *const *members;
+    const char *version;
+    g_autoptr(GList) keys = NULL;
+    JsonObject *opts;
+    int64_t bits = 0;
+    bool lazy = false;
+
+    *o = (BdrvAmendOptions){ .lazy_refcounts = -1 };
+    if (!n) {
+        qmp_error(errp, "Parameter 'options' is missing");
+        return false;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'options', expected: "
+                  "object");
+        return false;
+    }
+    opts = json_node_get_object(n);
+    if (!json_object_has_member(opts, "driver")) {
+        qmp_error(errp, "Parameter 'options.driver' is missing");
+        return false;
+    }
+    *driver = qmp_arg_str(opts, "driver", true, errp);
+    if (!*driver)
+        return false;
+    members = !strcmp(*driver, "luks") ? amend_luks_members
+                                       : amend_qcow2_members;
+    keys = json_object_get_members(opts);
+    for (GList *k = keys; k; k = k->next) {
+        if (!g_strv_contains(members, k->data)) {
+            qmp_error(errp, "Parameter 'options.%s' is unexpected",
+                      (const char *)k->data);
+            return false;
+        }
+    }
+    if (!strcmp(*driver, "luks")) {
+        if (!json_object_has_member(opts, "state")) {
+            qmp_error(errp, "Parameter 'options.state' is missing");
+            return false;
+        }
+        o->encrypt = true;
+        return true;
+    }
+    o->encrypt = json_object_has_member(opts, "encrypt");
+    version = qmp_arg_str(opts, "version", false, errp);
+    if ((errp && *errp) ||
+        !qmp_check_enum("options.version", version, amend_versions, errp) ||
+        !qmp_arg_bool(opts, "lazy-refcounts", false, &lazy, errp) ||
+        !qmp_arg_int(opts, "refcount-bits", 0, &bits, errp))
+        return false;
+    o->version = !version ? 0 : !strcmp(version, "v2") ? 2 : 3;
+    if (json_object_has_member(opts, "lazy-refcounts"))
+        o->lazy_refcounts = lazy;
+    if (json_object_has_member(opts, "refcount-bits")) {
+        if (bits <= 0 || bits > 64) {
+            qmp_error(errp, "Refcount width must be a power of two and may "
+                      "not exceed 64 bits");
+            return false;
+        }
+        o->refcount_bits = bits;
+    }
+    return true;
+}
+
+static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
+{
+    GError *err = NULL;
+    const char *id = qmp_arg_str(args, "job-id", true, &err);
+    const char *node_name = err ? NULL
+                                : qmp_arg_str(args, "node-name", true, &err);
+    const char *driver = NULL;
+    BdrvAmendOptions opts;
+    bool force = false;
+    BlockNode *bs;
+    Job *job;
+
+    if (err || !qmp_arg_bool(args, "force", false, &force, &err) ||
+        !parse_amend_options(args, &driver, &opts, &err)) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(NULL, node_name, errp);
+    if (!bs)
+        return NULL;
+    if (strcmp(driver, bdrv_driver_name(bs)) != 0) {
+        qmp_error(errp, "x-blockdev-amend doesn't support changing the "
+                  "block driver");
+        return NULL;
+    }
+    if (strcmp(driver, "qcow2") != 0) {
+        qmp_error(errp, "Driver does not support x-blockdev-amend");
+        return NULL;
+    }
+    job = amend_job_create(id, bs, &opts, &err);
+    if (!job) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    job_start(job);
+    return NULL;
+}
+
 void qmp_register_image_commands(void)
 {
+    qmp_register_command_args("x-blockdev-amend", cmd_x_blockdev_amend,
+                              "job-id,node-name,options,force");
     qmp_register_command_args("block_resize", cmd_block_resize,
                               "device,node-name,size");
     qmp_register_command_args("blockdev-snapshot-internal-sync",
