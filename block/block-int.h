@@ -211,6 +211,9 @@ struct BlockNode {
     GMutex dirty_lock;
     GList *dirty_bitmaps;   /* of BdrvDirtyBitmap *, read atomically */
 
+    /* query-blockstats counters, changed atomically by io.c. */
+    BdrvStats stats;
+
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */
     GRWLock notifiers_lock;

@@ -207,6 +207,39 @@ typedef struct BdrvImageInfo {
 void bdrv_get_image_info(BlockNode *bs, BdrvImageInfo *info);
 void bdrv_image_info_clear(BdrvImageInfo *info);
 
+/* --- statistics and the graph for the monitor (block/query.c) ------------ */
+
+/* What block/io.c counts of the requests that enter a node through the
+ * bdrv_* calls (query-blockstats).  Indexed by BDRV_ACCT_*. */
+enum { BDRV_ACCT_READ, BDRV_ACCT_WRITE, BDRV_ACCT_UNMAP, BDRV_ACCT_FLUSH,
+       BDRV_ACCT__MAX };
+typedef struct BdrvStats {
+    uint64_t bytes[BDRV_ACCT__MAX];
+    uint64_t ops[BDRV_ACCT__MAX];          /* succeeded */
+    uint64_t failed[BDRV_ACCT__MAX];
+    uint64_t invalid[BDRV_ACCT__MAX];      /* refused: out of range */
+    uint64_t total_time_ns[BDRV_ACCT__MAX];
+    uint64_t wr_highest_offset;            /* end of the furthest write */
+} BdrvStats;
+/* A snapshot of the counters (each read atomically). */
+void bdrv_get_stats(BlockNode *bs, BdrvStats *out);
+
+/* One edge into a node (QEMU's x-debug-query-block-graph): from a parent
+ * node, or from a user outside the graph (@parent NULL, @holder its
+ * description: "NBD export 'e0'", "backup job 'j0'"). */
+typedef struct BdrvEdgeInfo {
+    BlockNode *parent;
+    const char *holder;
+    const char *name;         /* child name or the user's role */
+    BlockNode *child;
+    uint32_t perm, shared;
+} BdrvEdgeInfo;
+/* Calls @fn for every edge into @bs, under the graph lock: @fn may only
+ * read. */
+void bdrv_foreach_edge_into(BlockNode *bs,
+                            void (*fn)(const BdrvEdgeInfo *e, void *opaque),
+                            void *opaque);
+
 /* --- amending an image (block/snapshot.c) -------------------------------- */
 
 /* What x-blockdev-amend changes; the "unchanged" values change nothing. */

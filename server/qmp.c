@@ -1110,4 +1110,5 @@ void qmp_register_all(void)
     qmp_register_object_commands();
     qmp_register_snapshot_commands();
     qmp_register_image_commands();
+    qmp_register_graph_commands();
 }
