@@ -621,6 +621,16 @@ static JsonObject *image_info(BlockNode *bs, bool flat)
     BdrvImageInfo info;
 
     bdrv_get_image_info(bs, &info);
+    if (bdrv_can_snapshot(bs)) {
+        g_autoptr(GArray) list = bdrv_snapshot_list(bs, NULL);
+        if (list && list->len) {
+            JsonArray *a = json_array_new();
+            for (guint i = 0; i < list->len; i++)
+                json_array_add_object_element(a, qmp_snapshot_info(
+                    &g_array_index(list, BdrvSnapshotInfo, i)));
+            json_object_set_array_member(img, "snapshots", a);
+        }
+    }
     if (backing && !flat)
         json_object_set_object_member(img, "backing-image",
                                       image_info(backing, false));

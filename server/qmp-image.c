@@ -181,24 +181,30 @@ static JsonNode *cmd_snapshot_internal(JsonObject *args, GError **errp)
     return NULL;
 }
 
-/* QEMU's SnapshotInfo. */
-static JsonNode *snapshot_info_json(const BdrvSnapshotInfo *sn)
+/* QEMU's SnapshotInfo, in its member order. */
+JsonObject *qmp_snapshot_info(const BdrvSnapshotInfo *sn)
 {
     JsonObject *o = json_object_new();
-    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
 
-    json_object_set_string_member(o, "id", sn->id);
+    if (sn->icount != UINT64_MAX)
+        json_object_set_int_member(o, "icount", sn->icount);
+    json_object_set_int_member(o, "vm-clock-nsec",
+                               sn->vm_clock_nsec % 1000000000);
     json_object_set_string_member(o, "name", sn->name);
-    json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
     json_object_set_int_member(o, "date-sec", sn->date_sec);
     json_object_set_int_member(o, "date-nsec", sn->date_nsec);
     json_object_set_int_member(o, "vm-clock-sec",
                                sn->vm_clock_nsec / 1000000000);
-    json_object_set_int_member(o, "vm-clock-nsec",
-                               sn->vm_clock_nsec % 1000000000);
-    if (sn->icount != UINT64_MAX)
-        json_object_set_int_member(o, "icount", sn->icount);
-    json_node_take_object(n, o);
+    json_object_set_string_member(o, "id", sn->id);
+    json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
+    return o;
+}
+
+static JsonNode *snapshot_info_json(const BdrvSnapshotInfo *sn)
+{
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_node_take_object(n, qmp_snapshot_info(sn));
     return n;
 }
 
