@@ -7,7 +7,8 @@
 # again (the cut range reads as zeroes), and resize refused while a
 # writable export or a backup job unshares it.  Every image passes
 # qemu-img check, keeps its data, and has the new size; an export added
-# afterwards serves the new size and takes writes at its end.  When
+# afterwards serves the new size and takes writes at its end, and a dirty
+# bitmap of a grown node records writes past its old end.  When
 # qemu-storage-daemon is installed, the same QMP sequence runs against it
 # and the replies must be the same (the holder that unshares resize is
 # named differently: only the sentence up to it is compared).
@@ -48,6 +49,7 @@ sequence() {
     add r raw r-f "$d/r.raw"; echo
     add src raw src-f "$d/src.raw"; echo
     add tgt raw tgt-f "$d/tgt.raw"; echo
+    echo '{"execute": "block-dirty-bitmap-add", "arguments": {"node": "r", "name": "b", "granularity": 65536}}'
     resize node-name nope 1048576; echo
     resize device small 1048576; echo
     echo '{"execute": "block_resize", "arguments": {"size": 512}}'
@@ -97,6 +99,18 @@ run_snapnbd() {
     qemu-io -f raw -c 'write -P 0x44 66060288 1M' \
         "nbd+unix:///small?socket=$d/nbd" >/dev/null ||
         fail "write at the grown end over NBD"
+    # The raw node's bitmap grew with it: a write past the old end is
+    # recorded.
+    qmp "$tmp/s.qmp" \
+        '{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "e2", "node-name": "r", "writable": true, "bitmaps": ["b"]}}' \
+        >"$tmp/e2.out"
+    grep -q '"return"' "$tmp/e2.out" || fail "export of r: $(cat "$tmp/e2.out")"
+    qemu-io -f raw -c 'write 2M 64k' "nbd+unix:///r?socket=$d/nbd" \
+        >/dev/null || fail "write past the old end of r"
+    nbdinfo --map=qemu:dirty-bitmap:b "nbd+unix:///r?socket=$d/nbd" |
+        grep -Eq '^ *2097152 +65536 +1 ' ||
+        fail "the bitmap did not record a write past the old end: $(
+            nbdinfo --map=qemu:dirty-bitmap:b "nbd+unix:///r?socket=$d/nbd")"
     _stop_server "$tmp/s.pid"
 }
 
@@ -104,6 +118,7 @@ run_snapnbd
 replies <"$tmp/s.out" >"$tmp/s.replies"
 
 cat >"$tmp/expected" <<'END'
+{"return": {}}
 {"return": {}}
 {"return": {}}
 {"return": {}}
