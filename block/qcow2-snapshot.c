@@ -356,15 +356,18 @@ bool qcow2_snapshot_apply(BlockNode *bs, GHashTable *options, GError **errp)
  * As QEMU's qcow2_snapshot_create and qcow2_snapshot_delete, in a drained
  * section (no guest request runs) and under the metadata lock.  Taking a
  * snapshot adds one reference to every L2 table and data cluster the
- * active L1 table reaches, clears their COPIED flags (so that the next
- * write to them copies first), writes a copy of the L1 table, and then a
+ * active L1 table reaches after clearing their COPIED flags (so that the
+ * next write to them copies first), writes a copy of the L1 table, then a
  * new snapshot table that the header switches to in one 12-byte write
  * (nb_snapshots, snapshots_offset).  Deleting switches the header to a
  * table without the entry first, then drops the references of the
  * snapshot's L1 table and sets COPIED again where the active image is the
- * only owner left.  A crash in between leaves references that nobody
- * holds (leaks that qemu-img check -r leaks reclaims), never a cluster
- * used by two owners that thinks it has one.
+ * only owner left.  Refcounts and COPIED flags disagree in between: both
+ * run with the dirty bit set in the header (version 3), so that after a
+ * crash the next writable open, by snapnbd or QEMU, recounts the
+ * refcounts and sets the flags again; the snapshot table switches in one
+ * write, so the snapshot exists wholly or not at all.  (A version 2 image
+ * has no dirty bit: there qemu-img check -r all repairs such a crash.)
  */
 
 /* The extra data QEMU 7.2 writes: vm_state_size_large, disk_size, icount. */
@@ -441,9 +444,9 @@ static int refcount_is_one(BlockNode *bs, uint64_t off, bool *one)
 }
 
 /* COPIED on exactly the active L2 tables and data clusters whose refcount
- * is 1 (QEMU's update with addend 0); the L1 table is rewritten when it
- * changed.  Everything is on disk on return. */
-static int fix_copied_flags(BlockNode *bs)
+ * is 1 (QEMU's update with addend 0), or, with @clear_all, on none; the L1
+ * table is rewritten when it changed.  Everything is on disk on return. */
+static int set_copied_flags(BlockNode *bs, bool clear_all)
 {
     Qcow2State *s = bs->opaque;
     bool l1_changed = false;
@@ -462,7 +465,9 @@ static int fix_copied_flags(BlockNode *bs)
             if ((e & QCOW2_OFLAG_COMPRESSED) ||
                 !entry_extent(s, e, &off, &bytes))
                 continue;
-            ret = refcount_is_one(bs, off, &one);
+            one = false;
+            if (!clear_all)
+                ret = refcount_is_one(bs, off, &one);
             want = with_copied(e, one);
             if (ret == 0 && want != e) {
                 qcow2_table_set(t, j, want);
@@ -473,7 +478,8 @@ static int fix_copied_flags(BlockNode *bs)
             qcow2_cache_mark_dirty(s->l2_cache, t);
         if (t)
             qcow2_table_put(t);
-        if (ret == 0)
+        one = false;
+        if (ret == 0 && !clear_all)
             ret = refcount_is_one(bs, l2, &one);
         if (ret == 0 && with_copied(s->l1_table[i], one) != s->l1_table[i]) {
             __atomic_store_n(&s->l1_table[i], with_copied(s->l1_table[i], one),
@@ -493,6 +499,32 @@ static int fix_copied_flags(BlockNode *bs)
     if (ret == 0)
         ret = qcow2_barrier(bs);
     return ret;
+}
+
+int qcow2_fix_copied_flags(BlockNode *bs)
+{
+    return set_copied_flags(bs, false);
+}
+
+/* Sets or clears the dirty bit of a version 3 image: while it is set, a
+ * crash leaves an image whose next writable open recounts its refcounts
+ * and sets its COPIED flags again (qcow2-repair.c; QEMU repairs it too). */
+static int set_dirty(BlockNode *bs, bool dirty)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t be, bits;
+    int ret;
+
+    if (s->version < 3)
+        return 0;
+    ret = bdrv_pread(s->file, QCOW2_HDR_INCOMPATIBLE, 8, &be);
+    if (ret < 0)
+        return ret;
+    bits = GUINT64_FROM_BE(be);
+    bits = dirty ? bits | QCOW2_INCOMPAT_DIRTY : bits & ~QCOW2_INCOMPAT_DIRTY;
+    be = GUINT64_TO_BE(bits);
+    ret = bdrv_pwrite(s->file, QCOW2_HDR_INCOMPATIBLE, 8, &be, 0);
+    return ret < 0 ? ret : qcow2_barrier(bs);
 }
 
 /* New clusters holding @bytes of @data (zero padded); their offset, or a
@@ -667,11 +699,17 @@ static int take_snapshot(BlockNode *bs, GArray *table, const char *name,
 
     if (strlen(name) > UINT16_MAX || table->len >= MAX_SNAPSHOTS)
         return -EFBIG;
+    /* Under the dirty bit: refcounts and COPIED flags disagree until the
+     * table is written (see set_dirty). */
     ret = qcow2_flush_metadata(bs);
+    if (ret == 0)
+        ret = set_dirty(bs, true);
+    if (ret == 0)
+        ret = set_copied_flags(bs, true);
     if (ret == 0)
         ret = adjust_refcounts(bs, s->l1_table, s->l1_size, 1);
     if (ret == 0)
-        ret = fix_copied_flags(bs);
+        ret = qcow2_flush_metadata(bs);
     if (ret < 0)
         return ret;
     for (uint32_t i = 0; i < s->l1_size; i++)
@@ -687,6 +725,8 @@ static int take_snapshot(BlockNode *bs, GArray *table, const char *name,
     }
     g_array_append_val(table, sn);
     ret = write_table(bs, table);
+    if (ret == 0)
+        ret = set_dirty(bs, false);
     if (ret == 0)
         fill_info(&sn, info);
     return ret;
@@ -752,6 +792,8 @@ static int drop_snapshot(BlockNode *bs, GArray *table, guint index,
 
     if (ret == 0)
         ret = qcow2_flush_metadata(bs);
+    if (ret == 0)
+        ret = set_dirty(bs, true);
     if (ret < 0)
         return ret;
     fill_info(sn, info);
@@ -764,7 +806,9 @@ static int drop_snapshot(BlockNode *bs, GArray *table, guint index,
                                     ROUND_UP(l1_size * 8, s->cluster_size),
                                     -1);
     if (ret == 0)
-        ret = fix_copied_flags(bs);
+        ret = set_copied_flags(bs, false);
+    if (ret == 0)
+        ret = set_dirty(bs, false);
     return ret;
 }
 

@@ -430,6 +430,9 @@ typedef struct Qcow2SnapshotL1 {
 } Qcow2SnapshotL1;
 GArray *qcow2_snapshot_l1_tables(BlockNode *bs, uint64_t *table_offset,
                                  uint64_t *table_bytes, GError **errp);
+/* COPIED on exactly the active L2 tables and clusters with refcount 1
+ * (the repair of a dirty image, under the metadata lock). */
+int qcow2_fix_copied_flags(BlockNode *bs);
 /* The driver's internal snapshot callbacks (see block-int.h); create and
  * delete run drained, writable images only. */
 GArray *qcow2_snapshot_list(BlockNode *bs, GError **errp);
