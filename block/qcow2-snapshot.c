@@ -445,8 +445,10 @@ static int refcount_is_one(BlockNode *bs, uint64_t off, bool *one)
 
 /* COPIED on exactly the active L2 tables and data clusters whose refcount
  * is 1 (QEMU's update with addend 0), or, with @clear_all, on none; the L1
- * table is rewritten when it changed.  Everything is on disk on return. */
-static int set_copied_flags(BlockNode *bs, bool clear_all)
+ * table is rewritten when it changed.  Everything is on disk on return.
+ * With @skip_bad, L2 tables outside the file are left alone (the repair
+ * reported them) instead of being corruption. */
+static int set_copied_flags(BlockNode *bs, bool clear_all, bool skip_bad)
 {
     Qcow2State *s = bs->opaque;
     bool l1_changed = false;
@@ -457,7 +459,7 @@ static int set_copied_flags(BlockNode *bs, bool clear_all)
         bool changed = false, one;
         Qcow2Table *t = NULL;
 
-        if (!l2)
+        if (!l2 || (skip_bad && !qcow2_table_in_file(bs, l2, s->cluster_size)))
             continue;
         ret = l2_table(bs, l2, &t);
         for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
@@ -503,7 +505,7 @@ static int set_copied_flags(BlockNode *bs, bool clear_all)
 
 int qcow2_fix_copied_flags(BlockNode *bs)
 {
-    return set_copied_flags(bs, false);
+    return set_copied_flags(bs, false, true);
 }
 
 /* Sets or clears the dirty bit of a version 3 image: while it is set, a
@@ -705,7 +707,7 @@ static int take_snapshot(BlockNode *bs, GArray *table, const char *name,
     if (ret == 0)
         ret = set_dirty(bs, true);
     if (ret == 0)
-        ret = set_copied_flags(bs, true);
+        ret = set_copied_flags(bs, true, false);
     if (ret == 0)
         ret = adjust_refcounts(bs, s->l1_table, s->l1_size, 1);
     if (ret == 0)
@@ -806,7 +808,7 @@ static int drop_snapshot(BlockNode *bs, GArray *table, guint index,
                                     ROUND_UP(l1_size * 8, s->cluster_size),
                                     -1);
     if (ret == 0)
-        ret = set_copied_flags(bs, false);
+        ret = set_copied_flags(bs, false, false);
     if (ret == 0)
         ret = set_dirty(bs, false);
     return ret;
