@@ -138,6 +138,15 @@ typedef struct BlockDriver {
                            BdrvSnapshotInfo *info, GError **errp);
     int (*snapshot_delete)(BlockNode *bs, const char *id, const char *name,
                            BdrvSnapshotInfo *info, GError **errp);
+    /* The node, opened read-only, becomes writable (its non-backing
+     * children already are): a commit writes into a backing file.  NULL:
+     * nothing to do beyond the children (raw, filters). */
+    int (*reopen_writable)(BlockNode *bs, GError **errp);
+    /* Writes @name (NULL: none) and @format (NULL: none) as the backing
+     * file of the image's metadata; the attached child is not changed.
+     * NULL: the format has no backing files. */
+    int (*change_backing_file)(BlockNode *bs, const char *name,
+                               const char *format);
     /* Can the node store a new persistent dirty bitmap?  Says why not. */
     bool (*can_store_dirty_bitmap)(BlockNode *bs, GError **errp);
 

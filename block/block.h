@@ -348,10 +348,27 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp);
  * @from (its driver holds it), or when @to cannot take the users'
  * permissions; then nothing changed. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp);
+/* @bs's backing child becomes @backing (NULL: none), in one step for its
+ * readers: a commit or stream dropping the layers between. */
+bool bdrv_replace_backing(BlockNode *bs, BlockNode *backing, GError **errp);
 /* Undoes bdrv_set_backing; false if @bs has no backing child. */
 bool bdrv_clear_backing(BlockNode *bs);
 /* The node only reads from now on (a snapshot's old image). */
 void bdrv_set_read_only(BlockNode *bs);
+/* The opposite, as QEMU's reopen with read-only=off: the node and the
+ * children it stores data in become writable (a backing file a commit
+ * writes into).  Fails, changing nothing, when a driver cannot or an
+ * image lock is held elsewhere. */
+bool bdrv_reopen_writable(BlockNode *bs, GError **errp);
+/* The backing file name (and format) in @bs's image metadata, as QEMU's
+ * bdrv_change_backing_file; NULL @name: no backing file.  Fails with
+ * *errp, the image unchanged, where the format has no such field. */
+bool bdrv_change_backing_file(BlockNode *bs, const char *name,
+                              const char *format, GError **errp);
+/* Where @node is in the backing chain of @top, filters skipped: 1 for @top
+ * itself, 2 for its backing, ... as bdrv_allocation_depth counts; 0 if
+ * it is not in the chain. */
+int bdrv_chain_depth(BlockNode *top, BlockNode *node);
 
 /* --- drained sections (block/drain.c) ------------------------------------- */
 
@@ -556,6 +573,7 @@ typedef enum {
     BDRV_OP_DELETE,          /* blockdev-del */
     BDRV_OP_RESIZE,          /* block_resize */
     BDRV_OP_EXPORT_WRITABLE, /* a writable export (block-export-add, -A) */
+    BDRV_OP_CHAIN_JOB,       /* a commit or stream over its backing chain */
     BDRV_OP__MAX,
 } BdrvOpType;
 

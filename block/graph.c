@@ -508,6 +508,43 @@ const char *bdrv_node_name(BlockNode *bs) { return bs->node_name; }
 const char *bdrv_driver_name(BlockNode *bs) { return bs->drv->name; }
 const char *bdrv_filename(BlockNode *bs) { return bs->filename; }
 bool bdrv_is_read_only(BlockNode *bs) { return bs->read_only; }
+
+int bdrv_chain_depth(BlockNode *top, BlockNode *node)
+{
+    int depth = 1;
+
+    node = bdrv_skip_filters(node);
+    for (BlockNode *n = bdrv_skip_filters(top); n;
+         n = bdrv_skip_filters(bdrv_child(n, "backing")), depth++)
+        if (n == node)
+            return depth;
+    return 0;
+}
+
+bool bdrv_change_backing_file(BlockNode *bs, const char *name,
+                              const char *format, GError **errp)
+{
+    int ret;
+
+    if (!bs->drv->change_backing_file) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Node '%s' (driver '%s') has no backing file to change",
+                    bs->node_name, bs->drv->name);
+        return false;
+    }
+    if (bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Could not change the backing file of read-only node "
+                    "'%s'", bs->node_name);
+        return false;
+    }
+    ret = bs->drv->change_backing_file(bs, name, format);
+    if (ret < 0)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not change the backing file of '%s' to '%s': %s",
+                    bs->node_name, name ? name : "", g_strerror(-ret));
+    return ret >= 0;
+}
 const BlockLimits *bdrv_limits(BlockNode *bs) { return &bs->limits; }
 bool bdrv_discard_unmaps(BlockNode *bs) { return bs->unmap; }
 bool bdrv_cache_direct(BlockNode *bs) { return bs->cache_direct; }

@@ -27,6 +27,7 @@
  *                     allocation with copy-on-write, L2 updates
  *   qcow2-refcount.c  refcounts, cluster allocation, metadata flush order
  *   qcow2-create.c    creating images
+ *   qcow2-header.c    rewriting the header's extensions and backing name
  *   qcow2-bitmap.c    persistent dirty bitmaps (the bitmaps extension)
  *   qcow2-repair.c    rebuilding the refcounts of an image marked dirty
  *   qcow2-snapshot.c  internal snapshots (read-only loading)
@@ -214,6 +215,21 @@ typedef struct Qcow2InFlight {
     bool exclusive;           /* allocating, zeroing or discarding */
     GList link;
 } Qcow2InFlight;
+
+/* qcow2-header.c: the header cluster rebuilt with one extension replaced
+ * (@ext_len 0: dropped) and the backing file name and format given; every
+ * other extension is kept.  -ENOSPC if it no longer fits the cluster. */
+typedef struct Qcow2HeaderEdit {
+    uint32_t ext_type;          /* the extension replaced, 0: none */
+    const void *ext;
+    uint32_t ext_len;
+    uint64_t autoclear;         /* autoclear_features to write (v3) */
+    const char *backing_file;   /* NULL: none */
+    const char *backing_format; /* NULL: no backing format extension */
+} Qcow2HeaderEdit;
+int qcow2_rewrite_header(BlockNode *bs, const Qcow2HeaderEdit *e);
+int qcow2_change_backing_file(BlockNode *bs, const char *name,
+                              const char *format);
 
 /* qcow2-cache.c */
 /* Called before a table is written (under the metadata lock): 0, or a

@@ -45,6 +45,9 @@ typedef struct MirrorJob {
     BdrvDirtyBitmap *dirty;
     void *buf;
     int zero_flags;
+    bool active_commit;
+    bool target_was_read_only;
+    bool switched;
 
     /* Guarded by the job lock. */
     bool should_complete;     /* job-complete: switch */
@@ -68,12 +71,32 @@ bool mirror_sync_parse(const char *name, MirrorSync *out, GError **errp)
 
 /* --- copying --------------------------------------------------------------- */
 
+/* An active commit copies what the layers above the target hold. */
+static int mark_above_target(MirrorJob *m, int64_t len)
+{
+    int base_depth = bdrv_chain_depth(m->source, m->target);
+    int64_t pos = 0, pnum;
+
+    while (pos < len) {
+        int depth = bdrv_allocation_depth(m->source, pos, len - pos, &pnum);
+        if (depth < 0)
+            return depth;
+        if (depth >= 1 && depth < base_depth)
+            bdrv_dirty_bitmap_set(m->dirty, pos, pnum, true);
+        pos += pnum;
+    }
+    job_progress_set_total(&m->common, bdrv_dirty_bitmap_count(m->dirty));
+    return 0;
+}
+
 /* What the sync mode copies at first: everything, what the top layer
  * holds, or nothing (only what the users write from now on). */
 static int mark_initial(MirrorJob *m)
 {
     int64_t len = bdrv_getlength(m->source), pos = 0, pnum;
 
+    if (m->active_commit)
+        return mark_above_target(m, len);
     if (m->sync == MIRROR_SYNC_FULL)
         bdrv_dirty_bitmap_set(m->dirty, 0, len, true);
     while (m->sync == MIRROR_SYNC_TOP && pos < len) {
@@ -138,11 +161,16 @@ static int switch_to_target(MirrorJob *m, GError **errp)
 {
     BlockNode *backing = bdrv_child(m->source, "backing");
 
-    if (m->sync != MIRROR_SYNC_FULL && backing &&
+    if (m->active_commit)
+        backing = NULL; /* the target keeps its own chain */
+    if (backing && m->sync != MIRROR_SYNC_FULL && backing &&
         !bdrv_child(m->target, "backing") &&
         !bdrv_set_backing(m->target, backing, errp))
         return -EINVAL;
-    return bdrv_replace_node(m->replaces, m->target, errp) ? 0 : -EBUSY;
+    if (!bdrv_replace_node(m->replaces, m->target, errp))
+        return -EBUSY;
+    m->switched = true;
+    return 0;
 }
 
 /* The end of a run that was not force-cancelled: the last copy in a
@@ -256,12 +284,26 @@ static void mirror_clean(Job *job)
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
+    if (m->target_was_read_only && !m->switched)
+        bdrv_set_read_only(m->target);
     free(m->buf);
     m->buf = NULL;
 }
 
 static const JobDriver mirror_driver = {
     .type = "mirror",
+    .instance_size = sizeof(MirrorJob),
+    .block_job = true,
+    .drains_itself = true,
+    .run = mirror_run,
+    .cancel = mirror_cancel,
+    .complete = mirror_complete,
+    .clean = mirror_clean,
+};
+
+/* QEMU's active commit is a mirror job of type "commit". */
+static const JobDriver commit_active_driver = {
+    .type = "commit",
     .instance_size = sizeof(MirrorJob),
     .block_job = true,
     .drains_itself = true,
@@ -278,7 +320,8 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
 {
     g_autofree char *writer = bdrv_find_writer(target, NULL);
 
-    if (source == target || bdrv_reaches(source, target, true) ||
+    if (source == target ||
+        (!o->active_commit && bdrv_reaches(source, target, true)) ||
         bdrv_common_storage(source, target)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Can't mirror node into itself");
@@ -336,9 +379,13 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     }
     if (!check_nodes(source, target, o, errp))
         return NULL;
-    m = job_create(id, &mirror_driver, o->job_flags, errp);
+    m = job_create(id, o->active_commit ? &commit_active_driver
+                                        : &mirror_driver,
+                   o->job_flags, errp);
     if (!m)
         return NULL;
+    m->active_commit = o->active_commit;
+    m->target_was_read_only = o->target_was_read_only;
     m->sync = o->sync;
     m->granularity = o->granularity ? o->granularity : DEFAULT_GRANULARITY;
     m->buf_size = MAX(o->buf_size ? o->buf_size : DEFAULT_BUF_SIZE,

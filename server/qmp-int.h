@@ -16,6 +16,7 @@ void qmp_register_job_commands(void);  /* qmp-jobs.c */
 void qmp_register_bitmap_commands(void); /* qmp-bitmap.c */
 void qmp_register_create_commands(void); /* qmp-create.c */
 void qmp_register_snapshot_commands(void); /* qmp-snapshot.c */
+void qmp_register_chain_commands(void); /* qmp-chain.c */
 void qmp_register_debug_commands(void);  /* qmp-debug.c */
 void qmp_register_object_commands(void); /* qmp-object.c */
 void qmp_register_image_commands(void);  /* qmp-image.c */

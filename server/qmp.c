@@ -1111,4 +1111,5 @@ void qmp_register_all(void)
     qmp_register_snapshot_commands();
     qmp_register_image_commands();
     qmp_register_graph_commands();
+    qmp_register_chain_commands();
 }
