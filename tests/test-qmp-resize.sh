@@ -8,7 +8,8 @@
 # writable export or a backup job unshares it.  Every image passes
 # qemu-img check, keeps its data, and has the new size; an export added
 # afterwards serves the new size and takes writes at its end, and a dirty
-# bitmap of a grown node records writes past its old end.  When
+# bitmap of a grown node records writes past its old end; a LUKS node
+# grows its file past its header.  When
 # qemu-storage-daemon is installed, the same QMP sequence runs against it
 # and the replies must be the same (the holder that unshares resize is
 # named differently: only the sentence up to it is compared).
@@ -178,6 +179,27 @@ check_image "$d/shrink.qcow2" 4194304 'read -P 0x33 0 2M' 'read -P 0 2M 2M'
     fail "the L1 table of the 64 KiB cluster image moved"
 size=$(stat -c %s "$d/r.raw")
 [ "$size" = 3145728 ] || fail "raw image: $size bytes, expected 3145728"
+
+# A LUKS node resizes its file past the header, as QEMU's.
+qemu-img create -q -f luks --object secret,id=sec0,data=abc \
+    -o key-secret=sec0,iter-time=10 "$tmp/l.luks" 1M
+qemu-io --object secret,id=sec0,data=abc -c 'write -P 0x66 0 1M' \
+    --image-opts "driver=luks,key-secret=sec0,file.filename=$tmp/l.luks" \
+    >/dev/null
+start_qmp "$tmp/l.qmp" "$tmp/l.pid" --object secret,id=sec0,data=abc
+qmp "$tmp/l.qmp" \
+    '{"execute": "blockdev-add", "arguments": {"driver": "luks", "node-name": "l", "key-secret": "sec0", "file": {"driver": "file", "filename": "'"$tmp/l.luks"'"}}}' \
+    '{"execute": "block_resize", "arguments": {"node-name": "l", "size": 4194304}}' \
+    >"$tmp/l.out" || fail "luks: $(cat "$tmp/l.out")"
+grep -q error "$tmp/l.out" && fail "luks: $(cat "$tmp/l.out")"
+_stop_server "$tmp/l.pid"
+qemu-io --object secret,id=sec0,data=abc -c 'read -P 0x66 0 1M' \
+    -c 'read -P 0 1M 3M' \
+    --image-opts "driver=luks,key-secret=sec0,file.filename=$tmp/l.luks" |
+    grep -q 'verification failed' && fail "luks: wrong data after the resize"
+qemu-img info --object secret,id=sec0,data=abc --image-opts \
+    "driver=luks,key-secret=sec0,file.filename=$tmp/l.luks" |
+    grep -q '(4194304 bytes)' || fail "luks: the size did not change"
 
 # The same sequence against qemu-storage-daemon.
 if start_qsd "$tmp/q.qmp"; then
