@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <string.h>
 
 #define HDR_VERSION 4
@@ -33,9 +34,10 @@
 #define HDR_V3_LENGTH_WITH_COMPRESSION 112
 #define HDR_NB_SNAPSHOTS 60
 
-static int fail(GError **errp, int ret, const char *fmt, ...)
+/* Sets @errp (once) and returns @ret. */
+static int amend_fail(GError **errp, int ret, const char *fmt, ...)
     G_GNUC_PRINTF(3, 4);
-static int fail(GError **errp, int ret, const char *fmt, ...)
+static int amend_fail(GError **errp, int ret, const char *fmt, ...)
 {
     va_list ap;
 
@@ -100,7 +102,7 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
 
     old = read_header_cluster(bs, &ret);
     if (!old)
-        return fail(errp, ret, "Could not read the header: %s",
+        return amend_fail(errp, ret, "Could not read the header: %s",
                     g_strerror(-ret));
     old_version = be32_at(old + HDR_VERSION);
     old_len = old_version >= 3 ? be32_at(old + 100) : 72;
@@ -128,7 +130,7 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
         if (!(version < 3 && (type == QCOW2_EXT_FEATURE_TABLE ||
                               type == QCOW2_EXT_BITMAPS))) {
             if (end + 8 + padded > s->cluster_size)
-                return fail(errp, -EFBIG, "The header extensions do not "
+                return amend_fail(errp, -EFBIG, "The header extensions do not "
                             "fit in the header cluster");
             memcpy(out + end, old + pos, 8 + len);
             end += 8 + padded;
@@ -139,7 +141,7 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
     if (backing_off && backing_len) {
         if (backing_off + backing_len > s->cluster_size ||
             end + backing_len > s->cluster_size)
-            return fail(errp, -EFBIG, "The backing file name does not fit "
+            return amend_fail(errp, -EFBIG, "The backing file name does not fit "
                         "in the header cluster");
         memcpy(out + end, old + backing_off, backing_len);
         put_be64(out + 8, end);
@@ -150,7 +152,7 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
     if (ret == 0)
         ret = qcow2_barrier(bs);
     if (ret < 0)
-        return fail(errp, ret, "Could not write the header: %s",
+        return amend_fail(errp, ret, "Could not write the header: %s",
                     g_strerror(-ret));
     s->version = version;
     s->header_length = new_len;
@@ -231,31 +233,31 @@ static int downgrade(BlockNode *bs, GError **errp)
     int ret;
 
     if (s->refcount_order != 4)
-        return fail(errp, -ENOTSUP, "compat=0.10 requires refcount_bits=16");
+        return amend_fail(errp, -ENOTSUP, "compat=0.10 requires refcount_bits=16");
     hdr = read_header_cluster(bs, &ret);
     if (!hdr)
-        return fail(errp, ret, "Could not read the header: %s",
+        return amend_fail(errp, ret, "Could not read the header: %s",
                     g_strerror(-ret));
     incompat = be64_at(hdr + QCOW2_HDR_INCOMPATIBLE);
     if (incompat & QCOW2_INCOMPAT_DATA_FILE)
-        return fail(errp, -ENOTSUP,
+        return amend_fail(errp, -ENOTSUP,
                     "Cannot downgrade an image with a data file");
     if (be32_at(hdr + HDR_NB_SNAPSHOTS))
-        return fail(errp, -ENOTSUP,
+        return amend_fail(errp, -ENOTSUP,
                     "Internal snapshots prevent downgrade of image");
     if (incompat & ~(uint64_t)QCOW2_INCOMPAT_DIRTY)
-        return fail(errp, -ENOTSUP, "Cannot downgrade an image with "
+        return amend_fail(errp, -ENOTSUP, "Cannot downgrade an image with "
                     "incompatible features 0x%" PRIx64 " set",
                     incompat & ~(uint64_t)QCOW2_INCOMPAT_DIRTY);
     if (s->crypto_header_length)
-        return fail(errp, -ENOTSUP, "Cannot downgrade an encrypted image "
+        return amend_fail(errp, -ENOTSUP, "Cannot downgrade an encrypted image "
                     "(LUKS needs compatibility level 1.1)");
     if (s->bitmaps_ext || has_persistent_bitmaps(bs))
-        return fail(errp, -ENOTSUP,
+        return amend_fail(errp, -ENOTSUP,
                     "Cannot downgrade an image with persistent bitmaps");
     ret = expand_zero_clusters(bs);
     if (ret < 0)
-        return fail(errp, ret, "Failed to turn zero into data clusters");
+        return amend_fail(errp, ret, "Failed to turn zero into data clusters");
     return rewrite_header(bs, 2, errp);
 }
 
@@ -279,7 +281,7 @@ static int set_lazy_refcounts(BlockNode *bs, bool on, GError **errp)
     if (ret == 0)
         ret = qcow2_barrier(bs);
     if (ret < 0)
-        return fail(errp, ret, "Failed to update the header: %s",
+        return amend_fail(errp, ret, "Failed to update the header: %s",
                     g_strerror(-ret));
     return 0;
 }
@@ -288,23 +290,23 @@ static int check_options(Qcow2State *s, const BdrvAmendOptions *o,
                          int version, GError **errp)
 {
     if (o->encrypt)
-        return fail(errp, -ENOTSUP, s->crypto_header_length
+        return amend_fail(errp, -ENOTSUP, s->crypto_header_length
                     ? "snapnbd cannot amend the LUKS keyslots of an image"
                     : "image is not encrypted, can't amend");
     if (o->refcount_bits &&
         (o->refcount_bits > 64 ||
          (o->refcount_bits & (o->refcount_bits - 1))))
-        return fail(errp, -EINVAL, "Refcount width must be a power of two "
+        return amend_fail(errp, -EINVAL, "Refcount width must be a power of two "
                     "and may not exceed 64 bits");
     if (o->refcount_bits && version < 3 && o->refcount_bits != 16)
-        return fail(errp, -EINVAL, "Refcount widths other than 16 bits "
+        return amend_fail(errp, -EINVAL, "Refcount widths other than 16 bits "
                     "require compatibility level 1.1 or above (use "
                     "compat=1.1 or greater)");
     if (o->refcount_bits && o->refcount_bits != 1u << s->refcount_order)
-        return fail(errp, -ENOTSUP, "snapnbd cannot change the refcount "
+        return amend_fail(errp, -ENOTSUP, "snapnbd cannot change the refcount "
                     "width of an image (%d bits)", 1 << s->refcount_order);
     if (o->lazy_refcounts == 1 && version < 3)
-        return fail(errp, -EINVAL, "Lazy refcounts only supported with "
+        return amend_fail(errp, -EINVAL, "Lazy refcounts only supported with "
                     "compatibility level 1.1 and above (use version=v3 or "
                     "greater)");
     return 0;
@@ -317,7 +319,7 @@ int qcow2_amend(BlockNode *bs, const BdrvAmendOptions *o, GError **errp)
     int ret;
 
     if (!s->writable || qcow2_is_corrupt(s))
-        return fail(errp, -EACCES, "Image is read-only");
+        return amend_fail(errp, -EACCES, "Image is read-only");
     ret = check_options(s, o, version, errp);
     if (ret < 0)
         return ret;
