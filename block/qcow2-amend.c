@@ -29,10 +29,10 @@
 #include <stdarg.h>
 #include <string.h>
 
-#define HDR_VERSION 4
-#define HDR_COMPATIBLE 80
+#define HDR_VERSION                    4
+#define HDR_COMPATIBLE                 80
 #define HDR_V3_LENGTH_WITH_COMPRESSION 112
-#define HDR_NB_SNAPSHOTS 60
+#define HDR_NB_SNAPSHOTS               60
 
 /* Sets @errp (once) and returns @ret. */
 static int amend_fail(GError **errp, int ret, const char *fmt, ...)
@@ -103,7 +103,7 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
     old = read_header_cluster(bs, &ret);
     if (!old)
         return amend_fail(errp, ret, "Could not read the header: %s",
-                    g_strerror(-ret));
+                          g_strerror(-ret));
     old_version = be32_at(old + HDR_VERSION);
     old_len = old_version >= 3 ? be32_at(old + 100) : 72;
     backing_off = be64_at(old + 8);
@@ -127,11 +127,12 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
         uint32_t padded = ROUND_UP(len, 8);
         if (type == QCOW2_EXT_END || len > s->cluster_size - pos - 8)
             break;
-        if (!(version < 3 && (type == QCOW2_EXT_FEATURE_TABLE ||
-                              type == QCOW2_EXT_BITMAPS))) {
+        if (!(version < 3 &&
+              (type == QCOW2_EXT_FEATURE_TABLE || type == QCOW2_EXT_BITMAPS))) {
             if (end + 8 + padded > s->cluster_size)
-                return amend_fail(errp, -EFBIG, "The header extensions do not "
-                            "fit in the header cluster");
+                return amend_fail(errp, -EFBIG,
+                                  "The header extensions do not "
+                                  "fit in the header cluster");
             memcpy(out + end, old + pos, 8 + len);
             end += 8 + padded;
         }
@@ -141,19 +142,21 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
     if (backing_off && backing_len) {
         if (backing_off + backing_len > s->cluster_size ||
             end + backing_len > s->cluster_size)
-            return amend_fail(errp, -EFBIG, "The backing file name does not fit "
-                        "in the header cluster");
+            return amend_fail(errp, -EFBIG,
+                              "The backing file name does not fit "
+                              "in the header cluster");
         memcpy(out + end, old + backing_off, backing_len);
         put_be64(out + 8, end);
     }
     bdrv_debug_event(s->file, BLKDBG_EMPTY_IMAGE_PREPARE);
-    ret = bdrv_pwrite(s->file, 0, MIN((int64_t)s->cluster_size,
-                                      bdrv_getlength(s->file)), out, 0);
+    ret = bdrv_pwrite(s->file, 0,
+                      MIN((int64_t)s->cluster_size, bdrv_getlength(s->file)),
+                      out, 0);
     if (ret == 0)
         ret = qcow2_barrier(bs);
     if (ret < 0)
         return amend_fail(errp, ret, "Could not write the header: %s",
-                    g_strerror(-ret));
+                          g_strerror(-ret));
     s->version = version;
     s->header_length = new_len;
     if (version < 3) {
@@ -233,28 +236,31 @@ static int downgrade(BlockNode *bs, GError **errp)
     int ret;
 
     if (s->refcount_order != 4)
-        return amend_fail(errp, -ENOTSUP, "compat=0.10 requires refcount_bits=16");
+        return amend_fail(errp, -ENOTSUP,
+                          "compat=0.10 requires refcount_bits=16");
     hdr = read_header_cluster(bs, &ret);
     if (!hdr)
         return amend_fail(errp, ret, "Could not read the header: %s",
-                    g_strerror(-ret));
+                          g_strerror(-ret));
     incompat = be64_at(hdr + QCOW2_HDR_INCOMPATIBLE);
     if (incompat & QCOW2_INCOMPAT_DATA_FILE)
         return amend_fail(errp, -ENOTSUP,
-                    "Cannot downgrade an image with a data file");
+                          "Cannot downgrade an image with a data file");
     if (be32_at(hdr + HDR_NB_SNAPSHOTS))
         return amend_fail(errp, -ENOTSUP,
-                    "Internal snapshots prevent downgrade of image");
+                          "Internal snapshots prevent downgrade of image");
     if (incompat & ~(uint64_t)QCOW2_INCOMPAT_DIRTY)
-        return amend_fail(errp, -ENOTSUP, "Cannot downgrade an image with "
-                    "incompatible features 0x%" PRIx64 " set",
-                    incompat & ~(uint64_t)QCOW2_INCOMPAT_DIRTY);
+        return amend_fail(errp, -ENOTSUP,
+                          "Cannot downgrade an image with "
+                          "incompatible features 0x%" PRIx64 " set",
+                          incompat & ~(uint64_t)QCOW2_INCOMPAT_DIRTY);
     if (s->crypto_header_length)
-        return amend_fail(errp, -ENOTSUP, "Cannot downgrade an encrypted image "
-                    "(LUKS needs compatibility level 1.1)");
+        return amend_fail(errp, -ENOTSUP,
+                          "Cannot downgrade an encrypted image "
+                          "(LUKS needs compatibility level 1.1)");
     if (s->bitmaps_ext || has_persistent_bitmaps(bs))
         return amend_fail(errp, -ENOTSUP,
-                    "Cannot downgrade an image with persistent bitmaps");
+                          "Cannot downgrade an image with persistent bitmaps");
     ret = expand_zero_clusters(bs);
     if (ret < 0)
         return amend_fail(errp, ret, "Failed to turn zero into data clusters");
@@ -282,33 +288,40 @@ static int set_lazy_refcounts(BlockNode *bs, bool on, GError **errp)
         ret = qcow2_barrier(bs);
     if (ret < 0)
         return amend_fail(errp, ret, "Failed to update the header: %s",
-                    g_strerror(-ret));
+                          g_strerror(-ret));
     return 0;
 }
 
-static int check_options(Qcow2State *s, const BdrvAmendOptions *o,
-                         int version, GError **errp)
+static int check_options(Qcow2State *s, const BdrvAmendOptions *o, int version,
+                         GError **errp)
 {
     if (o->encrypt)
-        return amend_fail(errp, -ENOTSUP, s->crypto_header_length
-                    ? "snapnbd cannot amend the LUKS keyslots of an image"
-                    : "image is not encrypted, can't amend");
+        return amend_fail(
+            errp, -ENOTSUP,
+            s->crypto_header_length
+                ? "snapnbd cannot amend the LUKS keyslots of an image"
+                : "image is not encrypted, can't amend");
     if (o->refcount_bits &&
-        (o->refcount_bits > 64 ||
-         (o->refcount_bits & (o->refcount_bits - 1))))
-        return amend_fail(errp, -EINVAL, "Refcount width must be a power of two "
-                    "and may not exceed 64 bits");
+        (o->refcount_bits > 64 || (o->refcount_bits & (o->refcount_bits - 1))))
+        return amend_fail(errp, -EINVAL,
+                          "Refcount width must be a power of two "
+                          "and may not exceed 64 bits");
     if (o->refcount_bits && version < 3 && o->refcount_bits != 16)
-        return amend_fail(errp, -EINVAL, "Refcount widths other than 16 bits "
-                    "require compatibility level 1.1 or above (use "
-                    "compat=1.1 or greater)");
+        return amend_fail(errp, -EINVAL,
+                          "Refcount widths other than 16 bits "
+                          "require compatibility level 1.1 or above (use "
+                          "compat=1.1 or greater)");
     if (o->refcount_bits && o->refcount_bits != 1u << s->refcount_order)
-        return amend_fail(errp, -ENOTSUP, "snapnbd cannot change the refcount "
-                    "width of an image (%d bits)", 1 << s->refcount_order);
+        return amend_fail(errp, -ENOTSUP,
+                          "snapnbd cannot change the refcount "
+                          "width of an image (%d bits)",
+                          1 << s->refcount_order);
     if (o->lazy_refcounts == 1 && version < 3)
-        return amend_fail(errp, -EINVAL, "Lazy refcounts only supported with "
-                    "compatibility level 1.1 and above (use version=v3 or "
-                    "greater)");
+        return amend_fail(
+            errp, -EINVAL,
+            "Lazy refcounts only supported with "
+            "compatibility level 1.1 and above (use version=v3 or "
+            "greater)");
     return 0;
 }
 

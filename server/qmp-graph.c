@@ -25,15 +25,16 @@ static gint by_name(gconstpointer a, gconstpointer b)
 
 static GPtrArray *all_nodes(void)
 {
-    GPtrArray *nodes = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)bdrv_unref);
+    GPtrArray *nodes =
+        g_ptr_array_new_with_free_func((GDestroyNotify)bdrv_unref);
 
     bdrv_foreach_node(collect, nodes);
     g_ptr_array_sort(nodes, by_name);
     return nodes;
 }
 
-/* --- query-blockstats --------------------------------------------------------- */
+/* --- query-blockstats
+ * --------------------------------------------------------- */
 
 /* BlockDeviceStats, in the member order of QEMU 7.2's answers. */
 static JsonObject *device_stats(BlockNode *bs)
@@ -90,8 +91,7 @@ static JsonObject *block_stats(BlockNode *bs)
         bdrv_get_stats(bs, &st);
         json_object_set_int_member(d, "discard-bytes-ok",
                                    st.bytes[BDRV_ACCT_UNMAP]);
-        json_object_set_int_member(d, "discard-nb-ok",
-                                   st.ops[BDRV_ACCT_UNMAP]);
+        json_object_set_int_member(d, "discard-nb-ok", st.ops[BDRV_ACCT_UNMAP]);
         json_object_set_string_member(d, "driver", "file");
         json_object_set_int_member(d, "discard-nb-failed",
                                    st.failed[BDRV_ACCT_UNMAP]);
@@ -127,8 +127,8 @@ static JsonNode *cmd_query_blockstats(JsonObject *args, GError **errp)
 /* --- x-debug-query-block-graph -------------------------------------------- */
 
 typedef struct Graph {
-    GHashTable *node_ids;     /* BlockNode * -> id */
-    GHashTable *user_ids;     /* holder -> id */
+    GHashTable *node_ids; /* BlockNode * -> id */
+    GHashTable *user_ids; /* holder -> id */
     JsonArray *nodes, *edges;
     int next_id;
 } Graph;
@@ -137,8 +137,8 @@ typedef struct Graph {
  * graph-mod any more (7.0 dropped it): it is not listed. */
 static JsonArray *perm_list(uint32_t perm)
 {
-    static const char *const names[] = { "consistent-read", "write",
-                                         "write-unchanged", "resize" };
+    static const char *const names[] = {"consistent-read", "write",
+                                        "write-unchanged", "resize"};
     JsonArray *a = json_array_new();
 
     for (int i = G_N_ELEMENTS(names) - 1; i >= 0; i--)
@@ -147,8 +147,7 @@ static JsonArray *perm_list(uint32_t perm)
     return a;
 }
 
-static void add_graph_node(Graph *g, const char *name, const char *type,
-                           int id)
+static void add_graph_node(Graph *g, const char *name, const char *type, int id)
 {
     JsonObject *o = json_object_new();
 
@@ -183,16 +182,17 @@ static void add_edge(const BdrvEdgeInfo *e, void *opaque)
 {
     Graph *g = opaque;
     JsonObject *o = json_object_new();
-    int parent = e->parent ? GPOINTER_TO_INT(g_hash_table_lookup(
-                                 g->node_ids, e->parent))
-                           : user_id(g, e->holder ? e->holder : "");
+    int parent =
+        e->parent ? GPOINTER_TO_INT(g_hash_table_lookup(g->node_ids, e->parent))
+                  : user_id(g, e->holder ? e->holder : "");
 
     json_object_set_string_member(o, "name", e->name);
     json_object_set_int_member(o, "parent", parent);
     json_object_set_array_member(o, "shared-perm", perm_list(e->shared));
     json_object_set_array_member(o, "perm", perm_list(e->perm));
-    json_object_set_int_member(o, "child", GPOINTER_TO_INT(g_hash_table_lookup(
-                                               g->node_ids, e->child)));
+    json_object_set_int_member(
+        o, "child",
+        GPOINTER_TO_INT(g_hash_table_lookup(g->node_ids, e->child)));
     json_array_add_object_element(g->edges, o);
 }
 
@@ -201,8 +201,8 @@ static JsonNode *cmd_block_graph(JsonObject *args, GError **errp)
     g_autoptr(GPtrArray) nodes = all_nodes();
     Graph g = {
         .node_ids = g_hash_table_new(NULL, NULL),
-        .user_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                          NULL),
+        .user_ids =
+            g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL),
         .nodes = json_array_new(),
         .edges = json_array_new(),
         .next_id = 1,
@@ -229,6 +229,5 @@ void qmp_register_graph_commands(void)
 {
     qmp_register_command_args("query-blockstats", cmd_query_blockstats,
                               "query-nodes");
-    qmp_register_command_args("x-debug-query-block-graph", cmd_block_graph,
-                              "");
+    qmp_register_command_args("x-debug-query-block-graph", cmd_block_graph, "");
 }

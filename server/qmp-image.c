@@ -29,14 +29,15 @@ static BlockNode *lookup_node(const char *device, const char *node_name,
     return bs;
 }
 
-/* --- block_resize ---------------------------------------------------------- */
+/* --- block_resize ----------------------------------------------------------
+ */
 
 static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
 {
     GError *err = NULL;
     const char *device = qmp_arg_str(args, "device", false, &err);
-    const char *node_name = err ? NULL
-                                : qmp_arg_str(args, "node-name", false, &err);
+    const char *node_name =
+        err ? NULL : qmp_arg_str(args, "node-name", false, &err);
     int64_t size = 0;
     BlockNode *bs;
     BlockChild *user;
@@ -62,8 +63,7 @@ static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
      * its source node itself, where QEMU blocks it on its filter node, so
      * that QEMU's answer for a backup source is the permission conflict. */
     user = bdrv_user_attach(bs, "an unnamed block device", "root",
-                            BDRV_PERM_RESIZE, BDRV_PERM_ALL, NULL, NULL,
-                            &err);
+                            BDRV_PERM_RESIZE, BDRV_PERM_ALL, NULL, NULL, &err);
     if (!user || bdrv_op_is_blocked(bs, BDRV_OP_RESIZE, &err)) {
         qmp_error(errp, "%s", err->message);
         g_error_free(err);
@@ -82,15 +82,16 @@ static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
     return NULL;
 }
 
-/* --- internal snapshots ------------------------------------------------------ */
+/* --- internal snapshots ------------------------------------------------------
+ */
 
 #define SNAPSHOT_INTERNAL_MEMBERS "device,name"
-#define SNAPSHOT_DELETE_MEMBERS "device,id,name"
+#define SNAPSHOT_DELETE_MEMBERS   "device,id,name"
 
 /* An internal snapshot taken by a command or a transaction action. */
 typedef struct InternalSnapshot {
-    BlockNode *node;          /* referenced */
-    BdrvSnapshotInfo info;    /* what was created */
+    BlockNode *node;       /* referenced */
+    BdrvSnapshotInfo info; /* what was created */
 } InternalSnapshot;
 
 static void internal_snapshot_free(InternalSnapshot *snap)
@@ -116,8 +117,7 @@ static bool snapshot_exists(BlockNode *bs, const char *id, const char *name,
 
 /* QEMU's internal_snapshot_prepare: the checks in its order, then the
  * snapshot, in a drained section of the node. */
-static InternalSnapshot *take_internal_snapshot(JsonObject *args,
-                                                GError **errp)
+static InternalSnapshot *take_internal_snapshot(JsonObject *args, GError **errp)
 {
     GError *err = NULL;
     const char *device = qmp_arg_str(args, "device", true, &err);
@@ -139,8 +139,10 @@ static InternalSnapshot *take_internal_snapshot(JsonObject *args,
         return NULL;
     }
     if (!bdrv_can_snapshot(bs)) {
-        qmp_error(errp, "Block format '%s' used by device '%s' does not "
-                  "support internal snapshots", bdrv_driver_name(bs), device);
+        qmp_error(errp,
+                  "Block format '%s' used by device '%s' does not "
+                  "support internal snapshots",
+                  bdrv_driver_name(bs), device);
         return NULL;
     }
     if (!*name) {
@@ -149,8 +151,10 @@ static InternalSnapshot *take_internal_snapshot(JsonObject *args,
     }
     if (snapshot_exists(bs, NULL, name, &err) || err) {
         if (!err)
-            qmp_error(errp, "Snapshot with name '%s' already exists on "
-                      "device '%s'", name, device);
+            qmp_error(errp,
+                      "Snapshot with name '%s' already exists on "
+                      "device '%s'",
+                      name, device);
         else
             qmp_error(errp, "%s", err->message);
         g_clear_error(&err);
@@ -208,14 +212,13 @@ static JsonNode *snapshot_info_json(const BdrvSnapshotInfo *sn)
     return n;
 }
 
-static JsonNode *cmd_snapshot_delete_internal(JsonObject *args,
-                                              GError **errp)
+static JsonNode *cmd_snapshot_delete_internal(JsonObject *args, GError **errp)
 {
     GError *err = NULL;
     const char *device = qmp_arg_str(args, "device", true, &err);
     const char *id = err ? NULL : qmp_arg_str(args, "id", false, &err);
     const char *name = err ? NULL : qmp_arg_str(args, "name", false, &err);
-    BdrvSnapshotInfo info = { 0 };
+    BdrvSnapshotInfo info = {0};
     BdrvDrain *drain;
     BlockNode *bs;
     JsonNode *ret;
@@ -235,9 +238,10 @@ static JsonNode *cmd_snapshot_delete_internal(JsonObject *args,
         if (err)
             qmp_error(errp, "%s", err->message);
         else
-            qmp_error(errp, "Snapshot with id '%s' and name '%s' does not "
-                      "exist on device '%s'", id ? id : "null",
-                      name ? name : "null", device);
+            qmp_error(errp,
+                      "Snapshot with id '%s' and name '%s' does not "
+                      "exist on device '%s'",
+                      id ? id : "null", name ? name : "null", device);
         g_clear_error(&err);
         return NULL;
     }
@@ -255,8 +259,7 @@ static JsonNode *cmd_snapshot_delete_internal(JsonObject *args,
 }
 
 /* As a transaction action: taken in prepare, deleted again in abort. */
-static bool tx_internal_prepare(JsonObject *data, void **state,
-                                GError **errp)
+static bool tx_internal_prepare(JsonObject *data, void **state, GError **errp)
 {
     *state = qmp_check_members(data, SNAPSHOT_INTERNAL_MEMBERS, errp)
                  ? take_internal_snapshot(data, errp)
@@ -272,8 +275,8 @@ static void tx_internal_abort(void *state)
     g_autoptr(GError) err = NULL;
     BdrvDrain *drain = bdrv_drained_begin(snap->node);
 
-    if (bdrv_snapshot_delete(snap->node, snap->info.id, snap->info.name,
-                             NULL, &err) < 0)
+    if (bdrv_snapshot_delete(snap->node, snap->info.id, snap->info.name, NULL,
+                             &err) < 0)
         g_warning("could not delete snapshot '%s' of node '%s' again: %s",
                   snap->info.name, bdrv_node_name(snap->node), err->message);
     bdrv_drained_end(drain);
@@ -292,18 +295,17 @@ static const QmpTransactionOps internal_snapshot_ops = {
     .clean = tx_internal_clean,
 };
 
-/* --- x-blockdev-amend ------------------------------------------------------- */
+/* --- x-blockdev-amend -------------------------------------------------------
+ */
 
 /* QEMU's BlockdevAmendOptionsQcow2 ("encrypt"), plus what qemu-img amend
  * changes, under the names of blockdev-create's qcow2 options. */
 static const char *const amend_qcow2_members[] = {
-    "driver", "encrypt", "version", "lazy-refcounts", "refcount-bits", NULL
-};
+    "driver", "encrypt", "version", "lazy-refcounts", "refcount-bits", NULL};
 static const char *const amend_luks_members[] = {
-    "driver", "state", "new-secret", "old-secret", "keyslot", "iter-time",
-    "secret", NULL
-};
-static const char *const amend_versions[] = { "v2", "v3", NULL };
+    "driver",  "state",     "new-secret", "old-secret",
+    "keyslot", "iter-time", "secret",     NULL};
+static const char *const amend_versions[] = {"v2", "v3", NULL};
 
 static bool parse_amend_options(JsonObject *args, const char **driver,
                                 BdrvAmendOptions *o, GError **errp)
@@ -316,14 +318,14 @@ static bool parse_amend_options(JsonObject *args, const char **driver,
     int64_t bits = 0;
     bool lazy = false;
 
-    *o = (BdrvAmendOptions){ .lazy_refcounts = -1 };
+    *o = (BdrvAmendOptions){.lazy_refcounts = -1};
     if (!n) {
         qmp_error(errp, "Parameter 'options' is missing");
         return false;
     }
     if (!JSON_NODE_HOLDS_OBJECT(n)) {
         qmp_error(errp, "Invalid parameter type for 'options', expected: "
-                  "object");
+                        "object");
         return false;
     }
     opts = json_node_get_object(n);
@@ -334,8 +336,8 @@ static bool parse_amend_options(JsonObject *args, const char **driver,
     *driver = qmp_arg_str(opts, "driver", true, errp);
     if (!*driver)
         return false;
-    members = !strcmp(*driver, "luks") ? amend_luks_members
-                                       : amend_qcow2_members;
+    members =
+        !strcmp(*driver, "luks") ? amend_luks_members : amend_qcow2_members;
     keys = json_object_get_members(opts);
     for (GList *k = keys; k; k = k->next) {
         if (!g_strv_contains(members, k->data)) {
@@ -365,7 +367,7 @@ static bool parse_amend_options(JsonObject *args, const char **driver,
     if (json_object_has_member(opts, "refcount-bits")) {
         if (bits <= 0 || bits > 64) {
             qmp_error(errp, "Refcount width must be a power of two and may "
-                      "not exceed 64 bits");
+                            "not exceed 64 bits");
             return false;
         }
         o->refcount_bits = bits;
@@ -377,8 +379,8 @@ static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
 {
     GError *err = NULL;
     const char *id = qmp_arg_str(args, "job-id", true, &err);
-    const char *node_name = err ? NULL
-                                : qmp_arg_str(args, "node-name", true, &err);
+    const char *node_name =
+        err ? NULL : qmp_arg_str(args, "node-name", true, &err);
     const char *driver = NULL;
     BdrvAmendOptions opts;
     bool force = false;
@@ -395,7 +397,7 @@ static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
         return NULL;
     if (strcmp(driver, bdrv_driver_name(bs)) != 0) {
         qmp_error(errp, "x-blockdev-amend doesn't support changing the "
-                  "block driver");
+                        "block driver");
         return NULL;
     }
     if (strcmp(driver, "qcow2") != 0) {
@@ -419,8 +421,7 @@ void qmp_register_image_commands(void)
     qmp_register_command_args("block_resize", cmd_block_resize,
                               "device,node-name,size");
     qmp_register_command_args("blockdev-snapshot-internal-sync",
-                              cmd_snapshot_internal,
-                              SNAPSHOT_INTERNAL_MEMBERS);
+                              cmd_snapshot_internal, SNAPSHOT_INTERNAL_MEMBERS);
     qmp_register_command_args("blockdev-snapshot-delete-internal-sync",
                               cmd_snapshot_delete_internal,
                               SNAPSHOT_DELETE_MEMBERS);
