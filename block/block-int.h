@@ -267,6 +267,11 @@ void bdrv_child_perm_storage(BlockNode *bs, const char *name, uint32_t perm,
 void bdrv_child_perm_cow(BlockNode *bs, const char *name, uint32_t perm,
                          uint32_t shared, uint32_t *nperm, uint32_t *nshared);
 void bdrv_graph_lock(void);
+/* A reference, unless the last one is already gone (0: no longer alive). */
+bool bdrv_ref_if_alive(BlockNode *bs);
+/* Waits until no thread is taking a reference through an edge (perm.c):
+ * before a node's memory is freed. */
+void bdrv_wait_node_readers(void);
 void bdrv_graph_unlock(void);
 
 /* drain.c: every outermost request is counted (see the design notes). */
@@ -304,5 +309,10 @@ extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_copy_before_write;
 extern const BlockDriver bdrv_snapshot_access;
 extern const BlockDriver bdrv_luks;
+extern const BlockDriver bdrv_nbd;
+extern const BlockDriver bdrv_rbd;
+
+/* The bytes of the "secret" object @id (borrowed), or NULL and *errp. */
+GBytes *bdrv_lookup_secret(const char *id, GError **errp);
 
 #endif

@@ -119,6 +119,20 @@ int bdrv_create(const char *driver, const char *filename, uint64_t size,
 typedef GBytes *(*BdrvSecretLookup)(const char *id, GError **errp);
 void bdrv_set_secret_lookup(BdrvSecretLookup fn);
 
+/* What an NBD client node ("nbd" driver, tls-creds=ID) needs of a
+ * tls-creds-x509 or tls-creds-psk object with endpoint=client.  The
+ * server sets the lookup (its --object table); the strings the lookup
+ * fills in belong to the caller. */
+typedef struct BdrvTlsCreds {
+    bool psk;           /* tls-creds-psk: DIR/keys.psk; else x509 in DIR */
+    char *dir;
+    char *username;     /* psk: the name to present, or NULL */
+    bool verify_peer;
+} BdrvTlsCreds;
+typedef bool (*BdrvTlsCredsLookup)(const char *id, BdrvTlsCreds *out,
+                                   GError **errp);
+void bdrv_set_tls_creds_lookup(BdrvTlsCredsLookup fn);
+
 /* QEMU's rule for node names, export, job and object ids: a letter, then
  * letters, digits, '-', '.' and '_'. */
 bool bdrv_id_wellformed(const char *id);
@@ -320,6 +334,9 @@ void bdrv_user_detach(BlockChild *user); /* NULL is fine */
 bool bdrv_user_set_perm(BlockChild *user, uint32_t perm, uint32_t shared,
                         GError **errp);
 BlockNode *bdrv_user_node(BlockChild *user);
+/* The same, referenced (bdrv_unref it): safe while a graph change moves
+ * the edge and drops the node it left. */
+BlockNode *bdrv_user_node_ref(BlockChild *user);
 /* "consistent read, write" */
 char *bdrv_perm_names(uint32_t perm);
 /* Someone other than @except taking write on @bs ("NBD export 'e0'",

@@ -23,6 +23,10 @@ static const BlockDriver *const drivers[] = {
     &bdrv_copy_before_write,
     &bdrv_snapshot_access,
     &bdrv_luks,
+#ifdef HAVE_RBD
+    &bdrv_rbd,
+#endif
+    &bdrv_nbd,
 };
 
 static GMutex names_lock;
@@ -501,7 +505,20 @@ void bdrv_unref(BlockNode *bs)
         return;
     unregister_name(bs);
     bs->drv->close(bs);
+    bdrv_wait_node_readers();
     bdrv_free(bs);
+}
+
+bool bdrv_ref_if_alive(BlockNode *bs)
+{
+    int r;
+
+    do {
+        r = g_atomic_int_get(&bs->refcnt);
+        if (r <= 0)
+            return false;
+    } while (!g_atomic_int_compare_and_exchange(&bs->refcnt, r, r + 1));
+    return true;
 }
 
 const char *bdrv_node_name(BlockNode *bs) { return bs->node_name; }

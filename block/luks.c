@@ -98,6 +98,11 @@ static GBytes *lookup_secret(const char *id, GError **errp)
     return secret_lookup(id, errp);
 }
 
+GBytes *bdrv_lookup_secret(const char *id, GError **errp)
+{
+    return lookup_secret(id, errp);
+}
+
 /* --- the header ---------------------------------------------------------- */
 
 static uint32_t be32(const uint8_t *p)

@@ -329,6 +329,30 @@ BlockNode *bdrv_user_node(BlockChild *c)
     return __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
 }
 
+/* Threads between reading an edge's node and referencing it: a node's
+ * memory is freed only once none is (bdrv_wait_node_readers), so the
+ * reference is taken on live memory, or fails and the edge, which has
+ * moved on by then, is read again. */
+static gint node_readers;
+
+BlockNode *bdrv_user_node_ref(BlockChild *c)
+{
+    BlockNode *bs;
+
+    g_atomic_int_inc(&node_readers);
+    do
+        bs = __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
+    while (!bdrv_ref_if_alive(bs));
+    g_atomic_int_add(&node_readers, -1);
+    return bs;
+}
+
+void bdrv_wait_node_readers(void)
+{
+    while (g_atomic_int_get(&node_readers) > 0)
+        g_thread_yield();
+}
+
 /* --- questions about the graph ------------------------------------------- */
 
 char *bdrv_find_writer(BlockNode *bs, BlockChild *except)

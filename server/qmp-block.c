@@ -108,10 +108,36 @@ static const Member luks_members[] = {
     { NULL },
 };
 
+/* QEMU's BlockdevOptionsRbd ("server" comes from conf here). */
+static const Member rbd_members[] = {
+    { "pool", M_STR, .required = true },
+    { "namespace", M_STR },
+    { "image", M_STR, .required = true },
+    { "conf", M_STR },
+    { "snapshot", M_STR },
+    { "encrypt", M_ANY },
+    { "user", M_STR },
+    { "auth-client-required", M_ANY },
+    { "key-secret", M_STR },
+    { NULL },
+};
+
 static const Member null_members[] = {
     { "size", M_INT },
     { "latency-ns", M_INT },
     { "read-zeroes", M_BOOL },
+    { NULL },
+};
+
+/* BlockdevOptionsNbd; "server" is a SocketAddress the driver checks. */
+static const Member nbd_members[] = {
+    { "server", M_ANY, .required = true },
+    { "export", M_STR },
+    { "tls-creds", M_STR },
+    { "tls-hostname", M_STR },
+    { "x-dirty-bitmap", M_STR },
+    { "reconnect-delay", M_INT },
+    { "open-timeout", M_INT },
     { NULL },
 };
 
@@ -156,12 +182,14 @@ static const struct {
     { "qcow2", "qcow2", qcow2_members },
     { "luks", "luks", luks_members },
     { "null-co", "null-co", null_members },
+    { "rbd", "rbd", rbd_members },
     { "null-aio", "null-co", null_members },
     { "blkdebug", "blkdebug", blkdebug_members },
     { "throttle", "throttle", throttle_members },
     { "copy-on-read", "copy-on-read", cor_members },
     { "copy-before-write", "copy-before-write", cbw_members },
     { "snapshot-access", "snapshot-access", snapshot_access_members },
+    { "nbd", "nbd", nbd_members },
 };
 
 static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */

@@ -540,7 +540,11 @@ static JsonNode *cmd_query_block_exports(JsonObject *args, GError **errp)
     for (GList *l = qmp_exports; l; l = l->next) {
         QmpExport *e = l->data;
         JsonObject *o = json_object_new();
-        json_object_set_string_member(o, "node-name", e->node_name);
+        /* Where it is now: a mirror or commit may have moved it. */
+        json_object_set_string_member(o, "node-name",
+                                      e->exp ? bdrv_node_name(
+                                                   nbd_export_node(e->exp))
+                                             : e->node_name);
         json_object_set_boolean_member(o, "shutting-down", e->shutting_down);
         json_object_set_string_member(o, "type", "nbd");
         json_object_set_string_member(o, "id", e->id);
