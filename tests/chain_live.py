@@ -188,6 +188,20 @@ def stream(q, sock, d, seed):
     unexport(q)
 
 
+def commit_grows_base(q, d):
+    """A 4 MiB base under a 16 MiB overlay grows when committed into."""
+    run("qemu-img", "create", "-q", "-f", "qcow2", f"{d}/g-0.qcow2", "4M")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+        f"{d}/g-0.qcow2", f"{d}/g-1.qcow2", "16M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x5c 10M 1M",
+        f"{d}/g-1.qcow2")
+    add_chain(q, "g", [f"{d}/g-0.qcow2", f"{d}/g-1.qcow2"])
+    q.cmd("block-commit", {"job-id": "cg", "device": "g-1"})
+    q.wait_event("BLOCK_JOB_READY", device="cg")
+    q.cmd("job-complete", {"id": "cg"})
+    job_ok(q, "cg")
+
+
 def main(qmp, sock, d, seed, peer=None):
     q = QMP(qmp)
     paths = make_chain(d, "a", 3, seed, top_opts=("-o", "cluster_size=1024"))
@@ -201,6 +215,7 @@ def main(qmp, sock, d, seed, peer=None):
     commit_active(q, sock, d, model, seed + 30)
     unexport(q)
     stream(q, sock, d, seed)
+    commit_grows_base(q, d)
     print("commits and streams done")
 
 
