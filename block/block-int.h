@@ -241,6 +241,10 @@ GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix);
 GHashTable *opt_new(void);
 /* Is there a key @name or @name.something? */
 bool opt_has_prefix(GHashTable *opts, const char *name);
+/* "discard" and "detect-zeroes", taken from @opts (absent: the defaults,
+ * ignore and off), with QEMU's rule that unmap needs discard=unmap. */
+bool bdrv_parse_discard_options(GHashTable *opts, bool *unmap,
+                                BdrvDetectZeroes *dz, GError **errp);
 
 /* Tells @bs (NULL is fine) that @event happened: a no-op unless its driver
  * listens (blkdebug).  Formats call it on their "file" child at each

@@ -377,6 +377,10 @@ void bdrv_set_read_only(BlockNode *bs);
  * writes into).  Fails, changing nothing, when a driver cannot or an
  * image lock is held elsewhere. */
 bool bdrv_reopen_writable(BlockNode *bs, GError **errp);
+/* QEMU's blockdev-reopen of @bs with @opts (flat keys, "node-name"
+ * removed): read-only, discard, detect-zeroes and "backing" change, an
+ * option left out takes its default, any other must stay as it is. */
+bool bdrv_reopen(BlockNode *bs, GHashTable *opts, GError **errp);
 /* The backing file name (and format) in @bs's image metadata, as QEMU's
  * bdrv_change_backing_file; NULL @name: no backing file.  Fails with
  * *errp, the image unchanged, where the format has no such field. */

@@ -530,6 +530,74 @@ static JsonNode *cmd_blockdev_add(JsonObject *args, GError **errp)
     return NULL;
 }
 
+/* --- blockdev-reopen ----------------------------------------------------- */
+
+/* Each element as blockdev-add takes it; all checked by bdrv_reopen
+ * before any changes, one after the other as QEMU does. */
+static bool reopen_one(JsonNode *n, guint i, GError **errp)
+{
+    g_autoptr(GHashTable) flat =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    Flattener f = { flat, errp };
+    g_autofree char *name = NULL;
+    BlockNode *bs;
+
+    GError *err = NULL;
+
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'options[%u]', "
+                  "expected: object", i);
+        return false;
+    }
+    /* QEMU finds the node before it looks at the options. */
+    name = g_strdup(qmp_arg_str(json_node_get_object(n), "node-name", false,
+                                errp));
+    if (!name) {
+        if (!*errp)
+            qmp_error(errp, "node-name not specified");
+        return false;
+    }
+    bs = bdrv_find_node(name);
+    if (!bs) {
+        qmp_error(errp, "Failed to find node with node-name='%s'", name);
+        return false;
+    }
+    f.errp = &err;
+    if (!flatten_node(&f, json_node_get_object(n), "")) {
+        /* Members are named by their path in the command, as QEMU does. */
+        if (g_str_has_prefix(err->message, "Parameter '"))
+            qmp_error(errp, "Parameter 'options[%u].%s", i,
+                      err->message + strlen("Parameter '"));
+        else
+            g_propagate_error(errp, g_steal_pointer(&err));
+        g_clear_error(&err);
+        return false;
+    }
+    g_hash_table_remove(flat, "node-name");
+    return bdrv_reopen(bs, flat, errp);
+}
+
+static JsonNode *cmd_blockdev_reopen(JsonObject *args, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "options");
+    JsonArray *list;
+
+    if (!n) {
+        qmp_error(errp, "Parameter 'options' is missing");
+        return NULL;
+    }
+    if (!JSON_NODE_HOLDS_ARRAY(n)) {
+        qmp_error(errp, "Invalid parameter type for 'options', expected: "
+                        "array");
+        return NULL;
+    }
+    list = json_node_get_array(n);
+    for (guint i = 0; i < json_array_get_length(list); i++)
+        if (!reopen_one(json_array_get_element(list, i), i, errp))
+            return NULL;
+    return NULL;
+}
+
 /* --- blockdev-del -------------------------------------------------------- */
 
 static JsonNode *cmd_blockdev_del(JsonObject *args, GError **errp)
@@ -822,6 +890,8 @@ void qmp_register_block_commands(void)
     /* blockdev-add's members are checked by its own schema */
     qmp_register_command("blockdev-add", cmd_blockdev_add);
     qmp_register_command_args("blockdev-del", cmd_blockdev_del, "node-name");
+    qmp_register_command_args("blockdev-reopen", cmd_blockdev_reopen,
+                              "options");
     qmp_register_command_args("query-named-block-nodes",
                               cmd_query_named_block_nodes, "flat");
 }
