@@ -162,6 +162,8 @@ char *bdrv_describe(BlockNode *bs);
 BlockNode *bdrv_child(BlockNode *bs, const char *name);
 /* Is @bs a filter node (its "file" child's data as it is)? */
 bool bdrv_is_filter(BlockNode *bs);
+/* Does the driver open a host resource itself (file, rbd, nbd)? */
+bool bdrv_is_protocol(BlockNode *bs);
 /* @bs itself, or the first node below its filters that is none. */
 BlockNode *bdrv_skip_filters(BlockNode *bs);
 bool bdrv_is_read_only(BlockNode *bs);

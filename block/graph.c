@@ -620,6 +620,11 @@ bool bdrv_is_filter(BlockNode *bs)
     return bs->drv->is_filter;
 }
 
+bool bdrv_is_protocol(BlockNode *bs)
+{
+    return bs->drv->is_protocol;
+}
+
 BlockNode *bdrv_skip_filters(BlockNode *bs)
 {
     while (bs && bs->drv->is_filter && bdrv_child(bs, "file"))
