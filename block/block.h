@@ -98,6 +98,17 @@ typedef int (*BlockBeforeWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
                                     int64_t offset, int64_t bytes,
                                     void *opaque);
 
+/*
+ * An after-write notifier runs once a write-like request that ran the
+ * node's before-write notifiers is done on the node and no longer tracked,
+ * whatever its result (@ret), before the caller sees it.  An error it
+ * returns fails a write that had succeeded.  An active mirror
+ * (copy-mode=write-blocking) copies the range to its target here.
+ */
+typedef int (*BlockAfterWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
+                                   int64_t offset, int64_t bytes, int ret,
+                                   void *opaque);
+
 /* --- graph ------------------------------------------------------------ */
 
 /*
@@ -298,7 +309,12 @@ int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
 BlockNotifier *bdrv_add_before_write_notifier(BlockNode *bs,
                                               BlockBeforeWriteFunc fn,
                                               void *opaque);
-/* Waits until no write runs the notifier any more, then frees it. */
+BlockNotifier *bdrv_add_after_write_notifier(BlockNode *bs,
+                                             BlockAfterWriteFunc fn,
+                                             void *opaque);
+/* Waits until no write runs the notifier any more, then frees it (either
+ * kind).  A write between an owner's before and after notifiers may still
+ * miss the after one: remove them in a drained section of @bs. */
 void bdrv_remove_before_write_notifier(BlockNode *bs, BlockNotifier *n);
 
 /* --- dirty bitmaps (block/dirty-bitmap.c) ------------------------------ */
