@@ -572,6 +572,7 @@ static void mirror_clean(Job *job)
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
+    g_clear_pointer(&m->source, bdrv_unref);
     free(m->buf);
     m->buf = NULL;
 }
@@ -706,6 +707,9 @@ static bool attach_nodes(MirrorJob *m, BlockNode *source, BlockNode *target,
     if (!job_attach_copy_nodes(&m->common, source, target,
                                &m->source_edge, &m->target_edge, errp))
         return false;
+    /* Our own reference: the switch moves the source edge to the target,
+     * and the bitmap and notifiers stay on the source until clean. */
+    bdrv_ref(source);
     m->source = source;
     m->target = target;
     return true;
