@@ -50,6 +50,9 @@
 #define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
 #define DEFAULT_GRANULARITY (64 * 1024)
 #define DEFAULT_BUF_SIZE (1024 * 1024)
+/* After the switch, the job's last reference on the source goes this much
+ * later (see mirror_clean). */
+#define SWITCH_GRACE_US (2 * G_USEC_PER_SEC)
 /* While ready and idle, the job looks for new dirty ranges this often. */
 #define READY_POLL_NS (20 * 1000 * 1000)
 /* Convergence: one sample of the dirty count a second; this many samples
@@ -107,6 +110,7 @@ typedef struct MirrorJob {
     bool should_complete;     /* job-complete: switch */
     bool ready;
     bool switched_alone;      /* write-blocking because it did not converge */
+    bool switched;            /* the source's users moved to the target */
 } MirrorJob;
 
 static const char *const sync_names[] = { "full", "top", "none" };
@@ -430,8 +434,12 @@ static int mirror_finish(MirrorJob *m, bool copy_last, bool do_switch,
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Mirror of '%s' failed to finish: %s",
                     bdrv_node_name(m->source), g_strerror(-ret));
-    else if (do_switch)
-        ret = switch_to_target(m, errp);
+    else if (do_switch && (ret = switch_to_target(m, errp)) == 0)
+        m->switched = true;
+    /* Whatever still reaches the old source is written again where its
+     * user went; what it holds now is on its disk. */
+    if (m->switched)
+        bdrv_flush(m->source);
     remove_notifiers(m);
     bdrv_drained_end(drain);
     return ret;
@@ -563,6 +571,27 @@ static void mirror_complete(Job *job, GError **errp)
     job_unlock();
 }
 
+static gpointer unref_later(gpointer bs)
+{
+    g_usleep(SWITCH_GRACE_US);
+    bdrv_unref(bs);
+    return NULL;
+}
+
+/* A request that looked the source up just before the switch may enter
+ * it just after (then it follows replaced_by, or the NBD server writes it
+ * again on the new node): the node must outlive that instant, so after a
+ * switch the last reference goes a while later. */
+static void release_source(MirrorJob *m)
+{
+    if (m->switched)
+        g_thread_unref(g_thread_new("mirror-release", unref_later,
+                                    m->source));
+    else
+        bdrv_unref(m->source);
+    m->source = NULL;
+}
+
 static void mirror_clean(Job *job)
 {
     MirrorJob *m = (MirrorJob *)job;
@@ -572,7 +601,8 @@ static void mirror_clean(Job *job)
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
-    g_clear_pointer(&m->source, bdrv_unref);
+    if (m->source)
+        release_source(m);
     free(m->buf);
     m->buf = NULL;
 }
