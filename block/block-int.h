@@ -276,5 +276,6 @@ extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_copy_before_write;
 extern const BlockDriver bdrv_snapshot_access;
 extern const BlockDriver bdrv_luks;
+extern const BlockDriver bdrv_mirror_top;
 
 #endif

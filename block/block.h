@@ -255,6 +255,10 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp);
  * @from (its driver holds it), or when @to cannot take the users'
  * permissions; then nothing changed. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp);
+/* A mirror job's "mirror_top" filter whose users moved away (in a drained
+ * section): it lets go of its child now; requests that still reach it go
+ * to the node that took its users. */
+void bdrv_mirror_top_detach(BlockNode *filter);
 /* Undoes bdrv_set_backing; false if @bs has no backing child. */
 bool bdrv_clear_backing(BlockNode *bs);
 /* The node only reads from now on (a snapshot's old image). */

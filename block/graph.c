@@ -23,6 +23,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_copy_before_write,
     &bdrv_snapshot_access,
     &bdrv_luks,
+    &bdrv_mirror_top,
 };
 
 static GMutex names_lock;

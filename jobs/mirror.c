@@ -74,6 +74,9 @@ typedef struct MirrorJob {
     BlockNode *source;
     BlockNode *target;
     BlockNode *replaces;
+    BlockNode *filter;         /* filter-node-name's node, referenced */
+    bool filter_inserted;      /* the users of replaces are on the filter */
+    bool filter_plugged;       /* it was, once (it has replaced_by) */
     BlockChild *source_edge;
     BlockChild *target_edge;
     MirrorSync sync;
@@ -416,7 +419,33 @@ static int switch_to_target(MirrorJob *m, GError **errp)
         !bdrv_child(m->target, "backing") &&
         !bdrv_set_backing(m->target, backing, errp))
         return -EINVAL;
-    return bdrv_replace_node(m->replaces, m->target, errp) ? 0 : -EBUSY;
+    if (!bdrv_replace_node(m->filter_inserted ? m->filter : m->replaces,
+                           m->target, errp))
+        return -EBUSY;
+    m->filter_inserted = false;
+    return 0;
+}
+
+/* The users of the filter go back to the node it was put above; in a
+ * drained section. */
+static void unplug_filter(MirrorJob *m)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!m->filter_inserted)
+        return;
+    if (!bdrv_replace_node(m->filter, m->replaces, &err))
+        g_warning("mirror '%s': %s", m->common.id, err->message);
+    m->filter_inserted = false;
+}
+
+/* The filter, out of the users' way, lets go of the graph below it (in a
+ * drained section). */
+static void drop_filter(MirrorJob *m)
+{
+    if (m->filter && m->filter_plugged && !m->filter_inserted &&
+        bdrv_child(m->filter, "file"))
+        bdrv_mirror_top_detach(m->filter);
 }
 
 /* The end of every run, in a drained section of the source: unless
@@ -440,6 +469,8 @@ static int mirror_finish(MirrorJob *m, bool copy_last, bool do_switch,
      * user went; what it holds now is on its disk. */
     if (m->switched)
         bdrv_flush(m->source);
+    unplug_filter(m);
+    drop_filter(m);
     remove_notifiers(m);
     bdrv_drained_end(drain);
     return ret;
@@ -578,18 +609,16 @@ static gpointer unref_later(gpointer bs)
     return NULL;
 }
 
-/* A request that looked the source up just before the switch may enter
- * it just after (then it follows replaced_by, or the NBD server writes it
- * again on the new node): the node must outlive that instant, so after a
- * switch the last reference goes a while later. */
-static void release_source(MirrorJob *m)
+/* A request that looked a node up just before its users moved away may
+ * enter it just after (then it follows replaced_by, or the NBD server
+ * writes it again on the new node): the node must outlive that instant,
+ * so our last reference on a node whose users moved goes a while later. */
+static void release_moved(BlockNode *bs, bool moved)
 {
-    if (m->switched)
-        g_thread_unref(g_thread_new("mirror-release", unref_later,
-                                    m->source));
+    if (moved)
+        g_thread_unref(g_thread_new("mirror-release", unref_later, bs));
     else
-        bdrv_unref(m->source);
-    m->source = NULL;
+        bdrv_unref(bs);
 }
 
 static void mirror_clean(Job *job)
@@ -601,8 +630,17 @@ static void mirror_clean(Job *job)
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
+    if (m->filter_inserted) { /* never ran */
+        BdrvDrain *drain = bdrv_drained_begin(m->filter);
+        unplug_filter(m);
+        drop_filter(m);
+        bdrv_drained_end(drain);
+    }
+    if (m->filter)
+        release_moved(m->filter, m->filter_plugged);
     if (m->source)
-        release_source(m);
+        release_moved(m->source, m->switched);
+    m->filter = m->source = NULL;
     free(m->buf);
     m->buf = NULL;
 }
@@ -646,9 +684,10 @@ bool mirror_job_info(Job *job, MirrorJobInfo *info)
         return false;
     job_lock();
     info->auto_write_blocking = m->switched_alone;
-    info->copy_mode = g_atomic_int_get(&m->active)
+    /* The asked mode holds from the start, before run() turns it on. */
+    info->copy_mode = g_atomic_int_get(&m->active) || m->switched_alone
                           ? MIRROR_COPY_MODE_WRITE_BLOCKING
-                          : MIRROR_COPY_MODE_BACKGROUND;
+                          : m->initial_mode;
     /* Once ready, every write done since is in the target too, unless
      * the copy of one failed and waits in the bitmap. */
     info->actively_synced = m->ready && g_atomic_int_get(&m->active) &&
@@ -687,6 +726,18 @@ static bool check_options(const MirrorOptions *o, GError **errp)
     if (o->buf_size < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Invalid parameter 'buf-size'");
+        return false;
+    }
+    /* Before the job exists, so that a bad name makes no job events. */
+    if (o->filter_node_name && !bdrv_id_wellformed(o->filter_node_name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid node-name: '%s'", o->filter_node_name);
+        return false;
+    }
+    if (o->filter_node_name && bdrv_find_node(o->filter_node_name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_EXISTS,
+                    "Duplicate nodes with node-name='%s'",
+                    o->filter_node_name);
         return false;
     }
     if (o->job_type && strcmp(o->job_type, "mirror") != 0 &&
@@ -770,6 +821,30 @@ static void set_options(MirrorJob *m, BlockNode *source, BlockNode *target,
     job_unlock();
 }
 
+/* filter-node-name: a "mirror_top" node above replaces takes its users
+ * (in a drained section), as QEMU's mirror_top_bs. */
+static bool plug_filter(MirrorJob *m, const char *name, GError **errp)
+{
+    g_autoptr(GHashTable) o = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                    g_free, g_free);
+    BdrvDrain *drain;
+    bool ok;
+
+    g_hash_table_insert(o, g_strdup("driver"), g_strdup("mirror_top"));
+    g_hash_table_insert(o, g_strdup("node-name"), g_strdup(name));
+    g_hash_table_insert(o, g_strdup("file"),
+                        g_strdup(bdrv_node_name(m->replaces)));
+    g_hash_table_insert(o, g_strdup("discard"), g_strdup("unmap"));
+    m->filter = bdrv_open(o, errp);
+    if (!m->filter)
+        return false;
+    drain = bdrv_drained_begin(m->replaces);
+    ok = bdrv_replace_node(m->replaces, m->filter, errp);
+    bdrv_drained_end(drain);
+    m->filter_inserted = m->filter_plugged = ok;
+    return ok;
+}
+
 Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
                        const MirrorOptions *o, GError **errp)
 {
@@ -790,7 +865,9 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     if (!attach_nodes(m, source, target, errp) ||
         !(m->dirty = bdrv_create_dirty_bitmap(source, name, m->granularity,
                                               errp)) ||
-        !(m->buf = bdrv_blockalign(source, m->buf_size))) {
+        !(m->buf = bdrv_blockalign(source, m->buf_size)) ||
+        (o->filter_node_name &&
+         !plug_filter(m, o->filter_node_name, errp))) {
         job_cancel_created(&m->common);
         return NULL;
     }

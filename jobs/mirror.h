@@ -45,6 +45,9 @@ typedef struct MirrorOptions {
     int64_t granularity;      /* of the dirty bitmap; 0: 64 KiB */
     int64_t buf_size;         /* bytes per copy; 0: 1 MiB */
     BlockNode *replaces;      /* whose users move; NULL: the source */
+    /* A "mirror_top" filter of this name goes above @replaces while the
+     * job runs (QEMU's filter-node-name); NULL: none. */
+    const char *filter_node_name;
     BlockdevOnError on_source_error;
     BlockdevOnError on_target_error;
     bool no_unmap;            /* unmap: false: zeroes stay allocated */

@@ -767,16 +767,6 @@ typedef struct MirrorArgs {
     MirrorOptions opts;
 } MirrorArgs;
 
-/* What snapnbd's mirror does not do yet is refused, never ignored. */
-static bool mirror_refusals(JsonObject *args, GError **errp)
-{
-    if (json_object_has_member(args, "filter-node-name")) {
-        qmp_error(errp, "Parameter 'filter-node-name' is not supported yet");
-        return false;
-    }
-    return true;
-}
-
 static bool parse_mirror_enums(JsonObject *args, MirrorArgs *a,
                                GError **errp)
 {
@@ -860,10 +850,18 @@ static JsonNode *cmd_blockdev_mirror(JsonObject *args, GError **errp)
 {
     MirrorArgs a;
     BlockNode *source, *target;
+    GError *err = NULL;
     Job *job;
 
-    if (!parse_mirror_args(args, &a, errp) || !mirror_refusals(args, errp) ||
-        !(source = resolve_mirror_source(&a, errp)) ||
+    if (!parse_mirror_args(args, &a, errp))
+        return NULL;
+    a.opts.filter_node_name = qmp_arg_str(args, "filter-node-name", false,
+                                          &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    if (!(source = resolve_mirror_source(&a, errp)) ||
         !(target = lookup_node(a.target, errp)))
         return NULL;
     job = mirror_job_create(a.job_id, source, target, &a.opts, errp);

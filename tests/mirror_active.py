@@ -50,7 +50,10 @@ def main(qmp, sock, d, seed):
     q.cmd("blockdev-mirror", {"job-id": "m", "device": "disk",
                               "target": "tgt", "sync": "full",
                               "copy-mode": "write-blocking",
+                              "filter-node-name": "mtop",
                               "granularity": 65536})
+    nodes = {n["node-name"]: n for n in q.cmd("query-named-block-nodes")}
+    assert nodes["mtop"]["drv"] == "mirror_top", nodes["mtop"]
     q.wait_event("BLOCK_JOB_READY", device="m")
     j = q.job("m")
     assert j["x-copy-mode"] == "write-blocking" and j["actively-synced"], j
@@ -77,6 +80,14 @@ def main(qmp, sock, d, seed):
     assert "error" not in ev["data"], ev
     model = stop(ws, ts)
     assert read_all(sock, size) == model, "the export lost writes"
+    # The filter leaves the graph at the switch; its node goes within
+    # seconds (requests that looked it up just before may still enter it).
+    for _ in range(50):
+        nodes = [n["node-name"] for n in q.cmd("query-named-block-nodes")]
+        if "mtop" not in nodes:
+            break
+        time.sleep(0.1)
+    assert "mtop" not in nodes, "the mirror's filter stayed"
     with open(f"{d}/final.raw", "wb") as f:
         f.write(model)
     print("write-blocking mirror in sync at every pause")

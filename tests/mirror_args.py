@@ -34,6 +34,9 @@ BLOCKDEV_CASES = [
      "cannot be guaranteed that doing so would not lead to an abrupt "
      "change of visible data"),
     ({"target": "src"}, "Can't mirror node into itself"),
+    ({"filter-node-name": "src"}, "Duplicate nodes with node-name='src'"),
+    ({"filter-node-name": "1bad"}, "Invalid node-name: '1bad'"),
+    ({"filter-node-name": "mtop", "copy-mode": "write-blocking"}, None),
     ({"device": "nope"}, "Cannot find device='nope' nor node-name='nope'"),
     ({"granularity": 512, "buf-size": 100, "speed": 1 << 30,
       "on-source-error": "stop", "on-target-error": "enospc",
@@ -80,6 +83,7 @@ def run(q, cmd, args, job):
             q.cmd("job-dismiss", {"id": job})
         q.events.clear()
         return None
+    q.events.clear()  # a job that failed at creation sent none, or its own
     return r["error"]["desc"]
 
 

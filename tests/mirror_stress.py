@@ -137,10 +137,12 @@ class Stress:
 
     def mirror(self, name, mode):
         job = f"j{self.n}"
-        self.q.cmd("blockdev-mirror", {
-            "job-id": job, "device": self.cur, "target": name,
-            "sync": "full", "copy-mode": mode,
-            "granularity": self.rnd.choice((4096, 65536))})
+        args = {"job-id": job, "device": self.cur, "target": name,
+                "sync": "full", "copy-mode": mode,
+                "granularity": self.rnd.choice((4096, 65536))}
+        if self.rnd.randrange(3) == 0:
+            args["filter-node-name"] = f"f{self.n}"
+        self.q.cmd("blockdev-mirror", args)
         return job
 
     def cycle(self):
