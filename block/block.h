@@ -99,11 +99,13 @@ typedef int (*BlockBeforeWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
                                     void *opaque);
 
 /*
- * An after-write notifier runs once a write-like request that ran the
- * node's before-write notifiers is done on the node and no longer tracked,
- * whatever its result (@ret), before the caller sees it.  An error it
- * returns fails a write that had succeeded.  An active mirror
- * (copy-mode=write-blocking) copies the range to its target here.
+ * An after-write notifier runs once a write-like request is done on the
+ * node and no longer tracked, whatever its result (@ret; also when it
+ * failed before the driver, e.g. in a before-write notifier: one that
+ * took something for the request gives it back here), before the caller
+ * sees it.  An error it returns fails a write that had succeeded.  An
+ * active mirror (copy-mode=write-blocking) copies the range to its target
+ * here.
  */
 typedef int (*BlockAfterWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
                                    int64_t offset, int64_t bytes, int ret,

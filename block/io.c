@@ -343,8 +343,9 @@ static int run_notifiers(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
     return ret;
 }
 
-/* The end of a write-like request that passed write_prepare: the
- * after-write notifiers, every one whatever the result. */
+/* The end of a write-like request that went through write_prepare: the
+ * after-write notifiers, every one whatever the result (also when a
+ * before-write notifier failed the request after others had run). */
 static int write_finish(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
                         int64_t bytes, int ret)
 {
@@ -429,7 +430,9 @@ static int do_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
         return bdrv_pwrite_zeroes(bs, offset, bytes, zflags);
     }
     ret = write_prepare(bs, BDRV_WRITE, offset, bytes);
-    if (ret < 0 || bytes == 0)
+    if (ret < 0) /* a notifier may have failed it after others ran */
+        return write_finish(bs, BDRV_WRITE, offset, bytes, ret);
+    if (bytes == 0)
         return ret;
     return write_finish(bs, BDRV_WRITE, offset, bytes,
                         pwrite_prepared(bs, offset, bytes, buf, flags));
@@ -548,7 +551,9 @@ static int do_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
 {
     int ret = write_prepare(bs, BDRV_WRITE_ZEROES, offset, bytes);
 
-    if (ret < 0 || bytes == 0)
+    if (ret < 0) /* a notifier may have failed it after others ran */
+        return write_finish(bs, BDRV_WRITE_ZEROES, offset, bytes, ret);
+    if (bytes == 0)
         return ret;
     return write_finish(bs, BDRV_WRITE_ZEROES, offset, bytes,
                         pwrite_zeroes_prepared(bs, offset, bytes, flags));
@@ -587,7 +592,9 @@ static int do_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     int ret = write_prepare(bs, BDRV_DISCARD, offset, bytes);
 
-    if (ret < 0 || bytes == 0)
+    if (ret < 0) /* a notifier may have failed it after others ran */
+        return write_finish(bs, BDRV_DISCARD, offset, bytes, ret);
+    if (bytes == 0)
         return ret;
     if (!bs->unmap)
         return write_finish(bs, BDRV_DISCARD, offset, bytes, 0);
