@@ -77,20 +77,6 @@ static void range_unlock(CorState *s, BusyRange *r)
     g_mutex_unlock(&s->lock);
 }
 
-/* The depth of @bottom in the backing chain under @top (1: top itself),
- * filters skipped, or 0 if it is not in it. */
-static int chain_depth(BlockNode *top, BlockNode *bottom)
-{
-    int depth = 1;
-
-    bottom = bdrv_skip_filters(bottom);
-    for (BlockNode *n = bdrv_skip_filters(top); n;
-         n = bdrv_skip_filters(bdrv_child(n, "backing")), depth++)
-        if (n == bottom)
-            return depth;
-    return 0;
-}
-
 static int cor_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     CorState *s = bs->opaque;
@@ -117,7 +103,7 @@ static int cor_open(BlockNode *bs, GHashTable *options, GError **errp)
         return -EINVAL;
     }
     if (bottom) {
-        s->bottom_depth = chain_depth(s->file, bottom);
+        s->bottom_depth = bdrv_chain_depth(s->file, bottom);
         if (!s->bottom_depth) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                         "Bottom node '%s' is not a member of the backing "

@@ -144,21 +144,10 @@ static void collect_user_siblings(BlockChild *user, GPtrArray *nodes)
 
 /* Takes a reference unless @bs is already on its way out (its last one is
  * gone while it still sits in a table or a parent list). */
-static bool ref_if_alive(BlockNode *bs)
-{
-    int r;
-
-    do {
-        r = g_atomic_int_get(&bs->refcnt);
-        if (r <= 0)
-            return false;
-    } while (!g_atomic_int_compare_and_exchange(&bs->refcnt, r, r + 1));
-    return true;
-}
 
 static void collect(BlockNode *bs, GPtrArray *nodes)
 {
-    if (g_ptr_array_find(nodes, bs, NULL) || !ref_if_alive(bs))
+    if (g_ptr_array_find(nodes, bs, NULL) || !bdrv_ref_if_alive(bs))
         return;
     g_ptr_array_add(nodes, bs);
     for (guint i = 0; i < bs->parents->len; i++) {
@@ -172,7 +161,7 @@ static void collect(BlockNode *bs, GPtrArray *nodes)
 
 static void add_node(BlockNode *bs, void *opaque)
 {
-    if (ref_if_alive(bs))
+    if (bdrv_ref_if_alive(bs))
         g_ptr_array_add(opaque, bs);
 }
 

@@ -496,6 +496,35 @@ static void file_close(BlockNode *bs)
     g_free(s->filename);
 }
 
+/* The same file, opened for writing under the same descriptor number, so
+ * requests in flight and threads' cached numbers stay valid; the image
+ * locks are taken again on the new description when the caller refreshes
+ * the permissions. */
+static int file_reopen_writable(BlockNode *bs, GError **errp)
+{
+    FileState *s = bs->opaque;
+    int flags = O_RDWR | O_CLOEXEC | (bs->cache_direct ? O_DIRECT : 0);
+    int fd = open(s->filename, flags);
+
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not reopen '%s' for writing: %s", s->filename,
+                    g_strerror(err));
+        return -err;
+    }
+    if (dup3(fd, s->fd, O_CLOEXEC) < 0) {
+        int err = errno;
+        close(fd);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not reopen '%s' for writing: %s", s->filename,
+                    g_strerror(err));
+        return -err;
+    }
+    close(fd);
+    return 0;
+}
+
 static void set_nocow(int fd)
 {
 #ifdef FS_NOCOW_FL
@@ -555,6 +584,26 @@ static int file_create(const char *filename, uint64_t size,
     return ret;
 }
 
+/* block_resize: regular files only; a device keeps its size (QEMU grows
+ * none and refuses to, and shrinking a device means nothing). */
+static int file_truncate(BlockNode *bs, int64_t size, GError **errp)
+{
+    FileState *s = bs->opaque;
+
+    if (s->is_block_device) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot grow device files");
+        return -ENOTSUP;
+    }
+    if (ftruncate(s->fd, size) < 0) {
+        int ret = -errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Failed to resize file: %s", g_strerror(errno));
+        return ret;
+    }
+    return 0;
+}
+
 const BlockDriver bdrv_file = {
     .name = "file",
     .state_size = sizeof(FileState),
@@ -563,6 +612,7 @@ const BlockDriver bdrv_file = {
     .close = file_close,
     .create = file_create,
     .get_length = file_get_length,
+    .truncate = file_truncate,
     .refresh_limits = file_refresh_limits,
     .describe = file_describe,
     .pread = file_pread,
@@ -575,5 +625,6 @@ const BlockDriver bdrv_file = {
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
     .set_perm = file_set_perm,
+    .reopen_writable = file_reopen_writable,
     .can_fast_zero = true,
 };

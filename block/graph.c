@@ -23,6 +23,10 @@ static const BlockDriver *const drivers[] = {
     &bdrv_copy_before_write,
     &bdrv_snapshot_access,
     &bdrv_luks,
+#ifdef HAVE_RBD
+    &bdrv_rbd,
+#endif
+    &bdrv_nbd,
     &bdrv_mirror_top,
 };
 
@@ -202,12 +206,47 @@ BlockNode *bdrv_find_node(const char *node_name)
     return bs;
 }
 
+bool bdrv_parse_discard_options(GHashTable *opts, bool *unmap,
+                                BdrvDetectZeroes *dz_out, GError **errp)
+{
+    g_autofree char *discard = opt_take(opts, "discard");
+    g_autofree char *dz = opt_take(opts, "detect-zeroes");
+
+    if (!discard || !strcmp(discard, "ignore") || !strcmp(discard, "off")) {
+        *unmap = false;
+    } else if (!strcmp(discard, "unmap") || !strcmp(discard, "on")) {
+        *unmap = true;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid discard option '%s' (use ignore or unmap)",
+                    discard);
+        return false;
+    }
+    if (!dz || !strcmp(dz, "off")) {
+        *dz_out = BDRV_DETECT_ZEROES_OFF;
+    } else if (!strcmp(dz, "on")) {
+        *dz_out = BDRV_DETECT_ZEROES_ON;
+    } else if (!strcmp(dz, "unmap")) {
+        if (!*unmap) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "setting detect-zeroes to unmap is not allowed "
+                        "without setting discard operation to unmap");
+            return false;
+        }
+        *dz_out = BDRV_DETECT_ZEROES_UNMAP;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid detect-zeroes option '%s' (use off, on or unmap)",
+                    dz);
+        return false;
+    }
+    return true;
+}
+
 static bool parse_common_options(BlockNode *bs, GHashTable *opts,
                                  GError **errp)
 {
     GError *err = NULL;
-    g_autofree char *discard = opt_take(opts, "discard");
-    g_autofree char *dz = opt_take(opts, "detect-zeroes");
 
     bs->read_only = opt_take_bool(opts, "read-only", false, &err);
     if (!err)
@@ -218,35 +257,8 @@ static bool parse_common_options(BlockNode *bs, GHashTable *opts,
         g_propagate_error(errp, err);
         return false;
     }
-    if (!discard || !strcmp(discard, "ignore") || !strcmp(discard, "off")) {
-        bs->unmap = false;
-    } else if (!strcmp(discard, "unmap") || !strcmp(discard, "on")) {
-        bs->unmap = true;
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid discard option '%s' (use ignore or unmap)",
-                    discard);
-        return false;
-    }
-    if (!dz || !strcmp(dz, "off")) {
-        bs->detect_zeroes = BDRV_DETECT_ZEROES_OFF;
-    } else if (!strcmp(dz, "on")) {
-        bs->detect_zeroes = BDRV_DETECT_ZEROES_ON;
-    } else if (!strcmp(dz, "unmap")) {
-        if (!bs->unmap) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                        "setting detect-zeroes to unmap is not allowed "
-                        "without setting discard operation to unmap");
-            return false;
-        }
-        bs->detect_zeroes = BDRV_DETECT_ZEROES_UNMAP;
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid detect-zeroes option '%s' (use off, on or unmap)",
-                    dz);
-        return false;
-    }
-    return true;
+    return bdrv_parse_discard_options(opts, &bs->unmap, &bs->detect_zeroes,
+                                      errp);
 }
 
 static bool reject_leftover_options(BlockNode *bs, GHashTable *opts,
@@ -502,13 +514,63 @@ void bdrv_unref(BlockNode *bs)
         return;
     unregister_name(bs);
     bs->drv->close(bs);
+    bdrv_wait_node_readers();
     bdrv_free(bs);
+}
+
+bool bdrv_ref_if_alive(BlockNode *bs)
+{
+    int r;
+
+    do {
+        r = g_atomic_int_get(&bs->refcnt);
+        if (r <= 0)
+            return false;
+    } while (!g_atomic_int_compare_and_exchange(&bs->refcnt, r, r + 1));
+    return true;
 }
 
 const char *bdrv_node_name(BlockNode *bs) { return bs->node_name; }
 const char *bdrv_driver_name(BlockNode *bs) { return bs->drv->name; }
 const char *bdrv_filename(BlockNode *bs) { return bs->filename; }
 bool bdrv_is_read_only(BlockNode *bs) { return bs->read_only; }
+
+int bdrv_chain_depth(BlockNode *top, BlockNode *node)
+{
+    int depth = 1;
+
+    node = bdrv_skip_filters(node);
+    for (BlockNode *n = bdrv_skip_filters(top); n;
+         n = bdrv_skip_filters(bdrv_child(n, "backing")), depth++)
+        if (n == node)
+            return depth;
+    return 0;
+}
+
+bool bdrv_change_backing_file(BlockNode *bs, const char *name,
+                              const char *format, GError **errp)
+{
+    int ret;
+
+    if (!bs->drv->change_backing_file) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Node '%s' (driver '%s') has no backing file to change",
+                    bs->node_name, bs->drv->name);
+        return false;
+    }
+    if (bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
+                    "Could not change the backing file of read-only node "
+                    "'%s'", bs->node_name);
+        return false;
+    }
+    ret = bs->drv->change_backing_file(bs, name, format);
+    if (ret < 0)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not change the backing file of '%s' to '%s': %s",
+                    bs->node_name, name ? name : "", g_strerror(-ret));
+    return ret >= 0;
+}
 const BlockLimits *bdrv_limits(BlockNode *bs) { return &bs->limits; }
 bool bdrv_discard_unmaps(BlockNode *bs) { return bs->unmap; }
 bool bdrv_cache_direct(BlockNode *bs) { return bs->cache_direct; }

@@ -329,6 +329,30 @@ BlockNode *bdrv_user_node(BlockChild *c)
     return __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
 }
 
+/* Threads between reading an edge's node and referencing it: a node's
+ * memory is freed only once none is (bdrv_wait_node_readers), so the
+ * reference is taken on live memory, or fails and the edge, which has
+ * moved on by then, is read again. */
+static gint node_readers;
+
+BlockNode *bdrv_user_node_ref(BlockChild *c)
+{
+    BlockNode *bs;
+
+    g_atomic_int_inc(&node_readers);
+    do
+        bs = __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
+    while (!bdrv_ref_if_alive(bs));
+    g_atomic_int_add(&node_readers, -1);
+    return bs;
+}
+
+void bdrv_wait_node_readers(void)
+{
+    while (g_atomic_int_get(&node_readers) > 0)
+        g_thread_yield();
+}
+
 /* --- questions about the graph ------------------------------------------- */
 
 char *bdrv_find_writer(BlockNode *bs, BlockChild *except)
@@ -432,20 +456,63 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp)
     return true;
 }
 
-bool bdrv_clear_backing(BlockNode *bs)
+/* The index of @bs's backing link in its children, or -1. */
+static int backing_index(BlockNode *bs)
 {
     for (guint i = 0; i < bs->children->len; i++) {
         BlockChild *c = g_ptr_array_index(bs->children, i);
-        if (strcmp(c->name, "backing") != 0)
-            continue;
-        bs->drv->set_backing(bs, NULL);
-        g_ptr_array_remove_index(bs->children, i);
-        edge_unlink(c);
-        bdrv_unref(c->node);
-        edge_free(c);
+        if (strcmp(c->name, "backing") == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void drop_child_at(BlockNode *bs, guint index)
+{
+    BlockChild *c = g_ptr_array_index(bs->children, index);
+
+    g_ptr_array_remove_index(bs->children, index);
+    edge_unlink(c);
+    bdrv_unref(c->node);
+    edge_free(c);
+}
+
+bool bdrv_replace_backing(BlockNode *bs, BlockNode *backing, GError **errp)
+{
+    int old = backing_index(bs);
+
+    if (old < 0)
+        return !backing || bdrv_set_backing(bs, backing, errp);
+    if (!backing) {
+        bdrv_clear_backing(bs);
         return true;
     }
-    return false;
+    if (bdrv_reaches(backing, bs, true)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Making '%s' a backing file of '%s' would create a loop",
+                    backing->node_name, bs->node_name);
+        return false;
+    }
+    /* The new link first: reads never find the node without a backing. */
+    bdrv_ref(backing);
+    if (!bdrv_child_attach(bs, backing, "backing", errp)) {
+        bdrv_unref(backing);
+        return false;
+    }
+    bs->drv->set_backing(bs, backing);
+    drop_child_at(bs, (guint)old);
+    return true;
+}
+
+bool bdrv_clear_backing(BlockNode *bs)
+{
+    int index = backing_index(bs);
+
+    if (index < 0)
+        return false;
+    bs->drv->set_backing(bs, NULL);
+    drop_child_at(bs, (guint)index);
+    return true;
 }
 
 /* Moves the user edges of @from to @to (or back): under graph_lock. */
@@ -522,4 +589,30 @@ void bdrv_set_read_only(BlockNode *bs)
     bs->read_only = true;
     refresh_undo(bs); /* a writable format gives back write on its file */
     bdrv_graph_unlock();
+}
+
+/* Bottom up: a format can only start writing on a writable file. */
+bool bdrv_reopen_writable(BlockNode *bs, GError **errp)
+{
+    bool ok;
+
+    if (!bs->read_only)
+        return true;
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        if (strcmp(c->name, "backing") != 0 &&
+            !bdrv_reopen_writable(c->node, errp))
+            return false;
+    }
+    if (bs->drv->reopen_writable && bs->drv->reopen_writable(bs, errp) < 0)
+        return false;
+    bdrv_graph_lock();
+    bs->read_only = false;
+    ok = refresh_node(bs, errp);
+    if (!ok) {
+        bs->read_only = true;
+        refresh_undo(bs);
+    }
+    bdrv_graph_unlock();
+    return ok;
 }

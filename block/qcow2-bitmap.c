@@ -241,6 +241,34 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp)
     return true;
 }
 
+GArray *qcow2_bitmaps_info(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    g_autofree uint8_t *dir = NULL;
+    GArray *list;
+    size_t pos = 0;
+
+    if (!s->bitmaps_ext || !(dir = read_directory(bs, NULL)))
+        return NULL;
+    list = g_array_new(FALSE, TRUE, sizeof(BdrvBitmapInfo));
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        BitmapDirEntry e;
+        const char *name;
+        BdrvBitmapInfo info;
+        if (!parse_entry(bs, dir, pos, &e, &name, NULL))
+            break;
+        info = (BdrvBitmapInfo){
+            .name = g_strndup(name, e.name_size),
+            .granularity = 1u << e.granularity_bits,
+            .in_use = e.flags & BME_FLAG_IN_USE,
+            .autom = e.flags & BME_FLAG_AUTO,
+        };
+        g_array_append_val(list, info);
+        pos += entry_size(&e);
+    }
+    return list;
+}
+
 int qcow2_bitmaps_mark_in_use(BlockNode *bs)
 {
     Qcow2State *s = bs->opaque;
@@ -360,51 +388,17 @@ static int append_entry(BlockNode *bs, BdrvDirtyBitmap *bm, GByteArray *dir)
 static int write_header(BlockNode *bs, const uint8_t *ext, uint32_t ext_len)
 {
     Qcow2State *s = bs->opaque;
-    g_autofree uint8_t *old = g_malloc0(s->cluster_size);
-    g_autofree uint8_t *new = g_malloc0(s->cluster_size);
-    size_t in = s->header_length, out = s->header_length;
-    size_t name_len = s->backing_file ? strlen(s->backing_file) : 0;
-    uint64_t field;
-    int ret = bdrv_pread(s->file, 0, s->cluster_size, old);
+    Qcow2HeaderEdit e = {
+        .ext_type = QCOW2_EXT_BITMAPS,
+        .ext = ext,
+        .ext_len = ext_len,
+        .autoclear = ext_len ? s->autoclear | QCOW2_AUTOCLEAR_BITMAPS
+                             : s->autoclear & ~QCOW2_AUTOCLEAR_BITMAPS,
+        .backing_file = s->backing_file,
+        .backing_format = s->backing_format,
+    };
 
-    if (ret < 0)
-        return ret;
-    memcpy(new, old, s->header_length);
-    while (in + 8 <= s->cluster_size) {
-        uint32_t type, len;
-        memcpy(&type, old + in, 4);
-        memcpy(&len, old + in + 4, 4);
-        type = GUINT32_FROM_BE(type);
-        len = ROUND_UP(GUINT32_FROM_BE(len), 8);
-        if (type == QCOW2_EXT_END || in + 8 + len > s->cluster_size)
-            break;
-        if (type != QCOW2_EXT_BITMAPS) {
-            if (out + 8 + len > s->cluster_size)
-                return -ENOSPC;
-            memcpy(new + out, old + in, 8 + len);
-            out += 8 + len;
-        }
-        in += 8 + len;
-    }
-    if (out + 8 + ext_len + 8 + name_len > s->cluster_size)
-        return -ENOSPC;
-    if (ext_len) {
-        uint32_t hdr[2] = { GUINT32_TO_BE(QCOW2_EXT_BITMAPS),
-                            GUINT32_TO_BE(ext_len) };
-        memcpy(new + out, hdr, 8);
-        memcpy(new + out + 8, ext, ext_len);
-        out += 8 + ROUND_UP(ext_len, 8);
-    }
-    out += 8; /* the end marker: zeroes */
-    if (name_len) {
-        field = GUINT64_TO_BE(out);
-        memcpy(new + 8, &field, 8);
-        memcpy(new + out, s->backing_file, name_len);
-    }
-    field = GUINT64_TO_BE(ext_len ? s->autoclear | QCOW2_AUTOCLEAR_BITMAPS
-                                  : s->autoclear & ~QCOW2_AUTOCLEAR_BITMAPS);
-    memcpy(new + QCOW2_HDR_AUTOCLEAR, &field, 8);
-    return bdrv_pwrite(s->file, 0, s->cluster_size, new, 0);
+    return qcow2_rewrite_header(bs, &e);
 }
 
 /* Frees the tables and data of the directory found at open. */

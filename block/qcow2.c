@@ -1038,6 +1038,29 @@ static int qcow2_flush(BlockNode *bs)
     return ret;
 }
 
+/* What a writable open adds, on an image that was opened read-only (its
+ * file just became writable): a commit into a backing file. */
+static int qcow2_reopen_writable(BlockNode *bs, GError **errp)
+{
+    Qcow2State *s = bs->opaque;
+    Qcow2Header h;
+    bool ok;
+
+    if (s->writable)
+        return 0;
+    if (read_fixed_header(bs, &h, errp) < 0)
+        return -EINVAL;
+    if (!open_for_writing(bs, &h, errp))
+        return -EINVAL;
+    s->opening = true;
+    ok = start_writing(bs, &h, errp) && !qcow2_is_corrupt(s);
+    if (!ok && !(errp && *errp))
+        qcow2_bad_image(errp, bs->filename, "%s",
+                        qcow2_open_corruption(s) ?: "corrupt");
+    s->opening = false;
+    return ok ? 0 : -EINVAL;
+}
+
 static bool qcow2_can_store_dirty_bitmap(BlockNode *bs, GError **errp)
 {
     Qcow2State *s = bs->opaque;
@@ -1058,6 +1081,12 @@ const BlockDriver bdrv_qcow2 = {
     .open = qcow2_open,
     .close = qcow2_close,
     .get_length = qcow2_get_length,
+    .truncate = qcow2_truncate,
+    .get_image_info = qcow2_get_image_info,
+    .amend = qcow2_amend,
+    .snapshot_list = qcow2_snapshot_list,
+    .snapshot_create = qcow2_snapshot_create,
+    .snapshot_delete = qcow2_snapshot_delete,
     .refresh_limits = qcow2_refresh_limits,
     .describe = qcow2_describe,
     .create = qcow2_create,
@@ -1070,6 +1099,8 @@ const BlockDriver bdrv_qcow2 = {
     .block_status = qcow2_block_status,
     .has_zero_init = qcow2_has_zero_init,
     .set_backing = qcow2_set_backing,
+    .reopen_writable = qcow2_reopen_writable,
+    .change_backing_file = qcow2_change_backing_file,
     .can_store_dirty_bitmap = qcow2_can_store_dirty_bitmap,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
     .can_fast_zero = true,

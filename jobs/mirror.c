@@ -50,9 +50,6 @@
 #define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
 #define DEFAULT_GRANULARITY (64 * 1024)
 #define DEFAULT_BUF_SIZE (1024 * 1024)
-/* After the switch, the job's last reference on the source goes this much
- * later (see mirror_clean). */
-#define SWITCH_GRACE_US (2 * G_USEC_PER_SEC)
 /* While ready and idle, the job looks for new dirty ranges this often. */
 #define READY_POLL_NS (20 * 1000 * 1000)
 /* Convergence: one sample of the dirty count a second; this many samples
@@ -108,6 +105,8 @@ typedef struct MirrorJob {
     uint64_t low;
     int stalls;
     int64_t next_sample_ns;
+    bool active_commit;        /* a "commit" job: target below source */
+    bool target_was_read_only; /* read-only again unless switched to */
 
     /* Guarded by the job lock. */
     bool should_complete;     /* job-complete: switch */
@@ -217,12 +216,32 @@ static MirrorOp *op_find_active(MirrorJob *m, int64_t offset, int64_t bytes)
 
 /* --- copying --------------------------------------------------------------- */
 
+/* An active commit copies what the layers above the target hold. */
+static int mark_above_target(MirrorJob *m, int64_t len)
+{
+    int base_depth = bdrv_chain_depth(m->source, m->target);
+    int64_t pos = 0, pnum;
+
+    while (pos < len) {
+        int depth = bdrv_allocation_depth(m->source, pos, len - pos, &pnum);
+        if (depth < 0)
+            return depth;
+        if (depth >= 1 && depth < base_depth)
+            bdrv_dirty_bitmap_set(m->dirty, pos, pnum, true);
+        pos += pnum;
+    }
+    job_progress_set_total(&m->common, bdrv_dirty_bitmap_count(m->dirty));
+    return 0;
+}
+
 /* What the sync mode copies at first: everything, what the top layer
  * holds, or nothing (only what the users write from now on). */
 static int mark_initial(MirrorJob *m)
 {
     int64_t len = bdrv_getlength(m->source), pos = 0, pnum;
 
+    if (m->active_commit)
+        return mark_above_target(m, len);
     if (m->sync == MIRROR_SYNC_FULL)
         bdrv_dirty_bitmap_set(m->dirty, 0, len, true);
     while (m->sync == MIRROR_SYNC_TOP && pos < len) {
@@ -415,7 +434,9 @@ static int switch_to_target(MirrorJob *m, GError **errp)
 {
     BlockNode *backing = bdrv_child(m->source, "backing");
 
-    if (m->sync != MIRROR_SYNC_FULL && backing &&
+    if (m->active_commit)
+        backing = NULL; /* the target keeps its own chain */
+    if (backing && m->sync != MIRROR_SYNC_FULL && backing &&
         !bdrv_child(m->target, "backing") &&
         !bdrv_set_backing(m->target, backing, errp))
         return -EINVAL;
@@ -602,25 +623,6 @@ static void mirror_complete(Job *job, GError **errp)
     job_unlock();
 }
 
-static gpointer unref_later(gpointer bs)
-{
-    g_usleep(SWITCH_GRACE_US);
-    bdrv_unref(bs);
-    return NULL;
-}
-
-/* A request that looked a node up just before its users moved away may
- * enter it just after (then it follows replaced_by, or the NBD server
- * writes it again on the new node): the node must outlive that instant,
- * so our last reference on a node whose users moved goes a while later. */
-static void release_moved(BlockNode *bs, bool moved)
-{
-    if (moved)
-        g_thread_unref(g_thread_new("mirror-release", unref_later, bs));
-    else
-        bdrv_unref(bs);
-}
-
 static void mirror_clean(Job *job)
 {
     MirrorJob *m = (MirrorJob *)job;
@@ -630,17 +632,17 @@ static void mirror_clean(Job *job)
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
+    if (m->target_was_read_only && !m->switched)
+        bdrv_set_read_only(m->target);
     if (m->filter_inserted) { /* never ran */
         BdrvDrain *drain = bdrv_drained_begin(m->filter);
         unplug_filter(m);
         drop_filter(m);
         bdrv_drained_end(drain);
     }
-    if (m->filter)
-        release_moved(m->filter, m->filter_plugged);
-    if (m->source)
-        release_moved(m->source, m->switched);
-    m->filter = m->source = NULL;
+    /* NBD requests hold their own reference on the node they entered. */
+    g_clear_pointer(&m->filter, bdrv_unref);
+    g_clear_pointer(&m->source, bdrv_unref);
     free(m->buf);
     m->buf = NULL;
 }
@@ -754,7 +756,8 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
 {
     g_autofree char *writer = bdrv_find_writer(target, NULL);
 
-    if (source == target || bdrv_reaches(source, target, true) ||
+    if (source == target ||
+        (!o->active_commit && bdrv_reaches(source, target, true)) ||
         bdrv_common_storage(source, target)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Can't mirror node into itself");
@@ -799,6 +802,8 @@ static bool attach_nodes(MirrorJob *m, BlockNode *source, BlockNode *target,
 static void set_options(MirrorJob *m, BlockNode *source, BlockNode *target,
                         const MirrorOptions *o)
 {
+    m->active_commit = o->active_commit;
+    m->target_was_read_only = o->target_was_read_only;
     m->sync = o->sync;
     m->initial_mode = o->copy_mode;
     m->on_source_error = o->on_source_error;
@@ -854,7 +859,8 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     if (!check_options(o, errp) || !check_nodes(source, target, o, errp))
         return NULL;
     m = job_create(id,
-                   o->job_type && strcmp(o->job_type, "commit") == 0
+                   o->active_commit ||
+                           (o->job_type && strcmp(o->job_type, "commit") == 0)
                        ? &active_commit_driver
                        : &mirror_driver,
                    o->job_flags, errp);

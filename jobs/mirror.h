@@ -56,6 +56,13 @@ typedef struct MirrorOptions {
      * built on this engine (same job, its own type in events). */
     const char *job_type;
     int job_flags;            /* JOB_MANUAL_FINALIZE, ... */
+    /* QEMU's active commit (a "commit" job): @target is a layer of
+     * @source's backing chain; only what lies above it is copied, and
+     * the switch moves the users to it as it is. */
+    bool active_commit;
+    /* The target was made writable for the job: read-only again unless
+     * the switch made it the users' node. */
+    bool target_was_read_only;
 } MirrorOptions;
 
 /* "full", "top", "none" (QEMU's MirrorSyncMode for mirrors). */

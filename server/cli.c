@@ -375,9 +375,9 @@ static bool is_nbd_client_name(const char *filename)
 }
 
 /* The options of the node a FILENAME names, as QEMU reads protocol
- * prefixes: "json:{...}", "file:PATH", "null-co://", a refusal for NBD
- * URIs and unknown protocols ("x:..." with no '/' before the colon), and
- * else a file. */
+ * prefixes: "json:{...}", "file:PATH", "null-co://", NBD URIs (an nbd
+ * client node), a refusal for unknown protocols ("x:..." with no '/'
+ * before the colon), and else a file. */
 static GHashTable *filename_options(const char *filename, GError **errp)
 {
     size_t proto_len = strspn(filename,
@@ -387,14 +387,11 @@ static GHashTable *filename_options(const char *filename, GError **errp)
 
     if (g_str_has_prefix(filename, "json:"))
         return json_filename(filename, errp);
-    if (is_nbd_client_name(filename)) {
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "'%s': NBD client nodes (nbd://, nbd+unix://) are not "
-                    "supported yet", filename);
-        return NULL;
-    }
     t = opt_table();
-    if (g_str_has_prefix(filename, "null-co:") ||
+    if (is_nbd_client_name(filename)) {
+        put(t, "driver", "nbd");
+        put(t, "filename", filename);
+    } else if (g_str_has_prefix(filename, "null-co:") ||
         g_str_has_prefix(filename, "null-aio:")) {
         if (strcmp(strchr(filename, ':'), "://") != 0) {
             g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -405,6 +402,9 @@ static GHashTable *filename_options(const char *filename, GError **errp)
             return NULL;
         }
         put(t, "driver", "null-co");
+    } else if (g_str_has_prefix(filename, "rbd:") && bdrv_has_driver("rbd")) {
+        put(t, "driver", "rbd"); /* block/rbd.c parses the rest */
+        put(t, "filename", filename);
     } else if (g_str_has_prefix(filename, "file:")) {
         put(t, "driver", "file");
         put(t, "filename", filename + 5);

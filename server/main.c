@@ -202,6 +202,7 @@ static bool setup_objects(const CliOptions *o)
         return false;
     }
     bdrv_set_secret_lookup(secret_lookup);
+    bdrv_set_tls_creds_lookup(tls_client_creds);
     return tls_setup(tls_specs, o->tls_creds, o->tls_authz);
 }
 

@@ -155,6 +155,35 @@ static bool parse_luks(JsonObject *o, CreateJobSpec *spec, GError **errp)
            take_int(o, "iter-time", "iter-time", spec->options, errp);
 }
 
+/* BlockdevCreateOptionsRbd: "location" (BlockdevOptionsRbd) names the
+ * image, "cluster-size" its object size (block/rbd.c). */
+static bool parse_rbd(JsonObject *o, CreateJobSpec *spec, GError **errp)
+{
+    static const char *const keys[] = { "pool", "namespace", "image", "conf",
+                                        "snapshot", "user", "key-secret" };
+    JsonNode *n = json_object_get_member(o, "location");
+    JsonObject *loc;
+
+    if (!n || !JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, n ? "Invalid parameter type for 'location', "
+                            "expected: object"
+                          : "Parameter 'location' is missing");
+        return false;
+    }
+    loc = json_node_get_object(n);
+    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+        g_autofree char *opt = g_strconcat("location.", keys[i], NULL);
+        if (!take_str(loc, keys[i], opt, spec->options, errp))
+            return false;
+    }
+    if (json_object_has_member(o, "encrypt")) {
+        qmp_error(errp, "rbd encryption is not supported");
+        return false;
+    }
+    spec->filename = "rbd"; /* the image is named by the location */
+    return take_int(o, "cluster-size", "cluster-size", spec->options, errp);
+}
+
 static bool parse_options(JsonObject *args, CreateJobSpec *spec,
                           GError **errp)
 {
@@ -183,6 +212,8 @@ static bool parse_options(JsonObject *args, CreateJobSpec *spec,
         return parse_qcow2(o, spec, errp);
     if (!strcmp(spec->driver, "luks"))
         return parse_luks(o, spec, errp);
+    if (!strcmp(spec->driver, "rbd") && bdrv_has_driver("rbd"))
+        return parse_rbd(o, spec, errp);
     qmp_error(errp, "Driver '%s' does not support blockdev-create",
               spec->driver);
     return false;

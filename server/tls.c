@@ -416,6 +416,47 @@ static bool load_creds(TlsObject *o, GError **errp)
                                         : load_x509(o, errp);
 }
 
+/* What libnbd will read: DIR/keys.psk, or DIR/ca-cert.pem (the client
+ * certificate and key are optional, as in QEMU). */
+static bool check_client_creds(TlsObject *o, GError **errp)
+{
+    g_autofree char *path = NULL;
+
+    if (!prop(o, "dir")) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "object '%s': 'dir' is missing", prop(o, "id"));
+        return false;
+    }
+    return cred_path(o, o->type == OBJ_TLS_CREDS_PSK ? "keys.psk"
+                                                     : "ca-cert.pem",
+                     true, &path, errp);
+}
+
+bool tls_client_creds(const char *id, BdrvTlsCreds *out, GError **errp)
+{
+    TlsObject *o = objects ? g_hash_table_lookup(objects, id) : NULL;
+
+    if (!o || o->type == OBJ_AUTHZ_SIMPLE) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "No TLS credentials with id '%s'", id);
+        return false;
+    }
+    if (o->server) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "Expecting TLS credentials with a client endpoint");
+        return false;
+    }
+    *out = (BdrvTlsCreds){
+        .psk = o->type == OBJ_TLS_CREDS_PSK,
+        .dir = g_strdup(prop(o, "dir")),
+        /* QEMU's default name for a PSK client. */
+        .username = g_strdup(prop(o, "username") ? prop(o, "username")
+                                                 : "qemu"),
+        .verify_peer = o->verify_peer,
+    };
+    return true;
+}
+
 static bool add_object(const char *spec, GError **errp)
 {
     g_autoptr(TlsObject) o = parse_object(spec, errp);
@@ -427,8 +468,11 @@ static bool add_object(const char *spec, GError **errp)
                     "--object: id '%s' is used twice", prop(o, "id"));
         return false;
     }
-    /* QEMU loads credentials when the object is made, used or not. */
-    if (o->type != OBJ_AUTHZ_SIMPLE && !load_creds(o, errp))
+    /* QEMU loads credentials when the object is made, used or not; a
+     * client's are loaded by libnbd at each connection (nbd client
+     * nodes), so only their files are checked here. */
+    if (o->type != OBJ_AUTHZ_SIMPLE &&
+        !(o->server ? load_creds(o, errp) : check_client_creds(o, errp)))
         return false;
     g_hash_table_insert(objects, g_strdup(prop(o, "id")), o);
     o = NULL;

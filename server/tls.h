@@ -5,6 +5,8 @@
 #ifndef SNAPNBD_TLS_H
 #define SNAPNBD_TLS_H
 
+#include "block/block.h"
+
 #include <glib.h>
 #include <gnutls/gnutls.h>
 #include <stdbool.h>
@@ -18,6 +20,10 @@ bool tls_setup(char **objects, const char *creds_id, const char *authz_id);
 /* Chooses the credentials (and authz) among the objects tls_setup parsed,
  * as nbd-server-start's tls-creds/tls-authz do; NULL, NULL: no TLS. */
 bool tls_select(const char *creds_id, const char *authz_id, GError **errp);
+
+/* The tls-creds-x509/psk object @id with endpoint=client, for an nbd
+ * client node (bdrv_set_tls_creds_lookup). */
+bool tls_client_creds(const char *id, BdrvTlsCreds *out, GError **errp);
 
 /* True when --tls-creds was given: every client must start TLS. */
 bool tls_enabled(void);

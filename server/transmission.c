@@ -49,6 +49,8 @@ typedef struct Request {
 
 typedef struct Worker {
     NbdConn *conn;
+    BlockNode *node;    /* the export's node for the request, referenced:
+                         * a graph change may move the export meanwhile */
     void *buf;          /* payload and read buffer, grown as needed */
     size_t buf_size;
 } Worker;
@@ -295,13 +297,13 @@ static void sparse_read(Worker *w, const Request *r, char *buf)
 
     for (uint64_t off = r->offset; off < end;) {
         int64_t pnum;
-        int st = bdrv_block_status(nbd_export_node(c->exp), off, end - off, &pnum);
+        int st = bdrv_block_status(w->node, off, end - off, &pnum);
         uint16_t done;
 
         if (st < 0 || !(st & BDRV_BLOCK_ZERO)) {
             if (st < 0)
                 pnum = end - off;
-            st = bdrv_pread(nbd_export_node(c->exp), off, pnum, buf + (off - r->offset));
+            st = bdrv_pread(w->node, off, pnum, buf + (off - r->offset));
             if (st < 0) {
                 error_chunk(c, r->cookie, errno_to_nbd(-st), g_strerror(-st));
                 return;
@@ -331,7 +333,7 @@ static void cmd_read(Worker *w, const Request *r)
         sparse_read(w, r, buf);
         return;
     }
-    ret = bdrv_pread(nbd_export_node(c->exp), r->offset, r->len, buf);
+    ret = bdrv_pread(w->node, r->offset, r->len, buf);
     if (ret < 0)
         error_reply(c, r, errno_to_nbd(-ret), g_strerror(-ret));
     else if (!c->structured_replies)
@@ -349,23 +351,25 @@ static int write_flags(NbdConn *c, const Request *r)
                ? BDRV_REQ_FUA : 0;
 }
 
-static int cmd_write_zeroes(NbdConn *c, const Request *r)
+static int cmd_write_zeroes(Worker *w, const Request *r)
 {
+    NbdConn *c = w->conn;
     int flags = write_flags(c, r);
 
     if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
         flags |= BDRV_REQ_MAY_UNMAP;
     if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
         flags |= BDRV_REQ_NO_FALLBACK;
-    return bdrv_pwrite_zeroes(nbd_export_node(c->exp), r->offset, r->len, flags);
+    return bdrv_pwrite_zeroes(w->node, r->offset, r->len, flags);
 }
 
-static int cmd_trim(NbdConn *c, const Request *r)
+static int cmd_trim(Worker *w, const Request *r)
 {
-    int ret = bdrv_pdiscard(nbd_export_node(c->exp), r->offset, r->len);
+    NbdConn *c = w->conn;
+    int ret = bdrv_pdiscard(w->node, r->offset, r->len);
 
     if (ret == 0 && (write_flags(c, r) & BDRV_REQ_FUA))
-        ret = bdrv_flush(nbd_export_node(c->exp));
+        ret = bdrv_flush(w->node);
     return ret;
 }
 
@@ -422,7 +426,7 @@ typedef struct Context {
 
 /* The extents (big-endian length, flags pairs) of one context over the
  * request, alike neighbours merged; 0 or a negative errno. */
-static int collect_extents(NbdConn *c, const Request *r, Context *ctx)
+static int collect_extents(Worker *w, const Request *r, Context *ctx)
 {
     bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
     uint64_t end = r->offset + r->len;
@@ -431,7 +435,7 @@ static int collect_extents(NbdConn *c, const Request *r, Context *ctx)
     for (uint64_t off = r->offset; off < end;) {
         int64_t pnum;
         uint32_t flags;
-        int st = ctx->fn(nbd_export_node(c->exp), ctx->opaque, off, end - off, &pnum,
+        int st = ctx->fn(w->node, ctx->opaque, off, end - off, &pnum,
                          &flags);
 
         if (st < 0)
@@ -484,7 +488,7 @@ static void cmd_block_status(Worker *w, const Request *r)
     for (guint i = 0; i < ctx->len && ret == 0; i++) {
         Context *x = &g_array_index(ctx, Context, i);
         x->ext = g_array_new(FALSE, FALSE, sizeof(uint32_t));
-        ret = collect_extents(c, r, x);
+        ret = collect_extents(w, r, x);
     }
     if (ret < 0)
         error_chunk(c, r->cookie, errno_to_nbd(-ret), g_strerror(-ret));
@@ -505,30 +509,32 @@ static void cmd_block_status(Worker *w, const Request *r)
 
 static int run_write(NbdConn *c, Worker *w, const Request *r)
 {
-    BlockNode *node = nbd_export_node(c->exp);
     int ret;
 
     if (r->type == NBD_CMD_WRITE)
-        ret = bdrv_pwrite(node, r->offset, r->len, w->buf, write_flags(c, r));
+        ret = bdrv_pwrite(w->node, r->offset, r->len, w->buf,
+                          write_flags(c, r));
     else if (r->type == NBD_CMD_TRIM)
-        ret = cmd_trim(c, r);
+        ret = cmd_trim(w, r);
     else
-        ret = cmd_write_zeroes(c, r);
+        ret = cmd_write_zeroes(w, r);
     /* A live snapshot or a mirror's switch moved the export while this
      * request was on its way to the old node: the old node refused it
      * (read-only now) or took it after the switch, where nobody reads it
      * any more.  It goes to the new node too; doing it twice is harmless,
      * since the client has no answer yet. */
-    if (nbd_export_node(c->exp) != node)
+    if (nbd_export_node(c->exp) != w->node) {
+        bdrv_unref(w->node);
+        w->node = bdrv_user_node_ref(c->exp->user);
         return run_write(c, w, r);
+    }
     return ret;
 }
 
-/* Runs a validated request and answers it. */
-static void execute(Worker *w, const Request *r)
+static void execute_on_node(Worker *w, const Request *r)
 {
     NbdConn *c = w->conn;
-    BlockNode *node = nbd_export_node(c->exp);
+    BlockNode *node = w->node;
     int ret = 0;
 
     switch (r->type) {
@@ -554,6 +560,15 @@ static void execute(Worker *w, const Request *r)
         trace(TRACE_NBD_REQUEST_FAILED, "%s at %" G_GUINT64_FORMAT "+%u failed: %s",
               cmd_name(r->type), r->offset, r->len, g_strerror(-ret));
     simple_reply(c, r->cookie, errno_to_nbd(-ret), NULL, 0);
+}
+
+/* Runs a validated request and answers it, on the node the export serves
+ * now, kept alive until the answer is out. */
+static void execute(Worker *w, const Request *r)
+{
+    w->node = bdrv_user_node_ref(w->conn->exp->user);
+    execute_on_node(w, r);
+    g_clear_pointer(&w->node, bdrv_unref);
 }
 
 /* --- reading requests -------------------------------------------------- */

@@ -80,8 +80,8 @@ def main(qmp, sock, d, seed):
     assert "error" not in ev["data"], ev
     model = stop(ws, ts)
     assert read_all(sock, size) == model, "the export lost writes"
-    # The filter leaves the graph at the switch; its node goes within
-    # seconds (requests that looked it up just before may still enter it).
+    # The filter leaves the graph at the switch (its node goes when the
+    # last request that entered it is done).
     for _ in range(50):
         nodes = [n["node-name"] for n in q.cmd("query-named-block-nodes")]
         if "mtop" not in nodes:
