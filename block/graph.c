@@ -27,6 +27,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_rbd,
 #endif
     &bdrv_nbd,
+    &bdrv_mirror_top,
 };
 
 static GMutex names_lock;
