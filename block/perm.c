@@ -429,18 +429,10 @@ BlockNode *bdrv_common_storage(BlockNode *a, BlockNode *b)
 
 /* --- graph changes ---------------------------------------------------- */
 
-bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp)
+/* A new "backing" link from @bs to @backing, published to the driver;
+ * refused if it would make a loop. */
+static bool attach_backing(BlockNode *bs, BlockNode *backing, GError **errp)
 {
-    if (!bs->drv->set_backing) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "The overlay does not support backing images");
-        return false;
-    }
-    if (bdrv_child(bs, "backing")) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "The overlay already has a backing image");
-        return false;
-    }
     if (bdrv_reaches(backing, bs, true)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Making '%s' a backing file of '%s' would create a loop",
@@ -454,6 +446,21 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp)
     }
     bs->drv->set_backing(bs, backing);
     return true;
+}
+
+bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp)
+{
+    if (!bs->drv->set_backing) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "The overlay does not support backing images");
+        return false;
+    }
+    if (bdrv_child(bs, "backing")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "The overlay already has a backing image");
+        return false;
+    }
+    return attach_backing(bs, backing, errp);
 }
 
 /* The index of @bs's backing link in its children, or -1. */
@@ -487,19 +494,9 @@ bool bdrv_replace_backing(BlockNode *bs, BlockNode *backing, GError **errp)
         bdrv_clear_backing(bs);
         return true;
     }
-    if (bdrv_reaches(backing, bs, true)) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Making '%s' a backing file of '%s' would create a loop",
-                    backing->node_name, bs->node_name);
-        return false;
-    }
     /* The new link first: reads never find the node without a backing. */
-    bdrv_ref(backing);
-    if (!bdrv_child_attach(bs, backing, "backing", errp)) {
-        bdrv_unref(backing);
+    if (!attach_backing(bs, backing, errp))
         return false;
-    }
-    bs->drv->set_backing(bs, backing);
     drop_child_at(bs, (guint)old);
     return true;
 }

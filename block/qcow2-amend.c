@@ -64,18 +64,6 @@ static uint32_t be32_at(const uint8_t *p)
     return GUINT32_FROM_BE(v);
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    v = GUINT32_TO_BE(v);
-    memcpy(p, &v, 4);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    v = GUINT64_TO_BE(v);
-    memcpy(p, &v, 8);
-}
-
 /* The header cluster as it is on disk. */
 static uint8_t *read_header_cluster(BlockNode *bs, int *ret)
 {
@@ -111,14 +99,14 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
     new_len = version >= 3 ? HDR_V3_LENGTH_WITH_COMPRESSION : 72;
 
     memcpy(out, old, 72);
-    put_be32(out + HDR_VERSION, version);
+    qcow2_put_be32(out + HDR_VERSION, version);
     if (version >= 3) {
         /* From version 2: no features, 16-bit refcounts, zlib. */
         if (old_version >= 3)
             memcpy(out + 72, old + 72, MIN(old_len, new_len) - 72);
         else
-            put_be32(out + 96, 4);
-        put_be32(out + 100, new_len);
+            qcow2_put_be32(out + 96, 4);
+        qcow2_put_be32(out + 100, new_len);
     }
     /* The extensions the new version keeps. */
     end = new_len;
@@ -146,7 +134,7 @@ static int rewrite_header(BlockNode *bs, uint32_t version, GError **errp)
                               "The backing file name does not fit "
                               "in the header cluster");
         memcpy(out + end, old + backing_off, backing_len);
-        put_be64(out + 8, end);
+        qcow2_put_be64(out + 8, end);
     }
     bdrv_debug_event(s->file, BLKDBG_EMPTY_IMAGE_PREPARE);
     ret = bdrv_pwrite(s->file, 0,

@@ -56,18 +56,6 @@ static bool copy_other_exts(HeaderBuilder *b, const uint8_t *old,
     return true;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    v = GUINT64_TO_BE(v);
-    memcpy(p, &v, 8);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    v = GUINT32_TO_BE(v);
-    memcpy(p, &v, 4);
-}
-
 int qcow2_rewrite_header(BlockNode *bs, const Qcow2HeaderEdit *e)
 {
     Qcow2State *s = bs->opaque;
@@ -91,10 +79,10 @@ int qcow2_rewrite_header(BlockNode *bs, const Qcow2HeaderEdit *e)
     b.len += 8; /* the end marker: zeroes */
     if (name_len)
         memcpy(new + b.len, e->backing_file, name_len);
-    put_be64(new + HDR_BACKING_OFFSET, name_len ? b.len : 0);
-    put_be32(new + HDR_BACKING_SIZE, name_len);
+    qcow2_put_be64(new + HDR_BACKING_OFFSET, name_len ? b.len : 0);
+    qcow2_put_be32(new + HDR_BACKING_SIZE, name_len);
     if (s->version >= 3)
-        put_be64(new + QCOW2_HDR_AUTOCLEAR, e->autoclear);
+        qcow2_put_be64(new + QCOW2_HDR_AUTOCLEAR, e->autoclear);
     return bdrv_pwrite(s->file, 0, s->cluster_size, new, 0);
 }
 

@@ -40,6 +40,8 @@
 
 #include "block-int.h"
 
+#include <string.h>
+
 #define QCOW2_MAGIC 0x514649fbU /* "QFI\xfb" */
 #define QCOW2_V2_HEADER_LENGTH 72
 #define QCOW2_V3_HEADER_LENGTH 104
@@ -215,6 +217,19 @@ typedef struct Qcow2InFlight {
     bool exclusive;           /* allocating, zeroing or discarding */
     GList link;
 } Qcow2InFlight;
+
+/* Big-endian stores into a header buffer (no alignment assumed). */
+static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
+{
+    v = GUINT32_TO_BE(v);
+    memcpy(p, &v, 4);
+}
+
+static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
+{
+    v = GUINT64_TO_BE(v);
+    memcpy(p, &v, 8);
+}
 
 /* qcow2-header.c: the header cluster rebuilt with one extension replaced
  * (@ext_len 0: dropped) and the backing file name and format given; every
