@@ -15,6 +15,7 @@
 #include "nbd-server.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
+#include "qmp-schema.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -473,7 +474,20 @@ static bool negotiate(QmpClient *c, JsonObject *args, GError **errp)
     return true;
 }
 
-JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
+/* A client's arguments, checked against the schema (server/qmp-schema.json)
+ * as QEMU's generated visitors check them; a command the schema does not
+ * declare only gets its registered member list checked. */
+static bool check_args(const QmpCommand *cmd, JsonObject *args, GError **errp)
+{
+    const QmpSchemaEntry *entry = qmp_schema_command(cmd->name);
+
+    if (entry)
+        return qmp_schema_check_args(entry, args, errp);
+    return check_members(cmd, args, errp);
+}
+
+static JsonNode *execute(const char *name, JsonObject *args, bool from_client,
+                         GError **errp)
 {
     QmpCommand *cmd = find_command(name);
     GError *err = NULL;
@@ -484,7 +498,10 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
                     "The command %s has not been found", name);
         return NULL;
     }
-    if (!check_members(cmd, args, errp))
+    /* The command line's option syntax (--nbd-server addr.path=...) is
+     * QEMU's keyval form, not the QMP types: only its names are checked. */
+    if (from_client ? !check_args(cmd, args, errp)
+                    : !check_members(cmd, args, errp))
         return NULL;
     ret = cmd->fn(args, &err);
     if (err) {
@@ -494,6 +511,11 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
         return NULL;
     }
     return ret ? ret : node_take_object(json_object_new());
+}
+
+JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
+{
+    return execute(name, args, false, errp);
 }
 
 static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
@@ -508,8 +530,8 @@ static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
         return NULL;
     }
     if (!caps)
-        return qmp_execute(name, args, errp);
-    if (!check_members(find_command(name), args, errp) ||
+        return execute(name, args, true, errp);
+    if (!check_args(find_command(name), args, errp) ||
         !negotiate(c, args, errp))
         return NULL;
     return node_take_object(json_object_new());
@@ -880,6 +902,11 @@ static JsonNode *cmd_query_commands(JsonObject *args, GError **errp)
     return n;
 }
 
+static JsonNode *cmd_query_qmp_schema(JsonObject *args, GError **errp)
+{
+    return qmp_schema_info();
+}
+
 /* Placeholder: qmp_capabilities runs in dispatch, which knows the client. */
 static JsonNode *cmd_qmp_capabilities(JsonObject *args, GError **errp)
 {
@@ -1087,6 +1114,7 @@ void qmp_register_core_commands(void)
                               "enable");
     qmp_register_command_args("query-version", cmd_query_version, "");
     qmp_register_command_args("query-commands", cmd_query_commands, "");
+    qmp_register_command_args("query-qmp-schema", cmd_query_qmp_schema, "");
     qmp_register_command_args("quit", cmd_quit, "");
     qmp_register_command_args("transaction", cmd_transaction,
                               "actions,properties");

@@ -1,0 +1,258 @@
+/*
+ * qmp-schema.c - checks a command's arguments against the schema's tables
+ * (qmp-schema-gen.c, generated from server/qmp-schema.json) and answers
+ * query-qmp-schema.
+ *
+ * The checks follow QEMU's QObject input visitor and generated visitors,
+ * so that a client gets the same message for the same mistake: members
+ * are visited in the schema's order (a struct's base first, a union's
+ * branch after its base), a missing required member or a value of the
+ * wrong JSON type stops at once, and members the type does not declare are
+ * reported once the known ones are done.  Messages name the member by its
+ * full path ("actions[0].data.node") except where QEMU names it by its bare
+ * name: enum values, alternates and integer ranges.
+ */
+#include "qmp-schema.h"
+#include "qmp.h"
+
+#include <string.h>
+
+const QmpSchemaEntry *qmp_schema_command(const char *name)
+{
+    for (const QmpSchemaEntry *e = qmp_schema_commands; e->name; e++) {
+        if (strcmp(e->name, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+JsonNode *qmp_schema_info(void)
+{
+    return json_from_string(qmp_schema_introspection, NULL);
+}
+
+/* Where the value being checked sits: its full path and the name it has
+ * in its parent (NULL for a list element, which QEMU prints as "null"). */
+typedef struct Where {
+    const char *path;
+    const char *name;
+} Where;
+
+static bool check_value(unsigned type, JsonNode *v, Where w, GError **errp);
+
+static bool holds(JsonNode *v, GType type)
+{
+    return JSON_NODE_HOLDS_VALUE(v) && json_node_get_value_type(v) == type;
+}
+
+static const char *bare(Where w)
+{
+    return w.name ? w.name : "null";
+}
+
+static bool wrong_type(Where w, const char *expected, GError **errp)
+{
+    qmp_error(errp, "Invalid parameter type for '%s', expected: %s", w.path,
+              expected);
+    return false;
+}
+
+static bool check_int(const QmpSchemaType *t, JsonNode *v, Where w,
+                      GError **errp)
+{
+    bool is_unsigned = t->check == QMP_CHECK_UINT;
+    gint64 n;
+
+    if (!holds(v, G_TYPE_INT64)) {
+        if (is_unsigned) {
+            qmp_error(errp, "Parameter '%s' expects uint64", w.path);
+            return false;
+        }
+        return wrong_type(w, "integer", errp);
+    }
+    if (!t->max)
+        return true;
+    n = json_node_get_int(v);
+    /* unsigned members take negative numbers as their two's complement,
+     * as QEMU does for backward compatibility: out of any sized range */
+    if ((is_unsigned && (n < 0 || (unsigned long long)n > t->max)) ||
+        (!is_unsigned && (n < t->min || n > (long long)t->max))) {
+        qmp_error(errp, "Parameter '%s' expects %s", bare(w), t->name);
+        return false;
+    }
+    return true;
+}
+
+static bool check_enum(const QmpSchemaType *t, JsonNode *v, Where w,
+                       GError **errp)
+{
+    const char *s;
+
+    if (!holds(v, G_TYPE_STRING))
+        return wrong_type(w, "string", errp);
+    s = json_node_get_string(v);
+    if (!g_strv_contains(t->values, s)) {
+        qmp_error(errp, "Parameter '%s' does not accept value '%s'", bare(w),
+                  s);
+        return false;
+    }
+    return true;
+}
+
+static bool check_array(const QmpSchemaType *t, JsonNode *v, Where w,
+                        GError **errp)
+{
+    JsonArray *a;
+
+    if (!JSON_NODE_HOLDS_ARRAY(v))
+        return wrong_type(w, "array", errp);
+    a = json_node_get_array(v);
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        g_autofree char *path = g_strdup_printf("%s[%u]", w.path, i);
+        Where ew = { path, NULL };
+        if (!check_value(t->element, json_array_get_element(a, i), ew, errp))
+            return false;
+    }
+    return true;
+}
+
+static char *member_path(const char *prefix, const char *name)
+{
+    return *prefix ? g_strconcat(prefix, ".", name, NULL) : g_strdup(name);
+}
+
+/* The declared members of @t in @o, in order; @seen collects their names. */
+static bool check_members(const QmpSchemaType *t, JsonObject *o,
+                          const char *prefix, GHashTable *seen, GError **errp)
+{
+    for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
+        JsonNode *v = json_object_get_member(o, m->name);
+        g_autofree char *path = member_path(prefix, m->name);
+        Where mw = { path, m->name };
+
+        g_hash_table_add(seen, (gpointer)m->name);
+        if (!v) {
+            if (m->optional)
+                continue;
+            qmp_error(errp, "Parameter '%s' is missing", path);
+            return false;
+        }
+        if (!check_value(m->type, v, mw, errp))
+            return false;
+    }
+    return true;
+}
+
+/* A union's branch for the tag value (checked already as an enum). */
+static const QmpSchemaType *union_branch(const QmpSchemaType *t,
+                                         JsonObject *o)
+{
+    const char *tag = json_object_get_string_member(o, t->tag);
+
+    for (const QmpSchemaVariant *b = t->variants; b->name; b++) {
+        if (strcmp(b->name, tag) == 0)
+            return &qmp_schema_types[b->type];
+    }
+    return NULL;
+}
+
+static bool check_object(const QmpSchemaType *t, JsonObject *o,
+                         const char *prefix, GError **errp)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GList) keys = NULL;
+
+    if (!check_members(t, o, prefix, seen, errp))
+        return false;
+    if (t->tag) {
+        const QmpSchemaType *branch = union_branch(t, o);
+        if (branch && !check_members(branch, o, prefix, seen, errp))
+            return false;
+    }
+    keys = json_object_get_members(o);
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_hash_table_contains(seen, l->data)) {
+            g_autofree char *path = member_path(prefix, l->data);
+            qmp_error(errp, "Parameter '%s' is unexpected", path);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* An alternate takes the branch whose type matches the JSON type. */
+static bool check_alternate(const QmpSchemaType *t, JsonNode *v, Where w,
+                            GError **errp)
+{
+    for (const QmpSchemaVariant *b = t->variants; b->name; b++) {
+        const QmpSchemaType *bt = &qmp_schema_types[b->type];
+        bool match;
+        switch (bt->check) {
+        case QMP_CHECK_STR:
+        case QMP_CHECK_ENUM:
+            match = holds(v, G_TYPE_STRING);
+            break;
+        case QMP_CHECK_NULL:
+            match = JSON_NODE_HOLDS_NULL(v);
+            break;
+        case QMP_CHECK_BOOL:
+            match = holds(v, G_TYPE_BOOLEAN);
+            break;
+        case QMP_CHECK_INT:
+        case QMP_CHECK_UINT:
+        case QMP_CHECK_NUMBER:
+            match = holds(v, G_TYPE_INT64) || holds(v, G_TYPE_DOUBLE);
+            break;
+        case QMP_CHECK_ARRAY:
+            match = JSON_NODE_HOLDS_ARRAY(v);
+            break;
+        default:
+            match = JSON_NODE_HOLDS_OBJECT(v);
+            break;
+        }
+        if (match)
+            return check_value(b->type, v, w, errp);
+    }
+    qmp_error(errp, "Invalid parameter type for '%s', expected: %s", bare(w),
+              t->name);
+    return false;
+}
+
+static bool check_value(unsigned type, JsonNode *v, Where w, GError **errp)
+{
+    const QmpSchemaType *t = &qmp_schema_types[type];
+
+    switch (t->check) {
+    case QMP_CHECK_STR:
+        return holds(v, G_TYPE_STRING) || wrong_type(w, "string", errp);
+    case QMP_CHECK_NULL:
+        return JSON_NODE_HOLDS_NULL(v) || wrong_type(w, "null", errp);
+    case QMP_CHECK_NUMBER:
+        return holds(v, G_TYPE_INT64) || holds(v, G_TYPE_DOUBLE) ||
+               wrong_type(w, "number", errp);
+    case QMP_CHECK_BOOL:
+        return holds(v, G_TYPE_BOOLEAN) || wrong_type(w, "boolean", errp);
+    case QMP_CHECK_ANY:
+        return true;
+    case QMP_CHECK_INT:
+    case QMP_CHECK_UINT:
+        return check_int(t, v, w, errp);
+    case QMP_CHECK_ENUM:
+        return check_enum(t, v, w, errp);
+    case QMP_CHECK_ARRAY:
+        return check_array(t, v, w, errp);
+    case QMP_CHECK_ALTERNATE:
+        return check_alternate(t, v, w, errp);
+    case QMP_CHECK_OBJECT:
+        break;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(v))
+        return wrong_type(w, "object", errp);
+    return check_object(t, json_node_get_object(v), w.path, errp);
+}
+
+bool qmp_schema_check_args(const QmpSchemaEntry *cmd, JsonObject *args,
+                           GError **errp)
+{
+    return check_object(&qmp_schema_types[cmd->arg_type], args, "", errp);
+}
