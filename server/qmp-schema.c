@@ -47,7 +47,9 @@ static bool holds(JsonNode *v, GType type)
 
 static const char *bare(Where w)
 {
-    return w.name ? w.name : "null";
+    /* QEMU 7.2 says "null" for a list element: snapnbd names it by its
+     * path ("enable[0]"), as test-qmp-errors.sh documents */
+    return w.name ? w.name : w.path;
 }
 
 static bool wrong_type(Where w, const char *expected, GError **errp)
@@ -77,7 +79,8 @@ static bool check_int(const QmpSchemaType *t, JsonNode *v, Where w,
      * as QEMU does for backward compatibility: out of any sized range */
     if ((is_unsigned && (n < 0 || (unsigned long long)n > t->max)) ||
         (!is_unsigned && (n < t->min || n > (long long)t->max))) {
-        qmp_error(errp, "Parameter '%s' expects %s", bare(w), t->name);
+        /* QEMU names the C type: "expects uint32_t" */
+        qmp_error(errp, "Parameter '%s' expects %s_t", bare(w), t->name);
         return false;
     }
     return true;
@@ -156,11 +159,56 @@ static const QmpSchemaType *union_branch(const QmpSchemaType *t,
     return NULL;
 }
 
+/* QEMU's QDict bucket of a key (qobject/qdict.c: tdb_hash % 512). */
+static unsigned qdict_bucket(const char *key)
+{
+    unsigned value = 0x238F13AF * (unsigned)strlen(key);
+
+    for (unsigned i = 0; key[i]; i++)
+        value += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
+    return (1103515243 * value + 12345) % 512;
+}
+
+/* QDict order: by bucket; in a bucket, the key parsed last first. */
+static gint qdict_order(gconstpointer a, gconstpointer b, gpointer keys)
+{
+    const char *ka = *(const char *const *)a, *kb = *(const char *const *)b;
+    unsigned ba = qdict_bucket(ka), bb = qdict_bucket(kb);
+
+    if (ba != bb)
+        return ba < bb ? -1 : 1;
+    return g_list_index(keys, kb) - g_list_index(keys, ka);
+}
+
+/* With several unexpected members, QEMU names the first one of a GHashTable
+ * filled in QDict order: the same table, filled the same way, names the
+ * same one. */
+static const char *first_unexpected(JsonObject *o, GHashTable *seen)
+{
+    g_autoptr(GList) keys = json_object_get_members(o);
+    g_autoptr(GPtrArray) ordered = g_ptr_array_new();
+    g_autoptr(GHashTable) unseen = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter it;
+    gpointer key = NULL;
+
+    for (GList *l = keys; l; l = l->next)
+        g_ptr_array_add(ordered, l->data);
+    g_ptr_array_sort_with_data(ordered, qdict_order, keys);
+    for (guint i = 0; i < ordered->len; i++)
+        g_hash_table_add(unseen, g_ptr_array_index(ordered, i));
+    for (GList *l = keys; l; l = l->next) {
+        if (g_hash_table_contains(seen, l->data))
+            g_hash_table_remove(unseen, l->data);
+    }
+    g_hash_table_iter_init(&it, unseen);
+    return g_hash_table_iter_next(&it, &key, NULL) ? key : NULL;
+}
+
 static bool check_object(const QmpSchemaType *t, JsonObject *o,
                          const char *prefix, GError **errp)
 {
     g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
-    g_autoptr(GList) keys = NULL;
+    const char *extra;
 
     if (!check_members(t, o, prefix, seen, errp))
         return false;
@@ -169,13 +217,11 @@ static bool check_object(const QmpSchemaType *t, JsonObject *o,
         if (branch && !check_members(branch, o, prefix, seen, errp))
             return false;
     }
-    keys = json_object_get_members(o);
-    for (GList *l = keys; l; l = l->next) {
-        if (!g_hash_table_contains(seen, l->data)) {
-            g_autofree char *path = member_path(prefix, l->data);
-            qmp_error(errp, "Parameter '%s' is unexpected", path);
-            return false;
-        }
+    extra = first_unexpected(o, seen);
+    if (extra) {
+        g_autofree char *path = member_path(prefix, extra);
+        qmp_error(errp, "Parameter '%s' is unexpected", path);
+        return false;
     }
     return true;
 }
