@@ -12,6 +12,9 @@
 3. A table of bad inputs gets the same error class and text as
    qemu-storage-daemon 7.2 (when QSD_SOCKET is given) for the commands both
    have; and always the text written here, which is QEMU's.
+4. The replies of the query commands and the events of a job and an export
+   are what their declared types say (required members present, nothing
+   undeclared, JSON types and enum values right).
 """
 import re
 import sys
@@ -293,15 +296,109 @@ def check_bad_inputs(q, qsd):
     return compared
 
 
+def conforms(by_name, value, t, path="value"):
+    """The problems of @value as a @t of the introspection (a reply)."""
+    info = by_name[t]
+    meta = info["meta-type"]
+    if meta == "builtin":
+        jt = info["json-type"]
+        ok = {"string": lambda v: isinstance(v, str),
+              "int": lambda v: isinstance(v, int) and
+              not isinstance(v, bool),
+              "number": lambda v: isinstance(v, (int, float)) and
+              not isinstance(v, bool),
+              "boolean": lambda v: isinstance(v, bool),
+              "null": lambda v: v is None,
+              "value": lambda v: True}[jt](value)
+        return [] if ok else [f"{path}: not a {jt}: {value!r}"]
+    if meta == "enum":
+        return [] if value in info["values"] else \
+            [f"{path}: {value!r} not in {info['values']}"]
+    if meta == "array":
+        if not isinstance(value, list):
+            return [f"{path}: not a list"]
+        return [p for i, v in enumerate(value)
+                for p in conforms(by_name, v, info["element-type"],
+                                  f"{path}[{i}]")]
+    if meta == "alternate":
+        for m in info["members"]:
+            if not conforms(by_name, value, m["type"], path):
+                return []
+        return [f"{path}: no branch of the alternate fits {value!r}"]
+    if not isinstance(value, dict):
+        return [f"{path}: not an object"]
+    members = list(info["members"])
+    if "tag" in info:
+        case = [v for v in info["variants"]
+                if v["case"] == value.get(info["tag"])]
+        if case:
+            members += by_name[case[0]["type"]]["members"]
+    problems = []
+    for m in members:
+        if m["name"] in value:
+            problems += conforms(by_name, value[m["name"]], m["type"],
+                                 f"{path}.{m['name']}")
+        elif "default" not in m:
+            problems.append(f"{path}: lacks {m['name']}")
+    names = {m["name"] for m in members}
+    problems += [f"{path}: {k} is not declared" for k in value
+                 if k not in names]
+    return problems
+
+
+def check_replies(q, by_name):
+    """Replies of the query commands are what their ret-type says, with
+    nodes, bitmaps, an export and a job to report."""
+    q.cmd("blockdev-add", {"driver": "null-co", "node-name": "rs-src",
+                           "size": 1 << 20, "read-zeroes": True})
+    q.cmd("blockdev-add", {"driver": "null-co", "node-name": "rs-dst",
+                           "size": 1 << 20})
+    q.cmd("block-dirty-bitmap-add", {"node": "rs-src", "name": "b0",
+                                     "persistent": False})
+    q.cmd("block-dirty-bitmap-add", {"node": "rs-src", "name": "b1",
+                                     "disabled": True})
+    q.cmd("nbd-server-start", {"addr": {"type": "unix", "data": {
+        "path": sys.argv[1] + ".replies"}}})
+    q.cmd("block-export-add", {"type": "nbd", "id": "rs-e",
+                               "node-name": "rs-src", "bitmaps": ["b1"]})
+    q.cmd("blockdev-backup", {"job-id": "rs-j", "device": "rs-src",
+                              "target": "rs-dst", "sync": "none"})
+    checked = 0
+    for name, args in (("query-version", None), ("query-commands", None),
+                       ("query-qmp-schema", None),
+                       ("query-named-block-nodes", None),
+                       ("query-named-block-nodes", {"flat": True}),
+                       ("query-block-exports", None), ("query-jobs", None),
+                       ("query-block-jobs", None), ("query-block", None)):
+        ret = q.cmd(name, args)
+        problems = conforms(by_name, ret, by_name[name]["ret-type"], name)
+        assert not problems, problems[:5]
+        checked += 1
+    # and the events of a job and an export, as their arg-type says
+    q.cmd("job-cancel", {"id": "rs-j"})
+    q.wait_event("BLOCK_JOB_CANCELLED", device="rs-j")
+    q.wait_event("JOB_STATUS_CHANGE", id="rs-j", status="concluded")
+    q.cmd("block-export-del", {"id": "rs-e"})
+    q.wait_event("BLOCK_EXPORT_DELETED", id="rs-e")
+    for ev in q.events:
+        info = by_name.get(ev["event"])
+        assert info and info["meta-type"] == "event", ev
+        problems = conforms(by_name, ev.get("data", {}), info["arg-type"],
+                            ev["event"])
+        assert not problems, problems
+    return checked + len(q.events)
+
+
 def main():
     q = QMP(sys.argv[1])
     qsd = QMP(sys.argv[2]) if len(sys.argv) > 2 else None
     by_name = check_introspection(q)
     tried = check_all_members_accepted(q, by_name)
     compared = check_bad_inputs(q, qsd)
+    replies = check_replies(q, by_name)
     print(f"introspection: {len(by_name)} entities; {tried} argument sets "
           f"accepted; {len(BAD)} bad inputs, {compared} compared with "
-          f"qemu-storage-daemon")
+          f"qemu-storage-daemon; {replies} replies and events as declared")
     if qsd:
         # the same checks of qemu-storage-daemon's own introspection
         check_introspection(qsd)

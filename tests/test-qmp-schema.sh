@@ -8,7 +8,9 @@
 #    built from the schema, every member filled, each union branch);
 #  - bad arguments (wrong type, unknown, missing, bad enum value, nested in
 #    structs, unions, lists and transaction actions) get QEMU's class and
-#    text, compared with qemu-storage-daemon 7.2 when it is installed.
+#    text, compared with qemu-storage-daemon 7.2 when it is installed;
+#  - the query commands' replies and the events are what the schema
+#    declares for them.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 
