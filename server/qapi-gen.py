@@ -63,8 +63,19 @@ def parse(path):
             depth += 1
         elif ch == '}':
             depth -= 1
+            if depth < 0:
+                fail('%s: unbalanced }' % path)
             if depth == 0:
                 exprs.append(ast.literal_eval(text[start:i + 1]))
+        elif depth == 0 and not ch.isspace():
+            fail('%s: %r outside an expression' % (path, ch))
+    if depth:
+        fail('%s: an expression is not closed' % path)
+    for e in exprs:
+        if not isinstance(e, dict) or len(
+                {'command', 'event', 'struct', 'union', 'alternate',
+                 'enum'} & set(e)) != 1:
+            fail('%s: not a definition: %r' % (path, e))
     return exprs
 
 
