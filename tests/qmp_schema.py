@@ -16,10 +16,11 @@
    are what their declared types say (required members present, nothing
    undeclared, JSON types and enum values right).
 """
+import os
 import re
 import sys
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))
 from jobs_qmp import QMP  # noqa: E402
 
 META_MEMBERS = {
@@ -91,6 +92,7 @@ def check_introspection(q):
 # name) that exists, so that handlers get past their lookups to their own
 # checks of the members; as a file name, a file in the test's directory.
 NAME = "n0"
+FILE_MEMBERS = {"filename", "snapshot-file", "path", "conf", "config"}
 
 
 class Sampler:
@@ -131,6 +133,9 @@ class Sampler:
             if "default" in m and depth > 3:
                 continue
             base[m["name"]] = self.value(m["type"], depth + 1)
+            if m["name"] in FILE_MEMBERS:
+                # in the test's directory (the server's is elsewhere)
+                base[m["name"]] = os.path.join(os.getcwd(), NAME)
         if "tag" not in info:
             return [base]
         out = []
