@@ -125,6 +125,19 @@ typedef struct BlockDriver {
      * overlay), or detached again (@backing NULL); NULL: the driver has no
      * backing files.  Called while the node is drained. */
     void (*set_backing)(BlockNode *bs, BlockNode *backing);
+    /* Changes the length to @size (resize.c: drained, resize permission
+     * held).  NULL: a filter resizes its "file" child, others refuse. */
+    int (*truncate)(BlockNode *bs, int64_t size, GError **errp);
+    /* x-blockdev-amend, called drained; NULL: not supported. */
+    int (*amend)(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp);
+    /* query-named-block-nodes' format details; NULL: none. */
+    void (*get_image_info)(BlockNode *bs, BdrvImageInfo *info);
+    /* Internal snapshots (snapshot.c says what each does); NULL: none. */
+    GArray *(*snapshot_list)(BlockNode *bs, GError **errp);
+    int (*snapshot_create)(BlockNode *bs, const char *name,
+                           BdrvSnapshotInfo *info, GError **errp);
+    int (*snapshot_delete)(BlockNode *bs, const char *id, const char *name,
+                           BdrvSnapshotInfo *info, GError **errp);
     /* The node, opened read-only, becomes writable (its non-backing
      * children already are): a commit writes into a backing file.  NULL:
      * nothing to do beyond the children (raw, filters). */
@@ -207,6 +220,9 @@ struct BlockNode {
     GMutex dirty_lock;
     GList *dirty_bitmaps;   /* of BdrvDirtyBitmap *, read atomically */
 
+    /* query-blockstats counters, changed atomically by io.c. */
+    BdrvStats stats;
+
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */
     GRWLock notifiers_lock;
@@ -225,6 +241,10 @@ GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix);
 GHashTable *opt_new(void);
 /* Is there a key @name or @name.something? */
 bool opt_has_prefix(GHashTable *opts, const char *name);
+/* "discard" and "detect-zeroes", taken from @opts (absent: the defaults,
+ * ignore and off), with QEMU's rule that unmap needs discard=unmap. */
+bool bdrv_parse_discard_options(GHashTable *opts, bool *unmap,
+                                BdrvDetectZeroes *dz, GError **errp);
 
 /* Tells @bs (NULL is fine) that @event happened: a no-op unless its driver
  * listens (blkdebug).  Formats call it on their "file" child at each
@@ -275,6 +295,9 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
 void bdrv_set_dirty(BlockNode *bs, int64_t offset, int64_t bytes);
 /* At node free. */
 void bdrv_release_all_dirty_bitmaps(BlockNode *bs);
+/* The node's length changed: its bitmaps (and their successors) describe
+ * @length bytes from now on; bits past a shrunk end are dropped. */
+void bdrv_dirty_bitmap_truncate(BlockNode *bs, int64_t length);
 
 /* Let writes past the end of @bs extend it (a format driver's image file,
  * as QEMU's protocol nodes grow under qcow2). */

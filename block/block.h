@@ -191,6 +191,110 @@ void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque),
  * tell it). */
 int64_t bdrv_getlength(BlockNode *bs);
 
+/* Changes the length of @bs to @size bytes (block_resize), as QEMU's
+ * bdrv_co_truncate: the caller holds an edge that takes BDRV_PERM_RESIZE
+ * and a drained section on @bs.  0, or a negative errno and @errp. */
+int bdrv_truncate(BlockNode *bs, int64_t size, GError **errp);
+
+/* --- image information (block/snapshot.c) -------------------------------- */
+
+/* A bitmap as the image stores it (QEMU's Qcow2BitmapInfo). */
+typedef struct BdrvBitmapInfo {
+    char *name;
+    uint32_t granularity;
+    bool in_use, autom;       /* the "in-use" and "auto" flags */
+} BdrvBitmapInfo;
+
+/* What query-named-block-nodes says of a format beyond its size (QEMU's
+ * ImageInfo cluster-size, encrypted and ImageInfoSpecific). */
+typedef struct BdrvImageInfo {
+    uint32_t cluster_size;    /* 0: the format has none */
+    bool encrypted;
+    bool qcow2;               /* the rest describes a qcow2 image */
+    uint32_t version;         /* 2 (compat 0.10) or 3 (compat 1.1) */
+    bool lazy_refcounts, corrupt, extended_l2;
+    uint32_t refcount_bits;
+    const char *compression_type; /* "zlib" or "zstd" */
+    GArray *bitmaps;          /* of BdrvBitmapInfo; NULL: none stored */
+} BdrvImageInfo;
+/* Fills @info (zeroed first) as the image is now. */
+void bdrv_get_image_info(BlockNode *bs, BdrvImageInfo *info);
+void bdrv_image_info_clear(BdrvImageInfo *info);
+
+/* --- statistics and the graph for the monitor (block/query.c) ------------ */
+
+/* What block/io.c counts of the requests that enter a node through the
+ * bdrv_* calls (query-blockstats).  Indexed by BDRV_ACCT_*. */
+enum { BDRV_ACCT_READ, BDRV_ACCT_WRITE, BDRV_ACCT_UNMAP, BDRV_ACCT_FLUSH,
+       BDRV_ACCT__MAX };
+typedef struct BdrvStats {
+    uint64_t bytes[BDRV_ACCT__MAX];
+    uint64_t ops[BDRV_ACCT__MAX];          /* succeeded */
+    uint64_t failed[BDRV_ACCT__MAX];
+    uint64_t invalid[BDRV_ACCT__MAX];      /* refused: out of range */
+    uint64_t total_time_ns[BDRV_ACCT__MAX];
+    uint64_t wr_highest_offset;            /* end of the furthest write */
+} BdrvStats;
+/* A snapshot of the counters (each read atomically). */
+void bdrv_get_stats(BlockNode *bs, BdrvStats *out);
+
+/* One edge into a node (QEMU's x-debug-query-block-graph): from a parent
+ * node, or from a user outside the graph (@parent NULL, @holder its
+ * description: "NBD export 'e0'", "backup job 'j0'"). */
+typedef struct BdrvEdgeInfo {
+    BlockNode *parent;
+    const char *holder;
+    const char *name;         /* child name or the user's role */
+    BlockNode *child;
+    uint32_t perm, shared;
+} BdrvEdgeInfo;
+/* Calls @fn for every edge into @bs, under the graph lock: @fn may only
+ * read. */
+void bdrv_foreach_edge_into(BlockNode *bs,
+                            void (*fn)(const BdrvEdgeInfo *e, void *opaque),
+                            void *opaque);
+
+/* --- amending an image (block/snapshot.c) -------------------------------- */
+
+/* What x-blockdev-amend changes; the "unchanged" values change nothing. */
+typedef struct BdrvAmendOptions {
+    int version;              /* qcow2 2 or 3; 0: unchanged */
+    int lazy_refcounts;       /* 0 or 1; -1: unchanged */
+    uint32_t refcount_bits;   /* 0: unchanged */
+    bool encrypt;             /* LUKS keyslot changes were asked for */
+} BdrvAmendOptions;
+/* Changes the image's format options in place, in a drained section of
+ * @bs (taken here).  0, or a negative errno and @errp. */
+int bdrv_amend(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp);
+
+/* --- internal snapshots (block/snapshot.c) ------------------------------ */
+
+/* One internal snapshot, as QEMU's QEMUSnapshotInfo. */
+typedef struct BdrvSnapshotInfo {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount;        /* UINT64_MAX: none recorded */
+} BdrvSnapshotInfo;
+void bdrv_snapshot_info_clear(BdrvSnapshotInfo *info);
+
+/* Does the node's driver take internal snapshots (qcow2)? */
+bool bdrv_can_snapshot(BlockNode *bs);
+/* Its snapshots (an array of BdrvSnapshotInfo that clears its elements),
+ * or NULL and @errp. */
+GArray *bdrv_snapshot_list(BlockNode *bs, GError **errp);
+/* Takes snapshot @name of the disk as it is now (a new id: the largest
+ * numeric one plus one), in a drained section the caller holds.  The new
+ * snapshot's description goes to @info (may be NULL). */
+int bdrv_snapshot_create(BlockNode *bs, const char *name,
+                         BdrvSnapshotInfo *info, GError **errp);
+/* Deletes the snapshot with @id and/or @name (both must match when both
+ * are given); drained by the caller.  What was deleted goes to @info. */
+int bdrv_snapshot_delete(BlockNode *bs, const char *id, const char *name,
+                         BdrvSnapshotInfo *info, GError **errp);
+
 /* --- permissions (block/perm.c) ---------------------------------------- */
 
 /*
@@ -273,6 +377,10 @@ void bdrv_set_read_only(BlockNode *bs);
  * writes into).  Fails, changing nothing, when a driver cannot or an
  * image lock is held elsewhere. */
 bool bdrv_reopen_writable(BlockNode *bs, GError **errp);
+/* QEMU's blockdev-reopen of @bs with @opts (flat keys, "node-name"
+ * removed): read-only, discard, detect-zeroes and "backing" change, an
+ * option left out takes its default, any other must stay as it is. */
+bool bdrv_reopen(BlockNode *bs, GHashTable *opts, GError **errp);
 /* The backing file name (and format) in @bs's image metadata, as QEMU's
  * bdrv_change_backing_file; NULL @name: no backing file.  Fails with
  * *errp, the image unchanged, where the format has no such field. */

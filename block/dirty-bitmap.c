@@ -564,3 +564,48 @@ void bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bm)
 {
     end_split(bm, true);
 }
+
+/* Gives @bm new words for @length bytes, keeping the bits that still lie
+ * inside; false (nothing changed) when they do not fit in memory. */
+static bool resize_locked(BdrvDirtyBitmap *bm, int64_t length)
+{
+    uint64_t bits = ((uint64_t)length + bm->granularity - 1) >> bm->gran_bits;
+    uint64_t nwords = words_for(bits);
+    uint64_t *words = g_try_new0(uint64_t, MAX(nwords, 1));
+    uint64_t *summary = g_try_new0(uint64_t, MAX(words_for(nwords), 1));
+    uint64_t count = 0;
+
+    if (!words || !summary) {
+        g_free(words);
+        g_free(summary);
+        return false;
+    }
+    memcpy(words, bm->words, MIN(nwords, words_for(bm->bits)) * 8);
+    if (bits % 64)
+        words[nwords - 1] &= (1ULL << (bits % 64)) - 1;
+    for (uint64_t w = 0; w < nwords; w++) {
+        count += __builtin_popcountll(words[w]);
+        if (words[w])
+            summary[w / 64] |= 1ULL << (w % 64);
+    }
+    g_free(bm->words);
+    g_free(bm->summary);
+    bm->words = words;
+    bm->summary = summary;
+    bm->bits = bits;
+    bm->length = length;
+    bm->count = count;
+    return true;
+}
+
+void bdrv_dirty_bitmap_truncate(BlockNode *bs, int64_t length)
+{
+    g_mutex_lock(&bs->dirty_lock);
+    for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
+        BdrvDirtyBitmap *bm = l->data;
+        if (bm->length != length && resize_locked(bm, length) &&
+            bm->successor)
+            resize_locked(bm->successor, length);
+    }
+    g_mutex_unlock(&bs->dirty_lock);
+}

@@ -584,6 +584,26 @@ static int file_create(const char *filename, uint64_t size,
     return ret;
 }
 
+/* block_resize: regular files only; a device keeps its size (QEMU grows
+ * none and refuses to, and shrinking a device means nothing). */
+static int file_truncate(BlockNode *bs, int64_t size, GError **errp)
+{
+    FileState *s = bs->opaque;
+
+    if (s->is_block_device) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot grow device files");
+        return -ENOTSUP;
+    }
+    if (ftruncate(s->fd, size) < 0) {
+        int ret = -errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Failed to resize file: %s", g_strerror(errno));
+        return ret;
+    }
+    return 0;
+}
+
 const BlockDriver bdrv_file = {
     .name = "file",
     .state_size = sizeof(FileState),
@@ -592,6 +612,7 @@ const BlockDriver bdrv_file = {
     .close = file_close,
     .create = file_create,
     .get_length = file_get_length,
+    .truncate = file_truncate,
     .refresh_limits = file_refresh_limits,
     .describe = file_describe,
     .pread = file_pread,

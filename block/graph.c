@@ -205,12 +205,47 @@ BlockNode *bdrv_find_node(const char *node_name)
     return bs;
 }
 
+bool bdrv_parse_discard_options(GHashTable *opts, bool *unmap,
+                                BdrvDetectZeroes *dz_out, GError **errp)
+{
+    g_autofree char *discard = opt_take(opts, "discard");
+    g_autofree char *dz = opt_take(opts, "detect-zeroes");
+
+    if (!discard || !strcmp(discard, "ignore") || !strcmp(discard, "off")) {
+        *unmap = false;
+    } else if (!strcmp(discard, "unmap") || !strcmp(discard, "on")) {
+        *unmap = true;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid discard option '%s' (use ignore or unmap)",
+                    discard);
+        return false;
+    }
+    if (!dz || !strcmp(dz, "off")) {
+        *dz_out = BDRV_DETECT_ZEROES_OFF;
+    } else if (!strcmp(dz, "on")) {
+        *dz_out = BDRV_DETECT_ZEROES_ON;
+    } else if (!strcmp(dz, "unmap")) {
+        if (!*unmap) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "setting detect-zeroes to unmap is not allowed "
+                        "without setting discard operation to unmap");
+            return false;
+        }
+        *dz_out = BDRV_DETECT_ZEROES_UNMAP;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid detect-zeroes option '%s' (use off, on or unmap)",
+                    dz);
+        return false;
+    }
+    return true;
+}
+
 static bool parse_common_options(BlockNode *bs, GHashTable *opts,
                                  GError **errp)
 {
     GError *err = NULL;
-    g_autofree char *discard = opt_take(opts, "discard");
-    g_autofree char *dz = opt_take(opts, "detect-zeroes");
 
     bs->read_only = opt_take_bool(opts, "read-only", false, &err);
     if (!err)
@@ -221,35 +256,8 @@ static bool parse_common_options(BlockNode *bs, GHashTable *opts,
         g_propagate_error(errp, err);
         return false;
     }
-    if (!discard || !strcmp(discard, "ignore") || !strcmp(discard, "off")) {
-        bs->unmap = false;
-    } else if (!strcmp(discard, "unmap") || !strcmp(discard, "on")) {
-        bs->unmap = true;
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid discard option '%s' (use ignore or unmap)",
-                    discard);
-        return false;
-    }
-    if (!dz || !strcmp(dz, "off")) {
-        bs->detect_zeroes = BDRV_DETECT_ZEROES_OFF;
-    } else if (!strcmp(dz, "on")) {
-        bs->detect_zeroes = BDRV_DETECT_ZEROES_ON;
-    } else if (!strcmp(dz, "unmap")) {
-        if (!bs->unmap) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                        "setting detect-zeroes to unmap is not allowed "
-                        "without setting discard operation to unmap");
-            return false;
-        }
-        bs->detect_zeroes = BDRV_DETECT_ZEROES_UNMAP;
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid detect-zeroes option '%s' (use off, on or unmap)",
-                    dz);
-        return false;
-    }
-    return true;
+    return bdrv_parse_discard_options(opts, &bs->unmap, &bs->detect_zeroes,
+                                      errp);
 }
 
 static bool reject_leftover_options(BlockNode *bs, GHashTable *opts,

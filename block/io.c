@@ -700,13 +700,53 @@ static int do_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
     return 0;
 }
 
+/* --- statistics (query-blockstats): relaxed atomics, no lock ------------ */
+
+static void stat_add(uint64_t *counter, uint64_t n)
+{
+    __atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
+}
+
+/* Counts a request that entered @bs at @start (monotonic, microseconds):
+ * as QEMU, out-of-range requests are "invalid", other errors "failed". */
+static void account(BlockNode *bs, int kind, int64_t offset, int64_t bytes,
+                    int ret, gint64 start)
+{
+    BdrvStats *st = &bs->stats;
+
+    if (ret == -EINVAL) {
+        stat_add(&st->invalid[kind], 1);
+        return;
+    }
+    if (ret < 0) {
+        stat_add(&st->failed[kind], 1);
+        return;
+    }
+    stat_add(&st->ops[kind], 1);
+    stat_add(&st->bytes[kind], bytes);
+    stat_add(&st->total_time_ns[kind],
+             (uint64_t)(g_get_monotonic_time() - start) * 1000);
+    if (kind == BDRV_ACCT_WRITE) {
+        uint64_t end = offset + bytes;
+        uint64_t cur = __atomic_load_n(&st->wr_highest_offset,
+                                       __ATOMIC_RELAXED);
+        while (end > cur &&
+               !__atomic_compare_exchange_n(&st->wr_highest_offset, &cur, end,
+                                            false, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+            ;
+    }
+}
+
 /* --- entry points: each outermost call is counted for drained sections -- */
 
 int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 {
+    gint64 start = g_get_monotonic_time();
     bool counted = bdrv_io_enter(&bs);
     int ret = do_pread(bs, offset, bytes, buf);
 
+    account(bs, BDRV_ACCT_READ, offset, bytes, ret, start);
     bdrv_io_leave(bs, counted);
     return ret;
 }
@@ -714,37 +754,46 @@ int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
 int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                 const void *buf, int flags)
 {
+    gint64 start = g_get_monotonic_time();
     bool counted = bdrv_io_enter(&bs);
     int ret = do_pwrite(bs, offset, bytes, buf, flags);
 
+    account(bs, BDRV_ACCT_WRITE, offset, bytes, ret, start);
     bdrv_io_leave(bs, counted);
     return ret;
 }
 
+/* Counted as a write, as QEMU's block backends count them. */
 int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                        int flags)
 {
+    gint64 start = g_get_monotonic_time();
     bool counted = bdrv_io_enter(&bs);
     int ret = do_pwrite_zeroes(bs, offset, bytes, flags);
 
+    account(bs, BDRV_ACCT_WRITE, offset, bytes, ret, start);
     bdrv_io_leave(bs, counted);
     return ret;
 }
 
 int bdrv_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
 {
+    gint64 start = g_get_monotonic_time();
     bool counted = bdrv_io_enter(&bs);
     int ret = do_pdiscard(bs, offset, bytes);
 
+    account(bs, BDRV_ACCT_UNMAP, offset, bytes, ret, start);
     bdrv_io_leave(bs, counted);
     return ret;
 }
 
 int bdrv_flush(BlockNode *bs)
 {
+    gint64 start = g_get_monotonic_time();
     bool counted = bdrv_io_enter(&bs);
     int ret = do_flush(bs);
 
+    account(bs, BDRV_ACCT_FLUSH, 0, 0, ret, start);
     bdrv_io_leave(bs, counted);
     return ret;
 }

@@ -494,6 +494,20 @@ static int64_t luks_get_length(BlockNode *bs)
     return len < 0 ? len : (int64_t)((uint64_t)len - s->key->payload);
 }
 
+/* block_resize: the payload grows or shrinks with the file, as QEMU's
+ * block_crypto_co_truncate. */
+static int luks_truncate(BlockNode *bs, int64_t size, GError **errp)
+{
+    LuksState *s = bs->opaque;
+
+    if ((uint64_t)size > (uint64_t)INT64_MAX - s->key->payload) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "The requested size is too large");
+        return -EFBIG;
+    }
+    return bdrv_truncate(s->file, size + s->key->payload, errp);
+}
+
 /* Whole sectors only: io.c does the read-modify-write around them. */
 static void luks_refresh_limits(BlockNode *bs, BlockLimits *limits)
 {
@@ -723,6 +737,12 @@ static int luks_format(BlockNode *file, uint64_t size, GHashTable *options,
     return ret;
 }
 
+/* query-named-block-nodes: a LUKS node is encrypted. */
+static void luks_get_image_info(BlockNode *bs, BdrvImageInfo *info)
+{
+    info->encrypted = true;
+}
+
 const BlockDriver bdrv_luks = {
     .name = "luks",
     .state_size = sizeof(LuksState),
@@ -730,6 +750,8 @@ const BlockDriver bdrv_luks = {
     .close = luks_close,
     .format = luks_format,
     .get_length = luks_get_length,
+    .get_image_info = luks_get_image_info,
+    .truncate = luks_truncate,
     .refresh_limits = luks_refresh_limits,
     .describe = luks_describe,
     .pread = luks_pread,

@@ -241,6 +241,34 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp)
     return true;
 }
 
+GArray *qcow2_bitmaps_info(BlockNode *bs)
+{
+    Qcow2State *s = bs->opaque;
+    g_autofree uint8_t *dir = NULL;
+    GArray *list;
+    size_t pos = 0;
+
+    if (!s->bitmaps_ext || !(dir = read_directory(bs, NULL)))
+        return NULL;
+    list = g_array_new(FALSE, TRUE, sizeof(BdrvBitmapInfo));
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        BitmapDirEntry e;
+        const char *name;
+        BdrvBitmapInfo info;
+        if (!parse_entry(bs, dir, pos, &e, &name, NULL))
+            break;
+        info = (BdrvBitmapInfo){
+            .name = g_strndup(name, e.name_size),
+            .granularity = 1u << e.granularity_bits,
+            .in_use = e.flags & BME_FLAG_IN_USE,
+            .autom = e.flags & BME_FLAG_AUTO,
+        };
+        g_array_append_val(list, info);
+        pos += entry_size(&e);
+    }
+    return list;
+}
+
 int qcow2_bitmaps_mark_in_use(BlockNode *bs)
 {
     Qcow2State *s = bs->opaque;

@@ -89,7 +89,8 @@ int qcow2_rewrite_header(BlockNode *bs, const Qcow2HeaderEdit *e)
         b.len + 8 + name_len > b.cap || name_len > QCOW2_MAX_BACKING_NAME)
         return -ENOSPC;
     b.len += 8; /* the end marker: zeroes */
-    memcpy(new + b.len, e->backing_file, name_len);
+    if (name_len)
+        memcpy(new + b.len, e->backing_file, name_len);
     put_be64(new + HDR_BACKING_OFFSET, name_len ? b.len : 0);
     put_be32(new + HDR_BACKING_SIZE, name_len);
     if (s->version >= 3)

@@ -230,7 +230,11 @@ bool qcow2_repair_refcounts(BlockNode *bs, GError **errp)
                 "(dirty bit set): repairing its refcounts\n", bs->filename);
     g_mutex_lock(&s->lock);
     ok = count_all(&c, errp) && apply_counts(&c, errp);
-    ret = ok ? qcow2_flush_metadata(bs) : 0;
+    /* A crash in an internal snapshot's update may also have left COPIED
+     * flags that the counts contradict (qcow2-snapshot.c). */
+    ret = ok ? qcow2_fix_copied_flags(bs) : 0;
+    if (ret == 0 && ok)
+        ret = qcow2_flush_metadata(bs);
     if (ret == 0 && ok)
         ret = qcow2_barrier(bs);
     if (ret == 0 && ok)

@@ -349,6 +349,9 @@ bool qcow2_bitmaps_load(BlockNode *bs, GError **errp);
 /* A writable open marks them in use in the image, so that a crash leaves
  * them inconsistent; a clean close stores them without the mark. */
 int qcow2_bitmaps_mark_in_use(BlockNode *bs);
+/* The bitmaps the image stores now (directory entries: names, flags), or
+ * NULL when there are none or they cannot be read. */
+GArray *qcow2_bitmaps_info(BlockNode *bs);
 /* Writes the node's persistent bitmaps and the extension (writable close). */
 int qcow2_bitmaps_store(BlockNode *bs);
 /* Calls @ref for every cluster range the stored bitmaps use. */
@@ -417,6 +420,18 @@ int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
                           uint32_t offset_in_cluster, uint32_t bytes,
                           void *buf);
 
+/* qcow2-info.c: query-named-block-nodes' ImageInfoSpecificQCow2, read
+ * from the header as it is now. */
+void qcow2_get_image_info(BlockNode *bs, BdrvImageInfo *info);
+
+/* qcow2-amend.c: x-blockdev-amend (version, lazy refcounts); drained. */
+int qcow2_amend(BlockNode *bs, const BdrvAmendOptions *opts, GError **errp);
+
+/* qcow2-resize.c */
+/* block_resize: grows (the L1 table too) or shrinks the virtual disk.
+ * Called drained (resize.c). */
+int qcow2_truncate(BlockNode *bs, int64_t size, GError **errp);
+
 /* qcow2-snapshot.c */
 /* Checks the internal snapshot table, and with the options "snapshot.id",
  * "snapshot.name" or "snapshot.id-or-name" (taken from @options) puts that
@@ -431,5 +446,15 @@ typedef struct Qcow2SnapshotL1 {
 } Qcow2SnapshotL1;
 GArray *qcow2_snapshot_l1_tables(BlockNode *bs, uint64_t *table_offset,
                                  uint64_t *table_bytes, GError **errp);
+/* COPIED on exactly the active L2 tables and clusters with refcount 1
+ * (the repair of a dirty image, under the metadata lock). */
+int qcow2_fix_copied_flags(BlockNode *bs);
+/* The driver's internal snapshot callbacks (see block-int.h); create and
+ * delete run drained, writable images only. */
+GArray *qcow2_snapshot_list(BlockNode *bs, GError **errp);
+int qcow2_snapshot_create(BlockNode *bs, const char *name,
+                          BdrvSnapshotInfo *info, GError **errp);
+int qcow2_snapshot_delete(BlockNode *bs, const char *id, const char *name,
+                          BdrvSnapshotInfo *info, GError **errp);
 
 #endif

@@ -24,6 +24,7 @@ typedef struct RawState {
     uint64_t size;    /* window length */
     bool probed;      /* the format was guessed: protect block 0 */
     bool window;      /* "offset" or "size" given: a part of the child */
+    bool fixed_size;  /* "size" given: the length never follows the child */
 } RawState;
 
 static uint32_t be32_at(const uint8_t *p)
@@ -113,6 +114,7 @@ static int raw_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (!opt_take_size(options, "size", &s->size, errp))
         return -EINVAL;
     s->window = has_size || s->offset > 0;
+    s->fixed_size = has_size;
     s->file = bdrv_open_child(bs, options, "file", errp);
     if (!s->file)
         return -EINVAL;
@@ -138,10 +140,36 @@ static int raw_open(BlockNode *bs, GHashTable *options, GError **errp)
 
 static void raw_close(BlockNode *bs) {}
 
+/* Without "size", the child's length past "offset", as the child is now
+ * (it may have been resized under the node, as in QEMU). */
 static int64_t raw_get_length(BlockNode *bs)
 {
     RawState *s = bs->opaque;
+    int64_t child_len;
+
+    if (s->fixed_size)
+        return s->size;
+    child_len = bdrv_getlength(s->file);
+    s->size = child_len > (int64_t)s->offset ? child_len - s->offset : 0;
     return s->size;
+}
+
+/* QEMU's raw_co_truncate: the child grows or shrinks with the node. */
+static int raw_truncate(BlockNode *bs, int64_t size, GError **errp)
+{
+    RawState *s = bs->opaque;
+
+    if (s->fixed_size) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot resize fixed-size raw disks");
+        return -ENOTSUP;
+    }
+    if (INT64_MAX - size < (int64_t)s->offset) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Disk size too large for the chosen offset");
+        return -EINVAL;
+    }
+    return bdrv_truncate(s->file, size + s->offset, errp);
 }
 
 /* The child's limits, so io.c aligns once, at the top. */
@@ -239,6 +267,7 @@ const BlockDriver bdrv_raw = {
     .open = raw_open,
     .close = raw_close,
     .get_length = raw_get_length,
+    .truncate = raw_truncate,
     .refresh_limits = raw_refresh_limits,
     .pread = raw_pread,
     .pwrite = raw_pwrite,

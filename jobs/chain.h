@@ -18,7 +18,7 @@ BlockNode *chain_bottom(BlockNode *top);
 
 /* The nodes a job blocks operations on, referenced until released. */
 typedef struct ChainClaim {
-    char *reason;       /* "in use by commit job 'j'"; set by the caller */
+    char *reason;       /* the blockers' reason; set by the caller */
     GPtrArray *nodes;
 } ChainClaim;
 /* Refused when another commit or stream holds @bs.  A @dropped node (or

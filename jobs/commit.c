@@ -143,24 +143,27 @@ static const JobDriver commit_driver = {
 
 /* --- creation -------------------------------------------------------------- */
 
-static bool check_sizes(BlockNode *top, BlockNode *base, GError **errp)
+/* A base shorter than top grows to top's length first, as QEMU's
+ * commit does, through an edge of its own that may resize it. */
+static bool grow_base(BlockNode *top, BlockNode *base, GError **errp)
 {
-    int64_t top_len = bdrv_getlength(top), base_len = bdrv_getlength(base);
+    int64_t top_len = bdrv_getlength(top);
+    BlockChild *edge;
+    BdrvDrain *drain;
+    bool ok;
 
-    if (top_len < 0 || base_len < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                    "Could not inquire %s image size",
-                    top_len < 0 ? "top" : "base");
+    if (bdrv_getlength(base) >= top_len)
+        return true;
+    edge = bdrv_user_attach(base, "block-commit", "resize",
+                            BDRV_PERM_RESIZE | BDRV_PERM_WRITE,
+                            BDRV_PERM_ALL, NULL, NULL, errp);
+    if (!edge)
         return false;
-    }
-    if (base_len < top_len) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Base image '%s' is smaller than top image '%s'; grow "
-                    "it first (block_resize)", bdrv_node_name(base),
-                    bdrv_node_name(top));
-        return false;
-    }
-    return true;
+    drain = bdrv_drained_begin(base);
+    ok = bdrv_truncate(base, top_len, errp) == 0;
+    bdrv_drained_end(drain);
+    bdrv_user_detach(edge);
+    return ok;
 }
 
 /* What the job holds: its nodes, their blockers, a writable base (and
@@ -168,8 +171,8 @@ static bool check_sizes(BlockNode *top, BlockNode *base, GError **errp)
 static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
                           BlockNode *base, GError **errp)
 {
-    c->claim.reason = g_strdup_printf("in use by commit job '%s'",
-                                      c->common.id);
+    /* QEMU's words, which management layers look for. */
+    c->claim.reason = g_strdup("block device is in use by block job: commit");
     if (!chain_claim_node(&c->claim, overlay, false, errp) ||
         !chain_claim_range(&c->claim, top, base, errp) ||
         !chain_claim_node(&c->claim, base, true, errp))
@@ -180,6 +183,7 @@ static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
     c->base = base;
     return chain_make_writable(&c->base_rw, base, errp) &&
            chain_make_writable(&c->overlay_rw, overlay, errp) &&
+           grow_base(top, base, errp) &&
            job_attach_copy_nodes(&c->common, top, base, &c->top_edge,
                                  &c->base_edge, errp);
 }
@@ -234,7 +238,9 @@ static Job *active_commit(const char *id, BlockNode *top, BlockNode *base,
     }
     if (!bdrv_reopen_writable(base, errp))
         return NULL;
-    job = mirror_job_create(id, top, base, &mo, errp);
+    job = grow_base(top, base, errp)
+              ? mirror_job_create(id, top, base, &mo, errp)
+              : NULL;
     if (!job && mo.target_was_read_only)
         bdrv_set_read_only(base);
     return job;
@@ -253,11 +259,9 @@ Job *commit_job_create(const char *id, BlockNode *active, BlockNode *top,
     }
     if (o->speed < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter 'speed'");
+                    "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
-    if (!check_sizes(top, base, errp))
-        return NULL;
     if (bdrv_skip_filters(top) == bdrv_skip_filters(active))
         return active_commit(id, active, base, o, errp);
     writer = bdrv_find_writer(top, NULL);

@@ -175,7 +175,8 @@ static bool stream_attach(StreamJob *s, const char *filter_node_name,
     g_autofree char *holder = g_strdup_printf("stream job '%s'",
                                               s->common.id);
 
-    s->claim.reason = g_strdup_printf("in use by %s", holder);
+    s->claim.reason = g_strdup("block device is in use by block job: "
+                               "stream");
     if (!chain_claim_node(&s->claim, s->top, false, errp) ||
         !chain_claim_range(&s->claim, chain_backing(s->top), s->base, errp))
         return false;
@@ -203,7 +204,7 @@ Job *stream_job_create(const char *id, BlockNode *top, BlockNode *base,
     }
     if (o->speed < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter 'speed'");
+                    "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
     s = job_create(id, &stream_driver, o->job_flags, errp);

@@ -106,13 +106,21 @@ static BdrvDirtyBitmap *find_bitmap(BlockNode *bs, const char *name)
 bool nbd_export_add_bitmap(NbdExport *exp, const char *name, GError **errp)
 {
     BdrvDirtyBitmap *bm = find_bitmap(nbd_export_node(exp), name);
-    g_autofree char *why = NULL;
 
     if (!bm) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
                     "Bitmap '%s' is not found", name);
         return false;
     }
+    return nbd_export_offer_bitmap(exp, bm, errp);
+}
+
+bool nbd_export_offer_bitmap(NbdExport *exp, BdrvDirtyBitmap *bm,
+                             GError **errp)
+{
+    const char *name = bdrv_dirty_bitmap_name(bm);
+    g_autofree char *why = NULL;
+
     if (exp->bitmaps && exp->bitmaps->len >= NBD_EXPORT_MAX_BITMAPS) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "An export offers at most %d bitmaps",

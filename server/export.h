@@ -45,6 +45,10 @@ NbdExport *nbd_export_add(const char *name, const char *description,
  * clients connect.  At most NBD_EXPORT_MAX_BITMAPS. */
 #define NBD_EXPORT_MAX_BITMAPS 32
 bool nbd_export_add_bitmap(NbdExport *exp, const char *name, GError **errp);
+/* The same for a bitmap named with its node ({node, name} in QMP), which
+ * need not lie under the export's node, as in QEMU. */
+bool nbd_export_offer_bitmap(NbdExport *exp, BdrvDirtyBitmap *bm,
+                             GError **errp);
 /* Returns a new reference, or NULL. */
 NbdExport *nbd_export_lookup(const char *name);
 void nbd_export_unref(NbdExport *exp);

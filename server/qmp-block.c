@@ -530,6 +530,74 @@ static JsonNode *cmd_blockdev_add(JsonObject *args, GError **errp)
     return NULL;
 }
 
+/* --- blockdev-reopen ----------------------------------------------------- */
+
+/* Each element as blockdev-add takes it; all checked by bdrv_reopen
+ * before any changes, one after the other as QEMU does. */
+static bool reopen_one(JsonNode *n, guint i, GError **errp)
+{
+    g_autoptr(GHashTable) flat =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    Flattener f = { flat, errp };
+    g_autofree char *name = NULL;
+    BlockNode *bs;
+
+    GError *err = NULL;
+
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'options[%u]', "
+                  "expected: object", i);
+        return false;
+    }
+    /* QEMU finds the node before it looks at the options. */
+    name = g_strdup(qmp_arg_str(json_node_get_object(n), "node-name", false,
+                                errp));
+    if (!name) {
+        if (!*errp)
+            qmp_error(errp, "node-name not specified");
+        return false;
+    }
+    bs = bdrv_find_node(name);
+    if (!bs) {
+        qmp_error(errp, "Failed to find node with node-name='%s'", name);
+        return false;
+    }
+    f.errp = &err;
+    if (!flatten_node(&f, json_node_get_object(n), "")) {
+        /* Members are named by their path in the command, as QEMU does. */
+        if (g_str_has_prefix(err->message, "Parameter '"))
+            qmp_error(errp, "Parameter 'options[%u].%s", i,
+                      err->message + strlen("Parameter '"));
+        else
+            g_propagate_error(errp, g_steal_pointer(&err));
+        g_clear_error(&err);
+        return false;
+    }
+    g_hash_table_remove(flat, "node-name");
+    return bdrv_reopen(bs, flat, errp);
+}
+
+static JsonNode *cmd_blockdev_reopen(JsonObject *args, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "options");
+    JsonArray *list;
+
+    if (!n) {
+        qmp_error(errp, "Parameter 'options' is missing");
+        return NULL;
+    }
+    if (!JSON_NODE_HOLDS_ARRAY(n)) {
+        qmp_error(errp, "Invalid parameter type for 'options', expected: "
+                        "array");
+        return NULL;
+    }
+    list = json_node_get_array(n);
+    for (guint i = 0; i < json_array_get_length(list); i++)
+        if (!reopen_one(json_array_get_element(list, i), i, errp))
+            return NULL;
+    return NULL;
+}
+
 /* --- blockdev-del -------------------------------------------------------- */
 
 static JsonNode *cmd_blockdev_del(JsonObject *args, GError **errp)
@@ -592,13 +660,73 @@ static int64_t actual_size(BlockNode *bs)
     return (int64_t)st.st_blocks * 512;
 }
 
+/* Qcow2BitmapInfo of each bitmap the image stores. */
+static JsonArray *stored_bitmaps(GArray *bitmaps)
+{
+    JsonArray *a = json_array_new();
+
+    for (guint i = 0; i < bitmaps->len; i++) {
+        BdrvBitmapInfo *b = &g_array_index(bitmaps, BdrvBitmapInfo, i);
+        JsonObject *o = json_object_new();
+        JsonArray *flags = json_array_new();
+        if (b->in_use)
+            json_array_add_string_element(flags, "in-use");
+        if (b->autom)
+            json_array_add_string_element(flags, "auto");
+        json_object_set_array_member(o, "flags", flags);
+        json_object_set_string_member(o, "name", b->name);
+        json_object_set_int_member(o, "granularity", b->granularity);
+        json_array_add_object_element(a, o);
+    }
+    return a;
+}
+
+/* ImageInfoSpecific of a qcow2 image, QEMU's member order. */
+static JsonObject *format_specific(const BdrvImageInfo *info)
+{
+    JsonObject *spec = json_object_new();
+    JsonObject *data = json_object_new();
+
+    json_object_set_string_member(data, "compat",
+                                  info->version >= 3 ? "1.1" : "0.10");
+    json_object_set_string_member(data, "compression-type",
+                                  info->compression_type);
+    if (info->version >= 3)
+        json_object_set_boolean_member(data, "lazy-refcounts",
+                                       info->lazy_refcounts);
+    if (info->version >= 3 && info->bitmaps)
+        json_object_set_array_member(data, "bitmaps",
+                                     stored_bitmaps(info->bitmaps));
+    json_object_set_int_member(data, "refcount-bits", info->refcount_bits);
+    if (info->version >= 3) {
+        json_object_set_boolean_member(data, "corrupt", info->corrupt);
+        json_object_set_boolean_member(data, "extended-l2",
+                                       info->extended_l2);
+    }
+    json_object_set_string_member(spec, "type", "qcow2");
+    json_object_set_object_member(spec, "data", data);
+    return spec;
+}
+
 /* ImageInfo, with QEMU's member order; the backing chain nested unless
  * @flat. */
 static JsonObject *image_info(BlockNode *bs, bool flat)
 {
     JsonObject *img = json_object_new();
     BlockNode *backing = bdrv_child(bs, "backing");
+    BdrvImageInfo info;
 
+    bdrv_get_image_info(bs, &info);
+    if (bdrv_can_snapshot(bs)) {
+        g_autoptr(GArray) list = bdrv_snapshot_list(bs, NULL);
+        if (list && list->len) {
+            JsonArray *a = json_array_new();
+            for (guint i = 0; i < list->len; i++)
+                json_array_add_object_element(a, qmp_snapshot_info(
+                    &g_array_index(list, BdrvSnapshotInfo, i)));
+            json_object_set_array_member(img, "snapshots", a);
+        }
+    }
     if (backing && !flat)
         json_object_set_object_member(img, "backing-image",
                                       image_info(backing, false));
@@ -607,16 +735,35 @@ static JsonObject *image_info(BlockNode *bs, bool flat)
                                       bdrv_driver_name(backing));
     json_object_set_int_member(img, "virtual-size", bdrv_getlength(bs));
     json_object_set_string_member(img, "filename", node_file(bs));
+    if (info.cluster_size)
+        json_object_set_int_member(img, "cluster-size", info.cluster_size);
     json_object_set_string_member(img, "format", bdrv_driver_name(bs));
     json_object_set_int_member(img, "actual-size", actual_size(bs));
+    if (info.qcow2)
+        json_object_set_object_member(img, "format-specific",
+                                      format_specific(&info));
     if (backing) {
         json_object_set_string_member(img, "full-backing-filename",
                                       node_file(backing));
         json_object_set_string_member(img, "backing-filename",
                                       node_file(backing));
     }
+    if (info.encrypted)
+        json_object_set_boolean_member(img, "encrypted", true);
     json_object_set_boolean_member(img, "dirty-flag", false);
+    bdrv_image_info_clear(&info);
     return img;
+}
+
+static bool node_encrypted(BlockNode *bs)
+{
+    BdrvImageInfo info;
+    bool encrypted;
+
+    bdrv_get_image_info(bs, &info);
+    encrypted = info.encrypted;
+    bdrv_image_info_clear(&info);
+    return encrypted;
 }
 
 static JsonObject *cache_info(BlockNode *bs)
@@ -669,7 +816,7 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
     set_zero_members(o, z2);
     if (backing)
         json_object_set_string_member(o, "backing_file", node_file(backing));
-    json_object_set_boolean_member(o, "encrypted", false);
+    json_object_set_boolean_member(o, "encrypted", node_encrypted(bs));
     set_zero_members(o, z3);
     json_object_set_object_member(o, "cache", cache_info(bs));
     json_object_set_string_member(o, "file", node_file(bs));
@@ -743,6 +890,8 @@ void qmp_register_block_commands(void)
     /* blockdev-add's members are checked by its own schema */
     qmp_register_command("blockdev-add", cmd_blockdev_add);
     qmp_register_command_args("blockdev-del", cmd_blockdev_del, "node-name");
+    qmp_register_command_args("blockdev-reopen", cmd_blockdev_reopen,
+                              "options");
     qmp_register_command_args("query-named-block-nodes",
                               cmd_query_named_block_nodes, "flat");
 }

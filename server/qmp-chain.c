@@ -151,6 +151,56 @@ static JsonNode *cmd_block_commit(JsonObject *args, GError **errp)
     return NULL;
 }
 
+/* QEMU's order and words for the exclusive pairs of block-stream. */
+static bool refuse_pairs(JsonObject *args, GError **errp)
+{
+    static const char *const pairs[][2] = {
+        { "base", "base-node" }, { "base", "bottom" },
+        { "bottom", "base-node" },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(pairs); i++) {
+        if (json_object_has_member(args, pairs[i][0]) &&
+            json_object_has_member(args, pairs[i][1])) {
+            qmp_error(errp, "'%s' and '%s' cannot be specified at the same "
+                      "time", pairs[i][0], pairs[i][1]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* "base" (a file name) or "base-node", below @top. */
+static bool find_stream_base(JsonObject *args, BlockNode *top,
+                             const char *device, BlockNode **base,
+                             GError **errp)
+{
+    GError *err = NULL;
+    const char *file = qmp_arg_str(args, "base", false, &err);
+    const char *node = err ? NULL : qmp_arg_str(args, "base-node", false,
+                                                &err);
+
+    *base = NULL;
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    if (file && !(*base = chain_find_file(top, file))) {
+        qmp_error(errp, "Can't find '%s' in the backing chain", file);
+        return false;
+    }
+    if (node) {
+        if (!(*base = find_node(node, errp)))
+            return false;
+        if (bdrv_chain_depth(top, *base) < 2) {
+            qmp_error(errp, "Node '%s' is not a backing image of '%s'",
+                      node, device);
+            return false;
+        }
+    }
+    return true;
+}
+
 static JsonNode *cmd_block_stream(JsonObject *args, GError **errp)
 {
     GError *err = NULL;
@@ -165,17 +215,11 @@ static JsonNode *cmd_block_stream(JsonObject *args, GError **errp)
         g_propagate_error(errp, err);
         return NULL;
     }
-    if (bottom && (json_object_has_member(args, "base") ||
-                   json_object_has_member(args, "base-node"))) {
-        qmp_error(errp, "'%s' and 'bottom' cannot be specified at the same "
-                  "time", json_object_has_member(args, "base") ? "base"
-                                                               : "base-node");
+    if (!refuse_pairs(args, errp))
         return NULL;
-    }
     if (!(top = bdrv_find_node(device))) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND,
-                    "Cannot find device='%s' nor node-name='%s'", device,
-                    device);
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", device,
+                  device);
         return NULL;
     }
     if (bottom) {
@@ -187,13 +231,7 @@ static JsonNode *cmd_block_stream(JsonObject *args, GError **errp)
             return NULL;
         }
         base = chain_backing(bottom_bs);
-    } else if (!find_in_chain(args, top, "base-node", "base", NULL, &base,
-                              errp)) {
-        return NULL;
-    }
-    if (base == bdrv_skip_filters(top)) {
-        qmp_error(errp, "Node '%s' is not a backing image of '%s'",
-                  bdrv_node_name(base), device);
+    } else if (!find_stream_base(args, top, device, &base, errp)) {
         return NULL;
     }
     job = stream_job_create(job_id ? job_id : device, top, base, &o, errp);

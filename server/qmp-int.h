@@ -19,8 +19,12 @@ void qmp_register_snapshot_commands(void); /* qmp-snapshot.c */
 void qmp_register_chain_commands(void); /* qmp-chain.c */
 void qmp_register_debug_commands(void);  /* qmp-debug.c */
 void qmp_register_object_commands(void); /* qmp-object.c */
+void qmp_register_image_commands(void);  /* qmp-image.c */
+void qmp_register_graph_commands(void);  /* qmp-graph.c */
 /* BlockDirtyInfo of each bitmap of @bs (query-named-block-nodes). */
 JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs);
+/* QEMU's SnapshotInfo of an internal snapshot (qmp-image.c). */
+JsonObject *qmp_snapshot_info(const BdrvSnapshotInfo *sn);
 /* Cancels every job and waits for them to end: before the nodes go. */
 void qmp_jobs_cleanup(void);
 

@@ -388,11 +388,37 @@ static bool parse_export_args(JsonObject *args, ExportArgs *a, GError **errp)
     return true;
 }
 
-/* bitmaps: a list of names (QEMU also takes {node, name}: not yet). */
+/* One element of "bitmaps": a name, or {"node", "name"} (QEMU's
+ * BlockDirtyBitmapOrStr); *node stays NULL for a name. */
+static bool bitmap_ref(JsonNode *b, guint i, const char **node,
+                       const char **name, GError **errp)
+{
+    JsonObject *o;
+
+    *node = NULL;
+    if (JSON_NODE_HOLDS_VALUE(b) &&
+        json_node_get_value_type(b) == G_TYPE_STRING) {
+        *name = json_node_get_string(b);
+        return true;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(b)) {
+        qmp_error(errp, "Invalid parameter type for 'bitmaps[%u]', "
+                  "expected: BlockDirtyBitmapOrStr", i);
+        return false;
+    }
+    o = json_node_get_object(b);
+    if (!qmp_check_members(o, "node,name", errp))
+        return false;
+    *node = qmp_arg_str(o, "node", true, errp);
+    *name = *node ? qmp_arg_str(o, "name", true, errp) : NULL;
+    return *name != NULL;
+}
+
 static bool check_bitmaps(JsonObject *args, GError **errp)
 {
     JsonNode *n = json_object_get_member(args, "bitmaps");
     JsonArray *arr;
+    const char *node, *name;
 
     if (!n)
         return true;
@@ -402,16 +428,26 @@ static bool check_bitmaps(JsonObject *args, GError **errp)
         return false;
     }
     arr = json_node_get_array(n);
-    for (guint i = 0; i < json_array_get_length(arr); i++) {
-        JsonNode *b = json_array_get_element(arr, i);
-        if (!JSON_NODE_HOLDS_VALUE(b) ||
-            json_node_get_value_type(b) != G_TYPE_STRING) {
-            qmp_error(errp, "Invalid parameter type for 'bitmaps[%u]', "
-                      "expected: string", i);
+    for (guint i = 0; i < json_array_get_length(arr); i++)
+        if (!bitmap_ref(json_array_get_element(arr, i), i, &node, &name,
+                        errp))
             return false;
-        }
-    }
     return true;
+}
+
+static bool offer_named_bitmap(NbdExport *exp, const char *node,
+                               const char *name, GError **errp)
+{
+    BlockNode *bs = bdrv_find_node(node);
+    BdrvDirtyBitmap *bm = bs ? bdrv_find_dirty_bitmap(bs, name) : NULL;
+
+    if (!bs)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Node '%s' not found", node);
+    else if (!bm)
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Dirty bitmap '%s' not found", name);
+    return bm && nbd_export_offer_bitmap(exp, bm, errp);
 }
 
 /* Offers the listed bitmaps on @exp (checked by check_bitmaps). */
@@ -419,11 +455,13 @@ static bool add_bitmaps(NbdExport *exp, JsonObject *args, GError **errp)
 {
     JsonNode *n = json_object_get_member(args, "bitmaps");
     JsonArray *arr = n ? json_node_get_array(n) : NULL;
+    const char *node, *name;
     GError *err = NULL;
 
     for (guint i = 0; arr && i < json_array_get_length(arr); i++) {
-        if (!nbd_export_add_bitmap(exp, json_array_get_string_element(arr, i),
-                                   &err)) {
+        bitmap_ref(json_array_get_element(arr, i), i, &node, &name, NULL);
+        if (node ? !offer_named_bitmap(exp, node, name, &err)
+                 : !nbd_export_add_bitmap(exp, name, &err)) {
             qmp_error(errp, "%s", err->message);
             g_error_free(err);
             return false;
@@ -563,6 +601,69 @@ void qmp_nbd_cleanup(void)
         remove_all_exports(); /* added beside the command line's server */
 }
 
+/* --- the legacy nbd-server-add / nbd-server-remove -------------------------- */
+
+/* QEMU's qmp_nbd_server_add: block-export-add with the export's id and
+ * name both the name (default: the device), a single "bitmap", and a
+ * read-only node quietly exported read-only. */
+static JsonNode *cmd_nbd_server_add(JsonObject *args, GError **errp)
+{
+    g_autoptr(JsonObject) ex = json_object_new();
+    const char *device = qmp_arg_str(args, "device", true, errp);
+    const char *name = device ? qmp_arg_str(args, "name", false, errp) : NULL;
+    const char *bitmap;
+    BlockNode *bs;
+    bool writable = false;
+
+    if (*errp || !qmp_arg_bool(args, "writable", false, &writable, errp))
+        return NULL;
+    bitmap = qmp_arg_str(args, "bitmap", false, errp);
+    if (*errp)
+        return NULL;
+    if (!server && !cli_server) {
+        qmp_error(errp, "NBD server not running");
+        return NULL;
+    }
+    bs = bdrv_find_node(device);
+    if (!bs) {
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", device,
+                  device);
+        return NULL;
+    }
+    if (bdrv_is_read_only(bs))
+        writable = false;
+    name = name ? name : device;
+    json_object_set_string_member(ex, "type", "nbd");
+    json_object_set_string_member(ex, "id", name);
+    json_object_set_string_member(ex, "name", name);
+    json_object_set_string_member(ex, "node-name", device);
+    json_object_set_boolean_member(ex, "writable", writable);
+    if (json_object_has_member(args, "description"))
+        json_object_set_member(ex, "description", json_node_copy(
+                                   json_object_get_member(args,
+                                                          "description")));
+    if (bitmap) {
+        JsonArray *list = json_array_new();
+        json_array_add_string_element(list, bitmap);
+        json_object_set_array_member(ex, "bitmaps", list);
+    }
+    return qmp_execute("block-export-add", ex, errp);
+}
+
+static JsonNode *cmd_nbd_server_remove(JsonObject *args, GError **errp)
+{
+    const char *name = qmp_arg_str(args, "name", true, errp);
+    g_autoptr(JsonObject) del = json_object_new();
+
+    if (!name)
+        return NULL;
+    json_object_set_string_member(del, "id", name);
+    if (json_object_has_member(args, "mode"))
+        json_object_set_member(del, "mode", json_node_copy(
+                                   json_object_get_member(args, "mode")));
+    return qmp_execute("block-export-del", del, errp);
+}
+
 void qmp_register_nbd_commands(void)
 {
     qmp_register_command_args("nbd-server-start", cmd_nbd_server_start,
@@ -576,4 +677,8 @@ void qmp_register_nbd_commands(void)
                               "id,mode");
     qmp_register_command_args("query-block-exports", cmd_query_block_exports,
                               "");
+    qmp_register_command_args("nbd-server-add", cmd_nbd_server_add,
+                              "device,name,description,writable,bitmap");
+    qmp_register_command_args("nbd-server-remove", cmd_nbd_server_remove,
+                              "name,mode");
 }

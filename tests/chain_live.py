@@ -1,5 +1,10 @@
 """block-commit and block-stream under concurrent writes (see
-test-commit-stream.sh).  Usage: chain_live.py QMP NBDSOCK DIR SEED
+test-commit-stream.sh).  Usage: chain_live.py QMP NBDSOCK DIR SEED [qsd]
+
+With "qsd" the same sequence runs against qemu-storage-daemon, without
+the commit whose header write fails: QEMU 7.2 crashes there
+("Could not update backing file link: No space left on device", then
+SIGSEGV).
 
 Every chain is built by qemu-img/qemu-io from random layers; what the
 export shows at first must be what QEMU reads from the chain, and after
@@ -183,20 +188,37 @@ def stream(q, sock, d, seed):
     unexport(q)
 
 
-def main(qmp, sock, d, seed):
+def commit_grows_base(q, d):
+    """A 4 MiB base under a 16 MiB overlay grows when committed into."""
+    run("qemu-img", "create", "-q", "-f", "qcow2", f"{d}/g-0.qcow2", "4M")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+        f"{d}/g-0.qcow2", f"{d}/g-1.qcow2", "16M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x5c 10M 1M",
+        f"{d}/g-1.qcow2")
+    add_chain(q, "g", [f"{d}/g-0.qcow2", f"{d}/g-1.qcow2"])
+    q.cmd("block-commit", {"job-id": "cg", "device": "g-1"})
+    q.wait_event("BLOCK_JOB_READY", device="cg")
+    q.cmd("job-complete", {"id": "cg"})
+    job_ok(q, "cg")
+
+
+def main(qmp, sock, d, seed, peer=None):
     q = QMP(qmp)
     paths = make_chain(d, "a", 3, seed, top_opts=("-o", "cluster_size=1024"))
     add_chain(q, "a", paths)
     export(q, "a-2")
     model = read_all(sock, SIZE)
     assert model == qemu_reads(paths[2]), "the chain reads wrong"
-    model = commit_failing_header(q, sock, d, model, seed + 10)
+    if peer != "qsd":
+        model = commit_failing_header(q, sock, d, model, seed + 10)
     model = commit_intermediate(q, sock, d, model, seed + 20)
     commit_active(q, sock, d, model, seed + 30)
     unexport(q)
     stream(q, sock, d, seed)
+    commit_grows_base(q, d)
     print("commits and streams done")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
+         *sys.argv[5:])

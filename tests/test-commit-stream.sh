@@ -11,6 +11,7 @@
 #    base file);
 #  - block-stream to a base node, then of the whole chain: the top image
 #    stands alone and holds the disk;
+#  - an active commit into a shorter base grows it (as QEMU does);
 #  - every image qemu-img check clean and equal to the writers' model.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
@@ -23,7 +24,7 @@ $PYTHON "$srcdir/chain_live.py" "$qmp" "$nbdsock" "$tmp" "$seed" ||
     fail "seed $seed: the commit and stream jobs failed"
 _stop_server "$tmp/daemon.pid"
 
-for f in a-0 a-1 a-2 b-0 b-1 b-2 b-3; do
+for f in a-0 a-1 a-2 b-0 b-1 b-2 b-3 g-0; do
     qemu-img check -q "$tmp/$f.qcow2" || fail "$f.qcow2 is not sound"
 done
 info() {
@@ -38,3 +39,7 @@ qemu-img compare -q -f qcow2 -F raw "$tmp/a-0.qcow2" "$tmp/a-final.raw" ||
     fail "seed $seed: the base of the active commit is not the disk"
 qemu-img compare -q -f qcow2 -F raw "$tmp/b-3.qcow2" "$tmp/b-final.raw" ||
     fail "seed $seed: the streamed image is not the disk"
+[ "$(info "$tmp/g-0.qcow2" virtual-size)" = $((16 << 20)) ] ||
+    fail "the base of a commit from a longer top did not grow"
+qemu-io -f qcow2 -c "read -P 0x5c 10M 1M" "$tmp/g-0.qcow2" | grep -q "^read" ||
+    fail "the grown base lacks the data committed past its old end"

@@ -1,0 +1,430 @@
+/*
+ * qmp-image.c - the commands that change or describe an image in place:
+ * block_resize, internal snapshots (blockdev-snapshot-internal-sync,
+ * blockdev-snapshot-delete-internal-sync, also as transaction actions),
+ * x-blockdev-amend, with QEMU 7.2's arguments, answers and error texts.
+ *
+ * Like QEMU, each takes what it needs on the node as an edge (resize
+ * permission for block_resize) and works in a drained section of it, so
+ * that no request of an export or a job runs while the metadata changes.
+ */
+#include "qmp-int.h"
+
+#include "block/block.h"
+#include "jobs/amend.h"
+
+#include <string.h>
+
+/* QEMU's bdrv_lookup_bs: a device (qemu-storage-daemon has no named
+ * devices, so neither has snapnbd: only @node_name can match), or a
+ * node; DeviceNotFound-free GenericError as QEMU says it. */
+static BlockNode *lookup_node(const char *device, const char *node_name,
+                              GError **errp)
+{
+    BlockNode *bs = node_name ? bdrv_find_node(node_name) : NULL;
+
+    if (!bs)
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
+                  device ? device : "", node_name ? node_name : "");
+    return bs;
+}
+
+/* --- block_resize ----------------------------------------------------------
+ */
+
+static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
+{
+    GError *err = NULL;
+    const char *device = qmp_arg_str(args, "device", false, &err);
+    const char *node_name =
+        err ? NULL : qmp_arg_str(args, "node-name", false, &err);
+    int64_t size = 0;
+    BlockNode *bs;
+    BlockChild *user;
+    BdrvDrain *drain;
+    int ret;
+
+    if (!err && !json_object_has_member(args, "size"))
+        qmp_error(&err, "Parameter 'size' is missing");
+    if (err || !qmp_arg_int(args, "size", 0, &size, &err)) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(device, node_name, errp);
+    if (!bs)
+        return NULL;
+    if (size < 0) {
+        qmp_error(errp, "Parameter 'size' expects a >0 size");
+        return NULL;
+    }
+    /* QEMU's blk_new_with_bs(bs, BLK_PERM_RESIZE, BLK_PERM_ALL): refused
+     * while a user unshares resize (an export, a job).  Checked before
+     * the op blockers, unlike QEMU: a backup job here blocks resize on
+     * its source node itself, where QEMU blocks it on its filter node, so
+     * that QEMU's answer for a backup source is the permission conflict. */
+    user = bdrv_user_attach(bs, "an unnamed block device", "root",
+                            BDRV_PERM_RESIZE, BDRV_PERM_ALL, NULL, NULL, &err);
+    if (!user || bdrv_op_is_blocked(bs, BDRV_OP_RESIZE, &err)) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        bdrv_user_detach(user);
+        return NULL;
+    }
+    drain = bdrv_drained_begin(bs);
+    ret = bdrv_truncate(bs, size, &err);
+    bdrv_drained_end(drain);
+    bdrv_user_detach(user);
+    if (ret < 0) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    return NULL;
+}
+
+/* --- internal snapshots ------------------------------------------------------
+ */
+
+#define SNAPSHOT_INTERNAL_MEMBERS "device,name"
+#define SNAPSHOT_DELETE_MEMBERS   "device,id,name"
+
+/* An internal snapshot taken by a command or a transaction action. */
+typedef struct InternalSnapshot {
+    BlockNode *node;       /* referenced */
+    BdrvSnapshotInfo info; /* what was created */
+} InternalSnapshot;
+
+static void internal_snapshot_free(InternalSnapshot *snap)
+{
+    bdrv_unref(snap->node);
+    bdrv_snapshot_info_clear(&snap->info);
+    g_free(snap);
+}
+
+/* Is there a snapshot matching @id and @name (either may be NULL)? */
+static bool snapshot_exists(BlockNode *bs, const char *id, const char *name,
+                            GError **errp)
+{
+    g_autoptr(GArray) list = bdrv_snapshot_list(bs, errp);
+
+    for (guint i = 0; list && i < list->len; i++) {
+        BdrvSnapshotInfo *sn = &g_array_index(list, BdrvSnapshotInfo, i);
+        if ((!id || !strcmp(sn->id, id)) && (!name || !strcmp(sn->name, name)))
+            return true;
+    }
+    return false;
+}
+
+/* QEMU's internal_snapshot_prepare: the checks in its order, then the
+ * snapshot, in a drained section of the node. */
+static InternalSnapshot *take_internal_snapshot(JsonObject *args, GError **errp)
+{
+    GError *err = NULL;
+    const char *device = qmp_arg_str(args, "device", true, &err);
+    const char *name = err ? NULL : qmp_arg_str(args, "name", true, &err);
+    InternalSnapshot *snap;
+    BdrvDrain *drain;
+    BlockNode *bs;
+    int ret;
+
+    if (err) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(device, device, errp);
+    if (!bs)
+        return NULL;
+    if (bdrv_is_read_only(bs)) {
+        qmp_error(errp, "Device '%s' is read only", device);
+        return NULL;
+    }
+    if (!bdrv_can_snapshot(bs)) {
+        qmp_error(errp,
+                  "Block format '%s' used by device '%s' does not "
+                  "support internal snapshots",
+                  bdrv_driver_name(bs), device);
+        return NULL;
+    }
+    if (!*name) {
+        qmp_error(errp, "Name is empty");
+        return NULL;
+    }
+    if (snapshot_exists(bs, NULL, name, &err) || err) {
+        if (!err)
+            qmp_error(errp,
+                      "Snapshot with name '%s' already exists on "
+                      "device '%s'",
+                      name, device);
+        else
+            qmp_error(errp, "%s", err->message);
+        g_clear_error(&err);
+        return NULL;
+    }
+    snap = g_new0(InternalSnapshot, 1);
+    drain = bdrv_drained_begin(bs);
+    ret = bdrv_snapshot_create(bs, name, &snap->info, &err);
+    bdrv_drained_end(drain);
+    if (ret < 0) {
+        qmp_error(errp, "Failed to create snapshot '%s' on device '%s': %s",
+                  name, device, err->message);
+        g_error_free(err);
+        g_free(snap);
+        return NULL;
+    }
+    bdrv_ref(bs);
+    snap->node = bs;
+    return snap;
+}
+
+static JsonNode *cmd_snapshot_internal(JsonObject *args, GError **errp)
+{
+    InternalSnapshot *snap = take_internal_snapshot(args, errp);
+
+    if (snap)
+        internal_snapshot_free(snap);
+    return NULL;
+}
+
+/* QEMU's SnapshotInfo, in its member order. */
+JsonObject *qmp_snapshot_info(const BdrvSnapshotInfo *sn)
+{
+    JsonObject *o = json_object_new();
+
+    if (sn->icount != UINT64_MAX)
+        json_object_set_int_member(o, "icount", sn->icount);
+    json_object_set_int_member(o, "vm-clock-nsec",
+                               sn->vm_clock_nsec % 1000000000);
+    json_object_set_string_member(o, "name", sn->name);
+    json_object_set_int_member(o, "date-sec", sn->date_sec);
+    json_object_set_int_member(o, "date-nsec", sn->date_nsec);
+    json_object_set_int_member(o, "vm-clock-sec",
+                               sn->vm_clock_nsec / 1000000000);
+    json_object_set_string_member(o, "id", sn->id);
+    json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
+    return o;
+}
+
+static JsonNode *snapshot_info_json(const BdrvSnapshotInfo *sn)
+{
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_node_take_object(n, qmp_snapshot_info(sn));
+    return n;
+}
+
+static JsonNode *cmd_snapshot_delete_internal(JsonObject *args, GError **errp)
+{
+    GError *err = NULL;
+    const char *device = qmp_arg_str(args, "device", true, &err);
+    const char *id = err ? NULL : qmp_arg_str(args, "id", false, &err);
+    const char *name = err ? NULL : qmp_arg_str(args, "name", false, &err);
+    BdrvSnapshotInfo info = {0};
+    BdrvDrain *drain;
+    BlockNode *bs;
+    JsonNode *ret;
+
+    if (err) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(device, device, errp);
+    if (!bs)
+        return NULL;
+    if (!id && !name) {
+        qmp_error(errp, "Name or id must be provided");
+        return NULL;
+    }
+    if (!snapshot_exists(bs, id, name, &err)) {
+        if (err)
+            qmp_error(errp, "%s", err->message);
+        else
+            qmp_error(errp,
+                      "Snapshot with id '%s' and name '%s' does not "
+                      "exist on device '%s'",
+                      id ? id : "null", name ? name : "null", device);
+        g_clear_error(&err);
+        return NULL;
+    }
+    drain = bdrv_drained_begin(bs);
+    if (bdrv_snapshot_delete(bs, id, name, &info, &err) < 0) {
+        bdrv_drained_end(drain);
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    bdrv_drained_end(drain);
+    ret = snapshot_info_json(&info);
+    bdrv_snapshot_info_clear(&info);
+    return ret;
+}
+
+/* As a transaction action: taken in prepare, deleted again in abort. */
+static bool tx_internal_prepare(JsonObject *data, void **state, GError **errp)
+{
+    *state = qmp_check_members(data, SNAPSHOT_INTERNAL_MEMBERS, errp)
+                 ? take_internal_snapshot(data, errp)
+                 : NULL;
+    return *state != NULL;
+}
+
+static void tx_internal_commit(void *state) {}
+
+static void tx_internal_abort(void *state)
+{
+    InternalSnapshot *snap = state;
+    g_autoptr(GError) err = NULL;
+    BdrvDrain *drain = bdrv_drained_begin(snap->node);
+
+    if (bdrv_snapshot_delete(snap->node, snap->info.id, snap->info.name, NULL,
+                             &err) < 0)
+        g_warning("could not delete snapshot '%s' of node '%s' again: %s",
+                  snap->info.name, bdrv_node_name(snap->node), err->message);
+    bdrv_drained_end(drain);
+}
+
+static void tx_internal_clean(void *state)
+{
+    if (state)
+        internal_snapshot_free(state);
+}
+
+static const QmpTransactionOps internal_snapshot_ops = {
+    .prepare = tx_internal_prepare,
+    .commit = tx_internal_commit,
+    .abort = tx_internal_abort,
+    .clean = tx_internal_clean,
+};
+
+/* --- x-blockdev-amend -------------------------------------------------------
+ */
+
+/* QEMU's BlockdevAmendOptionsQcow2 ("encrypt"), plus what qemu-img amend
+ * changes, under the names of blockdev-create's qcow2 options. */
+static const char *const amend_qcow2_members[] = {
+    "driver", "encrypt", "version", "lazy-refcounts", "refcount-bits", NULL};
+static const char *const amend_luks_members[] = {
+    "driver",  "state",     "new-secret", "old-secret",
+    "keyslot", "iter-time", "secret",     NULL};
+static const char *const amend_versions[] = {"v2", "v3", NULL};
+
+static bool parse_amend_options(JsonObject *args, const char **driver,
+                                BdrvAmendOptions *o, GError **errp)
+{
+    JsonNode *n = json_object_get_member(args, "options");
+    const char *const *members;
+    const char *version;
+    g_autoptr(GList) keys = NULL;
+    JsonObject *opts;
+    int64_t bits = 0;
+    bool lazy = false;
+
+    *o = (BdrvAmendOptions){.lazy_refcounts = -1};
+    if (!n) {
+        qmp_error(errp, "Parameter 'options' is missing");
+        return false;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        qmp_error(errp, "Invalid parameter type for 'options', expected: "
+                        "object");
+        return false;
+    }
+    opts = json_node_get_object(n);
+    if (!json_object_has_member(opts, "driver")) {
+        qmp_error(errp, "Parameter 'options.driver' is missing");
+        return false;
+    }
+    *driver = qmp_arg_str(opts, "driver", true, errp);
+    if (!*driver)
+        return false;
+    members =
+        !strcmp(*driver, "luks") ? amend_luks_members : amend_qcow2_members;
+    keys = json_object_get_members(opts);
+    for (GList *k = keys; k; k = k->next) {
+        if (!g_strv_contains(members, k->data)) {
+            qmp_error(errp, "Parameter 'options.%s' is unexpected",
+                      (const char *)k->data);
+            return false;
+        }
+    }
+    if (!strcmp(*driver, "luks")) {
+        if (!json_object_has_member(opts, "state")) {
+            qmp_error(errp, "Parameter 'options.state' is missing");
+            return false;
+        }
+        o->encrypt = true;
+        return true;
+    }
+    o->encrypt = json_object_has_member(opts, "encrypt");
+    version = qmp_arg_str(opts, "version", false, errp);
+    if ((errp && *errp) ||
+        !qmp_check_enum("options.version", version, amend_versions, errp) ||
+        !qmp_arg_bool(opts, "lazy-refcounts", false, &lazy, errp) ||
+        !qmp_arg_int(opts, "refcount-bits", 0, &bits, errp))
+        return false;
+    o->version = !version ? 0 : !strcmp(version, "v2") ? 2 : 3;
+    if (json_object_has_member(opts, "lazy-refcounts"))
+        o->lazy_refcounts = lazy;
+    if (json_object_has_member(opts, "refcount-bits")) {
+        if (bits <= 0 || bits > 64) {
+            qmp_error(errp, "Refcount width must be a power of two and may "
+                            "not exceed 64 bits");
+            return false;
+        }
+        o->refcount_bits = bits;
+    }
+    return true;
+}
+
+static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
+{
+    GError *err = NULL;
+    const char *id = qmp_arg_str(args, "job-id", true, &err);
+    const char *node_name =
+        err ? NULL : qmp_arg_str(args, "node-name", true, &err);
+    const char *driver = NULL;
+    BdrvAmendOptions opts;
+    bool force = false;
+    BlockNode *bs;
+    Job *job;
+
+    if (err || !qmp_arg_bool(args, "force", false, &force, &err) ||
+        !parse_amend_options(args, &driver, &opts, &err)) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    bs = lookup_node(NULL, node_name, errp);
+    if (!bs)
+        return NULL;
+    if (strcmp(driver, bdrv_driver_name(bs)) != 0) {
+        qmp_error(errp, "x-blockdev-amend doesn't support changing the "
+                        "block driver");
+        return NULL;
+    }
+    if (strcmp(driver, "qcow2") != 0) {
+        qmp_error(errp, "Driver does not support x-blockdev-amend");
+        return NULL;
+    }
+    job = amend_job_create(id, bs, &opts, &err);
+    if (!job) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    job_start(job);
+    return NULL;
+}
+
+void qmp_register_image_commands(void)
+{
+    qmp_register_command_args("x-blockdev-amend", cmd_x_blockdev_amend,
+                              "job-id,node-name,options,force");
+    qmp_register_command_args("block_resize", cmd_block_resize,
+                              "device,node-name,size");
+    qmp_register_command_args("blockdev-snapshot-internal-sync",
+                              cmd_snapshot_internal, SNAPSHOT_INTERNAL_MEMBERS);
+    qmp_register_command_args("blockdev-snapshot-delete-internal-sync",
+                              cmd_snapshot_delete_internal,
+                              SNAPSHOT_DELETE_MEMBERS);
+    qmp_register_transaction_action("blockdev-snapshot-internal-sync",
+                                    &internal_snapshot_ops);
+}
