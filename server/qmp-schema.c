@@ -124,16 +124,19 @@ static char *member_path(const char *prefix, const char *name)
     return *prefix ? g_strconcat(prefix, ".", name, NULL) : g_strdup(name);
 }
 
-/* The declared members of @t in @o, in order; @seen collects their names. */
+/* The declared members of @t in @o, in order; @visited collects the names
+ * of those present. */
 static bool check_members(const QmpSchemaType *t, JsonObject *o,
-                          const char *prefix, GHashTable *seen, GError **errp)
+                          const char *prefix, GPtrArray *visited,
+                          GError **errp)
 {
     for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
         JsonNode *v = json_object_get_member(o, m->name);
         g_autofree char *path = member_path(prefix, m->name);
         Where mw = { path, m->name };
 
-        g_hash_table_add(seen, (gpointer)m->name);
+        if (v)
+            g_ptr_array_add(visited, (gpointer)m->name);
         if (!v) {
             if (m->optional)
                 continue;
@@ -169,55 +172,66 @@ static unsigned qdict_bucket(const char *key)
     return (1103515243 * value + 12345) % 512;
 }
 
-/* QDict order: by bucket; in a bucket, the key parsed last first. */
-static gint qdict_order(gconstpointer a, gconstpointer b, gpointer keys)
-{
-    const char *ka = *(const char *const *)a, *kb = *(const char *const *)b;
-    unsigned ba = qdict_bucket(ka), bb = qdict_bucket(kb);
+/* A key with what orders it as a QDict does. */
+typedef struct QdictKey {
+    const char *key;
+    unsigned bucket;
+    unsigned parsed;   /* position in the request */
+} QdictKey;
 
-    if (ba != bb)
-        return ba < bb ? -1 : 1;
-    return g_list_index(keys, kb) - g_list_index(keys, ka);
+/* QDict order: by bucket; in a bucket, the key parsed last first. */
+static gint qdict_order(gconstpointer a, gconstpointer b)
+{
+    const QdictKey *ka = a, *kb = b;
+
+    if (ka->bucket != kb->bucket)
+        return ka->bucket < kb->bucket ? -1 : 1;
+    return ka->parsed < kb->parsed ? 1 : ka->parsed > kb->parsed ? -1 : 0;
 }
 
 /* With several unexpected members, QEMU names the first one of a GHashTable
- * filled in QDict order: the same table, filled the same way, names the
- * same one. */
-static const char *first_unexpected(JsonObject *o, GHashTable *seen)
+ * that it fills with every key in QDict order and from which it removes
+ * each member as it visits it: the same table, filled and emptied the same
+ * way (same glib), names the same one.  @visited: in visiting order. */
+static const char *first_unexpected(JsonObject *o, GPtrArray *visited)
 {
     g_autoptr(GList) keys = json_object_get_members(o);
-    g_autoptr(GPtrArray) ordered = g_ptr_array_new();
-    g_autoptr(GHashTable) unseen = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GArray) ordered = g_array_new(FALSE, FALSE, sizeof(QdictKey));
+    g_autoptr(GHashTable) table = g_hash_table_new(g_str_hash, g_str_equal);
     GHashTableIter it;
     gpointer key = NULL;
+    unsigned n = 0;
 
-    for (GList *l = keys; l; l = l->next)
-        g_ptr_array_add(ordered, l->data);
-    g_ptr_array_sort_with_data(ordered, qdict_order, keys);
-    for (guint i = 0; i < ordered->len; i++)
-        g_hash_table_add(unseen, g_ptr_array_index(ordered, i));
+    if (g_list_length(keys) == visited->len)
+        return NULL;
     for (GList *l = keys; l; l = l->next) {
-        if (g_hash_table_contains(seen, l->data))
-            g_hash_table_remove(unseen, l->data);
+        QdictKey k = { l->data, qdict_bucket(l->data), n++ };
+        g_array_append_val(ordered, k);
     }
-    g_hash_table_iter_init(&it, unseen);
+    g_array_sort(ordered, qdict_order);
+    for (guint i = 0; i < ordered->len; i++)
+        g_hash_table_add(table,
+                         (gpointer)g_array_index(ordered, QdictKey, i).key);
+    for (guint i = 0; i < visited->len; i++)
+        g_hash_table_remove(table, g_ptr_array_index(visited, i));
+    g_hash_table_iter_init(&it, table);
     return g_hash_table_iter_next(&it, &key, NULL) ? key : NULL;
 }
 
 static bool check_object(const QmpSchemaType *t, JsonObject *o,
                          const char *prefix, GError **errp)
 {
-    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GPtrArray) visited = g_ptr_array_new();
     const char *extra;
 
-    if (!check_members(t, o, prefix, seen, errp))
+    if (!check_members(t, o, prefix, visited, errp))
         return false;
     if (t->tag) {
         const QmpSchemaType *branch = union_branch(t, o);
-        if (branch && !check_members(branch, o, prefix, seen, errp))
+        if (branch && !check_members(branch, o, prefix, visited, errp))
             return false;
     }
-    extra = first_unexpected(o, seen);
+    extra = first_unexpected(o, visited);
     if (extra) {
         g_autofree char *path = member_path(prefix, extra);
         qmp_error(errp, "Parameter '%s' is unexpected", path);

@@ -105,9 +105,10 @@ class Guest:
         rnd = random.Random(seed)
         while not self.stopped:
             ln = rnd.choice((512, 4096, 65536, 777, 200 * KiB))
-            # a quarter of the disk before the backup (so that the bitmap
-            # has clean parts), all of it after
-            reach = n if self.wide else n // 4
+            # a quarter of each part before the backup (so that the bitmap
+            # has clean parts), three quarters after (the last quarter is
+            # never written: the scratch image must leave it to the disk)
+            reach = n * 3 // 4 if self.wide else n // 4
             off = lo + rnd.randrange(reach - ln)
             data = bytes([rnd.randrange(1, 256)]) * ln
             sent = time.monotonic()
@@ -296,7 +297,14 @@ def main():
     for o, ln in copied:
         assert any(w[0] >= t0 and w[2] < o + ln and o < w[2] + len(w[3])
                    for w in guest.log), f"scratch holds {o}+{ln}, unwritten"
-    assert any(flags == 2 for _, _, flags in depth), "nothing from backing"
+    part = SIZE // len(guest.ts)
+    for i in range(len(guest.ts)):
+        lo, hi = i * part + part * 3 // 4, (i + 1) * part
+        # 2: the disk's data; 0: a hole of the disk (make_disk leaves some)
+        assert all(flags in (0, 2) for o, ln, flags in depth
+                   if o < hi and lo < o + ln), \
+            f"{lo}..{hi} is never written, yet in the scratch image"
+    assert any(flags == 2 for _, _, flags in depth), "nothing from the disk"
     # virDomainBackupEnd / the job's end
     q.cmd("block-export-del", {"id": "libvirt-nbd-backup"})
     q.cmd("job-cancel", {"id": "backup-vda-libvirt-1-format"})
