@@ -9,7 +9,8 @@
 # write the disk all along; the export must be the disk at the instant of
 # the transaction (each write in flight then whole or absent), the bitmap
 # must cover exactly the writes between the checkpoint and the backup, and
-# allocation depth must show only pushed-out ranges in the scratch image.
+# allocation depth must show in the scratch image only ranges written after
+# the instant (a quarter of the disk, never written, stays the disk's).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img
