@@ -112,7 +112,7 @@ static bool check_array(const QmpSchemaType *t, JsonNode *v, Where w,
     a = json_node_get_array(v);
     for (guint i = 0; i < json_array_get_length(a); i++) {
         g_autofree char *path = g_strdup_printf("%s[%u]", w.path, i);
-        Where ew = { path, NULL };
+        Where ew = {path, NULL};
         if (!check_value(t->element, json_array_get_element(a, i), ew, errp))
             return false;
     }
@@ -127,13 +127,12 @@ static char *member_path(const char *prefix, const char *name)
 /* The declared members of @t in @o, in order; @visited collects the names
  * of those present. */
 static bool check_members(const QmpSchemaType *t, JsonObject *o,
-                          const char *prefix, GPtrArray *visited,
-                          GError **errp)
+                          const char *prefix, GPtrArray *visited, GError **errp)
 {
     for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
         JsonNode *v = json_object_get_member(o, m->name);
         g_autofree char *path = member_path(prefix, m->name);
-        Where mw = { path, m->name };
+        Where mw = {path, m->name};
 
         if (v)
             g_ptr_array_add(visited, (gpointer)m->name);
@@ -150,8 +149,7 @@ static bool check_members(const QmpSchemaType *t, JsonObject *o,
 }
 
 /* A union's branch for the tag value (checked already as an enum). */
-static const QmpSchemaType *union_branch(const QmpSchemaType *t,
-                                         JsonObject *o)
+static const QmpSchemaType *union_branch(const QmpSchemaType *t, JsonObject *o)
 {
     const char *tag = json_object_get_string_member(o, t->tag);
 
@@ -176,7 +174,7 @@ static unsigned qdict_bucket(const char *key)
 typedef struct QdictKey {
     const char *key;
     unsigned bucket;
-    unsigned parsed;   /* position in the request */
+    unsigned parsed; /* position in the request */
 } QdictKey;
 
 /* QDict order: by bucket; in a bucket, the key parsed last first. */
@@ -205,7 +203,7 @@ static const char *first_unexpected(JsonObject *o, GPtrArray *visited)
     if (g_list_length(keys) == visited->len)
         return NULL;
     for (GList *l = keys; l; l = l->next) {
-        QdictKey k = { l->data, qdict_bucket(l->data), n++ };
+        QdictKey k = {l->data, qdict_bucket(l->data), n++};
         g_array_append_val(ordered, k);
     }
     g_array_sort(ordered, qdict_order);

@@ -22,17 +22,17 @@ typedef enum {
     QMP_CHECK_NUMBER,
     QMP_CHECK_BOOL,
     QMP_CHECK_ANY,
-    QMP_CHECK_INT,       /* int64; [min, max] when max != 0 */
-    QMP_CHECK_UINT,      /* uint64 (negative allowed, as QEMU); or a range */
+    QMP_CHECK_INT,  /* int64; [min, max] when max != 0 */
+    QMP_CHECK_UINT, /* uint64 (negative allowed, as QEMU); or a range */
     QMP_CHECK_ENUM,
     QMP_CHECK_ARRAY,
-    QMP_CHECK_OBJECT,    /* struct, or union when .tag is set */
+    QMP_CHECK_OBJECT, /* struct, or union when .tag is set */
     QMP_CHECK_ALTERNATE,
 } QmpSchemaCheck;
 
 typedef struct QmpSchemaMember {
     const char *name;
-    unsigned type;       /* index in qmp_schema_types */
+    unsigned type; /* index in qmp_schema_types */
     bool optional;
 } QmpSchemaMember;
 
@@ -44,19 +44,19 @@ typedef struct QmpSchemaVariant {
 } QmpSchemaVariant;
 
 typedef struct QmpSchemaType {
-    const char *name;                   /* the schema's name */
+    const char *name; /* the schema's name */
     QmpSchemaCheck check;
-    long long min;                      /* sized integers */
+    long long min; /* sized integers */
     unsigned long long max;
-    const QmpSchemaMember *members;     /* NULL-name terminated, or NULL */
-    const char *tag;                    /* union discriminator */
-    const QmpSchemaVariant *variants;   /* NULL-name terminated, or NULL */
-    const char *const *values;          /* enum, NULL terminated */
-    unsigned element;                   /* array */
+    const QmpSchemaMember *members;   /* NULL-name terminated, or NULL */
+    const char *tag;                  /* union discriminator */
+    const QmpSchemaVariant *variants; /* NULL-name terminated, or NULL */
+    const char *const *values;        /* enum, NULL terminated */
+    unsigned element;                 /* array */
 } QmpSchemaType;
 
 typedef struct QmpSchemaEntry {
-    const char *name;                   /* NULL ends the table */
+    const char *name; /* NULL ends the table */
     unsigned arg_type;
 } QmpSchemaEntry;
 
