@@ -15,6 +15,9 @@
 4. The replies of the query commands and the events of a job and an export
    are what their declared types say (required members present, nothing
    undeclared, JSON types and enum values right).
+5. With qemu-storage-daemon: every command and event both have is typed as
+   QEMU 7.2 types it (arguments, replies), snapnbd having at most fewer
+   members, branches and enum values, save the additions listed.
 """
 import os
 import re
@@ -449,6 +452,91 @@ def check_replies(q, by_name):
     return checked + len(q.events)
 
 
+# What snapnbd's schema has that QEMU 7.2's has not (snapnbd(1)), as the
+# ends of member paths (a type is compared once, on the first path).
+ADDITIONS = (
+    "block-commit/backing-mask-protocol",
+    "block-stream/backing-mask-protocol",
+    "/+throttle/limits",
+    "/+throttle/throttle-group (optional)",
+    "x-blockdev-amend/options/+qcow2/version",
+    "x-blockdev-amend/options/+qcow2/lazy-refcounts",
+    "x-blockdev-amend/options/+qcow2/refcount-bits",
+)
+
+
+def added(path):
+    return any(path.endswith(a) for a in ADDITIONS)
+
+
+def compare(ours, theirs, a, b, path, seen, out):
+    """Differences of our type @a from QEMU's @b: ours may have fewer
+    members, branches and enum values, never others or other types."""
+    if (a, b) in seen:
+        return
+    seen.add((a, b))
+    x, y = ours[a], theirs[b]
+    if x["meta-type"] != y["meta-type"]:
+        out.append(f"{path}: {x['meta-type']} vs {y['meta-type']}")
+    elif x["meta-type"] == "builtin":
+        if x["json-type"] != y["json-type"]:
+            out.append(f"{path}: {x['json-type']} vs {y['json-type']}")
+    elif x["meta-type"] == "enum":
+        extra = set(x["values"]) - set(y["values"])
+        if extra:
+            out.append(f"{path}: values {sorted(extra)}")
+    elif x["meta-type"] == "array":
+        compare(ours, theirs, x["element-type"], y["element-type"],
+                path + "[]", seen, out)
+    elif x["meta-type"] == "alternate":
+        if len(x["members"]) != len(y["members"]):
+            out.append(f"{path}: alternate branches differ")
+        for m, n in zip(x["members"], y["members"]):
+            compare(ours, theirs, m["type"], n["type"], path, seen, out)
+    elif x["meta-type"] == "object":
+        theirs_m = {m["name"]: m for m in y["members"]}
+        for m in x["members"]:
+            mp = f"{path}/{m['name']}"
+            n = theirs_m.get(m["name"])
+            if n is None:
+                if not added(mp):
+                    out.append(f"{mp}: not in QEMU 7.2")
+                continue
+            if ("default" in m) != ("default" in n) and \
+                    not added(f"{mp} (optional)"):
+                out.append(f"{mp}: optional differs")
+            compare(ours, theirs, m["type"], n["type"], mp, seen, out)
+        if x.get("tag") != y.get("tag"):
+            out.append(f"{path}: tag {x.get('tag')} vs {y.get('tag')}")
+        theirs_v = {v["case"]: v["type"] for v in y.get("variants", ())}
+        for v in x.get("variants", ()):
+            if v["case"] not in theirs_v:
+                out.append(f"{path}/+{v['case']}: not in QEMU 7.2")
+            else:
+                compare(ours, theirs, v["type"], theirs_v[v["case"]],
+                        f"{path}/+{v['case']}", seen, out)
+
+
+def check_against_qemu(ours, qsd):
+    """Our commands' arguments and replies, and our events, are QEMU 7.2's
+    (a subset), save the additions listed."""
+    theirs = {i["name"]: i for i in qsd.cmd("query-qmp-schema")}
+    out, compared = [], 0
+    for name, info in ours.items():
+        if info["meta-type"] not in ("command", "event"):
+            continue
+        if name not in theirs:
+            assert name.startswith("x-blkdebug-"), f"{name} not in QEMU"
+            continue
+        compared += 1
+        for part in ("arg-type", "ret-type"):
+            if part in info:
+                compare(ours, theirs, info[part], theirs[name][part],
+                        name, set(), out)
+    assert not out, out
+    return compared
+
+
 def main():
     q = QMP(sys.argv[1])
     qsd = QMP(sys.argv[2]) if len(sys.argv) > 2 else None
@@ -462,6 +550,8 @@ def main():
     if qsd:
         # the same checks of qemu-storage-daemon's own introspection
         check_introspection(qsd)
+        n = check_against_qemu(by_name, qsd)
+        print(f"{n} commands and events typed as in qemu-storage-daemon")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@
 #    structs, unions, lists and transaction actions) get QEMU's class and
 #    text, compared with qemu-storage-daemon 7.2 when it is installed;
 #  - the query commands' replies and the events are what the schema
-#    declares for them.
+#    declares for them;
+#  - the commands and events qemu-storage-daemon also has are typed as in
+#    its introspection (a subset of its members, branches and values, save
+#    snapnbd's additions).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 
