@@ -315,6 +315,7 @@ extern const BlockDriver bdrv_snapshot_access;
 extern const BlockDriver bdrv_luks;
 extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_rbd;
+extern const BlockDriver bdrv_mirror_top;
 
 /* The bytes of the "secret" object @id (borrowed), or NULL and *errp. */
 GBytes *bdrv_lookup_secret(const char *id, GError **errp);

@@ -98,6 +98,19 @@ typedef int (*BlockBeforeWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
                                     int64_t offset, int64_t bytes,
                                     void *opaque);
 
+/*
+ * An after-write notifier runs once a write-like request is done on the
+ * node and no longer tracked, whatever its result (@ret; also when it
+ * failed before the driver, e.g. in a before-write notifier: one that
+ * took something for the request gives it back here), before the caller
+ * sees it.  An error it returns fails a write that had succeeded.  An
+ * active mirror (copy-mode=write-blocking) copies the range to its target
+ * here.
+ */
+typedef int (*BlockAfterWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
+                                   int64_t offset, int64_t bytes, int ret,
+                                   void *opaque);
+
 /* --- graph ------------------------------------------------------------ */
 
 /*
@@ -162,6 +175,8 @@ char *bdrv_describe(BlockNode *bs);
 BlockNode *bdrv_child(BlockNode *bs, const char *name);
 /* Is @bs a filter node (its "file" child's data as it is)? */
 bool bdrv_is_filter(BlockNode *bs);
+/* Does the driver open a host resource itself (file, rbd, nbd)? */
+bool bdrv_is_protocol(BlockNode *bs);
 /* @bs itself, or the first node below its filters that is none. */
 BlockNode *bdrv_skip_filters(BlockNode *bs);
 bool bdrv_is_read_only(BlockNode *bs);
@@ -365,6 +380,10 @@ bool bdrv_set_backing(BlockNode *bs, BlockNode *backing, GError **errp);
  * @from (its driver holds it), or when @to cannot take the users'
  * permissions; then nothing changed. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp);
+/* A mirror job's "mirror_top" filter whose users moved away (in a drained
+ * section): it lets go of its child now; requests that still reach it go
+ * to the node that took its users. */
+void bdrv_mirror_top_detach(BlockNode *filter);
 /* @bs's backing child becomes @backing (NULL: none), in one step for its
  * readers: a commit or stream dropping the layers between. */
 bool bdrv_replace_backing(BlockNode *bs, BlockNode *backing, GError **errp);
@@ -440,7 +459,12 @@ int bdrv_allocation_depth(BlockNode *bs, int64_t offset, int64_t bytes,
 BlockNotifier *bdrv_add_before_write_notifier(BlockNode *bs,
                                               BlockBeforeWriteFunc fn,
                                               void *opaque);
-/* Waits until no write runs the notifier any more, then frees it. */
+BlockNotifier *bdrv_add_after_write_notifier(BlockNode *bs,
+                                             BlockAfterWriteFunc fn,
+                                             void *opaque);
+/* Waits until no write runs the notifier any more, then frees it (either
+ * kind).  A write between an owner's before and after notifiers may still
+ * miss the after one: remove them in a drained section of @bs. */
 void bdrv_remove_before_write_notifier(BlockNode *bs, BlockNotifier *n);
 
 /* --- dirty bitmaps (block/dirty-bitmap.c) ------------------------------ */

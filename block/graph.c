@@ -27,6 +27,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_rbd,
 #endif
     &bdrv_nbd,
+    &bdrv_mirror_top,
 };
 
 static GMutex names_lock;
@@ -618,6 +619,11 @@ BlockNode *bdrv_child(BlockNode *bs, const char *name)
 bool bdrv_is_filter(BlockNode *bs)
 {
     return bs->drv->is_filter;
+}
+
+bool bdrv_is_protocol(BlockNode *bs)
+{
+    return bs->drv->is_protocol;
 }
 
 BlockNode *bdrv_skip_filters(BlockNode *bs)

@@ -19,7 +19,10 @@
  *      and split at max_transfer, so drivers see only what their limits
  *      allow;
  *   5. has the flags the driver lacks emulated (FUA as write + flush,
- *      write-zeroes as zero buffers, detect-zeroes).
+ *      write-zeroes as zero buffers, detect-zeroes);
+ *   6. for writes that ran the before-write notifiers, runs the after-write
+ *      notifiers once it left the request list (an active mirror copies the
+ *      range to its target there, before the caller sees the write done).
  *
  * Locks: reqs_lock guards the tracked request list of one node; reqs_cond is
  * broadcast whenever a request leaves it.  notifiers_lock is a reader/writer
@@ -40,7 +43,8 @@ struct TrackedRequest {
 };
 
 struct BlockNotifier {
-    BlockBeforeWriteFunc fn;
+    BlockBeforeWriteFunc fn;       /* a before-write notifier, or */
+    BlockAfterWriteFunc after_fn;  /* an after-write one */
     void *opaque;
 };
 
@@ -332,7 +336,29 @@ static int run_notifiers(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
     g_rw_lock_reader_lock(&bs->notifiers_lock);
     for (GList *l = bs->notifiers; l && ret == 0; l = l->next) {
         BlockNotifier *n = l->data;
-        ret = n->fn(bs, kind, offset, bytes, n->opaque);
+        if (n->fn)
+            ret = n->fn(bs, kind, offset, bytes, n->opaque);
+    }
+    g_rw_lock_reader_unlock(&bs->notifiers_lock);
+    return ret;
+}
+
+/* The end of a write-like request that went through write_prepare: the
+ * after-write notifiers, every one whatever the result (also when a
+ * before-write notifier failed the request after others had run). */
+static int write_finish(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
+                        int64_t bytes, int ret)
+{
+    if (!g_atomic_pointer_get(&bs->notifiers))
+        return ret;
+    g_rw_lock_reader_lock(&bs->notifiers_lock);
+    for (GList *l = bs->notifiers; l; l = l->next) {
+        BlockNotifier *n = l->data;
+        if (n->after_fn) {
+            int r = n->after_fn(bs, kind, offset, bytes, ret, n->opaque);
+            if (ret == 0)
+                ret = r;
+        }
     }
     g_rw_lock_reader_unlock(&bs->notifiers_lock);
     return ret;
@@ -386,11 +412,12 @@ static int write_prepare(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
 static int pwrite_zeroes_tracked(BlockNode *bs, int64_t offset,
                                  int64_t bytes, int flags);
 
+static int pwrite_prepared(BlockNode *bs, int64_t offset, int64_t bytes,
+                           const void *buf, int flags);
+
 static int do_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                 const void *buf, int flags)
 {
-    TrackedRequest req;
-    bool aligned;
     int ret;
 
     if (bs->detect_zeroes != BDRV_DETECT_ZEROES_OFF && bytes > 0 &&
@@ -403,8 +430,22 @@ static int do_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
         return bdrv_pwrite_zeroes(bs, offset, bytes, zflags);
     }
     ret = write_prepare(bs, BDRV_WRITE, offset, bytes);
-    if (ret < 0 || bytes == 0)
+    if (ret < 0) /* a notifier may have failed it after others ran */
+        return write_finish(bs, BDRV_WRITE, offset, bytes, ret);
+    if (bytes == 0)
         return ret;
+    return write_finish(bs, BDRV_WRITE, offset, bytes,
+                        pwrite_prepared(bs, offset, bytes, buf, flags));
+}
+
+/* The write itself, once the notifiers let it go. */
+static int pwrite_prepared(BlockNode *bs, int64_t offset, int64_t bytes,
+                           const void *buf, int flags)
+{
+    TrackedRequest req;
+    bool aligned;
+    int ret;
+
     aligned = is_aligned(bs, offset, bytes, NULL);
     bdrv_debug_event(bs, BLKDBG_PWRITEV);
     if (aligned && (uintptr_t)buf % bs->limits.buffer_alignment == 0) {
@@ -502,15 +543,28 @@ static int pwrite_zeroes_tracked(BlockNode *bs, int64_t offset,
     return ret;
 }
 
+static int pwrite_zeroes_prepared(BlockNode *bs, int64_t offset,
+                                  int64_t bytes, int flags);
+
 static int do_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
                        int flags)
 {
-    TrackedRequest req;
-    uint32_t a = bs->limits.request_alignment;
     int ret = write_prepare(bs, BDRV_WRITE_ZEROES, offset, bytes);
 
-    if (ret < 0 || bytes == 0)
+    if (ret < 0) /* a notifier may have failed it after others ran */
+        return write_finish(bs, BDRV_WRITE_ZEROES, offset, bytes, ret);
+    if (bytes == 0)
         return ret;
+    return write_finish(bs, BDRV_WRITE_ZEROES, offset, bytes,
+                        pwrite_zeroes_prepared(bs, offset, bytes, flags));
+}
+
+static int pwrite_zeroes_prepared(BlockNode *bs, int64_t offset,
+                                  int64_t bytes, int flags)
+{
+    TrackedRequest req;
+    uint32_t a = bs->limits.request_alignment;
+    int ret;
     /* discard=ignore never unmaps, not even for a write-zeroes that
      * allows it (QEMU since 8.0; qemu-nbd 7.2 still punched holes). */
     if (!bs->unmap)
@@ -532,16 +586,29 @@ static int do_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,
     return ret;
 }
 
+static int pdiscard_prepared(BlockNode *bs, int64_t offset, int64_t bytes);
+
 static int do_pdiscard(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    int ret = write_prepare(bs, BDRV_DISCARD, offset, bytes);
+
+    if (ret < 0) /* a notifier may have failed it after others ran */
+        return write_finish(bs, BDRV_DISCARD, offset, bytes, ret);
+    if (bytes == 0)
+        return ret;
+    if (!bs->unmap)
+        return write_finish(bs, BDRV_DISCARD, offset, bytes, 0);
+    return write_finish(bs, BDRV_DISCARD, offset, bytes,
+                        pdiscard_prepared(bs, offset, bytes));
+}
+
+static int pdiscard_prepared(BlockNode *bs, int64_t offset, int64_t bytes)
 {
     TrackedRequest req;
     uint32_t a = MAX(bs->limits.request_alignment,
                      bs->limits.pdiscard_alignment);
     int64_t start, end;
-    int ret = write_prepare(bs, BDRV_DISCARD, offset, bytes);
-
-    if (ret < 0 || bytes == 0 || !bs->unmap)
-        return ret;
+    int ret = 0;
     /* Discard is advisory: only whole granules are passed down.  But the
      * whole request counts as a change for dirty bitmaps, whatever the
      * driver made of it, as in QEMU (bdrv_co_write_req_finish). */
@@ -649,6 +716,20 @@ BlockNotifier *bdrv_add_before_write_notifier(BlockNode *bs,
     BlockNotifier *n = g_new0(BlockNotifier, 1);
 
     n->fn = fn;
+    n->opaque = opaque;
+    g_rw_lock_writer_lock(&bs->notifiers_lock);
+    bs->notifiers = g_list_append(bs->notifiers, n);
+    g_rw_lock_writer_unlock(&bs->notifiers_lock);
+    return n;
+}
+
+BlockNotifier *bdrv_add_after_write_notifier(BlockNode *bs,
+                                             BlockAfterWriteFunc fn,
+                                             void *opaque)
+{
+    BlockNotifier *n = g_new0(BlockNotifier, 1);
+
+    n->after_fn = fn;
     n->opaque = opaque;
     g_rw_lock_writer_lock(&bs->notifiers_lock);
     bs->notifiers = g_list_append(bs->notifiers, n);

@@ -97,15 +97,19 @@ void chain_restore_read_only(ChainWritable *w, bool keep_writable)
 }
 
 bool chain_set_backing(BlockNode *bs, BlockNode *base,
-                       const char *backing_file, GError **errp)
+                       const char *backing_file, bool mask_protocol,
+                       GError **errp)
 {
+    BlockNode *data = base ? bdrv_skip_filters(base) : NULL;
     const char *name = backing_file;
     const char *format = NULL;
 
     if (base && !name)
         name = bdrv_filename(base);
-    if (base)
-        format = bdrv_driver_name(bdrv_skip_filters(base));
+    if (data)
+        format = mask_protocol && bdrv_is_protocol(data)
+                     ? "raw"
+                     : bdrv_driver_name(data);
     return bdrv_change_backing_file(bs, base ? name : NULL, format, errp) &&
            bdrv_replace_backing(bs, base, errp);
 }

@@ -41,9 +41,12 @@ bool chain_make_writable(ChainWritable *w, BlockNode *bs, GError **errp);
 void chain_restore_read_only(ChainWritable *w, bool keep_writable);
 
 /* @bs's header names @base (as @backing_file if given; NULL @base: no
- * backing), then the graph follows; the header first, so that a failed
+ * backing), then the graph follows; the format stored is @base's driver,
+ * "raw" for a protocol driver with @mask_protocol (QEMU's
+ * backing-mask-protocol); the header first, so that a failed
  * write leaves the chain as it was.  Call in a drained section. */
 bool chain_set_backing(BlockNode *bs, BlockNode *base,
-                       const char *backing_file, GError **errp);
+                       const char *backing_file, bool mask_protocol,
+                       GError **errp);
 
 #endif

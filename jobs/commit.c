@@ -29,6 +29,7 @@ typedef struct CommitJob {
     ChainClaim claim;
     ChainWritable base_rw, overlay_rw;
     char *backing_file;
+    bool mask_protocol;
     BlockdevOnError on_error;
     int base_depth;           /* of base under top */
     void *buf;
@@ -60,7 +61,8 @@ static int commit_chunk(CommitJob *c, int64_t offset, int64_t *n,
 static int drop_layers(CommitJob *c, GError **errp)
 {
     BdrvDrain *drain = bdrv_drained_begin(c->base);
-    bool ok = chain_set_backing(c->overlay, c->base, c->backing_file, errp);
+    bool ok = chain_set_backing(c->overlay, c->base, c->backing_file,
+                                c->mask_protocol, errp);
 
     bdrv_drained_end(drain);
     return ok ? 0 : -EIO;
@@ -206,6 +208,7 @@ static Job *intermediate_commit(const char *id, BlockNode *active,
         return NULL;
     c->on_error = o->on_error;
     c->backing_file = g_strdup(o->backing_file);
+    c->mask_protocol = o->backing_mask_protocol;
     c->base_depth = bdrv_chain_depth(top, base);
     job_lock();
     c->common.speed = o->speed;

@@ -33,6 +33,7 @@ typedef struct ChainJobOptions {
     int64_t speed;              /* bytes/s, 0 = unlimited */
     BlockdevOnError on_error;
     const char *backing_file;   /* the header's new backing name, or NULL */
+    bool backing_mask_protocol; /* a protocol base is named format "raw" */
     const char *filter_node_name; /* stream: the copy-on-read node's name */
     int job_flags;              /* JOB_MANUAL_FINALIZE, ... */
 } ChainJobOptions;

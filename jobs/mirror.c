@@ -12,14 +12,34 @@
  * the source, so the range is copied once more with it: nothing written is
  * ever left out, whatever the order.
  *
+ * Copies and active writes take ranges of a lock of the job (ops, under
+ * ops_lock), granule aligned, so that no two of them overlap: a background
+ * copy never writes old data over an active write's new data.
+ *
+ * Active writes (write-blocking): a before-write notifier of the source
+ * takes the lock on the write's granules; the write goes to the source;
+ * an after-write notifier reads the range back (no other write of it can
+ * run meanwhile) and writes it to the target, clears the granules it
+ * covered whole and drops the lock.  The bitmap is disabled then: a write
+ * is either copied at once or marked dirty because its copy failed, so the
+ * dirty set only shrinks.  Turning write-blocking on happens in a drained
+ * section of the source, so that no write runs one notifier and not the
+ * other; a write whose before notifier did not take the lock finds no op
+ * after and leaves its copy to the bitmap.
+ *
+ * Convergence: while not ready and in background mode, the job samples the
+ * dirty count every second; three samples in a row without a new low (by
+ * an eighth) switch the job to write-blocking for the rest of its life.
+ *
  * The switch needs the source still: job-complete makes the job open a
  * drained section of the source (its own thread is the drainer, so its own
  * I/O goes on), copy what is still dirty (nothing new can come), flush the
  * target and move the source's users to it (bdrv_replace_node), all before
  * the section ends.  Requests held at the section's entry then go to the
- * target.
+ * target.  The notifiers leave in the same section.
  *
- * One copy at a time, of at most buf-size bytes: the guest comes first.
+ * One background copy at a time, of at most buf-size bytes: the guest
+ * comes first.
  */
 #include "jobs/mirror.h"
 
@@ -27,46 +47,171 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
 #define DEFAULT_GRANULARITY (64 * 1024)
 #define DEFAULT_BUF_SIZE (1024 * 1024)
 /* While ready and idle, the job looks for new dirty ranges this often. */
 #define READY_POLL_NS (20 * 1000 * 1000)
+/* Convergence: one sample of the dirty count a second; this many samples
+ * without a new low switch the job to write-blocking. */
+#define CONVERGE_SAMPLE_NS (1000 * 1000 * 1000LL)
+#define CONVERGE_STALLS 3
+/* After an ignored error, before the range is tried again. */
+#define RETRY_NS (10 * 1000 * 1000)
+
+/* A range in copy: a background copy or an active write. */
+typedef struct MirrorOp {
+    int64_t start, end;        /* granule aligned, locked */
+    int64_t offset, bytes;     /* an active write's own range */
+    GThread *owner;            /* an active write's thread, else NULL */
+} MirrorOp;
 
 typedef struct MirrorJob {
     Job common;
     BlockNode *source;
     BlockNode *target;
     BlockNode *replaces;
+    BlockNode *filter;         /* filter-node-name's node, referenced */
+    bool filter_inserted;      /* the users of replaces are on the filter */
+    bool filter_plugged;       /* it was, once (it has replaced_by) */
     BlockChild *source_edge;
     BlockChild *target_edge;
     MirrorSync sync;
+    MirrorCopyMode initial_mode;
+    BlockdevOnError on_source_error;
+    BlockdevOnError on_target_error;
+    bool auto_write_blocking;  /* may switch to write-blocking alone */
     int64_t granularity;
+    int64_t lock_align;        /* granularity, or the source's alignment */
     int64_t buf_size;
     BdrvDirtyBitmap *dirty;
     void *buf;
     int zero_flags;
-    bool active_commit;
-    bool target_was_read_only;
-    bool switched;
+    BlockNotifier *before_notifier;
+    BlockNotifier *after_notifier;
+
+    /* The range lock. */
+    GMutex ops_lock;
+    GCond ops_cond;
+    GList *ops;                /* of MirrorOp *, guarded by ops_lock */
+
+    int active;                /* write-blocking on; atomic */
+    /* An active write's copy failed (first error until the job saw it):
+     * -errno and whether the source read failed.  Atomic. */
+    int active_error;
+    int active_error_is_read;
+
+    /* Convergence samples (the job's thread only). */
+    uint64_t low;
+    int stalls;
+    int64_t next_sample_ns;
+    bool active_commit;        /* a "commit" job: target below source */
+    bool target_was_read_only; /* read-only again unless switched to */
 
     /* Guarded by the job lock. */
     bool should_complete;     /* job-complete: switch */
     bool ready;
+    bool switched_alone;      /* write-blocking because it did not converge */
+    bool switched;            /* the source's users moved to the target */
 } MirrorJob;
 
 static const char *const sync_names[] = { "full", "top", "none" };
+static const char *const copy_mode_names[] = { "background",
+                                               "write-blocking" };
 
-bool mirror_sync_parse(const char *name, MirrorSync *out, GError **errp)
+static bool parse_name(const char *key, const char *const *names, size_t n,
+                       const char *name, int *out, GError **errp)
 {
-    for (size_t i = 0; i < G_N_ELEMENTS(sync_names); i++) {
-        if (strcmp(name, sync_names[i]) == 0) {
-            *out = (MirrorSync)i;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *out = (int)i;
             return true;
         }
     }
     g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                "Parameter 'sync' does not accept value '%s'", name);
+                "Parameter '%s' does not accept value '%s'", key, name);
     return false;
+}
+
+bool mirror_sync_parse(const char *name, MirrorSync *out, GError **errp)
+{
+    int v;
+
+    if (!parse_name("sync", sync_names, G_N_ELEMENTS(sync_names), name, &v,
+                    errp))
+        return false;
+    *out = (MirrorSync)v;
+    return true;
+}
+
+bool mirror_copy_mode_parse(const char *name, MirrorCopyMode *out,
+                            GError **errp)
+{
+    int v;
+
+    if (!parse_name("copy-mode", copy_mode_names,
+                    G_N_ELEMENTS(copy_mode_names), name, &v, errp))
+        return false;
+    *out = (MirrorCopyMode)v;
+    return true;
+}
+
+/* --- the range lock -------------------------------------------------------- */
+
+static bool overlaps_locked(MirrorJob *m, int64_t start, int64_t end)
+{
+    for (GList *l = m->ops; l; l = l->next) {
+        MirrorOp *op = l->data;
+        if (op->start < end && start < op->end)
+            return true;
+    }
+    return false;
+}
+
+/* Locks the granules of [offset, offset + bytes), waiting for copies and
+ * active writes that hold any of them. */
+static MirrorOp *op_begin(MirrorJob *m, int64_t offset, int64_t bytes,
+                          GThread *owner)
+{
+    MirrorOp *op = g_new0(MirrorOp, 1);
+
+    op->start = offset - offset % m->lock_align;
+    op->end = ROUND_UP(offset + bytes, m->lock_align);
+    op->offset = offset;
+    op->bytes = bytes;
+    op->owner = owner;
+    g_mutex_lock(&m->ops_lock);
+    while (overlaps_locked(m, op->start, op->end))
+        g_cond_wait(&m->ops_cond, &m->ops_lock);
+    m->ops = g_list_prepend(m->ops, op);
+    g_mutex_unlock(&m->ops_lock);
+    return op;
+}
+
+static void op_end(MirrorJob *m, MirrorOp *op)
+{
+    g_mutex_lock(&m->ops_lock);
+    m->ops = g_list_remove(m->ops, op);
+    g_cond_broadcast(&m->ops_cond);
+    g_mutex_unlock(&m->ops_lock);
+    g_free(op);
+}
+
+/* The active write of this thread at @offset, which holds its granules
+ * until op_end; NULL if its before notifier took none. */
+static MirrorOp *op_find_active(MirrorJob *m, int64_t offset, int64_t bytes)
+{
+    GThread *self = g_thread_self();
+    MirrorOp *found = NULL;
+
+    g_mutex_lock(&m->ops_lock);
+    for (GList *l = m->ops; l && !found; l = l->next) {
+        MirrorOp *op = l->data;
+        if (op->owner == self && op->offset == offset && op->bytes == bytes)
+            found = op;
+    }
+    g_mutex_unlock(&m->ops_lock);
+    return found;
 }
 
 /* --- copying --------------------------------------------------------------- */
@@ -111,11 +256,26 @@ static int mark_initial(MirrorJob *m)
     return 0;
 }
 
+/* Source to target, through @buf; *@is_read says which side failed. */
+static int copy_data(MirrorJob *m, int64_t off, int64_t n, void *buf,
+                     bool *is_read)
+{
+    int ret = bdrv_pread(m->source, off, n, buf);
+
+    *is_read = ret < 0;
+    if (ret == 0 && buffer_is_zero(buf, n))
+        ret = bdrv_pwrite_zeroes(m->target, off, n, m->zero_flags);
+    else if (ret == 0)
+        ret = bdrv_pwrite(m->target, off, n, buf, 0);
+    return ret;
+}
+
 /* Copies the first dirty range at or after @from (wrapping around); 1 if
  * one was copied (*@from moves past it), 0 if nothing is dirty. */
-static int copy_next(MirrorJob *m, int64_t *from)
+static int copy_next(MirrorJob *m, int64_t *from, bool *is_read)
 {
     int64_t len = bdrv_getlength(m->source), off, n;
+    MirrorOp *op;
     bool dirty;
     int ret;
 
@@ -127,16 +287,14 @@ static int copy_next(MirrorJob *m, int64_t *from)
     if (!bdrv_dirty_bitmap_next_extent(m->dirty, off, MIN(len, off +
                                        m->buf_size), &dirty, &n))
         return 0;
+    op = op_begin(m, off, n, NULL);
     bdrv_dirty_bitmap_set(m->dirty, off, n, false);
-    ret = bdrv_pread(m->source, off, n, m->buf);
-    if (ret == 0 && buffer_is_zero(m->buf, n))
-        ret = bdrv_pwrite_zeroes(m->target, off, n, m->zero_flags);
-    else if (ret == 0)
-        ret = bdrv_pwrite(m->target, off, n, m->buf, 0);
-    if (ret < 0) {
+    ret = copy_data(m, off, n, m->buf, is_read);
+    if (ret < 0)
         bdrv_dirty_bitmap_set(m->dirty, off, n, true); /* still to do */
+    op_end(m, op);
+    if (ret < 0)
         return ret;
-    }
     job_progress_update(&m->common, n);
     *from = off + n >= len ? 0 : off + n;
     return 1;
@@ -146,11 +304,126 @@ static int copy_next(MirrorJob *m, int64_t *from)
 static int copy_all(MirrorJob *m)
 {
     int64_t from = 0;
+    bool is_read;
     int ret;
 
-    while ((ret = copy_next(m, &from)) > 0)
+    while ((ret = copy_next(m, &from, &is_read)) > 0)
         ;
     return ret;
+}
+
+/* --- active writes --------------------------------------------------------- */
+
+static int before_write(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
+                        int64_t bytes, void *opaque)
+{
+    MirrorJob *m = opaque;
+
+    if (g_atomic_int_get(&m->active))
+        op_begin(m, offset, bytes, g_thread_self());
+    return 0;
+}
+
+/* The granules [offset, offset + bytes) covers whole are clean now. */
+static void clear_covered(MirrorJob *m, int64_t offset, int64_t bytes)
+{
+    int64_t g = m->granularity;
+    int64_t start = ROUND_UP(offset, g);
+    int64_t end = (offset + bytes) - (offset + bytes) % g;
+
+    if (offset + bytes == bdrv_getlength(m->source))
+        end = offset + bytes;
+    if (end > start)
+        bdrv_dirty_bitmap_set(m->dirty, start, end - start, false);
+}
+
+/* The write is in the source; no other write of its granules runs until
+ * op_end: the range as the source has it now goes to the target. */
+static int after_write(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
+                       int64_t bytes, int ret, void *opaque)
+{
+    MirrorJob *m = opaque;
+    MirrorOp *op = op_find_active(m, offset, bytes);
+    void *buf;
+    bool is_read = true;
+
+    if (!op)
+        return 0;
+    buf = bdrv_blockalign(m->source, bytes);
+    ret = buf ? copy_data(m, offset, bytes, buf, &is_read) : -ENOMEM;
+    free(buf);
+    if (ret == 0) {
+        clear_covered(m, offset, bytes);
+    } else {
+        /* The guest's write stands; the job copies the range later and
+         * applies its error policy. */
+        bdrv_dirty_bitmap_set(m->dirty, offset, bytes, true);
+        if (g_atomic_int_compare_and_exchange(&m->active_error, 0, ret))
+            g_atomic_int_set(&m->active_error_is_read, is_read);
+    }
+    op_end(m, op);
+    return 0;
+}
+
+/* From now on every write of the source is copied before it is done. */
+static void start_write_blocking(MirrorJob *m)
+{
+    BdrvDrain *drain = bdrv_drained_begin(m->source);
+
+    bdrv_dirty_bitmap_set_enabled(m->dirty, false);
+    g_atomic_int_set(&m->active, 1);
+    bdrv_drained_end(drain);
+}
+
+static void add_notifiers(MirrorJob *m)
+{
+    BdrvDrain *drain = bdrv_drained_begin(m->source);
+
+    m->before_notifier = bdrv_add_before_write_notifier(m->source,
+                                                        before_write, m);
+    m->after_notifier = bdrv_add_after_write_notifier(m->source,
+                                                      after_write, m);
+    if (m->initial_mode == MIRROR_COPY_MODE_WRITE_BLOCKING) {
+        bdrv_dirty_bitmap_set_enabled(m->dirty, false);
+        g_atomic_int_set(&m->active, 1);
+    }
+    bdrv_drained_end(drain);
+}
+
+/* In a drained section of the source: no write is between the two. */
+static void remove_notifiers(MirrorJob *m)
+{
+    g_atomic_int_set(&m->active, 0);
+    if (m->before_notifier)
+        bdrv_remove_before_write_notifier(m->source, m->before_notifier);
+    if (m->after_notifier)
+        bdrv_remove_before_write_notifier(m->source, m->after_notifier);
+    m->before_notifier = m->after_notifier = NULL;
+}
+
+/* Not ready yet and the dirty set does not shrink: write-blocking. */
+static void check_convergence(MirrorJob *m)
+{
+    int64_t now = job_now_ns();
+    uint64_t count;
+
+    /* m->ready: only this thread changes it. */
+    if (!m->auto_write_blocking || m->ready ||
+        g_atomic_int_get(&m->active) || now < m->next_sample_ns)
+        return;
+    m->next_sample_ns = now + CONVERGE_SAMPLE_NS;
+    count = bdrv_dirty_bitmap_count(m->dirty);
+    if (count < m->low - m->low / 8) {
+        m->low = count;
+        m->stalls = 0;
+        return;
+    }
+    if (++m->stalls < CONVERGE_STALLS)
+        return;
+    start_write_blocking(m);
+    job_lock();
+    m->switched_alone = true;
+    job_unlock();
 }
 
 /* --- the switch ------------------------------------------------------------ */
@@ -167,27 +440,59 @@ static int switch_to_target(MirrorJob *m, GError **errp)
         !bdrv_child(m->target, "backing") &&
         !bdrv_set_backing(m->target, backing, errp))
         return -EINVAL;
-    if (!bdrv_replace_node(m->replaces, m->target, errp))
+    if (!bdrv_replace_node(m->filter_inserted ? m->filter : m->replaces,
+                           m->target, errp))
         return -EBUSY;
-    m->switched = true;
+    m->filter_inserted = false;
     return 0;
 }
 
-/* The end of a run that was not force-cancelled: the last copy in a
- * drained section, then the switch if job-complete asked for it. */
-static int mirror_finish(MirrorJob *m, bool do_switch, GError **errp)
+/* The users of the filter go back to the node it was put above; in a
+ * drained section. */
+static void unplug_filter(MirrorJob *m)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!m->filter_inserted)
+        return;
+    if (!bdrv_replace_node(m->filter, m->replaces, &err))
+        g_warning("mirror '%s': %s", m->common.id, err->message);
+    m->filter_inserted = false;
+}
+
+/* The filter, out of the users' way, lets go of the graph below it (in a
+ * drained section). */
+static void drop_filter(MirrorJob *m)
+{
+    if (m->filter && m->filter_plugged && !m->filter_inserted &&
+        bdrv_child(m->filter, "file"))
+        bdrv_mirror_top_detach(m->filter);
+}
+
+/* The end of every run, in a drained section of the source: unless
+ * @copy_last is false (a failure, a forced cancel), the last copy and the
+ * switch if job-complete asked for it; then the notifiers go. */
+static int mirror_finish(MirrorJob *m, bool copy_last, bool do_switch,
+                         GError **errp)
 {
     BdrvDrain *drain = bdrv_drained_begin(m->source);
-    int ret = copy_all(m);
+    int ret = copy_last ? copy_all(m) : 0;
 
-    if (ret == 0)
+    if (ret == 0 && copy_last)
         ret = bdrv_flush(m->target);
     if (ret < 0)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Mirror of '%s' failed to finish: %s",
                     bdrv_node_name(m->source), g_strerror(-ret));
-    else if (do_switch)
-        ret = switch_to_target(m, errp);
+    else if (do_switch && (ret = switch_to_target(m, errp)) == 0)
+        m->switched = true;
+    /* Whatever still reaches the old source is written again where its
+     * user went; what it holds now is on its disk. */
+    if (m->switched)
+        bdrv_flush(m->source);
+    unplug_filter(m);
+    drop_filter(m);
+    remove_notifiers(m);
     bdrv_drained_end(drain);
     return ret;
 }
@@ -217,37 +522,80 @@ static void become_ready(MirrorJob *m)
     job_transition_to_ready(&m->common);
 }
 
+/* A failed copy (background or active) under the job's error policy:
+ * 0 to go on (the range stays dirty), or the error that ends the job. */
+static int handle_error(MirrorJob *m, int ret, bool is_read)
+{
+    BlockErrorAction action;
+
+    action = job_error_action(&m->common,
+                              is_read ? m->on_source_error
+                                      : m->on_target_error,
+                              is_read, -ret);
+    if (action == BLOCK_ERROR_ACTION_REPORT)
+        return ret;
+    if (action == BLOCK_ERROR_ACTION_IGNORE)
+        job_sleep_ns(&m->common, RETRY_NS); /* no busy loop on a bad disk */
+    return 0;
+}
+
+/* One step of the loop: a copy, or, when nothing is dirty, ready and a
+ * look at whether the job should end.  1: end now; <0: failed. */
+static int mirror_step(MirrorJob *m, int64_t *from, bool *do_switch)
+{
+    Job *job = &m->common;
+    int64_t delay;
+    bool is_read = false;
+    int ret = g_atomic_int_get(&m->active_error);
+
+    if (ret < 0) {
+        is_read = g_atomic_int_get(&m->active_error_is_read);
+        g_atomic_int_set(&m->active_error, 0);
+        return handle_error(m, ret, is_read);
+    }
+    check_convergence(m);
+    ret = copy_next(m, from, &is_read);
+    if (ret < 0)
+        return handle_error(m, ret, is_read);
+    if (ret == 0) {
+        become_ready(m);
+        if (wants_end(m, do_switch))
+            return 1;
+        job_sleep_ns(job, READY_POLL_NS);
+    } else if ((delay = job_ratelimit_delay_ns(job, m->buf_size)) > 0) {
+        job_sleep_ns(job, delay);
+    }
+    return 0;
+}
+
 static int mirror_run(Job *job, GError **errp)
 {
     MirrorJob *m = (MirrorJob *)job;
-    int64_t from = 0, delay;
+    int64_t from = 0;
     bool do_switch = false;
-    int ret = mark_initial(m);
+    int ret;
 
-    while (ret >= 0) {
-        if (job_is_force_cancelled(job))
+    m->low = UINT64_MAX;
+    m->next_sample_ns = job_now_ns() + CONVERGE_SAMPLE_NS;
+    add_notifiers(m);
+    ret = mark_initial(m);
+    while (ret == 0) {
+        if (job_is_force_cancelled(job)) {
+            mirror_finish(m, false, false, NULL);
             return -ECANCELED;
+        }
         job_pause_point(job);
         job_drain_point(job);
-        ret = copy_next(m, &from);
-        if (ret == 0) {
-            become_ready(m);
-            if (wants_end(m, &do_switch))
-                break;
-            job_sleep_ns(job, READY_POLL_NS);
-        } else if (ret > 0 &&
-                   (delay = job_ratelimit_delay_ns(job, m->buf_size)) > 0) {
-            job_sleep_ns(job, delay);
-        }
+        ret = mirror_step(m, &from, &do_switch);
     }
     if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                    "Mirror of '%s' to '%s' failed: %s",
-                    bdrv_node_name(m->source), bdrv_node_name(m->target),
+        mirror_finish(m, false, false, NULL);
+        /* As QEMU: the job's error is the errno's words. */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED, "%s",
                     g_strerror(-ret));
         return ret;
     }
-    return mirror_finish(m, do_switch, errp);
+    return mirror_finish(m, true, do_switch, errp);
 }
 
 /* Only a ready mirror can end without being forced off: without the
@@ -286,34 +634,122 @@ static void mirror_clean(Job *job)
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
     if (m->target_was_read_only && !m->switched)
         bdrv_set_read_only(m->target);
+    if (m->filter_inserted) { /* never ran */
+        BdrvDrain *drain = bdrv_drained_begin(m->filter);
+        unplug_filter(m);
+        drop_filter(m);
+        bdrv_drained_end(drain);
+    }
+    /* NBD requests hold their own reference on the node they entered. */
+    g_clear_pointer(&m->filter, bdrv_unref);
+    g_clear_pointer(&m->source, bdrv_unref);
     free(m->buf);
     m->buf = NULL;
 }
 
+static void mirror_free(Job *job)
+{
+    MirrorJob *m = (MirrorJob *)job;
+
+    g_list_free_full(m->ops, g_free);
+    g_mutex_clear(&m->ops_lock);
+    g_cond_clear(&m->ops_cond);
+}
+
+#define MIRROR_ENGINE                                                       \
+    .instance_size = sizeof(MirrorJob),                                     \
+    .block_job = true,                                                      \
+    .drains_itself = true,                                                  \
+    .run = mirror_run,                                                      \
+    .cancel = mirror_cancel,                                                \
+    .complete = mirror_complete,                                            \
+    .clean = mirror_clean,                                                  \
+    .free = mirror_free
+
 static const JobDriver mirror_driver = {
     .type = "mirror",
-    .instance_size = sizeof(MirrorJob),
-    .block_job = true,
-    .drains_itself = true,
-    .run = mirror_run,
-    .cancel = mirror_cancel,
-    .complete = mirror_complete,
-    .clean = mirror_clean,
+    MIRROR_ENGINE,
 };
 
-/* QEMU's active commit is a mirror job of type "commit". */
-static const JobDriver commit_active_driver = {
+/* An active commit is this job under another name (QEMU's
+ * commit_active_start). */
+static const JobDriver active_commit_driver = {
     .type = "commit",
-    .instance_size = sizeof(MirrorJob),
-    .block_job = true,
-    .drains_itself = true,
-    .run = mirror_run,
-    .cancel = mirror_cancel,
-    .complete = mirror_complete,
-    .clean = mirror_clean,
+    MIRROR_ENGINE,
 };
+
+bool mirror_job_info(Job *job, MirrorJobInfo *info)
+{
+    MirrorJob *m = (MirrorJob *)job;
+
+    if (job->driver->run != mirror_run)
+        return false;
+    job_lock();
+    info->auto_write_blocking = m->switched_alone;
+    /* The asked mode holds from the start, before run() turns it on. */
+    info->copy_mode = g_atomic_int_get(&m->active) || m->switched_alone
+                          ? MIRROR_COPY_MODE_WRITE_BLOCKING
+                          : m->initial_mode;
+    /* Once ready, every write done since is in the target too, unless
+     * the copy of one failed and waits in the bitmap. */
+    info->actively_synced = m->ready && g_atomic_int_get(&m->active) &&
+                            !g_atomic_int_get(&m->active_error);
+    job_unlock();
+    return true;
+}
 
 /* --- creation -------------------------------------------------------------- */
+
+static bool check_granularity(int64_t g, GError **errp)
+{
+    if (g && (g < 512 || g > 64 * 1024 * 1024)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'granularity' expects a value in range "
+                    "[512B, 64MB]");
+        return false;
+    }
+    if (g & (g - 1)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'granularity' expects a power of 2");
+        return false;
+    }
+    return true;
+}
+
+static bool check_options(const MirrorOptions *o, GError **errp)
+{
+    if (!check_granularity(o->granularity, errp))
+        return false;
+    if (o->speed < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'speed' expects a non-negative value");
+        return false;
+    }
+    if (o->buf_size < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid parameter 'buf-size'");
+        return false;
+    }
+    /* Before the job exists, so that a bad name makes no job events. */
+    if (o->filter_node_name && !bdrv_id_wellformed(o->filter_node_name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Invalid node-name: '%s'", o->filter_node_name);
+        return false;
+    }
+    if (o->filter_node_name && bdrv_find_node(o->filter_node_name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_EXISTS,
+                    "Duplicate nodes with node-name='%s'",
+                    o->filter_node_name);
+        return false;
+    }
+    if (o->job_type && strcmp(o->job_type, "mirror") != 0 &&
+        strcmp(o->job_type, "commit") != 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "No job type '%s' on the mirror engine", o->job_type);
+        return false;
+    }
+    return true;
+}
 
 static bool check_nodes(BlockNode *source, BlockNode *target,
                         const MirrorOptions *o, GError **errp)
@@ -340,16 +776,10 @@ static bool check_nodes(BlockNode *source, BlockNode *target,
     }
     if (o->replaces && bdrv_skip_filters(o->replaces) != source) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Node '%s' is not the source '%s' or a filter above it",
+                    "Cannot replace '%s' by a node mirrored from '%s', "
+                    "because it cannot be guaranteed that doing so would "
+                    "not lead to an abrupt change of visible data",
                     bdrv_node_name(o->replaces), bdrv_node_name(source));
-        return false;
-    }
-    if (o->granularity && (o->granularity < 512 ||
-                           o->granularity > 64 * 1024 * 1024 ||
-                           (o->granularity & (o->granularity - 1)))) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter 'granularity': must be a power of 2 "
-                    "between 512 and 64M");
         return false;
     }
     return true;
@@ -361,9 +791,63 @@ static bool attach_nodes(MirrorJob *m, BlockNode *source, BlockNode *target,
     if (!job_attach_copy_nodes(&m->common, source, target,
                                &m->source_edge, &m->target_edge, errp))
         return false;
+    /* Our own reference: the switch moves the source edge to the target,
+     * and the bitmap and notifiers stay on the source until clean. */
+    bdrv_ref(source);
     m->source = source;
     m->target = target;
     return true;
+}
+
+static void set_options(MirrorJob *m, BlockNode *source, BlockNode *target,
+                        const MirrorOptions *o)
+{
+    m->active_commit = o->active_commit;
+    m->target_was_read_only = o->target_was_read_only;
+    m->sync = o->sync;
+    m->initial_mode = o->copy_mode;
+    m->on_source_error = o->on_source_error;
+    m->on_target_error = o->on_target_error;
+    m->auto_write_blocking = !o->no_auto_write_blocking;
+    m->granularity = o->granularity ? o->granularity : DEFAULT_GRANULARITY;
+    m->lock_align = MAX(m->granularity,
+                        (int64_t)bdrv_limits(source)->request_alignment);
+    m->buf_size = MAX(o->buf_size ? o->buf_size : DEFAULT_BUF_SIZE,
+                      m->granularity);
+    m->replaces = o->replaces ? o->replaces : source;
+    /* Unmapping is only safe where a hole reads as zero. */
+    m->zero_flags = !o->no_unmap && bdrv_has_zero_init(target)
+                        ? BDRV_REQ_MAY_UNMAP
+                        : 0;
+    g_mutex_init(&m->ops_lock);
+    g_cond_init(&m->ops_cond);
+    job_lock();
+    m->common.speed = o->speed;
+    job_unlock();
+}
+
+/* filter-node-name: a "mirror_top" node above replaces takes its users
+ * (in a drained section), as QEMU's mirror_top_bs. */
+static bool plug_filter(MirrorJob *m, const char *name, GError **errp)
+{
+    g_autoptr(GHashTable) o = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                    g_free, g_free);
+    BdrvDrain *drain;
+    bool ok;
+
+    g_hash_table_insert(o, g_strdup("driver"), g_strdup("mirror_top"));
+    g_hash_table_insert(o, g_strdup("node-name"), g_strdup(name));
+    g_hash_table_insert(o, g_strdup("file"),
+                        g_strdup(bdrv_node_name(m->replaces)));
+    g_hash_table_insert(o, g_strdup("discard"), g_strdup("unmap"));
+    m->filter = bdrv_open(o, errp);
+    if (!m->filter)
+        return false;
+    drain = bdrv_drained_begin(m->replaces);
+    ok = bdrv_replace_node(m->replaces, m->filter, errp);
+    bdrv_drained_end(drain);
+    m->filter_inserted = m->filter_plugged = ok;
+    return ok;
 }
 
 Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
@@ -372,35 +856,24 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     g_autofree char *name = NULL;
     MirrorJob *m;
 
-    if (o->speed < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter 'speed'");
+    if (!check_options(o, errp) || !check_nodes(source, target, o, errp))
         return NULL;
-    }
-    if (!check_nodes(source, target, o, errp))
-        return NULL;
-    m = job_create(id, o->active_commit ? &commit_active_driver
-                                        : &mirror_driver,
+    m = job_create(id,
+                   o->active_commit ||
+                           (o->job_type && strcmp(o->job_type, "commit") == 0)
+                       ? &active_commit_driver
+                       : &mirror_driver,
                    o->job_flags, errp);
     if (!m)
         return NULL;
-    m->active_commit = o->active_commit;
-    m->target_was_read_only = o->target_was_read_only;
-    m->sync = o->sync;
-    m->granularity = o->granularity ? o->granularity : DEFAULT_GRANULARITY;
-    m->buf_size = MAX(o->buf_size ? o->buf_size : DEFAULT_BUF_SIZE,
-                      m->granularity);
-    m->replaces = o->replaces ? o->replaces : source;
-    /* Unmapping is only safe where a hole reads as zero. */
-    m->zero_flags = bdrv_has_zero_init(target) ? BDRV_REQ_MAY_UNMAP : 0;
-    job_lock();
-    m->common.speed = o->speed;
-    job_unlock();
+    set_options(m, source, target, o);
     name = g_strdup_printf("#mirror-%s", id);
     if (!attach_nodes(m, source, target, errp) ||
         !(m->dirty = bdrv_create_dirty_bitmap(source, name, m->granularity,
                                               errp)) ||
-        !(m->buf = bdrv_blockalign(source, m->buf_size))) {
+        !(m->buf = bdrv_blockalign(source, m->buf_size)) ||
+        (o->filter_node_name &&
+         !plug_filter(m, o->filter_node_name, errp))) {
         job_cancel_created(&m->common);
         return NULL;
     }

@@ -29,6 +29,7 @@ typedef struct StreamJob {
     ChainClaim claim;
     ChainWritable top_rw;
     char *backing_file;
+    bool mask_protocol;
     BlockdevOnError on_error;
     int base_depth;           /* of base under top; 0 without base */
 } StreamJob;
@@ -88,7 +89,8 @@ static int stream_run(Job *job, GError **errp)
     if (ret < 0)
         return ret;
     drain = bdrv_drained_begin(s->top);
-    ok = chain_set_backing(s->top, s->base, s->backing_file, errp);
+    ok = chain_set_backing(s->top, s->base, s->backing_file,
+                           s->mask_protocol, errp);
     bdrv_drained_end(drain);
     return ok ? 0 : -EIO;
 }
@@ -214,6 +216,7 @@ Job *stream_job_create(const char *id, BlockNode *top, BlockNode *base,
     s->base = base;
     s->on_error = o->on_error;
     s->backing_file = g_strdup(o->backing_file);
+    s->mask_protocol = o->backing_mask_protocol;
     s->base_depth = base ? bdrv_chain_depth(s->top, base) : 0;
     job_lock();
     s->common.speed = o->speed;

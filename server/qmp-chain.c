@@ -51,6 +51,7 @@ static bool parse_common(JsonObject *args, ChainJobOptions *o, GError **errp)
         g_propagate_error(errp, err);
         return false;
     }
+    o->backing_mask_protocol = mask;
     o->job_flags = (fin ? 0 : JOB_MANUAL_FINALIZE) |
                    (dis ? 0 : JOB_MANUAL_DISMISS);
     return true;

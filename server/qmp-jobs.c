@@ -330,11 +330,12 @@ static GHashTable *new_opts(void)
     return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 }
 
-static bool create_target(const BackupArgs *a, BlockNode *source,
-                          const char *format, GError **errp)
+/* A new image @filename of the source's size; a qcow2 names @base (if
+ * any) as its backing file. */
+static bool create_target(const char *filename, BlockNode *source,
+                          BlockNode *base, const char *format, GError **errp)
 {
     g_autoptr(GHashTable) o = new_opts();
-    BlockNode *base = target_backing(source, a->opts.sync);
     const char *drv = strcmp(format, "raw") == 0 ? "file" : format;
 
     if (base && strcmp(format, "qcow2") == 0) {
@@ -343,22 +344,24 @@ static bool create_target(const BackupArgs *a, BlockNode *source,
         g_hash_table_insert(o, g_strdup("backing_fmt"),
                             g_strdup(default_format(base)));
     }
-    return bdrv_create(drv, a->target, bdrv_getlength(source), o, errp) >= 0;
+    return bdrv_create(drv, filename, bdrv_getlength(source), o, errp) >= 0;
 }
 
-static BlockNode *open_target(const BackupArgs *a, BlockNode *source,
-                              const char *format, GError **errp)
+static BlockNode *open_target(const char *filename, const char *format,
+                              BlockNode *base, const char *node_name,
+                              GError **errp)
 {
     g_autoptr(GHashTable) o = new_opts();
-    BlockNode *base = target_backing(source, a->opts.sync);
 
     g_hash_table_insert(o, g_strdup("driver"), g_strdup(format));
+    if (node_name)
+        g_hash_table_insert(o, g_strdup("node-name"), g_strdup(node_name));
     if (strcmp(format, "file") == 0) {
-        g_hash_table_insert(o, g_strdup("filename"), g_strdup(a->target));
+        g_hash_table_insert(o, g_strdup("filename"), g_strdup(filename));
     } else {
         g_hash_table_insert(o, g_strdup("file.driver"), g_strdup("file"));
         g_hash_table_insert(o, g_strdup("file.filename"),
-                            g_strdup(a->target));
+                            g_strdup(filename));
     }
     /* The target's backing is the live node, not a second open of its
      * file (as QEMU's bdrv_set_backing_hd). */
@@ -366,6 +369,31 @@ static BlockNode *open_target(const BackupArgs *a, BlockNode *source,
         g_hash_table_insert(o, g_strdup("backing"),
                             g_strdup(bdrv_node_name(base)));
     return bdrv_open(o, errp);
+}
+
+/* The target of drive-backup and drive-mirror: @filename in @format
+ * (known to exist), created unless @existing, opened with @base (if any)
+ * as its live backing and named @node_name (if given).  The caller owns
+ * the reference. */
+static BlockNode *drive_target(const char *filename, const char *format,
+                               bool existing, BlockNode *source,
+                               BlockNode *base, const char *node_name,
+                               GError **errp)
+{
+    if (!existing && !create_target(filename, source, base, format, errp))
+        return NULL;
+    return open_target(filename, format, base, node_name, errp);
+}
+
+/* The format of a drive-* target: given, probed (existing) or the
+ * source's. */
+static const char *drive_target_format(const char *format, bool existing,
+                                       const char *filename,
+                                       BlockNode *source)
+{
+    return format ? format
+                  : existing ? bdrv_probe_format(filename)
+                             : default_format(source);
 }
 
 static Job *create_backup(const BackupArgs *a, BlockNode *source,
@@ -389,16 +417,13 @@ static Job *drive_backup_prepare(JsonObject *args, GError **errp)
         a.opts.sync = BACKUP_SYNC_FULL;
     if (!resolve_bitmap(&a, source, errp))
         return NULL;
-    format = a.format ? a.format
-                      : a.existing ? bdrv_probe_format(a.target)
-                                   : default_format(source);
+    format = drive_target_format(a.format, a.existing, a.target, source);
     if (!bdrv_has_driver(format)) {
         qmp_error(errp, "Unknown driver '%s'", format);
         return NULL;
     }
-    if (!a.existing && !create_target(&a, source, format, errp))
-        return NULL;
-    target = open_target(&a, source, format, errp);
+    target = drive_target(a.target, format, a.existing, source,
+                          target_backing(source, a.opts.sync), NULL, errp);
     if (!target)
         return NULL;
     job = create_backup(&a, source, target, errp);
@@ -536,6 +561,28 @@ static JsonNode *job_info_json(const JobInfo *i)
     return n;
 }
 
+/* A mirror's copy mode: "actively-synced" as QEMU 8.2; "x-copy-mode" (the
+ * mode now) and "x-auto-write-blocking" (it switched because it did not
+ * converge) are snapnbd's. */
+static void add_mirror_info(JsonObject *o, const char *id)
+{
+    Job *job = job_get(id);
+    MirrorJobInfo mi;
+
+    if (job && mirror_job_info(job, &mi)) {
+        json_object_set_boolean_member(o, "actively-synced",
+                                       mi.actively_synced);
+        json_object_set_string_member(
+            o, "x-copy-mode",
+            mi.copy_mode == MIRROR_COPY_MODE_WRITE_BLOCKING ? "write-blocking"
+                                                            : "background");
+        json_object_set_boolean_member(o, "x-auto-write-blocking",
+                                       mi.auto_write_blocking);
+    }
+    if (job)
+        job_unref(job);
+}
+
 static JsonNode *block_job_info_json(const JobInfo *i)
 {
     JsonObject *o = json_object_new();
@@ -556,6 +603,7 @@ static JsonNode *block_job_info_json(const JobInfo *i)
     json_object_set_boolean_member(o, "auto-dismiss", i->auto_dismiss);
     if (i->error)
         json_object_set_string_member(o, "error", i->error);
+    add_mirror_info(o, i->id);
     json_node_take_object(n, o);
     return n;
 }
@@ -696,89 +744,191 @@ static JsonNode *cmd_block_job_set_speed(JsonObject *args, GError **errp)
     return NULL;
 }
 
-/* --- blockdev-mirror -------------------------------------------------------- */
+/* --- blockdev-mirror and drive-mirror ------------------------------------ */
 
-#define MIRROR_MEMBERS \
+/* unmap is drive-mirror's in QEMU 7.2; blockdev-mirror takes it too (as
+ * later QEMUs do).  x-auto-write-blocking: false keeps a background
+ * mirror background even when it does not converge (snapnbd's). */
+#define MIRROR_COMMON_MEMBERS \
     "job-id,device,target,replaces,sync,speed,granularity,buf-size," \
-    "on-source-error,on-target-error,filter-node-name,copy-mode," \
-    "auto-finalize,auto-dismiss,unmap"
+    "on-source-error,on-target-error,copy-mode,auto-finalize," \
+    "auto-dismiss,unmap,x-auto-write-blocking"
+#define MIRROR_MEMBERS MIRROR_COMMON_MEMBERS ",filter-node-name"
+#define DRIVE_MIRROR_MEMBERS MIRROR_COMMON_MEMBERS ",format,node-name,mode"
 
-/* What snapnbd's mirror does not do yet is refused, never ignored. */
-static bool mirror_refusals(JsonObject *args, GError **errp)
-{
-    static const char *const policies[] = { "on-source-error",
-                                            "on-target-error" };
-    const char *mode;
-    GError *err = NULL;
+typedef struct MirrorArgs {
+    const char *job_id;
+    const char *device;
+    const char *target;
+    const char *replaces;
+    const char *format;     /* drive-mirror */
+    const char *node_name;  /* drive-mirror */
+    bool existing;          /* drive-mirror mode=existing */
+    MirrorOptions opts;
+} MirrorArgs;
 
-    if (json_object_has_member(args, "filter-node-name")) {
-        qmp_error(errp, "Parameter 'filter-node-name' is not supported yet");
-        return false;
-    }
-    mode = qmp_arg_str(args, "copy-mode", false, &err);
-    if (!err && mode && strcmp(mode, "background") != 0)
-        qmp_error(&err, "copy-mode '%s' is not supported yet", mode);
-    for (size_t i = 0; !err && i < G_N_ELEMENTS(policies); i++) {
-        const char *p = qmp_arg_str(args, policies[i], false, &err);
-        if (!err && p && strcmp(p, "report") != 0)
-            qmp_error(&err, "%s '%s' is not supported yet (report only)",
-                      policies[i], p);
-    }
-    if (err)
-        g_propagate_error(errp, err);
-    return err == NULL;
-}
-
-static bool parse_mirror_args(JsonObject *args, MirrorOptions *o,
-                              const char **job_id, BlockNode **source,
-                              BlockNode **target, GError **errp)
+static bool parse_mirror_enums(JsonObject *args, MirrorArgs *a,
+                               GError **errp)
 {
     GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", true, &err);
-    const char *tgt = err ? NULL : qmp_arg_str(args, "target", true, &err);
-    const char *sync = err ? NULL : qmp_arg_str(args, "sync", true, &err);
-    const char *replaces = err ? NULL
-                                : qmp_arg_str(args, "replaces", false, &err);
-    BackupOptions flags = { 0 };
+    const char *sync = qmp_arg_str(args, "sync", true, &err);
+    const char *mode = err ? NULL : qmp_arg_str(args, "copy-mode", false,
+                                                &err);
 
-    *o = (MirrorOptions){ 0 };
     if (!err)
-        *job_id = qmp_arg_str(args, "job-id", false, &err);
-    if (!err && !*job_id)
-        *job_id = device;
-    if (!err)
-        mirror_sync_parse(sync, &o->sync, &err);
-    if (!err)
-        qmp_arg_int(args, "speed", 0, &o->speed, &err);
-    if (!err)
-        qmp_arg_int(args, "granularity", 0, &o->granularity, &err);
-    if (!err)
-        qmp_arg_int(args, "buf-size", 0, &o->buf_size, &err);
+        mirror_sync_parse(sync, &a->opts.sync, &err);
+    if (!err && mode)
+        mirror_copy_mode_parse(mode, &a->opts.copy_mode, &err);
     if (err) {
         g_propagate_error(errp, err);
         return false;
     }
-    if (!mirror_refusals(args, errp) || !parse_job_flags(args, &flags, errp))
+    return parse_on_error(args, "on-source-error", &a->opts.on_source_error,
+                          errp) &&
+           parse_on_error(args, "on-target-error", &a->opts.on_target_error,
+                          errp);
+}
+
+static bool parse_mirror_args(JsonObject *args, MirrorArgs *a, GError **errp)
+{
+    GError *err = NULL;
+    BackupOptions flags = { 0 };
+    bool unmap = true, auto_wb = true;
+
+    *a = (MirrorArgs){ 0 };
+    a->device = qmp_arg_str(args, "device", true, &err);
+    if (!err)
+        a->target = qmp_arg_str(args, "target", true, &err);
+    if (!err)
+        a->replaces = qmp_arg_str(args, "replaces", false, &err);
+    if (!err)
+        a->job_id = qmp_arg_str(args, "job-id", false, &err);
+    if (!err && !a->job_id)
+        a->job_id = a->device;
+    if (!err)
+        qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
+    if (!err)
+        qmp_arg_int(args, "granularity", 0, &a->opts.granularity, &err);
+    if (!err)
+        qmp_arg_int(args, "buf-size", 0, &a->opts.buf_size, &err);
+    if (!err)
+        qmp_arg_bool(args, "unmap", true, &unmap, &err);
+    if (!err)
+        qmp_arg_bool(args, "x-auto-write-blocking", true, &auto_wb, &err);
+    if (err) {
+        g_propagate_error(errp, err);
         return false;
-    o->job_flags = flags.job_flags;
-    if (!(*source = lookup_node(device, errp)) ||
-        !(*target = lookup_node(tgt, errp)))
+    }
+    a->opts.no_unmap = !unmap;
+    a->opts.no_auto_write_blocking = !auto_wb;
+    if (!parse_mirror_enums(args, a, errp) ||
+        !parse_job_flags(args, &flags, errp))
         return false;
-    if (replaces && !(o->replaces = lookup_node(replaces, errp)))
-        return false;
+    a->opts.job_flags = flags.job_flags;
     return true;
+}
+
+/* The source and replaces nodes, and QEMU's sync=top without a backing:
+ * full. */
+static BlockNode *resolve_mirror_source(MirrorArgs *a, GError **errp)
+{
+    BlockNode *source = lookup_node(a->device, errp);
+
+    if (!source)
+        return NULL;
+    if (a->replaces && !(a->opts.replaces = bdrv_find_node(a->replaces))) {
+        qmp_error(errp, "Failed to find node with node-name='%s'",
+                  a->replaces);
+        return NULL;
+    }
+    if (a->opts.sync == MIRROR_SYNC_TOP && !bdrv_child(source, "backing"))
+        a->opts.sync = MIRROR_SYNC_FULL;
+    return source;
 }
 
 static JsonNode *cmd_blockdev_mirror(JsonObject *args, GError **errp)
 {
-    MirrorOptions o;
-    const char *job_id = NULL;
+    MirrorArgs a;
     BlockNode *source, *target;
+    GError *err = NULL;
     Job *job;
 
-    if (!parse_mirror_args(args, &o, &job_id, &source, &target, errp))
+    if (!parse_mirror_args(args, &a, errp))
         return NULL;
-    job = mirror_job_create(job_id, source, target, &o, errp);
+    a.opts.filter_node_name = qmp_arg_str(args, "filter-node-name", false,
+                                          &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return NULL;
+    }
+    if (!(source = resolve_mirror_source(&a, errp)) ||
+        !(target = lookup_node(a.target, errp)))
+        return NULL;
+    job = mirror_job_create(a.job_id, source, target, &a.opts, errp);
+    if (job)
+        job_start(job);
+    return NULL;
+}
+
+static bool parse_drive_mirror_args(JsonObject *args, MirrorArgs *a,
+                                    GError **errp)
+{
+    GError *err = NULL;
+    const char *mode = NULL;
+
+    if (!parse_mirror_args(args, a, errp))
+        return false;
+    a->format = qmp_arg_str(args, "format", false, &err);
+    if (!err)
+        a->node_name = qmp_arg_str(args, "node-name", false, &err);
+    if (!err)
+        mode = qmp_arg_str(args, "mode", false, &err);
+    if (!err)
+        qmp_check_enum("mode", mode, mode_values, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    a->existing = mode && strcmp(mode, "existing") == 0;
+    if (a->replaces && !a->node_name) {
+        qmp_error(errp, "a node-name must be provided when replacing a "
+                        "named node of the graph");
+        return false;
+    }
+    return true;
+}
+
+/* The backing a drive-mirror target gets: the source (sync=none), its
+ * backing (top), or none (full), as QEMU's qmp_drive_mirror. */
+static BlockNode *mirror_target_backing(BlockNode *source, MirrorSync sync)
+{
+    return target_backing(source, sync == MIRROR_SYNC_NONE  ? BACKUP_SYNC_NONE
+                                  : sync == MIRROR_SYNC_TOP ? BACKUP_SYNC_TOP
+                                                            : BACKUP_SYNC_FULL);
+}
+
+static JsonNode *cmd_drive_mirror(JsonObject *args, GError **errp)
+{
+    MirrorArgs a;
+    BlockNode *source, *target;
+    const char *format;
+    Job *job;
+
+    if (!parse_drive_mirror_args(args, &a, errp) ||
+        !(source = resolve_mirror_source(&a, errp)))
+        return NULL;
+    format = drive_target_format(a.format, a.existing, a.target, source);
+    if (!bdrv_has_driver(format)) {
+        qmp_error(errp, "Unknown file format '%s'", format);
+        return NULL;
+    }
+    target = drive_target(a.target, format, a.existing, source,
+                          mirror_target_backing(source, a.opts.sync),
+                          a.node_name, errp);
+    if (!target)
+        return NULL;
+    job = mirror_job_create(a.job_id, source, target, &a.opts, errp);
+    bdrv_unref(target); /* the job holds it now, or nobody */
     if (job)
         job_start(job);
     return NULL;
@@ -793,6 +943,8 @@ void qmp_register_job_commands(void)
                               BACKUP_MEMBERS);
     qmp_register_command_args("blockdev-mirror", cmd_blockdev_mirror,
                               MIRROR_MEMBERS);
+    qmp_register_command_args("drive-mirror", cmd_drive_mirror,
+                              DRIVE_MIRROR_MEMBERS);
     qmp_register_command_args("query-jobs", cmd_query_jobs, "");
     qmp_register_command_args("query-block-jobs", cmd_query_block_jobs, "");
     qmp_register_command_args("job-pause", cmd_job_pause, "id");

@@ -518,10 +518,12 @@ static int run_write(NbdConn *c, Worker *w, const Request *r)
         ret = cmd_trim(w, r);
     else
         ret = cmd_write_zeroes(w, r);
-    /* A live snapshot moved the export while this request was on its way
-     * to the old node, which is read-only now and refused it before
-     * touching anything: it goes to the new node. */
-    if (ret == -EPERM && nbd_export_node(c->exp) != w->node) {
+    /* A live snapshot or a mirror's switch moved the export while this
+     * request was on its way to the old node: the old node refused it
+     * (read-only now) or took it after the switch, where nobody reads it
+     * any more.  It goes to the new node too; doing it twice is harmless,
+     * since the client has no answer yet. */
+    if (nbd_export_node(c->exp) != w->node) {
         bdrv_unref(w->node);
         w->node = bdrv_user_node_ref(c->exp->user);
         return run_write(c, w, r);

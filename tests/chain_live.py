@@ -202,6 +202,32 @@ def commit_grows_base(q, d):
     job_ok(q, "cg")
 
 
+def commit_masks_protocol(q, d):
+    """A base that is a protocol node (driver file, no format layer) is
+    named as format raw with backing-mask-protocol."""
+    run("qemu-img", "create", "-q", "-f", "raw", f"{d}/r-0.raw", "4M")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+        f"{d}/r-0.raw", f"{d}/r-1.qcow2")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x6d 1M 1M",
+        f"{d}/r-1.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+        f"{d}/r-1.qcow2", f"{d}/r-2.qcow2")
+    q.cmd("blockdev-add", {"driver": "file", "node-name": "r-0",
+                           "filename": f"{d}/r-0.raw", "read-only": True})
+    q.cmd("blockdev-add", {"driver": "qcow2", "node-name": "r-1",
+                           "read-only": True, "backing": "r-0",
+                           "file": {"driver": "file",
+                                    "filename": f"{d}/r-1.qcow2"}})
+    q.cmd("blockdev-add", {"driver": "qcow2", "node-name": "r-2",
+                           "backing": "r-1",
+                           "file": {"driver": "file",
+                                    "filename": f"{d}/r-2.qcow2"}})
+    q.cmd("block-commit", {"job-id": "cr", "device": "r-2",
+                           "top-node": "r-1", "base-node": "r-0",
+                           "backing-mask-protocol": True})
+    job_ok(q, "cr")
+
+
 def main(qmp, sock, d, seed, peer=None):
     q = QMP(qmp)
     paths = make_chain(d, "a", 3, seed, top_opts=("-o", "cluster_size=1024"))
@@ -216,6 +242,7 @@ def main(qmp, sock, d, seed, peer=None):
     unexport(q)
     stream(q, sock, d, seed)
     commit_grows_base(q, d)
+    commit_masks_protocol(q, d)
     print("commits and streams done")
 
 

@@ -12,6 +12,7 @@
 #  - block-stream to a base node, then of the whole chain: the top image
 #    stands alone and holds the disk;
 #  - an active commit into a shorter base grows it (as QEMU does);
+#  - backing-mask-protocol stores a protocol base's format as raw;
 #  - every image qemu-img check clean and equal to the writers' model.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
@@ -43,3 +44,7 @@ qemu-img compare -q -f qcow2 -F raw "$tmp/b-3.qcow2" "$tmp/b-final.raw" ||
     fail "the base of a commit from a longer top did not grow"
 qemu-io -f qcow2 -c "read -P 0x5c 10M 1M" "$tmp/g-0.qcow2" | grep -q "^read" ||
     fail "the grown base lacks the data committed past its old end"
+[ "$(info "$tmp/r-2.qcow2" backing-filename-format)" = raw ] ||
+    fail "backing-mask-protocol did not store format raw"
+qemu-io -f qcow2 -c "read -P 0x6d 1M 1M" "$tmp/r-2.qcow2" | grep -q "^read" ||
+    fail "the commit into a protocol base lost data"
