@@ -423,6 +423,11 @@ def check_replies(q, by_name):
                                "node-name": "rs-src", "bitmaps": ["b1"]})
     q.cmd("blockdev-backup", {"job-id": "rs-j", "device": "rs-src",
                               "target": "rs-dst", "sync": "none"})
+    q.cmd("blockdev-add", {"driver": "null-co", "node-name": "rs-m",
+                           "size": 1 << 20})
+    q.cmd("blockdev-mirror", {"job-id": "rs-mj", "device": "rs-dst",
+                              "target": "rs-m", "sync": "full"})
+    q.wait_event("BLOCK_JOB_READY", device="rs-mj")
     checked = 0
     for name, args in (("query-version", None), ("query-commands", None),
                        ("query-qmp-schema", None),
@@ -441,6 +446,8 @@ def check_replies(q, by_name):
     q.cmd("job-cancel", {"id": "rs-j"})
     q.wait_event("BLOCK_JOB_CANCELLED", device="rs-j")
     q.wait_event("JOB_STATUS_CHANGE", id="rs-j", status="concluded")
+    q.cmd("job-cancel", {"id": "rs-mj"})
+    q.wait_event("JOB_STATUS_CHANGE", id="rs-mj", status="concluded")
     q.cmd("block-export-del", {"id": "rs-e"})
     q.wait_event("BLOCK_EXPORT_DELETED", id="rs-e")
     for ev in q.events:
@@ -458,6 +465,10 @@ ADDITIONS = (
     "block-commit/backing-mask-protocol",
     "block-stream/backing-mask-protocol",
     "/+throttle/limits",
+    "blockdev-mirror/unmap",
+    "/x-auto-write-blocking",
+    "query-block-jobs[]/actively-synced",
+    "query-block-jobs[]/x-copy-mode",
     "/+throttle/throttle-group (optional)",
     "x-blockdev-amend/options/+qcow2/version",
     "x-blockdev-amend/options/+qcow2/lazy-refcounts",
