@@ -146,7 +146,9 @@ static bool run(const char *command, const char *option, const char *spec,
                 JsonObject *args)
 {
     g_autoptr(GError) err = NULL;
-    JsonNode *ret = qmp_execute(command, args, &err);
+    /* JSON (--blockdev) is checked against the schema like QMP input */
+    JsonNode *ret = spec[0] == '{' ? qmp_execute(command, args, &err)
+                                   : qmp_execute_options(command, args, &err);
 
     json_object_unref(args);
     if (err)

@@ -41,6 +41,11 @@ bool qmp_check_enum(const char *key, const char *value,
  * uses this for --nbd-server, --export, --blockdev); the "return" value, or
  * NULL + errp. */
 JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp);
+/* The same for --nbd-server and --export in option syntax (QEMU's keyval
+ * form, whose values are strings and whose addresses are flat): only the
+ * member names are checked, not the schema's types. */
+JsonNode *qmp_execute_options(const char *name, JsonObject *args,
+                              GError **errp);
 
 /* --blockdev in option syntax: bdrv_open's flat keys as they are; the node
  * is then owned by the monitor, like one from blockdev-add. */

@@ -243,18 +243,16 @@ static JsonNode *cmd_blockdev_snapshot_sync(JsonObject *args, GError **errp)
 static bool tx_snapshot_prepare(JsonObject *data, void **state,
                                 GError **errp)
 {
-    *state = qmp_check_members(data, SNAPSHOT_MEMBERS, errp)
-                 ? prepare_snapshot(data, errp)
-                 : NULL;
+    /* the schema checked @data (BlockdevSnapshot) */
+    *state = prepare_snapshot(data, errp);
     return *state != NULL;
 }
 
 static bool tx_snapshot_sync_prepare(JsonObject *data, void **state,
                                      GError **errp)
 {
-    *state = qmp_check_members(data, SNAPSHOT_SYNC_MEMBERS, errp)
-                 ? prepare_snapshot_sync(data, errp)
-                 : NULL;
+    /* the schema checked @data (BlockdevSnapshotSync) */
+    *state = prepare_snapshot_sync(data, errp);
     return *state != NULL;
 }
 

@@ -15,6 +15,7 @@
 #include "nbd-server.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
+#include "qmp-schema.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -418,39 +419,14 @@ bool qmp_check_members(JsonObject *args, const char *members, GError **errp)
     return true;
 }
 
-/* qmp_capabilities' "enable": a list of known capabilities (only "oob"
- * exists), checked whole first, as QEMU's visitor does; we offer none, so
- * asking for one fails. */
+/* qmp_capabilities' "enable": the schema allows only "oob", which snapnbd
+ * does not offer (see snapnbd(1)). */
 static bool check_enable(JsonObject *args, GError **errp)
 {
-    JsonNode *en = json_object_get_member(args, "enable");
-    JsonArray *arr;
-    guint n;
+    JsonArray *caps = json_object_has_member(args, "enable")
+        ? json_object_get_array_member(args, "enable") : NULL;
 
-    if (!en)
-        return true;
-    if (!JSON_NODE_HOLDS_ARRAY(en)) {
-        qmp_error(errp, "Invalid parameter type for 'enable', expected: "
-                        "array");
-        return false;
-    }
-    arr = json_node_get_array(en);
-    n = json_array_get_length(arr);
-    for (guint i = 0; i < n; i++) {
-        JsonNode *cap = json_array_get_element(arr, i);
-        if (!JSON_NODE_HOLDS_VALUE(cap) ||
-            json_node_get_value_type(cap) != G_TYPE_STRING) {
-            qmp_error(errp, "Invalid parameter type for 'enable[%u]', "
-                            "expected: string", i);
-            return false;
-        }
-        if (strcmp(json_node_get_string(cap), "oob") != 0) {
-            qmp_error(errp, "Parameter 'enable[%u]' does not accept value "
-                      "'%s'", i, json_node_get_string(cap));
-            return false;
-        }
-    }
-    if (n > 0) {
+    if (caps && json_array_get_length(caps) > 0) {
         qmp_error(errp, "Capability 'oob' not available");
         return false;
     }
@@ -473,7 +449,20 @@ static bool negotiate(QmpClient *c, JsonObject *args, GError **errp)
     return true;
 }
 
-JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
+/* A client's arguments, checked against the schema (server/qmp-schema.json)
+ * as QEMU's generated visitors check them; a command the schema does not
+ * declare only gets its registered member list checked. */
+static bool check_args(const QmpCommand *cmd, JsonObject *args, GError **errp)
+{
+    const QmpSchemaEntry *entry = qmp_schema_command(cmd->name);
+
+    if (entry)
+        return qmp_schema_check_args(entry, args, errp);
+    return check_members(cmd, args, errp);
+}
+
+static JsonNode *execute(const char *name, JsonObject *args, bool typed,
+                         GError **errp)
 {
     QmpCommand *cmd = find_command(name);
     GError *err = NULL;
@@ -484,7 +473,10 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
                     "The command %s has not been found", name);
         return NULL;
     }
-    if (!check_members(cmd, args, errp))
+    /* The command line's option syntax (--nbd-server addr.path=...) is
+     * QEMU's keyval form, not the QMP types: only its names are checked. */
+    if (typed ? !check_args(cmd, args, errp)
+              : !check_members(cmd, args, errp))
         return NULL;
     ret = cmd->fn(args, &err);
     if (err) {
@@ -494,6 +486,17 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
         return NULL;
     }
     return ret ? ret : node_take_object(json_object_new());
+}
+
+JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
+{
+    return execute(name, args, true, errp);
+}
+
+JsonNode *qmp_execute_options(const char *name, JsonObject *args,
+                              GError **errp)
+{
+    return execute(name, args, false, errp);
 }
 
 static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
@@ -509,7 +512,7 @@ static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
     }
     if (!caps)
         return qmp_execute(name, args, errp);
-    if (!check_members(find_command(name), args, errp) ||
+    if (!check_args(find_command(name), args, errp) ||
         !negotiate(c, args, errp))
         return NULL;
     return node_take_object(json_object_new());
@@ -880,6 +883,11 @@ static JsonNode *cmd_query_commands(JsonObject *args, GError **errp)
     return n;
 }
 
+static JsonNode *cmd_query_qmp_schema(JsonObject *args, GError **errp)
+{
+    return qmp_schema_info();
+}
+
 /* Placeholder: qmp_capabilities runs in dispatch, which knows the client. */
 static JsonNode *cmd_qmp_capabilities(JsonObject *args, GError **errp)
 {
@@ -903,7 +911,6 @@ typedef struct TxAction {
 } TxAction;
 
 static const char *tx_completion_mode = "individual";
-static guint tx_index; /* of the action being prepared */
 
 static unsigned tx_serial; /* the QMP thread's: transactions so far */
 
@@ -917,90 +924,33 @@ const char *qmp_transaction_completion_mode(void)
     return tx_completion_mode;
 }
 
-/* One element of "actions": {"type": T, "data": {...}} and nothing else. */
-static bool tx_check_action(JsonNode *n, guint i, TxAction *a, GError **errp)
+/* One element of "actions" ({"type": T, "data": {...}}, as the schema
+ * checked it): its registered operations. */
+static bool tx_find_action(JsonNode *n, TxAction *a, GError **errp)
 {
-    JsonObject *o;
-    JsonNode *data;
-    const char *type;
-    g_autoptr(GList) keys = NULL;
+    JsonObject *o = json_node_get_object(n);
+    const char *type = json_object_get_string_member(o, "type");
 
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, "Invalid parameter type for 'actions[%u]', expected: "
-                  "object", i);
-        return false;
-    }
-    o = json_node_get_object(n);
-    data = json_object_get_member(o, "data");
-    if (!json_object_has_member(o, "type")) {
-        qmp_error(errp, "Parameter 'actions[%u].type' is missing", i);
-        return false;
-    }
-    type = qmp_arg_str(o, "type", true, errp);
-    if (!type)
-        return false;
     a->ops = find_action(type);
     if (!a->ops) {
+        /* declared in the schema, but nothing registered it */
         qmp_error(errp, "Parameter 'type' does not accept value '%s'", type);
         return false;
     }
-    if (!data || !JSON_NODE_HOLDS_OBJECT(data)) {
-        qmp_error(errp, data ? "Invalid parameter type for 'actions[%u].data'"
-                               ", expected: object"
-                             : "Parameter 'actions[%u].data' is missing", i);
-        return false;
-    }
-    keys = json_object_get_members(o);
-    for (GList *l = keys; l; l = l->next) {
-        if (strcmp(l->data, "type") && strcmp(l->data, "data")) {
-            qmp_error(errp, "Parameter 'actions[%u].%s' is unexpected", i,
-                      (const char *)l->data);
-            return false;
-        }
-    }
-    a->data = json_node_get_object(data);
+    a->data = json_object_get_object_member(o, "data");
     return true;
 }
 
-static bool tx_parse_properties(JsonObject *args, GError **errp)
+/* "properties": {"completion-mode": ...}, enum checked by the schema. */
+static void tx_parse_properties(JsonObject *args)
 {
-    static const char *const modes[] = { "individual", "grouped", NULL };
-    JsonNode *pn = json_object_get_member(args, "properties");
-    g_autoptr(GList) keys = NULL;
-    JsonObject *props;
-    JsonNode *mn;
-    const char *mode;
+    JsonObject *props = json_object_has_member(args, "properties")
+        ? json_object_get_object_member(args, "properties") : NULL;
+    const char *mode = props ? json_object_get_string_member_with_default(
+                                   props, "completion-mode", NULL) : NULL;
 
-    tx_completion_mode = "individual";
-    if (!pn)
-        return true;
-    if (!JSON_NODE_HOLDS_OBJECT(pn)) {
-        qmp_error(errp, "Invalid parameter type for 'properties', expected: "
-                        "object");
-        return false;
-    }
-    props = json_node_get_object(pn);
-    mn = json_object_get_member(props, "completion-mode");
-    if (mn && (!JSON_NODE_HOLDS_VALUE(mn) ||
-               json_node_get_value_type(mn) != G_TYPE_STRING)) {
-        qmp_error(errp, "Invalid parameter type for "
-                        "'properties.completion-mode', expected: string");
-        return false;
-    }
-    mode = mn ? json_node_get_string(mn) : NULL;
-    if (!qmp_check_enum("completion-mode", mode, modes, errp))
-        return false;
-    keys = json_object_get_members(props);
-    for (GList *l = keys; l; l = l->next) {
-        if (strcmp(l->data, "completion-mode") != 0) {
-            qmp_error(errp, "Parameter 'properties.%s' is unexpected",
-                      (const char *)l->data);
-            return false;
-        }
-    }
-    if (mode)
-        tx_completion_mode = mode[0] == 'g' ? "grouped" : "individual";
-    return true;
+    tx_completion_mode = mode && strcmp(mode, "grouped") == 0
+        ? "grouped" : "individual";
 }
 
 /* Prepares every action in order; then commits them all, or, when one
@@ -1012,7 +962,6 @@ static void tx_run(TxAction *acts, guint n, GError **errp)
 
     while (ok && prepared < n) {
         TxAction *a = &acts[prepared];
-        tx_index = prepared;
         ok = a->ops->prepare(a->data, &a->state, errp);
         prepared += ok;
     }
@@ -1032,26 +981,14 @@ static void tx_run(TxAction *acts, guint n, GError **errp)
 
 static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
 {
-    JsonNode *list = json_object_get_member(args, "actions");
-    g_autofree TxAction *acts = NULL;
+    JsonArray *arr = json_object_get_array_member(args, "actions");
+    guint n = json_array_get_length(arr);
+    g_autofree TxAction *acts = g_new0(TxAction, n + 1);
     BdrvDrain *drain;
-    JsonArray *arr;
-    guint n;
 
-    if (!list || !JSON_NODE_HOLDS_ARRAY(list)) {
-        qmp_error(errp, list ? "Invalid parameter type for 'actions', "
-                               "expected: array"
-                             : "Parameter 'actions' is missing");
-        return NULL;
-    }
-    if (!tx_parse_properties(args, errp))
-        return NULL;
-    arr = json_node_get_array(list);
-    n = json_array_get_length(arr);
-    acts = g_new0(TxAction, n + 1);
+    tx_parse_properties(args);
     for (guint i = 0; i < n; i++) {
-        if (!tx_check_action(json_array_get_element(arr, i), i, &acts[i],
-                             errp))
+        if (!tx_find_action(json_array_get_element(arr, i), &acts[i], errp))
             return NULL;
     }
     /* All actions at one point in time: no request of any user (NBD
@@ -1066,13 +1003,6 @@ static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
 /* QEMU's "abort" action: fails the whole transaction (for testing). */
 static bool abort_prepare(JsonObject *data, void **state, GError **errp)
 {
-    g_autoptr(GList) keys = json_object_get_members(data);
-
-    if (keys) {
-        qmp_error(errp, "Parameter 'actions[%u].data.%s' is unexpected",
-                  tx_index, (const char *)keys->data);
-        return false;
-    }
     qmp_error(errp, "Transaction aborted using Abort action");
     return false;
 }
@@ -1087,6 +1017,7 @@ void qmp_register_core_commands(void)
                               "enable");
     qmp_register_command_args("query-version", cmd_query_version, "");
     qmp_register_command_args("query-commands", cmd_query_commands, "");
+    qmp_register_command_args("query-qmp-schema", cmd_query_qmp_schema, "");
     qmp_register_command_args("quit", cmd_quit, "");
     qmp_register_command_args("transaction", cmd_transaction,
                               "actions,properties");

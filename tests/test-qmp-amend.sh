@@ -66,7 +66,7 @@ amend concluded ok 1/1
 amend concluded Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater) 1/1
 amend concluded ok 1/1
 amend concluded Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater) 1/1
-error: Parameter 'options.version' does not accept value 'v4'
+error: Parameter 'version' does not accept value 'v4'
 amend concluded ok 1/1
 amend concluded ok 1/1
 amend concluded compat=0.10 requires refcount_bits=16 1/1

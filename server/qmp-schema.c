@@ -1,0 +1,316 @@
+/*
+ * qmp-schema.c - checks a command's arguments against the schema's tables
+ * (qmp-schema-gen.c, generated from server/qmp-schema.json) and answers
+ * query-qmp-schema.
+ *
+ * The checks follow QEMU's QObject input visitor and generated visitors,
+ * so that a client gets the same message for the same mistake: members
+ * are visited in the schema's order (a struct's base first, a union's
+ * branch after its base), a missing required member or a value of the
+ * wrong JSON type stops at once, and members the type does not declare are
+ * reported once the known ones are done.  Messages name the member by its
+ * full path ("actions[0].data.node") except where QEMU names it by its bare
+ * name: enum values, alternates and integer ranges.
+ */
+#include "qmp-schema.h"
+#include "qmp.h"
+
+#include <string.h>
+
+const QmpSchemaEntry *qmp_schema_command(const char *name)
+{
+    for (const QmpSchemaEntry *e = qmp_schema_commands; e->name; e++) {
+        if (strcmp(e->name, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+JsonNode *qmp_schema_info(void)
+{
+    return json_from_string(qmp_schema_introspection, NULL);
+}
+
+/* Where the value being checked sits: its full path and the name it has
+ * in its parent (NULL for a list element, which QEMU prints as "null"). */
+typedef struct Where {
+    const char *path;
+    const char *name;
+} Where;
+
+static bool check_value(unsigned type, JsonNode *v, Where w, GError **errp);
+
+static bool holds(JsonNode *v, GType type)
+{
+    return JSON_NODE_HOLDS_VALUE(v) && json_node_get_value_type(v) == type;
+}
+
+static const char *bare(Where w)
+{
+    /* QEMU 7.2 says "null" for a list element: snapnbd names it by its
+     * path ("enable[0]"), as test-qmp-errors.sh documents */
+    return w.name ? w.name : w.path;
+}
+
+static bool wrong_type(Where w, const char *expected, GError **errp)
+{
+    qmp_error(errp, "Invalid parameter type for '%s', expected: %s", w.path,
+              expected);
+    return false;
+}
+
+static bool check_int(const QmpSchemaType *t, JsonNode *v, Where w,
+                      GError **errp)
+{
+    bool is_unsigned = t->check == QMP_CHECK_UINT;
+    gint64 n;
+
+    if (!holds(v, G_TYPE_INT64)) {
+        if (is_unsigned) {
+            qmp_error(errp, "Parameter '%s' expects uint64", w.path);
+            return false;
+        }
+        return wrong_type(w, "integer", errp);
+    }
+    if (!t->max)
+        return true;
+    n = json_node_get_int(v);
+    /* unsigned members take negative numbers as their two's complement,
+     * as QEMU does for backward compatibility: out of any sized range */
+    if ((is_unsigned && (n < 0 || (unsigned long long)n > t->max)) ||
+        (!is_unsigned && (n < t->min || n > (long long)t->max))) {
+        /* QEMU names the C type: "expects uint32_t" */
+        qmp_error(errp, "Parameter '%s' expects %s_t", bare(w), t->name);
+        return false;
+    }
+    return true;
+}
+
+static bool check_enum(const QmpSchemaType *t, JsonNode *v, Where w,
+                       GError **errp)
+{
+    const char *s;
+
+    if (!holds(v, G_TYPE_STRING))
+        return wrong_type(w, "string", errp);
+    s = json_node_get_string(v);
+    if (!g_strv_contains(t->values, s)) {
+        qmp_error(errp, "Parameter '%s' does not accept value '%s'", bare(w),
+                  s);
+        return false;
+    }
+    return true;
+}
+
+static bool check_array(const QmpSchemaType *t, JsonNode *v, Where w,
+                        GError **errp)
+{
+    JsonArray *a;
+
+    if (!JSON_NODE_HOLDS_ARRAY(v))
+        return wrong_type(w, "array", errp);
+    a = json_node_get_array(v);
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        g_autofree char *path = g_strdup_printf("%s[%u]", w.path, i);
+        Where ew = {path, NULL};
+        if (!check_value(t->element, json_array_get_element(a, i), ew, errp))
+            return false;
+    }
+    return true;
+}
+
+static char *member_path(const char *prefix, const char *name)
+{
+    return *prefix ? g_strconcat(prefix, ".", name, NULL) : g_strdup(name);
+}
+
+/* The declared members of @t in @o, in order; @visited collects the names
+ * of those present. */
+static bool check_members(const QmpSchemaType *t, JsonObject *o,
+                          const char *prefix, GPtrArray *visited, GError **errp)
+{
+    for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
+        JsonNode *v = json_object_get_member(o, m->name);
+        g_autofree char *path = member_path(prefix, m->name);
+        Where mw = {path, m->name};
+
+        if (v)
+            g_ptr_array_add(visited, (gpointer)m->name);
+        if (!v) {
+            if (m->optional)
+                continue;
+            qmp_error(errp, "Parameter '%s' is missing", path);
+            return false;
+        }
+        if (!check_value(m->type, v, mw, errp))
+            return false;
+    }
+    return true;
+}
+
+/* A union's branch for the tag value (checked already as an enum). */
+static const QmpSchemaType *union_branch(const QmpSchemaType *t, JsonObject *o)
+{
+    const char *tag = json_object_get_string_member(o, t->tag);
+
+    for (const QmpSchemaVariant *b = t->variants; b->name; b++) {
+        if (strcmp(b->name, tag) == 0)
+            return &qmp_schema_types[b->type];
+    }
+    return NULL;
+}
+
+/* QEMU's QDict bucket of a key (qobject/qdict.c: tdb_hash % 512). */
+static unsigned qdict_bucket(const char *key)
+{
+    unsigned value = 0x238F13AF * (unsigned)strlen(key);
+
+    for (unsigned i = 0; key[i]; i++)
+        value += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
+    return (1103515243 * value + 12345) % 512;
+}
+
+/* A key with what orders it as a QDict does. */
+typedef struct QdictKey {
+    const char *key;
+    unsigned bucket;
+    unsigned parsed; /* position in the request */
+} QdictKey;
+
+/* QDict order: by bucket; in a bucket, the key parsed last first. */
+static gint qdict_order(gconstpointer a, gconstpointer b)
+{
+    const QdictKey *ka = a, *kb = b;
+
+    if (ka->bucket != kb->bucket)
+        return ka->bucket < kb->bucket ? -1 : 1;
+    return ka->parsed < kb->parsed ? 1 : ka->parsed > kb->parsed ? -1 : 0;
+}
+
+/* With several unexpected members, QEMU names the first one of a GHashTable
+ * that it fills with every key in QDict order and from which it removes
+ * each member as it visits it: the same table, filled and emptied the same
+ * way (same glib), names the same one.  @visited: in visiting order. */
+static const char *first_unexpected(JsonObject *o, GPtrArray *visited)
+{
+    g_autoptr(GList) keys = json_object_get_members(o);
+    g_autoptr(GArray) ordered = g_array_new(FALSE, FALSE, sizeof(QdictKey));
+    g_autoptr(GHashTable) table = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter it;
+    gpointer key = NULL;
+    unsigned n = 0;
+
+    if (g_list_length(keys) == visited->len)
+        return NULL;
+    for (GList *l = keys; l; l = l->next) {
+        QdictKey k = {l->data, qdict_bucket(l->data), n++};
+        g_array_append_val(ordered, k);
+    }
+    g_array_sort(ordered, qdict_order);
+    for (guint i = 0; i < ordered->len; i++)
+        g_hash_table_add(table,
+                         (gpointer)g_array_index(ordered, QdictKey, i).key);
+    for (guint i = 0; i < visited->len; i++)
+        g_hash_table_remove(table, g_ptr_array_index(visited, i));
+    g_hash_table_iter_init(&it, table);
+    return g_hash_table_iter_next(&it, &key, NULL) ? key : NULL;
+}
+
+static bool check_object(const QmpSchemaType *t, JsonObject *o,
+                         const char *prefix, GError **errp)
+{
+    g_autoptr(GPtrArray) visited = g_ptr_array_new();
+    const char *extra;
+
+    if (!check_members(t, o, prefix, visited, errp))
+        return false;
+    if (t->tag) {
+        const QmpSchemaType *branch = union_branch(t, o);
+        if (branch && !check_members(branch, o, prefix, visited, errp))
+            return false;
+    }
+    extra = first_unexpected(o, visited);
+    if (extra) {
+        g_autofree char *path = member_path(prefix, extra);
+        qmp_error(errp, "Parameter '%s' is unexpected", path);
+        return false;
+    }
+    return true;
+}
+
+/* An alternate takes the branch whose type matches the JSON type. */
+static bool check_alternate(const QmpSchemaType *t, JsonNode *v, Where w,
+                            GError **errp)
+{
+    for (const QmpSchemaVariant *b = t->variants; b->name; b++) {
+        const QmpSchemaType *bt = &qmp_schema_types[b->type];
+        bool match;
+        switch (bt->check) {
+        case QMP_CHECK_STR:
+        case QMP_CHECK_ENUM:
+            match = holds(v, G_TYPE_STRING);
+            break;
+        case QMP_CHECK_NULL:
+            match = JSON_NODE_HOLDS_NULL(v);
+            break;
+        case QMP_CHECK_BOOL:
+            match = holds(v, G_TYPE_BOOLEAN);
+            break;
+        case QMP_CHECK_INT:
+        case QMP_CHECK_UINT:
+        case QMP_CHECK_NUMBER:
+            match = holds(v, G_TYPE_INT64) || holds(v, G_TYPE_DOUBLE);
+            break;
+        case QMP_CHECK_ARRAY:
+            match = JSON_NODE_HOLDS_ARRAY(v);
+            break;
+        default:
+            match = JSON_NODE_HOLDS_OBJECT(v);
+            break;
+        }
+        if (match)
+            return check_value(b->type, v, w, errp);
+    }
+    qmp_error(errp, "Invalid parameter type for '%s', expected: %s", bare(w),
+              t->name);
+    return false;
+}
+
+static bool check_value(unsigned type, JsonNode *v, Where w, GError **errp)
+{
+    const QmpSchemaType *t = &qmp_schema_types[type];
+
+    switch (t->check) {
+    case QMP_CHECK_STR:
+        return holds(v, G_TYPE_STRING) || wrong_type(w, "string", errp);
+    case QMP_CHECK_NULL:
+        return JSON_NODE_HOLDS_NULL(v) || wrong_type(w, "null", errp);
+    case QMP_CHECK_NUMBER:
+        return holds(v, G_TYPE_INT64) || holds(v, G_TYPE_DOUBLE) ||
+               wrong_type(w, "number", errp);
+    case QMP_CHECK_BOOL:
+        return holds(v, G_TYPE_BOOLEAN) || wrong_type(w, "boolean", errp);
+    case QMP_CHECK_ANY:
+        return true;
+    case QMP_CHECK_INT:
+    case QMP_CHECK_UINT:
+        return check_int(t, v, w, errp);
+    case QMP_CHECK_ENUM:
+        return check_enum(t, v, w, errp);
+    case QMP_CHECK_ARRAY:
+        return check_array(t, v, w, errp);
+    case QMP_CHECK_ALTERNATE:
+        return check_alternate(t, v, w, errp);
+    case QMP_CHECK_OBJECT:
+        break;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(v))
+        return wrong_type(w, "object", errp);
+    return check_object(t, json_node_get_object(v), w.path, errp);
+}
+
+bool qmp_schema_check_args(const QmpSchemaEntry *cmd, JsonObject *args,
+                           GError **errp)
+{
+    return check_object(&qmp_schema_types[cmd->arg_type], args, "", errp);
+}
