@@ -2,6 +2,8 @@
 """qapi-gen.py - turns server/qmp-schema.json into C (run by make).
 
     qapi-gen.py SCHEMA OUTPUT.c
+    qapi-gen.py --types-h SCHEMA qmp-types-gen.h
+    qapi-gen.py --types-c SCHEMA qmp-types-gen.c
 
 The output holds:
   - qmp_schema_types[]: every type the schema uses, builtins included, with
@@ -15,6 +17,17 @@ The output holds:
     builtins and arrays are named by numbers, in the order first used; all
     integer types show as 'int'; optional members have "default": null;
     union branches not written are empty objects).
+
+With --types-h/--types-c, the typed arguments of the commands
+(class CTypes): for each command's argument type and every struct, union
+and enum it uses, a C struct (Qmp + the type's name, or Qmp + the command
+in CamelCase + Args for a command's own members; has_x for an optional x;
+enums as C enums with a NULL-terminated name table *_str; structs and
+unions by pointer, a union's branch in .u; lists as GPtrArray of pointers
+or GArray of scalars; alternates and 'any' as the request's JsonNode),
+qmp_decode_T() / qmp_clear_T(), and qmp_register_typed_CMD() whose
+handler receives the decoded struct.  Strings and nodes are borrowed from
+the request: a handler keeps copies of what it keeps.
 
 Only the Python standard library: it runs at build time.
 """
@@ -381,15 +394,503 @@ def c_source(schema, trees):
     return '\n'.join(out) + '\n'
 
 
+# --- typed arguments (--types-h / --types-c) --------------------------------
+
+# builtin -> (C type, decoder helper in the prelude of the .c)
+C_BUILTINS = {
+    'str': ('const char *', 'qd_str'),
+    'null': ('bool', 'qd_null'),
+    'number': ('double', 'qd_number'),
+    'bool': ('bool', 'qd_bool'),
+    'any': ('JsonNode *', 'qd_any'),
+    'int': ('int64_t', 'qd_int64'),
+    'int64': ('int64_t', 'qd_int64'),
+    'int8': ('int8_t', 'qd_int8'),
+    'int16': ('int16_t', 'qd_int16'),
+    'int32': ('int32_t', 'qd_int32'),
+    'uint8': ('uint8_t', 'qd_uint8'),
+    'uint16': ('uint16_t', 'qd_uint16'),
+    'uint32': ('uint32_t', 'qd_uint32'),
+    'uint64': ('uint64_t', 'qd_uint64'),
+    'size': ('uint64_t', 'qd_uint64'),
+}
+C_KEYWORDS = {'auto', 'break', 'case', 'char', 'const', 'continue',
+              'default', 'do', 'double', 'else', 'enum', 'extern', 'float',
+              'for', 'goto', 'if', 'inline', 'int', 'long', 'register',
+              'restrict', 'return', 'short', 'signed', 'sizeof', 'static',
+              'struct', 'switch', 'typedef', 'union', 'unsigned', 'void',
+              'volatile', 'while', 'bool', 'true', 'false',
+              # macros of the C library and the compiler
+              'errno', 'unix', 'linux', 'assert'}
+
+TYPES_PRELUDE = r'''
+/* Scalars.  The validator checked every value, so a mismatch here means a
+ * caller skipped it: an error, never a crash. */
+static bool qd_wrong(const char *name, const char *expected, GError **errp)
+{
+    qmp_error(errp, "Invalid parameter type for '%s', expected: %s", name,
+              expected);
+    return false;
+}
+
+static bool qd_holds(JsonNode *v, GType type)
+{
+    return JSON_NODE_HOLDS_VALUE(v) && json_node_get_value_type(v) == type;
+}
+
+static bool qd_str(JsonNode *v, const char *name, const char **out,
+                   GError **errp)
+{
+    if (!qd_holds(v, G_TYPE_STRING))
+        return qd_wrong(name, "string", errp);
+    *out = json_node_get_string(v);
+    return true;
+}
+
+static G_GNUC_UNUSED bool qd_null(JsonNode *v, const char *name, bool *out,
+                                  GError **errp)
+{
+    *out = true;
+    return JSON_NODE_HOLDS_NULL(v) || qd_wrong(name, "null", errp);
+}
+
+static G_GNUC_UNUSED bool qd_number(JsonNode *v, const char *name,
+                                    double *out, GError **errp)
+{
+    if (qd_holds(v, G_TYPE_INT64))
+        *out = (double)json_node_get_int(v);
+    else if (qd_holds(v, G_TYPE_DOUBLE))
+        *out = json_node_get_double(v);
+    else
+        return qd_wrong(name, "number", errp);
+    return true;
+}
+
+static bool qd_bool(JsonNode *v, const char *name, bool *out, GError **errp)
+{
+    if (!qd_holds(v, G_TYPE_BOOLEAN))
+        return qd_wrong(name, "boolean", errp);
+    *out = json_node_get_boolean(v);
+    return true;
+}
+
+/* any, and alternates: the request's own node, as it is */
+static G_GNUC_UNUSED bool qd_any(JsonNode *v, const char *name,
+                                 JsonNode **out, GError **errp)
+{
+    *out = v;
+    return true;
+}
+
+static bool qd_int64(JsonNode *v, const char *name, int64_t *out,
+                     GError **errp)
+{
+    if (!qd_holds(v, G_TYPE_INT64))
+        return qd_wrong(name, "integer", errp);
+    *out = json_node_get_int(v);
+    return true;
+}
+
+/* Sized integers: the validator checked the range. */
+#define QD_SIZED(fn, ctype)                                               \
+    static G_GNUC_UNUSED bool fn(JsonNode *v, const char *name, ctype *out, \
+                                 GError **errp)                           \
+    {                                                                     \
+        int64_t n;                                                        \
+        if (!qd_int64(v, name, &n, errp))                                 \
+            return false;                                                 \
+        *out = (ctype)n;                                                  \
+        return true;                                                      \
+    }
+QD_SIZED(qd_int8, int8_t)
+QD_SIZED(qd_int16, int16_t)
+QD_SIZED(qd_int32, int32_t)
+QD_SIZED(qd_uint8, uint8_t)
+QD_SIZED(qd_uint16, uint16_t)
+QD_SIZED(qd_uint32, uint32_t)
+QD_SIZED(qd_uint64, uint64_t)
+
+static bool qd_enum(JsonNode *v, const char *name, const char *const *values,
+                    int *out, GError **errp)
+{
+    const char *s;
+
+    if (!qd_str(v, name, &s, errp))
+        return false;
+    for (int i = 0; values[i]; i++) {
+        if (strcmp(values[i], s) == 0) {
+            *out = i;
+            return true;
+        }
+    }
+    qmp_error(errp, "Parameter '%s' does not accept value '%s'", name, s);
+    return false;
+}
+
+static bool qd_object(JsonNode *v, const char *name, JsonObject **out,
+                      GError **errp)
+{
+    if (!JSON_NODE_HOLDS_OBJECT(v))
+        return qd_wrong(name, "object", errp);
+    *out = json_node_get_object(v);
+    return true;
+}
+
+static G_GNUC_UNUSED bool qd_array(JsonNode *v, const char *name,
+                                   JsonArray **out, GError **errp)
+{
+    if (!JSON_NODE_HOLDS_ARRAY(v))
+        return qd_wrong(name, "array", errp);
+    *out = json_node_get_array(v);
+    return true;
+}
+'''
+
+
+def c_ident(name):
+    s = re.sub(r'[^A-Za-z0-9_]', '_', name)
+    return 'q_' + s if s in C_KEYWORDS else s
+
+
+def camel(name):
+    return ''.join(p[:1].upper() + p[1:] for p in re.split(r'[-_.]', name)
+                   if p)
+
+
+def snake(name):
+    s = re.sub(r'([a-z0-9])([A-Z])', r'\1_\2', name)
+    s = re.sub(r'([A-Z]+)([A-Z][a-z])', r'\1_\2', s)
+    return re.sub(r'[^A-Za-z0-9]', '_', s).lower()
+
+
+class CTypes:
+    """C structs, enums, decoders and typed command registration for every
+    command's argument type and the types it uses."""
+
+    def __init__(self, schema):
+        self.s = schema
+        self.order = []
+        for c in schema.commands:
+            if c['arg'] != EMPTY:
+                self.collect(c['arg'])
+        self.check_unique()
+
+    def collect(self, name):
+        if name in self.order:
+            return
+        t = self.s.types[name]
+        if t.kind in ('builtin', 'alternate'):
+            return
+        self.order.append(name)
+        for m in t.members:
+            self.collect(m.type)
+        for _, v in t.variants:
+            if v != EMPTY:
+                self.collect(v)
+        if t.element:
+            self.collect(t.element)
+
+    def cname(self, name):
+        """The C name of a schema type (implicit types named after their
+        command or union)."""
+        m = re.match(r'q_obj_(.*)-(arg|base)$', name)
+        if m:
+            return 'Qmp' + camel(m.group(1)) + (
+                'Args' if m.group(2) == 'arg' else 'Base')
+        return 'Qmp' + camel(name)
+
+    def fn(self, name):
+        return snake(self.cname(name)[3:])
+
+    def check_unique(self):
+        seen = {}
+        for n in self.order:
+            if self.s.types[n].kind == 'array':
+                continue
+            c = self.cname(n)
+            if c in seen:
+                fail('types %s and %s are both %s in C' % (seen[c], n, c))
+            seen[c] = n
+
+    def kind(self, name):
+        return self.s.types[name].kind
+
+    def ctype(self, name):
+        """The C type of a member of type @name."""
+        t = self.s.types[name]
+        if t.kind == 'builtin':
+            c = C_BUILTINS[name][0]
+        elif t.kind == 'alternate':
+            c = 'JsonNode *'
+        elif t.kind == 'array':
+            c = 'GPtrArray *' if self.boxed(t.element) else 'GArray *'
+        elif t.kind == 'enum':
+            c = self.cname(name)
+        else:
+            c = self.cname(name) + ' *'
+        return c if c.endswith('*') else c + ' '
+
+    def boxed(self, name):
+        """Elements of @name's lists are pointers (a GPtrArray)."""
+        return self.ctype(name).endswith('*')
+
+    def decoder(self, name):
+        """The function that decodes one value of type @name:
+        bool f(JsonNode *v, const char *name, CTYPE *out, GError **errp)."""
+        t = self.s.types[name]
+        if t.kind == 'builtin':
+            return C_BUILTINS[name][1]
+        if t.kind == 'alternate':
+            return 'qd_any'
+        return 'qd_v_' + (snake(t.element) + '_list' if t.kind == 'array'
+                          else self.fn(name))
+
+    def clearer(self, name):
+        """The function that frees one value of type @name, or None."""
+        t = self.s.types[name]
+        if t.kind in ('builtin', 'alternate', 'enum'):
+            return None
+        return 'qd_c_' + (snake(t.element) + '_list' if t.kind == 'array'
+                          else self.fn(name))
+
+    # -- the header ----------------------------------------------------------
+
+    def header(self):
+        out = ['/* Generated by server/qapi-gen.py from server/qmp-schema.json:',
+               ' * do not edit. */',
+               '#ifndef SNAPNBD_QMP_TYPES_GEN_H',
+               '#define SNAPNBD_QMP_TYPES_GEN_H', '',
+               '#include <stdbool.h>', '#include <stdint.h>',
+               '#include <json-glib/json-glib.h>', '']
+        objects = []
+        for n in self.order:
+            t = self.s.types[n]
+            if t.kind == 'enum':
+                out += self.enum_decl(n, t)
+            elif t.kind == 'object':
+                objects.append(n)
+                out.append('typedef struct %s %s;' % ((self.cname(n),) * 2))
+        out.append('')
+        for n in objects:
+            out += self.struct_decl(n, self.s.types[n])
+        for c in self.s.commands:
+            if c['arg'] == EMPTY:
+                continue
+            out.append('void qmp_register_typed_%s(JsonNode *(*fn)(const %s *'
+                       'args, GError **errp));' % (
+                           snake(c['name']), self.cname(c['arg'])))
+        out += ['', '#endif']
+        return '\n'.join(out) + '\n'
+
+    def enum_decl(self, n, t):
+        c, up = self.cname(n), snake(self.cname(n)).upper()
+        out = ['typedef enum %s {' % c]
+        out += ['    %s_%s,' % (up, re.sub(r'[^A-Za-z0-9]', '_', v).upper())
+                for v in t.values]
+        out += ['    %s__MAX,' % up, '} %s;' % c,
+                '/* the values\' names, NULL terminated */',
+                'extern const char *const %s_str[];' % snake(c), '']
+        return out
+
+    def struct_decl(self, n, t):
+        c = self.cname(n)
+        out = ['struct %s {' % c]
+        for m in t.members:
+            if m.optional:
+                out.append('    bool has_%s;' % c_ident(m.name))
+            out.append('    %s%s;' % (self.ctype(m.type), c_ident(m.name)))
+        branches = [(k, v) for k, v in t.variants if v != EMPTY]
+        if branches:
+            out.append('    union { /* the branch of %s, others NULL */'
+                       % t.tag)
+            out += ['        %s *%s;' % (self.cname(v), c_ident(k))
+                    for k, v in branches]
+            out.append('    } u;')
+        if not t.members and not branches:
+            out.append('    char q_empty; /* no members */')
+        out.append('};')
+        f = self.fn(n)
+        out += ['bool qmp_decode_%s(JsonObject *o, %s *out, GError **errp);'
+                % (f, c),
+                '/* Frees what @p holds (not @p itself). */',
+                'void qmp_clear_%s(%s *p);' % (f, c),
+                'G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(%s, qmp_clear_%s)' % (c, f),
+                '']
+        return out
+
+    # -- the decoders --------------------------------------------------------
+
+    def source(self):
+        out = ['/* Generated by server/qapi-gen.py from server/qmp-schema.json:',
+               ' * do not edit. */',
+               '#include "server/qmp-types-gen.h"',
+               '#include "server/qmp.h"', '', '#include <string.h>',
+               TYPES_PRELUDE]
+        for n in self.order:
+            t = self.s.types[n]
+            if t.kind == 'enum':
+                out.append('const char *const %s_str[] = {'
+                           % snake(self.cname(n)))
+                out += ['    %s,' % c_str(v) for v in t.values]
+                out.append('    NULL,\n};\n')
+        # prototypes first: types refer to each other
+        for n in self.order:
+            out.append('static G_GNUC_UNUSED bool %s(JsonNode *v, '
+                       'const char *name,\n    %s*out, GError **errp);'
+                       % (self.decoder(n), self.ctype(n)))
+            if self.clearer(n):
+                out.append('static G_GNUC_UNUSED void %s(%s*p);' % (
+                    self.clearer(n), self.ctype(n)))
+        out.append('')
+        for n in self.order:
+            t = self.s.types[n]
+            if t.kind == 'enum':
+                out += self.enum_code(n)
+            elif t.kind == 'array':
+                out += self.list_code(n, t)
+            else:
+                out += self.struct_code(n, t)
+        for c in self.s.commands:
+            if c['arg'] != EMPTY:
+                out += self.command_code(c)
+        return '\n'.join(out) + '\n'
+
+    def enum_code(self, n):
+        c = self.cname(n)
+        return ['static bool %s(JsonNode *v, const char *name, %s *out,'
+                % (self.decoder(n), c),
+                '    GError **errp)', '{', '    int i = 0;', '',
+                '    if (!qd_enum(v, name, %s_str, &i, errp))'
+                % snake(c), '        return false;',
+                '    *out = (%s)i;' % c, '    return true;', '}', '']
+
+    def list_code(self, n, t):
+        e, ptr = t.element, self.boxed(t.element)
+        et = self.ctype(e)
+        arr = 'GPtrArray' if ptr else 'GArray'
+        new = ('g_ptr_array_new()' if ptr else
+               'g_array_new(FALSE, TRUE, sizeof(%s))' % et.rstrip())
+        add = ('g_ptr_array_add(*out, (gpointer)e)' if ptr else
+               'g_array_append_val(*out, e)')
+        out = ['static bool %s(JsonNode *v, const char *name, %s **out,'
+               % (self.decoder(n), arr), '    GError **errp)', '{',
+               '    JsonArray *a;', '',
+               '    if (!qd_array(v, name, &a, errp))', '        return false;',
+               '    *out = %s;' % new,
+               '    for (guint i = 0; i < json_array_get_length(a); i++) {',
+               '        %se = 0;' % et,
+               '        bool ok = %s(json_array_get_element(a, i), name, &e, '
+               'errp);' % self.decoder(e),
+               '        %s;' % add,
+               '        if (!ok)', '            return false;', '    }',
+               '    return true;', '}', '',
+               'static void %s(%s **p)' % (self.clearer(n), arr), '{',
+               '    if (!*p)', '        return;']
+        if self.clearer(e):
+            idx = ('(%s)g_ptr_array_index(*p, i)' % et if ptr else
+                   'g_array_index(*p, %s, i)' % et.rstrip())
+            out += ['    for (guint i = 0; i < (*p)->len; i++) {',
+                    '        %se = %s;' % (et, idx),
+                    '        %s(&e);' % self.clearer(e), '    }']
+        out += ['    %s(*p, TRUE);' % ('g_ptr_array_free' if ptr
+                                       else 'g_array_free'),
+                '    *p = NULL;', '}', '']
+        return out
+
+    def member_code(self, m, dest):
+        v = '%s(v, %s, &%s, errp)' % (self.decoder(m.type), c_str(m.name),
+                                       dest)
+        get = '(v = json_object_get_member(o, %s))' % c_str(m.name)
+        if m.optional:
+            return ['    if (%s) {' % get,
+                    '        out->has_%s = true;' % c_ident(m.name),
+                    '        if (!%s)' % v, '            goto fail;', '    }']
+        return ['    if (!%s) {' % get,
+                '        qmp_error(errp, "Parameter \'%%s\' is missing", %s);'
+                % c_str(m.name),
+                '        goto fail;', '    }',
+                '    if (!%s)' % v, '        goto fail;']
+
+    def struct_code(self, n, t):
+        c, f = self.cname(n), self.fn(n)
+        branches = [(k, v) for k, v in t.variants if v != EMPTY]
+        out = ['bool qmp_decode_%s(JsonObject *o, %s *out, GError **errp)'
+               % (f, c), '{']
+        if t.members:
+            out.append('    JsonNode *v;')
+        out += ['', '    memset(out, 0, sizeof(*out));',
+                '    if (!o)', '        return true;']
+        for m in t.members:
+            out += self.member_code(m, 'out->' + c_ident(m.name))
+        if branches:
+            tag = [m for m in t.members if m.name == t.tag][0]
+            prefix = snake(self.cname(tag.type)).upper()
+            for k, v in branches:
+                out += ['    if (out->%s == %s_%s) {' % (
+                    c_ident(tag.name), prefix,
+                    re.sub(r'[^A-Za-z0-9]', '_', k).upper()),
+                        '        out->u.%s = g_new0(%s, 1);'
+                        % (c_ident(k), self.cname(v)),
+                        '        if (!qmp_decode_%s(o, out->u.%s, errp))'
+                        % (self.fn(v), c_ident(k)),
+                        '            goto fail;', '    }']
+        out += ['    return true;']
+        if t.members or branches:
+            out += ['fail:', '    qmp_clear_%s(out);' % f, '    return false;']
+        out += ['}', '', 'void qmp_clear_%s(%s *p)' % (f, c), '{']
+        for m in t.members:
+            if self.clearer(m.type):
+                out.append('    %s(&p->%s);' % (self.clearer(m.type),
+                                                c_ident(m.name)))
+        for k, v in branches:
+            out.append('    %s(&p->u.%s);' % (self.clearer(v), c_ident(k)))
+        out += ['    memset(p, 0, sizeof(*p));', '}', '',
+                'static bool %s(JsonNode *v, const char *name, %s **out,'
+                % (self.decoder(n), c), '    GError **errp)', '{',
+                '    JsonObject *o;', '',
+                '    if (!qd_object(v, name, &o, errp))',
+                '        return false;',
+                '    *out = g_new0(%s, 1);' % c,
+                '    return qmp_decode_%s(o, *out, errp);' % f, '}', '',
+                'static void %s(%s **p)' % (self.clearer(n), c), '{',
+                '    if (!*p)', '        return;',
+                '    qmp_clear_%s(*p);' % f, '    g_free(*p);',
+                '    *p = NULL;', '}', '']
+        return out
+
+    def command_code(self, cmd):
+        c, f, s = self.cname(cmd['arg']), self.fn(cmd['arg']), \
+            snake(cmd['name'])
+        return [
+            'static JsonNode *(*typed_%s)(const %s *args, GError **errp);'
+            % (s, c), '',
+            'static JsonNode *call_%s(JsonObject *o, GError **errp)' % s, '{',
+            '    g_auto(%s) args = { 0 };' % c, '',
+            '    if (!qmp_decode_%s(o, &args, errp))' % f,
+            '        return NULL;',
+            '    return typed_%s(&args, errp);' % s, '}', '',
+            'void qmp_register_typed_%s(JsonNode *(*fn)(const %s *args, '
+            'GError **errp))' % (s, c), '{',
+            '    typed_%s = fn;' % s,
+            '    qmp_register_command_args(%s, call_%s, NULL);'
+            % (c_str(cmd['name']), s), '}', '']
+
+
 def main():
-    if len(sys.argv) != 3:
-        fail('usage: qapi-gen.py SCHEMA OUTPUT.c')
-    schema = Schema(parse(sys.argv[1]))
-    trees = Introspection(schema).generate()
-    text = c_source(schema, trees)
-    with open(sys.argv[2] + '.tmp', 'w', encoding='utf-8') as f:
+    args = sys.argv[1:]
+    mode = args.pop(0) if args and args[0].startswith('--') else None
+    if len(args) != 2 or mode not in (None, '--types-h', '--types-c'):
+        fail('usage: qapi-gen.py [--types-h|--types-c] SCHEMA OUTPUT')
+    schema = Schema(parse(args[0]))
+    if mode == '--types-h':
+        text = CTypes(schema).header()
+    elif mode == '--types-c':
+        text = CTypes(schema).source()
+    else:
+        text = c_source(schema, Introspection(schema).generate())
+    with open(args[1] + '.tmp', 'w', encoding='utf-8') as f:
         f.write(text)
-    os.replace(sys.argv[2] + '.tmp', sys.argv[2])
+    os.replace(args[1] + '.tmp', args[1])
 
 
 if __name__ == '__main__':

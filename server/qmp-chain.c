@@ -6,54 +6,43 @@
 
 #include "jobs/chain.h"
 #include "jobs/commit.h"
+#include "server/qmp-types-gen.h"
 
 #include <string.h>
 
-static const char *const on_error_values[] = { "report", "ignore", "enospc",
-                                               "stop", NULL };
+/* The options both jobs take (the same members in both argument
+ * structs), checked before any lookup as QEMU's generated visitor does. */
+#define CHAIN_JOB_OPTIONS(a, o, errp) \
+    chain_job_options((a)->has_on_error, (a)->on_error, (a)->backing_file, \
+                      (a)->filter_node_name, (a)->speed, \
+                      !(a)->has_auto_finalize || (a)->auto_finalize, \
+                      !(a)->has_auto_dismiss || (a)->auto_dismiss, \
+                      (a)->backing_mask_protocol, (o), (errp))
 
-#define COMMIT_MEMBERS \
-    "job-id,device,base-node,base,top-node,top,backing-file," \
-    "backing-mask-protocol,speed,on-error,filter-node-name," \
-    "auto-finalize,auto-dismiss"
-#define STREAM_MEMBERS \
-    "job-id,device,base,base-node,backing-file,backing-mask-protocol," \
-    "bottom,speed,on-error,filter-node-name,auto-finalize,auto-dismiss"
-
-/* The options both jobs take, checked before any lookup as QEMU's
- * generated visitor does. */
-static bool parse_common(JsonObject *args, ChainJobOptions *o, GError **errp)
+static bool chain_job_options(bool has_on_error, QmpBlockdevOnError on_error,
+                              const char *backing_file,
+                              const char *filter_node_name, int64_t speed,
+                              bool finalize, bool dismiss, bool mask_protocol,
+                              ChainJobOptions *o, GError **errp)
 {
-    GError *err = NULL;
-    const char *on_error;
-    bool fin = true, dis = true, mask = false;
-
     *o = (ChainJobOptions){ .on_error = BLOCKDEV_ON_ERROR_REPORT };
-    on_error = qmp_arg_str(args, "on-error", false, &err);
-    if (!err)
-        qmp_check_enum("on-error", on_error, on_error_values, &err);
-    if (!err && on_error)
-        blockdev_on_error_parse(on_error, &o->on_error);
-    if (!err)
-        o->backing_file = qmp_arg_str(args, "backing-file", false, &err);
-    if (!err)
-        o->filter_node_name = qmp_arg_str(args, "filter-node-name", false,
-                                          &err);
-    if (!err)
-        qmp_arg_int(args, "speed", 0, &o->speed, &err);
-    if (!err)
-        qmp_arg_bool(args, "auto-finalize", true, &fin, &err);
-    if (!err)
-        qmp_arg_bool(args, "auto-dismiss", true, &dis, &err);
-    if (!err)
-        qmp_arg_bool(args, "backing-mask-protocol", false, &mask, &err);
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
+    if (has_on_error) {
+        /* the schema's BlockdevOnError has "auto", which these jobs do
+         * not take */
+        const char *name = qmp_blockdev_on_error_str[on_error];
+        if (!blockdev_on_error_parse(name, &o->on_error) ||
+            on_error == QMP_BLOCKDEV_ON_ERROR_AUTO) {
+            qmp_error(errp, "Parameter 'on-error' does not accept value "
+                      "'%s'", name);
+            return false;
+        }
     }
-    o->backing_mask_protocol = mask;
-    o->job_flags = (fin ? 0 : JOB_MANUAL_FINALIZE) |
-                   (dis ? 0 : JOB_MANUAL_DISMISS);
+    o->backing_file = backing_file;
+    o->filter_node_name = filter_node_name;
+    o->speed = speed;
+    o->backing_mask_protocol = mask_protocol;
+    o->job_flags = (finalize ? 0 : JOB_MANUAL_FINALIZE) |
+                   (dismiss ? 0 : JOB_MANUAL_DISMISS);
     return true;
 }
 
@@ -86,21 +75,14 @@ static BlockNode *find_root(const char *device, GError **errp)
     return bs;
 }
 
-/* A node given by node name (@node_key) or by image file name (@file_key),
- * in the chain under @from; @def when neither is given. */
-static bool find_in_chain(JsonObject *args, BlockNode *from,
+/* A node given by node name (@node, member @node_key) or by image file
+ * name (@file, member @file_key), in the chain under @from; @def when
+ * neither is given. */
+static bool find_in_chain(const char *node, const char *file, BlockNode *from,
                           const char *node_key, const char *file_key,
                           BlockNode *def, BlockNode **out, GError **errp)
 {
-    GError *err = NULL;
-    const char *node = qmp_arg_str(args, node_key, false, &err);
-    const char *file = err ? NULL : qmp_arg_str(args, file_key, false, &err);
-
     *out = def;
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
     if (node && file) {
         qmp_error(errp, "'%s' and '%s' are mutually exclusive", node_key,
                   file_key);
@@ -123,48 +105,47 @@ static bool find_in_chain(JsonObject *args, BlockNode *from,
     return true;
 }
 
-static JsonNode *cmd_block_commit(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_commit(const QmpBlockCommitArgs *a, GError **errp)
 {
-    GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", true, &err);
-    const char *job_id = err ? NULL : qmp_arg_str(args, "job-id", false, &err);
     BlockNode *active, *top, *base;
     ChainJobOptions o;
     Job *job;
 
-    if (err || !parse_common(args, &o, &err)) {
-        g_propagate_error(errp, err);
+    if (!CHAIN_JOB_OPTIONS(a, &o, errp))
         return NULL;
-    }
-    if (!(active = find_root(device, errp)) ||
-        !find_in_chain(args, active, "top-node", "top", active, &top,
-                       errp) ||
-        !find_in_chain(args, top, "base-node", "base", NULL, &base, errp))
+    if (!(active = find_root(a->device, errp)) ||
+        !find_in_chain(a->top_node, a->top, active, "top-node", "top", active,
+                       &top, errp) ||
+        !find_in_chain(a->base_node, a->base, top, "base-node", "base", NULL,
+                       &base, errp))
         return NULL;
     if (!base && !(base = chain_bottom(top))) {
         qmp_error(errp, "There is no backimg image");
         return NULL;
     }
-    job = commit_job_create(job_id ? job_id : device, active, top, base, &o,
-                            errp);
+    job = commit_job_create(a->job_id ? a->job_id : a->device, active, top,
+                            base, &o, errp);
     if (job)
         job_start(job);
     return NULL;
 }
 
 /* QEMU's order and words for the exclusive pairs of block-stream. */
-static bool refuse_pairs(JsonObject *args, GError **errp)
+static bool refuse_pairs(const QmpBlockStreamArgs *a, GError **errp)
 {
-    static const char *const pairs[][2] = {
-        { "base", "base-node" }, { "base", "bottom" },
-        { "bottom", "base-node" },
+    const struct {
+        bool both;
+        const char *first, *second;
+    } pairs[] = {
+        { a->has_base && a->has_base_node, "base", "base-node" },
+        { a->has_base && a->has_bottom, "base", "bottom" },
+        { a->has_bottom && a->has_base_node, "bottom", "base-node" },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(pairs); i++) {
-        if (json_object_has_member(args, pairs[i][0]) &&
-            json_object_has_member(args, pairs[i][1])) {
+        if (pairs[i].both) {
             qmp_error(errp, "'%s' and '%s' cannot be specified at the same "
-                      "time", pairs[i][0], pairs[i][1]);
+                      "time", pairs[i].first, pairs[i].second);
             return false;
         }
     }
@@ -172,20 +153,11 @@ static bool refuse_pairs(JsonObject *args, GError **errp)
 }
 
 /* "base" (a file name) or "base-node", below @top. */
-static bool find_stream_base(JsonObject *args, BlockNode *top,
-                             const char *device, BlockNode **base,
-                             GError **errp)
+static bool find_stream_base(const char *file, const char *node,
+                             BlockNode *top, const char *device,
+                             BlockNode **base, GError **errp)
 {
-    GError *err = NULL;
-    const char *file = qmp_arg_str(args, "base", false, &err);
-    const char *node = err ? NULL : qmp_arg_str(args, "base-node", false,
-                                                &err);
-
     *base = NULL;
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
     if (file && !(*base = chain_find_file(top, file))) {
         qmp_error(errp, "Can't find '%s' in the backing chain", file);
         return false;
@@ -202,21 +174,14 @@ static bool find_stream_base(JsonObject *args, BlockNode *top,
     return true;
 }
 
-static JsonNode *cmd_block_stream(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_stream(const QmpBlockStreamArgs *a, GError **errp)
 {
-    GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", true, &err);
-    const char *job_id = err ? NULL : qmp_arg_str(args, "job-id", false, &err);
-    const char *bottom = err ? NULL : qmp_arg_str(args, "bottom", false, &err);
+    const char *device = a->device, *bottom = a->bottom;
     BlockNode *top, *base = NULL, *bottom_bs;
     ChainJobOptions o;
     Job *job;
 
-    if (err || !parse_common(args, &o, &err)) {
-        g_propagate_error(errp, err);
-        return NULL;
-    }
-    if (!refuse_pairs(args, errp))
+    if (!CHAIN_JOB_OPTIONS(a, &o, errp) || !refuse_pairs(a, errp))
         return NULL;
     if (!(top = bdrv_find_node(device))) {
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", device,
@@ -232,10 +197,12 @@ static JsonNode *cmd_block_stream(JsonObject *args, GError **errp)
             return NULL;
         }
         base = chain_backing(bottom_bs);
-    } else if (!find_stream_base(args, top, device, &base, errp)) {
+    } else if (!find_stream_base(a->base, a->base_node, top, device, &base,
+                                 errp)) {
         return NULL;
     }
-    job = stream_job_create(job_id ? job_id : device, top, base, &o, errp);
+    job = stream_job_create(a->job_id ? a->job_id : device, top, base, &o,
+                            errp);
     if (job)
         job_start(job);
     return NULL;
@@ -243,8 +210,6 @@ static JsonNode *cmd_block_stream(JsonObject *args, GError **errp)
 
 void qmp_register_chain_commands(void)
 {
-    qmp_register_command_args("block-commit", cmd_block_commit,
-                              COMMIT_MEMBERS);
-    qmp_register_command_args("block-stream", cmd_block_stream,
-                              STREAM_MEMBERS);
+    qmp_register_typed_block_commit(cmd_block_commit);
+    qmp_register_typed_block_stream(cmd_block_stream);
 }
