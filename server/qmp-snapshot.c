@@ -12,6 +12,7 @@
 #include "qmp-int.h"
 
 #include "block/block.h"
+#include "server/qmp-types-gen.h"
 
 #include <string.h>
 
@@ -100,10 +101,6 @@ static BlockNode *find(const char *name, GError **errp)
     return bs;
 }
 
-#define SNAPSHOT_MEMBERS "node,overlay"
-#define SNAPSHOT_SYNC_MEMBERS \
-    "device,node-name,snapshot-file,snapshot-node-name,format,mode"
-
 /* A snapshot prepared: what its commit or abort needs. */
 typedef struct Snapshot {
     BlockNode *node;
@@ -118,15 +115,13 @@ static void snapshot_free(Snapshot *snap)
     g_free(snap);
 }
 
-static Snapshot *prepare_snapshot(JsonObject *args, GError **errp)
+static Snapshot *prepare_snapshot(const QmpBlockdevSnapshot *a,
+                                  GError **errp)
 {
-    const char *node = qmp_arg_str(args, "node", true, errp);
-    const char *overlay = node ? qmp_arg_str(args, "overlay", true, errp)
-                               : NULL;
     Snapshot snap = { 0 };
 
-    if (!overlay || !(snap.node = find(node, errp)) ||
-        !(snap.overlay = find(overlay, errp)) ||
+    if (!(snap.node = find(a->node, errp)) ||
+        !(snap.overlay = find(a->overlay, errp)) ||
         !take_snapshot(snap.node, snap.overlay, errp))
         return NULL;
     return g_memdup2(&snap, sizeof(snap));
@@ -161,21 +156,17 @@ static BlockNode *open_overlay(BlockNode *bs, const char *file,
     return bdrv_open(o, errp);
 }
 
-static bool check_sync_args(const char *device, const char *node,
-                            const char *format, const char *mode,
-                            const char *name, GError **errp)
+static bool check_sync_args(const QmpBlockdevSnapshotSync *a, GError **errp)
 {
-    if (!device && !node) {
+    const char *format = a->format, *name = a->snapshot_node_name;
+
+    if (!a->device && !a->node_name) {
         qmp_error(errp, "Cannot find device= nor node-name=");
         return false;
     }
     if (format && strcmp(format, "qcow2") != 0) {
         qmp_error(errp, "Snapshot format '%s' is not supported (qcow2)",
                   format);
-        return false;
-    }
-    if (mode && strcmp(mode, "existing") && strcmp(mode, "absolute-paths")) {
-        qmp_error(errp, "Parameter 'mode' does not accept value '%s'", mode);
         return false;
     }
     if (name && bdrv_find_node(name)) {
@@ -185,30 +176,19 @@ static bool check_sync_args(const char *device, const char *node,
     return true;
 }
 
-static Snapshot *prepare_snapshot_sync(JsonObject *args, GError **errp)
+static Snapshot *prepare_snapshot_sync(const QmpBlockdevSnapshotSync *a,
+                                       GError **errp)
 {
-    GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", false, &err);
-    const char *node = err ? NULL : qmp_arg_str(args, "node-name", false, &err);
-    const char *file = err ? NULL
-                           : qmp_arg_str(args, "snapshot-file", true, &err);
-    const char *name = err ? NULL : qmp_arg_str(args, "snapshot-node-name",
-                                                false, &err);
-    const char *format = err ? NULL : qmp_arg_str(args, "format", false, &err);
-    const char *mode = err ? NULL : qmp_arg_str(args, "mode", false, &err);
+    bool existing = a->has_mode && a->mode == QMP_NEW_IMAGE_MODE_EXISTING;
     Snapshot *snap;
 
-    if (err) {
-        g_propagate_error(errp, err);
-        return NULL;
-    }
-    if (!check_sync_args(device, node, format, mode, name, errp))
+    if (!check_sync_args(a, errp))
         return NULL;
     snap = g_new0(Snapshot, 1);
     snap->opened = true;
-    if (!(snap->node = find(node ? node : device, errp)) ||
-        !(snap->overlay = open_overlay(snap->node, file, name,
-                                       mode && !strcmp(mode, "existing"),
+    if (!(snap->node = find(a->node_name ? a->node_name : a->device, errp)) ||
+        !(snap->overlay = open_overlay(snap->node, a->snapshot_file,
+                                       a->snapshot_node_name, existing,
                                        errp)) ||
         !take_snapshot(snap->node, snap->overlay, errp)) {
         snap->opened = snap->overlay != NULL;
@@ -227,14 +207,16 @@ static JsonNode *run_now(Snapshot *snap)
     return NULL;
 }
 
-static JsonNode *cmd_blockdev_snapshot(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_snapshot(const QmpBlockdevSnapshot *a,
+                                       GError **errp)
 {
-    return run_now(prepare_snapshot(args, errp));
+    return run_now(prepare_snapshot(a, errp));
 }
 
-static JsonNode *cmd_blockdev_snapshot_sync(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_snapshot_sync(const QmpBlockdevSnapshotSync *a,
+                                            GError **errp)
 {
-    return run_now(prepare_snapshot_sync(args, errp));
+    return run_now(prepare_snapshot_sync(a, errp));
 }
 
 /* --- as transaction actions: the switch in prepare (the point in time),
@@ -244,7 +226,10 @@ static bool tx_snapshot_prepare(JsonObject *data, void **state,
                                 GError **errp)
 {
     /* the schema checked @data (BlockdevSnapshot) */
-    *state = prepare_snapshot(data, errp);
+    g_auto(QmpBlockdevSnapshot) a = { 0 };
+
+    *state = qmp_decode_blockdev_snapshot(data, &a, errp)
+                 ? prepare_snapshot(&a, errp) : NULL;
     return *state != NULL;
 }
 
@@ -252,7 +237,10 @@ static bool tx_snapshot_sync_prepare(JsonObject *data, void **state,
                                      GError **errp)
 {
     /* the schema checked @data (BlockdevSnapshotSync) */
-    *state = prepare_snapshot_sync(data, errp);
+    g_auto(QmpBlockdevSnapshotSync) a = { 0 };
+
+    *state = qmp_decode_blockdev_snapshot_sync(data, &a, errp)
+                 ? prepare_snapshot_sync(&a, errp) : NULL;
     return *state != NULL;
 }
 
@@ -290,11 +278,8 @@ static const QmpTransactionOps snapshot_sync_ops = {
 
 void qmp_register_snapshot_commands(void)
 {
-    qmp_register_command_args("blockdev-snapshot", cmd_blockdev_snapshot,
-                              SNAPSHOT_MEMBERS);
-    qmp_register_command_args("blockdev-snapshot-sync",
-                              cmd_blockdev_snapshot_sync,
-                              SNAPSHOT_SYNC_MEMBERS);
+    qmp_register_typed_blockdev_snapshot(cmd_blockdev_snapshot);
+    qmp_register_typed_blockdev_snapshot_sync(cmd_blockdev_snapshot_sync);
     qmp_register_transaction_action("blockdev-snapshot", &snapshot_ops);
     qmp_register_transaction_action("blockdev-snapshot-sync",
                                     &snapshot_sync_ops);
