@@ -579,7 +579,7 @@ class CTypes:
         if name in self.order:
             return
         t = self.s.types[name]
-        if t.kind in ('builtin', 'alternate'):
+        if t.kind == 'builtin':
             return
         self.order.append(name)
         for m in t.members:
@@ -620,8 +620,6 @@ class CTypes:
         t = self.s.types[name]
         if t.kind == 'builtin':
             c = C_BUILTINS[name][0]
-        elif t.kind == 'alternate':
-            c = 'JsonNode *'
         elif t.kind == 'array':
             c = 'GPtrArray *' if self.boxed(t.element) else 'GArray *'
         elif t.kind == 'enum':
@@ -640,15 +638,13 @@ class CTypes:
         t = self.s.types[name]
         if t.kind == 'builtin':
             return C_BUILTINS[name][1]
-        if t.kind == 'alternate':
-            return 'qd_any'
         return 'qd_v_' + (snake(t.element) + '_list' if t.kind == 'array'
                           else self.fn(name))
 
     def clearer(self, name):
         """The function that frees one value of type @name, or None."""
         t = self.s.types[name]
-        if t.kind in ('builtin', 'alternate', 'enum'):
+        if t.kind in ('builtin', 'enum'):
             return None
         return 'qd_c_' + (snake(t.element) + '_list' if t.kind == 'array'
                           else self.fn(name))
@@ -666,7 +662,12 @@ class CTypes:
         for n in self.order:
             t = self.s.types[n]
             if t.kind == 'enum':
-                out += self.enum_decl(n, t)
+                out += self.enum_decl(n, t.values)
+            elif t.kind == 'alternate':
+                objects.append(n)
+                out += self.enum_decl(n + 'Kind', [k for k, _ in t.variants],
+                                      table=False)
+                out.append('typedef struct %s %s;' % ((self.cname(n),) * 2))
             elif t.kind == 'object':
                 objects.append(n)
                 out.append('typedef struct %s %s;' % ((self.cname(n),) * 2))
@@ -682,18 +683,31 @@ class CTypes:
         out += ['', '#endif']
         return '\n'.join(out) + '\n'
 
-    def enum_decl(self, n, t):
+    def enum_decl(self, n, values, table=True):
         c, up = self.cname(n), snake(self.cname(n)).upper()
         out = ['typedef enum %s {' % c]
         out += ['    %s_%s,' % (up, re.sub(r'[^A-Za-z0-9]', '_', v).upper())
-                for v in t.values]
-        out += ['    %s__MAX,' % up, '} %s;' % c,
-                '/* the values\' names, NULL terminated */',
-                'extern const char *const %s_str[];' % snake(c), '']
+                for v in values]
+        out += ['    %s__MAX,' % up, '} %s;' % c]
+        if table:
+            out += ['/* the values\' names, NULL terminated */',
+                    'extern const char *const %s_str[];' % snake(c)]
+        return out + ['']
+
+    def alternate_decl(self, n, t):
+        c = self.cname(n)
+        out = ['struct %s {' % c,
+               '    %sKind kind; /* the branch the JSON type chose */' % c,
+               '    union {']
+        out += ['        %s%s;' % (self.ctype(v), c_ident(k))
+                for k, v in t.variants]
+        out += ['    } u;', '};', '']
         return out
 
     def struct_decl(self, n, t):
         c = self.cname(n)
+        if t.kind == 'alternate':
+            return self.alternate_decl(n, t)
         out = ['struct %s {' % c]
         for m in t.members:
             if m.optional:
@@ -710,6 +724,8 @@ class CTypes:
             out.append('    char q_empty; /* no members */')
         out.append('};')
         f = self.fn(n)
+        if t.kind == 'alternate':
+            return out
         out += ['bool qmp_decode_%s(JsonObject *o, %s *out, GError **errp);'
                 % (f, c),
                 '/* Frees what @p holds (not @p itself). */',
@@ -748,6 +764,8 @@ class CTypes:
                 out += self.enum_code(n)
             elif t.kind == 'array':
                 out += self.list_code(n, t)
+            elif t.kind == 'alternate':
+                out += self.alternate_code(n, t)
             else:
                 out += self.struct_code(n, t)
         for c in self.s.commands:
@@ -795,6 +813,48 @@ class CTypes:
         out += ['    %s(*p, TRUE);' % ('g_ptr_array_free' if ptr
                                        else 'g_array_free'),
                 '    *p = NULL;', '}', '']
+        return out
+
+    def json_test(self, name):
+        """A C test that JsonNode v has the JSON type of @name (an
+        alternate's branch), as server/qmp-schema.c chooses."""
+        t = self.s.types[name]
+        if t.kind == 'enum' or name == 'str':
+            return 'qd_holds(v, G_TYPE_STRING)'
+        if name == 'null':
+            return 'JSON_NODE_HOLDS_NULL(v)'
+        if name == 'bool':
+            return 'qd_holds(v, G_TYPE_BOOLEAN)'
+        if t.kind == 'builtin' and name != 'any':
+            return '(qd_holds(v, G_TYPE_INT64) || qd_holds(v, G_TYPE_DOUBLE))'
+        if t.kind == 'array':
+            return 'JSON_NODE_HOLDS_ARRAY(v)'
+        return 'JSON_NODE_HOLDS_OBJECT(v)'
+
+    def alternate_code(self, n, t):
+        c = self.cname(n)
+        up = snake(c + 'Kind').upper()
+        out = ['static bool %s(JsonNode *v, const char *name, %s **out,'
+               % (self.decoder(n), c), '    GError **errp)', '{',
+               '    *out = g_new0(%s, 1);' % c]
+        for k, v in t.variants:
+            out += ['    if (%s) {' % self.json_test(v),
+                    '        (*out)->kind = %s_%s;' % (
+                        up, re.sub(r'[^A-Za-z0-9]', '_', k).upper()),
+                    '        return %s(v, name, &(*out)->u.%s, errp);'
+                    % (self.decoder(v), c_ident(k)), '    }']
+        out += ['    qmp_error(errp, "Invalid parameter type for \'%s\', '
+                'expected: %s", name,', '              %s);' % c_str(n),
+                '    return false;', '}', '',
+                'static void %s(%s **p)' % (self.clearer(n), c), '{',
+                '    if (!*p)', '        return;']
+        for k, v in t.variants:
+            if self.clearer(v):
+                out += ['    if ((*p)->kind == %s_%s)' % (
+                    up, re.sub(r'[^A-Za-z0-9]', '_', k).upper()),
+                    '        %s(&(*p)->u.%s);' % (self.clearer(v),
+                                                  c_ident(k))]
+        out += ['    g_free(*p);', '    *p = NULL;', '}', '']
         return out
 
     def member_code(self, m, dest):

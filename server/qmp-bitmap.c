@@ -12,6 +12,7 @@
  * commit releases it, so that an aborted transaction loses nothing.
  */
 #include "qmp-int.h"
+#include "server/qmp-types-gen.h"
 
 #include <string.h>
 
@@ -20,28 +21,23 @@
 /* --- lookup and checks ------------------------------------------------------
  */
 
-static BlockNode *lookup_node(JsonObject *args, GError **errp)
+static BlockNode *lookup_node(const char *node, GError **errp)
 {
-    const char *node = qmp_arg_str(args, "node", true, errp);
-    BlockNode *bs;
+    BlockNode *bs = bdrv_find_node(node);
 
-    if (!node)
-        return NULL;
-    bs = bdrv_find_node(node);
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", node,
                   node);
     return bs;
 }
 
-static BdrvDirtyBitmap *lookup_bitmap(JsonObject *args, const char *key,
+static BdrvDirtyBitmap *lookup_bitmap(const char *node_name, const char *name,
                                       BlockNode **node, GError **errp)
 {
-    BlockNode *bs = lookup_node(args, errp);
-    const char *name = bs ? qmp_arg_str(args, key, true, errp) : NULL;
+    BlockNode *bs = lookup_node(node_name, errp);
     BdrvDirtyBitmap *bm;
 
-    if (!name)
+    if (!bs)
         return NULL;
     bm = bdrv_find_dirty_bitmap(bs, name);
     if (!bm)
@@ -145,20 +141,18 @@ static bool persistent_allowed(BlockNode *bs, const char *name, GError **errp)
     return false;
 }
 
-static bool add_prepare(JsonObject *args, void **state, GError **errp)
+static bool add_prepare(const QmpBlockDirtyBitmapAdd *a, void **state,
+                        GError **errp)
 {
-    BlockNode *bs = lookup_node(args, errp);
-    const char *name = bs ? qmp_arg_str(args, "name", true, errp) : NULL;
-    int64_t granularity;
-    bool persistent, disabled;
+    BlockNode *bs = lookup_node(a->node, errp);
+    const char *name = a->name;
+    int64_t granularity = a->has_granularity ? a->granularity
+                                             : DEFAULT_GRANULARITY;
+    bool persistent = a->persistent, disabled = a->disabled;
     BdrvDirtyBitmap *bm;
     GError *err = NULL;
 
-    if (!name ||
-        !qmp_arg_int(args, "granularity", DEFAULT_GRANULARITY, &granularity,
-                     errp) ||
-        !qmp_arg_bool(args, "persistent", false, &persistent, errp) ||
-        !qmp_arg_bool(args, "disabled", false, &disabled, errp))
+    if (!bs)
         return false;
     if (granularity < 512 || granularity > ((int64_t)1 << 31) ||
         (granularity & (granularity - 1))) {
@@ -180,9 +174,10 @@ static bool add_prepare(JsonObject *args, void **state, GError **errp)
     return true;
 }
 
-static bool remove_prepare(JsonObject *args, void **state, GError **errp)
+static bool remove_prepare(const QmpBlockDirtyBitmap *a, void **state,
+                           GError **errp)
 {
-    BdrvDirtyBitmap *bm = lookup_bitmap(args, "name", NULL, errp);
+    BdrvDirtyBitmap *bm = lookup_bitmap(a->node, a->name, NULL, errp);
     GError *err = NULL;
 
     if (!bm)
@@ -204,9 +199,10 @@ static bool remove_prepare(JsonObject *args, void **state, GError **errp)
     return true;
 }
 
-static bool clear_prepare(JsonObject *args, void **state, GError **errp)
+static bool clear_prepare(const QmpBlockDirtyBitmap *a, void **state,
+                          GError **errp)
 {
-    BdrvDirtyBitmap *bm = lookup_bitmap(args, "name", NULL, errp);
+    BdrvDirtyBitmap *bm = lookup_bitmap(a->node, a->name, NULL, errp);
 
     if (!bm || !check_changeable(bm, errp))
         return false;
@@ -215,10 +211,10 @@ static bool clear_prepare(JsonObject *args, void **state, GError **errp)
     return true;
 }
 
-static bool set_enabled(JsonObject *args, void **state, bool enabled,
-                        GError **errp)
+static bool set_enabled(const QmpBlockDirtyBitmap *a, void **state,
+                        bool enabled, GError **errp)
 {
-    BdrvDirtyBitmap *bm = lookup_bitmap(args, "name", NULL, errp);
+    BdrvDirtyBitmap *bm = lookup_bitmap(a->node, a->name, NULL, errp);
 
     if (!bm || !check_changeable(bm, errp))
         return false;
@@ -227,59 +223,48 @@ static bool set_enabled(JsonObject *args, void **state, bool enabled,
     return true;
 }
 
-static bool enable_prepare(JsonObject *args, void **state, GError **errp)
+static bool enable_prepare(const QmpBlockDirtyBitmap *a, void **state,
+                           GError **errp)
 {
-    return set_enabled(args, state, true, errp);
+    return set_enabled(a, state, true, errp);
 }
 
-static bool disable_prepare(JsonObject *args, void **state, GError **errp)
+static bool disable_prepare(const QmpBlockDirtyBitmap *a, void **state,
+                            GError **errp)
 {
-    return set_enabled(args, state, false, errp);
+    return set_enabled(a, state, false, errp);
 }
 
 /* A merge source: a name on the target's node, or {"node", "name"}. */
-static BdrvDirtyBitmap *merge_source(BlockNode *bs, JsonNode *src,
+static BdrvDirtyBitmap *merge_source(BlockNode *bs,
+                                     const QmpBlockDirtyBitmapOrStr *src,
                                      GError **errp)
 {
-    BdrvDirtyBitmap *bm = NULL;
+    BdrvDirtyBitmap *bm;
 
-    if (JSON_NODE_HOLDS_VALUE(src) &&
-        json_node_get_value_type(src) == G_TYPE_STRING) {
-        bm = bdrv_find_dirty_bitmap(bs, json_node_get_string(src));
-        if (!bm)
-            qmp_error(errp, "Dirty bitmap '%s' not found",
-                      json_node_get_string(src));
-    } else if (JSON_NODE_HOLDS_OBJECT(src)) {
-        bm = lookup_bitmap(json_node_get_object(src), "name", NULL, errp);
-    } else {
-        qmp_error(errp, "Invalid parameter type for 'bitmaps[0]', expected: "
-                  "BlockDirtyBitmapOrStr");
-    }
+    if (src->kind == QMP_BLOCK_DIRTY_BITMAP_OR_STR_KIND_EXTERNAL)
+        return lookup_bitmap(src->u.external->node, src->u.external->name,
+                             NULL, errp);
+    bm = bdrv_find_dirty_bitmap(bs, src->u.local);
+    if (!bm)
+        qmp_error(errp, "Dirty bitmap '%s' not found", src->u.local);
     return bm;
 }
 
-static bool merge_prepare(JsonObject *args, void **state, GError **errp)
+static bool merge_prepare(const QmpBlockDirtyBitmapMerge *a, void **state,
+                          GError **errp)
 {
     BlockNode *bs;
-    BdrvDirtyBitmap *dst = lookup_bitmap(args, "target", &bs, errp);
-    JsonNode *list = dst ? json_object_get_member(args, "bitmaps") : NULL;
-    JsonArray *srcs;
+    BdrvDirtyBitmap *dst = lookup_bitmap(a->node, a->target, &bs, errp);
     BitmapUndo *u;
     GError *err = NULL;
 
     if (!dst || !check_changeable(dst, errp))
         return false;
-    if (!list || !JSON_NODE_HOLDS_ARRAY(list)) {
-        qmp_error(errp, list ? "Invalid parameter type for 'bitmaps', "
-                               "expected: array"
-                             : "Parameter 'bitmaps' is missing");
-        return false;
-    }
-    srcs = json_node_get_array(list);
     u = undo_new(dst, true);
-    for (guint i = 0; i < json_array_get_length(srcs); i++) {
+    for (guint i = 0; i < a->bitmaps->len; i++) {
         BdrvDirtyBitmap *src = merge_source(
-            bs, json_array_get_element(srcs, i), errp);
+            bs, g_ptr_array_index(a->bitmaps, i), errp);
         /* A busy source (a backup's, an export's) is refused too, as
          * QEMU's bdrv_merge_dirty_bitmap does. */
         if (!src || !bdrv_dirty_bitmap_check(src, false, &err) ||
@@ -300,40 +285,35 @@ static bool merge_prepare(JsonObject *args, void **state, GError **errp)
 /* --- commands and registration -----------------------------------------------
  */
 
-typedef bool (*PrepareFunc)(JsonObject *args, void **state, GError **errp);
-
-static JsonNode *run_action(PrepareFunc prepare, JsonObject *args,
-                            GError **errp)
-{
-    void *state = NULL;
-
-    if (!prepare(args, &state, errp))
-        return NULL;
-    undo_commit(state);
-    undo_clean(state);
-    return NULL;
-}
-
-#define BITMAP_COMMAND(fn, prepare)                                         \
-    static JsonNode *fn(JsonObject *args, GError **errp)                    \
+/* For each action with argument type T (QmpT, qmp_decode_t): the command
+ * (prepare then commit at once) and the transaction action's prepare,
+ * which decodes its "data" (checked by the schema with the transaction). */
+#define BITMAP_ACTION(action, T, t)                                         \
+    static JsonNode *cmd_##action(const Qmp##T *a, GError **errp)           \
     {                                                                       \
-        return run_action(prepare, args, errp);                             \
-    }
-BITMAP_COMMAND(cmd_add, add_prepare)
-BITMAP_COMMAND(cmd_remove, remove_prepare)
-BITMAP_COMMAND(cmd_clear, clear_prepare)
-BITMAP_COMMAND(cmd_enable, enable_prepare)
-BITMAP_COMMAND(cmd_disable, disable_prepare)
-BITMAP_COMMAND(cmd_merge, merge_prepare)
-
-#define BITMAP_OPS(prepare)                                                 \
-    { prepare, undo_commit, undo_abort, undo_clean }
-static const QmpTransactionOps add_ops = BITMAP_OPS(add_prepare);
-static const QmpTransactionOps remove_ops = BITMAP_OPS(remove_prepare);
-static const QmpTransactionOps clear_ops = BITMAP_OPS(clear_prepare);
-static const QmpTransactionOps enable_ops = BITMAP_OPS(enable_prepare);
-static const QmpTransactionOps disable_ops = BITMAP_OPS(disable_prepare);
-static const QmpTransactionOps merge_ops = BITMAP_OPS(merge_prepare);
+        void *state = NULL;                                                 \
+        if (action##_prepare(a, &state, errp)) {                            \
+            undo_commit(state);                                             \
+            undo_clean(state);                                              \
+        }                                                                   \
+        return NULL;                                                        \
+    }                                                                       \
+    static bool tx_##action##_prepare(JsonObject *data, void **state,       \
+                                      GError **errp)                        \
+    {                                                                       \
+        g_auto(Qmp##T) a = { 0 };                                           \
+        return qmp_decode_##t(data, &a, errp) &&                            \
+               action##_prepare(&a, state, errp);                           \
+    }                                                                       \
+    static const QmpTransactionOps action##_ops = {                         \
+        tx_##action##_prepare, undo_commit, undo_abort, undo_clean          \
+    };
+BITMAP_ACTION(add, BlockDirtyBitmapAdd, block_dirty_bitmap_add)
+BITMAP_ACTION(remove, BlockDirtyBitmap, block_dirty_bitmap)
+BITMAP_ACTION(clear, BlockDirtyBitmap, block_dirty_bitmap)
+BITMAP_ACTION(enable, BlockDirtyBitmap, block_dirty_bitmap)
+BITMAP_ACTION(disable, BlockDirtyBitmap, block_dirty_bitmap)
+BITMAP_ACTION(merge, BlockDirtyBitmapMerge, block_dirty_bitmap_merge)
 
 JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
 {
@@ -385,24 +365,23 @@ void qmp_register_bitmap_commands(void)
 {
     static const struct {
         const char *name;
-        QmpCommandFunc fn;
-        const char *args;
         const QmpTransactionOps *ops;
-    } cmds[] = {
-        { "block-dirty-bitmap-add", cmd_add,
-          "node,name,granularity,persistent,disabled", &add_ops },
-        { "block-dirty-bitmap-remove", cmd_remove, "node,name", &remove_ops },
-        { "block-dirty-bitmap-clear", cmd_clear, "node,name", &clear_ops },
-        { "block-dirty-bitmap-enable", cmd_enable, "node,name", &enable_ops },
-        { "block-dirty-bitmap-disable", cmd_disable, "node,name",
-          &disable_ops },
-        { "block-dirty-bitmap-merge", cmd_merge, "node,target,bitmaps",
-          &merge_ops },
+    } actions[] = {
+        { "block-dirty-bitmap-add", &add_ops },
+        { "block-dirty-bitmap-remove", &remove_ops },
+        { "block-dirty-bitmap-clear", &clear_ops },
+        { "block-dirty-bitmap-enable", &enable_ops },
+        { "block-dirty-bitmap-disable", &disable_ops },
+        { "block-dirty-bitmap-merge", &merge_ops },
     };
 
-    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
-        qmp_register_command_args(cmds[i].name, cmds[i].fn, cmds[i].args);
-        qmp_register_transaction_action(cmds[i].name, cmds[i].ops);
-    }
+    qmp_register_typed_block_dirty_bitmap_add(cmd_add);
+    qmp_register_typed_block_dirty_bitmap_remove(cmd_remove);
+    qmp_register_typed_block_dirty_bitmap_clear(cmd_clear);
+    qmp_register_typed_block_dirty_bitmap_enable(cmd_enable);
+    qmp_register_typed_block_dirty_bitmap_disable(cmd_disable);
+    qmp_register_typed_block_dirty_bitmap_merge(cmd_merge);
+    for (size_t i = 0; i < G_N_ELEMENTS(actions); i++)
+        qmp_register_transaction_action(actions[i].name, actions[i].ops);
     qmp_register_command_args("query-block", cmd_query_block, "");
 }
