@@ -14,15 +14,12 @@
  * for a resume that cannot come.
  */
 #include "qmp-int.h"
+#include "server/qmp-types-gen.h"
 
-static BlockNode *node_arg(JsonObject *args, GError **errp)
+static BlockNode *find_node(const char *name, GError **errp)
 {
-    const char *name = qmp_arg_str(args, "node", true, errp);
-    BlockNode *bs;
+    BlockNode *bs = bdrv_find_node(name);
 
-    if (!name)
-        return NULL;
-    bs = bdrv_find_node(name);
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", name,
                   name);
@@ -39,64 +36,59 @@ static JsonNode *check(bool ok, GError **err, GError **errp)
     return NULL;
 }
 
-static JsonNode *cmd_break(JsonObject *args, GError **errp)
+static JsonNode *cmd_break(const QmpXBlkdebugBreakArgs *a, GError **errp)
 {
-    BlockNode *bs = node_arg(args, errp);
-    const char *event = bs ? qmp_arg_str(args, "event", true, errp) : NULL;
-    const char *tag = event ? qmp_arg_str(args, "tag", true, errp) : NULL;
+    BlockNode *bs = find_node(a->node, errp);
     GError *err = NULL;
 
-    if (!tag)
+    if (!bs)
         return NULL;
-    return check(bdrv_debug_breakpoint(bs, event, tag, &err), &err, errp);
+    return check(bdrv_debug_breakpoint(bs, a->event, a->tag, &err), &err,
+                 errp);
 }
 
-static JsonNode *cmd_remove_break(JsonObject *args, GError **errp)
+static JsonNode *cmd_remove_break(const QmpXBlkdebugRemoveBreakArgs *a,
+                                  GError **errp)
 {
-    BlockNode *bs = node_arg(args, errp);
-    const char *tag = bs ? qmp_arg_str(args, "tag", true, errp) : NULL;
+    BlockNode *bs = find_node(a->node, errp);
     GError *err = NULL;
 
-    if (!tag)
+    if (!bs)
         return NULL;
-    return check(bdrv_debug_remove_breakpoint(bs, tag, &err), &err, errp);
+    return check(bdrv_debug_remove_breakpoint(bs, a->tag, &err), &err, errp);
 }
 
-static JsonNode *cmd_resume(JsonObject *args, GError **errp)
+static JsonNode *cmd_resume(const QmpXBlkdebugResumeArgs *a, GError **errp)
 {
-    BlockNode *bs = node_arg(args, errp);
-    const char *tag = bs ? qmp_arg_str(args, "tag", true, errp) : NULL;
+    BlockNode *bs = find_node(a->node, errp);
     GError *err = NULL;
 
-    if (!tag)
+    if (!bs)
         return NULL;
-    return check(bdrv_debug_resume(bs, tag, &err), &err, errp);
+    return check(bdrv_debug_resume(bs, a->tag, &err), &err, errp);
 }
 
-static JsonNode *cmd_wait_break(JsonObject *args, GError **errp)
+static JsonNode *cmd_wait_break(const QmpXBlkdebugWaitBreakArgs *a,
+                                GError **errp)
 {
-    BlockNode *bs = node_arg(args, errp);
-    const char *tag = bs ? qmp_arg_str(args, "tag", true, errp) : NULL;
+    BlockNode *bs = find_node(a->node, errp);
+    int64_t timeout = a->has_timeout ? a->timeout : 10;
     GError *err = NULL;
-    int64_t timeout;
 
-    if (!tag || !qmp_arg_int(args, "timeout", 10, &timeout, errp))
+    if (!bs)
         return NULL;
     if (timeout < 0 || timeout > 3600) {
         qmp_error(errp, "Parameter 'timeout' expects 0 to 3600 seconds");
         return NULL;
     }
-    return check(bdrv_debug_wait_break(bs, tag, timeout * 1000, &err), &err,
+    return check(bdrv_debug_wait_break(bs, a->tag, timeout * 1000, &err), &err,
                  errp);
 }
 
 void qmp_register_debug_commands(void)
 {
-    qmp_register_command_args("x-blkdebug-break", cmd_break,
-                              "node,event,tag");
-    qmp_register_command_args("x-blkdebug-remove-break", cmd_remove_break,
-                              "node,tag");
-    qmp_register_command_args("x-blkdebug-resume", cmd_resume, "node,tag");
-    qmp_register_command_args("x-blkdebug-wait-break", cmd_wait_break,
-                              "node,tag,timeout");
+    qmp_register_typed_x_blkdebug_break(cmd_break);
+    qmp_register_typed_x_blkdebug_remove_break(cmd_remove_break);
+    qmp_register_typed_x_blkdebug_resume(cmd_resume);
+    qmp_register_typed_x_blkdebug_wait_break(cmd_wait_break);
 }
