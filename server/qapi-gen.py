@@ -715,7 +715,7 @@ class CTypes:
             out.append('    %s%s;' % (self.ctype(m.type), c_ident(m.name)))
         branches = [(k, v) for k, v in t.variants if v != EMPTY]
         if branches:
-            out.append('    union { /* the branch of %s, others NULL */'
+            out.append('    struct { /* the branch of %s (the others NULL) */'
                        % t.tag)
             out += ['        %s *%s;' % (self.cname(v), c_ident(k))
                     for k, v in branches]

@@ -9,6 +9,7 @@
 #include "qmp-int.h"
 
 #include "jobs/create.h"
+#include "server/qmp-types-gen.h"
 
 #include <string.h>
 
@@ -18,29 +19,22 @@ static void put(GHashTable *t, const char *k, const char *v)
 }
 
 /* An optional boolean member as the block layer's "on"/"off". */
-static bool take_bool(JsonObject *o, const char *key, const char *opt,
-                      GHashTable *t, GError **errp)
+static void take_bool(bool has, bool v, const char *opt, GHashTable *t)
 {
-    bool v;
-
-    if (!json_object_has_member(o, key))
-        return true;
-    if (!qmp_arg_bool(o, key, false, &v, errp))
-        return false;
-    put(t, opt, v ? "on" : "off");
-    return true;
+    if (has)
+        put(t, opt, v ? "on" : "off");
 }
 
-static bool take_int(JsonObject *o, const char *key, const char *opt,
+/* An optional integer member (@key in messages); negative numbers, which
+ * the schema lets through for its unsigned 'size' as QEMU does, are
+ * refused. */
+static bool take_int(bool has, int64_t v, const char *key, const char *opt,
                      GHashTable *t, GError **errp)
 {
-    int64_t v;
     g_autofree char *s = NULL;
 
-    if (!json_object_has_member(o, key))
+    if (!has)
         return true;
-    if (!qmp_arg_int(o, key, 0, &v, errp))
-        return false;
     if (v < 0) {
         qmp_error(errp, "Parameter '%s' expects a non-negative value", key);
         return false;
@@ -50,185 +44,183 @@ static bool take_int(JsonObject *o, const char *key, const char *opt,
     return true;
 }
 
-static bool take_str(JsonObject *o, const char *key, const char *opt,
-                     GHashTable *t, GError **errp)
+static void take_str(const char *v, const char *opt, GHashTable *t)
 {
-    const char *v;
-
-    if (!json_object_has_member(o, key))
-        return true;
-    v = qmp_arg_str(o, key, true, errp);
     if (v)
         put(t, opt, v);
-    return v != NULL;
+}
+
+/* An optional enum member by its name (@names: the enum's *_str table). */
+static void take_enum(bool has, int v, const char *const *names,
+                      const char *opt, GHashTable *t)
+{
+    if (has)
+        put(t, opt, names[v]);
+}
+
+/* The node a BlockdevRef names: snapnbd takes only a reference here. */
+static BlockNode *ref_node(const QmpBlockdevRef *ref, GError **errp)
+{
+    BlockNode *bs;
+
+    if (ref->kind != QMP_BLOCKDEV_REF_KIND_REFERENCE) {
+        qmp_error(errp, "Invalid parameter type for 'file', expected: "
+                        "string");
+        return NULL;
+    }
+    bs = bdrv_find_node(ref->u.reference);
+    if (!bs)
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
+                  ref->u.reference, ref->u.reference);
+    return bs;
 }
 
 /* BlockdevCreateOptionsFile. */
-static bool parse_file(JsonObject *o, CreateJobSpec *spec, GError **errp)
+static bool parse_file(const QmpBlockdevCreateOptionsFile *o,
+                       CreateJobSpec *spec, GError **errp)
 {
-    static const char *const modes[] = { "off", "falloc", NULL };
+    const char *prealloc = qmp_prealloc_mode_str[o->preallocation];
 
-    spec->filename = qmp_arg_str(o, "filename", true, errp);
-    return spec->filename &&
-           qmp_check_enum("preallocation",
-                          json_object_get_string_member_with_default(
-                              o, "preallocation", NULL),
-                          modes, errp) &&
-           take_str(o, "preallocation", "preallocation", spec->options,
-                    errp) &&
-           take_bool(o, "nocow", "nocow", spec->options, errp);
+    spec->filename = o->filename;
+    if (o->has_preallocation) {
+        if (o->preallocation != QMP_PREALLOC_MODE_OFF &&
+            o->preallocation != QMP_PREALLOC_MODE_FALLOC) {
+            qmp_error(errp, "Parameter 'preallocation' does not accept "
+                      "value '%s'", prealloc);
+            return false;
+        }
+        put(spec->options, "preallocation", prealloc);
+    }
+    take_bool(o->has_nocow, o->nocow, "nocow", spec->options);
+    return true;
 }
 
-/* QCryptoBlockCreateOptions (format luks) as "encrypt.*" options. */
-static bool take_encrypt(JsonObject *o, GHashTable *t, GError **errp)
-{
-    JsonNode *n = json_object_get_member(o, "encrypt");
-    JsonObject *e;
+/* The LUKS parameters (QCryptoBlockCreateOptionsLUKS's members), under
+ * @prefix ("encrypt." in a qcow2 image). */
+#define TAKE_LUKS(o, prefix, t, errp)                                        \
+    (take_str((o)->key_secret, prefix "key-secret", (t)),                    \
+     take_enum((o)->has_cipher_alg, (o)->cipher_alg,                         \
+               qmp_q_crypto_cipher_algorithm_str, prefix "cipher-alg", (t)), \
+     take_enum((o)->has_cipher_mode, (o)->cipher_mode,                       \
+               qmp_q_crypto_cipher_mode_str, prefix "cipher-mode", (t)),     \
+     take_enum((o)->has_ivgen_alg, (o)->ivgen_alg,                           \
+               qmp_q_crypto_iv_gen_algorithm_str, prefix "ivgen-alg", (t)),  \
+     take_enum((o)->has_hash_alg, (o)->hash_alg,                             \
+               qmp_q_crypto_hash_algorithm_str, prefix "hash-alg", (t)),     \
+     take_int((o)->has_iter_time, (o)->iter_time, "iter-time",               \
+              prefix "iter-time", (t), (errp)))
 
-    if (!n)
-        return true;
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, "Invalid parameter type for 'encrypt', expected: "
-                        "object");
-        return false;
-    }
-    e = json_node_get_object(n);
-    return take_str(e, "format", "encrypt.format", t, errp) &&
-           take_str(e, "key-secret", "encrypt.key-secret", t, errp) &&
-           take_str(e, "cipher-alg", "encrypt.cipher-alg", t, errp) &&
-           take_str(e, "cipher-mode", "encrypt.cipher-mode", t, errp) &&
-           take_str(e, "ivgen-alg", "encrypt.ivgen-alg", t, errp) &&
-           take_str(e, "hash-alg", "encrypt.hash-alg", t, errp) &&
-           take_int(e, "iter-time", "encrypt.iter-time", t, errp);
+/* QCryptoBlockCreateOptions as "encrypt.*" options. */
+static bool take_encrypt(const QmpQCryptoBlockCreateOptions *e, GHashTable *t,
+                         GError **errp)
+{
+    put(t, "encrypt.format", qmp_q_crypto_block_format_str[e->format]);
+    if (e->u.qcow)
+        take_str(e->u.qcow->key_secret, "encrypt.key-secret", t);
+    return !e->u.luks || TAKE_LUKS(e->u.luks, "encrypt.", t, errp);
 }
 
 /* BlockdevCreateOptionsQcow2 (the parts snapnbd implements). */
-static bool parse_qcow2(JsonObject *o, CreateJobSpec *spec, GError **errp)
+static bool parse_qcow2(const QmpBlockdevCreateOptionsQcow2 *o,
+                        CreateJobSpec *spec, GError **errp)
 {
-    static const char *const versions[] = { "v2", "v3", NULL };
-    const char *file = qmp_arg_str(o, "file", true, errp);
-    const char *version;
+    GHashTable *t = spec->options;
 
-    if (!file)
+    if (!(spec->file = ref_node(o->file, errp)))
         return false;
-    spec->file = bdrv_find_node(file);
-    if (!spec->file) {
-        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", file,
-                  file);
+    if (o->has_version)
+        put(t, "compat",
+            o->version == QMP_BLOCKDEV_QCOW2_VERSION_V2 ? "0.10" : "1.1");
+    if (!take_int(o->has_cluster_size, (int64_t)o->cluster_size,
+                  "cluster-size", "cluster_size", t, errp) ||
+        !take_int(o->has_refcount_bits, o->refcount_bits, "refcount-bits",
+                  "refcount_bits", t, errp))
         return false;
-    }
-    version = json_object_get_string_member_with_default(o, "version", NULL);
-    if (!qmp_check_enum("version", version, versions, errp))
-        return false;
-    if (version)
-        put(spec->options, "compat", strcmp(version, "v2") ? "1.1" : "0.10");
-    return take_int(o, "cluster-size", "cluster_size", spec->options, errp) &&
-           take_int(o, "refcount-bits", "refcount_bits", spec->options,
-                    errp) &&
-           take_bool(o, "lazy-refcounts", "lazy_refcounts", spec->options,
-                     errp) &&
-           take_str(o, "backing-file", "backing_file", spec->options, errp) &&
-           take_str(o, "backing-fmt", "backing_fmt", spec->options, errp) &&
-           take_str(o, "preallocation", "preallocation", spec->options,
-                    errp) &&
-           take_encrypt(o, spec->options, errp);
+    take_bool(o->has_lazy_refcounts, o->lazy_refcounts, "lazy_refcounts", t);
+    take_str(o->backing_file, "backing_file", t);
+    take_enum(o->has_backing_fmt, o->backing_fmt, qmp_blockdev_driver_str,
+              "backing_fmt", t);
+    take_enum(o->has_preallocation, o->preallocation, qmp_prealloc_mode_str,
+              "preallocation", t);
+    return !o->encrypt || take_encrypt(o->encrypt, t, errp);
 }
 
 /* BlockdevCreateOptionsLUKS: a LUKS image over a node (block/luks.c). */
-static bool parse_luks(JsonObject *o, CreateJobSpec *spec, GError **errp)
+static bool parse_luks(const QmpBlockdevCreateOptionsLUKS *o,
+                       CreateJobSpec *spec, GError **errp)
 {
-    const char *file = qmp_arg_str(o, "file", true, errp);
-
-    if (!file)
+    if (!(spec->file = ref_node(o->file, errp)))
         return false;
-    spec->file = bdrv_find_node(file);
-    if (!spec->file) {
-        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", file,
-                  file);
-        return false;
-    }
-    return take_str(o, "key-secret", "key-secret", spec->options, errp) &&
-           take_str(o, "cipher-alg", "cipher-alg", spec->options, errp) &&
-           take_str(o, "cipher-mode", "cipher-mode", spec->options, errp) &&
-           take_str(o, "ivgen-alg", "ivgen-alg", spec->options, errp) &&
-           take_str(o, "hash-alg", "hash-alg", spec->options, errp) &&
-           take_int(o, "iter-time", "iter-time", spec->options, errp);
+    return TAKE_LUKS(o, "", spec->options, errp);
 }
 
 /* BlockdevCreateOptionsRbd: "location" (BlockdevOptionsRbd) names the
  * image, "cluster-size" its object size (block/rbd.c). */
-static bool parse_rbd(JsonObject *o, CreateJobSpec *spec, GError **errp)
+static bool parse_rbd(const QmpBlockdevCreateOptionsRbd *o,
+                      CreateJobSpec *spec, GError **errp)
 {
-    static const char *const keys[] = { "pool", "namespace", "image", "conf",
-                                        "snapshot", "user", "key-secret" };
-    JsonNode *n = json_object_get_member(o, "location");
-    JsonObject *loc;
+    const QmpBlockdevOptionsRbd *loc = o->location;
+    GHashTable *t = spec->options;
 
-    if (!n || !JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, n ? "Invalid parameter type for 'location', "
-                            "expected: object"
-                          : "Parameter 'location' is missing");
-        return false;
-    }
-    loc = json_node_get_object(n);
-    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
-        g_autofree char *opt = g_strconcat("location.", keys[i], NULL);
-        if (!take_str(loc, keys[i], opt, spec->options, errp))
-            return false;
-    }
-    if (json_object_has_member(o, "encrypt")) {
+    take_str(loc->pool, "location.pool", t);
+    take_str(loc->namespace, "location.namespace", t);
+    take_str(loc->image, "location.image", t);
+    take_str(loc->conf, "location.conf", t);
+    take_str(loc->snapshot, "location.snapshot", t);
+    take_str(loc->user, "location.user", t);
+    take_str(loc->key_secret, "location.key-secret", t);
+    if (o->has_encrypt) {
         qmp_error(errp, "rbd encryption is not supported");
         return false;
     }
     spec->filename = "rbd"; /* the image is named by the location */
-    return take_int(o, "cluster-size", "cluster-size", spec->options, errp);
+    return take_int(o->has_cluster_size, (int64_t)o->cluster_size,
+                    "cluster-size", "cluster-size", t, errp);
 }
 
-static bool parse_options(JsonObject *args, CreateJobSpec *spec,
-                          GError **errp)
+/* The size every branch has; a negative one (taken by the schema's 'size'
+ * as QEMU takes it) counts as none. */
+static bool take_size(uint64_t size, CreateJobSpec *spec, GError **errp)
 {
-    JsonNode *n = json_object_get_member(args, "options");
-    JsonObject *o;
-    int64_t size;
-
-    if (!n || !JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, n ? "Invalid parameter type for 'options', "
-                            "expected: object"
-                          : "Parameter 'options' is missing");
-        return false;
-    }
-    o = json_node_get_object(n);
-    spec->driver = qmp_arg_str(o, "driver", true, errp);
-    if (!spec->driver || !qmp_arg_int(o, "size", -1, &size, errp))
-        return false;
-    if (size < 0) {
+    if ((int64_t)size < 0) {
         qmp_error(errp, "Parameter 'size' is missing");
         return false;
     }
-    spec->size = size;
-    if (!strcmp(spec->driver, "file"))
-        return parse_file(o, spec, errp);
-    if (!strcmp(spec->driver, "qcow2"))
-        return parse_qcow2(o, spec, errp);
-    if (!strcmp(spec->driver, "luks"))
-        return parse_luks(o, spec, errp);
-    if (!strcmp(spec->driver, "rbd") && bdrv_has_driver("rbd"))
-        return parse_rbd(o, spec, errp);
+    spec->size = (int64_t)size;
+    return true;
+}
+
+static bool parse_options(const QmpBlockdevCreateOptions *o,
+                          CreateJobSpec *spec, GError **errp)
+{
+    spec->driver = qmp_blockdev_driver_str[o->driver];
+    if (o->u.file)
+        return take_size(o->u.file->size, spec, errp) &&
+               parse_file(o->u.file, spec, errp);
+    if (o->u.qcow2)
+        return take_size(o->u.qcow2->size, spec, errp) &&
+               parse_qcow2(o->u.qcow2, spec, errp);
+    if (o->u.luks)
+        return take_size(o->u.luks->size, spec, errp) &&
+               parse_luks(o->u.luks, spec, errp);
+    if (o->u.rbd && bdrv_has_driver("rbd"))
+        return take_size(o->u.rbd->size, spec, errp) &&
+               parse_rbd(o->u.rbd, spec, errp);
     qmp_error(errp, "Driver '%s' does not support blockdev-create",
               spec->driver);
     return false;
 }
 
-static JsonNode *cmd_blockdev_create(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_create(const QmpBlockdevCreateArgs *a,
+                                     GError **errp)
 {
     CreateJobSpec spec = { .options = g_hash_table_new_full(
                                g_str_hash, g_str_equal, g_free, g_free) };
-    const char *id = qmp_arg_str(args, "job-id", true, errp);
     GError *err = NULL;
     Job *job = NULL;
 
-    if (id && parse_options(args, &spec, errp)) {
-        job = create_job_create(id, &spec, &err);
+    if (parse_options(a->options, &spec, errp)) {
+        job = create_job_create(a->job_id, &spec, &err);
         if (!job) {
             qmp_error(errp, "%s", err->message);
             g_error_free(err);
@@ -242,6 +234,5 @@ static JsonNode *cmd_blockdev_create(JsonObject *args, GError **errp)
 
 void qmp_register_create_commands(void)
 {
-    qmp_register_command_args("blockdev-create", cmd_blockdev_create,
-                              "job-id,options");
+    qmp_register_typed_blockdev_create(cmd_blockdev_create);
 }
