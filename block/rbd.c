@@ -584,7 +584,7 @@ static GArray *rbd_node_snapshot_list(BlockNode *bs, GError **errp)
             .id = g_strdup(snaps[i].name),
             .name = g_strdup(snaps[i].name),
             .vm_state_size = snaps[i].size,
-            .icount = UINT64_MAX,
+            .icount = 0, /* QEMU reports 0, not "none" */
         };
         g_array_append_val(list, sn);
     }
@@ -615,7 +615,7 @@ static int rbd_node_snapshot_create(BlockNode *bs, const char *name,
         *info = (BdrvSnapshotInfo){ .id = g_strdup(name),
                                     .name = g_strdup(name),
                                     .vm_state_size = size,
-                                    .icount = UINT64_MAX };
+                                    .icount = 0 };
     return 0;
 }
 
