@@ -1,6 +1,8 @@
 """Mirror jobs into rbd nodes under concurrent writes (see
 test-rbd-mirror.sh).  Usage: rbd_mirror_live.py QMP NBDSOCK DIR SEED CONF"""
+import os
 import sys
+import traceback
 
 import nbd
 from jobs_qmp import QMP
@@ -80,5 +82,10 @@ def main(qmp, sock, d, seed, conf):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
-         sys.argv[5])
+    try:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
+             sys.argv[5])
+    except BaseException:
+        # The writers' threads would keep the process alive.
+        traceback.print_exc()
+        os._exit(1)

@@ -2,7 +2,9 @@
 with blockdev-snapshot-internal-sync and exported read-only through
 blockdev-add driver=rbd snapshot=NAME (see test-rbd-snapshot.sh).
 Usage: rbd_snapshot_live.py QMP NBDSOCK DIR SEED CONF"""
+import os
 import sys
+import traceback
 import time
 
 import nbd
@@ -119,5 +121,10 @@ def main(qmp, sock, d, seed, conf):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
-         sys.argv[5])
+    try:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
+             sys.argv[5])
+    except BaseException:
+        # The writers' threads would keep the process alive.
+        traceback.print_exc()
+        os._exit(1)
