@@ -31,6 +31,12 @@
  * extents it reports hold data, the rest are holes that read as zeroes.
  * With the fast-diff feature (valid) it answers from the object map, whole
  * objects at a time; without, it asks the OSDs for exact extents.
+ *
+ * Snapshots.  The node's internal snapshots (snapshot.c) are RBD
+ * snapshots, as in QEMU's driver; opened at a snapshot, a node is a
+ * point-in-time view kept by the cluster, so an RBD source needs no
+ * copy-before-write for a point-in-time export.  x-dirty-since turns the
+ * diff between two snapshots into a dirty bitmap for incremental backups.
  */
 #include "block-int.h"
 

@@ -33,8 +33,7 @@ start_daemon \
     --blockdev "driver=raw,node-name=disk,file.driver=rbd,file.pool=rbd,file.image=src,file.conf=$conf" \
     --nbd-server "addr.type=unix,addr.path=$nbdsock" \
     --export type=nbd,id=e0,node-name=disk,name=live,writable=on
-jobs_py "exec(open('$srcdir/rbd_snapshot_live.py').read().replace('if __name__', 'if False and __name__')); main(*sys.argv[1:4], int(sys.argv[4]), sys.argv[5])" \
-    "$qmp" "$nbdsock" "$tmp" "$seed" "$conf" ||
+$PYTHON "$srcdir/rbd_snapshot_live.py" "$qmp" "$nbdsock" "$tmp" "$seed" "$conf" ||
     fail "seed $seed: live rbd snapshots failed"
 _stop_server "$tmp/daemon.pid"
 
