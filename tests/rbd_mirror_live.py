@@ -67,11 +67,11 @@ def main(qmp, sock, d, seed, conf):
     # a marker after it goes to "tgt2" only.
     q.cmd("blockdev-add", {"driver": "rbd", "node-name": "u", "pool": "rbd",
                            "image": "tgt2", "conf": conf})
-    # (The clients start once the job is ready: with an rbd source on a
-    # loaded machine, the one-copy-at-a-time mirror does not catch up with
-    # two clients at queue depth 16.)
-    mirror(q, "m2", "t", "u")
+    # The clients write from before the job: with an rbd source the
+    # background copy alone does not catch up with two clients at queue
+    # depth 16; the job must switch itself to write-blocking to be ready.
     ws, ts = start(sock, size, seed + 10, model)
+    mirror(q, "m2", "t", "u")
     settle(ws)
     model = stop(ws, ts)
     save(f"{d}/at-switch2.raw", model)
