@@ -49,6 +49,14 @@ static const char *const qemu_types[] = {
     "tls-creds-anon", "tls-creds-psk", "tls-creds-x509", "tls-cipher-suites",
     "x-remote-object", "x-vfio-user-server", NULL,
 };
+/* What `qemu-nbd --object help` lists (QEMU 7.2, Debian): its QOM names,
+ * such as authz-list-file (QAPI's authz-listfile). */
+static const char *const qemu_nbd_types[] = {
+    "authz-list", "authz-list-file", "authz-simple", "iothread",
+    "main-loop", "pr-manager-helper", "secret", "secret_keyring",
+    "thread-context", "throttle-group", "tls-cipher-suites",
+    "tls-creds-anon", "tls-creds-psk", "tls-creds-x509", NULL,
+};
 /* The types tls.c makes. */
 static const char *const tls_types[] = {
     "tls-creds-x509", "tls-creds-psk", "authz-simple", "authz-list", NULL,
@@ -281,7 +289,8 @@ static bool setup_one(const char *spec, GPtrArray *tls, GError **errp)
         return true;
     }
     if (!g_strv_contains(own_types, type))
-        return g_strv_contains(qemu_types, type)
+        return g_strv_contains(qemu_types, type) ||
+                       g_strv_contains(qemu_nbd_types, type)
                    ? fail(errp, "--object: type '%s' is not supported (only "
                                 "secret, iothread, throttle-group, "
                                 "tls-creds-x509, tls-creds-psk and "
