@@ -117,14 +117,28 @@ static bool check_duplicate(const char *id, GError **errp)
                : true;
 }
 
-static void record(const char *id, const char *type, GBytes *secret)
+/* Enters @id (and the bytes of a secret, which the table then owns)
+ * unless the id is taken meanwhile: checked again under the lock, so
+ * that two monitors could not both add it. */
+static bool record(const char *id, const char *type, GBytes *secret,
+                   GError **errp)
 {
+    bool dup;
+
     g_mutex_lock(&objects_lock);
-    g_hash_table_insert(registry, g_strdup(id), g_strdup(type));
-    if (secret)
-        g_hash_table_insert(secrets, g_strdup(id), secret);
-    container_made = true;
+    dup = g_hash_table_contains(registry, id);
+    if (!dup) {
+        g_hash_table_insert(registry, g_strdup(id), g_strdup(type));
+        if (secret)
+            g_hash_table_insert(secrets, g_strdup(id), secret);
+        container_made = true;
+    }
     g_mutex_unlock(&objects_lock);
+    if (dup && secret)
+        g_bytes_unref(secret);
+    return dup ? fail(errp, "attempt to add duplicate property '%s' to "
+                            "object (type 'container')", id)
+               : true;
 }
 
 /* The bytes of a secret from its properties (id and qom-type apart). */
@@ -232,15 +246,14 @@ bool object_create(const char *type, const char *id, GHashTable *props,
         if (!tls)
             return false;
     }
-    if (!check_duplicate(id, errp)) {
-        if (secret)
-            g_bytes_unref(secret);
+    if (!record(id, type, secret, errp)) {
         tls_object_free(tls);
+        if (!strcmp(type, "throttle-group"))
+            throttle_group_delete(id, NULL);
         return false;
     }
     if (tls)
         tls_object_insert(tls);
-    record(id, type, secret);
     return true;
 }
 
@@ -281,10 +294,8 @@ static bool setup_one(const char *spec, GPtrArray *tls, GError **errp)
         return fail(errp, "--object '%s': the object type is missing", spec);
     if (g_strv_contains(tls_types, type) && strcmp(type, "authz-list")) {
         /* tls.c parses the rest; the id is taken now */
-        if (id && !check_duplicate(id, errp))
+        if (id && !record(id, type, NULL, errp))
             return false;
-        if (id)
-            record(id, type, NULL);
         g_ptr_array_add(tls, g_strdup(spec));
         return true;
     }
