@@ -262,6 +262,7 @@ bool object_delete(const char *id, GError **errp)
     g_autofree char *type = NULL;
     g_autoptr(GError) err = NULL;
     GBytes *secret;
+    gpointer key;
 
     tables_init();
     g_mutex_lock(&objects_lock);
@@ -276,8 +277,10 @@ bool object_delete(const char *id, GError **errp)
         tls_object_delete(id);
     g_mutex_lock(&objects_lock);
     g_hash_table_remove(registry, id);
-    if (g_hash_table_steal_extended(secrets, id, NULL, (gpointer *)&secret))
+    if (g_hash_table_steal_extended(secrets, id, &key, (gpointer *)&secret)) {
+        g_free(key);
         g_ptr_array_add(retired_secrets, secret);
+    }
     g_mutex_unlock(&objects_lock);
     return true;
 }
