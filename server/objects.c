@@ -219,11 +219,12 @@ bool object_create(const char *type, const char *id, GHashTable *props,
     TlsObject *tls = NULL;
 
     tables_init();
-    if (!bdrv_id_wellformed(id))
-        return fail(errp, "Parameter 'id' expects an identifier");
+    /* QAPI's enum check comes first, the id's form once it is parsed */
     if (!g_strv_contains(qemu_types, type))
         return fail(errp, "Parameter 'qom-type' does not accept value '%s'",
                     type);
+    if (!bdrv_id_wellformed(id))
+        return fail(errp, "Parameter 'id' expects an identifier");
     if (!object_type_supported(type))
         return fail(errp, "snapnbd does not make '%s' objects (only "
                           "secret, iothread, throttle-group, tls-creds-x509, "

@@ -83,6 +83,7 @@ def main(qmp, d, out):
     obj("secret-bogus", "secret", "s1", data="x", bogus=1)
     obj("bad-id", "secret", "1s", data="x")
     obj("bad-type", "nope", "s1")
+    obj("bad-type-and-id", "nope", "1s")
     obj("secret-file", "secret", "pw", file=f"{d}/pw")
     obj("secret-b64", "secret", "pw64", data="c2VjcmV0MTIz",
         format="base64")
