@@ -31,6 +31,12 @@
  * extents it reports hold data, the rest are holes that read as zeroes.
  * With the fast-diff feature (valid) it answers from the object map, whole
  * objects at a time; without, it asks the OSDs for exact extents.
+ *
+ * Snapshots.  The node's internal snapshots (snapshot.c) are RBD
+ * snapshots, as in QEMU's driver; opened at a snapshot, a node is a
+ * point-in-time view kept by the cluster, so an RBD source needs no
+ * copy-before-write for a point-in-time export.  x-dirty-since turns the
+ * diff between two snapshots into a dirty bitmap for incremental backups.
  */
 #include "block-int.h"
 
@@ -317,10 +323,57 @@ static char *node_filename(RbdState *s)
                            s->snap ? "@" : "", s->snap ? s->snap : "");
 }
 
+/*
+ * x-dirty-since=SNAP (a snapnbd extension): a dirty bitmap named SNAP on
+ * the node, disabled, with the ranges that differ between snapshot SNAP
+ * and the image as opened (rbd_diff_iterate2 from SNAP: written ranges and
+ * ranges that became holes alike).  Opened at a later snapshot and
+ * exported with the bitmap, it is an incremental backup's source: the
+ * client reads qemu:dirty-bitmap:SNAP and copies what it marks.  The
+ * granularity is 64 KiB; with fast-diff RBD reports whole objects.
+ */
+enum { DIFF_GRANULARITY = 64 * 1024 };
+
+static int diff_mark(uint64_t offs, size_t len, int exists, void *opaque)
+{
+    bdrv_dirty_bitmap_set(opaque, offs, len, true);
+    return 0;
+}
+
+static bool add_diff_bitmap(BlockNode *bs, const char *from, GError **errp)
+{
+    RbdState *s = bs->opaque;
+    BdrvDirtyBitmap *bm;
+    uint64_t size;
+    int r = rbd_get_size(s->image, &size);
+
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "error getting the size of %s: %s", s->name,
+                    g_strerror(-r));
+        return false;
+    }
+    bm = bdrv_dirty_bitmap_new(bs, from, DIFF_GRANULARITY, size, errp);
+    if (!bm)
+        return false;
+    bdrv_dirty_bitmap_set_enabled(bm, false);
+    r = rbd_diff_iterate2(s->image, from, 0, size, true,
+                          s->whole_object_diff, diff_mark, bm);
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "error reading the changes of %s since snapshot %s: %s",
+                    s->name, from, g_strerror(-r));
+        bdrv_release_dirty_bitmap(bm);
+        return false;
+    }
+    return true;
+}
+
 static int rbd_node_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     RbdState *s = bs->opaque;
     g_autoptr(GPtrArray) conf_pairs = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *dirty_since = NULL;
     int r;
 
     if (!take_filename(options, conf_pairs, errp))
@@ -332,6 +385,7 @@ static int rbd_node_open(BlockNode *bs, GHashTable *options, GError **errp)
     }
     s->name = opt_take(options, "image");
     s->snap = opt_take(options, "snapshot");
+    dirty_since = opt_take(options, "x-dirty-since");
     if (!s->name) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Parameter 'image' is required for the rbd driver");
@@ -356,6 +410,8 @@ static int rbd_node_open(BlockNode *bs, GHashTable *options, GError **errp)
         goto fail;
     }
     probe_fast_diff(s);
+    if (dirty_since && !add_diff_bitmap(bs, dirty_since, errp))
+        goto fail;
     bs->filename = node_filename(s);
     return 0;
 
@@ -530,6 +586,136 @@ static int rbd_node_block_status(BlockNode *bs, int64_t offset,
     return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
 }
 
+/* --- resize and snapshots ---------------------------------------------- */
+
+/* QEMU's qemu_rbd_co_truncate: librbd grows or shrinks the image itself
+ * (a shrink drops the objects past the end). */
+static int rbd_node_truncate(BlockNode *bs, int64_t size, GError **errp)
+{
+    RbdState *s = bs->opaque;
+    int r = rbd_resize(s->image, size);
+
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "failed to resize rbd image: %s", g_strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+/*
+ * Internal snapshots are RBD snapshots, as QEMU's rbd driver has them: an
+ * RBD snapshot has a name only, so the id is the name too (a given id must
+ * equal the name), and its "vm-state-size" is the image size it was taken
+ * at; RBD keeps no VM clock.  librbd flushes its cache and blocks new
+ * writes of this handle while it takes the snapshot; the caller has
+ * drained the node besides.
+ */
+static void snapshot_info_clear(gpointer p)
+{
+    bdrv_snapshot_info_clear(p);
+}
+
+static GArray *rbd_node_snapshot_list(BlockNode *bs, GError **errp)
+{
+    RbdState *s = bs->opaque;
+    g_autofree rbd_snap_info_t *snaps = NULL;
+    GArray *list;
+    int max = 16, n;
+
+    do {
+        g_free(snaps);
+        snaps = g_new0(rbd_snap_info_t, max);
+        n = rbd_snap_list(s->image, snaps, &max);
+    } while (n == -ERANGE);
+    if (n < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "error listing rbd snapshots: %s", g_strerror(-n));
+        return NULL;
+    }
+    list = g_array_sized_new(FALSE, TRUE, sizeof(BdrvSnapshotInfo), n);
+    g_array_set_clear_func(list, snapshot_info_clear);
+    for (int i = 0; i < n; i++) {
+        BdrvSnapshotInfo sn = {
+            .id = g_strdup(snaps[i].name),
+            .name = g_strdup(snaps[i].name),
+            .vm_state_size = snaps[i].size,
+            .icount = 0, /* QEMU reports 0, not "none" */
+        };
+        g_array_append_val(list, sn);
+    }
+    rbd_snap_list_end(snaps);
+    return list;
+}
+
+static int rbd_node_snapshot_create(BlockNode *bs, const char *name,
+                                    BdrvSnapshotInfo *info, GError **errp)
+{
+    RbdState *s = bs->opaque;
+    uint64_t size = 0;
+    int r;
+
+    if (!name || !*name) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "rbd snapshots need a name");
+        return -EINVAL;
+    }
+    r = rbd_snap_create(s->image, name);
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "failed to create snap: %s", g_strerror(-r));
+        return r;
+    }
+    rbd_get_size(s->image, &size);
+    if (info)
+        *info = (BdrvSnapshotInfo){ .id = g_strdup(name),
+                                    .name = g_strdup(name),
+                                    .vm_state_size = size,
+                                    .icount = 0 };
+    return 0;
+}
+
+/* QEMU's qemu_rbd_snap_remove: by name; an id must be the name. */
+static int rbd_node_snapshot_delete(BlockNode *bs, const char *id,
+                                    const char *name, BdrvSnapshotInfo *info,
+                                    GError **errp)
+{
+    RbdState *s = bs->opaque;
+    const char *snap = name;
+    g_autoptr(GArray) list = NULL;
+    int r;
+
+    if (!snap) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "rbd need a valid snapshot name");
+        return -EINVAL;
+    }
+    if (id && name && strcmp(id, name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "rbd do not support snapshot id, it should be NULL or "
+                    "equal to snapshot name");
+        return -EINVAL;
+    }
+    /* What is deleted, for the caller's answer. */
+    list = rbd_node_snapshot_list(bs, NULL);
+    for (guint i = 0; info && list && i < list->len; i++) {
+        BdrvSnapshotInfo *sn = &g_array_index(list, BdrvSnapshotInfo, i);
+        if (!strcmp(sn->name, snap)) {
+            *info = *sn;
+            *sn = (BdrvSnapshotInfo){ 0 };
+        }
+    }
+    r = rbd_snap_remove(s->image, snap);
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Failed to remove the snapshot: %s", g_strerror(-r));
+        if (info)
+            bdrv_snapshot_info_clear(info);
+        return r;
+    }
+    return 0;
+}
+
 /* --- create -------------------------------------------------------------- */
 
 /* blockdev-create driver=rbd: "location.*" names the image (QEMU's
@@ -601,5 +787,9 @@ const BlockDriver bdrv_rbd = {
     .pdiscard = rbd_node_pdiscard,
     .flush = rbd_node_flush,
     .block_status = rbd_node_block_status,
+    .truncate = rbd_node_truncate,
+    .snapshot_list = rbd_node_snapshot_list,
+    .snapshot_create = rbd_node_snapshot_create,
+    .snapshot_delete = rbd_node_snapshot_delete,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
 };

@@ -2,8 +2,12 @@
  * snapshot.c - internal snapshots of a node (QEMU's block/snapshot.c),
  * amending an image and the image information the monitor reports: the
  * calls the monitor makes,
- * passed to the driver that knows (qcow2).  The caller holds a drained
- * section of the node for create and delete.
+ * passed to the driver that knows (qcow2, rbd).  The caller holds a
+ * drained section of the node for create and delete.
+ *
+ * A node whose driver has no snapshots passes them to its only child
+ * "file", as QEMU's bdrv_snapshot_fallback: a raw node over an rbd node
+ * snapshots the RBD image.
  */
 #include "block-int.h"
 
@@ -20,9 +24,18 @@ static void info_clear(gpointer p)
     bdrv_snapshot_info_clear(p);
 }
 
+/* The node whose driver takes @bs's snapshots, or NULL. */
+static BlockNode *snapshot_node(BlockNode *bs)
+{
+    while (bs && !bs->drv->snapshot_create) {
+        bs = bs->children->len == 1 ? bdrv_child(bs, "file") : NULL;
+    }
+    return bs;
+}
+
 bool bdrv_can_snapshot(BlockNode *bs)
 {
-    return bs->drv->snapshot_create != NULL;
+    return snapshot_node(bs) != NULL;
 }
 
 static bool check_driver(BlockNode *bs, GError **errp)
@@ -41,6 +54,7 @@ GArray *bdrv_snapshot_list(BlockNode *bs, GError **errp)
 
     if (!check_driver(bs, errp))
         return NULL;
+    bs = snapshot_node(bs);
     list = bs->drv->snapshot_list(bs, errp);
     if (list)
         g_array_set_clear_func(list, info_clear);
@@ -52,6 +66,7 @@ int bdrv_snapshot_create(BlockNode *bs, const char *name,
 {
     if (!check_driver(bs, errp))
         return -ENOTSUP;
+    bs = snapshot_node(bs);
     return bs->drv->snapshot_create(bs, name, info, errp);
 }
 
@@ -60,6 +75,7 @@ int bdrv_snapshot_delete(BlockNode *bs, const char *id, const char *name,
 {
     if (!check_driver(bs, errp))
         return -ENOTSUP;
+    bs = snapshot_node(bs);
     return bs->drv->snapshot_delete(bs, id, name, info, errp);
 }
 

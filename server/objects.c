@@ -1,27 +1,56 @@
 /*
- * objects.c - --object, dispatched by type (see objects.h).
+ * objects.c - the table of user-created objects (see objects.h).
  *
- * The secrets are kept for image encryption (encrypt.key-secret=ID), as
+ * Secrets are kept for image encryption (encrypt.key-secret=ID), as
  * QEMU's "secret" object holds them: data= or file= (exactly one), in
  * format=raw (the default) or base64.  A secret encrypted with another one
- * (keyid=, iv=) is refused.  throttle-group objects go to the block
- * layer (block/throttle.c).  Refused too are the types of qemu-nbd's list that
- * snapnbd does not make; an unknown type gets QEMU's own message.  All of
- * this happens on the main thread before anything serves; afterwards the
- * table is read-only.
+ * (keyid=, iv=) is refused.  iothread objects are bookkeeping only: snapnbd
+ * serves every export from its own connection threads, so an iothread is a
+ * name block-export-add can check (poll-* and the pool sizes are accepted
+ * and not used).  throttle-group objects go to the block layer
+ * (block/throttle.c), TLS credentials and authz objects to tls.c.  Refused
+ * are the types of QEMU's list that snapnbd does not make; an unknown type
+ * gets QEMU's own message.
+ *
+ * Locking.  objects_lock guards the tables; object-add and object-del run
+ * on the monitor's thread, lookups come from any thread (an image opened by
+ * a job, a TLS handshake).  secret_lookup hands out bytes that its callers
+ * borrow without a reference, so a deleted secret's bytes move to
+ * retired_secrets and stay until exit.
  */
 #include "objects.h"
 
 #include "qemu-opts.h"
 
 #include "block/block.h"
+#include "tls.h"
 
 #include <stdarg.h>
 #include <string.h>
 
-static GHashTable *secrets; /* id -> GBytes */
+static GMutex objects_lock;
+static GHashTable *registry;       /* id -> type name, every object */
+static GHashTable *secrets;        /* id -> GBytes */
+static GPtrArray *retired_secrets; /* of GBytes: see the locking note */
+static bool container_made;
 
-/* What `qemu-nbd --object help` lists (QEMU 7.2, Debian). */
+/* QEMU 7.2's ObjectType enum: the types object-add knows at all. */
+static const char *const qemu_types[] = {
+    "authz-list", "authz-listfile", "authz-pam", "authz-simple",
+    "can-bus", "can-host-socketcan", "colo-compare", "cryptodev-backend",
+    "cryptodev-backend-builtin", "cryptodev-backend-lkcf",
+    "cryptodev-vhost-user", "dbus-vmstate", "filter-buffer", "filter-dump",
+    "filter-mirror", "filter-redirector", "filter-replay", "filter-rewriter",
+    "input-barrier", "input-linux", "iothread", "main-loop",
+    "memory-backend-epc", "memory-backend-file", "memory-backend-memfd",
+    "memory-backend-ram", "pef-guest", "pr-manager-helper", "qtest",
+    "rng-builtin", "rng-egd", "rng-random", "secret", "secret_keyring",
+    "sev-guest", "thread-context", "s390-pv-guest", "throttle-group",
+    "tls-creds-anon", "tls-creds-psk", "tls-creds-x509", "tls-cipher-suites",
+    "x-remote-object", "x-vfio-user-server", NULL,
+};
+/* What `qemu-nbd --object help` lists (QEMU 7.2, Debian): its QOM names,
+ * such as authz-list-file (QAPI's authz-listfile). */
 static const char *const qemu_nbd_types[] = {
     "authz-list", "authz-list-file", "authz-simple", "iothread",
     "main-loop", "pr-manager-helper", "secret", "secret_keyring",
@@ -30,7 +59,15 @@ static const char *const qemu_nbd_types[] = {
 };
 /* The types tls.c makes. */
 static const char *const tls_types[] = {
-    "tls-creds-x509", "tls-creds-psk", "authz-simple", NULL,
+    "tls-creds-x509", "tls-creds-psk", "authz-simple", "authz-list", NULL,
+};
+static const char *const own_types[] = {
+    "secret", "iothread", "throttle-group", NULL,
+};
+/* What an iothread accepts (IOThread and EventLoopBase properties). */
+static const char *const iothread_props[] = {
+    "poll-max-ns", "poll-grow", "poll-shrink", "aio-max-batch",
+    "thread-pool-min", "thread-pool-max", NULL,
 };
 
 static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -46,9 +83,67 @@ static bool fail(GError **errp, const char *fmt, ...)
     return false;
 }
 
-static bool add_secret(GHashTable *props, GError **errp)
+static void tables_init(void)
 {
-    const char *id = g_hash_table_lookup(props, "id");
+    g_mutex_lock(&objects_lock);
+    if (!registry) {
+        registry = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                         g_free);
+        secrets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                        (GDestroyNotify)g_bytes_unref);
+        retired_secrets = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)g_bytes_unref);
+    }
+    g_mutex_unlock(&objects_lock);
+}
+
+bool object_type_supported(const char *type)
+{
+    return g_strv_contains(tls_types, type) ||
+           g_strv_contains(own_types, type);
+}
+
+/* QEMU adds the object to "/objects" once it is complete: a duplicate id
+ * is noticed after the type's own checks. */
+static bool check_duplicate(const char *id, GError **errp)
+{
+    bool dup;
+
+    g_mutex_lock(&objects_lock);
+    dup = g_hash_table_contains(registry, id);
+    g_mutex_unlock(&objects_lock);
+    return dup ? fail(errp, "attempt to add duplicate property '%s' to "
+                            "object (type 'container')", id)
+               : true;
+}
+
+/* Enters @id (and the bytes of a secret, which the table then owns)
+ * unless the id is taken meanwhile: checked again under the lock, so
+ * that two monitors could not both add it. */
+static bool record(const char *id, const char *type, GBytes *secret,
+                   GError **errp)
+{
+    bool dup;
+
+    g_mutex_lock(&objects_lock);
+    dup = g_hash_table_contains(registry, id);
+    if (!dup) {
+        g_hash_table_insert(registry, g_strdup(id), g_strdup(type));
+        if (secret)
+            g_hash_table_insert(secrets, g_strdup(id), secret);
+        container_made = true;
+    }
+    g_mutex_unlock(&objects_lock);
+    if (dup && secret)
+        g_bytes_unref(secret);
+    return dup ? fail(errp, "attempt to add duplicate property '%s' to "
+                            "object (type 'container')", id)
+               : true;
+}
+
+/* The bytes of a secret from its properties (id and qom-type apart). */
+static GBytes *make_secret(GHashTable *props, GError **errp)
+{
     const char *data = g_hash_table_lookup(props, "data");
     const char *file = g_hash_table_lookup(props, "file");
     const char *format = g_hash_table_lookup(props, "format");
@@ -59,31 +154,34 @@ static bool add_secret(GHashTable *props, GError **errp)
 
     g_hash_table_iter_init(&it, props);
     while (g_hash_table_iter_next(&it, &k, NULL)) {
-        static const char *const known[] = { "qom-type", "id", "data",
-                                             "file", "format", NULL };
-        if (!g_strv_contains(known, k))
-            return fail(errp, "--object secret: property '%s' is not "
-                              "supported%s", (const char *)k,
-                        !strcmp(k, "keyid") || !strcmp(k, "iv")
-                            ? " (encrypted secrets)" : "");
+        static const char *const known[] = { "data", "file", "format", NULL };
+        if (!g_strv_contains(known, k)) {
+            fail(errp, "secret: property '%s' is not supported%s",
+                 (const char *)k,
+                 !strcmp(k, "keyid") || !strcmp(k, "iv")
+                     ? " (encrypted secrets)" : "");
+            return NULL;
+        }
     }
-    if (!id)
-        return fail(errp, "Parameter 'id' is missing");
-    if (data && file)
-        return fail(errp, "'file' and 'data' are mutually exclusive");
-    if (!data && !file)
-        return fail(errp, "Either 'file' or 'data' must be provided");
-    if (format && strcmp(format, "raw") && strcmp(format, "base64"))
-        return fail(errp, "Parameter 'format' does not accept value '%s'",
-                    format);
-    if (g_hash_table_contains(secrets, id))
-        return fail(errp, "attempt to add duplicate property '%s' to object "
-                          "(type 'container')", id);
+    if (data && file) {
+        fail(errp, "'file' and 'data' are mutually exclusive");
+        return NULL;
+    }
+    if (!data && !file) {
+        fail(errp, "Either 'file' or 'data' must be provided");
+        return NULL;
+    }
+    if (format && strcmp(format, "raw") && strcmp(format, "base64")) {
+        fail(errp, "Parameter 'format' does not accept value '%s'", format);
+        return NULL;
+    }
     if (file) {
         g_autoptr(GError) err = NULL;
 
-        if (!g_file_get_contents(file, &contents, &len, &err))
-            return fail(errp, "Unable to read %s: %s", file, err->message);
+        if (!g_file_get_contents(file, &contents, &len, &err)) {
+            fail(errp, "Unable to read %s: %s", file, err->message);
+            return NULL;
+        }
     } else {
         contents = g_strdup(data);
         len = strlen(data);
@@ -96,22 +194,129 @@ static bool add_secret(GHashTable *props, GError **errp)
         g_free(contents);
         contents = (char *)g_steal_pointer(&raw);
     }
-    g_hash_table_insert(secrets, g_strdup(id),
-                        g_bytes_new_take(g_steal_pointer(&contents), len));
+    return g_bytes_new_take(g_steal_pointer(&contents), len);
+}
+
+static bool check_iothread(GHashTable *props, GError **errp)
+{
+    GHashTableIter it;
+    gpointer k;
+
+    g_hash_table_iter_init(&it, props);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        if (!g_strv_contains(iothread_props, k))
+            return fail(errp, "Parameter '%s' is unexpected",
+                        (const char *)k);
+    }
     return true;
 }
 
-/* A throttle group of the block layer (block/throttle.c), with QEMU's
- * properties (x-iops-total=..., limits.iops-total=...). */
-static bool add_throttle_group(const char *spec, GHashTable *props,
-                               GError **errp)
+bool object_create(const char *type, const char *id, GHashTable *props,
+                   GError **errp)
 {
+    g_autoptr(GError) err = NULL;
+    GBytes *secret = NULL;
+    TlsObject *tls = NULL;
+
+    tables_init();
+    /* QAPI's enum check comes first, the id's form once it is parsed */
+    if (!g_strv_contains(qemu_types, type))
+        return fail(errp, "Parameter 'qom-type' does not accept value '%s'",
+                    type);
+    if (!bdrv_id_wellformed(id))
+        return fail(errp, "Parameter 'id' expects an identifier");
+    if (!object_type_supported(type))
+        return fail(errp, "snapnbd does not make '%s' objects (only "
+                          "secret, iothread, throttle-group, tls-creds-x509, "
+                          "tls-creds-psk, authz-simple and authz-list)",
+                    type);
+    if (!strcmp(type, "throttle-group")) {
+        if (!check_duplicate(id, errp))
+            return false;
+        if (!throttle_group_create(id, props, &err))
+            return fail(errp, "%s", err->message);
+    } else if (!strcmp(type, "secret")) {
+        secret = make_secret(props, errp);
+        if (!secret)
+            return false;
+    } else if (!strcmp(type, "iothread")) {
+        if (!check_iothread(props, errp))
+            return false;
+    } else {
+        tls = tls_object_new(type, id, props, errp);
+        if (!tls)
+            return false;
+    }
+    if (!record(id, type, secret, errp)) {
+        tls_object_free(tls);
+        if (!strcmp(type, "throttle-group"))
+            throttle_group_delete(id, NULL);
+        return false;
+    }
+    if (tls)
+        tls_object_insert(tls);
+    return true;
+}
+
+bool object_delete(const char *id, GError **errp)
+{
+    g_autofree char *type = NULL;
+    g_autoptr(GError) err = NULL;
+    GBytes *secret;
+    gpointer key;
+
+    tables_init();
+    g_mutex_lock(&objects_lock);
+    type = g_strdup(g_hash_table_lookup(registry, id));
+    g_mutex_unlock(&objects_lock);
+    if (!type)
+        return fail(errp, "object '%s' not found", id);
+    /* QEMU's only refusal among these types: a group with members */
+    if (!strcmp(type, "throttle-group") && !throttle_group_delete(id, &err))
+        return fail(errp, "%s", err->message);
+    if (g_strv_contains(tls_types, type))
+        tls_object_delete(id);
+    g_mutex_lock(&objects_lock);
+    g_hash_table_remove(registry, id);
+    if (g_hash_table_steal_extended(secrets, id, &key, (gpointer *)&secret)) {
+        g_free(key);
+        g_ptr_array_add(retired_secrets, secret);
+    }
+    g_mutex_unlock(&objects_lock);
+    return true;
+}
+
+/* --object TYPE,id=ID,...: the option syntax of the same objects. */
+static bool setup_one(const char *spec, GPtrArray *tls, GError **errp)
+{
+    g_autoptr(GHashTable) props = qemu_opts_parse(spec, "qom-type");
+    g_autofree char *type = g_strdup(g_hash_table_lookup(props, "qom-type"));
     g_autofree char *id = g_strdup(g_hash_table_lookup(props, "id"));
     g_autoptr(GError) err = NULL;
 
+    if (!type || !*type)
+        return fail(errp, "--object '%s': the object type is missing", spec);
+    if (g_strv_contains(tls_types, type) && strcmp(type, "authz-list")) {
+        /* tls.c parses the rest; the id is taken now */
+        if (id && !record(id, type, NULL, errp))
+            return false;
+        g_ptr_array_add(tls, g_strdup(spec));
+        return true;
+    }
+    if (!g_strv_contains(own_types, type))
+        return g_strv_contains(qemu_types, type) ||
+                       g_strv_contains(qemu_nbd_types, type)
+                   ? fail(errp, "--object: type '%s' is not supported (only "
+                                "secret, iothread, throttle-group, "
+                                "tls-creds-x509, tls-creds-psk and "
+                                "authz-simple)", type)
+                   : fail(errp, "Parameter 'qom-type' does not accept value "
+                                "'%s'", type);
+    if (!id)
+        return fail(errp, "Parameter 'id' is missing");
     g_hash_table_remove(props, "qom-type");
     g_hash_table_remove(props, "id");
-    if (!throttle_group_create(id, props, &err))
+    if (!object_create(type, id, props, &err))
         return fail(errp, "--object %s: %s", spec, err->message);
     return true;
 }
@@ -120,49 +325,65 @@ bool objects_setup(char **specs, char ***tls_specs, GError **errp)
 {
     g_autoptr(GPtrArray) tls = g_ptr_array_new_with_free_func(g_free);
 
-    if (!secrets)
-        secrets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                        (GDestroyNotify)g_bytes_unref);
+    tables_init();
     *tls_specs = NULL;
     for (char **s = specs; s && *s; s++) {
-        g_autoptr(GHashTable) props = NULL;
-        const char *type;
-
         if (**s == '{') { /* tls.c says so for JSON */
             g_ptr_array_add(tls, g_strdup(*s));
             continue;
         }
-        props = qemu_opts_parse(*s, "qom-type");
-        type = g_hash_table_lookup(props, "qom-type");
-        if (!type || !*type)
-            return fail(errp, "--object '%s': the object type is missing",
-                        *s);
-        if (g_strv_contains(tls_types, type)) {
-            g_ptr_array_add(tls, g_strdup(*s));
-        } else if (!strcmp(type, "secret")) {
-            if (!add_secret(props, errp))
-                return false;
-        } else if (!strcmp(type, "throttle-group")) {
-            if (!add_throttle_group(*s, props, errp))
-                return false;
-        } else if (g_strv_contains(qemu_nbd_types, type)) {
-            return fail(errp, "--object: type '%s' is not supported (only "
-                              "secret, throttle-group, tls-creds-x509, "
-                              "tls-creds-psk and authz-simple)", type);
-        } else {
-            return fail(errp, "Parameter 'qom-type' does not accept value "
-                              "'%s'", type);
-        }
+        if (!setup_one(*s, tls, errp))
+            return false;
     }
     g_ptr_array_add(tls, NULL);
     *tls_specs = (char **)g_ptr_array_free(g_steal_pointer(&tls), FALSE);
     return true;
 }
 
+void objects_foreach(void (*fn)(const char *id, const char *type,
+                                void *opaque),
+                     void *opaque)
+{
+    GHashTableIter it;
+    gpointer id, type;
+
+    tables_init();
+    g_mutex_lock(&objects_lock);
+    g_hash_table_iter_init(&it, registry);
+    while (g_hash_table_iter_next(&it, &id, &type))
+        fn(id, type, opaque);
+    g_mutex_unlock(&objects_lock);
+}
+
+bool objects_container_exists(void)
+{
+    bool made;
+
+    g_mutex_lock(&objects_lock);
+    made = container_made;
+    g_mutex_unlock(&objects_lock);
+    return made;
+}
+
+bool iothread_exists(const char *id)
+{
+    bool found;
+
+    tables_init();
+    g_mutex_lock(&objects_lock);
+    found = !g_strcmp0(g_hash_table_lookup(registry, id), "iothread");
+    g_mutex_unlock(&objects_lock);
+    return found;
+}
+
 GBytes *secret_lookup(const char *id, GError **errp)
 {
-    GBytes *b = secrets ? g_hash_table_lookup(secrets, id) : NULL;
+    GBytes *b;
 
+    tables_init();
+    g_mutex_lock(&objects_lock);
+    b = g_hash_table_lookup(secrets, id);
+    g_mutex_unlock(&objects_lock);
     if (!b)
         fail(errp, "No secret with id '%s'", id);
     return b;
@@ -170,5 +391,9 @@ GBytes *secret_lookup(const char *id, GError **errp)
 
 void objects_cleanup(void)
 {
+    g_mutex_lock(&objects_lock);
+    g_clear_pointer(&registry, g_hash_table_unref);
     g_clear_pointer(&secrets, g_hash_table_unref);
+    g_clear_pointer(&retired_secrets, g_ptr_array_unref);
+    g_mutex_unlock(&objects_lock);
 }

@@ -1,8 +1,11 @@
 /*
- * objects.h - --object: every type qemu-nbd 7.2 accepts is either made
- * (secret here, throttle-group in the block layer; the TLS credentials and
- * authz-simple in tls.c) or refused
- * with a message naming it.
+ * objects.h - QEMU's user-creatable objects ("/objects" in QOM): made by
+ * --object at startup and by QMP object-add at run time, deleted by
+ * object-del.  Secrets and iothreads live here, throttle groups in the
+ * block layer, TLS credentials and authz objects in tls.c; this table
+ * knows every id and its type, so that ids are unique across types as in
+ * QEMU's "/objects" container.  Every function may be called from any
+ * thread.
  */
 #ifndef SNAPNBD_OBJECTS_H
 #define SNAPNBD_OBJECTS_H
@@ -10,13 +13,43 @@
 #include <glib.h>
 #include <stdbool.h>
 
-/* Makes the secrets of @specs and returns (in *@tls_specs, a NULL-ended
- * array the caller frees with g_strfreev) the specs that tls.c makes;
- * false with @errp set on a refused or malformed object. */
+/* Makes the secrets and throttle groups of @specs, records the ids of the
+ * others and returns (in *@tls_specs, a NULL-ended array the caller frees
+ * with g_strfreev) the specs that tls.c makes; false with @errp set on a
+ * refused or malformed object. */
 bool objects_setup(char **specs, char ***tls_specs, GError **errp);
 
+/* object-add: an object of @type named @id with the properties @props
+ * (flat "key" / "a.b" -> string, as the option syntax writes them; already
+ * checked against the type's property types by the caller).  QEMU's
+ * messages: "attempt to add duplicate property ..." and the type's own. */
+bool object_create(const char *type, const char *id, GHashTable *props,
+                   GError **errp);
+
+/* object-del: "object 'x' not found"; a throttle group a node uses is
+ * "in use, can not be deleted".  A secret, credentials or an iothread in
+ * use go as in QEMU: whoever uses them keeps what it already took. */
+bool object_delete(const char *id, GError **errp);
+
+/* Is @type one snapnbd makes at run time? */
+bool object_type_supported(const char *type);
+
+/* Calls @fn with the id and type of every object, under the table's lock
+ * (@fn must not call back into this module). */
+void objects_foreach(void (*fn)(const char *id, const char *type,
+                                void *opaque),
+                     void *opaque);
+
+/* Has any object ever been made?  QEMU makes its "/objects" container
+ * with the first one (qom-list answers DeviceNotFound before that). */
+bool objects_container_exists(void);
+
+/* Is there an iothread object named @id? */
+bool iothread_exists(const char *id);
+
 /* The bytes of the secret object @id, or NULL with @errp set ("No secret
- * with id '...'"). */
+ * with id '...'").  They stay valid until objects_cleanup, even if the
+ * secret is deleted meanwhile. */
 GBytes *secret_lookup(const char *id, GError **errp);
 
 void objects_cleanup(void);

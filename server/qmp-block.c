@@ -119,6 +119,7 @@ static const Member rbd_members[] = {
     { "user", M_STR },
     { "auth-client-required", M_ANY },
     { "key-secret", M_STR },
+    { "x-dirty-since", M_STR }, /* snapnbd's: rbd.c's diff bitmap */
     { NULL },
 };
 

@@ -19,6 +19,7 @@
 #include "export.h"
 #include "listen.h"
 #include "nbd-server.h"
+#include "objects.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -352,7 +353,8 @@ static void export_on_free(void *opaque)
 
 typedef struct ExportArgs {
     const char *id, *node_name, *name, *description;
-    bool writable, writethrough, allocation_depth;
+    const char *iothread;
+    bool writable, writethrough, allocation_depth, fixed_iothread;
     BlockNode *node;
 } ExportArgs;
 
@@ -378,7 +380,11 @@ static bool parse_export_args(JsonObject *args, ExportArgs *a, GError **errp)
         !qmp_arg_bool(args, "allocation-depth", false, &a->allocation_depth,
                       errp))
         return false;
-    a->name = qmp_arg_str(args, "name", false, errp);
+    if (!qmp_arg_bool(args, "fixed-iothread", false, &a->fixed_iothread,
+                      errp))
+        return false;
+    a->iothread = qmp_arg_str(args, "iothread", false, errp);
+    a->name = *errp ? NULL : qmp_arg_str(args, "name", false, errp);
     a->description = *errp ? NULL
                            : qmp_arg_str(args, "description", false, errp);
     if (*errp)
@@ -492,6 +498,13 @@ static bool check_export(ExportArgs *a, JsonObject *args, GError **errp)
                   a->node_name);
         return false;
     }
+    /* An iothread is a name here (objects.c): every export is served by
+     * its connections' threads, so a node is never "moved" and
+     * fixed-iothread cannot fail; but the object must exist, as in QEMU. */
+    if (a->iothread && !iothread_exists(a->iothread)) {
+        qmp_error(errp, "iothread \"%s\" not found", a->iothread);
+        return false;
+    }
     if (!server && !cli_server) {
         qmp_error(errp, "NBD server not running");
         return false;
@@ -524,8 +537,11 @@ static JsonNode *cmd_block_export_add(JsonObject *args, GError **errp)
         nbd_export_remove(a.name);
         return NULL;
     }
-    /* QEMU's multi-conn=auto: only read-only exports advertise it */
-    exp->multi_conn = !a.writable;
+    /* qemu-storage-daemon 7.2 advertises multi-conn on every export, also
+     * writable ones, unless the server takes a single client
+     * (max-connections=1); the command line's server (image mode) has its
+     * own --shared rule, and its QMP exports do not advertise it. */
+    exp->multi_conn = server && server->max_connections != 1;
     exp->allocation_depth = a.allocation_depth;
     e = g_new0(QmpExport, 1);
     e->id = g_strdup(a.id);

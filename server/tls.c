@@ -4,11 +4,15 @@
  * Design notes.
  *
  * Configuration.  --object options in QEMU's syntax ("type,key=value,...",
- * ",," for a comma inside a value) define tls-creds-x509, tls-creds-psk and
- * authz-simple objects; --tls-creds and --tls-authz name them by id.  All of
- * it is parsed, and the credentials loaded, before the server listens, so a
- * missing certificate is a one-line startup error; afterwards the state
- * below is read-only and shared by every connection without locks.
+ * ",," for a comma inside a value) and QMP's object-add (objects.c) define
+ * tls-creds-x509, tls-creds-psk, authz-simple and authz-list objects;
+ * --tls-creds/--tls-authz and nbd-server-start name them by id.  The
+ * credentials are loaded when the object is made, so a missing certificate
+ * is an error then.  object-del may remove them at any time, as in QEMU:
+ * objects are reference counted, the table (under tls_lock) holds one
+ * reference, the running server's credentials another, and a handshake
+ * takes its own for its duration.  The authz object is looked up by id at
+ * each handshake, as QEMU does: once it is deleted, clients are refused.
  *
  * Sessions.  One per connection, made once the server has ACKed STARTTLS.
  * The connection's workers read under read_lock and write under write_lock:
@@ -52,6 +56,7 @@ typedef enum {
     OBJ_TLS_CREDS_X509,
     OBJ_TLS_CREDS_PSK,
     OBJ_AUTHZ_SIMPLE,
+    OBJ_AUTHZ_LIST,
 } ObjType;
 
 static const struct {
@@ -65,9 +70,12 @@ static const struct {
     { "tls-creds-psk", OBJ_TLS_CREDS_PSK,
       " id dir endpoint verify-peer priority username " },
     { "authz-simple", OBJ_AUTHZ_SIMPLE, " id identity " },
+    /* and rules.N.match, rules.N.policy, rules.N.format (is_rule_prop) */
+    { "authz-list", OBJ_AUTHZ_LIST, " id policy " },
 };
 
-typedef struct TlsObject {
+struct TlsObject {
+    gint refcnt;
     ObjType type;
     const char *type_name;
     GHashTable *props;        /* property -> value, as given */
@@ -77,11 +85,13 @@ typedef struct TlsObject {
     gnutls_certificate_credentials_t x509;
     gnutls_psk_server_credentials_t psk;
     gnutls_dh_params_t dh;    /* from dh-params.pem, if present */
-} TlsObject;
+};
 
-static GHashTable *objects;          /* id -> TlsObject * */
-static TlsObject *creds;             /* --tls-creds; NULL: no TLS */
-static const char *authz_identity;   /* of --tls-authz; NULL: anyone */
+static GMutex tls_lock;              /* guards the three below */
+static GHashTable *objects;          /* id -> TlsObject * (a reference) */
+static TlsObject *creds;             /* the server's (a reference); NULL:
+                                      * no TLS */
+static char *server_authz;           /* the server's tls-authz, or NULL */
 
 static const char *prop(const TlsObject *o, const char *key)
 {
@@ -105,9 +115,12 @@ static bool parse_bool(const char *v, bool *out)
     return false;
 }
 
-static void object_free(gpointer p)
+static void object_unref(gpointer p)
 {
     TlsObject *o = p;
+
+    if (!o || !g_atomic_int_dec_and_test(&o->refcnt))
+        return;
 
     if (o->priority)
         gnutls_priority_deinit(o->priority);
@@ -122,7 +135,59 @@ static void object_free(gpointer p)
     g_free(o);
 }
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(TlsObject, object_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TlsObject, object_unref)
+
+static TlsObject *object_ref(TlsObject *o)
+{
+    if (o)
+        g_atomic_int_inc(&o->refcnt);
+    return o;
+}
+
+static TlsObject *object_new(void)
+{
+    TlsObject *o = g_new0(TlsObject, 1);
+
+    o->refcnt = 1;
+    o->props = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    return o;
+}
+
+static void table_init(void)
+{
+    g_mutex_lock(&tls_lock);
+    if (!objects)
+        objects = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                        object_unref);
+    g_mutex_unlock(&tls_lock);
+}
+
+/* A reference to the object @id, or NULL. */
+static TlsObject *lookup(const char *id)
+{
+    TlsObject *o;
+
+    g_mutex_lock(&tls_lock);
+    o = objects && id ? object_ref(g_hash_table_lookup(objects, id)) : NULL;
+    g_mutex_unlock(&tls_lock);
+    return o;
+}
+
+/* authz-list's rules.N.match, rules.N.policy and rules.N.format. */
+static bool is_rule_prop(const char *key)
+{
+    const char *p = key;
+
+    if (!g_str_has_prefix(p, "rules."))
+        return false;
+    p += strlen("rules.");
+    if (!g_ascii_isdigit(*p))
+        return false;
+    while (g_ascii_isdigit(*p))
+        p++;
+    return !strcmp(p, ".match") || !strcmp(p, ".policy") ||
+           !strcmp(p, ".format");
+}
 
 static bool set_type(TlsObject *o, const char *name, GError **errp)
 {
@@ -143,7 +208,7 @@ static bool set_type(TlsObject *o, const char *name, GError **errp)
 static TlsObject *parse_object(const char *spec, GError **errp)
 {
     g_autoptr(GPtrArray) items = qemu_opts_split(spec);
-    g_autoptr(TlsObject) o = g_new0(TlsObject, 1);
+    g_autoptr(TlsObject) o = object_new();
     const char *first = g_ptr_array_index(items, 0);
 
     if (spec[0] == '{') {
@@ -151,7 +216,6 @@ static TlsObject *parse_object(const char *spec, GError **errp)
                     "--object: the JSON syntax is not supported yet");
         return NULL;
     }
-    o->props = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     for (guint i = strchr(first, '=') ? 0 : 1; i < items->len; i++) {
         const char *item = g_ptr_array_index(items, i);
         const char *eq = strchr(item, '=');
@@ -187,7 +251,8 @@ static bool check_object(TlsObject *o, GError **errp)
     g_hash_table_iter_init(&it, o->props);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         g_autofree char *spaced = g_strdup_printf(" %s ", (char *)key);
-        if (!strstr(props, spaced)) {
+        if (!strstr(props, spaced) &&
+            !(o->type == OBJ_AUTHZ_LIST && is_rule_prop(key))) {
             g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                         "--object %s: property '%s' is not supported",
                         o->type_name, (char *)key);
@@ -246,7 +311,7 @@ static bool cred_path(const TlsObject *o, const char *name, bool required,
     if (!required && errno == ENOENT)
         return true;
     g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
-                "unable to access credentials %s: %s", p, g_strerror(errno));
+                "Unable to access credentials %s: %s", p, g_strerror(errno));
     return false;
 }
 
@@ -434,9 +499,9 @@ static bool check_client_creds(TlsObject *o, GError **errp)
 
 bool tls_client_creds(const char *id, BdrvTlsCreds *out, GError **errp)
 {
-    TlsObject *o = objects ? g_hash_table_lookup(objects, id) : NULL;
+    g_autoptr(TlsObject) o = lookup(id);
 
-    if (!o || o->type == OBJ_AUTHZ_SIMPLE) {
+    if (!o || o->type == OBJ_AUTHZ_SIMPLE || o->type == OBJ_AUTHZ_LIST) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "No TLS credentials with id '%s'", id);
         return false;
@@ -457,26 +522,82 @@ bool tls_client_creds(const char *id, BdrvTlsCreds *out, GError **errp)
     return true;
 }
 
+static bool is_authz(const TlsObject *o)
+{
+    return o->type == OBJ_AUTHZ_SIMPLE || o->type == OBJ_AUTHZ_LIST;
+}
+
+/* Checks @o and loads its credentials. */
+static bool complete_object(TlsObject *o, GError **errp)
+{
+    if (!check_object(o, errp))
+        return false;
+    /* QEMU loads credentials when the object is made, used or not; a
+     * client's are loaded by libnbd at each connection (nbd client
+     * nodes), so only their files are checked here. */
+    if (!is_authz(o) &&
+        !(o->server ? load_creds(o, errp) : check_client_creds(o, errp)))
+        return false;
+    return true;
+}
+
+static void insert(TlsObject *o)
+{
+    g_mutex_lock(&tls_lock);
+    g_hash_table_insert(objects, g_strdup(prop(o, "id")), o);
+    g_mutex_unlock(&tls_lock);
+}
+
 static bool add_object(const char *spec, GError **errp)
 {
     g_autoptr(TlsObject) o = parse_object(spec, errp);
+    g_autoptr(TlsObject) same = NULL;
 
-    if (!o || !check_object(o, errp))
+    if (!o || !complete_object(o, errp))
         return false;
-    if (g_hash_table_contains(objects, prop(o, "id"))) {
+    same = lookup(prop(o, "id"));
+    if (same) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "--object: id '%s' is used twice", prop(o, "id"));
         return false;
     }
-    /* QEMU loads credentials when the object is made, used or not; a
-     * client's are loaded by libnbd at each connection (nbd client
-     * nodes), so only their files are checked here. */
-    if (o->type != OBJ_AUTHZ_SIMPLE &&
-        !(o->server ? load_creds(o, errp) : check_client_creds(o, errp)))
-        return false;
-    g_hash_table_insert(objects, g_strdup(prop(o, "id")), o);
-    o = NULL;
+    insert(g_steal_pointer(&o));
     return true;
+}
+
+TlsObject *tls_object_new(const char *type, const char *id,
+                          GHashTable *props, GError **errp)
+{
+    g_autoptr(TlsObject) o = object_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    table_init();
+    if (!set_type(o, type, errp))
+        return NULL;
+    g_hash_table_iter_init(&it, props);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        g_hash_table_insert(o->props, g_strdup(k), g_strdup(v));
+    g_hash_table_insert(o->props, g_strdup("id"), g_strdup(id));
+    return complete_object(o, errp) ? g_steal_pointer(&o) : NULL;
+}
+
+void tls_object_insert(TlsObject *o)
+{
+    insert(o);
+}
+
+void tls_object_free(TlsObject *o)
+{
+    object_unref(o);
+}
+
+void tls_object_delete(const char *id)
+{
+    g_mutex_lock(&tls_lock);
+    if (objects)
+        g_hash_table_remove(objects, id);
+    g_mutex_unlock(&tls_lock);
 }
 
 static bool refuse(GError **errp, const char *msg, const char *id)
@@ -487,30 +608,34 @@ static bool refuse(GError **errp, const char *msg, const char *id)
 }
 
 /* --tls-creds and --tls-authz, with qemu-nbd's messages. */
-static bool select_objects(const char *creds_id, const char *authz_id,
+static bool select_objects(const char *creds_id, const char *authz,
                            GError **errp)
 {
-    TlsObject *c = creds_id ? g_hash_table_lookup(objects, creds_id) : NULL;
-    TlsObject *a = authz_id ? g_hash_table_lookup(objects, authz_id) : NULL;
+    g_autoptr(TlsObject) c = lookup(creds_id);
+    g_autoptr(TlsObject) a = lookup(authz);
 
-    if (authz_id && !creds_id)
+    if (authz && !creds_id)
         return refuse(errp, "--tls-authz is not permitted without "
                             "--tls-creds", NULL);
     if (creds_id && !c)
         return refuse(errp, "No TLS credentials with id", creds_id);
-    if (c && c->type == OBJ_AUTHZ_SIMPLE)
+    if (c && is_authz(c))
         return refuse(errp, "Not TLS credentials: object", creds_id);
     if (c && !c->server)
         return refuse(errp, "Expecting TLS credentials with a server "
                             "endpoint: object", creds_id);
-    if (authz_id && (!a || a->type != OBJ_AUTHZ_SIMPLE))
-        return refuse(errp, "No authorization object with id", authz_id);
+    if (authz && (!a || !is_authz(a)))
+        return refuse(errp, "No authorization object with id", authz);
     /* QEMU would skip the check silently: refuse instead. */
     if (a && c->type == OBJ_TLS_CREDS_X509 && !c->verify_peer)
         return refuse(errp, "--tls-authz needs verify-peer=on in the TLS "
                             "credentials", creds_id);
-    creds = c;
-    authz_identity = a ? prop(a, "identity") : NULL;
+    g_mutex_lock(&tls_lock);
+    object_unref(creds);
+    creds = g_steal_pointer(&c);
+    g_free(server_authz);
+    server_authz = g_strdup(authz);
+    g_mutex_unlock(&tls_lock);
     return true;
 }
 
@@ -518,8 +643,7 @@ bool tls_setup(char **specs, const char *creds_id, const char *authz_id)
 {
     g_autoptr(GError) err = NULL;
 
-    objects = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                    object_free);
+    table_init();
     for (char **s = specs; s && *s; s++) {
         if (!add_object(*s, &err))
             break;
@@ -535,26 +659,71 @@ bool tls_setup(char **specs, const char *creds_id, const char *authz_id)
 
 bool tls_select(const char *creds_id, const char *authz_id, GError **errp)
 {
-    if (!objects)
-        objects = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                        object_free);
+    table_init();
     return select_objects(creds_id, authz_id, errp);
 }
 
 bool tls_enabled(void)
 {
-    return creds != NULL;
+    bool on;
+
+    g_mutex_lock(&tls_lock);
+    on = creds != NULL;
+    g_mutex_unlock(&tls_lock);
+    return on;
 }
 
 /* --- sessions ---------------------------------------------------------- */
 
-static bool authorized(const char *kind, const char *who)
+/* What one handshake uses, taken at its start: object-del or a new
+ * nbd-server-start cannot pull it away meanwhile. */
+typedef struct Handshake {
+    TlsObject *creds;
+    char *authz_id;      /* NULL: anyone */
+} Handshake;
+
+static bool list_allows(TlsObject *list, const char *who)
 {
-    if (!authz_identity || g_strcmp0(who, authz_identity) == 0)
+    for (int i = 0;; i++) {
+        g_autofree char *key = g_strdup_printf("rules.%d.match", i);
+        const char *match = prop(list, key), *policy, *format;
+
+        if (!match)
+            break;
+        g_free(key);
+        key = g_strdup_printf("rules.%d.format", i);
+        format = prop(list, key);
+        g_free(key);
+        key = g_strdup_printf("rules.%d.policy", i);
+        policy = prop(list, key);
+        if (g_strcmp0(format, "glob") == 0 ? g_pattern_match_simple(match, who)
+                                           : strcmp(match, who) == 0)
+            return g_strcmp0(policy, "allow") == 0;
+    }
+    /* QEMU's default policy is deny */
+    return g_strcmp0(prop(list, "policy"), "allow") == 0;
+}
+
+static bool authorized(const Handshake *h, const char *kind, const char *who)
+{
+    g_autoptr(TlsObject) a = NULL;
+    bool ok;
+
+    if (!h->authz_id)
         return true;
-    fprintf(stderr, "snapnbd: TLS %s authz check for '%s' is denied\n", kind,
-            who ? who : "");
-    return false;
+    a = lookup(h->authz_id);
+    if (!a || !is_authz(a)) {
+        fprintf(stderr, "snapnbd: TLS %s authz check: no authorization "
+                        "object with id '%s'\n", kind, h->authz_id);
+        return false;
+    }
+    ok = who && (a->type == OBJ_AUTHZ_SIMPLE
+                     ? strcmp(who, prop(a, "identity")) == 0
+                     : list_allows(a, who));
+    if (!ok)
+        fprintf(stderr, "snapnbd: TLS %s authz check for '%s' is denied\n",
+                kind, who ? who : "");
+    return ok;
 }
 
 /* The distinguished name of the client's certificate, as QEMU prints it
@@ -610,28 +779,29 @@ static int verify_client(gnutls_session_t s)
         return -1;
     }
     trace(TRACE_NBD_TLS_CLIENT, "TLS client '%s'", dn);
-    return authorized("x509", dn) ? 0 : -1;
+    return authorized(gnutls_session_get_ptr(s), "x509", dn) ? 0 : -1;
 }
 
-static int setup_session(gnutls_session_t s, int fd)
+static int setup_session(gnutls_session_t s, TlsObject *c, int fd)
 {
-    int ret = gnutls_priority_set(s, creds->priority);
+    int ret = gnutls_priority_set(s, c->priority);
 
     if (ret < 0)
         return ret;
-    if (creds->type == OBJ_TLS_CREDS_PSK) {
-        ret = gnutls_credentials_set(s, GNUTLS_CRD_PSK, creds->psk);
+    if (c->type == OBJ_TLS_CREDS_PSK) {
+        ret = gnutls_credentials_set(s, GNUTLS_CRD_PSK, c->psk);
     } else {
-        ret = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, creds->x509);
+        ret = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, c->x509);
         gnutls_certificate_server_set_request(
-            s, creds->verify_peer ? GNUTLS_CERT_REQUIRE : GNUTLS_CERT_IGNORE);
+            s, c->verify_peer ? GNUTLS_CERT_REQUIRE : GNUTLS_CERT_IGNORE);
     }
     gnutls_transport_set_int(s, fd);
     gnutls_handshake_set_timeout(s, HANDSHAKE_TIMEOUT_MS);
     return ret;
 }
 
-gnutls_session_t tls_handshake(int fd)
+/* The handshake proper; NULL when it fails (the session is freed). */
+static gnutls_session_t handshake(int fd, Handshake *h)
 {
     gnutls_session_t s;
     int ret = gnutls_init(&s, GNUTLS_SERVER | GNUTLS_NO_SIGNAL);
@@ -640,7 +810,8 @@ gnutls_session_t tls_handshake(int fd)
         fprintf(stderr, "snapnbd: TLS: %s\n", gnutls_strerror(ret));
         return NULL;
     }
-    ret = setup_session(s, fd);
+    gnutls_session_set_ptr(s, h);
+    ret = setup_session(s, h->creds, fd);
     while (ret >= 0 && (ret = gnutls_handshake(s)) < 0 &&
            !gnutls_error_is_fatal(ret))
         ret = 0;
@@ -651,13 +822,34 @@ gnutls_session_t tls_handshake(int fd)
         gnutls_deinit(s);
         return NULL;
     }
-    if (creds->type == OBJ_TLS_CREDS_PSK &&
-        !authorized("PSK", gnutls_psk_server_get_username(s))) {
+    if (h->creds->type == OBJ_TLS_CREDS_PSK &&
+        !authorized(h, "PSK", gnutls_psk_server_get_username(s))) {
         gnutls_alert_send(s, GNUTLS_AL_FATAL, GNUTLS_A_ACCESS_DENIED);
         gnutls_deinit(s);
         return NULL;
     }
-    if (trace_enabled[TRACE_NBD_TLS_SESSION]) {
+    /* gnutls uses the credentials as long as the session lives */
+    gnutls_session_set_ptr(s, object_ref(h->creds));
+    return s;
+}
+
+gnutls_session_t tls_handshake(int fd)
+{
+    Handshake h;
+    gnutls_session_t s;
+
+    g_mutex_lock(&tls_lock);
+    h.creds = object_ref(creds);
+    h.authz_id = g_strdup(server_authz);
+    g_mutex_unlock(&tls_lock);
+    if (!h.creds) {
+        fprintf(stderr, "snapnbd: TLS: the server has no credentials\n");
+        return NULL;
+    }
+    s = handshake(fd, &h);
+    object_unref(h.creds);
+    g_free(h.authz_id);
+    if (s && trace_enabled[TRACE_NBD_TLS_SESSION]) {
         g_autofree char *desc = gnutls_session_get_desc(s);
         trace(TRACE_NBD_TLS_SESSION, "TLS session %s", desc);
     }
@@ -716,5 +908,6 @@ void tls_close(gnutls_session_t s)
     if (!s)
         return;
     gnutls_bye(s, GNUTLS_SHUT_WR); /* the peer may be gone: no matter */
+    object_unref(gnutls_session_get_ptr(s));
     gnutls_deinit(s);
 }

@@ -25,6 +25,19 @@ bool tls_select(const char *creds_id, const char *authz_id, GError **errp);
  * client node (bdrv_set_tls_creds_lookup). */
 bool tls_client_creds(const char *id, BdrvTlsCreds *out, GError **errp);
 
+/* object-add of tls-creds-x509, tls-creds-psk, authz-simple and
+ * authz-list (objects.c): tls_object_new checks the properties (flat
+ * strings, @id apart) and loads the credentials, as QEMU does before it
+ * adds the object to "/objects"; tls_object_insert then makes it visible
+ * by id (or tls_object_free drops it).  tls_object_delete removes it:
+ * a server or a handshake that uses it keeps its own reference. */
+typedef struct TlsObject TlsObject;
+TlsObject *tls_object_new(const char *type, const char *id,
+                          GHashTable *props, GError **errp);
+void tls_object_insert(TlsObject *o);
+void tls_object_free(TlsObject *o);
+void tls_object_delete(const char *id);
+
 /* True when --tls-creds was given: every client must start TLS. */
 bool tls_enabled(void);
 

@@ -37,6 +37,12 @@ def writer_main(sock, lo, hi, seed, ref, stopfile):
         f.seek(lo)
         initial = f.read(hi - lo)
     w = Writer(nbd, uri(sock, "disk"), lo, hi, int(seed), initial)
+    # Connected and ready: the first write waits for the job to start, so
+    # that a slow start of this process (a loaded machine) does not eat
+    # into the time the test measures.
+    open(f"{stopfile}.ready-{lo}", "w").close()
+    while not os.path.exists(f"{stopfile}.go"):
+        time.sleep(0.005)
     while not os.path.exists(stopfile):
         for _ in range(32):
             w.step()
@@ -45,11 +51,24 @@ def writer_main(sock, lo, hi, seed, ref, stopfile):
 
 
 def start_writers(sock, size, n, seed, ref, stopfile):
+    """Writer processes, connected and waiting for go_writers."""
     slice_ = size // n
-    return [subprocess.Popen(
+    procs = [subprocess.Popen(
         [sys.executable, __file__, "writer", sock, str(i * slice_),
          str((i + 1) * slice_), str(seed * 100 + i), ref, stopfile],
         stdout=subprocess.PIPE, text=True) for i in range(n)]
+    deadline = time.monotonic() + 120
+    while not all(os.path.exists(f"{stopfile}.ready-{i * slice_}")
+                  for i in range(n)):
+        if time.monotonic() > deadline or \
+                any(p.poll() is not None for p in procs):
+            sys.exit(f"the writers did not start (seed {seed})")
+        time.sleep(0.01)
+    return procs
+
+
+def go_writers(stopfile):
+    open(f"{stopfile}.go", "w").close()
 
 
 def stop_writers(procs, stopfile, seed):
@@ -123,12 +142,13 @@ def run_main(qsock, sock, job_json, ref, seed, nwriters, pit=None):
     q = QMP(qsock)
     size = os.path.getsize(ref)
     stopfile = f"{ref}.stop-{job_id}"
+    procs = start_writers(sock, size, nwriters, seed, ref, stopfile)
     q.cmd(job["execute"], job["arguments"])
     if pit:
         q.cmd("block-export-add", {"type": "nbd", "id": "pit", "name": "pit",
                                    "node-name": job["arguments"]["target"]})
     t0 = time.monotonic()
-    procs = start_writers(sock, size, nwriters, seed, ref, stopfile)
+    go_writers(stopfile)
     if pit:
         time.sleep(MIN_SECONDS)
         read_export(sock, "pit", pit)
