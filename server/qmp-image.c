@@ -12,6 +12,7 @@
 
 #include "block/block.h"
 #include "jobs/amend.h"
+#include "server/qmp-types-gen.h"
 
 #include <string.h>
 
@@ -32,25 +33,16 @@ static BlockNode *lookup_node(const char *device, const char *node_name,
 /* --- block_resize ----------------------------------------------------------
  */
 
-static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_resize(const QmpBlockResizeArgs *a, GError **errp)
 {
+    int64_t size = a->size;
     GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", false, &err);
-    const char *node_name =
-        err ? NULL : qmp_arg_str(args, "node-name", false, &err);
-    int64_t size = 0;
     BlockNode *bs;
     BlockChild *user;
     BdrvDrain *drain;
     int ret;
 
-    if (!err && !json_object_has_member(args, "size"))
-        qmp_error(&err, "Parameter 'size' is missing");
-    if (err || !qmp_arg_int(args, "size", 0, &size, &err)) {
-        g_propagate_error(errp, err);
-        return NULL;
-    }
-    bs = lookup_node(device, node_name, errp);
+    bs = lookup_node(a->device, a->node_name, errp);
     if (!bs)
         return NULL;
     if (size < 0) {
@@ -85,9 +77,6 @@ static JsonNode *cmd_block_resize(JsonObject *args, GError **errp)
 /* --- internal snapshots ------------------------------------------------------
  */
 
-#define SNAPSHOT_INTERNAL_MEMBERS "device,name"
-#define SNAPSHOT_DELETE_MEMBERS   "device,id,name"
-
 /* An internal snapshot taken by a command or a transaction action. */
 typedef struct InternalSnapshot {
     BlockNode *node;       /* referenced */
@@ -117,20 +106,16 @@ static bool snapshot_exists(BlockNode *bs, const char *id, const char *name,
 
 /* QEMU's internal_snapshot_prepare: the checks in its order, then the
  * snapshot, in a drained section of the node. */
-static InternalSnapshot *take_internal_snapshot(JsonObject *args, GError **errp)
+static InternalSnapshot *take_internal_snapshot(
+    const QmpBlockdevSnapshotInternal *a, GError **errp)
 {
+    const char *device = a->device, *name = a->name;
     GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", true, &err);
-    const char *name = err ? NULL : qmp_arg_str(args, "name", true, &err);
     InternalSnapshot *snap;
     BdrvDrain *drain;
     BlockNode *bs;
     int ret;
 
-    if (err) {
-        g_propagate_error(errp, err);
-        return NULL;
-    }
     bs = lookup_node(device, device, errp);
     if (!bs)
         return NULL;
@@ -176,9 +161,10 @@ static InternalSnapshot *take_internal_snapshot(JsonObject *args, GError **errp)
     return snap;
 }
 
-static JsonNode *cmd_snapshot_internal(JsonObject *args, GError **errp)
+static JsonNode *cmd_snapshot_internal(const QmpBlockdevSnapshotInternal *a,
+                                       GError **errp)
 {
-    InternalSnapshot *snap = take_internal_snapshot(args, errp);
+    InternalSnapshot *snap = take_internal_snapshot(a, errp);
 
     if (snap)
         internal_snapshot_free(snap);
@@ -212,21 +198,16 @@ static JsonNode *snapshot_info_json(const BdrvSnapshotInfo *sn)
     return n;
 }
 
-static JsonNode *cmd_snapshot_delete_internal(JsonObject *args, GError **errp)
+static JsonNode *cmd_snapshot_delete_internal(
+    const QmpBlockdevSnapshotDeleteInternalSyncArgs *a, GError **errp)
 {
-    GError *err = NULL;
-    const char *device = qmp_arg_str(args, "device", true, &err);
-    const char *id = err ? NULL : qmp_arg_str(args, "id", false, &err);
-    const char *name = err ? NULL : qmp_arg_str(args, "name", false, &err);
+    const char *device = a->device, *id = a->id, *name = a->name;
     BdrvSnapshotInfo info = {0};
+    GError *err = NULL;
     BdrvDrain *drain;
     BlockNode *bs;
     JsonNode *ret;
 
-    if (err) {
-        g_propagate_error(errp, err);
-        return NULL;
-    }
     bs = lookup_node(device, device, errp);
     if (!bs)
         return NULL;
@@ -261,8 +242,11 @@ static JsonNode *cmd_snapshot_delete_internal(JsonObject *args, GError **errp)
 /* As a transaction action: taken in prepare, deleted again in abort. */
 static bool tx_internal_prepare(JsonObject *data, void **state, GError **errp)
 {
-    *state = qmp_check_members(data, SNAPSHOT_INTERNAL_MEMBERS, errp)
-                 ? take_internal_snapshot(data, errp)
+    /* the schema checked @data (BlockdevSnapshotInternal) */
+    g_auto(QmpBlockdevSnapshotInternal) a = { 0 };
+
+    *state = qmp_decode_blockdev_snapshot_internal(data, &a, errp)
+                 ? take_internal_snapshot(&a, errp)
                  : NULL;
     return *state != NULL;
 }
@@ -299,100 +283,48 @@ static const QmpTransactionOps internal_snapshot_ops = {
  */
 
 /* QEMU's BlockdevAmendOptionsQcow2 ("encrypt"), plus what qemu-img amend
- * changes, under the names of blockdev-create's qcow2 options. */
-static const char *const amend_qcow2_members[] = {
-    "driver", "encrypt", "version", "lazy-refcounts", "refcount-bits", NULL};
-static const char *const amend_luks_members[] = {
-    "driver",  "state",     "new-secret", "old-secret",
-    "keyslot", "iter-time", "secret",     NULL};
-static const char *const amend_versions[] = {"v2", "v3", NULL};
-
-static bool parse_amend_options(JsonObject *args, const char **driver,
-                                BdrvAmendOptions *o, GError **errp)
+ * changes, under the names of blockdev-create's qcow2 options; a LUKS
+ * branch changes the encryption only. */
+static bool amend_options(const QmpBlockdevAmendOptions *opts,
+                          BdrvAmendOptions *o, GError **errp)
 {
-    JsonNode *n = json_object_get_member(args, "options");
-    const char *const *members;
-    const char *version;
-    g_autoptr(GList) keys = NULL;
-    JsonObject *opts;
-    int64_t bits = 0;
-    bool lazy = false;
+    const QmpBlockdevAmendOptionsQcow2 *q = opts->u.qcow2;
 
     *o = (BdrvAmendOptions){.lazy_refcounts = -1};
-    if (!n) {
-        qmp_error(errp, "Parameter 'options' is missing");
-        return false;
-    }
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, "Invalid parameter type for 'options', expected: "
-                        "object");
-        return false;
-    }
-    opts = json_node_get_object(n);
-    if (!json_object_has_member(opts, "driver")) {
-        qmp_error(errp, "Parameter 'options.driver' is missing");
-        return false;
-    }
-    *driver = qmp_arg_str(opts, "driver", true, errp);
-    if (!*driver)
-        return false;
-    members =
-        !strcmp(*driver, "luks") ? amend_luks_members : amend_qcow2_members;
-    keys = json_object_get_members(opts);
-    for (GList *k = keys; k; k = k->next) {
-        if (!g_strv_contains(members, k->data)) {
-            qmp_error(errp, "Parameter 'options.%s' is unexpected",
-                      (const char *)k->data);
-            return false;
-        }
-    }
-    if (!strcmp(*driver, "luks")) {
-        if (!json_object_has_member(opts, "state")) {
-            qmp_error(errp, "Parameter 'options.state' is missing");
-            return false;
-        }
+    if (opts->u.luks) {
         o->encrypt = true;
         return true;
     }
-    o->encrypt = json_object_has_member(opts, "encrypt");
-    version = qmp_arg_str(opts, "version", false, errp);
-    if ((errp && *errp) ||
-        !qmp_check_enum("options.version", version, amend_versions, errp) ||
-        !qmp_arg_bool(opts, "lazy-refcounts", false, &lazy, errp) ||
-        !qmp_arg_int(opts, "refcount-bits", 0, &bits, errp))
-        return false;
-    o->version = !version ? 0 : !strcmp(version, "v2") ? 2 : 3;
-    if (json_object_has_member(opts, "lazy-refcounts"))
-        o->lazy_refcounts = lazy;
-    if (json_object_has_member(opts, "refcount-bits")) {
-        if (bits <= 0 || bits > 64) {
+    if (!q)
+        return true;
+    o->encrypt = q->has_encrypt;
+    if (q->has_version)
+        o->version = q->version == QMP_BLOCKDEV_QCOW2_VERSION_V2 ? 2 : 3;
+    if (q->has_lazy_refcounts)
+        o->lazy_refcounts = q->lazy_refcounts;
+    if (q->has_refcount_bits) {
+        if (q->refcount_bits <= 0 || q->refcount_bits > 64) {
             qmp_error(errp, "Refcount width must be a power of two and may "
                             "not exceed 64 bits");
             return false;
         }
-        o->refcount_bits = bits;
+        o->refcount_bits = q->refcount_bits;
     }
     return true;
 }
 
-static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
+static JsonNode *cmd_x_blockdev_amend(const QmpXBlockdevAmendArgs *a,
+                                      GError **errp)
 {
+    const char *driver = qmp_blockdev_driver_str[a->options->driver];
     GError *err = NULL;
-    const char *id = qmp_arg_str(args, "job-id", true, &err);
-    const char *node_name =
-        err ? NULL : qmp_arg_str(args, "node-name", true, &err);
-    const char *driver = NULL;
     BdrvAmendOptions opts;
-    bool force = false;
     BlockNode *bs;
     Job *job;
 
-    if (err || !qmp_arg_bool(args, "force", false, &force, &err) ||
-        !parse_amend_options(args, &driver, &opts, &err)) {
-        g_propagate_error(errp, err);
+    if (!amend_options(a->options, &opts, errp))
         return NULL;
-    }
-    bs = lookup_node(NULL, node_name, errp);
+    bs = lookup_node(NULL, a->node_name, errp);
     if (!bs)
         return NULL;
     if (strcmp(driver, bdrv_driver_name(bs)) != 0) {
@@ -404,7 +336,7 @@ static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
         qmp_error(errp, "Driver does not support x-blockdev-amend");
         return NULL;
     }
-    job = amend_job_create(id, bs, &opts, &err);
+    job = amend_job_create(a->job_id, bs, &opts, &err);
     if (!job) {
         qmp_error(errp, "%s", err->message);
         g_error_free(err);
@@ -416,15 +348,11 @@ static JsonNode *cmd_x_blockdev_amend(JsonObject *args, GError **errp)
 
 void qmp_register_image_commands(void)
 {
-    qmp_register_command_args("x-blockdev-amend", cmd_x_blockdev_amend,
-                              "job-id,node-name,options,force");
-    qmp_register_command_args("block_resize", cmd_block_resize,
-                              "device,node-name,size");
-    qmp_register_command_args("blockdev-snapshot-internal-sync",
-                              cmd_snapshot_internal, SNAPSHOT_INTERNAL_MEMBERS);
-    qmp_register_command_args("blockdev-snapshot-delete-internal-sync",
-                              cmd_snapshot_delete_internal,
-                              SNAPSHOT_DELETE_MEMBERS);
+    qmp_register_typed_x_blockdev_amend(cmd_x_blockdev_amend);
+    qmp_register_typed_block_resize(cmd_block_resize);
+    qmp_register_typed_blockdev_snapshot_internal_sync(cmd_snapshot_internal);
+    qmp_register_typed_blockdev_snapshot_delete_internal_sync(
+        cmd_snapshot_delete_internal);
     qmp_register_transaction_action("blockdev-snapshot-internal-sync",
                                     &internal_snapshot_ops);
 }
