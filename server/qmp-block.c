@@ -9,6 +9,7 @@
  * reference until blockdev-del.  Everything here runs on the QMP thread.
  */
 #include "qmp-int.h"
+#include "server/qmp-types-gen.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -601,14 +602,12 @@ static JsonNode *cmd_blockdev_reopen(JsonObject *args, GError **errp)
 
 /* --- blockdev-del -------------------------------------------------------- */
 
-static JsonNode *cmd_blockdev_del(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_del(const QmpBlockdevDelArgs *a, GError **errp)
 {
-    const char *name = qmp_arg_str(args, "node-name", true, errp);
+    const char *name = a->node_name;
     g_autofree char *user = NULL, *overlay = NULL;
     BlockNode *bs;
 
-    if (!name)
-        return NULL;
     bs = bdrv_find_node(name);
     if (!bs) {
         qmp_error(errp, "Failed to find node with node-name='%s'", name);
@@ -849,17 +848,13 @@ static gint by_node_name(gconstpointer a, gconstpointer b)
                   json_object_get_string_member(y, "node-name"));
 }
 
-static JsonNode *cmd_query_named_block_nodes(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_named_block_nodes(
+    const QmpQueryNamedBlockNodesArgs *a, GError **errp)
 {
-    NodeList l = { g_ptr_array_new(), false };
+    NodeList l = { g_ptr_array_new(), a->flat };
     JsonArray *arr = json_array_new();
     JsonNode *n;
 
-    if (!qmp_arg_bool(args, "flat", false, &l.flat, errp)) {
-        g_ptr_array_free(l.infos, TRUE);
-        json_array_unref(arr);
-        return NULL;
-    }
     bdrv_foreach_node(collect_node, &l);
     g_ptr_array_sort(l.infos, by_node_name);
     for (guint i = 0; i < l.infos->len; i++)
@@ -890,9 +885,8 @@ void qmp_register_block_commands(void)
 {
     /* blockdev-add's members are checked by its own schema */
     qmp_register_command("blockdev-add", cmd_blockdev_add);
-    qmp_register_command_args("blockdev-del", cmd_blockdev_del, "node-name");
+    qmp_register_typed_blockdev_del(cmd_blockdev_del);
     qmp_register_command_args("blockdev-reopen", cmd_blockdev_reopen,
                               "options");
-    qmp_register_command_args("query-named-block-nodes",
-                              cmd_query_named_block_nodes, "flat");
+    qmp_register_typed_query_named_block_nodes(cmd_query_named_block_nodes);
 }

@@ -5,6 +5,7 @@
  * the edges between them with their permissions, QEMU's format).
  */
 #include "qmp-int.h"
+#include "server/qmp-types-gen.h"
 
 #include "block/block.h"
 
@@ -102,19 +103,14 @@ static JsonObject *block_stats(BlockNode *bs)
 
 /* Without query-nodes QEMU lists its named devices: a storage daemon,
  * like snapnbd, has none. */
-static JsonNode *cmd_query_blockstats(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_blockstats(const QmpQueryBlockstatsArgs *a,
+                                      GError **errp)
 {
     g_autoptr(GPtrArray) nodes = NULL;
     JsonArray *list = json_array_new();
     JsonNode *ret = json_node_new(JSON_NODE_ARRAY);
-    bool query_nodes = false;
 
-    if (!qmp_arg_bool(args, "query-nodes", false, &query_nodes, errp)) {
-        json_array_unref(list);
-        json_node_free(ret);
-        return NULL;
-    }
-    if (query_nodes) {
+    if (a->query_nodes) {
         nodes = all_nodes();
         for (guint i = 0; i < nodes->len; i++)
             json_array_add_object_element(
@@ -227,7 +223,6 @@ static JsonNode *cmd_block_graph(JsonObject *args, GError **errp)
 
 void qmp_register_graph_commands(void)
 {
-    qmp_register_command_args("query-blockstats", cmd_query_blockstats,
-                              "query-nodes");
+    qmp_register_typed_query_blockstats(cmd_query_blockstats);
     qmp_register_command_args("x-debug-query-block-graph", cmd_block_graph, "");
 }
