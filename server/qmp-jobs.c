@@ -11,6 +11,7 @@
  */
 #include "export.h"
 #include "qmp-int.h"
+#include "server/qmp-types-gen.h"
 #include "jobs/backup.h"
 #include "jobs/mirror.h"
 
@@ -638,28 +639,26 @@ static JsonNode *cmd_query_block_jobs(JsonObject *args, GError **errp)
 /* --- verbs -------------------------------------------------------------- */
 
 /* job-*: by "id"; QEMU says "Job not found". */
-static Job *find_job(JsonObject *args, GError **errp)
+static Job *find_job(const char *id, GError **errp)
 {
-    const char *id = qmp_arg_str(args, "id", true, errp);
-    Job *job = id ? job_get(id) : NULL;
+    Job *job = job_get(id);
 
-    if (id && !job)
+    if (!job)
         qmp_error(errp, "Job not found");
     return job;
 }
 
-/* block-job-*: by @key ("device" or "id"), block jobs only,
- * DeviceNotActive if there is none (QEMU 7.2's find_block_job). */
-static Job *find_block_job(JsonObject *args, const char *key, GError **errp)
+/* block-job-*: by "device" or "id", block jobs only, DeviceNotActive if
+ * there is none (QEMU 7.2's find_block_job). */
+static Job *find_block_job(const char *id, GError **errp)
 {
-    const char *id = qmp_arg_str(args, key, true, errp);
-    Job *job = id ? job_get(id) : NULL;
+    Job *job = job_get(id);
 
     if (job && !job->driver->block_job) {
         job_unref(job);
         job = NULL;
     }
-    if (id && !job)
+    if (!job)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_ACTIVE,
                     "Block job '%s' not found", id);
     return job;
@@ -682,37 +681,36 @@ static bool cancel_forced(Job *job, GError **errp)
     return job_user_cancel(job, true, errp);
 }
 
-#define JOB_VERB_CMD(cname, fn)                                             \
-    static JsonNode *cname(JsonObject *args, GError **errp)                 \
+/* A verb on the job that member @key of QmpT names (@find: find_job or
+ * find_block_job). */
+#define JOB_VERB_CMD(cname, T, key, find, fn)                               \
+    static JsonNode *cname(const Qmp##T *a, GError **errp)                  \
     {                                                                       \
-        return run_verb(find_job(args, errp), fn, errp);                    \
+        return run_verb(find(a->key, errp), fn, errp);                      \
     }
-JOB_VERB_CMD(cmd_job_pause, job_user_pause)
-JOB_VERB_CMD(cmd_job_resume, job_user_resume)
-JOB_VERB_CMD(cmd_job_cancel, cancel_forced)
-JOB_VERB_CMD(cmd_job_complete, job_complete)
-JOB_VERB_CMD(cmd_job_finalize, job_finalize)
-JOB_VERB_CMD(cmd_job_dismiss, job_dismiss)
+JOB_VERB_CMD(cmd_job_pause, JobPauseArgs, id, find_job, job_user_pause)
+JOB_VERB_CMD(cmd_job_resume, JobResumeArgs, id, find_job, job_user_resume)
+JOB_VERB_CMD(cmd_job_cancel, JobCancelArgs, id, find_job, cancel_forced)
+JOB_VERB_CMD(cmd_job_complete, JobCompleteArgs, id, find_job, job_complete)
+JOB_VERB_CMD(cmd_job_finalize, JobFinalizeArgs, id, find_job, job_finalize)
+JOB_VERB_CMD(cmd_job_dismiss, JobDismissArgs, id, find_job, job_dismiss)
+JOB_VERB_CMD(cmd_block_job_pause, BlockJobPauseArgs, device, find_block_job,
+             job_user_pause)
+JOB_VERB_CMD(cmd_block_job_resume, BlockJobResumeArgs, device,
+             find_block_job, job_user_resume)
+JOB_VERB_CMD(cmd_block_job_complete, BlockJobCompleteArgs, device,
+             find_block_job, job_complete)
+JOB_VERB_CMD(cmd_block_job_finalize, BlockJobFinalizeArgs, id,
+             find_block_job, job_finalize)
+JOB_VERB_CMD(cmd_block_job_dismiss, BlockJobDismissArgs, id, find_block_job,
+             job_dismiss)
 
-#define BLOCK_JOB_VERB_CMD(cname, key, fn)                                  \
-    static JsonNode *cname(JsonObject *args, GError **errp)                 \
-    {                                                                       \
-        return run_verb(find_block_job(args, key, errp), fn, errp);         \
-    }
-BLOCK_JOB_VERB_CMD(cmd_block_job_pause, "device", job_user_pause)
-BLOCK_JOB_VERB_CMD(cmd_block_job_resume, "device", job_user_resume)
-BLOCK_JOB_VERB_CMD(cmd_block_job_complete, "device", job_complete)
-BLOCK_JOB_VERB_CMD(cmd_block_job_finalize, "id", job_finalize)
-BLOCK_JOB_VERB_CMD(cmd_block_job_dismiss, "id", job_dismiss)
-
-static JsonNode *cmd_block_job_cancel(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_job_cancel(const QmpBlockJobCancelArgs *a,
+                                      GError **errp)
 {
-    bool force;
-    Job *job;
+    bool force = a->force;
+    Job *job = find_block_job(a->device, errp);
 
-    if (!qmp_arg_bool(args, "force", false, &force, errp))
-        return NULL;
-    job = find_block_job(args, "device", errp);
     if (!job)
         return NULL;
     /* As QEMU: a paused job is only cancelled with force. */
@@ -725,20 +723,13 @@ static JsonNode *cmd_block_job_cancel(JsonObject *args, GError **errp)
     return NULL;
 }
 
-static JsonNode *cmd_block_job_set_speed(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_job_set_speed(const QmpBlockJobSetSpeedArgs *a,
+                                         GError **errp)
 {
-    int64_t speed;
-    Job *job;
+    Job *job = find_block_job(a->device, errp);
 
-    if (!json_object_has_member(args, "speed")) {
-        qmp_error(errp, "Parameter 'speed' is missing");
-        return NULL;
-    }
-    if (!qmp_arg_int(args, "speed", 0, &speed, errp))
-        return NULL;
-    job = find_block_job(args, "device", errp);
     if (job) {
-        job_set_speed(job, speed, errp);
+        job_set_speed(job, a->speed, errp);
         job_unref(job);
     }
     return NULL;
@@ -947,26 +938,19 @@ void qmp_register_job_commands(void)
                               DRIVE_MIRROR_MEMBERS);
     qmp_register_command_args("query-jobs", cmd_query_jobs, "");
     qmp_register_command_args("query-block-jobs", cmd_query_block_jobs, "");
-    qmp_register_command_args("job-pause", cmd_job_pause, "id");
-    qmp_register_command_args("job-resume", cmd_job_resume, "id");
-    qmp_register_command_args("job-cancel", cmd_job_cancel, "id");
-    qmp_register_command_args("job-complete", cmd_job_complete, "id");
-    qmp_register_command_args("job-finalize", cmd_job_finalize, "id");
-    qmp_register_command_args("job-dismiss", cmd_job_dismiss, "id");
-    qmp_register_command_args("block-job-pause", cmd_block_job_pause,
-                              "device");
-    qmp_register_command_args("block-job-resume", cmd_block_job_resume,
-                              "device");
-    qmp_register_command_args("block-job-cancel", cmd_block_job_cancel,
-                              "device,force");
-    qmp_register_command_args("block-job-complete", cmd_block_job_complete,
-                              "device");
-    qmp_register_command_args("block-job-finalize", cmd_block_job_finalize,
-                              "id");
-    qmp_register_command_args("block-job-dismiss", cmd_block_job_dismiss,
-                              "id");
-    qmp_register_command_args("block-job-set-speed", cmd_block_job_set_speed,
-                              "device,speed");
+    qmp_register_typed_job_pause(cmd_job_pause);
+    qmp_register_typed_job_resume(cmd_job_resume);
+    qmp_register_typed_job_cancel(cmd_job_cancel);
+    qmp_register_typed_job_complete(cmd_job_complete);
+    qmp_register_typed_job_finalize(cmd_job_finalize);
+    qmp_register_typed_job_dismiss(cmd_job_dismiss);
+    qmp_register_typed_block_job_pause(cmd_block_job_pause);
+    qmp_register_typed_block_job_resume(cmd_block_job_resume);
+    qmp_register_typed_block_job_cancel(cmd_block_job_cancel);
+    qmp_register_typed_block_job_complete(cmd_block_job_complete);
+    qmp_register_typed_block_job_finalize(cmd_block_job_finalize);
+    qmp_register_typed_block_job_dismiss(cmd_block_job_dismiss);
+    qmp_register_typed_block_job_set_speed(cmd_block_job_set_speed);
     qmp_register_transaction_action("drive-backup", &drive_backup_ops);
     qmp_register_transaction_action("blockdev-backup", &blockdev_backup_ops);
 }
