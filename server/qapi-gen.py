@@ -582,6 +582,8 @@ class CTypes:
         if t.kind == 'builtin':
             return
         self.order.append(name)
+        if t.base:
+            self.collect(t.base)
         for m in t.members:
             self.collect(m.type)
         for _, v in t.variants:
@@ -674,6 +676,9 @@ class CTypes:
         out.append('')
         for n in objects:
             out += self.struct_decl(n, self.s.types[n])
+        for n in objects:
+            if self.s.types[n].base:
+                out += self.base_decl(self.s.types[n])
         for c in self.s.commands:
             if c['arg'] == EMPTY:
                 continue
@@ -733,6 +738,21 @@ class CTypes:
                 'G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(%s, qmp_clear_%s)' % (c, f),
                 '']
         return out
+
+    def base_decl(self, t):
+        """T's base members (first in T) copied into the base type: one
+        function serves the commands that share a base."""
+        c, b = self.cname(t.name), self.cname(t.base)
+        out = ['/* The members of %s in @out, borrowed from @in: never clear '
+               '@out. */' % b,
+               'static inline void qmp_%s_base(const %s *in, %s *out)'
+               % (self.fn(t.name), c, b), '{']
+        for m in self.s.types[t.base].members:
+            i = c_ident(m.name)
+            if m.optional:
+                out.append('    out->has_%s = in->has_%s;' % (i, i))
+            out.append('    out->%s = in->%s;' % (i, i))
+        return out + ['}', '']
 
     # -- the decoders --------------------------------------------------------
 

@@ -17,18 +17,7 @@
 
 #include <string.h>
 
-static const char *const on_error_values[] = { "report", "ignore", "enospc",
-                                               "stop", NULL };
-static const char *const mode_values[] = { "existing", "absolute-paths",
-                                           NULL };
-static const char *const bitmap_mode_values[] = { "on-success", "always",
-                                                  "never", NULL };
 
-#define BACKUP_MEMBERS \
-    "job-id,device,target,sync,speed,bitmap,bitmap-mode,compress," \
-    "on-source-error,on-target-error,auto-finalize,auto-dismiss," \
-    "filter-node-name,x-perf,discard-source"
-#define DRIVE_BACKUP_MEMBERS BACKUP_MEMBERS ",format,mode"
 
 /* --- events ------------------------------------------------------------- */
 
@@ -97,33 +86,18 @@ typedef struct BackupArgs {
     BackupOptions opts;
 } BackupArgs;
 
-static bool parse_on_error(JsonObject *args, const char *key,
-                           BlockdevOnError *out, GError **errp)
+/* An optional BlockdevOnError member (@key): "auto", which the schema
+ * has, is QEMU's for guest devices, not for jobs. */
+static bool job_on_error(bool has, QmpBlockdevOnError v, const char *key,
+                         BlockdevOnError *out, GError **errp)
 {
-    GError *err = NULL;
-    const char *v = qmp_arg_str(args, key, false, &err);
-
-    if (err || !qmp_check_enum(key, v, on_error_values, &err)) {
-        g_propagate_error(errp, err);
-        return false;
-    }
     *out = BLOCKDEV_ON_ERROR_REPORT;
-    if (v)
-        blockdev_on_error_parse(v, out);
-    return true;
-}
-
-/* Arguments snapnbd does not implement are refused, never ignored. */
-static bool refuse_unsupported(JsonObject *args, GError **errp)
-{
-    bool on = false;
-
-    if (!qmp_arg_bool(args, "compress", false, &on, errp))
-        return false;
-    if (!on && !qmp_arg_bool(args, "discard-source", false, &on, errp))
-        return false;
-    if (on) {
-        qmp_error(errp, "compress and discard-source are not supported yet");
+    if (!has)
+        return true;
+    if (v == QMP_BLOCKDEV_ON_ERROR_AUTO ||
+        !blockdev_on_error_parse(qmp_blockdev_on_error_str[v], out)) {
+        qmp_error(errp, "Parameter '%s' does not accept value '%s'", key,
+                  qmp_blockdev_on_error_str[v]);
         return false;
     }
     return true;
@@ -131,106 +105,71 @@ static bool refuse_unsupported(JsonObject *args, GError **errp)
 
 /* x-perf: {"max-workers": N, "max-chunk": BYTES} (use-copy-range is
  * accepted and ignored: snapnbd always copies through a buffer). */
-static bool parse_x_perf(JsonObject *args, BackupOptions *o, GError **errp)
+static bool backup_perf(const QmpBackupPerf *p, BackupOptions *o,
+                        GError **errp)
 {
-    JsonNode *n = json_object_get_member(args, "x-perf");
-    JsonObject *p;
-    int64_t workers, chunk;
-    bool copy_range;
-
-    if (!n)
+    if (!p)
         return true;
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, "Invalid parameter type for 'x-perf', expected: "
-                        "object");
-        return false;
-    }
-    p = json_node_get_object(n);
-    if (!qmp_check_members(p, "use-copy-range,max-workers,max-chunk", errp) ||
-        !qmp_arg_bool(p, "use-copy-range", true, &copy_range, errp) ||
-        !qmp_arg_int(p, "max-workers", 0, &workers, errp) ||
-        !qmp_arg_int(p, "max-chunk", 0, &chunk, errp))
-        return false;
-    if (workers < 0 || workers > 64 || chunk < 0) {
+    if (p->max_workers < 0 || p->max_workers > 64 || p->max_chunk < 0) {
         qmp_error(errp, "x-perf: max-workers must be 1..64 and max-chunk "
                         "positive");
         return false;
     }
-    o->max_workers = workers;
-    o->max_chunk = chunk;
+    o->max_workers = p->max_workers;
+    o->max_chunk = p->max_chunk;
     return true;
 }
 
-static bool parse_job_flags(JsonObject *args, BackupOptions *o,
-                            GError **errp)
+static int job_flags(bool has_finalize, bool finalize, bool has_dismiss,
+                     bool dismiss)
 {
-    bool fin, dis;
-
-    if (!qmp_arg_bool(args, "auto-finalize", true, &fin, errp) ||
-        !qmp_arg_bool(args, "auto-dismiss", true, &dis, errp))
-        return false;
-    o->job_flags = (fin ? 0 : JOB_MANUAL_FINALIZE) |
-                   (dis ? 0 : JOB_MANUAL_DISMISS);
-    return true;
+    return (has_finalize && !finalize ? JOB_MANUAL_FINALIZE : 0) |
+           (has_dismiss && !dismiss ? JOB_MANUAL_DISMISS : 0);
 }
 
-static bool parse_backup_args(JsonObject *args, BackupArgs *a,
-                              GError **errp)
+/* BackupCommon (the members drive-backup and blockdev-backup share) and
+ * the target, in QEMU's order of checks. */
+static bool parse_backup_args(const QmpBackupCommon *c, const char *target,
+                              BackupArgs *a, GError **errp)
 {
-    GError *err = NULL;
-    const char *sync = NULL;
-
     *a = (BackupArgs){ 0 };
-    a->device = qmp_arg_str(args, "device", true, &err);
-    if (!err)
-        a->target = qmp_arg_str(args, "target", true, &err);
-    if (!err)
-        sync = qmp_arg_str(args, "sync", true, &err);
-    if (!err)
-        a->job_id = qmp_arg_str(args, "job-id", false, &err);
-    if (!err && !a->job_id)
-        a->job_id = a->device; /* as QEMU, for a device name */
-    if (!err)
-        backup_sync_parse(sync, &a->opts.sync, &err);
-    if (!err)
-        qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
-    if (!err)
-        a->bitmap = qmp_arg_str(args, "bitmap", false, &err);
-    if (!err)
-        a->opts.filter_node_name =
-            qmp_arg_str(args, "filter-node-name", false, &err);
-    if (!err)
-        a->bitmap_mode = qmp_arg_str(args, "bitmap-mode", false, &err);
-    if (!err)
-        qmp_check_enum("bitmap-mode", a->bitmap_mode, bitmap_mode_values,
-                       &err);
-    if (err) {
-        g_propagate_error(errp, err);
+    a->device = c->device;
+    a->target = target;
+    a->job_id = c->job_id ? c->job_id : c->device; /* as QEMU */
+    if (!backup_sync_parse(qmp_mirror_sync_mode_str[c->sync], &a->opts.sync,
+                           errp))
+        return false;
+    a->opts.speed = c->speed;
+    a->bitmap = c->bitmap;
+    a->opts.filter_node_name = c->filter_node_name;
+    if (c->has_bitmap_mode)
+        a->bitmap_mode = qmp_bitmap_sync_mode_str[c->bitmap_mode];
+    a->opts.job_flags = job_flags(c->has_auto_finalize, c->auto_finalize,
+                                  c->has_auto_dismiss, c->auto_dismiss);
+    if (!job_on_error(c->has_on_source_error, c->on_source_error,
+                      "on-source-error", &a->opts.on_source_error, errp) ||
+        !job_on_error(c->has_on_target_error, c->on_target_error,
+                      "on-target-error", &a->opts.on_target_error, errp) ||
+        !backup_perf(c->x_perf, &a->opts, errp))
+        return false;
+    /* Arguments snapnbd does not implement are refused, never ignored. */
+    if (c->compress) {
+        qmp_error(errp, "compress and discard-source are not supported yet");
         return false;
     }
-    return parse_on_error(args, "on-source-error", &a->opts.on_source_error,
-                          errp) &&
-           parse_on_error(args, "on-target-error", &a->opts.on_target_error,
-                          errp) &&
-           parse_job_flags(args, &a->opts, errp) &&
-           parse_x_perf(args, &a->opts, errp) &&
-           refuse_unsupported(args, errp);
+    return true;
 }
 
-static bool parse_drive_backup_args(JsonObject *args, BackupArgs *a,
+static bool parse_drive_backup_args(const QmpDriveBackup *d, BackupArgs *a,
                                     GError **errp)
 {
-    const char *mode;
+    QmpBackupCommon c;
 
-    if (!parse_backup_args(args, a, errp))
+    qmp_drive_backup_base(d, &c);
+    if (!parse_backup_args(&c, d->target, a, errp))
         return false;
-    a->format = qmp_arg_str(args, "format", false, errp);
-    if (errp && *errp)
-        return false;
-    mode = qmp_arg_str(args, "mode", false, errp);
-    if ((errp && *errp) || !qmp_check_enum("mode", mode, mode_values, errp))
-        return false;
-    a->existing = mode && strcmp(mode, "existing") == 0;
+    a->format = d->format;
+    a->existing = d->has_mode && d->mode == QMP_NEW_IMAGE_MODE_EXISTING;
     return true;
 }
 
@@ -404,14 +343,14 @@ static Job *create_backup(const BackupArgs *a, BlockNode *source,
 }
 
 /* drive-backup up to a job in state "created"; NULL + errp on failure. */
-static Job *drive_backup_prepare(JsonObject *args, GError **errp)
+static Job *drive_backup_prepare(const QmpDriveBackup *d, GError **errp)
 {
     BackupArgs a;
     BlockNode *source, *target;
     const char *format;
     Job *job;
 
-    if (!parse_drive_backup_args(args, &a, errp) ||
+    if (!parse_drive_backup_args(d, &a, errp) ||
         !(source = lookup_node(a.device, errp)))
         return NULL;
     if (a.opts.sync == BACKUP_SYNC_TOP && !bdrv_child(source, "backing"))
@@ -432,12 +371,14 @@ static Job *drive_backup_prepare(JsonObject *args, GError **errp)
     return job;
 }
 
-static Job *blockdev_backup_prepare(JsonObject *args, GError **errp)
+static Job *blockdev_backup_prepare(const QmpBlockdevBackup *b, GError **errp)
 {
+    QmpBackupCommon c;
     BackupArgs a;
     BlockNode *source, *target;
 
-    if (!parse_backup_args(args, &a, errp) ||
+    qmp_blockdev_backup_base(b, &c);
+    if (!parse_backup_args(&c, b->target, &a, errp) ||
         !(source = lookup_node(a.device, errp)) ||
         !(target = lookup_node(a.target, errp)) ||
         !resolve_bitmap(&a, source, errp))
@@ -445,18 +386,19 @@ static Job *blockdev_backup_prepare(JsonObject *args, GError **errp)
     return create_backup(&a, source, target, errp);
 }
 
-static JsonNode *cmd_drive_backup(JsonObject *args, GError **errp)
+static JsonNode *cmd_drive_backup(const QmpDriveBackup *a, GError **errp)
 {
-    Job *job = drive_backup_prepare(args, errp);
+    Job *job = drive_backup_prepare(a, errp);
 
     if (job)
         job_start(job);
     return NULL;
 }
 
-static JsonNode *cmd_blockdev_backup(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_backup(const QmpBlockdevBackup *a,
+                                     GError **errp)
 {
-    Job *job = blockdev_backup_prepare(args, errp);
+    Job *job = blockdev_backup_prepare(a, errp);
 
     if (job)
         job_start(job);
@@ -482,17 +424,19 @@ static JobTxn *transaction_group(void)
     return group;
 }
 
+/* The schema checked @data (DriveBackup or BlockdevBackup). */
 static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
                               GError **errp)
 {
-    Job *job;
+    g_auto(QmpDriveBackup) d = { 0 };
+    g_auto(QmpBlockdevBackup) b = { 0 };
+    Job *job = NULL;
 
     *state = NULL;
-    if (!qmp_check_members(data, drive ? DRIVE_BACKUP_MEMBERS : BACKUP_MEMBERS,
-                       errp))
-        return false;
-    job = drive ? drive_backup_prepare(data, errp)
-                : blockdev_backup_prepare(data, errp);
+    if (drive ? qmp_decode_drive_backup(data, &d, errp)
+              : qmp_decode_blockdev_backup(data, &b, errp))
+        job = drive ? drive_backup_prepare(&d, errp)
+                    : blockdev_backup_prepare(&b, errp);
     if (job) {
         job_ref(job);
         if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0)
@@ -740,12 +684,6 @@ static JsonNode *cmd_block_job_set_speed(const QmpBlockJobSetSpeedArgs *a,
 /* unmap is drive-mirror's in QEMU 7.2; blockdev-mirror takes it too (as
  * later QEMUs do).  x-auto-write-blocking: false keeps a background
  * mirror background even when it does not converge (snapnbd's). */
-#define MIRROR_COMMON_MEMBERS \
-    "job-id,device,target,replaces,sync,speed,granularity,buf-size," \
-    "on-source-error,on-target-error,copy-mode,auto-finalize," \
-    "auto-dismiss,unmap,x-auto-write-blocking"
-#define MIRROR_MEMBERS MIRROR_COMMON_MEMBERS ",filter-node-name"
-#define DRIVE_MIRROR_MEMBERS MIRROR_COMMON_MEMBERS ",format,node-name,mode"
 
 typedef struct MirrorArgs {
     const char *job_id;
@@ -755,68 +693,56 @@ typedef struct MirrorArgs {
     const char *format;     /* drive-mirror */
     const char *node_name;  /* drive-mirror */
     bool existing;          /* drive-mirror mode=existing */
+    /* the enums, as the schema gave them, until mirror_enums() */
+    QmpMirrorSyncMode sync;
+    bool has_copy_mode;
+    QmpMirrorCopyMode copy_mode;
+    bool has_on_source_error, has_on_target_error;
+    QmpBlockdevOnError on_source_error, on_target_error;
     MirrorOptions opts;
 } MirrorArgs;
 
-static bool parse_mirror_enums(JsonObject *args, MirrorArgs *a,
-                               GError **errp)
-{
-    GError *err = NULL;
-    const char *sync = qmp_arg_str(args, "sync", true, &err);
-    const char *mode = err ? NULL : qmp_arg_str(args, "copy-mode", false,
-                                                &err);
-
-    if (!err)
-        mirror_sync_parse(sync, &a->opts.sync, &err);
-    if (!err && mode)
-        mirror_copy_mode_parse(mode, &a->opts.copy_mode, &err);
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
+/* What blockdev-mirror's arguments and DriveMirror share: the same
+ * members, in two generated types. */
+#define MIRROR_ARGS(m)                                                      \
+    (MirrorArgs){                                                           \
+        .job_id = (m)->job_id ? (m)->job_id : (m)->device,                  \
+        .device = (m)->device,                                              \
+        .target = (m)->target,                                              \
+        .replaces = (m)->replaces,                                          \
+        .sync = (m)->sync,                                                  \
+        .has_copy_mode = (m)->has_copy_mode,                                \
+        .copy_mode = (m)->copy_mode,                                        \
+        .has_on_source_error = (m)->has_on_source_error,                    \
+        .on_source_error = (m)->on_source_error,                            \
+        .has_on_target_error = (m)->has_on_target_error,                    \
+        .on_target_error = (m)->on_target_error,                            \
+        .opts = {                                                           \
+            .speed = (m)->speed,                                            \
+            .granularity = (m)->granularity,                                \
+            .buf_size = (m)->buf_size,                                      \
+            .no_unmap = (m)->has_unmap && !(m)->unmap,                      \
+            .no_auto_write_blocking = (m)->has_x_auto_write_blocking &&     \
+                                      !(m)->x_auto_write_blocking,          \
+            .job_flags = job_flags((m)->has_auto_finalize,                  \
+                                   (m)->auto_finalize,                      \
+                                   (m)->has_auto_dismiss,                   \
+                                   (m)->auto_dismiss),                      \
+        },                                                                  \
     }
-    return parse_on_error(args, "on-source-error", &a->opts.on_source_error,
-                          errp) &&
-           parse_on_error(args, "on-target-error", &a->opts.on_target_error,
-                          errp);
-}
 
-static bool parse_mirror_args(JsonObject *args, MirrorArgs *a, GError **errp)
+/* The enums the mirror takes a part of, in QEMU's order of checks. */
+static bool mirror_enums(MirrorArgs *a, GError **errp)
 {
-    GError *err = NULL;
-    BackupOptions flags = { 0 };
-    bool unmap = true, auto_wb = true;
-
-    *a = (MirrorArgs){ 0 };
-    a->device = qmp_arg_str(args, "device", true, &err);
-    if (!err)
-        a->target = qmp_arg_str(args, "target", true, &err);
-    if (!err)
-        a->replaces = qmp_arg_str(args, "replaces", false, &err);
-    if (!err)
-        a->job_id = qmp_arg_str(args, "job-id", false, &err);
-    if (!err && !a->job_id)
-        a->job_id = a->device;
-    if (!err)
-        qmp_arg_int(args, "speed", 0, &a->opts.speed, &err);
-    if (!err)
-        qmp_arg_int(args, "granularity", 0, &a->opts.granularity, &err);
-    if (!err)
-        qmp_arg_int(args, "buf-size", 0, &a->opts.buf_size, &err);
-    if (!err)
-        qmp_arg_bool(args, "unmap", true, &unmap, &err);
-    if (!err)
-        qmp_arg_bool(args, "x-auto-write-blocking", true, &auto_wb, &err);
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
-    a->opts.no_unmap = !unmap;
-    a->opts.no_auto_write_blocking = !auto_wb;
-    if (!parse_mirror_enums(args, a, errp) ||
-        !parse_job_flags(args, &flags, errp))
-        return false;
-    a->opts.job_flags = flags.job_flags;
-    return true;
+    return mirror_sync_parse(qmp_mirror_sync_mode_str[a->sync],
+                             &a->opts.sync, errp) &&
+           (!a->has_copy_mode ||
+            mirror_copy_mode_parse(qmp_mirror_copy_mode_str[a->copy_mode],
+                                   &a->opts.copy_mode, errp)) &&
+           job_on_error(a->has_on_source_error, a->on_source_error,
+                        "on-source-error", &a->opts.on_source_error, errp) &&
+           job_on_error(a->has_on_target_error, a->on_target_error,
+                        "on-target-error", &a->opts.on_target_error, errp);
 }
 
 /* The source and replaces nodes, and QEMU's sync=top without a backing:
@@ -837,21 +763,16 @@ static BlockNode *resolve_mirror_source(MirrorArgs *a, GError **errp)
     return source;
 }
 
-static JsonNode *cmd_blockdev_mirror(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_mirror(const QmpBlockdevMirrorArgs *m,
+                                     GError **errp)
 {
-    MirrorArgs a;
+    MirrorArgs a = MIRROR_ARGS(m);
     BlockNode *source, *target;
-    GError *err = NULL;
     Job *job;
 
-    if (!parse_mirror_args(args, &a, errp))
+    if (!mirror_enums(&a, errp))
         return NULL;
-    a.opts.filter_node_name = qmp_arg_str(args, "filter-node-name", false,
-                                          &err);
-    if (err) {
-        g_propagate_error(errp, err);
-        return NULL;
-    }
+    a.opts.filter_node_name = m->filter_node_name;
     if (!(source = resolve_mirror_source(&a, errp)) ||
         !(target = lookup_node(a.target, errp)))
         return NULL;
@@ -861,26 +782,15 @@ static JsonNode *cmd_blockdev_mirror(JsonObject *args, GError **errp)
     return NULL;
 }
 
-static bool parse_drive_mirror_args(JsonObject *args, MirrorArgs *a,
+static bool parse_drive_mirror_args(const QmpDriveMirror *m, MirrorArgs *a,
                                     GError **errp)
 {
-    GError *err = NULL;
-    const char *mode = NULL;
-
-    if (!parse_mirror_args(args, a, errp))
+    *a = MIRROR_ARGS(m);
+    if (!mirror_enums(a, errp))
         return false;
-    a->format = qmp_arg_str(args, "format", false, &err);
-    if (!err)
-        a->node_name = qmp_arg_str(args, "node-name", false, &err);
-    if (!err)
-        mode = qmp_arg_str(args, "mode", false, &err);
-    if (!err)
-        qmp_check_enum("mode", mode, mode_values, &err);
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
-    a->existing = mode && strcmp(mode, "existing") == 0;
+    a->format = m->format;
+    a->node_name = m->node_name;
+    a->existing = m->has_mode && m->mode == QMP_NEW_IMAGE_MODE_EXISTING;
     if (a->replaces && !a->node_name) {
         qmp_error(errp, "a node-name must be provided when replacing a "
                         "named node of the graph");
@@ -898,14 +808,14 @@ static BlockNode *mirror_target_backing(BlockNode *source, MirrorSync sync)
                                                             : BACKUP_SYNC_FULL);
 }
 
-static JsonNode *cmd_drive_mirror(JsonObject *args, GError **errp)
+static JsonNode *cmd_drive_mirror(const QmpDriveMirror *m, GError **errp)
 {
     MirrorArgs a;
     BlockNode *source, *target;
     const char *format;
     Job *job;
 
-    if (!parse_drive_mirror_args(args, &a, errp) ||
+    if (!parse_drive_mirror_args(m, &a, errp) ||
         !(source = resolve_mirror_source(&a, errp)))
         return NULL;
     format = drive_target_format(a.format, a.existing, a.target, source);
@@ -928,14 +838,10 @@ static JsonNode *cmd_drive_mirror(JsonObject *args, GError **errp)
 void qmp_register_job_commands(void)
 {
     job_set_event_hook(emit_job_event);
-    qmp_register_command_args("drive-backup", cmd_drive_backup,
-                              DRIVE_BACKUP_MEMBERS);
-    qmp_register_command_args("blockdev-backup", cmd_blockdev_backup,
-                              BACKUP_MEMBERS);
-    qmp_register_command_args("blockdev-mirror", cmd_blockdev_mirror,
-                              MIRROR_MEMBERS);
-    qmp_register_command_args("drive-mirror", cmd_drive_mirror,
-                              DRIVE_MIRROR_MEMBERS);
+    qmp_register_typed_drive_backup(cmd_drive_backup);
+    qmp_register_typed_blockdev_backup(cmd_blockdev_backup);
+    qmp_register_typed_blockdev_mirror(cmd_blockdev_mirror);
+    qmp_register_typed_drive_mirror(cmd_drive_mirror);
     qmp_register_command_args("query-jobs", cmd_query_jobs, "");
     qmp_register_command_args("query-block-jobs", cmd_query_block_jobs, "");
     qmp_register_typed_job_pause(cmd_job_pause);
