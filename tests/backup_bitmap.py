@@ -59,7 +59,9 @@ def job_info(q, job_id):
 
 
 def start_writers(sock, ref, seed, shift, stopfile, width=2 * MiB):
-    """Four writer processes (backup_load.py writer), each on its window."""
+    """Four writer processes (backup_load.py writer), each on its window,
+    writing as soon as they are connected."""
+    backup_load.go_writers(stopfile)
     procs = []
     for i in range(4):
         lo = i * 16 * MiB + shift * MiB

@@ -473,6 +473,7 @@ ADDITIONS = (
     "x-blockdev-amend/options/+qcow2/version",
     "x-blockdev-amend/options/+qcow2/lazy-refcounts",
     "x-blockdev-amend/options/+qcow2/refcount-bits",
+    "/+rbd/x-dirty-since",
 )
 
 

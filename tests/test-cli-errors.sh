@@ -67,7 +67,7 @@ refused "'bogus' is not supported" -k "$sock" \
     --object authz-simple,id=a0,identity=x,bogus=1 "$img"
 refused "'id' is missing" -k "$sock" --object authz-simple,identity=x "$img"
 refused "'identity' is missing" -k "$sock" --object authz-simple,id=a0 "$img"
-refused "id 'a0' is used twice" -k "$sock" \
+refused "attempt to add duplicate property 'a0' to object \(type 'container'\)" -k "$sock" \
     --object authz-simple,id=a0,identity=x \
     --object authz-simple,id=a0,identity=y "$img"
 refused "No TLS credentials with id 'x'" -k "$sock" --tls-creds x "$img"
