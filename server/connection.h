@@ -40,6 +40,9 @@ typedef struct NbdConn {
     GMutex write_lock;  /* one worker sends a reply at once */
     int dead;           /* atomic: stop reading requests */
     gint64 avg_request_ns; /* relaxed atomic: recent time to serve one */
+    /* Plain sockets: bytes received but not yet parsed, under read_lock. */
+    char *rbuf;
+    size_t rbuf_start, rbuf_end;
 } NbdConn;
 
 /* Whole reads and writes on the socket (through TLS once it is up): 0, or
