@@ -426,6 +426,7 @@ static bool corked_read(Worker *w, const Request *r)
     int ret;
 
     if (!w->cork || !w->reader || r->len == 0 ||
+        !c->any_buffer_alignment ||
         (c->structured_replies && !(r->flags & NBD_CMD_FLAG_DF) &&
          r->len >= SPARSE_READ_MIN) ||
         !cork_room(w, head + r->len) || !w->reader)
@@ -834,7 +835,8 @@ static bool read_payload(Worker *w, Request *r, bool in_place)
                                   "payload larger than the maximum block size");
         return true;
     }
-    if (in_place && c->rbuf && r->len <= RBUF_SIZE / 4) {
+    if (in_place && c->rbuf && c->any_buffer_alignment &&
+        r->len <= RBUF_SIZE / 4) {
         r->payload = req_read_in_place(c, r->len);
         return r->payload != NULL;
     }
@@ -984,6 +986,10 @@ void nbd_transmission(NbdConn *c)
 
     if (!c->tls)
         c->rbuf = g_malloc(RBUF_SIZE);
+    /* Checked once: a graph change that brings O_DIRECT in later costs
+     * bounce buffers, not correctness. */
+    c->any_buffer_alignment =
+        bdrv_buffer_alignment(nbd_export_node(c->exp)) <= 1;
     for (int i = 0; i < NBD_WORKERS_PER_CONN; i++)
         workers[i].conn = c;
     int n = 1;
