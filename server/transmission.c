@@ -238,6 +238,10 @@ static void send_reply(Worker *w, struct iovec *iov, int n)
         }
         return;
     }
+    /* Too big to gather (no quick request's reply is): a blocking send,
+     * so not as the reader. */
+    if (w->cork)
+        drop_reader_role(w);
     cork_flush(w);
     send_locked(w->conn, iov, n);
 }
