@@ -556,6 +556,9 @@ bool buffer_is_zero(const void *buf, size_t len);
 
 /* Allocate an I/O buffer suitable for any node (aligned for O_DIRECT). */
 void *bdrv_blockalign(BlockNode *bs, size_t size);
+/* The memory alignment I/O through @bs needs down to its protocol nodes
+ * (1 without O_DIRECT); io.c bounces buffers that miss it. */
+uint32_t bdrv_buffer_alignment(BlockNode *bs);
 
 /* Verbosity for driver messages (-v). */
 extern int bdrv_verbose;

@@ -203,6 +203,18 @@ void *bdrv_blockalign(BlockNode *bs, size_t size)
     return p;
 }
 
+uint32_t bdrv_buffer_alignment(BlockNode *bs)
+{
+    uint32_t m = MAX(bs->limits.buffer_alignment, 1);
+
+    /* children is fixed after open */
+    for (guint i = 0; i < bs->children->len; i++) {
+        BlockChild *c = g_ptr_array_index(bs->children, i);
+        m = MAX(m, bdrv_buffer_alignment(c->node));
+    }
+    return m;
+}
+
 bool buffer_is_zero(const void *buf, size_t len)
 {
     const unsigned char *p = buf;

@@ -40,6 +40,12 @@ typedef struct NbdConn {
     GMutex write_lock;  /* one worker sends a reply at once */
     int dead;           /* atomic: stop reading requests */
     gint64 avg_request_ns; /* relaxed atomic: recent time to serve one */
+    /* Any memory alignment does for the export's node chain (no O_DIRECT):
+     * payloads and read data may stay where they lie. */
+    bool any_buffer_alignment;
+    /* Plain sockets: bytes received but not yet parsed, under read_lock. */
+    char *rbuf;
+    size_t rbuf_start, rbuf_end;
 } NbdConn;
 
 /* Whole reads and writes on the socket (through TLS once it is up): 0, or
