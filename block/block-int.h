@@ -276,6 +276,10 @@ bool bdrv_ref_if_alive(BlockNode *bs);
 /* Waits until no thread is taking a reference through an edge (perm.c):
  * before a node's memory is freed. */
 void bdrv_wait_node_readers(void);
+/* Where @bs's users went (bdrv_replace_node), referenced, or NULL. */
+BlockNode *bdrv_ref_replacement(BlockNode *bs);
+/* Drops @bs's link to where its users went (the node is being freed). */
+void bdrv_drop_replacement(BlockNode *bs);
 void bdrv_graph_unlock(void);
 
 /* drain.c: every outermost request is counted (see the design notes). */

@@ -53,6 +53,9 @@ static GPtrArray *drain_users; /* user edges with ops; graph_lock */
 static __thread int io_depth;        /* nested bdrv_* calls */
 static __thread int drain_sections;  /* sections this thread holds */
 static __thread bool drain_exempt;   /* a job's thread */
+/* The node an outermost request followed a move to, referenced until the
+ * request leaves it. */
+static __thread BlockNode *followed;
 
 void bdrv_set_thread_drain_exempt(bool exempt)
 {
@@ -94,8 +97,14 @@ bool bdrv_io_enter(BlockNode **pbs)
         g_mutex_unlock(&drain_lock);
         /* The section moved the node's users elsewhere (a live snapshot):
          * a request held back meanwhile goes where its user went. */
-        if (__atomic_load_n(&bs->replace_gen, __ATOMIC_ACQUIRE) != gen)
-            *pbs = bs = __atomic_load_n(&bs->replaced_by, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&bs->replace_gen, __ATOMIC_ACQUIRE) != gen) {
+            BlockNode *to = bdrv_ref_replacement(bs);
+            if (to) { /* else the users came back here */
+                bdrv_unref(followed);
+                followed = to;
+                *pbs = bs = to;
+            }
+        }
     }
 }
 
@@ -104,6 +113,8 @@ void bdrv_io_leave(BlockNode *bs, bool counted)
     io_depth--;
     if (counted)
         leave_counted(bs);
+    if (io_depth == 0 && followed)
+        g_clear_pointer(&followed, bdrv_unref);
 }
 
 /* --- users that drain themselves (jobs) ---------------------------------- */

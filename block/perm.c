@@ -538,9 +538,53 @@ static BlockChild *node_parent_except(BlockNode *from, BlockNode *to)
     return NULL;
 }
 
+/* @from's users went to @to: requests held at @from's entry follow them
+ * there (bdrv_io_enter).  replaced_by holds a reference on its target, so
+ * that a request holding @from can always reach @to; a move straight back
+ * (a stream's filter taken out again) drops the reverse link, which would
+ * make a cycle of references.  Under graph_lock; returns the references
+ * to drop once it is released. */
+static void set_replaced_by_locked(BlockNode *from, BlockNode *to,
+                                   BlockNode **drop1, BlockNode **drop2)
+{
+    *drop1 = NULL;
+    if (to->replaced_by == from) {
+        *drop1 = from;
+        __atomic_store_n(&to->replaced_by, NULL, __ATOMIC_RELEASE);
+    }
+    *drop2 = from->replaced_by;
+    bdrv_ref(to);
+    __atomic_store_n(&from->replaced_by, to, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&from->replace_gen, 1, __ATOMIC_RELEASE);
+}
+
+BlockNode *bdrv_ref_replacement(BlockNode *bs)
+{
+    BlockNode *to;
+
+    bdrv_graph_lock();
+    to = bs->replaced_by;
+    if (to)
+        bdrv_ref(to);
+    bdrv_graph_unlock();
+    return to;
+}
+
+void bdrv_drop_replacement(BlockNode *bs)
+{
+    BlockNode *to;
+
+    bdrv_graph_lock();
+    to = bs->replaced_by;
+    __atomic_store_n(&bs->replaced_by, NULL, __ATOMIC_RELEASE);
+    bdrv_graph_unlock();
+    bdrv_unref(to);
+}
+
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
 {
     g_autoptr(GPtrArray) moved = g_ptr_array_new();
+    BlockNode *drop1 = NULL, *drop2 = NULL;
     BlockChild *held;
     bool ok;
 
@@ -558,8 +602,7 @@ bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
     ok = refresh_node(to, errp);
     if (ok) {
         refresh_undo(from); /* it lost users: it can only take less */
-        __atomic_store_n(&from->replaced_by, to, __ATOMIC_RELEASE);
-        __atomic_add_fetch(&from->replace_gen, 1, __ATOMIC_RELEASE);
+        set_replaced_by_locked(from, to, &drop1, &drop2);
     } else {
         for (guint i = 0; i < moved->len; i++) {
             BlockChild *c = g_ptr_array_index(moved, i);
@@ -577,6 +620,8 @@ bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
         bdrv_ref(to);
         bdrv_unref(from);
     }
+    bdrv_unref(drop1);
+    bdrv_unref(drop2);
     return ok;
 }
 
