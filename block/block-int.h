@@ -278,8 +278,8 @@ bool bdrv_ref_if_alive(BlockNode *bs);
 void bdrv_wait_node_readers(void);
 /* Where @bs's users went (bdrv_replace_node), referenced, or NULL. */
 BlockNode *bdrv_ref_replacement(BlockNode *bs);
-/* Drops @bs's link to where its users went (the node is being freed). */
-void bdrv_drop_replacement(BlockNode *bs);
+/* @dying is being freed: no node's replaced_by may name it any more. */
+void bdrv_forget_replacement(BlockNode *dying);
 void bdrv_graph_unlock(void);
 
 /* drain.c: every outermost request is counted (see the design notes). */

@@ -514,7 +514,7 @@ void bdrv_unref(BlockNode *bs)
         return;
     unregister_name(bs);
     bs->drv->close(bs);
-    bdrv_drop_replacement(bs);
+    bdrv_forget_replacement(bs);
     bdrv_wait_node_readers();
     bdrv_free(bs);
 }

@@ -538,53 +538,42 @@ static BlockChild *node_parent_except(BlockNode *from, BlockNode *to)
     return NULL;
 }
 
-/* @from's users went to @to: requests held at @from's entry follow them
- * there (bdrv_io_enter).  replaced_by holds a reference on its target, so
- * that a request holding @from can always reach @to; a move straight back
- * (a stream's filter taken out again) drops the reverse link, which would
- * make a cycle of references.  Under graph_lock; returns the references
- * to drop once it is released. */
-static void set_replaced_by_locked(BlockNode *from, BlockNode *to,
-                                   BlockNode **drop1, BlockNode **drop2)
-{
-    *drop1 = NULL;
-    if (to->replaced_by == from) {
-        *drop1 = from;
-        __atomic_store_n(&to->replaced_by, NULL, __ATOMIC_RELEASE);
-    }
-    *drop2 = from->replaced_by;
-    bdrv_ref(to);
-    __atomic_store_n(&from->replaced_by, to, __ATOMIC_RELEASE);
-    __atomic_add_fetch(&from->replace_gen, 1, __ATOMIC_RELEASE);
-}
+/* replaced_by is read and written under replace_lock, a leaf lock: a
+ * node being freed is cleared from every replaced_by that names it before
+ * its memory goes, so a reader either finds NULL or a node it can try to
+ * reference. */
+static GMutex replace_lock;
 
+/* Where @bs's users went, referenced, or NULL (none, or that node is
+ * being freed). */
 BlockNode *bdrv_ref_replacement(BlockNode *bs)
 {
     BlockNode *to;
 
-    bdrv_graph_lock();
+    g_mutex_lock(&replace_lock);
     to = bs->replaced_by;
-    if (to)
-        bdrv_ref(to);
-    bdrv_graph_unlock();
+    if (to && !bdrv_ref_if_alive(to))
+        to = NULL;
+    g_mutex_unlock(&replace_lock);
     return to;
 }
 
-void bdrv_drop_replacement(BlockNode *bs)
+static void forget_one(BlockNode *bs, void *dying)
 {
-    BlockNode *to;
+    g_mutex_lock(&replace_lock);
+    if (bs->replaced_by == dying)
+        __atomic_store_n(&bs->replaced_by, NULL, __ATOMIC_RELEASE);
+    g_mutex_unlock(&replace_lock);
+}
 
-    bdrv_graph_lock();
-    to = bs->replaced_by;
-    __atomic_store_n(&bs->replaced_by, NULL, __ATOMIC_RELEASE);
-    bdrv_graph_unlock();
-    bdrv_unref(to);
+void bdrv_forget_replacement(BlockNode *dying)
+{
+    bdrv_foreach_node(forget_one, dying);
 }
 
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
 {
     g_autoptr(GPtrArray) moved = g_ptr_array_new();
-    BlockNode *drop1 = NULL, *drop2 = NULL;
     BlockChild *held;
     bool ok;
 
@@ -602,7 +591,10 @@ bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
     ok = refresh_node(to, errp);
     if (ok) {
         refresh_undo(from); /* it lost users: it can only take less */
-        set_replaced_by_locked(from, to, &drop1, &drop2);
+        g_mutex_lock(&replace_lock);
+        __atomic_store_n(&from->replaced_by, to, __ATOMIC_RELEASE);
+        g_mutex_unlock(&replace_lock);
+        __atomic_add_fetch(&from->replace_gen, 1, __ATOMIC_RELEASE);
     } else {
         for (guint i = 0; i < moved->len; i++) {
             BlockChild *c = g_ptr_array_index(moved, i);
@@ -620,8 +612,6 @@ bool bdrv_replace_node(BlockNode *from, BlockNode *to, GError **errp)
         bdrv_ref(to);
         bdrv_unref(from);
     }
-    bdrv_unref(drop1);
-    bdrv_unref(drop2);
     return ok;
 }
 
