@@ -8,7 +8,7 @@
 
 #include "block/block.h"
 #include "qemu-opts.h"
-#include "qmp-cli.h"
+#include "server/qmp/qmp-cli.h"
 #include "trace.h"
 
 #include <errno.h>

@@ -11,15 +11,15 @@
  */
 #include "block/block.h"
 #include "cli.h"
-#include "export.h"
+#include "server/nbd/export.h"
 #include "image.h"
 #include "list.h"
-#include "listen.h"
-#include "nbd-server.h"
+#include "server/nbd/listen.h"
+#include "server/nbd/nbd-server.h"
 #include "objects.h"
-#include "qmp-cli.h"
-#include "qmp-int.h"
-#include "tls.h"
+#include "server/qmp/qmp-cli.h"
+#include "server/qmp/qmp-int.h"
+#include "server/nbd/tls.h"
 #include "trace.h"
 
 #include <errno.h>

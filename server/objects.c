@@ -23,7 +23,7 @@
 #include "qemu-opts.h"
 
 #include "block/block.h"
-#include "tls.h"
+#include "server/nbd/tls.h"
 
 #include <stdarg.h>
 #include <string.h>

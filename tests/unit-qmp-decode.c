@@ -5,7 +5,7 @@
  * that skipped the schema check (every member replaced by a value of each
  * JSON type) give an error, never a crash or a leak.
  */
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

@@ -15,9 +15,9 @@
  * follows.  The rest is the client's bytes.
  */
 #include "block/block.h"
-#include "server/export.h"
-#include "server/nbd-server.h"
-#include "server/tls.h"
+#include "server/nbd/export.h"
+#include "server/nbd/nbd-server.h"
+#include "server/nbd/tls.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <poll.h>

@@ -12,8 +12,8 @@
  * cancelled and every node and export the commands made is released, so
  * inputs do not pile state on each other.
  */
-#include "server/qmp-int.h"
-#include "server/qmp-json.h"
+#include "server/qmp/qmp-int.h"
+#include "server/qmp/qmp-json.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <stdlib.h>

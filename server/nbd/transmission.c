@@ -20,7 +20,7 @@
  * (errno_to_nbd) maps errno values to wire errors.
  */
 #include "connection.h"
-#include "trace.h"
+#include "server/trace.h"
 
 #include <endian.h>
 #include <errno.h>

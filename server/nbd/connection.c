@@ -5,7 +5,7 @@
  * and to stop them all at shutdown.
  */
 #include "connection.h"
-#include "trace.h"
+#include "server/trace.h"
 
 #include <errno.h>
 #include <stdio.h>

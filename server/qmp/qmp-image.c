@@ -12,7 +12,7 @@
 
 #include "block/block.h"
 #include "jobs/amend.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

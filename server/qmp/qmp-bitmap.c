@@ -12,7 +12,7 @@
  * commit releases it, so that an aborted transaction loses nothing.
  */
 #include "qmp-int.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

@@ -9,7 +9,7 @@
 #include "qmp-int.h"
 
 #include "jobs/create.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

@@ -14,7 +14,7 @@
  * so nothing about the exports is said in clear text.
  */
 #include "connection.h"
-#include "trace.h"
+#include "server/trace.h"
 
 #include <endian.h>
 #include <errno.h>

@@ -11,8 +11,8 @@
  * output buffers: qmp_emit_event appends under it from any thread and wakes
  * the loop through a pipe.  See docs/architecture.md.
  */
-#include "listen.h"
-#include "nbd-server.h"
+#include "server/nbd/listen.h"
+#include "server/nbd/nbd-server.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-schema.h"

@@ -9,7 +9,7 @@
  */
 #include "qmp-cli.h"
 
-#include "qemu-opts.h"
+#include "server/qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 

@@ -12,7 +12,7 @@
 #include "qmp-int.h"
 
 #include "block/block.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

@@ -16,11 +16,11 @@
  */
 #include "qmp-int.h"
 
-#include "export.h"
-#include "listen.h"
-#include "nbd-server.h"
-#include "objects.h"
-#include "tls.h"
+#include "server/nbd/export.h"
+#include "server/nbd/listen.h"
+#include "server/nbd/nbd-server.h"
+#include "server/objects.h"
+#include "server/nbd/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>

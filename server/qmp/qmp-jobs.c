@@ -9,9 +9,9 @@
  * whichever thread caused them, and go to qmp_emit_event, which is thread
  * safe and never blocks.
  */
-#include "export.h"
+#include "server/nbd/export.h"
 #include "qmp-int.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 #include "jobs/backup.h"
 #include "jobs/mirror.h"
 

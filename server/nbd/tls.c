@@ -31,8 +31,8 @@
 
 #include "block/block.h"
 #include "nbd-server.h"
-#include "qemu-opts.h"
-#include "trace.h"
+#include "server/qemu-opts.h"
+#include "server/trace.h"
 
 #include <errno.h>
 #include <stdio.h>

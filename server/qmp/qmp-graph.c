@@ -5,7 +5,7 @@
  * the edges between them with their permissions, QEMU's format).
  */
 #include "qmp-int.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include "block/block.h"
 

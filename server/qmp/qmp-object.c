@@ -8,7 +8,7 @@
  */
 #include "qmp-int.h"
 
-#include "objects.h"
+#include "server/objects.h"
 
 #include <string.h>
 /* An object's properties as flat keys ("limits": {"iops-total": 50} is

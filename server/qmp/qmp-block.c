@@ -9,7 +9,7 @@
  * reference until blockdev-del.  Everything here runs on the QMP thread.
  */
 #include "qmp-int.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 #include <sys/stat.h>

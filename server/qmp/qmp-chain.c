@@ -6,7 +6,7 @@
 
 #include "jobs/chain.h"
 #include "jobs/commit.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

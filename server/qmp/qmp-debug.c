@@ -14,7 +14,7 @@
  * for a resume that cannot come.
  */
 #include "qmp-int.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 static BlockNode *find_node(const char *name, GError **errp)
 {
