@@ -1,8 +1,8 @@
 /*
  * main.c - snapnbd: the qemu-nbd-compatible server.
  *
- * The main thread listens and accepts; each client gets a thread of its
- * own (which spawns the connection's workers).  Signals are blocked in every
+ * The NBD server's listener (nbd/listen.c) accepts in a thread of its own
+ * and gives each client a thread.  Signals are blocked in every
  * thread and read by the main thread from a signalfd, so a SIGTERM is a
  * normal event: stop accepting, let clients finish what they read, close
  * the image cleanly.  With the control socket (--qmp) and no image, the
@@ -24,8 +24,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,41 +33,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int client_done_pipe[2]; /* a client thread writes a byte as it ends */
-
-static gpointer client_thread(gpointer opaque)
-{
-    int fd = GPOINTER_TO_INT(opaque);
-    char byte = 0;
-
-    nbd_client_serve(fd);
-    if (write(client_done_pipe[1], &byte, 1) < 0) {
-        /* the main loop is gone; nothing to tell */
-    }
-    return NULL;
-}
-
-static bool accept_client(int listen_fd)
-{
-    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    GThread *thread;
-    int one = 1;
-
-    if (fd < 0)
-        return false;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    trace(TRACE_NBD_CLIENT_CONNECT, "client connected");
-    thread = g_thread_try_new("nbd-client", client_thread,
-                              GINT_TO_POINTER(fd), NULL);
-    if (!thread) {
-        fprintf(stderr, "snapnbd: out of threads: client refused\n");
-        close(fd);
-        return false;
-    }
-    g_thread_unref(thread);
-    return true;
-}
 
 /* A client that stopped reading replies gets 5 seconds, then its
  * connection is cut so that shutdown always ends. */
@@ -91,34 +54,28 @@ static void release_waits(void)
 }
 
 /* Serves until a signal, or until the last client leaves (without -t). */
-static void serve(const CliOptions *o, int listen_fd, int sig_fd)
+static void serve(const CliOptions *o, NbdListener *listener, int sig_fd)
 {
-    int active = 0;
-    bool had_client = false;
-
     for (;;) {
-        bool can_accept = o->shared == 0 || active < o->shared;
-        struct pollfd fds[3] = {
+        struct pollfd fds[2] = {
             { sig_fd, POLLIN, 0 },
-            { client_done_pipe[0], POLLIN, 0 },
-            { can_accept ? listen_fd : -1, POLLIN, 0 },
+            { nbd_listener_client_done_fd(listener), POLLIN, 0 },
         };
-        if (poll(fds, 3, -1) < 0 && errno != EINTR)
+        if (poll(fds, 2, -1) < 0 && errno != EINTR)
             break;
         if (fds[0].revents)
             break;
         if (fds[1].revents) {
             char buf[64];
-            ssize_t n = read(client_done_pipe[0], buf, sizeof(buf));
-            active -= n > 0 ? n : 0;
-            if (active == 0 && had_client && !o->persistent)
+
+            while (read(fds[1].fd, buf, sizeof(buf)) > 0) {
+            }
+            if (!o->persistent && nbd_listener_had_client(listener) &&
+                nbd_listener_clients(listener) == 0)
                 break;
         }
-        if (fds[2].revents && accept_client(listen_fd)) {
-            active++;
-            had_client = true;
-        }
     }
+    nbd_listener_stop(listener);
     release_waits();
     nbd_server_shutdown();
     wait_for_clients();
@@ -246,17 +203,20 @@ static bool add_export(const CliOptions *o, BlockNode *node)
     return true;
 }
 
-static int open_listener(const CliOptions *o)
+static NbdListener *open_listener(const CliOptions *o)
 {
     g_autoptr(GError) err = NULL;
+    NbdListener *l = NULL;
     int fd = o->socket_path
                  ? nbd_listen_unix(o->socket_path, &err)
                  : nbd_listen_tcp(o->bind ? o->bind : "0.0.0.0",
                                   o->port ? o->port : "10809", &err);
 
-    if (fd < 0)
+    if (fd >= 0)
+        l = nbd_listener_start(fd, o->socket_path, o->shared, &err);
+    if (!l)
         fprintf(stderr, "snapnbd: %s\n", err->message);
-    return fd;
+    return l;
 }
 
 /* Daemon mode: the QMP thread and the NBD server it started do the work;
@@ -284,7 +244,8 @@ int main(int argc, char **argv)
 {
     CliOptions o = { 0 };
     BlockNode *node;
-    int listen_fd, sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
+    NbdListener *listener;
+    int sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
 
     if (!cli_parse(argc, argv, &o)) {
         cli_free(&o);
@@ -303,7 +264,7 @@ int main(int argc, char **argv)
     sig_fd = block_signals();
     if (o.fork)
         ready_fd = daemonize();
-    if (pipe2(client_done_pipe, O_CLOEXEC) < 0 || sig_fd < 0)
+    if (sig_fd < 0)
         goto out;
     if (qmp_cli_given() && !qmp_cli_start())
         goto out;
@@ -318,18 +279,18 @@ int main(int argc, char **argv)
         bdrv_unref(node);
         goto out;
     }
-    listen_fd = open_listener(&o);
-    if (listen_fd >= 0 && (!o.pid_file || write_pid_file(o.pid_file))) {
+    listener = open_listener(&o);
+    if (listener && o.pid_file && !write_pid_file(o.pid_file)) {
+        nbd_listener_stop(listener);
+        listener = NULL;
+    }
+    if (listener) {
         tell_parent(ready_fd, 0);
         ready_fd = -1;
         qmp_nbd_set_cli_server(true);
-        serve(&o, listen_fd, sig_fd);
+        serve(&o, listener, sig_fd);
         ret = EXIT_SUCCESS;
     }
-    if (listen_fd >= 0)
-        close(listen_fd);
-    if (o.socket_path && listen_fd >= 0)
-        unlink(o.socket_path);
     /* The pid file stays, as qemu-nbd 7.2 leaves it (scripts written for
      * it remove it themselves after the SIGTERM). */
     nbd_export_remove(o.export_name ? o.export_name : "");

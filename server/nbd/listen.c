@@ -1,9 +1,18 @@
 /*
- * listen.c - listening sockets: unix, or TCP on every address of a host.
+ * listen.c - listening sockets (unix, or TCP on every address of a host)
+ * and the one accept loop of the NBD server.
  */
 #include "listen.h"
 
+#include "nbd-server.h"
+#include "server/trace.h"
+
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -71,4 +80,172 @@ int nbd_listen_tcp(const char *host, const char *port, GError **errp)
                     host ? host : "", port, g_strerror(errno));
     freeaddrinfo(res);
     return fd;
+}
+
+/* --- the accept thread --------------------------------------------------- */
+
+struct NbdListener {
+    int fd;
+    char *unix_path;
+    unsigned max_clients;
+    unsigned clients;      /* atomic: connected now */
+    unsigned refs;         /* atomic: the listener's own, and its clients' */
+    gboolean had_client;   /* atomic */
+    int stop_pipe[2];
+    int done_pipe[2];      /* a byte per client that ended */
+    GThread *thread;
+};
+
+typedef struct ClientStart {
+    NbdListener *listener;
+    int fd;
+} ClientStart;
+
+/* Clients may outlive nbd_listener_stop: they only touch the listener's
+ * counters and done pipe, so the listener's memory and pipe stay until the
+ * last client has gone. */
+static void listener_unref(NbdListener *l)
+{
+    if (!g_atomic_int_dec_and_test(&l->refs))
+        return;
+    for (int i = 0; i < 2; i++)
+        close(l->done_pipe[i]);
+    g_free(l);
+}
+
+static gpointer client_thread(gpointer opaque)
+{
+    ClientStart *start = opaque;
+    NbdListener *l = start->listener;
+    char byte = 0;
+
+    nbd_client_serve(start->fd);
+    g_free(start);
+    /* counted out before the byte, so whoever reads it sees the count */
+    g_atomic_int_dec_and_test(&l->clients);
+    if (write(l->done_pipe[1], &byte, 1) < 0) {
+        /* a full pipe already says that clients ended */
+    }
+    listener_unref(l);
+    return NULL;
+}
+
+static void accept_client(NbdListener *l)
+{
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    ClientStart *start;
+    GThread *t;
+    int one = 1;
+
+    if (fd < 0)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    trace(TRACE_NBD_CLIENT_CONNECT, "client connected");
+    start = g_new(ClientStart, 1);
+    *start = (ClientStart){ l, fd };
+    g_atomic_int_inc(&l->refs);
+    g_atomic_int_inc(&l->clients);
+    g_atomic_int_set(&l->had_client, TRUE);
+    t = g_thread_try_new("nbd-client", client_thread, start, NULL);
+    if (!t) {
+        fprintf(stderr, "snapnbd: out of threads: client refused\n");
+        g_atomic_int_dec_and_test(&l->clients);
+        g_atomic_int_dec_and_test(&l->refs);
+        g_free(start);
+        close(fd);
+        return;
+    }
+    g_thread_unref(t);
+}
+
+/* When full, the thread looks again every 50 ms (a client that ends only
+ * writes the done pipe, which the command line reads). */
+static gpointer accept_thread(gpointer opaque)
+{
+    NbdListener *l = opaque;
+
+    for (;;) {
+        bool full = l->max_clients > 0 &&
+                    nbd_listener_clients(l) >= l->max_clients;
+        struct pollfd fds[2] = {
+            { l->stop_pipe[0], POLLIN, 0 },
+            { full ? -1 : l->fd, POLLIN, 0 },
+        };
+        if (poll(fds, 2, full ? 50 : -1) < 0 && errno != EINTR)
+            break;
+        if (fds[0].revents)
+            break;
+        if (fds[1].revents)
+            accept_client(l);
+    }
+    return NULL;
+}
+
+NbdListener *nbd_listener_start(int fd, const char *unix_path,
+                                unsigned max_clients, GError **errp)
+{
+    NbdListener *l = g_new0(NbdListener, 1);
+
+    l->fd = fd;
+    l->unix_path = g_strdup(unix_path);
+    l->max_clients = max_clients;
+    l->refs = 1; /* its own, dropped by nbd_listener_stop */
+    if (pipe2(l->stop_pipe, O_CLOEXEC) < 0) {
+        l->stop_pipe[0] = l->stop_pipe[1] = -1;
+    } else if (pipe2(l->done_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        close(l->stop_pipe[0]);
+        close(l->stop_pipe[1]);
+        l->stop_pipe[0] = l->stop_pipe[1] = -1;
+    }
+    if (l->stop_pipe[0] < 0) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Cannot start the NBD server: %s",
+                    g_strerror(errno));
+        close(fd);
+        g_free(l->unix_path);
+        g_free(l);
+        return NULL;
+    }
+    l->thread = g_thread_try_new("nbd-accept", accept_thread, l, errp);
+    if (!l->thread) {
+        nbd_listener_stop(l);
+        return NULL;
+    }
+    return l;
+}
+
+void nbd_listener_stop(NbdListener *l)
+{
+    if (l->thread) {
+        if (write(l->stop_pipe[1], "", 1) < 0) {
+            /* cannot happen: the pipe is empty */
+        }
+        g_thread_join(l->thread);
+    }
+    close(l->fd);
+    if (l->unix_path)
+        unlink(l->unix_path);
+    for (int i = 0; i < 2; i++)
+        close(l->stop_pipe[i]);
+    g_free(l->unix_path);
+    listener_unref(l);
+}
+
+unsigned nbd_listener_max_clients(const NbdListener *l)
+{
+    return l->max_clients;
+}
+
+unsigned nbd_listener_clients(NbdListener *l)
+{
+    return g_atomic_int_get(&l->clients);
+}
+
+bool nbd_listener_had_client(NbdListener *l)
+{
+    return g_atomic_int_get(&l->had_client);
+}
+
+int nbd_listener_client_done_fd(const NbdListener *l)
+{
+    return l->done_pipe[0];
 }

@@ -2,9 +2,8 @@
  * qmp-nbd.c - nbd-server-start, nbd-server-stop, block-export-add,
  * block-export-del, query-block-exports.
  *
- * The NBD server started over QMP has an accept thread of its own: it
- * polls the listening socket and a stop pipe, and gives each client a
- * thread running nbd_client_serve(), as the command line's server does.
+ * The NBD server started over QMP is a listener of the NBD server
+ * (listen.c), the same one the command line runs.
  * Exports go into the same export table (export.c) that the handshake
  * looks names up in.  An export added here is also entered, under its QMP
  * id, in qmp_exports; the NbdExport's on_free hook (run by whichever thread
@@ -23,20 +22,10 @@
 #include "server/nbd/tls.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 typedef struct NbdServer {
-    int fd;
-    char *unix_path;      /* unlinked at stop */
-    int64_t max_connections;
-    int stop_pipe[2];
-    GThread *thread;
+    NbdListener *listener;
 } NbdServer;
 
 typedef struct QmpExport {
@@ -49,7 +38,6 @@ typedef struct QmpExport {
 
 static NbdServer *server;
 static bool cli_server;           /* main.c serves NBD itself */
-static int server_clients;        /* atomic: clients of the QMP server */
 
 static GMutex qmp_exports_lock;
 static GList *qmp_exports;        /* of QmpExport *, newest first */
@@ -57,59 +45,6 @@ static GList *qmp_exports;        /* of QmpExport *, newest first */
 void qmp_nbd_set_cli_server(bool running)
 {
     cli_server = running;
-}
-
-/* --- the accept thread --------------------------------------------------- */
-
-static gpointer client_thread(gpointer opaque)
-{
-    nbd_client_serve(GPOINTER_TO_INT(opaque));
-    g_atomic_int_add(&server_clients, -1);
-    return NULL;
-}
-
-static void accept_client(NbdServer *s)
-{
-    int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-    int one = 1;
-    GThread *t;
-
-    if (fd < 0)
-        return;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    g_atomic_int_inc(&server_clients);
-    t = g_thread_try_new("nbd-client", client_thread, GINT_TO_POINTER(fd),
-                         NULL);
-    if (!t) {
-        g_atomic_int_add(&server_clients, -1);
-        close(fd);
-        return;
-    }
-    g_thread_unref(t);
-}
-
-/* While max-connections clients are connected, the listening socket is not
- * polled (new clients wait in the backlog, as with QEMU); the thread looks
- * again every 50 ms. */
-static gpointer accept_thread(gpointer opaque)
-{
-    NbdServer *s = opaque;
-
-    for (;;) {
-        bool full = s->max_connections > 0 &&
-                    g_atomic_int_get(&server_clients) >= s->max_connections;
-        struct pollfd fds[2] = {
-            { s->stop_pipe[0], POLLIN, 0 },
-            { full ? -1 : s->fd, POLLIN, 0 },
-        };
-        if (poll(fds, 2, full ? 50 : -1) < 0 && errno != EINTR)
-            break;
-        if (fds[0].revents)
-            break;
-        if (fds[1].revents)
-            accept_client(s);
-    }
-    return NULL;
 }
 
 /* --- nbd-server-start / nbd-server-stop ----------------------------------- */
@@ -181,40 +116,23 @@ static int listen_addr(JsonObject *addr, char **unix_path, GError **errp)
 
 static void server_free(NbdServer *s)
 {
-    if (s->thread) {
-        if (write(s->stop_pipe[1], "", 1) < 0) {
-            /* cannot happen: the pipe is empty */
-        }
-        g_thread_join(s->thread);
-    }
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->unix_path)
-        unlink(s->unix_path);
-    for (int i = 0; i < 2; i++) {
-        if (s->stop_pipe[i] >= 0)
-            close(s->stop_pipe[i]);
-    }
-    g_free(s->unix_path);
+    nbd_listener_stop(s->listener);
     g_free(s);
 }
 
-/* Listens on @addr and starts the accept thread; NULL + errp. */
+/* Listens on @addr and starts accepting; NULL + errp. */
 static NbdServer *server_new(JsonObject *addr, int64_t max, GError **errp)
 {
-    NbdServer *s = g_new0(NbdServer, 1);
+    g_autofree char *unix_path = NULL;
+    int fd = listen_addr(addr, &unix_path, errp);
+    NbdListener *l = fd >= 0 ? nbd_listener_start(fd, unix_path, max, errp)
+                             : NULL;
+    NbdServer *s;
 
-    s->stop_pipe[0] = s->stop_pipe[1] = -1;
-    s->max_connections = max;
-    s->fd = listen_addr(addr, &s->unix_path, errp);
-    if (s->fd >= 0 && pipe2(s->stop_pipe, O_CLOEXEC) < 0)
-        qmp_error(errp, "Cannot start the NBD server: %s", g_strerror(errno));
-    else if (s->fd >= 0)
-        s->thread = g_thread_try_new("nbd-accept", accept_thread, s, errp);
-    if (!s->thread) {
-        server_free(s);
+    if (!l)
         return NULL;
-    }
+    s = g_new0(NbdServer, 1);
+    s->listener = l;
     return s;
 }
 
@@ -541,7 +459,8 @@ static JsonNode *cmd_block_export_add(JsonObject *args, GError **errp)
      * writable ones, unless the server takes a single client
      * (max-connections=1); the command line's server (image mode) has its
      * own --shared rule, and its QMP exports do not advertise it. */
-    exp->multi_conn = server && server->max_connections != 1;
+    exp->multi_conn = server &&
+                     nbd_listener_max_clients(server->listener) != 1;
     exp->allocation_depth = a.allocation_depth;
     e = g_new0(QmpExport, 1);
     e->id = g_strdup(a.id);
