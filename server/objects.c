@@ -4,10 +4,10 @@
  * Secrets are kept for image encryption (encrypt.key-secret=ID), as
  * QEMU's "secret" object holds them: data= or file= (exactly one), in
  * format=raw (the default) or base64.  A secret encrypted with another one
- * (keyid=, iv=) is refused.  iothread objects are bookkeeping only: snapnbd
- * serves every export from its own connection threads, so an iothread is a
- * name block-export-add can check (poll-* and the pool sizes are accepted
- * and not used).  throttle-group objects go to the block layer
+ * (keyid=, iv=) is refused.  iothread objects are idle host threads
+ * (iothread.c) whose CPU affinity the connections of a bound export take
+ * (poll-* are reported by query-iothreads, the pool sizes accepted and not
+ * used).  throttle-group objects go to the block layer
  * (block/throttle.c), TLS credentials and authz objects to tls.c.  Refused
  * are the types of QEMU's list that snapnbd does not make; an unknown type
  * gets QEMU's own message.
@@ -19,6 +19,8 @@
  * retired_secrets and stay until exit.
  */
 #include "objects.h"
+
+#include "iothread.h"
 
 #include "qemu-opts.h"
 
@@ -240,7 +242,8 @@ bool object_create(const char *type, const char *id, GHashTable *props,
         if (!secret)
             return false;
     } else if (!strcmp(type, "iothread")) {
-        if (!check_iothread(props, errp))
+        if (!check_iothread(props, errp) || !check_duplicate(id, errp) ||
+            !iothread_start(id, props, errp))
             return false;
     } else {
         tls = tls_object_new(type, id, props, errp);
@@ -251,6 +254,8 @@ bool object_create(const char *type, const char *id, GHashTable *props,
         tls_object_free(tls);
         if (!strcmp(type, "throttle-group"))
             throttle_group_delete(id, NULL);
+        if (!strcmp(type, "iothread"))
+            iothread_stop(id);
         return false;
     }
     if (tls)
@@ -276,6 +281,8 @@ bool object_delete(const char *id, GError **errp)
         return fail(errp, "%s", err->message);
     if (g_strv_contains(tls_types, type))
         tls_object_delete(id);
+    if (!strcmp(type, "iothread"))
+        iothread_stop(id);
     g_mutex_lock(&objects_lock);
     g_hash_table_remove(registry, id);
     if (g_hash_table_steal_extended(secrets, id, &key, (gpointer *)&secret)) {
@@ -391,6 +398,7 @@ GBytes *secret_lookup(const char *id, GError **errp)
 
 void objects_cleanup(void)
 {
+    iothread_stop_all();
     g_mutex_lock(&objects_lock);
     g_clear_pointer(&registry, g_hash_table_unref);
     g_clear_pointer(&secrets, g_hash_table_unref);

@@ -8,6 +8,7 @@
 #include "server/trace.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -116,6 +117,18 @@ int nbd_server_client_count(void)
     return n;
 }
 
+/* A connection to an export bound to an iothread runs where that thread
+ * may run; the connection's workers, made afterwards, inherit it.  An
+ * iothread deleted meanwhile (ESRCH) leaves the connection as it is. */
+static void follow_iothread(const NbdExport *exp)
+{
+    cpu_set_t cpus;
+
+    if (exp && exp->iothread_tid > 0 &&
+        sched_getaffinity(exp->iothread_tid, sizeof(cpus), &cpus) == 0)
+        sched_setaffinity(0, sizeof(cpus), &cpus);
+}
+
 void nbd_client_serve(int fd)
 {
     NbdConn *c = g_new0(NbdConn, 1);
@@ -129,8 +142,10 @@ void nbd_client_serve(int fd)
     if (nbd_server_shutting_down())
         shutdown(fd, SHUT_RD);
 
-    if (nbd_handshake(c))
+    if (nbd_handshake(c)) {
+        follow_iothread(c->exp);
         nbd_transmission(c);
+    }
     trace(TRACE_NBD_CLIENT_DISCONNECT, "client disconnected");
 
     /* Everything that talks or holds the export ends before the client

@@ -20,6 +20,8 @@ typedef struct NbdExport {
     bool read_only;
     bool writethrough;  /* every write is FUA (--cache=writethrough) */
     bool multi_conn;    /* may advertise NBD_FLAG_CAN_MULTI_CONN */
+    int iothread_tid;   /* >0: a connection takes the CPU affinity of this
+                         * host thread (an iothread) when it starts */
     bool allocation_depth; /* offers qemu:allocation-depth (-A) */
     /* Offered as qemu:dirty-bitmap:NAME contexts (-B), each marked busy
      * while exported; fixed before clients come. */

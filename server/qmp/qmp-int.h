@@ -20,6 +20,7 @@ void qmp_register_chain_commands(void); /* qmp-chain.c */
 void qmp_register_debug_commands(void);  /* qmp-debug.c */
 void qmp_register_object_commands(void); /* qmp-object.c */
 void qmp_register_image_commands(void);  /* qmp-image.c */
+void qmp_register_iothread_commands(void); /* qmp-iothread.c */
 void qmp_register_graph_commands(void);  /* qmp-graph.c */
 /* BlockDirtyInfo of each bitmap of @bs (query-named-block-nodes). */
 JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs);

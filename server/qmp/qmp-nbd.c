@@ -18,6 +18,7 @@
 #include "server/nbd/export.h"
 #include "server/nbd/listen.h"
 #include "server/nbd/nbd-server.h"
+#include "server/iothread.h"
 #include "server/objects.h"
 #include "server/nbd/tls.h"
 
@@ -462,6 +463,8 @@ static JsonNode *cmd_block_export_add(JsonObject *args, GError **errp)
     exp->multi_conn = server &&
                      nbd_listener_max_clients(server->listener) != 1;
     exp->allocation_depth = a.allocation_depth;
+    if (a.iothread)
+        exp->iothread_tid = iothread_thread_id(a.iothread);
     e = g_new0(QmpExport, 1);
     e->id = g_strdup(a.id);
     e->name = g_strdup(a.name);

@@ -1041,6 +1041,7 @@ void qmp_register_all(void)
     qmp_register_object_commands();
     qmp_register_snapshot_commands();
     qmp_register_image_commands();
+    qmp_register_iothread_commands();
     qmp_register_graph_commands();
     qmp_register_chain_commands();
 }

@@ -1,0 +1,160 @@
+/*
+ * iothread.c - iothread objects: an idle host thread each (iothread.h).
+ */
+#include "iothread.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef struct IoThread {
+    IoThreadInfo info;
+    char *id;
+    GThread *thread;
+    GMutex lock;
+    GCond cond;
+    bool started, stopping;
+} IoThread;
+
+static GMutex iothreads_lock;
+static GPtrArray *iothreads; /* of IoThread *, oldest first */
+
+static gpointer iothread_run(gpointer opaque)
+{
+    IoThread *t = opaque;
+    g_autofree char *name = g_strdup_printf("IO %s", t->id);
+
+    name[MIN(strlen(name), 15)] = '\0'; /* the kernel's limit for comm */
+    pthread_setname_np(pthread_self(), name);
+    g_mutex_lock(&t->lock);
+    t->info.thread_id = (int)syscall(SYS_gettid);
+    t->started = true;
+    g_cond_broadcast(&t->cond);
+    while (!t->stopping)
+        g_cond_wait(&t->cond, &t->lock);
+    g_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static bool parse_prop(GHashTable *props, const char *key, int64_t *out,
+                       GError **errp)
+{
+    const char *v = g_hash_table_lookup(props, key);
+    gint64 n;
+
+    *out = 0;
+    if (!v)
+        return true;
+    if (!g_ascii_string_to_signed(v, 10, 0, G_MAXINT64, &n, NULL)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "Parameter '%s' expects a non-negative integer", key);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+static void iothread_free(IoThread *t)
+{
+    if (t->thread) {
+        g_mutex_lock(&t->lock);
+        t->stopping = true;
+        g_cond_broadcast(&t->cond);
+        g_mutex_unlock(&t->lock);
+        g_thread_join(t->thread);
+    }
+    g_mutex_clear(&t->lock);
+    g_cond_clear(&t->cond);
+    g_free(t->id);
+    g_free(t);
+}
+
+bool iothread_start(const char *id, GHashTable *props, GError **errp)
+{
+    IoThread *t = g_new0(IoThread, 1);
+
+    t->id = g_strdup(id);
+    t->info.id = t->id;
+    g_mutex_init(&t->lock);
+    g_cond_init(&t->cond);
+    if (!parse_prop(props, "poll-max-ns", &t->info.poll_max_ns, errp) ||
+        !parse_prop(props, "poll-grow", &t->info.poll_grow, errp) ||
+        !parse_prop(props, "poll-shrink", &t->info.poll_shrink, errp) ||
+        !parse_prop(props, "aio-max-batch", &t->info.aio_max_batch, errp)) {
+        iothread_free(t);
+        return false;
+    }
+    t->thread = g_thread_try_new("iothread", iothread_run, t, errp);
+    if (!t->thread) {
+        iothread_free(t);
+        return false;
+    }
+    g_mutex_lock(&t->lock);
+    while (!t->started)
+        g_cond_wait(&t->cond, &t->lock);
+    g_mutex_unlock(&t->lock);
+    g_mutex_lock(&iothreads_lock);
+    if (!iothreads)
+        iothreads = g_ptr_array_new();
+    g_ptr_array_add(iothreads, t);
+    g_mutex_unlock(&iothreads_lock);
+    return true;
+}
+
+static IoThread *take(const char *id)
+{
+    for (guint i = 0; iothreads && i < iothreads->len; i++) {
+        IoThread *t = iothreads->pdata[i];
+
+        if (!strcmp(t->id, id))
+            return g_ptr_array_steal_index(iothreads, i);
+    }
+    return NULL;
+}
+
+void iothread_stop(const char *id)
+{
+    IoThread *t;
+
+    g_mutex_lock(&iothreads_lock);
+    t = take(id);
+    g_mutex_unlock(&iothreads_lock);
+    if (t)
+        iothread_free(t);
+}
+
+void iothread_stop_all(void)
+{
+    g_autoptr(GPtrArray) all = NULL;
+
+    g_mutex_lock(&iothreads_lock);
+    all = g_steal_pointer(&iothreads);
+    g_mutex_unlock(&iothreads_lock);
+    for (guint i = 0; all && i < all->len; i++)
+        iothread_free(all->pdata[i]);
+}
+
+int iothread_thread_id(const char *id)
+{
+    int tid = -1;
+
+    g_mutex_lock(&iothreads_lock);
+    for (guint i = 0; iothreads && i < iothreads->len; i++) {
+        IoThread *t = iothreads->pdata[i];
+
+        if (!strcmp(t->id, id))
+            tid = t->info.thread_id;
+    }
+    g_mutex_unlock(&iothreads_lock);
+    return tid;
+}
+
+void iothread_foreach(void (*fn)(const IoThreadInfo *info, void *opaque),
+                      void *opaque)
+{
+    g_mutex_lock(&iothreads_lock);
+    for (guint i = 0; iothreads && i < iothreads->len; i++)
+        fn(&((IoThread *)iothreads->pdata[i])->info, opaque);
+    g_mutex_unlock(&iothreads_lock);
+}
