@@ -547,6 +547,103 @@ static G_GNUC_UNUSED bool qd_array(JsonNode *v, const char *name,
 '''
 
 
+FLAT_DECL = r'''/* The flat form of typed arguments (qmp_encode_flat_T): QEMU's option
+ * syntax, which bdrv_open and the objects take: "file.driver" -> "qcow2",
+ * lists as "rules.0.match", booleans "on"/"off", integers in decimal, null
+ * "".  Only members present are written. */
+typedef struct QmpFlat {
+    GHashTable *keys;  /* key -> value, both owned */
+    /* the keys written from an alternate's string branch (a reference by
+     * name, e.g. a BlockdevRef's node name), owned; or NULL: not kept */
+    GPtrArray *refs;
+} QmpFlat;
+'''
+
+# builtin -> its flat encoder in the prelude
+C_ENCODERS = {
+    'str': 'qe_str', 'null': 'qe_null', 'number': 'qe_number',
+    'bool': 'qe_bool', 'any': 'qe_any', 'int': 'qe_int', 'int64': 'qe_int',
+    'int8': 'qe_int', 'int16': 'qe_int', 'int32': 'qe_int',
+    'uint8': 'qe_uint', 'uint16': 'qe_uint', 'uint32': 'qe_uint',
+    'uint64': 'qe_uint', 'size': 'qe_uint',
+}
+
+ENCODE_PRELUDE = r'''
+/* Flat encoders of the builtins (see QmpFlat). */
+static void qe_put(const char *key, char *value, QmpFlat *out)
+{
+    g_hash_table_insert(out->keys, g_strdup(key), value);
+}
+
+static void qe_str(const char *v, const char *key, QmpFlat *out)
+{
+    qe_put(key, g_strdup(v), out);
+}
+
+static G_GNUC_UNUSED void qe_null(bool v, const char *key, QmpFlat *out)
+{
+    qe_put(key, g_strdup(""), out);
+}
+
+static G_GNUC_UNUSED void qe_number(double v, const char *key, QmpFlat *out)
+{
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+
+    qe_put(key, g_strdup(g_ascii_dtostr(buf, sizeof(buf), v)), out);
+}
+
+static G_GNUC_UNUSED void qe_bool(bool v, const char *key, QmpFlat *out)
+{
+    qe_put(key, g_strdup(v ? "on" : "off"), out);
+}
+
+static G_GNUC_UNUSED void qe_int(int64_t v, const char *key, QmpFlat *out)
+{
+    qe_put(key, g_strdup_printf("%" G_GINT64_FORMAT, v), out);
+}
+
+static G_GNUC_UNUSED void qe_uint(uint64_t v, const char *key, QmpFlat *out)
+{
+    qe_put(key, g_strdup_printf("%" G_GUINT64_FORMAT, v), out);
+}
+
+/* any: lists as key.N, objects as key.member, scalars as above */
+static G_GNUC_UNUSED void qe_any(JsonNode *v, const char *key, QmpFlat *out)
+{
+    if (JSON_NODE_HOLDS_ARRAY(v)) {
+        JsonArray *a = json_node_get_array(v);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            g_autofree char *k = g_strdup_printf("%s.%u", key, i);
+            qe_any(json_array_get_element(a, i), k, out);
+        }
+    } else if (JSON_NODE_HOLDS_OBJECT(v)) {
+        JsonObject *o = json_node_get_object(v);
+        g_autoptr(GList) names = json_object_get_members(o);
+        for (GList *l = names; l; l = l->next) {
+            g_autofree char *k = g_strconcat(key, ".", l->data, NULL);
+            qe_any(json_object_get_member(o, l->data), k, out);
+        }
+    } else if (qd_holds(v, G_TYPE_BOOLEAN)) {
+        qe_bool(json_node_get_boolean(v), key, out);
+    } else if (qd_holds(v, G_TYPE_INT64)) {
+        qe_int(json_node_get_int(v), key, out);
+    } else if (qd_holds(v, G_TYPE_DOUBLE)) {
+        qe_number(json_node_get_double(v), key, out);
+    } else if (qd_holds(v, G_TYPE_STRING)) {
+        qe_str(json_node_get_string(v), key, out);
+    } else {
+        qe_null(true, key, out);
+    }
+}
+
+static G_GNUC_UNUSED void qe_ref(const char *key, QmpFlat *out)
+{
+    if (out->refs)
+        g_ptr_array_add(out->refs, g_strdup(key));
+}
+'''
+
+
 def c_ident(name):
     s = re.sub(r'[^A-Za-z0-9_]', '_', name)
     return 'q_' + s if s in C_KEYWORDS else s
@@ -659,7 +756,7 @@ class CTypes:
                '#ifndef SNAPNBD_QMP_TYPES_GEN_H',
                '#define SNAPNBD_QMP_TYPES_GEN_H', '',
                '#include <stdbool.h>', '#include <stdint.h>',
-               '#include <json-glib/json-glib.h>', '']
+               '#include <json-glib/json-glib.h>', '', FLAT_DECL]
         objects = []
         for n in self.order:
             t = self.s.types[n]
@@ -681,6 +778,8 @@ class CTypes:
                 out += self.base_decl(self.s.types[n])
         for c in self.s.commands:
             if c['arg'] == EMPTY:
+                out.append('void qmp_register_typed_%s(JsonNode *(*fn)('
+                           'GError **errp));' % snake(c['name']))
                 continue
             out.append('void qmp_register_typed_%s(JsonNode *(*fn)(const %s *'
                        'args, GError **errp));' % (
@@ -736,6 +835,10 @@ class CTypes:
                 '/* Frees what @p holds (not @p itself). */',
                 'void qmp_clear_%s(%s *p);' % (f, c),
                 'G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(%s, qmp_clear_%s)' % (c, f),
+                '/* @p as flat keys, each member\'s name after @prefix ("" or',
+                ' * "file."); see QmpFlat. */',
+                'void qmp_encode_flat_%s(const %s *p, const char *prefix,'
+                % (f, c), '    QmpFlat *out);',
                 '']
         return out
 
@@ -761,7 +864,7 @@ class CTypes:
                ' * do not edit. */',
                '#include "server/qmp-types-gen.h"',
                '#include "server/qmp.h"', '', '#include <string.h>',
-               TYPES_PRELUDE]
+               TYPES_PRELUDE, ENCODE_PRELUDE]
         for n in self.order:
             t = self.s.types[n]
             if t.kind == 'enum':
@@ -788,10 +891,92 @@ class CTypes:
                 out += self.alternate_code(n, t)
             else:
                 out += self.struct_code(n, t)
+        for n in self.order:
+            out.append('static G_GNUC_UNUSED void %s(%sv, const char *key,'
+                       ' QmpFlat *out);' % (self.encoder(n),
+                                            self.const_ctype(n)))
+        out.append('')
+        for n in self.order:
+            out += self.encoder_code(n, self.s.types[n])
         for c in self.s.commands:
-            if c['arg'] != EMPTY:
-                out += self.command_code(c)
+            out += self.command_code(c)
         return '\n'.join(out) + '\n'
+
+    # -- the flat encoders ---------------------------------------------------
+
+    def const_ctype(self, name):
+        """The C type an encoder takes a value of type @name as."""
+        t = self.s.types[name]
+        if t.kind in ('object', 'alternate'):
+            return 'const ' + self.ctype(name)
+        return self.ctype(name)
+
+    def encoder(self, name):
+        """void f(VALUE, const char *key, QmpFlat *out): one value of type
+        @name under @key."""
+        t = self.s.types[name]
+        if t.kind == 'builtin':
+            return C_ENCODERS[name]
+        return 'qe_v_' + (snake(t.element) + '_list' if t.kind == 'array'
+                          else self.fn(name))
+
+    def encoder_code(self, n, t):
+        enc, ct = self.encoder(n), self.const_ctype(n)
+        head = ['static void %s(%sv, const char *key, QmpFlat *out)'
+                % (enc, ct), '{']
+        if t.kind == 'enum':
+            return head + ['    qe_str(%s_str[v], key, out);'
+                           % snake(self.cname(n)), '}', '']
+        if t.kind == 'array':
+            e = t.element
+            idx = ('(%s)g_ptr_array_index(v, i)' % self.ctype(e)
+                   if self.boxed(e) else
+                   'g_array_index(v, %s, i)' % self.ctype(e).rstrip())
+            return head + [
+                '    for (guint i = 0; v && i < v->len; i++) {',
+                '        g_autofree char *k = g_strdup_printf("%s.%u", key, '
+                'i);',
+                '        %s(%s, k, out);' % (self.encoder(e), idx),
+                '    }', '}', '']
+        if t.kind == 'alternate':
+            up = snake(self.cname(n) + 'Kind').upper()
+            out = head + ['    switch (v->kind) {']
+            for k, b in t.variants:
+                out += ['    case %s_%s:' % (
+                    up, re.sub(r'[^A-Za-z0-9]', '_', k).upper()),
+                        '        %s(v->u.%s, key, out);' % (
+                            self.encoder(b), c_ident(k))]
+                if b == 'str':
+                    out.append('        qe_ref(key, out);')
+                out.append('        break;')
+            out += ['    default:', '        break;', '    }', '}', '']
+            return out
+        # struct or union: its members under key + "."
+        c, f = self.cname(n), self.fn(n)
+        out = head + ['    g_autofree char *prefix = g_strconcat(key, ".", '
+                      'NULL);', '',
+                      '    qmp_encode_flat_%s(v, prefix, out);' % f, '}', '',
+                      'void qmp_encode_flat_%s(const %s *p, const char '
+                      '*prefix,' % (f, c), '    QmpFlat *out)', '{']
+        for m in t.members:
+            i = c_ident(m.name)
+            call = ['%s(p->%s, key, out);' % (self.encoder(m.type), i)]
+            body = ['g_autofree char *key = g_strconcat(prefix, %s, NULL);'
+                    % c_str(m.name), ''] + call
+            cond = 'p->has_%s' % i if m.optional else None
+            if not m.optional and self.kind(m.type) in ('object',
+                                                       'alternate'):
+                cond = 'p->%s' % i
+            out.append('    if (%s) {' % cond if cond else '    {')
+            out += ['        ' + b if b else '' for b in body]
+            out.append('    }')
+        for k, v in t.variants:
+            if v != EMPTY:
+                out += ['    if (p->u.%s)' % c_ident(k),
+                        '        qmp_encode_flat_%s(p->u.%s, prefix, out);'
+                        % (self.fn(v), c_ident(k))]
+        out += ['}', '']
+        return out
 
     def enum_code(self, n):
         c = self.cname(n)
@@ -939,8 +1124,17 @@ class CTypes:
         return out
 
     def command_code(self, cmd):
-        c, f, s = self.cname(cmd['arg']), self.fn(cmd['arg']), \
-            snake(cmd['name'])
+        s = snake(cmd['name'])
+        if cmd['arg'] == EMPTY:
+            return [
+                'static JsonNode *(*typed_%s)(GError **errp);' % s, '',
+                'static JsonNode *call_%s(JsonObject *o, GError **errp)' % s,
+                '{', '    return typed_%s(errp);' % s, '}', '',
+                'void qmp_register_typed_%s(JsonNode *(*fn)(GError **errp))'
+                % s, '{', '    typed_%s = fn;' % s,
+                '    qmp_register_command_decoder(%s, call_%s);'
+                % (c_str(cmd['name']), s), '}', '']
+        c, f = self.cname(cmd['arg']), self.fn(cmd['arg'])
         return [
             'static JsonNode *(*typed_%s)(const %s *args, GError **errp);'
             % (s, c), '',
@@ -952,7 +1146,7 @@ class CTypes:
             'void qmp_register_typed_%s(JsonNode *(*fn)(const %s *args, '
             'GError **errp))' % (s, c), '{',
             '    typed_%s = fn;' % s,
-            '    qmp_register_command_args(%s, call_%s, NULL);'
+            '    qmp_register_command_decoder(%s, call_%s);'
             % (c_str(cmd['name']), s), '}', '']
 
 

@@ -103,7 +103,8 @@ static bool add_listeners(void)
 static void set_typed(JsonObject *o, const char *key, const char *value)
 {
     static const char *const bools[] = { "writable", "writethrough",
-                                         "allocation-depth", NULL };
+                                         "allocation-depth", "fixed-iothread",
+                                         NULL };
     static const char *const ints[] = { "max-connections", NULL };
 
     if (g_strv_contains(bools, key))
@@ -142,13 +143,38 @@ static JsonObject *opts_to_object(const char *spec)
     return top;
 }
 
+/* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
+ * nbd-server-start takes a SocketAddressLegacy, whose members other than
+ * "type" are in "data". */
+static JsonObject *legacy_addr(JsonObject *args)
+{
+    JsonNode *n = json_object_get_member(args, "addr");
+    g_autoptr(GList) names = NULL;
+    JsonObject *addr, *data;
+
+    if (!n || !JSON_NODE_HOLDS_OBJECT(n))
+        return args;
+    addr = json_node_get_object(n);
+    data = json_object_new();
+    names = json_object_get_members(addr);
+    for (GList *l = names; l; l = l->next) {
+        if (strcmp(l->data, "type") == 0)
+            continue;
+        json_object_set_member(data, l->data, json_node_copy(
+            json_object_get_member(addr, l->data)));
+        json_object_remove_member(addr, l->data);
+    }
+    json_object_set_object_member(addr, "data", data);
+    return args;
+}
+
+/* The command's arguments, checked against the schema and decoded like
+ * QMP input. */
 static bool run(const char *command, const char *option, const char *spec,
                 JsonObject *args)
 {
     g_autoptr(GError) err = NULL;
-    /* JSON (--blockdev) is checked against the schema like QMP input */
-    JsonNode *ret = spec[0] == '{' ? qmp_execute(command, args, &err)
-                                   : qmp_execute_options(command, args, &err);
+    JsonNode *ret = qmp_execute(command, args, &err);
 
     json_object_unref(args);
     if (err)
@@ -190,7 +216,8 @@ bool qmp_cli_start(void)
             return false;
     }
     for (char **s = nbd_servers; s && *s; s++) {
-        if (!run("nbd-server-start", "--nbd-server", *s, opts_to_object(*s)))
+        if (!run("nbd-server-start", "--nbd-server", *s,
+                 legacy_addr(opts_to_object(*s))))
             return false;
     }
     for (char **e = exports; e && *e; e++) {
