@@ -24,10 +24,14 @@ and enum it uses, a C struct (Qmp + the type's name, or Qmp + the command
 in CamelCase + Args for a command's own members; has_x for an optional x;
 enums as C enums with a NULL-terminated name table *_str; structs and
 unions by pointer, a union's branch in .u; lists as GPtrArray of pointers
-or GArray of scalars; alternates and 'any' as the request's JsonNode),
-qmp_decode_T() / qmp_clear_T(), and qmp_register_typed_CMD() whose
-handler receives the decoded struct.  Strings and nodes are borrowed from
-the request: a handler keeps copies of what it keeps.
+or GArray of scalars; an alternate as its kind and branch; 'any' as the
+request's JsonNode),
+qmp_decode_T() / qmp_clear_T(), qmp_encode_flat_T() (the struct back as
+QEMU's option syntax, "file.driver" keys, for the layers that take it),
+and qmp_register_typed_CMD() whose handler receives the decoded struct
+(or only errp for a command without arguments): every command is
+registered so.  Strings and nodes are borrowed from the request: a
+handler keeps copies of what it keeps.
 
 Only the Python standard library: it runs at build time.
 """
