@@ -12,6 +12,7 @@
 #include "qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
+#include "qmp-schema.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -98,25 +99,6 @@ static bool add_listeners(void)
     return true;
 }
 
-/* Option strings hold strings only: these members are booleans or
- * integers in the QMP schema. */
-static void set_typed(JsonObject *o, const char *key, const char *value)
-{
-    static const char *const bools[] = { "writable", "writethrough",
-                                         "allocation-depth", "fixed-iothread",
-                                         NULL };
-    static const char *const ints[] = { "max-connections", NULL };
-
-    if (g_strv_contains(bools, key))
-        json_object_set_boolean_member(o, key, !strcmp(value, "on") ||
-                                               !strcmp(value, "true") ||
-                                               !strcmp(value, "yes"));
-    else if (g_strv_contains(ints, key))
-        json_object_set_int_member(o, key, g_ascii_strtoll(value, NULL, 10));
-    else
-        json_object_set_string_member(o, key, value);
-}
-
 /* "a.b=v" keys become nested objects, as QEMU's keyval does. */
 static JsonObject *opts_to_object(const char *spec)
 {
@@ -138,7 +120,7 @@ static JsonObject *opts_to_object(const char *spec)
                 break;
         }
         if (o)
-            set_typed(o, parts[n - 1], v);
+            json_object_set_string_member(o, parts[n - 1], v);
     }
     return top;
 }
@@ -146,17 +128,12 @@ static JsonObject *opts_to_object(const char *spec)
 /* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
  * nbd-server-start takes a SocketAddressLegacy, whose members other than
  * "type" are in "data". */
-static JsonObject *legacy_addr(JsonObject *args)
+static void legacy_addr(JsonObject *args)
 {
-    JsonNode *n = json_object_get_member(args, "addr");
-    g_autoptr(GList) names = NULL;
-    JsonObject *addr, *data;
+    JsonObject *addr = json_object_get_object_member(args, "addr");
+    g_autoptr(GList) names = json_object_get_members(addr);
+    JsonObject *data = json_object_new();
 
-    if (!n || !JSON_NODE_HOLDS_OBJECT(n))
-        return args;
-    addr = json_node_get_object(n);
-    data = json_object_new();
-    names = json_object_get_members(addr);
     for (GList *l = names; l; l = l->next) {
         if (strcmp(l->data, "type") == 0)
             continue;
@@ -165,17 +142,23 @@ static JsonObject *legacy_addr(JsonObject *args)
         json_object_remove_member(addr, l->data);
     }
     json_object_set_object_member(addr, "data", data);
-    return args;
 }
 
-/* The command's arguments, checked against the schema and decoded like
- * QMP input. */
-static bool run(const char *command, const char *option, const char *spec,
-                JsonObject *args)
+/* @command with arguments given as QMP JSON (--blockdev {...}), or in
+ * option syntax (whose values are parsed, and checked, as the schema type
+ * @keyval_type says, as qemu-storage-daemon does), then checked and
+ * decoded like QMP input. */
+static bool run(const char *command, const char *keyval_type,
+                const char *option, const char *spec, JsonObject *args)
 {
     g_autoptr(GError) err = NULL;
-    JsonNode *ret = qmp_execute(command, args, &err);
+    JsonNode *ret = NULL;
 
+    if (!keyval_type || qmp_schema_check_keyval(keyval_type, args, &err)) {
+        if (keyval_type && strcmp(command, "nbd-server-start") == 0)
+            legacy_addr(args);
+        ret = qmp_execute(command, args, &err);
+    }
     json_object_unref(args);
     if (err)
         return fail(option, spec, err);
@@ -200,7 +183,7 @@ static bool add_blockdev(const char *spec)
         qmp_error(&err, "QMP input must be a JSON object");
     if (err)
         return fail("--blockdev", spec, err);
-    return run("blockdev-add", "--blockdev", spec,
+    return run("blockdev-add", NULL, "--blockdev", spec,
                json_object_ref(json_node_get_object(json)));
 }
 
@@ -216,12 +199,13 @@ bool qmp_cli_start(void)
             return false;
     }
     for (char **s = nbd_servers; s && *s; s++) {
-        if (!run("nbd-server-start", "--nbd-server", *s,
-                 legacy_addr(opts_to_object(*s))))
+        if (!run("nbd-server-start", "NbdServerOptions", "--nbd-server", *s,
+                 opts_to_object(*s)))
             return false;
     }
     for (char **e = exports; e && *e; e++) {
-        if (!run("block-export-add", "--export", *e, opts_to_object(*e)))
+        if (!run("block-export-add", "BlockExportOptions", "--export", *e,
+                 opts_to_object(*e)))
             return false;
     }
     if (!qmp_start(&err)) {
