@@ -6,6 +6,7 @@
  * arguments that skipped the schema check (every member replaced by a
  * value of each JSON type) give an error, never a crash or a leak.
  */
+#include "server/qmp-schema.h"
 #include "server/qmp-types-gen.h"
 
 #include <string.h>
@@ -449,6 +450,61 @@ static void test_mutations_converted(void)
     }
 }
 
+/* Option syntax: string values become the schema's JSON types (then the
+ * typed decoder takes them), or QEMU's keyval message. */
+static void expect_keyval(const char *type, const char *text,
+                          const char *message)
+{
+    JsonObject *o = parse(text);
+    g_autoptr(GError) err = NULL;
+    bool ok = qmp_schema_check_keyval(type, o, &err);
+
+    g_assert_true(ok == (err == NULL));
+    if (message)
+        g_assert_cmpstr(err ? err->message : "(accepted)", ==, message);
+    else
+        g_assert_no_error(err);
+}
+
+static void test_keyval(void)
+{
+    JsonObject *o = parse("{\"type\": \"nbd\", \"id\": \"e\", "
+                          "\"node-name\": \"n\", \"writable\": \"on\", "
+                          "\"allocation-depth\": \"n\"}");
+    g_auto(QmpBlockExportOptions) a = { 0 };
+    g_autoptr(GError) err = NULL;
+
+    g_assert_true(qmp_schema_check_keyval("BlockExportOptions", o, &err));
+    g_assert_true(qmp_decode_block_export_options(o, &a, &err));
+    g_assert_true(a.has_writable && a.writable);
+    g_assert_true(a.u.nbd->has_allocation_depth &&
+                  !a.u.nbd->allocation_depth);
+    expect_keyval("NbdServerOptions",
+                  "{\"addr\": {\"type\": \"unix\", \"path\": \"/s\"}, "
+                  "\"max-connections\": \"0x10\"}", NULL);
+    expect_keyval("NbdServerOptions",
+                  "{\"addr\": {\"type\": \"unix\", \"path\": \"/s\"}, "
+                  "\"max-connections\": \"1k\"}",
+                  "Parameter 'max-connections' expects integer");
+    expect_keyval("NbdServerOptions",
+                  "{\"addr\": {\"type\": \"unix\", \"path\": \"/s\"}, "
+                  "\"max-connections\": \"-1\"}",
+                  "Parameter 'max-connections' expects uint32_t");
+    expect_keyval("NbdServerOptions",
+                  "{\"addr\": {\"type\": \"unix\", \"path\": \"/s\", "
+                  "\"abstract\": \"maybe\"}}",
+                  "Parameter 'addr.abstract' expects 'on' or 'off'");
+    expect_keyval("NbdServerOptions", "{\"addr\": {\"type\": \"inet\"}}",
+                  "Parameter 'addr.host' is missing");
+    /* not strings (a JSON caller), or a tag of the wrong type: checked,
+     * never crashes */
+    expect_keyval("NbdServerOptions", "{\"addr\": {\"type\": 1}}",
+                  "Invalid parameter type for 'addr.type', expected: string");
+    expect_keyval("NbdServerOptions", "{\"addr\": \"x\"}",
+                  "Invalid parameter type for 'addr', expected: object");
+    expect_keyval("BlockExportOptions", "{}", "Parameter 'type' is missing");
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -467,6 +523,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp-decode/mutations", test_mutations);
     g_test_add_func("/qmp-decode/mutations-converted",
                     test_mutations_converted);
+    g_test_add_func("/qmp-decode/keyval", test_keyval);
     ret = g_test_run();
     g_ptr_array_free(parsed, TRUE);
     return ret;
