@@ -3,7 +3,8 @@
 # qemu-storage-daemon's options (--chardev/--monitor, --blockdev as options
 # or JSON, --nbd-server, --export) and no image, snapnbd serves what they
 # say, also with --fork; quit ends it (status 0, sockets removed).  A bad
-# option fails at startup naming the option.  With an image and --qmp, the
+# option fails at startup naming the option, with qemu-storage-daemon's
+# message for option-syntax values.  With an image and --qmp, the
 # command line's export is served and QMP adds another beside it on the
 # same socket; nbd-server-start is refused there.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -66,6 +67,37 @@ bad "--blockdev .*JSON parse error" --blockdev '{"driver": '
 bad "--qmp tcp:.*only unix" --qmp=tcp:localhost:4444,server
 bad "--monitor .*chardev 'nope' not found" --monitor chardev=nope
 bad "expecting one image file name" -k "$nbd"
+
+# --nbd-server and --export in option syntax: values parsed as the schema
+# types them (NbdServerOptions, BlockExportOptions), with
+# qemu-storage-daemon's messages; where it is installed, the same ones.
+opt_errors=(
+    "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=x|Parameter 'max-connections' expects integer"
+    "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=99999999999|Parameter 'max-connections' expects uint32_t"
+    "--nbd-server addr.type=unix|Parameter 'addr.path' is missing"
+    "--nbd-server addr.type=inet,addr.host=127.0.0.1|Parameter 'addr.port' is missing"
+    "--nbd-server addr.type=unix,addr.path=$nbd,addr.tight=maybe|Parameter 'addr.tight' expects 'on' or 'off'"
+    "--nbd-server addr.type=unix,addr.path=$nbd,bogus=1|Parameter 'bogus' is unexpected"
+    "--export type=nbd,id=e,node-name=f0,writable=maybe|Parameter 'writable' expects 'on' or 'off'"
+    "--export type=nbd,id=e,node-name=f0,bogus=1|Parameter 'bogus' is unexpected"
+    "--export type=nbd,node-name=f0|Parameter 'id' is missing"
+    "--export type=nbd,id=e,node-name=f0,allocation-depth=y,writethrough=no --export type=nbd,id=e,node-name=f0|Block export id 'e' is already in use"
+)
+for case in "${opt_errors[@]}"; do
+    IFS=' ' read -r -a opts <<<"${case%%|*}"
+    want=${case#*|}
+    [[ "${opts[*]}" = --nbd-server* ]] || opts=(--nbd-server "addr.type=unix,addr.path=$nbd" "${opts[@]}")
+    bad ": $want\$" --blockdev "driver=file,node-name=f0,filename=$img" \
+        "${opts[@]}"
+    if command -v qemu-storage-daemon >/dev/null; then
+        timeout 10 qemu-storage-daemon \
+            --blockdev "driver=file,node-name=f0,filename=$img" \
+            "${opts[@]}" >"$tmp/qsd" 2>&1 && fail "qsd accepted: ${opts[*]}"
+        grep -q -- ": $want\$" "$tmp/qsd" ||
+            fail "qsd says otherwise for ${opts[*]}: $(cat "$tmp/qsd")"
+        rm -f "$nbd"
+    fi
+done
 
 # --- an image and --qmp --------------------------------------------------------------
 truncate -s 1M "$tmp/extra.img"

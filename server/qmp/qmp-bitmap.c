@@ -285,10 +285,10 @@ static bool merge_prepare(const QmpBlockDirtyBitmapMerge *a, void **state,
 /* --- commands and registration -----------------------------------------------
  */
 
-/* For each action with argument type T (QmpT, qmp_decode_t): the command
- * (prepare then commit at once) and the transaction action's prepare,
- * which decodes its "data" (checked by the schema with the transaction). */
-#define BITMAP_ACTION(action, T, t)                                         \
+/* For each action with argument type T (QmpT): the command (prepare then
+ * commit at once) and the transaction action's prepare, which takes the
+ * decoded "data" of its branch, block-dirty-bitmap-ACTION. */
+#define BITMAP_ACTION(action, T)                                            \
     static JsonNode *cmd_##action(const Qmp##T *a, GError **errp)           \
     {                                                                       \
         void *state = NULL;                                                 \
@@ -298,22 +298,21 @@ static bool merge_prepare(const QmpBlockDirtyBitmapMerge *a, void **state,
         }                                                                   \
         return NULL;                                                        \
     }                                                                       \
-    static bool tx_##action##_prepare(JsonObject *data, void **state,       \
-                                      GError **errp)                        \
+    static bool tx_##action##_prepare(const QmpTransactionAction *t,        \
+                                      void **state, GError **errp)          \
     {                                                                       \
-        g_auto(Qmp##T) a = { 0 };                                           \
-        return qmp_decode_##t(data, &a, errp) &&                            \
-               action##_prepare(&a, state, errp);                           \
+        return action##_prepare(t->u.block_dirty_bitmap_##action->data,     \
+                                state, errp);                               \
     }                                                                       \
     static const QmpTransactionOps action##_ops = {                         \
         tx_##action##_prepare, undo_commit, undo_abort, undo_clean          \
     };
-BITMAP_ACTION(add, BlockDirtyBitmapAdd, block_dirty_bitmap_add)
-BITMAP_ACTION(remove, BlockDirtyBitmap, block_dirty_bitmap)
-BITMAP_ACTION(clear, BlockDirtyBitmap, block_dirty_bitmap)
-BITMAP_ACTION(enable, BlockDirtyBitmap, block_dirty_bitmap)
-BITMAP_ACTION(disable, BlockDirtyBitmap, block_dirty_bitmap)
-BITMAP_ACTION(merge, BlockDirtyBitmapMerge, block_dirty_bitmap_merge)
+BITMAP_ACTION(add, BlockDirtyBitmapAdd)
+BITMAP_ACTION(remove, BlockDirtyBitmap)
+BITMAP_ACTION(clear, BlockDirtyBitmap)
+BITMAP_ACTION(enable, BlockDirtyBitmap)
+BITMAP_ACTION(disable, BlockDirtyBitmap)
+BITMAP_ACTION(merge, BlockDirtyBitmapMerge)
 
 JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
 {
@@ -351,11 +350,10 @@ JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
 /* query-block lists devices (BlockBackends with a name); as in
  * qemu-storage-daemon there are none: nodes and their bitmaps are in
  * query-named-block-nodes. */
-static JsonNode *cmd_query_block(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_block(GError **errp)
 {
     JsonNode *n = json_node_new(JSON_NODE_ARRAY);
 
-    (void)args;
     (void)errp;
     json_node_take_array(n, json_array_new());
     return n;
@@ -383,5 +381,5 @@ void qmp_register_bitmap_commands(void)
     qmp_register_typed_block_dirty_bitmap_merge(cmd_merge);
     for (size_t i = 0; i < G_N_ELEMENTS(actions); i++)
         qmp_register_transaction_action(actions[i].name, actions[i].ops);
-    qmp_register_command_args("query-block", cmd_query_block, "");
+    qmp_register_typed_query_block(cmd_query_block);
 }

@@ -1,10 +1,11 @@
 /*
  * qmp-block.c - blockdev-add, blockdev-del, query-named-block-nodes.
  *
- * blockdev-add checks its arguments against a small copy of QEMU's schema
- * (BlockdevOptions for the drivers snapnbd has), so that a client gets
- * QEMU's messages for missing, unexpected and mistyped members, and
- * flattens them into the "file.driver"-style keys that bdrv_open takes.
+ * blockdev-add (and blockdev-reopen) receive BlockdevOptions checked
+ * against the schema (server/qmp-schema.json: QEMU's messages for missing,
+ * unexpected and mistyped members) and decoded; the generated encoder
+ * turns them into the "file.driver"-style keys that bdrv_open takes, so
+ * the schema is the one description of the members.
  * The nodes it adds are "owned by the monitor": this module holds their
  * reference until blockdev-del.  Everything here runs on the QMP thread.
  */
@@ -14,494 +15,120 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum {
-    M_STR,
-    M_BOOL,
-    M_INT,
-    M_ENUM,
-    M_REF,          /* BlockdevRef: a node-name or a nested node */
-    M_REF_OR_NULL,  /* BlockdevRefOrNull: also null, "no backing" */
-    M_CACHE,        /* BlockdevCacheOptions */
-    M_ANY,          /* lists and structs, flattened; the driver checks */
-    M_ENCRYPT,      /* BlockdevQcow2Encryption (format luks, key-secret) */
-} MemberType;
-
-typedef struct Member {
-    const char *name;
-    MemberType type;
-    bool required;
-    const char *const *values;  /* M_ENUM */
-    bool drop;                  /* accepted, without effect in snapnbd */
-} Member;
-
-static const char *const discard_values[] = { "ignore", "unmap", NULL };
-static const char *const dz_values[] = { "off", "on", "unmap", NULL };
-static const char *const locking_values[] = { "auto", "on", "off", NULL };
-static const char *const aio_values[] = { "threads", "native", "io_uring",
-                                          NULL };
-
-/* BlockdevOptionsBase, in QEMU's order. */
-static const Member base_members[] = {
-    { "node-name", M_STR },
-    { "discard", M_ENUM, .values = discard_values },
-    { "cache", M_CACHE },
-    { "read-only", M_BOOL },
-    { "auto-read-only", M_BOOL, .drop = true },
-    { "force-share", M_BOOL },
-    { "detect-zeroes", M_ENUM, .values = dz_values },
-    { NULL },
-};
-
-static const Member file_members[] = {
-    { "filename", M_STR, .required = true },
-    { "pr-manager", M_STR },
-    { "locking", M_ENUM, .values = locking_values },
-    { "aio", M_ENUM, .values = aio_values },
-    { "aio-max-batch", M_INT, .drop = true },
-    { "drop-cache", M_BOOL, .drop = true },
-    { "x-check-cache-dropped", M_BOOL, .drop = true },
-    { NULL },
-};
-
-static const Member raw_members[] = {
-    { "file", M_REF, .required = true },
-    { "offset", M_INT },
-    { "size", M_INT },
-    { NULL },
-};
-
-static const Member qcow2_members[] = {
-    { "file", M_REF, .required = true },
-    { "backing", M_REF_OR_NULL },
-    { "lazy-refcounts", M_BOOL },
-    { "pass-discard-request", M_BOOL },
-    { "pass-discard-snapshot", M_BOOL },
-    { "pass-discard-other", M_BOOL },
-    { "cache-size", M_INT },
-    { "l2-cache-size", M_INT },
-    { "l2-cache-entry-size", M_INT },
-    { "refcount-cache-size", M_INT },
-    { "cache-clean-interval", M_INT },
-    { "data-file", M_REF },
-    { "encrypt", M_ENCRYPT },
-    { NULL },
-};
-
-static const char *const cbw_error_values[] = { "break-guest-write",
-                                                "break-snapshot", NULL };
-static const Member cbw_members[] = {
-    { "file", M_REF, .required = true },
-    { "target", M_REF, .required = true },
-    { "bitmap", M_STR },     /* refused by the driver: not supported yet */
-    { "on-cbw-error", M_ENUM, .values = cbw_error_values },
-    { "cbw-timeout", M_INT },
-    { NULL },
-};
-
-static const Member snapshot_access_members[] = {
-    { "file", M_REF, .required = true },
-    { NULL },
-};
-
-static const Member luks_members[] = {
-    { "file", M_REF, .required = true },
-    { "key-secret", M_STR },
-    { NULL },
-};
-
-/* QEMU's BlockdevOptionsRbd ("server" comes from conf here). */
-static const Member rbd_members[] = {
-    { "pool", M_STR, .required = true },
-    { "namespace", M_STR },
-    { "image", M_STR, .required = true },
-    { "conf", M_STR },
-    { "snapshot", M_STR },
-    { "encrypt", M_ANY },
-    { "user", M_STR },
-    { "auth-client-required", M_ANY },
-    { "key-secret", M_STR },
-    { "x-dirty-since", M_STR }, /* snapnbd's: rbd.c's diff bitmap */
-    { NULL },
-};
-
-static const Member null_members[] = {
-    { "size", M_INT },
-    { "latency-ns", M_INT },
-    { "read-zeroes", M_BOOL },
-    { NULL },
-};
-
-/* BlockdevOptionsNbd; "server" is a SocketAddress the driver checks. */
-static const Member nbd_members[] = {
-    { "server", M_ANY, .required = true },
-    { "export", M_STR },
-    { "tls-creds", M_STR },
-    { "tls-hostname", M_STR },
-    { "x-dirty-bitmap", M_STR },
-    { "reconnect-delay", M_INT },
-    { "open-timeout", M_INT },
-    { NULL },
-};
-
-/* The filters' members; blkdebug's "image" becomes its "file" child. */
-static const Member blkdebug_members[] = {
-    { "image", M_REF, .required = true },
-    { "config", M_STR },
-    { "align", M_INT },
-    { "max-transfer", M_INT },
-    { "opt-write-zero", M_INT },
-    { "max-write-zero", M_INT },
-    { "opt-discard", M_INT },
-    { "max-discard", M_INT },
-    { "inject-error", M_ANY },
-    { "set-state", M_ANY },
-    { "take-child-perms", M_ANY },
-    { "unshare-child-perms", M_ANY },
-    { NULL },
-};
-
-/* "limits" is snapnbd's: a node with limits of its own, no group. */
-static const Member throttle_members[] = {
-    { "throttle-group", M_STR },
-    { "file", M_REF, .required = true },
-    { "limits", M_ANY },
-    { NULL },
-};
-
-static const Member cor_members[] = {
-    { "file", M_REF, .required = true },
-    { "bottom", M_STR },
-    { NULL },
-};
-
-static const struct {
-    const char *driver;
-    const char *open_as;  /* the driver name bdrv_open knows */
-    const Member *members;
-} drivers[] = {
-    { "file", "file", file_members },
-    { "raw", "raw", raw_members },
-    { "qcow2", "qcow2", qcow2_members },
-    { "luks", "luks", luks_members },
-    { "null-co", "null-co", null_members },
-    { "rbd", "rbd", rbd_members },
-    { "null-aio", "null-co", null_members },
-    { "blkdebug", "blkdebug", blkdebug_members },
-    { "throttle", "throttle", throttle_members },
-    { "copy-on-read", "copy-on-read", cor_members },
-    { "copy-before-write", "copy-before-write", cbw_members },
-    { "snapshot-access", "snapshot-access", snapshot_access_members },
-    { "nbd", "nbd", nbd_members },
-};
-
 static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
 
-/* --- blockdev-add: schema and flattening --------------------------------- */
+/* --- blockdev-add: the typed options as bdrv_open's flat keys ---------- */
 
-typedef struct Flattener {
-    GHashTable *flat;   /* key -> value, both owned */
-    GError **errp;
-} Flattener;
-
-static char *path_of(const char *prefix, const char *name)
+/* A reference to an existing node (a BlockdevRef given as a string) must
+ * name one; checked before anything is opened, as QEMU does. */
+static bool check_refs(GHashTable *flat, GPtrArray *refs, GError **errp)
 {
-    return g_strconcat(prefix, name, NULL);
-}
-
-static void put(Flattener *f, const char *key, const char *value)
-{
-    g_hash_table_insert(f->flat, g_strdup(key), g_strdup(value));
-}
-
-static bool is_type(JsonNode *n, GType type)
-{
-    return JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == type;
-}
-
-static bool flatten_node(Flattener *f, JsonObject *obj, const char *prefix);
-
-/* A BlockdevRef: the name of an existing node, or a nested node. */
-static bool flatten_ref(Flattener *f, JsonNode *n, const Member *m,
-                        const char *path)
-{
-    if (JSON_NODE_HOLDS_NULL(n) && m->type == M_REF_OR_NULL) {
-        put(f, path, ""); /* no backing at all */
-        return true;
-    }
-    if (is_type(n, G_TYPE_STRING)) {
-        const char *ref = json_node_get_string(n);
+    for (guint i = 0; i < refs->len; i++) {
+        const char *ref = g_hash_table_lookup(flat, refs->pdata[i]);
         if (!bdrv_find_node(ref)) {
-            qmp_error(f->errp, "Cannot find device='%s' nor node-name='%s'",
+            qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
                       ref, ref);
             return false;
         }
-        put(f, path, ref);
-        return true;
-    }
-    if (JSON_NODE_HOLDS_OBJECT(n)) {
-        g_autofree char *sub = g_strconcat(path, ".", NULL);
-        return flatten_node(f, json_node_get_object(n), sub);
-    }
-    qmp_error(f->errp, "Invalid parameter type for '%s', expected: %s", path,
-              m->type == M_REF ? "BlockdevRef" : "BlockdevRefOrNull");
-    return false;
-}
-
-static bool flatten_cache(Flattener *f, JsonNode *n, const char *path)
-{
-    static const char *const keys[] = { "direct", "no-flush" };
-    g_autoptr(GList) members = NULL;
-    JsonObject *o;
-
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(f->errp, "Invalid parameter type for '%s', expected: object",
-                  path);
-        return false;
-    }
-    o = json_node_get_object(n);
-    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
-        JsonNode *v = json_object_get_member(o, keys[i]);
-        g_autofree char *key = g_strconcat(path, ".", keys[i], NULL);
-        if (v && !is_type(v, G_TYPE_BOOLEAN)) {
-            qmp_error(f->errp, "Invalid parameter type for '%s', expected: "
-                      "boolean", key);
-            return false;
-        }
-        if (v)
-            put(f, key, json_node_get_boolean(v) ? "on" : "off");
-    }
-    members = json_object_get_members(o);
-    for (GList *l = members; l; l = l->next) {
-        if (strcmp(l->data, "direct") && strcmp(l->data, "no-flush")) {
-            qmp_error(f->errp, "Parameter '%s.%s' is unexpected", path,
-                      (const char *)l->data);
-            return false;
-        }
     }
     return true;
 }
 
-/* qcow2's "encrypt": { "format": "luks", "key-secret": ID }. */
-static bool flatten_encrypt(Flattener *f, JsonNode *n, const char *path)
+static const char *leaf_of(const char *key)
 {
-    g_autoptr(GList) members = NULL;
-    JsonObject *o;
+    const char *dot = strrchr(key, '.');
 
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(f->errp, "Invalid parameter type for '%s', expected: object",
-                  path);
-        return false;
-    }
-    o = json_node_get_object(n);
-    members = json_object_get_members(o);
-    for (GList *l = members; l; l = l->next) {
-        JsonNode *v = json_object_get_member(o, l->data);
-        g_autofree char *key = g_strconcat(path, ".", l->data, NULL);
-
-        if (strcmp(l->data, "format") && strcmp(l->data, "key-secret")) {
-            qmp_error(f->errp, "Parameter '%s' is unexpected", key);
-            return false;
-        }
-        if (!is_type(v, G_TYPE_STRING)) {
-            qmp_error(f->errp, "Invalid parameter type for '%s', expected: "
-                      "string", key);
-            return false;
-        }
-        put(f, key, json_node_get_string(v));
-    }
-    return true;
+    return dot ? dot + 1 : key;
 }
 
-static bool flatten_scalar(Flattener *f, JsonNode *n, const Member *m,
-                           const char *path)
+/* Deeper keys first: a nested node is checked before its parent. */
+static gint deeper_first(gconstpointer a, gconstpointer b)
 {
-    static const char *const type_names[] = {
-        [M_STR] = "string", [M_ENUM] = "string", [M_BOOL] = "boolean",
-        [M_INT] = "integer",
-    };
-    GType want = m->type == M_BOOL ? G_TYPE_BOOLEAN
-                 : m->type == M_INT ? G_TYPE_INT64 : G_TYPE_STRING;
-    g_autofree char *num = NULL;
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int dx = 0, dy = 0;
 
-    if (!is_type(n, want)) {
-        qmp_error(f->errp, "Invalid parameter type for '%s', expected: %s",
-                  path, type_names[m->type]);
-        return false;
-    }
-    if (m->type == M_ENUM &&
-        !qmp_check_enum(path, json_node_get_string(n), m->values, f->errp))
-        return false;
-    if (m->drop)
-        return true;
-    if (m->type == M_BOOL) {
-        put(f, path, json_node_get_boolean(n) ? "on" : "off");
-    } else if (m->type == M_INT) {
-        num = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(n));
-        put(f, path, num);
-    } else {
-        put(f, path, json_node_get_string(n));
-    }
-    return true;
+    for (const char *p = x; *p; p++)
+        dx += *p == '.';
+    for (const char *p = y; *p; p++)
+        dy += *p == '.';
+    return dx != dy ? dy - dx : strcmp(x, y);
 }
 
-/* Any JSON value as flat keys: PATH.N for list items, PATH.KEY for
- * members, booleans as on/off. */
-static bool flatten_any(Flattener *f, JsonNode *n, const char *path)
+/* QEMU's rule for ids; node names are at most 31 bytes.  Every node's
+ * "node-name", the nested ones first. */
+static bool check_node_names(GHashTable *flat, GError **errp)
 {
-    if (JSON_NODE_HOLDS_ARRAY(n)) {
-        JsonArray *a = json_node_get_array(n);
-        for (guint i = 0; i < json_array_get_length(a); i++) {
-            g_autofree char *sub = g_strdup_printf("%s.%u", path, i);
-            if (!flatten_any(f, json_array_get_element(a, i), sub))
-                return false;
-        }
-        return true;
-    }
-    if (JSON_NODE_HOLDS_OBJECT(n)) {
-        JsonObject *o = json_node_get_object(n);
-        g_autoptr(GList) keys = json_object_get_members(o);
-        for (GList *l = keys; l; l = l->next) {
-            g_autofree char *sub = g_strconcat(path, ".", l->data, NULL);
-            if (!flatten_any(f, json_object_get_member(o, l->data), sub))
-                return false;
-        }
-        return true;
-    }
-    if (is_type(n, G_TYPE_BOOLEAN)) {
-        put(f, path, json_node_get_boolean(n) ? "on" : "off");
-    } else if (is_type(n, G_TYPE_INT64)) {
-        g_autofree char *num = g_strdup_printf("%" G_GINT64_FORMAT,
-                                               json_node_get_int(n));
-        put(f, path, num);
-    } else if (is_type(n, G_TYPE_STRING)) {
-        put(f, path, json_node_get_string(n));
-    } else {
-        qmp_error(f->errp, "Invalid parameter type for '%s'", path);
-        return false;
-    }
-    return true;
-}
+    g_autoptr(GPtrArray) keys = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer k;
 
-static bool flatten_members(Flattener *f, JsonObject *obj, const char *prefix,
-                            const Member *members)
-{
-    for (const Member *m = members; m->name; m++) {
-        JsonNode *n = json_object_get_member(obj, m->name);
-        g_autofree char *path = path_of(prefix, m->name);
-        bool ok;
-
-        if (!n) {
-            if (m->required) {
-                qmp_error(f->errp, "Parameter '%s' is missing", path);
-                return false;
-            }
+    g_hash_table_iter_init(&it, flat);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_ptr_array_add(keys, k);
+    g_ptr_array_sort(keys, deeper_first);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *name;
+        if (strcmp(leaf_of(keys->pdata[i]), "node-name") != 0)
             continue;
-        }
-        if (m->type == M_REF || m->type == M_REF_OR_NULL)
-            ok = flatten_ref(f, n, m, path);
-        else if (m->type == M_CACHE)
-            ok = flatten_cache(f, n, path);
-        else if (m->type == M_ANY)
-            ok = flatten_any(f, n, path);
-        else if (m->type == M_ENCRYPT)
-            ok = flatten_encrypt(f, n, path);
-        else
-            ok = flatten_scalar(f, n, m, path);
-        if (!ok)
+        name = g_hash_table_lookup(flat, keys->pdata[i]);
+        if (!bdrv_id_wellformed(name)) {
+            qmp_error(errp, "Invalid node-name: '%s'", name);
             return false;
+        }
+        if (strlen(name) > 31) {
+            qmp_error(errp, "Node name too long");
+            return false;
+        }
     }
     return true;
 }
 
-static bool known_member(const Member *members, const char *name)
+/* Where bdrv_open differs from the schema: members accepted without effect
+ * in snapnbd are not passed on, null-aio opens as null-co, and force-share
+ * only makes sense read-only (snapnbd has no way to share an image that
+ * another process writes). */
+static bool adapt_for_bdrv_open(GHashTable *flat, GError **errp)
 {
-    for (const Member *m = members; m->name; m++) {
-        if (strcmp(m->name, name) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* QEMU's rule for ids; node names are at most 31 bytes. */
-static bool check_node_name(Flattener *f, JsonObject *obj)
-{
-    const char *name = json_object_get_string_member_with_default(
-        obj, "node-name", NULL);
-
-    if (!name)
-        return true;
-    if (!bdrv_id_wellformed(name)) {
-        qmp_error(f->errp, "Invalid node-name: '%s'", name);
-        return false;
-    }
-    if (strlen(name) > 31) {
-        qmp_error(f->errp, "Node name too long");
-        return false;
-    }
-    return true;
-}
-
-/* One BlockdevOptions object: driver, then the base members, then the
- * driver's, then anything left is unexpected (QEMU's order of checks). */
-static bool flatten_node(Flattener *f, JsonObject *obj, const char *prefix)
-{
-    g_autofree char *dpath = path_of(prefix, "driver");
-    JsonNode *dn = json_object_get_member(obj, "driver");
-    g_autoptr(GList) keys = NULL;
-    const Member *members = NULL;
-    const char *driver;
-
-    if (!dn || !is_type(dn, G_TYPE_STRING)) {
-        qmp_error(f->errp, dn ? "Invalid parameter type for '%s', expected: "
-                                "string" : "Parameter '%s' is missing", dpath);
-        return false;
-    }
-    driver = json_node_get_string(dn);
-    for (size_t i = 0; i < G_N_ELEMENTS(drivers) && !members; i++) {
-        if (strcmp(drivers[i].driver, driver) == 0) {
-            members = drivers[i].members;
-            put(f, dpath, drivers[i].open_as);
-        }
-    }
-    if (!members) {
-        qmp_error(f->errp, "Parameter '%s' does not accept value '%s'", dpath,
-                  driver);
-        return false;
-    }
-    if (!flatten_members(f, obj, prefix, base_members) ||
-        !flatten_members(f, obj, prefix, members))
-        return false;
-    keys = json_object_get_members(obj);
-    for (GList *l = keys; l; l = l->next) {
-        if (strcmp(l->data, "driver") && !known_member(base_members, l->data)
-            && !known_member(members, l->data)) {
-            qmp_error(f->errp, "Parameter '%s%s' is unexpected", prefix,
-                      (const char *)l->data);
-            return false;
-        }
-    }
-    return check_node_name(f, obj);
-}
-
-/* force-share only makes sense read-only; snapnbd has no way to share
- * an image that another process writes. */
-static bool check_unsupported(GHashTable *flat, GError **errp)
-{
+    static const char *const without_effect[] = {
+        "auto-read-only", "aio-max-batch", "drop-cache",
+        "x-check-cache-dropped", NULL,
+    };
     GHashTableIter it;
     gpointer k, v;
 
     g_hash_table_iter_init(&it, flat);
     while (g_hash_table_iter_next(&it, &k, &v)) {
-        const char *key = k, *dot = strrchr(key, '.');
-        const char *leaf = dot ? dot + 1 : key;
+        const char *leaf = leaf_of(k);
         if (strcmp(leaf, "force-share") == 0 && strcmp(v, "on") == 0) {
             qmp_error(errp, "force-share=on is not supported");
             return false;
         }
-        if (strcmp(leaf, "force-share") == 0)
+        if (strcmp(leaf, "force-share") == 0 ||
+            g_strv_contains(without_effect, leaf))
             g_hash_table_iter_remove(&it);
+        else if (strcmp(leaf, "driver") == 0 && strcmp(v, "null-aio") == 0)
+            g_hash_table_iter_replace(&it, g_strdup("null-co"));
     }
     return true;
+}
+
+/* @o (checked against the schema and decoded) as the flat keys bdrv_open
+ * and bdrv_reopen take ("file.driver" = "file"), written by the generated
+ * encoder; NULL + errp when a reference or a node name is wrong. */
+static GHashTable *node_options(const QmpBlockdevOptions *o, GError **errp)
+{
+    GHashTable *flat =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GPtrArray) refs = g_ptr_array_new_with_free_func(g_free);
+    QmpFlat out = { flat, refs };
+
+    qmp_encode_flat_blockdev_options(o, "", &out);
+    if (!check_refs(flat, refs, errp) || !check_node_names(flat, errp) ||
+        !adapt_for_bdrv_open(flat, errp)) {
+        g_hash_table_unref(flat);
+        return NULL;
+    }
+    return flat;
 }
 
 bool qmp_block_add_flat(GHashTable *flat, GError **errp)
@@ -521,13 +148,12 @@ bool qmp_block_add_flat(GHashTable *flat, GError **errp)
     return true;
 }
 
-static JsonNode *cmd_blockdev_add(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_add(const QmpBlockdevOptions *o,
+                                  GError **errp)
 {
-    g_autoptr(GHashTable) flat =
-        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    Flattener f = { flat, errp };
+    g_autoptr(GHashTable) flat = node_options(o, errp);
 
-    if (flatten_node(&f, args, "") && check_unsupported(flat, errp))
+    if (flat)
         qmp_block_add_flat(flat, errp);
     return NULL;
 }
@@ -536,66 +162,34 @@ static JsonNode *cmd_blockdev_add(JsonObject *args, GError **errp)
 
 /* Each element as blockdev-add takes it; all checked by bdrv_reopen
  * before any changes, one after the other as QEMU does. */
-static bool reopen_one(JsonNode *n, guint i, GError **errp)
+static bool reopen_one(const QmpBlockdevOptions *o, GError **errp)
 {
-    g_autoptr(GHashTable) flat =
-        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    Flattener f = { flat, errp };
-    g_autofree char *name = NULL;
+    g_autoptr(GHashTable) flat = NULL;
     BlockNode *bs;
 
-    GError *err = NULL;
-
-    if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        qmp_error(errp, "Invalid parameter type for 'options[%u]', "
-                  "expected: object", i);
-        return false;
-    }
     /* QEMU finds the node before it looks at the options. */
-    name = g_strdup(qmp_arg_str(json_node_get_object(n), "node-name", false,
-                                errp));
-    if (!name) {
-        if (!*errp)
-            qmp_error(errp, "node-name not specified");
+    if (!o->has_node_name) {
+        qmp_error(errp, "node-name not specified");
         return false;
     }
-    bs = bdrv_find_node(name);
+    bs = bdrv_find_node(o->node_name);
     if (!bs) {
-        qmp_error(errp, "Failed to find node with node-name='%s'", name);
+        qmp_error(errp, "Failed to find node with node-name='%s'",
+                  o->node_name);
         return false;
     }
-    f.errp = &err;
-    if (!flatten_node(&f, json_node_get_object(n), "")) {
-        /* Members are named by their path in the command, as QEMU does. */
-        if (g_str_has_prefix(err->message, "Parameter '"))
-            qmp_error(errp, "Parameter 'options[%u].%s", i,
-                      err->message + strlen("Parameter '"));
-        else
-            g_propagate_error(errp, g_steal_pointer(&err));
-        g_clear_error(&err);
+    flat = node_options(o, errp);
+    if (!flat)
         return false;
-    }
     g_hash_table_remove(flat, "node-name");
     return bdrv_reopen(bs, flat, errp);
 }
 
-static JsonNode *cmd_blockdev_reopen(JsonObject *args, GError **errp)
+static JsonNode *cmd_blockdev_reopen(const QmpBlockdevReopenArgs *a,
+                                     GError **errp)
 {
-    JsonNode *n = json_object_get_member(args, "options");
-    JsonArray *list;
-
-    if (!n) {
-        qmp_error(errp, "Parameter 'options' is missing");
-        return NULL;
-    }
-    if (!JSON_NODE_HOLDS_ARRAY(n)) {
-        qmp_error(errp, "Invalid parameter type for 'options', expected: "
-                        "array");
-        return NULL;
-    }
-    list = json_node_get_array(n);
-    for (guint i = 0; i < json_array_get_length(list); i++)
-        if (!reopen_one(json_array_get_element(list, i), i, errp))
+    for (guint i = 0; i < a->options->len; i++)
+        if (!reopen_one(g_ptr_array_index(a->options, i), errp))
             return NULL;
     return NULL;
 }
@@ -883,10 +477,8 @@ void qmp_block_cleanup(void)
 
 void qmp_register_block_commands(void)
 {
-    /* blockdev-add's members are checked by its own schema */
-    qmp_register_command("blockdev-add", cmd_blockdev_add);
+    qmp_register_typed_blockdev_add(cmd_blockdev_add);
     qmp_register_typed_blockdev_del(cmd_blockdev_del);
-    qmp_register_command_args("blockdev-reopen", cmd_blockdev_reopen,
-                              "options");
+    qmp_register_typed_blockdev_reopen(cmd_blockdev_reopen);
     qmp_register_typed_query_named_block_nodes(cmd_query_named_block_nodes);
 }

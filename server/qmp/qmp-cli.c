@@ -12,6 +12,7 @@
 #include "server/qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
+#include "qmp-schema.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -98,24 +99,6 @@ static bool add_listeners(void)
     return true;
 }
 
-/* Option strings hold strings only: these members are booleans or
- * integers in the QMP schema. */
-static void set_typed(JsonObject *o, const char *key, const char *value)
-{
-    static const char *const bools[] = { "writable", "writethrough",
-                                         "allocation-depth", NULL };
-    static const char *const ints[] = { "max-connections", NULL };
-
-    if (g_strv_contains(bools, key))
-        json_object_set_boolean_member(o, key, !strcmp(value, "on") ||
-                                               !strcmp(value, "true") ||
-                                               !strcmp(value, "yes"));
-    else if (g_strv_contains(ints, key))
-        json_object_set_int_member(o, key, g_ascii_strtoll(value, NULL, 10));
-    else
-        json_object_set_string_member(o, key, value);
-}
-
 /* "a.b=v" keys become nested objects, as QEMU's keyval does. */
 static JsonObject *opts_to_object(const char *spec)
 {
@@ -137,19 +120,45 @@ static JsonObject *opts_to_object(const char *spec)
                 break;
         }
         if (o)
-            set_typed(o, parts[n - 1], v);
+            json_object_set_string_member(o, parts[n - 1], v);
     }
     return top;
 }
 
-static bool run(const char *command, const char *option, const char *spec,
-                JsonObject *args)
+/* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
+ * nbd-server-start takes a SocketAddressLegacy, whose members other than
+ * "type" are in "data". */
+static void legacy_addr(JsonObject *args)
+{
+    JsonObject *addr = json_object_get_object_member(args, "addr");
+    g_autoptr(GList) names = json_object_get_members(addr);
+    JsonObject *data = json_object_new();
+
+    for (GList *l = names; l; l = l->next) {
+        if (strcmp(l->data, "type") == 0)
+            continue;
+        json_object_set_member(data, l->data, json_node_copy(
+            json_object_get_member(addr, l->data)));
+        json_object_remove_member(addr, l->data);
+    }
+    json_object_set_object_member(addr, "data", data);
+}
+
+/* @command with arguments given as QMP JSON (--blockdev {...}), or in
+ * option syntax (whose values are parsed, and checked, as the schema type
+ * @keyval_type says, as qemu-storage-daemon does), then checked and
+ * decoded like QMP input. */
+static bool run(const char *command, const char *keyval_type,
+                const char *option, const char *spec, JsonObject *args)
 {
     g_autoptr(GError) err = NULL;
-    /* JSON (--blockdev) is checked against the schema like QMP input */
-    JsonNode *ret = spec[0] == '{' ? qmp_execute(command, args, &err)
-                                   : qmp_execute_options(command, args, &err);
+    JsonNode *ret = NULL;
 
+    if (!keyval_type || qmp_schema_check_keyval(keyval_type, args, &err)) {
+        if (keyval_type && strcmp(command, "nbd-server-start") == 0)
+            legacy_addr(args);
+        ret = qmp_execute(command, args, &err);
+    }
     json_object_unref(args);
     if (err)
         return fail(option, spec, err);
@@ -174,7 +183,7 @@ static bool add_blockdev(const char *spec)
         qmp_error(&err, "QMP input must be a JSON object");
     if (err)
         return fail("--blockdev", spec, err);
-    return run("blockdev-add", "--blockdev", spec,
+    return run("blockdev-add", NULL, "--blockdev", spec,
                json_object_ref(json_node_get_object(json)));
 }
 
@@ -190,11 +199,13 @@ bool qmp_cli_start(void)
             return false;
     }
     for (char **s = nbd_servers; s && *s; s++) {
-        if (!run("nbd-server-start", "--nbd-server", *s, opts_to_object(*s)))
+        if (!run("nbd-server-start", "NbdServerOptions", "--nbd-server", *s,
+                 opts_to_object(*s)))
             return false;
     }
     for (char **e = exports; e && *e; e++) {
-        if (!run("block-export-add", "--export", *e, opts_to_object(*e)))
+        if (!run("block-export-add", "BlockExportOptions", "--export", *e,
+                 opts_to_object(*e)))
             return false;
     }
     if (!qmp_start(&err)) {

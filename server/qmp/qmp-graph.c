@@ -192,7 +192,7 @@ static void add_edge(const BdrvEdgeInfo *e, void *opaque)
     json_array_add_object_element(g->edges, o);
 }
 
-static JsonNode *cmd_block_graph(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_graph(GError **errp)
 {
     g_autoptr(GPtrArray) nodes = all_nodes();
     Graph g = {
@@ -224,5 +224,5 @@ static JsonNode *cmd_block_graph(JsonObject *args, GError **errp)
 void qmp_register_graph_commands(void)
 {
     qmp_register_typed_query_blockstats(cmd_query_blockstats);
-    qmp_register_command_args("x-debug-query-block-graph", cmd_block_graph, "");
+    qmp_register_typed_x_debug_query_block_graph(cmd_block_graph);
 }

@@ -240,14 +240,11 @@ static JsonNode *cmd_snapshot_delete_internal(
 }
 
 /* As a transaction action: taken in prepare, deleted again in abort. */
-static bool tx_internal_prepare(JsonObject *data, void **state, GError **errp)
+static bool tx_internal_prepare(const QmpTransactionAction *t, void **state,
+                                GError **errp)
 {
-    /* the schema checked @data (BlockdevSnapshotInternal) */
-    g_auto(QmpBlockdevSnapshotInternal) a = { 0 };
-
-    *state = qmp_decode_blockdev_snapshot_internal(data, &a, errp)
-                 ? take_internal_snapshot(&a, errp)
-                 : NULL;
+    *state = take_internal_snapshot(
+        t->u.blockdev_snapshot_internal_sync->data, errp);
     return *state != NULL;
 }
 

@@ -29,25 +29,11 @@ JsonObject *qmp_snapshot_info(const BdrvSnapshotInfo *sn);
 /* Cancels every job and waits for them to end: before the nodes go. */
 void qmp_jobs_cleanup(void);
 
-/* The message of a QAPI enum mismatch, "Parameter 'x' does not accept
- * value 'y'", when @value is not in the NULL-terminated @values; true when
- * it is (or is NULL). */
-/* Transaction actions: only the names in the comma-separated @members. */
-bool qmp_check_members(JsonObject *args, const char *members,
-                       GError **errp);
-bool qmp_check_enum(const char *key, const char *value,
-                    const char *const *values, GError **errp);
-
 /* Runs a registered command as if a client had sent it (the command line
- * uses this for --nbd-server, --export, --blockdev); the "return" value, or
- * NULL + errp. */
+ * uses this for --nbd-server, --export, --blockdev): the arguments are
+ * checked against the schema and decoded; the "return" value, or NULL +
+ * errp. */
 JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp);
-/* The same for --nbd-server and --export in option syntax (QEMU's keyval
- * form, whose values are strings and whose addresses are flat): only the
- * member names are checked, not the schema's types. */
-JsonNode *qmp_execute_options(const char *name, JsonObject *args,
-                              GError **errp);
-
 /* --blockdev in option syntax: bdrv_open's flat keys as they are; the node
  * is then owned by the monitor, like one from blockdev-add. */
 bool qmp_block_add_flat(GHashTable *flat, GError **errp);

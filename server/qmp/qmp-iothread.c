@@ -5,6 +5,7 @@
 #include "qmp-int.h"
 
 #include "server/iothread.h"
+#include "server/qmp/qmp-types-gen.h"
 
 static void add_info(const IoThreadInfo *info, void *opaque)
 {
@@ -19,12 +20,11 @@ static void add_info(const IoThreadInfo *info, void *opaque)
     json_array_add_object_element(opaque, o);
 }
 
-static JsonNode *cmd_query_iothreads(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_iothreads(GError **errp)
 {
     JsonArray *list = json_array_new();
     JsonNode *n = json_node_new(JSON_NODE_ARRAY);
 
-    (void)args;
     (void)errp;
     iothread_foreach(add_info, list);
     json_node_take_array(n, list);
@@ -33,5 +33,5 @@ static JsonNode *cmd_query_iothreads(JsonObject *args, GError **errp)
 
 void qmp_register_iothread_commands(void)
 {
-    qmp_register_command_args("query-iothreads", cmd_query_iothreads, "");
+    qmp_register_typed_query_iothreads(cmd_query_iothreads);
 }

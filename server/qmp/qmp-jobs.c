@@ -424,19 +424,14 @@ static JobTxn *transaction_group(void)
     return group;
 }
 
-/* The schema checked @data (DriveBackup or BlockdevBackup). */
-static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
+/* drive-backup's or blockdev-backup's (the other NULL) decoded data. */
+static bool tx_backup_prepare(const QmpDriveBackup *d,
+                              const QmpBlockdevBackup *b, void **state,
                               GError **errp)
 {
-    g_auto(QmpDriveBackup) d = { 0 };
-    g_auto(QmpBlockdevBackup) b = { 0 };
-    Job *job = NULL;
+    Job *job = d ? drive_backup_prepare(d, errp)
+                 : blockdev_backup_prepare(b, errp);
 
-    *state = NULL;
-    if (drive ? qmp_decode_drive_backup(data, &d, errp)
-              : qmp_decode_blockdev_backup(data, &b, errp))
-        job = drive ? drive_backup_prepare(&d, errp)
-                    : blockdev_backup_prepare(&b, errp);
     if (job) {
         job_ref(job);
         if (strcmp(qmp_transaction_completion_mode(), "grouped") == 0)
@@ -446,16 +441,16 @@ static bool tx_backup_prepare(JsonObject *data, void **state, bool drive,
     return job != NULL;
 }
 
-static bool tx_drive_backup_prepare(JsonObject *data, void **state,
-                                    GError **errp)
+static bool tx_drive_backup_prepare(const QmpTransactionAction *t,
+                                    void **state, GError **errp)
 {
-    return tx_backup_prepare(data, state, true, errp);
+    return tx_backup_prepare(t->u.drive_backup->data, NULL, state, errp);
 }
 
-static bool tx_blockdev_backup_prepare(JsonObject *data, void **state,
-                                       GError **errp)
+static bool tx_blockdev_backup_prepare(const QmpTransactionAction *t,
+                                       void **state, GError **errp)
 {
-    return tx_backup_prepare(data, state, false, errp);
+    return tx_backup_prepare(NULL, t->u.blockdev_backup->data, state, errp);
 }
 
 static void tx_backup_commit(void *state)
@@ -570,12 +565,12 @@ static JsonNode *query(bool block_jobs_only)
     return n;
 }
 
-static JsonNode *cmd_query_jobs(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_jobs(GError **errp)
 {
     return query(false);
 }
 
-static JsonNode *cmd_query_block_jobs(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_block_jobs(GError **errp)
 {
     return query(true);
 }
@@ -842,8 +837,8 @@ void qmp_register_job_commands(void)
     qmp_register_typed_blockdev_backup(cmd_blockdev_backup);
     qmp_register_typed_blockdev_mirror(cmd_blockdev_mirror);
     qmp_register_typed_drive_mirror(cmd_drive_mirror);
-    qmp_register_command_args("query-jobs", cmd_query_jobs, "");
-    qmp_register_command_args("query-block-jobs", cmd_query_block_jobs, "");
+    qmp_register_typed_query_jobs(cmd_query_jobs);
+    qmp_register_typed_query_block_jobs(cmd_query_block_jobs);
     qmp_register_typed_job_pause(cmd_job_pause);
     qmp_register_typed_job_resume(cmd_job_resume);
     qmp_register_typed_job_cancel(cmd_job_cancel);

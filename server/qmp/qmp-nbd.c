@@ -1,6 +1,8 @@
 /*
  * qmp-nbd.c - nbd-server-start, nbd-server-stop, block-export-add,
- * block-export-del, query-block-exports.
+ * block-export-del, query-block-exports and the legacy nbd-server-add and
+ * nbd-server-remove; each handler receives its typed arguments
+ * (server/qmp-types-gen.h), checked against the schema.
  *
  * The NBD server started over QMP is a listener of the NBD server
  * (listen.c), the same one the command line runs.
@@ -14,6 +16,7 @@
  * thread (or on the main thread at exit, once the QMP thread is gone).
  */
 #include "qmp-int.h"
+#include "server/qmp-types-gen.h"
 
 #include "server/nbd/export.h"
 #include "server/nbd/listen.h"
@@ -50,69 +53,27 @@ void qmp_nbd_set_cli_server(bool running)
 
 /* --- nbd-server-start / nbd-server-stop ----------------------------------- */
 
-/* addr as SocketAddressLegacy ({"type", "data": {...}}), which is what
- * QEMU's nbd-server-start takes, or as the flat SocketAddress of
- * --nbd-server ({"type", "path"} / {"type", "host", "port"}). */
-/* A string member of an address, named as QEMU names it. */
-static const char *addr_str(JsonObject *o, const char *prefix,
-                            const char *key, GError **errp)
+/* addr, a SocketAddressLegacy ({"type", "data": {...}}) as QEMU's
+ * nbd-server-start takes it (--nbd-server's flat SocketAddress is turned
+ * into one by qmp-cli.c). */
+static int listen_addr(const QmpSocketAddressLegacy *addr, char **unix_path,
+                       GError **errp)
 {
-    JsonNode *n = json_object_get_member(o, key);
+    const char *host;
 
-    if (!n) {
-        qmp_error(errp, "Parameter '%s%s' is missing", prefix, key);
-        return NULL;
-    }
-    if (!JSON_NODE_HOLDS_VALUE(n) ||
-        json_node_get_value_type(n) != G_TYPE_STRING) {
-        qmp_error(errp, "Invalid parameter type for '%s%s', expected: string",
-                  prefix, key);
-        return NULL;
-    }
-    return json_node_get_string(n);
-}
-
-static int listen_addr(JsonObject *addr, char **unix_path, GError **errp)
-{
-    static const char *const types[] = { "inet", "unix", "vsock", "fd",
-                                         NULL };
-    const char *type = addr_str(addr, "addr.", "type", errp);
-    JsonNode *dn = json_object_get_member(addr, "data");
-    const char *path, *host, *port;
-
-    /* QEMU names a union's discriminator without its path */
-    if (!type || !qmp_check_enum("type", type, types, errp))
-        return -1;
-    if (strcmp(type, "unix") != 0 && strcmp(type, "inet") != 0) {
+    switch (addr->type) {
+    case QMP_SOCKET_ADDRESS_TYPE_UNIX:
+        *unix_path = g_strdup(addr->u.q_unix->data->path);
+        return nbd_listen_unix(*unix_path, errp);
+    case QMP_SOCKET_ADDRESS_TYPE_INET:
+        host = addr->u.inet->data->host;
+        return nbd_listen_tcp(*host ? host : NULL, addr->u.inet->data->port,
+                              errp);
+    default:
         qmp_error(errp, "NBD server address type '%s' is not supported",
-                  type);
+                  qmp_socket_address_type_str[addr->type]);
         return -1;
     }
-    if (!dn && !json_object_has_member(addr, type[0] == 'u' ? "path"
-                                                            : "host")) {
-        qmp_error(errp, "Parameter 'addr.data' is missing");
-        return -1;
-    }
-    if (dn && !JSON_NODE_HOLDS_OBJECT(dn)) {
-        qmp_error(errp, "Invalid parameter type for 'addr.data', expected: "
-                        "object");
-        return -1;
-    }
-    if (dn)
-        addr = json_node_get_object(dn);
-    if (type[0] == 'u') {
-        path = addr_str(addr, dn ? "addr.data." : "addr.", "path", errp);
-        if (!path)
-            return -1;
-        *unix_path = g_strdup(path);
-        return nbd_listen_unix(path, errp);
-    }
-    host = addr_str(addr, dn ? "addr.data." : "addr.", "host", errp);
-    port = host ? addr_str(addr, dn ? "addr.data." : "addr.", "port", errp)
-                : NULL;
-    if (!port)
-        return -1;
-    return nbd_listen_tcp(*host ? host : NULL, port, errp);
 }
 
 static void server_free(NbdServer *s)
@@ -122,7 +83,8 @@ static void server_free(NbdServer *s)
 }
 
 /* Listens on @addr and starts accepting; NULL + errp. */
-static NbdServer *server_new(JsonObject *addr, int64_t max, GError **errp)
+static NbdServer *server_new(const QmpSocketAddressLegacy *addr, int64_t max,
+                             GError **errp)
 {
     g_autofree char *unix_path = NULL;
     int fd = listen_addr(addr, &unix_path, errp);
@@ -137,33 +99,19 @@ static NbdServer *server_new(JsonObject *addr, int64_t max, GError **errp)
     return s;
 }
 
-static JsonNode *cmd_nbd_server_start(JsonObject *args, GError **errp)
+static JsonNode *cmd_nbd_server_start(const QmpNbdServerStartArgs *a,
+                                      GError **errp)
 {
-    JsonNode *addr = json_object_get_member(args, "addr");
-    const char *creds = qmp_arg_str(args, "tls-creds", false, errp);
-    const char *authz = !*errp ? qmp_arg_str(args, "tls-authz", false, errp)
-                               : NULL;
-    int64_t max;
-
-    if (*errp || !qmp_arg_int(args, "max-connections", 0, &max, errp))
-        return NULL;
-    if (max < 0 || max > UINT32_MAX) {
-        qmp_error(errp, "Parameter 'max-connections' expects uint32_t");
-        return NULL;
-    }
-    if (!addr || !JSON_NODE_HOLDS_OBJECT(addr)) {
-        qmp_error(errp, addr ? "Invalid parameter type for 'addr', expected: "
-                               "object" : "Parameter 'addr' is missing");
-        return NULL;
-    }
     if (server || cli_server) {
         qmp_error(errp, "NBD server already running");
         return NULL;
     }
     /* the credentials first: no client may get in without them */
-    if (!tls_select(creds, authz, errp))
+    if (!tls_select(a->has_tls_creds ? a->tls_creds : NULL,
+                    a->has_tls_authz ? a->tls_authz : NULL, errp))
         return NULL;
-    server = server_new(json_node_get_object(addr), max, errp);
+    server = server_new(a->addr, a->has_max_connections ? a->max_connections
+                                                        : 0, errp);
     if (!server)
         tls_select(NULL, NULL, NULL);
     return NULL;
@@ -240,7 +188,7 @@ static void server_stop(void)
     tls_select(NULL, NULL, NULL);
 }
 
-static JsonNode *cmd_nbd_server_stop(JsonObject *args, GError **errp)
+static JsonNode *cmd_nbd_server_stop(GError **errp)
 {
     if (!server) {
         qmp_error(errp, cli_server ? "The NBD server of the command line "
@@ -270,93 +218,35 @@ static void export_on_free(void *opaque)
     g_free(e);
 }
 
+/* BlockExportOptions for type=nbd, with the defaults filled in. */
 typedef struct ExportArgs {
     const char *id, *node_name, *name, *description;
     const char *iothread;
-    bool writable, writethrough, allocation_depth, fixed_iothread;
+    bool writable, writethrough, allocation_depth;
+    GPtrArray *bitmaps;   /* of QmpBlockDirtyBitmapOrStr *, or NULL */
     BlockNode *node;
 } ExportArgs;
 
-/* BlockExportOptions for type=nbd, in QEMU's order of checks. */
-static bool parse_export_args(JsonObject *args, ExportArgs *a, GError **errp)
+static bool export_args(const QmpBlockExportOptions *o, ExportArgs *a,
+                        GError **errp)
 {
-    static const char *const types[] = { "nbd", "vhost-user-blk", "fuse",
-                                         "vduse-blk", NULL };
-    const char *type = qmp_arg_str(args, "type", true, errp);
+    const QmpBlockExportOptionsNbd *nbd = o->u.nbd;
 
-    if (!type || !qmp_check_enum("type", type, types, errp))
-        return false;
-    if (strcmp(type, "nbd") != 0) {
-        qmp_error(errp, "Export type '%s' is not supported", type);
+    if (o->type != QMP_BLOCK_EXPORT_TYPE_NBD) {
+        qmp_error(errp, "Export type '%s' is not supported",
+                  qmp_block_export_type_str[o->type]);
         return false;
     }
-    a->id = qmp_arg_str(args, "id", true, errp);
-    a->node_name = a->id ? qmp_arg_str(args, "node-name", true, errp) : NULL;
-    if (!a->node_name)
-        return false;
-    if (!qmp_arg_bool(args, "writable", false, &a->writable, errp) ||
-        !qmp_arg_bool(args, "writethrough", false, &a->writethrough, errp) ||
-        !qmp_arg_bool(args, "allocation-depth", false, &a->allocation_depth,
-                      errp))
-        return false;
-    if (!qmp_arg_bool(args, "fixed-iothread", false, &a->fixed_iothread,
-                      errp))
-        return false;
-    a->iothread = qmp_arg_str(args, "iothread", false, errp);
-    a->name = *errp ? NULL : qmp_arg_str(args, "name", false, errp);
-    a->description = *errp ? NULL
-                           : qmp_arg_str(args, "description", false, errp);
-    if (*errp)
-        return false;
-    if (!a->name)
-        a->name = a->node_name;
-    return true;
-}
-
-/* One element of "bitmaps": a name, or {"node", "name"} (QEMU's
- * BlockDirtyBitmapOrStr); *node stays NULL for a name. */
-static bool bitmap_ref(JsonNode *b, guint i, const char **node,
-                       const char **name, GError **errp)
-{
-    JsonObject *o;
-
-    *node = NULL;
-    if (JSON_NODE_HOLDS_VALUE(b) &&
-        json_node_get_value_type(b) == G_TYPE_STRING) {
-        *name = json_node_get_string(b);
-        return true;
-    }
-    if (!JSON_NODE_HOLDS_OBJECT(b)) {
-        qmp_error(errp, "Invalid parameter type for 'bitmaps[%u]', "
-                  "expected: BlockDirtyBitmapOrStr", i);
-        return false;
-    }
-    o = json_node_get_object(b);
-    if (!qmp_check_members(o, "node,name", errp))
-        return false;
-    *node = qmp_arg_str(o, "node", true, errp);
-    *name = *node ? qmp_arg_str(o, "name", true, errp) : NULL;
-    return *name != NULL;
-}
-
-static bool check_bitmaps(JsonObject *args, GError **errp)
-{
-    JsonNode *n = json_object_get_member(args, "bitmaps");
-    JsonArray *arr;
-    const char *node, *name;
-
-    if (!n)
-        return true;
-    if (!JSON_NODE_HOLDS_ARRAY(n)) {
-        qmp_error(errp, "Invalid parameter type for 'bitmaps', expected: "
-                        "array");
-        return false;
-    }
-    arr = json_node_get_array(n);
-    for (guint i = 0; i < json_array_get_length(arr); i++)
-        if (!bitmap_ref(json_array_get_element(arr, i), i, &node, &name,
-                        errp))
-            return false;
+    a->id = o->id;
+    a->node_name = o->node_name;
+    a->writable = o->has_writable && o->writable;
+    a->writethrough = o->has_writethrough && o->writethrough;
+    a->iothread = o->has_iothread ? o->iothread : NULL;
+    a->name = nbd && nbd->has_name ? nbd->name : o->node_name;
+    a->description = nbd && nbd->has_description ? nbd->description : NULL;
+    a->allocation_depth = nbd && nbd->has_allocation_depth &&
+                          nbd->allocation_depth;
+    a->bitmaps = nbd && nbd->has_bitmaps ? nbd->bitmaps : NULL;
     return true;
 }
 
@@ -375,18 +265,19 @@ static bool offer_named_bitmap(NbdExport *exp, const char *node,
     return bm && nbd_export_offer_bitmap(exp, bm, errp);
 }
 
-/* Offers the listed bitmaps on @exp (checked by check_bitmaps). */
-static bool add_bitmaps(NbdExport *exp, JsonObject *args, GError **errp)
+/* Offers the listed bitmaps (a name on the export's node, or
+ * {"node", "name"}) on @exp. */
+static bool add_bitmaps(NbdExport *exp, GPtrArray *bitmaps, GError **errp)
 {
-    JsonNode *n = json_object_get_member(args, "bitmaps");
-    JsonArray *arr = n ? json_node_get_array(n) : NULL;
-    const char *node, *name;
     GError *err = NULL;
 
-    for (guint i = 0; arr && i < json_array_get_length(arr); i++) {
-        bitmap_ref(json_array_get_element(arr, i), i, &node, &name, NULL);
-        if (node ? !offer_named_bitmap(exp, node, name, &err)
-                 : !nbd_export_add_bitmap(exp, name, &err)) {
+    for (guint i = 0; bitmaps && i < bitmaps->len; i++) {
+        const QmpBlockDirtyBitmapOrStr *b = g_ptr_array_index(bitmaps, i);
+        bool ok = b->kind == QMP_BLOCK_DIRTY_BITMAP_OR_STR_KIND_LOCAL
+            ? nbd_export_add_bitmap(exp, b->u.local, &err)
+            : offer_named_bitmap(exp, b->u.external->node,
+                                 b->u.external->name, &err);
+        if (!ok) {
             qmp_error(errp, "%s", err->message);
             g_error_free(err);
             return false;
@@ -395,7 +286,7 @@ static bool add_bitmaps(NbdExport *exp, JsonObject *args, GError **errp)
     return true;
 }
 
-static bool check_export(ExportArgs *a, JsonObject *args, GError **errp)
+static bool check_export(ExportArgs *a, GError **errp)
 {
     NbdExport *same_name;
     bool in_use;
@@ -417,9 +308,7 @@ static bool check_export(ExportArgs *a, JsonObject *args, GError **errp)
                   a->node_name);
         return false;
     }
-    /* An iothread is a name here (objects.c): every export is served by
-     * its connections' threads, so a node is never "moved" and
-     * fixed-iothread cannot fail; but the object must exist, as in QEMU. */
+    /* The object must exist, as in QEMU (its thread places connections). */
     if (a->iothread && !iothread_exists(a->iothread)) {
         qmp_error(errp, "iothread \"%s\" not found", a->iothread);
         return false;
@@ -434,25 +323,24 @@ static bool check_export(ExportArgs *a, JsonObject *args, GError **errp)
         qmp_error(errp, "NBD server already has export named '%s'", a->name);
         return false;
     }
-    if (a->writable &&
-        bdrv_op_is_blocked(a->node, BDRV_OP_EXPORT_WRITABLE, errp))
-        return false;
-    return check_bitmaps(args, errp);
+    return !(a->writable &&
+             bdrv_op_is_blocked(a->node, BDRV_OP_EXPORT_WRITABLE, errp));
 }
 
-static JsonNode *cmd_block_export_add(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_export_add(const QmpBlockExportOptions *o,
+                                      GError **errp)
 {
     ExportArgs a = { 0 };
     QmpExport *e;
     NbdExport *exp;
 
-    if (!parse_export_args(args, &a, errp) || !check_export(&a, args, errp))
+    if (!export_args(o, &a, errp) || !check_export(&a, errp))
         return NULL;
     exp = nbd_export_add(a.name, a.description, a.node, !a.writable,
                          a.writethrough, errp);
     if (!exp)
         return NULL;
-    if (!add_bitmaps(exp, args, errp)) {
+    if (!add_bitmaps(exp, a.bitmaps, errp)) {
         nbd_export_remove(a.name);
         return NULL;
     }
@@ -482,32 +370,28 @@ static JsonNode *cmd_block_export_add(JsonObject *args, GError **errp)
 
 /* --- block-export-del / query-block-exports -------------------------------- */
 
-static JsonNode *cmd_block_export_del(JsonObject *args, GError **errp)
+static JsonNode *cmd_block_export_del(const QmpBlockExportDelArgs *a,
+                                      GError **errp)
 {
-    static const char *const modes[] = { "safe", "hard", NULL };
-    const char *id = qmp_arg_str(args, "id", true, errp);
-    const char *mode = id ? qmp_arg_str(args, "mode", false, errp) : NULL;
+    bool hard = a->has_mode && a->mode == QMP_BLOCK_EXPORT_REMOVE_MODE_HARD;
     QmpExport *e;
 
-    if (!id || *errp || !qmp_check_enum("mode", mode, modes, errp))
-        return NULL;
     g_mutex_lock(&qmp_exports_lock);
-    e = find_export(id);
+    e = find_export(a->id);
     if (!e) {
-        qmp_error(errp, "Export '%s' is not found", id);
+        qmp_error(errp, "Export '%s' is not found", a->id);
     } else if (e->shutting_down) {
-        qmp_error(errp, "Export '%s' is already shutting down", id);
-    } else if ((!mode || !strcmp(mode, "safe")) &&
-               g_atomic_int_get(&e->exp->refcnt) > 1) {
-        qmp_error(errp, "export '%s' still in use", id);
+        qmp_error(errp, "Export '%s' is already shutting down", a->id);
+    } else if (!hard && g_atomic_int_get(&e->exp->refcnt) > 1) {
+        qmp_error(errp, "export '%s' still in use", a->id);
     } else {
-        export_shutdown(e, mode && !strcmp(mode, "hard"));
+        export_shutdown(e, hard);
     }
     g_mutex_unlock(&qmp_exports_lock);
     return NULL;
 }
 
-static JsonNode *cmd_query_block_exports(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_block_exports(GError **errp)
 {
     JsonArray *arr = json_array_new();
     JsonNode *n = json_node_new(JSON_NODE_ARRAY);
@@ -544,79 +428,59 @@ void qmp_nbd_cleanup(void)
 /* QEMU's qmp_nbd_server_add: block-export-add with the export's id and
  * name both the name (default: the device), a single "bitmap", and a
  * read-only node quietly exported read-only. */
-static JsonNode *cmd_nbd_server_add(JsonObject *args, GError **errp)
+static JsonNode *cmd_nbd_server_add(const QmpNbdServerAddOptions *a,
+                                    GError **errp)
 {
-    g_autoptr(JsonObject) ex = json_object_new();
-    const char *device = qmp_arg_str(args, "device", true, errp);
-    const char *name = device ? qmp_arg_str(args, "name", false, errp) : NULL;
-    const char *bitmap;
+    const char *name = a->has_name ? a->name : a->device;
+    QmpBlockDirtyBitmapOrStr bitmap = {
+        .kind = QMP_BLOCK_DIRTY_BITMAP_OR_STR_KIND_LOCAL,
+        .u.local = a->bitmap,
+    };
+    g_autoptr(GPtrArray) bitmaps = g_ptr_array_new();
+    QmpBlockExportOptionsNbd nbd = {
+        .has_name = true, .name = name,
+        .has_description = a->has_description, .description = a->description,
+        .has_bitmaps = a->has_bitmap, .bitmaps = bitmaps,
+    };
+    QmpBlockExportOptions ex = {
+        .type = QMP_BLOCK_EXPORT_TYPE_NBD, .id = name,
+        .node_name = a->device, .has_writable = true,
+        .u.nbd = &nbd,
+    };
     BlockNode *bs;
-    bool writable = false;
 
-    if (*errp || !qmp_arg_bool(args, "writable", false, &writable, errp))
-        return NULL;
-    bitmap = qmp_arg_str(args, "bitmap", false, errp);
-    if (*errp)
-        return NULL;
     if (!server && !cli_server) {
         qmp_error(errp, "NBD server not running");
         return NULL;
     }
-    bs = bdrv_find_node(device);
+    bs = bdrv_find_node(a->device);
     if (!bs) {
-        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", device,
-                  device);
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
+                  a->device, a->device);
         return NULL;
     }
-    if (bdrv_is_read_only(bs))
-        writable = false;
-    name = name ? name : device;
-    json_object_set_string_member(ex, "type", "nbd");
-    json_object_set_string_member(ex, "id", name);
-    json_object_set_string_member(ex, "name", name);
-    json_object_set_string_member(ex, "node-name", device);
-    json_object_set_boolean_member(ex, "writable", writable);
-    if (json_object_has_member(args, "description"))
-        json_object_set_member(ex, "description", json_node_copy(
-                                   json_object_get_member(args,
-                                                          "description")));
-    if (bitmap) {
-        JsonArray *list = json_array_new();
-        json_array_add_string_element(list, bitmap);
-        json_object_set_array_member(ex, "bitmaps", list);
-    }
-    return qmp_execute("block-export-add", ex, errp);
+    ex.writable = a->has_writable && a->writable && !bdrv_is_read_only(bs);
+    g_ptr_array_add(bitmaps, &bitmap);
+    return cmd_block_export_add(&ex, errp);
 }
 
-static JsonNode *cmd_nbd_server_remove(JsonObject *args, GError **errp)
+static JsonNode *cmd_nbd_server_remove(const QmpNbdServerRemoveArgs *a,
+                                       GError **errp)
 {
-    const char *name = qmp_arg_str(args, "name", true, errp);
-    g_autoptr(JsonObject) del = json_object_new();
+    QmpBlockExportDelArgs del = {
+        .id = a->name, .has_mode = a->has_mode, .mode = a->mode,
+    };
 
-    if (!name)
-        return NULL;
-    json_object_set_string_member(del, "id", name);
-    if (json_object_has_member(args, "mode"))
-        json_object_set_member(del, "mode", json_node_copy(
-                                   json_object_get_member(args, "mode")));
-    return qmp_execute("block-export-del", del, errp);
+    return cmd_block_export_del(&del, errp);
 }
 
 void qmp_register_nbd_commands(void)
 {
-    qmp_register_command_args("nbd-server-start", cmd_nbd_server_start,
-                              "addr,tls-creds,tls-authz,max-connections");
-    qmp_register_command_args("nbd-server-stop", cmd_nbd_server_stop, "");
-    qmp_register_command_args("block-export-add", cmd_block_export_add,
-                              "type,id,node-name,writable,writethrough,"
-                              "name,description,bitmaps,allocation-depth,"
-                              "iothread,fixed-iothread");
-    qmp_register_command_args("block-export-del", cmd_block_export_del,
-                              "id,mode");
-    qmp_register_command_args("query-block-exports", cmd_query_block_exports,
-                              "");
-    qmp_register_command_args("nbd-server-add", cmd_nbd_server_add,
-                              "device,name,description,writable,bitmap");
-    qmp_register_command_args("nbd-server-remove", cmd_nbd_server_remove,
-                              "name,mode");
+    qmp_register_typed_nbd_server_start(cmd_nbd_server_start);
+    qmp_register_typed_nbd_server_stop(cmd_nbd_server_stop);
+    qmp_register_typed_block_export_add(cmd_block_export_add);
+    qmp_register_typed_block_export_del(cmd_block_export_del);
+    qmp_register_typed_query_block_exports(cmd_query_block_exports);
+    qmp_register_typed_nbd_server_add(cmd_nbd_server_add);
+    qmp_register_typed_nbd_server_remove(cmd_nbd_server_remove);
 }

@@ -15,6 +15,8 @@
 #include "qmp-schema.h"
 #include "qmp.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 const QmpSchemaEntry *qmp_schema_command(const char *name)
@@ -313,4 +315,113 @@ bool qmp_schema_check_args(const QmpSchemaEntry *cmd, JsonObject *args,
                            GError **errp)
 {
     return check_object(&qmp_schema_types[cmd->arg_type], args, "", errp);
+}
+
+/* --- option syntax (QEMU's keyval input) --------------------------------- */
+
+static const QmpSchemaType *type_named(const char *name)
+{
+    for (unsigned i = 0; i < qmp_schema_n_types; i++) {
+        if (strcmp(qmp_schema_types[i].name, name) == 0)
+            return &qmp_schema_types[i];
+    }
+    return NULL;
+}
+
+/* The whole of @s as a number in C syntax (base 0, as qemu_strtoi64). */
+static bool parse_integer(const char *s, bool is_unsigned, gint64 *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = is_unsigned ? (gint64)strtoull(s, &end, 0) : strtoll(s, &end, 0);
+    return *s && !*end && errno == 0;
+}
+
+/* One option value (a string) as the JSON type of @t; QEMU's keyval
+ * visitor's messages. */
+static bool keyval_scalar(const QmpSchemaType *t, JsonObject *o,
+                          const char *name, const char *path, GError **errp)
+{
+    static const char *const yes[] = { "on", "yes", "true", "y", NULL };
+    static const char *const no[] = { "off", "no", "false", "n", NULL };
+    const char *s = json_object_get_string_member(o, name);
+    gint64 n;
+    char *end;
+    double d;
+
+    switch (t->check) {
+    case QMP_CHECK_BOOL:
+        if (!g_strv_contains(yes, s) && !g_strv_contains(no, s)) {
+            qmp_error(errp, "Parameter '%s' expects 'on' or 'off'", path);
+            return false;
+        }
+        json_object_set_boolean_member(o, name, g_strv_contains(yes, s));
+        return true;
+    case QMP_CHECK_INT:
+    case QMP_CHECK_UINT:
+        if (!parse_integer(s, t->check == QMP_CHECK_UINT, &n)) {
+            qmp_error(errp, "Parameter '%s' expects %s", path,
+                      strcmp(t->name, "size") == 0 ? "size" : "integer");
+            return false;
+        }
+        json_object_set_int_member(o, name, n);
+        return true;
+    case QMP_CHECK_NUMBER:
+        d = g_ascii_strtod(s, &end);
+        if (!*s || *end) {
+            qmp_error(errp, "Parameter '%s' expects number", path);
+            return false;
+        }
+        json_object_set_double_member(o, name, d);
+        return true;
+    default:
+        return true; /* strings and enums stay strings */
+    }
+}
+
+static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
+                          const char *prefix, GError **errp);
+
+static bool keyval_members(const QmpSchemaType *t, JsonObject *o,
+                           const char *prefix, GError **errp)
+{
+    for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
+        const QmpSchemaType *mt = &qmp_schema_types[m->type];
+        JsonNode *v = json_object_get_member(o, m->name);
+        g_autofree char *path = member_path(prefix, m->name);
+
+        if (v && mt->check == QMP_CHECK_OBJECT && JSON_NODE_HOLDS_OBJECT(v)) {
+            if (!keyval_object(mt, json_node_get_object(v), path, errp))
+                return false;
+        } else if (v && holds(v, G_TYPE_STRING) &&
+                   !keyval_scalar(mt, o, m->name, path, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
+                          const char *prefix, GError **errp)
+{
+    JsonNode *tag = t->tag ? json_object_get_member(o, t->tag) : NULL;
+    const QmpSchemaType *branch;
+
+    if (!keyval_members(t, o, prefix, errp))
+        return false;
+    if (!tag || !holds(tag, G_TYPE_STRING))
+        return true;
+    branch = union_branch(t, o);
+    return !branch || keyval_members(branch, o, prefix, errp);
+}
+
+bool qmp_schema_check_keyval(const char *type_name, JsonObject *args,
+                             GError **errp)
+{
+    const QmpSchemaType *t = type_named(type_name);
+
+    g_assert(t && t->check == QMP_CHECK_OBJECT);
+    return keyval_object(t, args, "", errp) &&
+           check_object(t, args, "", errp);
 }

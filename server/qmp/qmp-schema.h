@@ -75,6 +75,16 @@ const QmpSchemaEntry *qmp_schema_command(const char *name);
 bool qmp_schema_check_args(const QmpSchemaEntry *cmd, JsonObject *args,
                            GError **errp);
 
+/* Option syntax (QEMU's keyval input, e.g. --export type=nbd,writable=on):
+ * every value of @args is a string, nested objects for "a.b" keys.  The
+ * values of the boolean and numeric members of the schema type @type_name
+ * are parsed as QEMU's keyval visitor parses them (booleans on/off,
+ * yes/no, true/false, y/n; integers in C syntax) and replaced in @args by
+ * JSON values, then @args is checked like QMP input; false + errp with
+ * QEMU's message. */
+bool qmp_schema_check_keyval(const char *type_name, JsonObject *args,
+                             GError **errp);
+
 /* query-qmp-schema's answer (a new JsonNode, a list of SchemaInfo). */
 JsonNode *qmp_schema_info(void);
 

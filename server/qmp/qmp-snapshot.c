@@ -222,25 +222,17 @@ static JsonNode *cmd_blockdev_snapshot_sync(const QmpBlockdevSnapshotSync *a,
 /* --- as transaction actions: the switch in prepare (the point in time),
  * the old image read-only in commit, the switch undone in abort. ---------- */
 
-static bool tx_snapshot_prepare(JsonObject *data, void **state,
+static bool tx_snapshot_prepare(const QmpTransactionAction *t, void **state,
                                 GError **errp)
 {
-    /* the schema checked @data (BlockdevSnapshot) */
-    g_auto(QmpBlockdevSnapshot) a = { 0 };
-
-    *state = qmp_decode_blockdev_snapshot(data, &a, errp)
-                 ? prepare_snapshot(&a, errp) : NULL;
+    *state = prepare_snapshot(t->u.blockdev_snapshot->data, errp);
     return *state != NULL;
 }
 
-static bool tx_snapshot_sync_prepare(JsonObject *data, void **state,
-                                     GError **errp)
+static bool tx_snapshot_sync_prepare(const QmpTransactionAction *t,
+                                     void **state, GError **errp)
 {
-    /* the schema checked @data (BlockdevSnapshotSync) */
-    g_auto(QmpBlockdevSnapshotSync) a = { 0 };
-
-    *state = qmp_decode_blockdev_snapshot_sync(data, &a, errp)
-                 ? prepare_snapshot_sync(&a, errp) : NULL;
+    *state = prepare_snapshot_sync(t->u.blockdev_snapshot_sync->data, errp);
     return *state != NULL;
 }
 

@@ -16,6 +16,7 @@
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-schema.h"
+#include "server/qmp-types-gen.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,8 +39,7 @@ G_DEFINE_QUARK(snapnbd-qmp-error, qmp_error)
 
 typedef struct QmpCommand {
     char *name;
-    QmpCommandFunc fn;
-    char **members;  /* allowed arguments, or NULL: not checked */
+    QmpCommandFunc fn; /* decodes the arguments, calls the typed handler */
 } QmpCommand;
 
 typedef struct QmpListener {
@@ -96,74 +96,6 @@ static const char *error_class(const GError *err)
     }
 }
 
-static JsonNode *member_of_type(JsonObject *args, const char *key,
-                                GType type, const char *type_name,
-                                bool required, GError **errp)
-{
-    JsonNode *n = args ? json_object_get_member(args, key) : NULL;
-
-    if (!n) {
-        if (required)
-            qmp_error(errp, "Parameter '%s' is missing", key);
-        return NULL;
-    }
-    if (JSON_NODE_TYPE(n) != JSON_NODE_VALUE ||
-        json_node_get_value_type(n) != type) {
-        qmp_error(errp, "Invalid parameter type for '%s', expected: %s", key,
-                  type_name);
-        return NULL;
-    }
-    return n;
-}
-
-const char *qmp_arg_str(JsonObject *args, const char *key, bool required,
-                        GError **errp)
-{
-    JsonNode *n = member_of_type(args, key, G_TYPE_STRING, "string",
-                                 required, errp);
-
-    return n ? json_node_get_string(n) : NULL;
-}
-
-bool qmp_arg_bool(JsonObject *args, const char *key, bool def, bool *out,
-                  GError **errp)
-{
-    GError *err = NULL;
-    JsonNode *n = member_of_type(args, key, G_TYPE_BOOLEAN, "boolean",
-                                 false, &err);
-
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
-    *out = n ? json_node_get_boolean(n) : def;
-    return true;
-}
-
-bool qmp_arg_int(JsonObject *args, const char *key, int64_t def,
-                 int64_t *out, GError **errp)
-{
-    GError *err = NULL;
-    JsonNode *n = member_of_type(args, key, G_TYPE_INT64, "integer", false,
-                                 &err);
-
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
-    *out = n ? json_node_get_int(n) : def;
-    return true;
-}
-
-bool qmp_check_enum(const char *key, const char *value,
-                    const char *const *values, GError **errp)
-{
-    if (!value || g_strv_contains(values, value))
-        return true;
-    qmp_error(errp, "Parameter '%s' does not accept value '%s'", key, value);
-    return false;
-}
-
 /* --- registry ------------------------------------------------------------ */
 
 static QmpCommand *find_command(const char *name)
@@ -180,24 +112,18 @@ static QmpCommand *find_command(const char *name)
     return found;
 }
 
-void qmp_register_command_args(const char *name, QmpCommandFunc fn,
-                               const char *members)
+void qmp_register_command_decoder(const char *name,
+                                  QmpCommandFunc decode_and_call)
 {
     QmpCommand *c = g_new0(QmpCommand, 1);
 
     c->name = g_strdup(name);
-    c->fn = fn;
-    c->members = members ? g_strsplit(members, ",", -1) : NULL;
+    c->fn = decode_and_call;
     g_mutex_lock(&registry_lock);
     if (!commands)
         commands = g_ptr_array_new();
     g_ptr_array_add(commands, c);
     g_mutex_unlock(&registry_lock);
-}
-
-void qmp_register_command(const char *name, QmpCommandFunc fn)
-{
-    qmp_register_command_args(name, fn, NULL);
 }
 
 void qmp_register_transaction_action(const char *type,
@@ -384,59 +310,15 @@ static bool check_request(JsonObject *req, GError **errp)
     return true;
 }
 
-static bool check_members(const QmpCommand *cmd, JsonObject *args,
-                          GError **errp)
-{
-    g_autoptr(GList) keys = NULL;
-
-    if (!cmd->members)
-        return true;
-    keys = json_object_get_members(args);
-    for (GList *l = keys; l; l = l->next) {
-        if (!g_strv_contains((const char *const *)cmd->members, l->data)) {
-            qmp_error(errp, "Parameter '%s' is unexpected",
-                      (const char *)l->data);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* For transaction actions, which the dispatcher does not check:
- * @members is a comma-separated list of the names allowed. */
-bool qmp_check_members(JsonObject *args, const char *members, GError **errp)
-{
-    g_auto(GStrv) allowed = g_strsplit(members, ",", -1);
-    g_autoptr(GList) keys = json_object_get_members(args);
-
-    for (GList *l = keys; l; l = l->next) {
-        if (!g_strv_contains((const char *const *)allowed, l->data)) {
-            qmp_error(errp, "Parameter '%s' is unexpected",
-                      (const char *)l->data);
-            return false;
-        }
-    }
-    return true;
-}
-
 /* qmp_capabilities' "enable": the schema allows only "oob", which snapnbd
  * does not offer (see snapnbd(1)). */
-static bool check_enable(JsonObject *args, GError **errp)
+static bool negotiate(QmpClient *c, const QmpQmpCapabilitiesArgs *a,
+                      GError **errp)
 {
-    JsonArray *caps = json_object_has_member(args, "enable")
-        ? json_object_get_array_member(args, "enable") : NULL;
-
-    if (caps && json_array_get_length(caps) > 0) {
+    if (a->has_enable && a->enable->len > 0) {
         qmp_error(errp, "Capability 'oob' not available");
         return false;
     }
-    return true;
-}
-
-static bool negotiate(QmpClient *c, JsonObject *args, GError **errp)
-{
-    if (!check_enable(args, errp))
-        return false;
     if (c->negotiated) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
                     "Capabilities negotiation is already complete, command "
@@ -450,19 +332,16 @@ static bool negotiate(QmpClient *c, JsonObject *args, GError **errp)
 }
 
 /* A client's arguments, checked against the schema (server/qmp-schema.json)
- * as QEMU's generated visitors check them; a command the schema does not
- * declare only gets its registered member list checked. */
+ * as QEMU's generated visitors check them; every registered command is
+ * declared there (the generated decoders register them). */
 static bool check_args(const QmpCommand *cmd, JsonObject *args, GError **errp)
 {
     const QmpSchemaEntry *entry = qmp_schema_command(cmd->name);
 
-    if (entry)
-        return qmp_schema_check_args(entry, args, errp);
-    return check_members(cmd, args, errp);
+    return !entry || qmp_schema_check_args(entry, args, errp);
 }
 
-static JsonNode *execute(const char *name, JsonObject *args, bool typed,
-                         GError **errp)
+JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
 {
     QmpCommand *cmd = find_command(name);
     GError *err = NULL;
@@ -473,10 +352,7 @@ static JsonNode *execute(const char *name, JsonObject *args, bool typed,
                     "The command %s has not been found", name);
         return NULL;
     }
-    /* The command line's option syntax (--nbd-server addr.path=...) is
-     * QEMU's keyval form, not the QMP types: only its names are checked. */
-    if (typed ? !check_args(cmd, args, errp)
-              : !check_members(cmd, args, errp))
+    if (!check_args(cmd, args, errp))
         return NULL;
     ret = cmd->fn(args, &err);
     if (err) {
@@ -488,21 +364,11 @@ static JsonNode *execute(const char *name, JsonObject *args, bool typed,
     return ret ? ret : node_take_object(json_object_new());
 }
 
-JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
-{
-    return execute(name, args, true, errp);
-}
-
-JsonNode *qmp_execute_options(const char *name, JsonObject *args,
-                              GError **errp)
-{
-    return execute(name, args, false, errp);
-}
-
 static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
                              GError **errp)
 {
     bool caps = strcmp(name, "qmp_capabilities") == 0;
+    g_auto(QmpQmpCapabilitiesArgs) caps_args = { 0 };
 
     if (!c->negotiated && !caps) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
@@ -513,7 +379,8 @@ static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
     if (!caps)
         return qmp_execute(name, args, errp);
     if (!check_args(find_command(name), args, errp) ||
-        !negotiate(c, args, errp))
+        !qmp_decode_qmp_capabilities_args(args, &caps_args, errp) ||
+        !negotiate(c, &caps_args, errp))
         return NULL;
     return node_take_object(json_object_new());
 }
@@ -861,12 +728,12 @@ void qmp_stop(void)
 
 /* --- core commands --------------------------------------------------------- */
 
-static JsonNode *cmd_query_version(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_version(GError **errp)
 {
     return version_info();
 }
 
-static JsonNode *cmd_query_commands(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_commands(GError **errp)
 {
     JsonArray *arr = json_array_new();
     JsonNode *n = json_node_new(JSON_NODE_ARRAY);
@@ -883,20 +750,21 @@ static JsonNode *cmd_query_commands(JsonObject *args, GError **errp)
     return n;
 }
 
-static JsonNode *cmd_query_qmp_schema(JsonObject *args, GError **errp)
+static JsonNode *cmd_query_qmp_schema(GError **errp)
 {
     return qmp_schema_info();
 }
 
 /* Placeholder: qmp_capabilities runs in dispatch, which knows the client. */
-static JsonNode *cmd_qmp_capabilities(JsonObject *args, GError **errp)
+static JsonNode *cmd_qmp_capabilities(const QmpQmpCapabilitiesArgs *a,
+                                      GError **errp)
 {
     return NULL;
 }
 
 /* The main thread reads SIGTERM from a signalfd and shuts down cleanly;
  * qmp_stop() then flushes this command's reply before the process exits. */
-static JsonNode *cmd_quit(JsonObject *args, GError **errp)
+static JsonNode *cmd_quit(GError **errp)
 {
     kill(getpid(), SIGTERM);
     return NULL;
@@ -906,7 +774,7 @@ static JsonNode *cmd_quit(JsonObject *args, GError **errp)
 
 typedef struct TxAction {
     const QmpTransactionOps *ops;
-    JsonObject *data;
+    const QmpTransactionAction *action;
     void *state;
 } TxAction;
 
@@ -924,12 +792,11 @@ const char *qmp_transaction_completion_mode(void)
     return tx_completion_mode;
 }
 
-/* One element of "actions" ({"type": T, "data": {...}}, as the schema
- * checked it): its registered operations. */
-static bool tx_find_action(JsonNode *n, TxAction *a, GError **errp)
+/* One element of "actions": its registered operations. */
+static bool tx_find_action(const QmpTransactionAction *action, TxAction *a,
+                           GError **errp)
 {
-    JsonObject *o = json_node_get_object(n);
-    const char *type = json_object_get_string_member(o, "type");
+    const char *type = qmp_transaction_action_kind_str[action->type];
 
     a->ops = find_action(type);
     if (!a->ops) {
@@ -937,20 +804,8 @@ static bool tx_find_action(JsonNode *n, TxAction *a, GError **errp)
         qmp_error(errp, "Parameter 'type' does not accept value '%s'", type);
         return false;
     }
-    a->data = json_object_get_object_member(o, "data");
+    a->action = action;
     return true;
-}
-
-/* "properties": {"completion-mode": ...}, enum checked by the schema. */
-static void tx_parse_properties(JsonObject *args)
-{
-    JsonObject *props = json_object_has_member(args, "properties")
-        ? json_object_get_object_member(args, "properties") : NULL;
-    const char *mode = props ? json_object_get_string_member_with_default(
-                                   props, "completion-mode", NULL) : NULL;
-
-    tx_completion_mode = mode && strcmp(mode, "grouped") == 0
-        ? "grouped" : "individual";
 }
 
 /* Prepares every action in order; then commits them all, or, when one
@@ -962,7 +817,7 @@ static void tx_run(TxAction *acts, guint n, GError **errp)
 
     while (ok && prepared < n) {
         TxAction *a = &acts[prepared];
-        ok = a->ops->prepare(a->data, &a->state, errp);
+        ok = a->ops->prepare(a->action, &a->state, errp);
         prepared += ok;
     }
     for (guint i = 0; ok && i < n; i++) {
@@ -979,16 +834,20 @@ static void tx_run(TxAction *acts, guint n, GError **errp)
     }
 }
 
-static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
+static JsonNode *cmd_transaction(const QmpTransactionArgs *args,
+                                 GError **errp)
 {
-    JsonArray *arr = json_object_get_array_member(args, "actions");
-    guint n = json_array_get_length(arr);
+    guint n = args->actions->len;
     g_autofree TxAction *acts = g_new0(TxAction, n + 1);
     BdrvDrain *drain;
 
-    tx_parse_properties(args);
+    tx_completion_mode =
+        args->has_properties && args->properties->has_completion_mode &&
+        args->properties->completion_mode ==
+            QMP_ACTION_COMPLETION_MODE_GROUPED ? "grouped" : "individual";
     for (guint i = 0; i < n; i++) {
-        if (!tx_find_action(json_array_get_element(arr, i), &acts[i], errp))
+        if (!tx_find_action(g_ptr_array_index(args->actions, i), &acts[i],
+                            errp))
             return NULL;
     }
     /* All actions at one point in time: no request of any user (NBD
@@ -1001,7 +860,8 @@ static JsonNode *cmd_transaction(JsonObject *args, GError **errp)
 }
 
 /* QEMU's "abort" action: fails the whole transaction (for testing). */
-static bool abort_prepare(JsonObject *data, void **state, GError **errp)
+static bool abort_prepare(const QmpTransactionAction *action, void **state,
+                          GError **errp)
 {
     qmp_error(errp, "Transaction aborted using Abort action");
     return false;
@@ -1013,14 +873,12 @@ static const QmpTransactionOps abort_ops = {
 
 void qmp_register_core_commands(void)
 {
-    qmp_register_command_args("qmp_capabilities", cmd_qmp_capabilities,
-                              "enable");
-    qmp_register_command_args("query-version", cmd_query_version, "");
-    qmp_register_command_args("query-commands", cmd_query_commands, "");
-    qmp_register_command_args("query-qmp-schema", cmd_query_qmp_schema, "");
-    qmp_register_command_args("quit", cmd_quit, "");
-    qmp_register_command_args("transaction", cmd_transaction,
-                              "actions,properties");
+    qmp_register_typed_qmp_capabilities(cmd_qmp_capabilities);
+    qmp_register_typed_query_version(cmd_query_version);
+    qmp_register_typed_query_commands(cmd_query_commands);
+    qmp_register_typed_query_qmp_schema(cmd_query_qmp_schema);
+    qmp_register_typed_quit(cmd_quit);
+    qmp_register_typed_transaction(cmd_transaction);
     qmp_register_transaction_action("abort", &abort_ops);
 }
 

@@ -21,23 +21,23 @@ typedef enum {
     QMP_ERROR_DEVICE_NOT_ACTIVE, /* "DeviceNotActive" */
 } QmpErrorClass;
 
-/* A handler returns the "return" value (NULL means {}), or NULL with *errp
- * set.  Runs on the QMP thread, one command at a time (or, for --blockdev,
- * --nbd-server and --export, on the main thread before the QMP thread
- * starts). */
+/* Commands are registered with their typed handlers,
+ * qmp_register_typed_CMD(fn) (server/qmp-types-gen.h, generated from
+ * server/qmp-schema.json): fn receives the decoded arguments and returns
+ * the "return" value (NULL means {}), or NULL with *errp set.  It runs on
+ * the QMP thread, one command at a time (or, for --blockdev, --nbd-server
+ * and --export, on the main thread before the QMP thread starts). */
+
+/* For server/qmp-types-gen.c only: @decode_and_call decodes the checked
+ * arguments into the command's C struct and calls the handler. */
 typedef JsonNode *(*QmpCommandFunc)(JsonObject *args, GError **errp);
-void qmp_register_command(const char *name, QmpCommandFunc fn);
+void qmp_register_command_decoder(const char *name,
+                                  QmpCommandFunc decode_and_call);
 
 /* Thread safe; takes ownership of data (may be NULL); adds the timestamp and
  * sends to every connected QMP client that finished capabilities
  * negotiation. */
 void qmp_emit_event(const char *name, JsonObject *data);
-
-/* Like qmp_register_command, and the dispatcher refuses any argument not in
- * @members (comma separated, e.g. "node-name,flat") with QEMU's "Parameter
- * 'x' is unexpected" before the handler runs.  NULL: no such check. */
-void qmp_register_command_args(const char *name, QmpCommandFunc fn,
-                               const char *members);
 
 /* transaction: each action type registers prepare/commit/abort; prepare may
  * fail.  state is per-action opaque.  The actions' prepares run in order;
@@ -45,24 +45,18 @@ void qmp_register_command_args(const char *name, QmpCommandFunc fn,
  * action already prepared, in reverse order; otherwise commit runs for all
  * of them in order.  clean (may be NULL) then runs for every prepared
  * action. */
+typedef struct QmpTransactionAction QmpTransactionAction; /* generated */
 typedef struct QmpTransactionOps {
-    bool (*prepare)(JsonObject *data, void **state, GError **errp);
+    /* @action: the decoded element of "actions"; its branch (u.TYPE->data)
+     * is the action's arguments */
+    bool (*prepare)(const QmpTransactionAction *action, void **state,
+                    GError **errp);
     void (*commit)(void *state);
     void (*abort)(void *state);
     void (*clean)(void *state);
 } QmpTransactionOps;
 void qmp_register_transaction_action(const char *type,
                                      const QmpTransactionOps *ops);
-
-/* Helpers for handlers: typed argument access with QEMU's messages
- * ("Parameter 'x' is missing", "Invalid parameter type for 'x', expected:
- * string"). */
-const char *qmp_arg_str(JsonObject *args, const char *key, bool required,
-                        GError **errp);
-bool qmp_arg_bool(JsonObject *args, const char *key, bool def, bool *out,
-                  GError **errp);
-bool qmp_arg_int(JsonObject *args, const char *key, int64_t def,
-                 int64_t *out, GError **errp);
 
 /* During a transaction's prepare: the "completion-mode" property,
  * "individual" (the default) or "grouped". */
