@@ -16,7 +16,7 @@
  * thread (or on the main thread at exit, once the QMP thread is gone).
  */
 #include "qmp-int.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include "server/nbd/export.h"
 #include "server/nbd/listen.h"

@@ -10,7 +10,7 @@
 
 #include "server/objects.h"
 
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <string.h>
 

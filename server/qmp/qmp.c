@@ -16,7 +16,7 @@
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-schema.h"
-#include "server/qmp-types-gen.h"
+#include "server/qmp/qmp-types-gen.h"
 
 #include <errno.h>
 #include <fcntl.h>
