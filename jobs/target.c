@@ -53,10 +53,31 @@ static GHashTable *new_opts(void)
     return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 }
 
-/* A new image of the source's size in @format; a qcow2 names the base (if
- * any) as its backing file. */
+/* The file a new target is created as: the path of the protocol node of
+ * the target's options @o (the node itself with format=file).  Only files
+ * are created, as QEMU creates only through protocols that can. */
+static const char *file_to_create(GHashTable *o, GError **errp)
+{
+    const char *prefix =
+        g_hash_table_contains(o, "file.driver") ? "file." : "";
+    g_autofree char *driver_key = g_strconcat(prefix, "driver", NULL);
+    g_autofree char *filename_key = g_strconcat(prefix, "filename", NULL);
+    const char *driver = g_hash_table_lookup(o, driver_key);
+
+    if (g_strcmp0(driver, "file") != 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Protocol driver '%s' does not support image creation",
+                    driver ? driver : "");
+        return NULL;
+    }
+    return g_hash_table_lookup(o, filename_key);
+}
+
+/* A new image at @path of the source's size in @format; a qcow2 names
+ * the base (if any) as its backing file. */
 static bool create_target(const DriveTargetSpec *spec, BlockNode *source,
-                          const char *format, GError **errp)
+                          const char *path, const char *format,
+                          GError **errp)
 {
     g_autoptr(GHashTable) o = new_opts();
     const char *drv = strcmp(format, "raw") == 0 ? "file" : format;
@@ -65,13 +86,13 @@ static bool create_target(const DriveTargetSpec *spec, BlockNode *source,
         put(o, "backing_file", bdrv_filename(spec->base));
         put(o, "backing_fmt", default_format(spec->base));
     }
-    return bdrv_create(drv, spec->filename, bdrv_getlength(source), o,
-                       errp) >= 0;
+    return bdrv_create(drv, path, bdrv_getlength(source), o, errp) >= 0;
 }
 
-/* The target, opened with the base as its live backing (qcow2). */
-static BlockNode *open_target(const DriveTargetSpec *spec, const char *format,
-                              GError **errp)
+/* The target's options, by the image-options builder (an existing image
+ * without a format is probed here). */
+static GHashTable *target_options(const DriveTargetSpec *spec,
+                                  const char *format, GError **errp)
 {
     g_autoptr(GHashTable) extra = new_opts();
     ImageSpec image = {
@@ -79,26 +100,20 @@ static BlockNode *open_target(const DriveTargetSpec *spec, const char *format,
         .format = format,
         .options = extra,
     };
-    g_autoptr(GHashTable) o = NULL;
 
     if (spec->node_name)
         put(extra, "node-name", spec->node_name);
-    o = image_opts_build(&image, errp);
-    if (!o)
-        return NULL;
-    if (spec->base && g_strcmp0(g_hash_table_lookup(o, "driver"),
-                                "qcow2") == 0)
-        put(o, "backing", bdrv_node_name(spec->base));
-    return bdrv_open(o, errp);
+    return image_opts_build(&image, errp);
 }
 
 BlockNode *drive_target_open(BlockNode *source, const DriveTargetSpec *spec,
                              GError **errp)
 {
-    /* an existing image without a format is probed when it is opened */
     const char *format = spec->format  ? spec->format
                          : spec->existing ? NULL
                                           : default_format(source);
+    g_autoptr(GHashTable) o = NULL;
+    const char *path;
 
     if (format && !bdrv_has_driver(format)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -108,7 +123,16 @@ BlockNode *drive_target_open(BlockNode *source, const DriveTargetSpec *spec,
                     format);
         return NULL;
     }
-    if (!spec->existing && !create_target(spec, source, format, errp))
+    /* the name is checked before anything is created */
+    o = target_options(spec, format, errp);
+    if (!o)
         return NULL;
-    return open_target(spec, format, errp);
+    if (!spec->existing &&
+        (!(path = file_to_create(o, errp)) ||
+         !create_target(spec, source, path, format, errp)))
+        return NULL;
+    if (spec->base && g_strcmp0(g_hash_table_lookup(o, "driver"),
+                                "qcow2") == 0)
+        put(o, "backing", bdrv_node_name(spec->base));
+    return bdrv_open(o, errp);
 }

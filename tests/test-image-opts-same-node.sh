@@ -12,7 +12,8 @@
 #    probed) is the node the command line makes of the same file
 #    (query-named-block-nodes), for a qcow2 and a raw file; and a probed
 #    raw target is protected as the command line's image is: mirroring a
-#    source whose block 0 is a qcow2 header into it fails, as in QEMU.
+#    source whose block 0 is a qcow2 header into it fails, as in QEMU;
+#    and a target's name is read as the command line reads it.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires qemu-img qemu-io nbdinfo nbdcopy
@@ -158,8 +159,16 @@ q = QMP(sys.argv[1])
 q.cmd("drive-mirror", {"job-id": "m", "device": "src", "sync": "full",
       "target": sys.argv[2], "mode": "existing"})
 ev = q.wait_event("BLOCK_JOB_COMPLETED", device="m")
-assert "Operation not permitted" in ev["data"].get("error", ""), ev' \
-    "$qmp" "$tmp/target.raw" || fail "QMP: a probed raw target took a header"
+assert "Operation not permitted" in ev["data"].get("error", ""), ev
+# a target name is read as the command line reads it, before anything is
+# created: an unknown protocol is refused, and no file is left
+for cmd in ("drive-backup", "drive-mirror"):
+    _, e = q.error(cmd, {"job-id": "j", "device": "src", "sync": "full",
+                         "target": "nosuch:" + sys.argv[3] + "/new.raw"})
+    assert "Unknown protocol \x27nosuch\x27" in e, e' \
+    "$qmp" "$tmp/target.raw" "$tmp" ||
+    fail "QMP: a probed raw target took a header, or a bad target name"
+[ -z "$(ls -d nosuch:* 2>/dev/null)" ] || fail "a target of a bad name was created"
 _stop_server "$tmp/daemon.pid"
 qemu-img info "$tmp/target.raw" | grep -q "file format: raw" ||
     fail "the mirror made the raw target a qcow2 image"
