@@ -130,8 +130,10 @@ static void put_aio(GHashTable *t, const char *aio)
     }
 }
 
-const char *image_opts_probe(const char *filename,
-                             void (*warn)(const char *message))
+/* A file name's format, probed as qemu-nbd probes it, with its warning
+ * through @warn (NULL: stderr) when it guessed raw. */
+static const char *image_opts_probe(const char *filename,
+                                    void (*warn)(const char *message))
 {
     const char *format = bdrv_probe_format(filename);
     g_autofree char *msg = NULL;

@@ -45,9 +45,4 @@ GHashTable *image_opts_top(const ImageSpec *spec, GHashTable *node,
 /* Writes are stable on return in these cache modes (the export's FUA). */
 bool image_opts_writethrough(const char *mode);
 
-/* A file name's format, probed as qemu-nbd probes it, with its warning
- * through @warn (NULL: stderr) when it guessed raw. */
-const char *image_opts_probe(const char *filename,
-                             void (*warn)(const char *message));
-
 #endif
