@@ -5,8 +5,10 @@
  * never ignored.
  */
 #include "cli.h"
-
 #include "block/image-opts.h"
+
+#include "block/block.h"
+#include "qemu-opts.h"
 #include "qmp-cli.h"
 #include "trace.h"
 

@@ -10,9 +10,9 @@
  * the disk as it was at that instant.
  */
 #include "qmp-int.h"
+#include "block/image-opts.h"
 
 #include "block/block.h"
-#include "block/image-opts.h"
 #include "server/qmp-types-gen.h"
 
 #include <string.h>
