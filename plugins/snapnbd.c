@@ -20,6 +20,7 @@
 #define NBDKIT_API_VERSION 2
 
 #include "block/block.h"
+#include "block/image-opts.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -172,74 +173,45 @@ static int snapnbd_config_complete(void)
     "detect-zeroes=off|on|unmap  Turn zero writes into write-zeroes.\n"        \
     "readonly=true    Open the image read-only."
 
-/* The format of the image when format= is absent, probed like snapnbd
- * and qemu-nbd do. */
-static const char *probe_format(void)
+/* The warning of a probed raw image, as qemu-nbd prints it: once,
+ * though the graph is opened again for the first writable client. */
+static void warn_probed(const char *message)
 {
-    const char *probed = bdrv_probe_format(filename);
+    static gsize warned;
 
-    nbdkit_debug("format of %s probed as %s", filename, probed);
-    return probed;
-}
-
-static void put(GHashTable *t, const char *key, const char *value)
-{
-    g_hash_table_insert(t, g_strdup(key), g_strdup(value));
+    if (g_once_init_enter(&warned)) {
+        fputs(message, stderr);
+        g_once_init_leave(&warned, 1);
+    }
 }
 
 /* The block graph of the parameters, @read_only or writable (unless
- * readonly=true); NULL after nbdkit_error. */
+ * readonly=true); NULL after nbdkit_error.  The options are qemu-nbd's
+ * for the same settings (block/image-opts.c). */
 static BlockNode *open_graph(bool read_only, BlockChild **user_out)
 {
-    g_autoptr(GHashTable) t =
-        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    ImageSpec spec = {
+        .filename = filename,
+        .format = format,
+        .offset = offset_param,
+        .cache = cache_mode,
+        .aio = aio,
+        .discard = discard ? discard : "unmap", /* the plugin's default */
+        .detect_zeroes = detect_zeroes,
+        .read_only = readonly_param || read_only,
+        .warn = warn_probed,
+    };
+    g_autoptr(GHashTable) t = NULL;
     g_autoptr(GError) err = NULL;
     g_autofree char *desc = NULL;
-    const char *fmt = format ? format : probe_format();
-    const char *file_prefix = "file.";
-    g_autofree char *key = NULL;
     BlockNode *graph;
 
-    if (strcmp(fmt, "raw") != 0 && !bdrv_has_driver(fmt)) {
-        if (format == NULL)
-            nbdkit_error("%s is a %s image; the %s format is not supported yet",
-                         filename, fmt, fmt);
-        else
-            nbdkit_error("format '%s' is not supported%s", fmt,
-                         strcmp(fmt, "qcow2") == 0 ? " yet" : " (use raw)");
+    /* file= is absolute: a path, never read as a protocol prefix */
+    t = image_opts_build(&spec, &err);
+    if (t == NULL) {
+        nbdkit_error("%s", err->message);
         return NULL;
     }
-
-    if (strcmp(fmt, "raw") == 0 || offset_param == 0) {
-        put(t, "driver", fmt);
-    } else {
-        /* An offset into a non-raw image: a raw node with the offset over
-         * the format node, as qemu-nbd does. */
-        put(t, "driver", "raw");
-        put(t, "file.driver", fmt);
-        file_prefix = "file.file.";
-    }
-    if (offset_param > 0) {
-        g_autofree char *off = g_strdup_printf("%" PRId64, offset_param);
-        put(t, "offset", off);
-    }
-    key = g_strconcat(file_prefix, "driver", NULL);
-    put(t, key, "file");
-    g_free(key);
-    key = g_strconcat(file_prefix, "filename", NULL);
-    put(t, key, filename);
-    if (aio) {
-        g_free(key);
-        key = g_strconcat(file_prefix, "aio", NULL);
-        put(t, key, aio);
-    }
-    put(t, "cache.direct",
-        cache_mode && strcmp(cache_mode, "none") == 0 ? "on" : "off");
-    put(t, "read-only", readonly_param || read_only ? "on" : "off");
-    put(t, "discard", discard ? discard : "unmap");
-    if (detect_zeroes)
-        put(t, "detect-zeroes", detect_zeroes);
-
     bdrv_verbose = snapnbd_debug_verbose;
     graph = bdrv_open(t, &err);
     if (graph == NULL) {

@@ -45,15 +45,7 @@ typedef struct CliOptions {
 /* Parses argv; on a bad command line prints one line naming the problem
  * and returns false. */
 bool cli_parse(int argc, char **argv, CliOptions *o);
-/* Block options (flat, -blockdev style) for the image, or NULL + errp. */
-GHashTable *cli_block_options(const CliOptions *o, GError **errp);
-/* The same in two steps: the image node alone (format, file, -l, --aio,
- * --cache), then what the node on top of it gets (-o, -r, --discard,
- * --detect-zeroes, --aio and --cache for its files); the second takes
- * @node.  -s puts its overlay in between (image.c). */
-GHashTable *cli_image_options(const CliOptions *o, GError **errp);
-GHashTable *cli_top_options(const CliOptions *o, GHashTable *node,
-                            GError **errp);
+/* --cache asks for stable writes (the export's FUA). */
 bool cli_writethrough(const CliOptions *o);
 void cli_free(CliOptions *o);
 

@@ -21,6 +21,9 @@
  */
 #include "image.h"
 
+#include "block/image-opts.h"
+#include "qemu-opts.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -54,29 +57,58 @@ static void put(GHashTable *t, const char *k, const char *v)
     g_hash_table_insert(t, g_strdup(k), g_strdup(v));
 }
 
-/* Creates the overlay in @fd and opens it over @image, as the top node. */
-static BlockNode *open_overlay(const CliOptions *o, BlockNode *image,
+/* The image as the command line names it; --image-opts's options are
+ * parsed into *@given, which the spec refers to. */
+static ImageSpec image_spec(const CliOptions *o, GHashTable **given)
+{
+    *given = o->image_opts ? qemu_opts_parse(o->filename, "file") : NULL;
+    return (ImageSpec){
+        .filename = o->image_opts ? NULL : o->filename,
+        .format = o->format,
+        .options = *given,
+        .load_snapshot = o->load_snapshot,
+        .offset = o->offset,
+        .cache = o->cache,
+        .aio = o->aio,
+        .discard = o->discard,
+        .detect_zeroes = o->detect_zeroes,
+        .read_only = o->read_only,
+    };
+}
+
+/* Creates the overlay in @fd and opens it over @image, as the top node:
+ * a qcow2 whose backing is @image by reference, with the command line's
+ * top options. */
+static BlockNode *open_overlay(const ImageSpec *spec, BlockNode *image,
                                int fd, GError **errp)
 {
     g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
     uint64_t size = ((uint64_t)bdrv_getlength(image) + 511) & ~UINT64_C(511);
-    g_autoptr(GHashTable) overlay =
+    g_autoptr(GHashTable) backing =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    ImageSpec overlay = {
+        .filename = path,
+        .format = "qcow2",
+        .options = backing,
+        .aio = spec->aio,
+        .cache = spec->cache,
+    };
+    GHashTable *node;
     g_autoptr(GHashTable) top = NULL;
 
     if (bdrv_create("qcow2", path, size, NULL, errp) < 0)
         return NULL;
-    put(overlay, "driver", "qcow2");
-    put(overlay, "file.driver", "file");
-    put(overlay, "file.filename", path);
-    put(overlay, "backing", bdrv_node_name(image));
-    top = cli_top_options(o, g_steal_pointer(&overlay), errp);
+    put(backing, "backing", bdrv_node_name(image));
+    node = image_opts_node(&overlay, errp);
+    top = node ? image_opts_top(spec, node, errp) : NULL;
     return top ? bdrv_open(top, errp) : NULL;
 }
 
 static BlockNode *open_with_overlay(const CliOptions *o, GError **errp)
 {
-    g_autoptr(GHashTable) opts = cli_image_options(o, errp);
+    g_autoptr(GHashTable) given = NULL;
+    ImageSpec spec = image_spec(o, &given);
+    g_autoptr(GHashTable) opts = image_opts_node(&spec, errp);
     BlockNode *image, *top = NULL;
     int fd;
 
@@ -88,7 +120,7 @@ static BlockNode *open_with_overlay(const CliOptions *o, GError **errp)
         return NULL;
     fd = anonymous_file(errp);
     if (fd >= 0) {
-        top = open_overlay(o, image, fd, errp);
+        top = open_overlay(&spec, image, fd, errp);
         close(fd);
     }
     bdrv_unref(image); /* the overlay holds it now, or it goes */
@@ -97,10 +129,13 @@ static BlockNode *open_with_overlay(const CliOptions *o, GError **errp)
 
 BlockNode *image_open(const CliOptions *o, GError **errp)
 {
+    g_autoptr(GHashTable) given = NULL;
+    ImageSpec spec;
     g_autoptr(GHashTable) opts = NULL;
 
     if (o->snapshot)
         return open_with_overlay(o, errp);
-    opts = cli_block_options(o, errp);
+    spec = image_spec(o, &given);
+    opts = image_opts_build(&spec, errp);
     return opts ? bdrv_open(opts, errp) : NULL;
 }

@@ -260,8 +260,8 @@ if run_nbdkit "$SNAPNBD_PLUGIN" --dump-plugin |
     grep -q 'Pattern verification failed' "$tmp/out" && fail "qcow2: bad data"
     _stop_nbdkit "$tmp/pid-q" "$(cat "$tmp/pid-q")"
 else
-    refused "qcow2 format is not supported yet" file="$tmp/disk.qcow2"
-    refused "format 'qcow2' is not supported yet" file="$tmp/disk.qcow2" \
+    refused "format 'qcow2' is not supported" file="$tmp/disk.qcow2"
+    refused "format 'qcow2' is not supported" file="$tmp/disk.qcow2" \
         format=qcow2
 fi
 # Given format=raw, a qcow2 file is served as raw bytes.

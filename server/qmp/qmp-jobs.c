@@ -14,6 +14,7 @@
 #include "server/qmp/qmp-types-gen.h"
 #include "jobs/backup.h"
 #include "jobs/mirror.h"
+#include "jobs/target.h"
 
 #include <string.h>
 
@@ -247,95 +248,6 @@ static bool resolve_bitmap(BackupArgs *a, BlockNode *source, GError **errp)
     return true;
 }
 
-/* The node whose data the target shares (its backing), or NULL. */
-static BlockNode *target_backing(BlockNode *source, BackupSync sync)
-{
-    if (sync == BACKUP_SYNC_NONE)
-        return source;
-    if (sync == BACKUP_SYNC_TOP)
-        return bdrv_child(source, "backing");
-    return NULL;
-}
-
-/* The format of a new target: the source's, a protocol node's being raw. */
-static const char *default_format(BlockNode *source)
-{
-    const char *drv = bdrv_driver_name(source);
-
-    return strcmp(drv, "qcow2") == 0 ? "qcow2" : "raw";
-}
-
-static GHashTable *new_opts(void)
-{
-    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-}
-
-/* A new image @filename of the source's size; a qcow2 names @base (if
- * any) as its backing file. */
-static bool create_target(const char *filename, BlockNode *source,
-                          BlockNode *base, const char *format, GError **errp)
-{
-    g_autoptr(GHashTable) o = new_opts();
-    const char *drv = strcmp(format, "raw") == 0 ? "file" : format;
-
-    if (base && strcmp(format, "qcow2") == 0) {
-        g_hash_table_insert(o, g_strdup("backing_file"),
-                            g_strdup(bdrv_filename(base)));
-        g_hash_table_insert(o, g_strdup("backing_fmt"),
-                            g_strdup(default_format(base)));
-    }
-    return bdrv_create(drv, filename, bdrv_getlength(source), o, errp) >= 0;
-}
-
-static BlockNode *open_target(const char *filename, const char *format,
-                              BlockNode *base, const char *node_name,
-                              GError **errp)
-{
-    g_autoptr(GHashTable) o = new_opts();
-
-    g_hash_table_insert(o, g_strdup("driver"), g_strdup(format));
-    if (node_name)
-        g_hash_table_insert(o, g_strdup("node-name"), g_strdup(node_name));
-    if (strcmp(format, "file") == 0) {
-        g_hash_table_insert(o, g_strdup("filename"), g_strdup(filename));
-    } else {
-        g_hash_table_insert(o, g_strdup("file.driver"), g_strdup("file"));
-        g_hash_table_insert(o, g_strdup("file.filename"),
-                            g_strdup(filename));
-    }
-    /* The target's backing is the live node, not a second open of its
-     * file (as QEMU's bdrv_set_backing_hd). */
-    if (base && strcmp(format, "qcow2") == 0)
-        g_hash_table_insert(o, g_strdup("backing"),
-                            g_strdup(bdrv_node_name(base)));
-    return bdrv_open(o, errp);
-}
-
-/* The target of drive-backup and drive-mirror: @filename in @format
- * (known to exist), created unless @existing, opened with @base (if any)
- * as its live backing and named @node_name (if given).  The caller owns
- * the reference. */
-static BlockNode *drive_target(const char *filename, const char *format,
-                               bool existing, BlockNode *source,
-                               BlockNode *base, const char *node_name,
-                               GError **errp)
-{
-    if (!existing && !create_target(filename, source, base, format, errp))
-        return NULL;
-    return open_target(filename, format, base, node_name, errp);
-}
-
-/* The format of a drive-* target: given, probed (existing) or the
- * source's. */
-static const char *drive_target_format(const char *format, bool existing,
-                                       const char *filename,
-                                       BlockNode *source)
-{
-    return format ? format
-                  : existing ? bdrv_probe_format(filename)
-                             : default_format(source);
-}
-
 static Job *create_backup(const BackupArgs *a, BlockNode *source,
                           BlockNode *target, GError **errp)
 {
@@ -347,7 +259,6 @@ static Job *drive_backup_prepare(const QmpDriveBackup *d, GError **errp)
 {
     BackupArgs a;
     BlockNode *source, *target;
-    const char *format;
     Job *job;
 
     if (!parse_drive_backup_args(d, &a, errp) ||
@@ -357,13 +268,13 @@ static Job *drive_backup_prepare(const QmpDriveBackup *d, GError **errp)
         a.opts.sync = BACKUP_SYNC_FULL;
     if (!resolve_bitmap(&a, source, errp))
         return NULL;
-    format = drive_target_format(a.format, a.existing, a.target, source);
-    if (!bdrv_has_driver(format)) {
-        qmp_error(errp, "Unknown driver '%s'", format);
-        return NULL;
-    }
-    target = drive_target(a.target, format, a.existing, source,
-                          target_backing(source, a.opts.sync), NULL, errp);
+    target = drive_target_open(source, &(DriveTargetSpec){
+        .job = DRIVE_TARGET_BACKUP,
+        .filename = a.target,
+        .format = a.format,
+        .existing = a.existing,
+        .base = drive_target_backup_base(source, a.opts.sync),
+    }, errp);
     if (!target)
         return NULL;
     job = create_backup(&a, source, target, errp);
@@ -794,33 +705,23 @@ static bool parse_drive_mirror_args(const QmpDriveMirror *m, MirrorArgs *a,
     return true;
 }
 
-/* The backing a drive-mirror target gets: the source (sync=none), its
- * backing (top), or none (full), as QEMU's qmp_drive_mirror. */
-static BlockNode *mirror_target_backing(BlockNode *source, MirrorSync sync)
-{
-    return target_backing(source, sync == MIRROR_SYNC_NONE  ? BACKUP_SYNC_NONE
-                                  : sync == MIRROR_SYNC_TOP ? BACKUP_SYNC_TOP
-                                                            : BACKUP_SYNC_FULL);
-}
-
 static JsonNode *cmd_drive_mirror(const QmpDriveMirror *m, GError **errp)
 {
     MirrorArgs a;
     BlockNode *source, *target;
-    const char *format;
     Job *job;
 
     if (!parse_drive_mirror_args(m, &a, errp) ||
         !(source = resolve_mirror_source(&a, errp)))
         return NULL;
-    format = drive_target_format(a.format, a.existing, a.target, source);
-    if (!bdrv_has_driver(format)) {
-        qmp_error(errp, "Unknown file format '%s'", format);
-        return NULL;
-    }
-    target = drive_target(a.target, format, a.existing, source,
-                          mirror_target_backing(source, a.opts.sync),
-                          a.node_name, errp);
+    target = drive_target_open(source, &(DriveTargetSpec){
+        .job = DRIVE_TARGET_MIRROR,
+        .filename = a.target,
+        .format = a.format,
+        .existing = a.existing,
+        .node_name = a.node_name,
+        .base = drive_target_mirror_base(source, a.opts.sync),
+    }, errp);
     if (!target)
         return NULL;
     job = mirror_job_create(a.job_id, source, target, &a.opts, errp);

@@ -10,6 +10,7 @@
  * the disk as it was at that instant.
  */
 #include "qmp-int.h"
+#include "block/image-opts.h"
 
 #include "block/block.h"
 #include "server/qmp/qmp-types-gen.h"
@@ -127,6 +128,13 @@ static Snapshot *prepare_snapshot(const QmpBlockdevSnapshot *a,
     return g_memdup2(&snap, sizeof(snap));
 }
 
+static BlockNode *open_image(const ImageSpec *spec, GError **errp)
+{
+    g_autoptr(GHashTable) o = image_opts_build(spec, errp);
+
+    return o ? bdrv_open(o, errp) : NULL;
+}
+
 /* The overlay image of blockdev-snapshot-sync: a new qcow2 (mode
  * absolute-paths, the default) naming the node's image as its backing, or
  * an existing one (mode existing); opened without its backing, which
@@ -147,13 +155,11 @@ static BlockNode *open_overlay(BlockNode *bs, const char *file,
             return NULL;
         g_hash_table_remove_all(o);
     }
-    g_hash_table_insert(o, g_strdup("driver"), g_strdup("qcow2"));
     if (node_name)
         g_hash_table_insert(o, g_strdup("node-name"), g_strdup(node_name));
-    g_hash_table_insert(o, g_strdup("file.driver"), g_strdup("file"));
-    g_hash_table_insert(o, g_strdup("file.filename"), g_strdup(file));
     g_hash_table_insert(o, g_strdup("backing"), g_strdup("null"));
-    return bdrv_open(o, errp);
+    return open_image(&(ImageSpec){ .filename = file, .format = "qcow2",
+                                    .options = o }, errp);
 }
 
 static bool check_sync_args(const QmpBlockdevSnapshotSync *a, GError **errp)
