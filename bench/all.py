@@ -29,6 +29,7 @@ I/O (per MiB for the throughput rows).
     bench/all.sh                 about 17 minutes (3 rounds)
     QUICK=1 bench/all.sh         about 5 minutes (1 round)
     bench/all.sh --replot DIR    redraws DIR/plot.png from DIR/results.json
+    bench/all.sh --estimate      prints the expected duration only
 """
 import csv
 import json
@@ -62,9 +63,9 @@ def env_int(name, default, quick):
 
 QUICK = os.environ.get("QUICK", "0") == "1"
 ROUNDS = env_int("ROUNDS", 3, 1)
-RUNTIME = env_int("RUNTIME", 4, 3)
+RUNTIME = env_int("RUNTIME", 5, 4)
 IMAGE_MIB = env_int("IMAGE_MIB", 1024, 1024)
-READY_TIMEOUT = env_int("READY_TIMEOUT", 15, 10)
+READY_TIMEOUT = env_int("READY_TIMEOUT", 20, 10)
 MAX_SECONDS = env_int("MAX_SECONDS", 1500, 600)
 SECTIONS = os.environ.get("SECTIONS",
                           "socket raw qcow2 backup mirror").split()
@@ -263,6 +264,7 @@ class GuestLoad:
 
     def __init__(self, uri, qd, tag):
         self.log = f"{raw_dir}/guest-{tag}"
+        self.logfile = f"{self.log}_iops.1.log"
         self.proc = subprocess.Popen(
             ["fio", "--name=guest", "--ioengine=nbd", f"--uri={uri}",
              "--rw=randwrite", "--bs=4k", f"--iodepth={qd}", "--time_based",
@@ -274,14 +276,19 @@ class GuestLoad:
 
     def warm(self):
         """Lets fio connect and settle; returns the start of a 1 s window
-        of undisturbed load (the "before" baseline)."""
+        of undisturbed load (the "before" baseline) that ends on return
+        (iops() moves a window's start to fio's first log entry, should
+        fio have been slower to start)."""
         time.sleep(0.5)
         t = time.time()
         time.sleep(1.0)
         return t
 
     def stop(self):
+        """Stops fio a little after the last window ends, so that fio has
+        logged the 100 ms entry that covers its end."""
         if self.proc.poll() is None:
+            time.sleep(0.25)
             self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=30)
@@ -290,23 +297,28 @@ class GuestLoad:
             self.proc.wait()
 
     def iops(self, t0, t1):
-        """Mean IOPS over [t0, t1] (epoch s): fio's 100 ms entries (each
-        the mean of the 100 ms before its timestamp) weighted by how much
-        of them lies inside the window, so a job shorter than one entry
-        still gets a figure."""
-        total = weight = 0.0
+        """Mean IOPS over [t0, t1] (epoch s).  Each entry of fio's log is
+        the rate since the entry before it (about 100 ms); time that no
+        entry covers had no completions (fio logs only when I/O completes,
+        so a guest stalled by a job leaves a gap), and a window shorter
+        than one entry still gets a figure.  fio writes the log when it
+        exits: call this after stop()."""
+        ios, prev = 0.0, None
         try:
-            with open(f"{self.log}_iops.1.log") as f:
+            with open(self.logfile) as f:
                 for line in f:
                     t, v = line.split(",")[:2]
                     end = int(t) / 1000.0
-                    overlap = min(end, t1) - max(end - 0.1, t0)
+                    start = end - 0.1 if prev is None else prev
+                    if prev is None:   # fio was not running before this
+                        t0 = min(max(t0, start), t1)
+                    overlap = min(end, t1) - max(start, t0)
                     if overlap > 0:
-                        total += int(v) * overlap
-                        weight += overlap
+                        ios += int(v) * overlap
+                    prev = end
         except OSError:
-            pass
-        return total / weight if weight else nan()
+            return nan()
+        return ios / (t1 - t0) if t1 > t0 else nan()
 
 
 # ------------------------------------------------------------------ sections
@@ -476,15 +488,24 @@ def section_mirror(rnd, pos, kind, image):
                 ready = False
             t1 = time.time()
             cpu = cpu_us(srv.pid, c0)
+            # bytes copied so far: above the image size when guest writes
+            # dirtied copied areas again
+            done = [j.get("current-progress", 0)
+                    for j in srv.q.cmd("query-jobs") if j["id"] == "m"]
+            copied = (done[0] if done else 0) / MiB
+            res[f"{lt}_copy_mibs"] = (copied / (t1 - t0),
+                                      cpu / copied if cpu and copied
+                                      else None)
             if ready:
                 res[f"{lt}_mibs"] = (IMAGE_MIB / (t1 - t0),
                                      cpu / IMAGE_MIB if cpu else None)
                 srv.q.cmd("job-complete", {"id": "m"})
             else:
                 note(f"round {rnd} mirror {lt} {kind}: not READY after "
-                     f"{READY_TIMEOUT} s (recorded as 0 MiB/s)")
+                     f"{READY_TIMEOUT} s, having copied {copied:.0f} MiB "
+                     f"of {IMAGE_MIB}; recorded as 0 MiB/s to READY")
                 res[f"{lt}_mibs"] = (0.0, None)
-                srv.q.cmd("job-cancel", {"id": "m", "force": True})
+                srv.q.cmd("job-cancel", {"id": "m"})  # forces, as in QEMU
             srv.q.wait_event("JOB_STATUS_CHANGE", timeout=600, id="m",
                              status="concluded")
             if g:
@@ -586,7 +607,7 @@ def main():
     avail = available_servers()
     if not avail:
         sys.exit("all.py: no server to benchmark")
-    need = 4 * IMAGE_MIB + 512
+    need = 7 * IMAGE_MIB + 512   # 4 images, 2 job targets, an overlay
     os.makedirs(BENCH_DIR, exist_ok=True)
     st = os.statvfs(BENCH_DIR)
     if st.f_bavail * st.f_frsize < need * MiB:
@@ -618,6 +639,10 @@ def main():
                 break
             run_round(rnd, avail, raw, qcow2)
             rounds_done = rnd
+    except KeyboardInterrupt:
+        # the sections' finally blocks have stopped their servers
+        note(f"interrupted in round {rounds_done + 1}: the tables hold "
+             "what was measured until then")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - t_start
@@ -678,8 +703,8 @@ JOB_METRICS = {
     "backup": ["idle_qd32", "before_full_qd32", "full_qd32", "full_vs_nojob",
                "full_mibs_under_load", "fleece_qd32", "fleece_vs_nojob",
                "pull_qd32", "pull_vs_nojob", "pull_mibs"],
-    "mirror": ["idle_mibs", "load_mibs", "guest_qd32_during",
-               "guest_vs_before"],
+    "mirror": ["idle_mibs", "load_mibs", "idle_copy_mibs", "load_copy_mibs",
+               "guest_qd32_during", "guest_vs_before"],
 }
 
 
@@ -747,6 +772,8 @@ GOAL_ROWS += [
      "guest load", "MiB/s", True, ("peer", 1.0)),
     ("mirror.load_mibs", "mirror sync=full to READY under guest load",
      "MiB/s", True, None),
+    ("mirror.load_copy_mibs", "mirror copy rate under guest load (may "
+     "copy areas twice)", "MiB/s", True, None),
     ("mirror.guest_vs_before", "guest 4k writes QD32 during mirror / "
      "before", "ratio", True, None),
 ]
@@ -1055,10 +1082,19 @@ def plot(d):
     log(f"plot: {d}/plot.png")
 
 
+def interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--replot":
         plot(sys.argv[2])
+    elif sys.argv[1:] == ["--estimate"]:
+        est = expected_seconds(SERVERS)
+        print(f"about {est / 60:.1f} min ({est:.0f} s): {ROUNDS} round(s),"
+              f" {RUNTIME} s per fio run, {IMAGE_MIB} MiB images")
     elif len(sys.argv) > 1:
         sys.exit(__doc__)
     else:
+        signal.signal(signal.SIGTERM, interrupted)
         main()
