@@ -1059,26 +1059,28 @@ def plot(d):
          "throughput / best peer (black: goal)", "× best peer",
          lambda r: r["goal"][1] if r["goal"] else None)
     axes[0].axvline(1.0, color="grey", lw=0.8)
-    axes[0].legend(fontsize=8, loc="upper right")
+    axes[0].legend(fontsize=8, loc="lower right")
     bars(axes[1], cpu_rows, lambda r, s: r["values"].get(s),
          "server CPU per 4k I/O at QD32 (lower is better)", "µs per I/O",
          lambda r: r["goal"][1])
     bars(axes[2], abs_rows, lambda r, s: r["values"].get(s),
-         "guest writes during jobs, seq read / socket limit", "fraction",
+         "guest writes during jobs / without, seq read / socket limit",
+         "fraction",
          lambda r: r["goal"][1] if r["goal"] else None)
     c = res["config"]
     fig.suptitle(f"snapnbd vs peers: {c['rounds_done']} round(s), "
                  f"{c['runtime_s']} s runs, {c['image_mib']} MiB images, "
                  f"load {c['load_start'][0]:.2f}, tree "
                  f"{c['versions']['snapnbd_tree']}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(f"{d}/plot.png", dpi=90)
     plt.close(fig)
     with open(f"{d}/summary.md") as f:
-        text = f.read()
-    if "![plot]" not in text:
-        with open(f"{d}/summary.md", "a") as f:
-            f.write("\n![plot](plot.png)\n")
+        lines = [ln for ln in f if not ln.startswith("- note: no plot:")]
+    if not any(ln.startswith("![plot]") for ln in lines):
+        lines += ["\n", "![plot](plot.png)\n"]
+    with open(f"{d}/summary.md", "w") as f:
+        f.writelines(lines)
     log(f"plot: {d}/plot.png")
 
 
