@@ -762,8 +762,8 @@ for _fmt in ("raw", "qcow2"):
          "QD32", "µs", False, ("max", 6.0)),
     ]
 GOAL_ROWS += [
-    ("backup.full_vs_nojob", "guest 4k writes QD32 during sync=full / no "
-     "job (qcow2)", "ratio", True, ("min", 0.5)),
+    ("backup.full_vs_nojob", "guest 4k writes QD32 during sync=full / "
+     "the second before it (qcow2)", "ratio", True, ("min", 0.5)),
     ("backup.fleece_vs_nojob", "guest 4k writes QD32 during fleecing / no "
      "job", "ratio", True, ("min", 0.8)),
     ("backup.pull_vs_nojob", "guest 4k writes QD32 while a client pulls "
