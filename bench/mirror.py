@@ -144,7 +144,7 @@ def one(kind_srv, d, job_kind, load, r):
         if ready is not None:
             s.q.cmd("job-complete", {"id": "j"})
         else:
-            s.q.cmd("job-cancel", {"id": "j", "force": True})
+            s.q.cmd("job-cancel", {"id": "j"})  # it forces, as in QEMU
         s.q.wait_event("JOB_STATUS_CHANGE", timeout=600, id="j",
                        status="concluded")
         if ready is not None:
