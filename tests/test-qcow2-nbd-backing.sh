@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A qcow2 overlay whose header names an NBD export as its backing file
 # (nbd+unix:// URI, the legacy nbd:unix:PATH:exportname=NAME, and a header
-# without the backing format extension, probed as QEMU does) is served:
-# it reads like qemu-img and qemu-nbd read it, with qemu-nbd's block status
-# map, and writes through snapnbd land in the overlay only (the base
-# export is read-only and its file unchanged).  A base that cannot be
-# reached fails the open with a one-line error.
+# without the backing format extension, probed as QEMU does; a raw base and
+# a qcow2 base whose bytes the export serves) is served: it reads like
+# qemu-img and qemu-nbd read it, with qemu-nbd's block status map, and
+# writes through snapnbd land in the overlay only (the base export is
+# read-only and its file unchanged).  A base that cannot be reached fails
+# the open with a one-line error.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qcow2-functions.sh"
 requires qemu-io sha256sum
@@ -65,6 +66,23 @@ hl=$(peek32 "$tmp/legacy.qcow2" 100)
     fail "the backing format extension is not first"
 poke "$tmp/legacy.qcow2" "$hl" '\0\0\0\0'
 check_served "$tmp/legacy.qcow2" probed
+
+# A qcow2 base whose bytes an export serves (-f raw): the header's format
+# (qcow2) is opened over NBD, and probed as qcow2 without the extension.
+qemu-img create -q -f qcow2 "$tmp/base2.qcow2" 8M
+qemu-io -f qcow2 -c 'write -P 10 2M 1M' "$tmp/base2.qcow2" >/dev/null
+start_server "$tmp/base2.sock" "$tmp/base2.pid" -r -t -e 0 -f raw \
+    "$tmp/base2.qcow2"
+qemu-img create -q -f qcow2 -b "$(uri "$tmp/base2.sock")" -F qcow2 \
+    "$tmp/onq.qcow2" 8M
+qemu-io -f qcow2 -c 'write -P 11 2560K 4K' "$tmp/onq.qcow2" >/dev/null
+check_served "$tmp/onq.qcow2" onqcow2
+poke "$tmp/onq.qcow2" "$(peek32 "$tmp/onq.qcow2" 100)" '\0\0\0\0'
+check_served "$tmp/onq.qcow2" onqcow2probed
+qemu-io -r -f qcow2 -c 'read -P 10 2M 512K' -c 'read -P 11 2560K 4K' \
+    "$tmp/onq.qcow2" >"$tmp/onq.read" 2>&1
+! grep -q Pattern "$tmp/onq.read" || fail "qcow2 base: $(cat "$tmp/onq.read")"
+_stop_server "$tmp/base2.pid"
 
 # The base gone: a one-line error naming the overlay, nothing served.
 _stop_server "$tmp/base.pid"
