@@ -137,6 +137,8 @@ void qcow2_refcount_close(BlockNode *bs)
     qcow2_cache_free(s->refcount_cache);
     s->refcount_cache = NULL;
     g_clear_pointer(&s->refcount_table, g_free);
+    g_clear_pointer(&s->born, g_free);
+    s->born_words = 0;
 }
 
 /* --- reading and changing refcounts --------------------------------------- */
@@ -286,6 +288,27 @@ static int checked_refblock(BlockNode *bs, Qcow2Table *t)
                              s->cluster_size);
 }
 
+/* Remembers that @cluster went from refcount 0 to in use. */
+static void mark_born(Qcow2State *s, uint64_t cluster)
+{
+    uint64_t word = cluster / 64;
+
+    if (word >= s->born_words) {
+        uint64_t n = MAX(word + 1, s->born_words * 2);
+        s->born = g_renew(uint64_t, s->born, n);
+        memset(s->born + s->born_words, 0,
+               (n - s->born_words) * sizeof(uint64_t));
+        s->born_words = n;
+    }
+    s->born[word] |= 1ULL << (cluster % 64);
+}
+
+bool qcow2_cluster_born(Qcow2State *s, uint64_t cluster)
+{
+    return cluster / 64 < s->born_words &&
+           (s->born[cluster / 64] >> (cluster % 64)) & 1;
+}
+
 static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
 {
     Qcow2State *s = bs->opaque;
@@ -333,6 +356,8 @@ static int update_one(BlockNode *bs, uint64_t cluster, int64_t addend)
     rb_set(t->entries, i, s->refcount_order, new);
     qcow2_cache_mark_dirty(s->refcount_cache, t);
     qcow2_table_put(t);
+    if (old == 0 && new)
+        mark_born(s, cluster);
     if (new == 0)
         cluster_freed(bs, cluster);
     return 0;

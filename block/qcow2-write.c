@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,31 +259,59 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
     return ret;
 }
 
-/* A cluster an entry without the COPIED flag names is shared: its
- * refcount is at least 2.  If it is 1, the entry lies (or the cluster was
- * handed out again because its refcount said 0): freeing it would free
- * someone else's data.  0, or -EIO after marking the image corrupt. */
+/* An entry without the COPIED flag whose cluster has refcount 1: QEMU's
+ * rule is that the flag is merely missing (a crash in the middle of an
+ * internal snapshot leaves that; qemu-img check calls it a repairable
+ * OFLAG_COPIED error): the cluster is copied on write and the old one
+ * freed.  Unless freeing it would free something still in use: metadata,
+ * or a cluster this node handed out since the open (its refcount was 0,
+ * so the entry was never counted, and the cluster now holds other data).
+ * 0, or -EIO after marking the image corrupt. */
+static int check_uncopied(BlockNode *bs, uint64_t off)
+{
+    Qcow2State *s = bs->opaque;
+    int hit = qcow2_overlaps(bs, 0, off, s->cluster_size);
+
+    if (hit)
+        return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is mapped "
+                                       "as data (no COPIED flag) but holds "
+                                       "metadata", off);
+    if (qcow2_cluster_born(s, off >> s->cluster_bits))
+        return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is mapped "
+                                       "as shared (no COPIED flag) but had "
+                                       "refcount 0 and was reused", off);
+    if (!s->said_uncopied && bdrv_verbose)
+        fprintf(stderr, "snapnbd: qcow2 image '%s': cluster %#" PRIx64
+                " has refcount 1 but no COPIED flag; copying it on write "
+                "(qemu-img check -r all sets the flags)\n", bs->filename,
+                off);
+    s->said_uncopied = true;
+    return 0;
+}
+
+/* A cluster an entry without the COPIED flag names is shared (refcount 2
+ * or more), or its flag is missing (refcount 1, check_uncopied).  With
+ * refcount 0 the entry lies: the cluster may be handed out, or already
+ * was, to someone else.  0, or -EIO after marking the image corrupt. */
 static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
 {
     Qcow2State *s = bs->opaque;
 
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t e = entries[i], rc;
+        uint64_t e = entries[i], off = e & QCOW2_L2E_OFFSET_MASK, rc;
         int ret;
-        if ((e & QCOW2_OFLAG_COPIED) || !(e & QCOW2_L2E_OFFSET_MASK) ||
-            (e & QCOW2_OFLAG_COMPRESSED))
+        if ((e & QCOW2_OFLAG_COPIED) || !off || (e & QCOW2_OFLAG_COMPRESSED))
             continue;
-        ret = qcow2_get_refcount(bs, (e & QCOW2_L2E_OFFSET_MASK) >>
-                                         s->cluster_bits, &rc);
+        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
+        if (ret == 0 && rc == 0)
+            ret = qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is "
+                                          "mapped as shared (no COPIED "
+                                          "flag) but its refcount is 0",
+                                          off);
+        if (ret == 0 && rc == 1)
+            ret = check_uncopied(bs, off);
         if (ret < 0)
             return ret;
-        if (rc < 2)
-            return qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is "
-                                           "mapped as shared (no COPIED "
-                                           "flag) but its refcount is %"
-                                           PRIu64,
-                                           (uint64_t)(e & QCOW2_L2E_OFFSET_MASK),
-                                           rc);
     }
     return 0;
 }

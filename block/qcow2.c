@@ -514,35 +514,94 @@ static void put_opt(GHashTable *t, const char *k, const char *v)
     g_hash_table_insert(t, g_strdup(k), g_strdup(v));
 }
 
+/* Does the header name an NBD export (QEMU 7.2's protocols nbd, nbd+tcp
+ * and nbd+unix, and the legacy nbd:HOST:PORT and nbd:unix:PATH)? */
+static bool is_nbd_name(const char *name)
+{
+    return g_str_has_prefix(name, "nbd:") ||
+           g_str_has_prefix(name, "nbd+tcp:") ||
+           g_str_has_prefix(name, "nbd+unix:");
+}
+
+/* The format of an NBD backing whose header names none: QEMU probes the
+ * export's first bytes, as for a file.  NULL when it cannot connect. */
+static const char *probe_nbd_format(const char *uri, GError **errp)
+{
+    g_autoptr(GHashTable) o = opt_new();
+    char magic[4];
+    BlockNode *n;
+    bool qcow2;
+
+    put_opt(o, "driver", "nbd");
+    put_opt(o, "filename", uri);
+    put_opt(o, "read-only", "on");
+    n = bdrv_open(o, errp);
+    if (!n)
+        return NULL;
+    qcow2 = bdrv_getlength(n) >= 4 && bdrv_pread(n, 0, 4, magic) == 0 &&
+            memcmp(magic, "QFI\xfb", 4) == 0;
+    bdrv_unref(n);
+    return qcow2 ? "qcow2" : "raw";
+}
+
+/* Where the backing's bytes come from: the nbd driver for an NBD name,
+ * else a local file (relative names from the overlay's directory).
+ * Sets *fmt (the header's format, or probed); false with errp set. */
+static bool put_backing_file(Qcow2State *s, GHashTable *options,
+                             const char *overlay, const char *path,
+                             const char **fmt, GError **errp)
+{
+    bool nbd = is_nbd_name(s->backing_file);
+
+    if (!nbd && (g_str_has_prefix(s->backing_file, "json:") ||
+                 strstr(s->backing_file, "://"))) {
+        qcow2_bad_image(errp, overlay,
+                        "backing file '%s' is not a local file or an NBD "
+                        "address (not supported)",
+                        s->backing_file);
+        return false;
+    }
+    *fmt = s->backing_format;
+    if (!*fmt && nbd) {
+        GError *err = NULL;
+        *fmt = probe_nbd_format(path, &err);
+        if (!*fmt) {
+            g_propagate_prefixed_error(errp, err, "Could not open backing "
+                                       "file of '%s': ", overlay);
+            return false;
+        }
+    } else if (!*fmt) {
+        *fmt = bdrv_probe_format(path);
+    }
+    if (strcmp(*fmt, "qcow2") != 0 && strcmp(*fmt, "raw") != 0) {
+        qcow2_bad_image(errp, overlay,
+                        "backing file format '%s' is not supported "
+                        "(qcow2 or raw)",
+                        *fmt);
+        return false;
+    }
+    put_opt(options, "backing.file.driver", nbd ? "nbd" : "file");
+    put_opt(options, "backing.file.filename", path);
+    return true;
+}
+
 /* Opens the backing named in the header, read-only, as child "backing". */
 static bool open_header_backing(BlockNode *bs, GHashTable *options,
                                 GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    g_autofree char *path = NULL;
     g_autofree char *overlay = g_strdup(bs->filename);
+    g_autofree char *path = is_nbd_name(s->backing_file)
+                                ? g_strdup(s->backing_file)
+                                : qcow2_resolve_backing(overlay,
+                                                        s->backing_file);
     const char *fmt;
     ChainLink self = { .up = chain_top };
     struct stat st;
     GError *err = NULL;
 
-    if (g_str_has_prefix(s->backing_file, "json:") ||
-        strstr(s->backing_file, "://")) {
-        qcow2_bad_image(errp, overlay,
-                        "backing file '%s' is not a local file "
-                        "(not supported)",
-                        s->backing_file);
+    if (!put_backing_file(s, options, overlay, path, &fmt, errp))
         return false;
-    }
-    path = qcow2_resolve_backing(overlay, s->backing_file);
-    fmt = s->backing_format ? s->backing_format : bdrv_probe_format(path);
-    if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
-        qcow2_bad_image(errp, overlay,
-                        "backing file format '%s' is not supported "
-                        "(qcow2 or raw)",
-                        fmt);
-        return false;
-    }
     if (stat(overlay, &st) == 0) {
         self.dev = st.st_dev;
         self.ino = st.st_ino;
@@ -554,8 +613,6 @@ static bool open_header_backing(BlockNode *bs, GHashTable *options,
     }
     put_opt(options, "backing.driver", fmt);
     put_opt(options, "backing.read-only", "on");
-    put_opt(options, "backing.file.driver", "file");
-    put_opt(options, "backing.file.filename", path);
     chain_depth++;
     s->backing = bdrv_open_child(bs, options, "backing", &err);
     chain_depth--;

@@ -196,6 +196,14 @@ typedef struct Qcow2State {
     Qcow2Cache *refcount_cache;
     uint64_t free_cluster_index; /* no free cluster below it */
     uint64_t refcount_table_used; /* entries up to the last block, lock */
+    /* One bit per host cluster whose refcount this node raised from 0
+     * since the open (grown on demand; lock).  Such a cluster has a user
+     * the node made, so an L2 entry without the COPIED flag that names it
+     * while its refcount is 1 is a second user, not a leftover flag
+     * (qcow2-write.c, check_shared). */
+    uint64_t *born;
+    uint64_t born_words;
+    bool said_uncopied;       /* logged an entry that lacks COPIED (lock) */
 
     /* Metadata that the overlap checks know of besides the above
      * (qcow2-check.c), found at a writable open. */
@@ -313,6 +321,8 @@ int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount);
  * a cluster that drops to zero is discarded in the file too. */
 int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
                           int64_t addend);
+/* Did this node raise @cluster's refcount from 0 since the open? */
+bool qcow2_cluster_born(Qcow2State *s, uint64_t cluster);
 /* Sets a cluster's refcount outright (repair only). */
 int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value);
 /* Does a refcount block describe @cluster?  (Else its refcount is 0 and

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# L2 and L1 entries without the COPIED flag whose cluster has refcount 1
+# (what a crash in the middle of an internal snapshot leaves): QEMU copies
+# such a cluster on write and frees the old one, and so does snapnbd.
+# Images written by qemu-io get COPIED cleared on random entries (SEED=n
+# repeats a run), then take the same random writes, write-zeroes and
+# discards through snapnbd (checked against a model) and through qemu-io;
+# both read like the model, qemu-img check finds the same errors in both
+# (the flags still missing, no leak), and after qemu-img check -r all both
+# are clean and still read like the model.
+# Where freeing the cluster would lose data the write fails with EIO and
+# the image is marked corrupt, the failed write maps nothing, nothing
+# written (and flushed) before is lost and nothing is freed: an entry
+# naming metadata (L1, its own L2 table, refcount table, refcount block),
+# and an entry naming a cluster whose refcount was 0 and that snapnbd
+# handed out to another write since.
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/qcow2-functions.sh"
+requires qemu-io
+seed=${SEED:-$RANDOM}
+echo "seed $seed"
+helper() { "$PYTHON" "$srcdir/qcow2_uncopied.py" "$@"; }
+
+# check_counts IMG: "corruptions leaks check-errors" of qemu-img check.
+check_counts() {
+    qemu-img check --output=json "$1" 2>/dev/null |
+        "$PYTHON" -c 'import json, sys; r = json.load(sys.stdin)
+print(r.get("corruptions", 0), r.get("leaks", 0), r.get("check-errors", 0))'
+}
+
+# seeded NAME CLUSTER-SIZE SEED
+seeded() {
+    local name=$1 cs=$2 s=$3 size=$((8 << 20)) ours theirs i
+    local img=$tmp/$name.qcow2 q=$tmp/$name.qemu.qcow2 model=$tmp/$name.raw
+    qemu-img create -q -f qcow2 -o cluster_size="$cs" "$img" "$size"
+    qemu-io -f qcow2 -c 'write -P 0x61 0 3M' -c 'write -P 0x62 4M 1M' \
+        -c 'write -P 0x63 5632K 1500K' "$img" >/dev/null
+    qemu-img convert -f qcow2 -O raw "$img" "$model"
+    helper clear "$img" "$s" || fail "$name: could not clear flags"
+    cp "$img" "$q"
+    [ "$(check_counts "$img" | cut -d' ' -f1)" -gt 0 ] ||
+        fail "$name: qemu-img check sees no missing COPIED flag"
+    helper ops "$s" "$size" "$cs" "$tmp/$name.ops" "$tmp/$name.cmds"
+
+    start_server "$tmp/$name.sock" "$tmp/$name.pid" -t --discard=unmap \
+        -f qcow2 "$img" 2>"$tmp/$name.err"
+    helper apply "$(uri "$tmp/$name.sock")" "$tmp/$name.ops" "$model" ||
+        fail "$name: requests through snapnbd: $(cat "$tmp/$name.err")"
+    _stop_server "$tmp/$name.pid"
+    ! grep -q corrupt "$tmp/$name.err" ||
+        fail "$name: marked corrupt: $(cat "$tmp/$name.err")"
+
+    qemu-io -d unmap -f qcow2 "$q" <"$tmp/$name.cmds" >/dev/null ||
+        fail "$name: qemu-io failed"
+    qemu-img compare -q -f raw -F qcow2 "$model" "$q" ||
+        fail "$name: qemu-io's image differs from the model"
+    qemu-img compare -q -f raw -F qcow2 "$model" "$img" ||
+        fail "$name: snapnbd's image differs from the model"
+    ours=$(check_counts "$img")
+    theirs=$(check_counts "$q")
+    echo "$name: qemu-img check (corruptions leaks check-errors):" \
+        "snapnbd $ours, qemu-io $theirs"
+    [ "$ours" = "$theirs" ] ||
+        fail "$name: qemu-img check differs from qemu-io's image"
+    [ "$(cut -d' ' -f2 <<<"$ours")" = 0 ] || fail "$name: leaked clusters"
+    for i in "$img" "$q"; do
+        qemu-img check -q -r all "$i" >/dev/null 2>&1
+        qemu-img check -q "$i" || fail "$name: $i not clean after repair"
+        qemu-img compare -q -f raw -F qcow2 "$model" "$i" ||
+            fail "$name: $i differs from the model after repair"
+    done
+}
+
+seeded c4k 4096 "$seed"
+seeded c64k 65536 "$((seed + 1))"
+seeded c512 512 "$((seed + 2))"
+
+# refused NAME GUEST TARGET MESSAGE: the entry of GUEST names TARGET
+# without COPIED; a write there fails with EIO, marks the image corrupt
+# (MESSAGE in the log), maps nothing, loses nothing written before, and
+# frees nothing.
+refused() {
+    local name=$1 guest=$2 target=$3 msg=$4 cs=4096
+    local img=$tmp/$name.qcow2
+    qemu-img create -q -f qcow2 -o cluster_size=$cs "$img" 8M
+    # Tables for [0, 2M) and [2M, 4M) of 4K clusters, nothing after.
+    qemu-io -f qcow2 -c 'write -P 1 0 4K' -c 'write -P 2 2M 8K' \
+        "$img" >/dev/null
+    helper point "$img" "$guest" "$target" >/dev/null ||
+        fail "$name: could not point the entry"
+    start_server "$tmp/$name.sock" "$tmp/$name.pid" -t -f qcow2 "$img" \
+        2>"$tmp/$name.err"
+    # The good write allocates one cluster in the first table.
+    helper eio "$(uri "$tmp/$name.sock")" 8192 "$guest" "$cs" ||
+        fail "$name: $(cat "$tmp/$name.err")"
+    _stop_server "$tmp/$name.pid"
+    grep -q "Marking image as corrupt: .*$msg" "$tmp/$name.err" ||
+        fail "$name: unexpected log: $(cat "$tmp/$name.err")"
+    qemu-io -r -f qcow2 -c 'read -P 0x11 8K 4K' -c 'read -P 1 0 4K' \
+        -c 'read -P 2 2M 4K' "$img" >"$tmp/$name.read" 2>&1
+    ! grep -q Pattern "$tmp/$name.read" ||
+        fail "$name: data lost: $(cat "$tmp/$name.read")"
+    # The failed write changed no mapping: the entry still names TARGET.
+    qemu-io -r -f qcow2 -c "read -P 0x22 $guest 4K" "$img" \
+        >"$tmp/$name.read" 2>&1
+    grep -q Pattern "$tmp/$name.read" ||
+        fail "$name: the failed write was mapped"
+    # Still counted (by the other user): refcount 1, not 0.
+    qemu-img check "$img" >"$tmp/$name.check" 2>&1
+    if grep -q "refcount=0" "$tmp/$name.check"; then
+        fail "$name: a cluster in use was freed: $(cat "$tmp/$name.check")"
+    fi
+    echo "$name: refused; qemu-img check:"
+    grep ERROR "$tmp/$name.check"
+}
+
+meta="mapped as data (no COPIED flag) but holds metadata"
+refused l1 $(((2048 << 10) + 4096)) l1 "$meta"
+refused l2 $(((2048 << 10) + 4096)) l2 "$meta"
+refused reftable $(((2048 << 10) + 4096)) reftable "$meta"
+refused refblock $(((2048 << 10) + 4096)) refblock "$meta"
+# The first cluster past the end has refcount 0: the good write in the
+# first table takes it, then the entry in the second table (which names it
+# without COPIED, refcount now 1) must not free it.
+refused reused $(((2048 << 10) + 8192)) end "was reused"
