@@ -427,6 +427,9 @@ void bdrv_drained_end(BdrvDrain *drain);
 /* A job's threads: never held back at a request's start (the job parks
  * itself through its BdrvUserOps instead). */
 void bdrv_set_thread_drain_exempt(bool exempt);
+/* Is @thread (an exempt, job thread) waiting for its turn to open a
+ * drained section?  Such a thread issues no I/O: its job counts as parked. */
+bool bdrv_thread_waits_to_drain(GThread *thread);
 
 /* --- I/O (block/io.c) ------------------------------------------------- */
 

@@ -28,8 +28,13 @@
  * opened a section is exempt while it holds one: it may do I/O on the
  * nodes it holds still.
  *
- * Lock order: graph_lock, then whatever a job's ops take (the job lock);
- * drain_lock is a leaf.
+ * Two jobs that share a node may finish at once: each would wait in its
+ * section for the other to park.  So a job thread takes job_sections_lock
+ * for its outermost section, and one waiting for that lock counts as
+ * parked (it issues no I/O while it waits).
+ *
+ * Lock order: job_sections_lock, then graph_lock, then whatever a job's
+ * ops take (the job lock); drain_lock is a leaf.
  *
  * Why this cannot deadlock: the drainer waits only for requests already
  * past the entry and for jobs to reach a park point.  A request in flight
@@ -49,6 +54,14 @@ static GMutex drain_lock;
 static GCond drain_cond;       /* a counted request left a quiesced node,
                                 * or a section ended */
 static GPtrArray *drain_users; /* user edges with ops; graph_lock */
+
+/* One job thread at a time opens drained sections: two jobs that share a
+ * node and finish together would otherwise each wait for the other to
+ * park, and neither parks while it waits.  A job thread waiting for this
+ * lock issues no I/O, so it counts as parked (bdrv_thread_waits_to_drain). */
+static GMutex job_sections_lock;
+static GHashTable *job_sections_waiters; /* GThread *; under drain_lock */
+static __thread bool holds_job_sections;
 
 static __thread int io_depth;        /* nested bdrv_* calls */
 static __thread int drain_sections;  /* sections this thread holds */
@@ -217,6 +230,48 @@ static bool busy(BdrvDrain *d)
     return b;
 }
 
+static void set_waiting(bool waiting)
+{
+    g_mutex_lock(&drain_lock);
+    if (!job_sections_waiters)
+        job_sections_waiters = g_hash_table_new(NULL, NULL);
+    if (waiting)
+        g_hash_table_add(job_sections_waiters, g_thread_self());
+    else
+        g_hash_table_remove(job_sections_waiters, g_thread_self());
+    g_mutex_unlock(&drain_lock);
+}
+
+/* Before graph_lock: a job thread's outermost section takes its turn. */
+static void job_sections_enter(void)
+{
+    if (!drain_exempt || holds_job_sections)
+        return;
+    set_waiting(true);
+    g_mutex_lock(&job_sections_lock);
+    set_waiting(false);
+    holds_job_sections = true;
+}
+
+static void job_sections_leave(void)
+{
+    if (holds_job_sections && drain_sections == 0) {
+        holds_job_sections = false;
+        g_mutex_unlock(&job_sections_lock);
+    }
+}
+
+bool bdrv_thread_waits_to_drain(GThread *thread)
+{
+    bool waits;
+
+    g_mutex_lock(&drain_lock);
+    waits = job_sections_waiters &&
+            g_hash_table_contains(job_sections_waiters, thread);
+    g_mutex_unlock(&drain_lock);
+    return waits;
+}
+
 static BdrvDrain *begin(BdrvDrain *d)
 {
     quiesce_locked(d);
@@ -246,6 +301,7 @@ BdrvDrain *bdrv_drained_begin(BlockNode *bs)
 {
     BdrvDrain *d = drain_new();
 
+    job_sections_enter();
     bdrv_graph_lock();
     collect(bs, d->nodes);
     return begin(d);
@@ -255,6 +311,7 @@ BdrvDrain *bdrv_drain_all_begin(void)
 {
     BdrvDrain *d = drain_new();
 
+    job_sections_enter();
     bdrv_foreach_node(add_node, d->nodes);
     bdrv_graph_lock();
     return begin(d);
@@ -288,6 +345,7 @@ void bdrv_drained_end(BdrvDrain *d)
     }
     bdrv_graph_unlock();
     drain_sections--;
+    job_sections_leave();
     wake_drainers();
     for (guint i = 0; i < d->nodes->len; i++)
         bdrv_unref(g_ptr_array_index(d->nodes, i));

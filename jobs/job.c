@@ -935,9 +935,11 @@ static bool job_drained_poll(void *opaque)
     bool busy;
 
     job_lock();
-    /* A job draining its own nodes (a mirror's switch) is the drainer. */
+    /* A job draining its own nodes (a mirror's switch) is the drainer;
+     * one waiting for its turn to drain does no I/O. */
     busy = job->in_run && !job->drain_parked && !job->paused &&
-           job->thread != g_thread_self();
+           job->thread != g_thread_self() &&
+           !bdrv_thread_waits_to_drain(job->thread);
     job_unlock();
     return busy;
 }
