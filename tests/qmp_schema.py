@@ -474,6 +474,7 @@ ADDITIONS = (
     "x-blockdev-amend/options/+qcow2/lazy-refcounts",
     "x-blockdev-amend/options/+qcow2/refcount-bits",
     "/+rbd/x-dirty-since",
+    "block-export-add/x-iothreads",
 )
 
 

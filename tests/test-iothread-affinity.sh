@@ -5,7 +5,8 @@
 # connections of an export bound to them (block-export-add iothread=):
 # every thread a new connection to that export starts runs on that CPU,
 # while a connection to an unbound export keeps the whole set.  object-del
-# stops the thread; the connection it placed keeps serving.
+# stops the thread; the connection it placed keeps serving.  x-iothreads
+# (snapnbd's) spreads an export's connections over several, in turn.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 source "$srcdir/backup-functions.sh"
@@ -26,6 +27,7 @@ iothreads=$(qmp "$tmp/qmp.sock" '{"execute": "query-iothreads"}')
 [ "$(field "$iothreads" 'r["return"][0]["id"]')" = io0 ] || fail "order: $iothreads"
 [ "$(field "$iothreads" 'r["return"][0]["poll-max-ns"]')" = 100 ] || fail "poll-max-ns: $iothreads"
 tid0=$(field "$iothreads" 'r["return"][0]["thread-id"]')
+tid1=$(field "$iothreads" 'r["return"][1]["thread-id"]')
 [ "$(cat "/proc/$pid/task/$tid0/comm")" = "IO io0" ] ||
     fail "thread $tid0 is not 'IO io0': $(cat "/proc/$pid/task/$tid0/comm")"
 
@@ -76,6 +78,30 @@ wait_file "$tmp/f.ready" "the client of the unbound export did not connect"
 all=$(awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$pid/status")
 got=$(cpus_of_new "$tmp/before1")
 [ "$got" = "$all" ] || fail "an unbound export's connection runs on '$got', not '$all'"
+
+# x-iothreads (snapnbd): connections take the listed iothreads in turn.
+taskset -p -c 0 "$tid1" >/dev/null || fail "cannot pin io1"
+qmp "$tmp/qmp.sock" \
+    '{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "e2", "node-name": "d", "name": "spread", "x-iothreads": ["io0", "io1"]}}' \
+    '{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "e3", "node-name": "d", "name": "both", "iothread": "io0", "x-iothreads": ["io1"]}}' \
+    '{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "e4", "node-name": "d", "name": "nope", "x-iothreads": ["io1", "io9"]}}' \
+    >"$tmp/spread.out"
+[ "$(sed -n 1p "$tmp/spread.out")" = '{"return": {}}' ] ||
+    fail "x-iothreads refused: $(cat "$tmp/spread.out")"
+grep -q '"desc": "iothread and x-iothreads cannot be used together"' "$tmp/spread.out" ||
+    fail "iothread with x-iothreads: $(cat "$tmp/spread.out")"
+grep -q '"desc": "iothread \\"io9\\" not found"' "$tmp/spread.out" ||
+    fail "an unknown iothread in x-iothreads: $(cat "$tmp/spread.out")"
+for turn in 1 0 1; do
+    rm -f "$tmp/s.ready" "$tmp/s.stop"
+    tasks >"$tmp/before-s"
+    hold spread "$tmp/s.ready" "$tmp/s.stop"; s=$!
+    wait_file "$tmp/s.ready" "a client of the spread export did not connect"
+    got=$(cpus_of_new "$tmp/before-s")
+    [ "$got" = "$turn" ] || fail "x-iothreads: a connection runs on '$got', not CPU $turn"
+    touch "$tmp/s.stop"
+    wait "$s" || fail "a client of the spread export failed"
+done
 
 qmp "$tmp/qmp.sock" '{"execute": "object-del", "arguments": {"id": "io0"}}' \
     '{"execute": "query-iothreads"}' >"$tmp/del.out"

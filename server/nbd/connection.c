@@ -117,15 +117,18 @@ int nbd_server_client_count(void)
     return n;
 }
 
-/* A connection to an export bound to an iothread runs where that thread
- * may run; the connection's workers, made afterwards, inherit it.  An
+/* A connection to an export bound to iothreads runs where the next of
+ * them may run; the connection's workers, made afterwards, inherit it.  An
  * iothread deleted meanwhile (ESRCH) leaves the connection as it is. */
-static void follow_iothread(const NbdExport *exp)
+static void follow_iothread(NbdExport *exp)
 {
     cpu_set_t cpus;
+    unsigned turn;
 
-    if (exp && exp->iothread_tid > 0 &&
-        sched_getaffinity(exp->iothread_tid, sizeof(cpus), &cpus) == 0)
+    if (!exp || exp->iothread_count == 0)
+        return;
+    turn = g_atomic_int_add(&exp->next_iothread, 1) % exp->iothread_count;
+    if (sched_getaffinity(exp->iothread_tids[turn], sizeof(cpus), &cpus) == 0)
         sched_setaffinity(0, sizeof(cpus), &cpus);
 }
 

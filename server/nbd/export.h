@@ -11,6 +11,8 @@
 
 #include "block/block.h"
 
+#define NBD_EXPORT_MAX_IOTHREADS 64
+
 typedef struct NbdExport {
     char *name;
     char *description;  /* may be NULL */
@@ -20,8 +22,11 @@ typedef struct NbdExport {
     bool read_only;
     bool writethrough;  /* every write is FUA (--cache=writethrough) */
     bool multi_conn;    /* may advertise NBD_FLAG_CAN_MULTI_CONN */
-    int iothread_tid;   /* >0: a connection takes the CPU affinity of this
-                         * host thread (an iothread) when it starts */
+    /* A new connection takes the CPU affinity of one of these host
+     * threads (iothreads), in turn; none when iothread_count is 0. */
+    int iothread_tids[NBD_EXPORT_MAX_IOTHREADS];
+    int iothread_count;
+    unsigned next_iothread; /* atomic */
     bool allocation_depth; /* offers qemu:allocation-depth (-A) */
     /* Offered as qemu:dirty-bitmap:NAME contexts (-B), each marked busy
      * while exported; fixed before clients come. */

@@ -222,6 +222,7 @@ static void export_on_free(void *opaque)
 typedef struct ExportArgs {
     const char *id, *node_name, *name, *description;
     const char *iothread;
+    GPtrArray *iothreads; /* x-iothreads: of char *, or NULL */
     bool writable, writethrough, allocation_depth;
     GPtrArray *bitmaps;   /* of QmpBlockDirtyBitmapOrStr *, or NULL */
     BlockNode *node;
@@ -242,6 +243,7 @@ static bool export_args(const QmpBlockExportOptions *o, ExportArgs *a,
     a->writable = o->has_writable && o->writable;
     a->writethrough = o->has_writethrough && o->writethrough;
     a->iothread = o->has_iothread ? o->iothread : NULL;
+    a->iothreads = o->has_x_iothreads ? o->x_iothreads : NULL;
     a->name = nbd && nbd->has_name ? nbd->name : o->node_name;
     a->description = nbd && nbd->has_description ? nbd->description : NULL;
     a->allocation_depth = nbd && nbd->has_allocation_depth &&
@@ -286,6 +288,43 @@ static bool add_bitmaps(NbdExport *exp, GPtrArray *bitmaps, GError **errp)
     return true;
 }
 
+/* x-iothreads: each must exist, and it excludes iothread. */
+static bool check_iothread_list(const ExportArgs *a, GError **errp)
+{
+    if (!a->iothreads)
+        return true;
+    if (a->iothread) {
+        qmp_error(errp, "iothread and x-iothreads cannot be used together");
+        return false;
+    }
+    if (a->iothreads->len == 0 ||
+        a->iothreads->len > NBD_EXPORT_MAX_IOTHREADS) {
+        qmp_error(errp, "x-iothreads must name 1 to %d iothreads",
+                  NBD_EXPORT_MAX_IOTHREADS);
+        return false;
+    }
+    for (guint i = 0; i < a->iothreads->len; i++) {
+        const char *id = a->iothreads->pdata[i];
+
+        if (!iothread_exists(id)) {
+            qmp_error(errp, "iothread \"%s\" not found", id);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Connections take the CPU affinity of the export's iothreads, in turn. */
+static void bind_iothreads(NbdExport *exp, const ExportArgs *a)
+{
+    if (a->iothread)
+        exp->iothread_tids[exp->iothread_count++] =
+            iothread_thread_id(a->iothread);
+    for (guint i = 0; a->iothreads && i < a->iothreads->len; i++)
+        exp->iothread_tids[exp->iothread_count++] =
+            iothread_thread_id(a->iothreads->pdata[i]);
+}
+
 static bool check_export(ExportArgs *a, GError **errp)
 {
     NbdExport *same_name;
@@ -313,6 +352,8 @@ static bool check_export(ExportArgs *a, GError **errp)
         qmp_error(errp, "iothread \"%s\" not found", a->iothread);
         return false;
     }
+    if (!check_iothread_list(a, errp))
+        return false;
     if (!server && !cli_server) {
         qmp_error(errp, "NBD server not running");
         return false;
@@ -351,8 +392,7 @@ static JsonNode *cmd_block_export_add(const QmpBlockExportOptions *o,
     exp->multi_conn = server &&
                      nbd_listener_max_clients(server->listener) != 1;
     exp->allocation_depth = a.allocation_depth;
-    if (a.iothread)
-        exp->iothread_tid = iothread_thread_id(a.iothread);
+    bind_iothreads(exp, &a);
     e = g_new0(QmpExport, 1);
     e->id = g_strdup(a.id);
     e->name = g_strdup(a.name);
