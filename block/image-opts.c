@@ -20,6 +20,7 @@
  *    defaults the other settings imply.
  */
 #include "block/image-opts.h"
+#include "block/qemu-opts.h"
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -355,28 +356,6 @@ static void put_extra(GHashTable *t, GHashTable *extra)
         put(t, k, v);
 }
 
-/* The items of a QEMU option string: split at ',', where ",," is a
- * comma of the value. */
-static GPtrArray *split_options(const char *s)
-{
-    GPtrArray *items = g_ptr_array_new_with_free_func(g_free);
-    GString *cur = g_string_new(NULL);
-
-    for (const char *p = s;; p++) {
-        if (*p == ',' && p[1] == ',') {
-            g_string_append_c(cur, ',');
-            p++;
-        } else if (*p == ',' || *p == '\0') {
-            g_ptr_array_add(items, g_string_free(cur, FALSE));
-            if (*p == '\0')
-                return items;
-            cur = g_string_new(NULL);
-        } else {
-            g_string_append_c(cur, *p);
-        }
-    }
-}
-
 /* -l SNAPSHOT: an id or name, or QEMU's snapshot.id=ID,snapshot.name=NAME
  * (both must match then), as options of the qcow2 node. */
 static bool put_snapshot_params(GHashTable *t, const char *spec,
@@ -388,7 +367,7 @@ static bool put_snapshot_params(GHashTable *t, const char *spec,
         put(t, "snapshot.id-or-name", spec);
         return true;
     }
-    items = split_options(spec);
+    items = qemu_opts_split(spec);
     for (guint i = 0; i < items->len; i++) {
         const char *item = g_ptr_array_index(items, i);
         const char *eq = strchr(item, '=');

@@ -8,7 +8,7 @@
 #include "block/image-opts.h"
 
 #include "block/block.h"
-#include "qemu-opts.h"
+#include "block/qemu-opts.h"
 #include "server/qmp/qmp-cli.h"
 #include "trace.h"
 

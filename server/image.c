@@ -22,7 +22,7 @@
 #include "image.h"
 
 #include "block/image-opts.h"
-#include "qemu-opts.h"
+#include "block/qemu-opts.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -9,7 +9,7 @@
  */
 #include "list.h"
 
-#include "qemu-opts.h"
+#include "block/qemu-opts.h"
 
 #include <errno.h>
 #include <inttypes.h>

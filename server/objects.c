@@ -22,7 +22,7 @@
 
 #include "iothread.h"
 
-#include "qemu-opts.h"
+#include "block/qemu-opts.h"
 
 #include "block/block.h"
 #include "server/nbd/tls.h"

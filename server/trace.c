@@ -8,7 +8,7 @@
 #include "trace.h"
 
 #include "block/block.h"
-#include "qemu-opts.h"
+#include "block/qemu-opts.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -31,7 +31,7 @@
 
 #include "block/block.h"
 #include "nbd-server.h"
-#include "server/qemu-opts.h"
+#include "block/qemu-opts.h"
 #include "server/trace.h"
 
 #include <errno.h>

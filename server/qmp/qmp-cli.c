@@ -9,7 +9,7 @@
  */
 #include "qmp-cli.h"
 
-#include "server/qemu-opts.h"
+#include "block/qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-schema.h"
