@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of the QMP monitor (tests/qmp_fuzz.py): random
+# commands built from query-qmp-schema, valid then mutated, sequences that
+# use what was just deleted, broken JSON bytes on a second connection.  Every
+# command must be answered within 10 s with "return" or a well-formed
+# "error", the daemon must stay alive, the protected export must still serve
+# its data, and every image must pass qemu-img check afterwards.
+#
+#   SNAPNBD_QMPFUZZ_SEED=N     replay a seed (printed at every run)
+#   SNAPNBD_QMPFUZZ_ITERS=N    steps (default 2000, within 40 s); the long
+#                              mode is ./run qmp-fuzz N
+#   SNAPNBD_QMPFUZZ_SECONDS=S  time budget (default 40, or 100000 when
+#                              ITERS is given)
+#   SNAPNBD_QMPFUZZ_REPLAY=F   send the messages logged in F again (a
+#                              failure writes them to qmp-fuzz-SEED.log)
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/qmp-functions.sh"
+requires qemu-img
+
+seed=${SNAPNBD_QMPFUZZ_SEED:-$((RANDOM * 32768 + RANDOM))}
+iters=${SNAPNBD_QMPFUZZ_ITERS:-2000}
+if [ -n "${SNAPNBD_QMPFUZZ_ITERS:-}" ]; then
+    seconds=${SNAPNBD_QMPFUZZ_SECONDS:-100000}
+else
+    seconds=${SNAPNBD_QMPFUZZ_SECONDS:-40}
+fi
+save=$PWD/qmp-fuzz-$seed.log
+echo "$0: seed $seed (SNAPNBD_QMPFUZZ_SEED=$seed replays it)"
+
+mkdir "$tmp/keep"
+qemu-img create -q -f raw "$tmp/keep/keep.raw" 4M
+qemu-io -f raw -c 'write -P 0x5a 0 4M' "$tmp/keep/keep.raw" >/dev/null
+qemu-img create -q -f raw "$tmp/fz-raw.img" 16M
+qemu-img create -q -f qcow2 "$tmp/fz-back.qcow2" 16M
+qemu-io -f qcow2 -c 'write -P 0x11 0 1M' -c 'write -P 0x22 8M 1M' \
+    "$tmp/fz-back.qcow2" >/dev/null
+qemu-img create -q -f qcow2 -b fz-back.qcow2 -F qcow2 "$tmp/fz-top.qcow2"
+qemu-io -f qcow2 -c 'write -P 0x33 512K 1M' "$tmp/fz-top.qcow2" >/dev/null
+qemu-img bitmap --add "$tmp/fz-top.qcow2" b0
+
+# The daemon works in $tmp: relative file names land there.
+cd "$tmp"
+start_qmp "$tmp/qmp" "$tmp/pid"
+replay=()
+[ -n "${SNAPNBD_QMPFUZZ_REPLAY:-}" ] && replay=(--replay "$SNAPNBD_QMPFUZZ_REPLAY")
+"$PYTHON" "$srcdir/qmp_fuzz.py" --qmp "$tmp/qmp" --pid "$tmp/pid" \
+    --dir "$tmp" --seed "$seed" --iters "$iters" --seconds "$seconds" \
+    --save "$save" "${replay[@]}" || fail "seed $seed: see above"
+# (from here on a failure is replayed with SNAPNBD_QMPFUZZ_REPLAY=$save)
+
+# SIGTERM must stop the daemon whatever the fuzzing left behind; when it
+# does not, the threads' stacks say where it waits.
+pid=$(cat "$tmp/pid")
+kill "$pid"
+for i in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$pid" 2>/dev/null; then
+    command -v gdb >/dev/null &&
+        gdb -p "$pid" -batch -ex 'thread apply all bt' >&2 2>/dev/null
+    kill -9 "$pid"
+    fail "seed $seed: the daemon ignored SIGTERM after the fuzzing; the messages: $save"
+fi
+rm -f "$tmp/pid"
+for img in "$tmp"/*.qcow2 "$tmp"/fz-*; do
+    [ -f "$img" ] || continue
+    fmt=$(qemu-img info --output=json "$img" 2>/dev/null |
+          sed -n 's/.*"format": "\([a-z0-9]*\)".*/\1/p' | head -1)
+    [ "$fmt" = qcow2 ] || continue
+    qemu-img check -q "$img" ||
+        fail "seed $seed: qemu-img check $img failed; the messages: $save"
+done
+qemu-io -f raw -c 'read -P 0x5a 0 4M' "$tmp/keep/keep.raw" | grep -q '^read' ||
+    fail "seed $seed: keep.raw changed; the messages: $save"
+rm -f "$save"
