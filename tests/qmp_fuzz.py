@@ -186,6 +186,9 @@ class Fuzzer:
         self.files = []
         self.counter = 0
         self.running = []          # jobs not yet concluded
+        self.qsd = None            # qemu-storage-daemon, to compare with
+        self.mismatches = {}       # (command, class, qsd's class) -> example
+        self.compared = 0
         self.stats = {}
 
     # --- talking ----------------------------------------------------------
@@ -208,7 +211,57 @@ class Fuzzer:
             raise Failure("connection lost after %s: %s" % (text[:300], e))
         if not self.alive():
             raise Failure("the daemon died after %s" % text[:300])
+        if log and self.qsd:
+            self.compare(text, r)
         return r
+
+    # --- the same messages to qemu-storage-daemon -------------------------
+    def start_qsd(self):
+        """The setup again on qemu-storage-daemon, over copies of the
+        images in --qsd-dir; from then on every logged message goes to it
+        too."""
+        self.qsd = Conn(self.opts.qsd, self.opts.timeout)
+        self.qsd.line(self.opts.timeout)
+        main, d, files = self.q, self.dir, self.files
+        self.q, self.dir = self.qsd, self.opts.qsd_dir
+        self.must("qmp_capabilities")
+        try:
+            self.setup(refresh=False)
+        finally:
+            self.q, self.dir, self.files = main, d, files
+
+    def compare(self, text, r):
+        """Both refuse a message: with the same error class?  (The state
+        of the two daemons drifts apart, so this is a report, not a
+        failure.)  Not transactions nor blockdev-reopen: qemu-storage-daemon
+        7.2 crashes on some (bitmap actions on missing nodes, an empty
+        "options" list)."""
+        if text.startswith(('{"execute": "transaction"',
+                            '{"execute": "blockdev-reopen"')):
+            return
+        try:
+            self.qsd.sock.sendall(text.replace(self.dir, self.opts.qsd_dir)
+                                  .encode("utf-8", "surrogatepass") + b"\n")
+            theirs = self.qsd.reply("qemu-storage-daemon: " + text[:200])
+        except (Failure, EOFError, OSError) as e:
+            print("qmp_fuzz: qemu-storage-daemon stopped answering (%s) at "
+                  "message %d, %s; no more comparisons"
+                  % (e, len(self.log), text[:300]), file=sys.stderr)
+            self.qsd = None
+            return
+        self.compared += 1
+        if "error" not in r or "error" not in theirs:
+            return
+        ours, qsd = r["error"], theirs["error"]
+        if ours["class"] == qsd["class"] or qsd["class"] == "CommandNotFound":
+            return
+        try:
+            cmd = json.loads(text).get("execute")
+        except ValueError:
+            cmd = "(not JSON)"
+        key = (str(cmd), ours["class"], qsd["class"])
+        self.mismatches.setdefault(key, (text[:300], ours["desc"][:150],
+                                         qsd["desc"][:150]))
 
     def execute(self, name, args=None, log=True):
         msg = {"execute": name}
@@ -227,7 +280,7 @@ class Fuzzer:
         return r["return"]
 
     # --- the world the arguments are drawn from ---------------------------
-    def setup(self):
+    def setup(self, refresh=True):
         d = self.dir
         self.must("blockdev-add", {"driver": "raw", "node-name": "keep",
                                    "file": {"driver": "file",
@@ -258,7 +311,8 @@ class Fuzzer:
         self.files = [d + "/fz-raw.img", d + "/fz-top.qcow2",
                       d + "/fz-back.qcow2", "fz-new0.img", "fz-new1.qcow2",
                       d + "/missing/x.img"]
-        self.refresh()
+        if refresh:
+            self.refresh()
 
     def start_nbd(self):
         self.must("nbd-server-start", {"addr": {"type": "unix", "data": {
@@ -730,6 +784,8 @@ class Fuzzer:
 
     def run(self):
         self.setup()
+        if self.opts.qsd:
+            self.start_qsd()
         self.load_schema()
         start = time.monotonic()
         i = 0
@@ -784,6 +840,9 @@ def main():
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--save", default="qmp-fuzz-failure.log")
     p.add_argument("--replay")
+    p.add_argument("--qsd", help="qemu-storage-daemon's QMP socket: send it "
+                   "every message too and report differing error classes")
+    p.add_argument("--qsd-dir", help="its copies of the images")
     p.add_argument("--no-step-around", dest="step_around",
                    action="store_false",
                    help="run into the known bugs (see JOB_COMMANDS)")
@@ -814,6 +873,14 @@ def main():
                                            os.path.abspath(opts.save),
                                            opts.seed), file=sys.stderr)
         return 1
+    for (cmd, ours, qsd), (text, d1, d2) in sorted(f.mismatches.items()):
+        print("qmp_fuzz: %s: %s here, %s in qemu-storage-daemon, e.g. %s\n"
+              "    snapnbd: %s\n    qemu-storage-daemon: %s"
+              % (cmd, ours, qsd, text, d1, d2))
+    if opts.qsd:
+        print("qmp_fuzz: %d messages compared with qemu-storage-daemon, %d "
+              "kinds of differing error classes" % (f.compared,
+                                                    len(f.mismatches)))
     ok = sum(s[0] for s in f.stats.values())
     err = sum(s[1] for s in f.stats.values())
     print("qmp_fuzz: seed %d: %d steps, %d messages, %d returns, %d errors, "

@@ -13,6 +13,10 @@
 #                              ITERS is given)
 #   SNAPNBD_QMPFUZZ_REPLAY=F   send the messages logged in F again (a
 #                              failure writes them to qmp-fuzz-SEED.log)
+#   SNAPNBD_QMPFUZZ_QSD=1      send every message to qemu-storage-daemon
+#                              too (over copies of the images) and list
+#                              the errors whose class differs (a report:
+#                              the two daemons' states drift apart)
 #   SNAPNBD_QMPFUZZ_KNOWN=1    do not step around the known bugs (listed
 #                              in tests/qmp_fuzz.py)
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -40,10 +44,18 @@ qemu-img create -q -f qcow2 -b fz-back.qcow2 -F qcow2 "$tmp/fz-top.qcow2"
 qemu-io -f qcow2 -c 'write -P 0x33 512K 1M' "$tmp/fz-top.qcow2" >/dev/null
 qemu-img bitmap --add "$tmp/fz-top.qcow2" b0
 
+replay=()
+if [ -n "${SNAPNBD_QMPFUZZ_QSD:-}" ]; then
+    mkdir "$tmp/qsd"
+    cp -r "$tmp/keep" "$tmp"/fz-* "$tmp/qsd/"
+    cd "$tmp/qsd"
+    start_qsd "$tmp/qsd/qmp" || fail "qemu-storage-daemon did not start"
+    replay+=(--qsd "$tmp/qsd/qmp" --qsd-dir "$tmp/qsd")
+fi
+
 # The daemon works in $tmp: relative file names land there.
 cd "$tmp"
 start_qmp "$tmp/qmp" "$tmp/pid"
-replay=()
 [ -n "${SNAPNBD_QMPFUZZ_REPLAY:-}" ] && replay=(--replay "$SNAPNBD_QMPFUZZ_REPLAY")
 [ -n "${SNAPNBD_QMPFUZZ_KNOWN:-}" ] && replay+=(--no-step-around)
 "$PYTHON" "$srcdir/qmp_fuzz.py" --qmp "$tmp/qmp" --pid "$tmp/pid" \
