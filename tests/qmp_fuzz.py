@@ -62,7 +62,7 @@ NODE_MEMBERS = {"node-name", "node", "device", "target", "base", "top",
                 "base-node", "top-node", "replaces", "bottom", "overlay",
                 "image", "file", "backing", "data-file", "snapshot-node-name",
                 "filter-node-name", "overlay-node-name"}
-FILE_MEMBERS = {"filename", "snapshot-file", "path", "backing-file",
+FILE_MEMBERS = {"filename", "snapshot-file", "backing-file",
                 "config", "conf"}
 BITMAP_MEMBERS = {"name", "bitmap", "target-bitmap", "x-dirty-bitmap"}
 JOB_COMMANDS_WITH_ID = {"job-pause", "job-resume", "job-cancel",
@@ -363,6 +363,11 @@ class Fuzzer:
         rng = self.rng
         if member in FILE_MEMBERS:
             return rng.choice(self.files)
+        if member == "path":
+            # a unix socket (an image there would be unlinked, as QEMU
+            # does) or a QOM path
+            return rng.choice([self.dir + "/nbd.sock", "fz-nbd.sock",
+                               "/objects", "/objects/sec0", "fz-dir/x.sock"])
         if member == "id" and cmd in JOB_COMMANDS_WITH_ID or \
                 member == "device" and cmd.startswith("block-job-"):
             if self.jobs and rng.random() < 0.85:
@@ -557,8 +562,9 @@ class Fuzzer:
         elif member == "host" and isinstance(v, str) and \
                 v not in ("localhost", "no.such.invalid"):
             v = "127.0.0.1"       # listen and connect on loopback only
-        elif member in FILE_MEMBERS and isinstance(v, str) and \
-                v not in self.files:
+        elif member in FILE_MEMBERS | {"path"} and isinstance(v, str) and \
+                v not in self.files and not v.startswith(
+                    (self.dir + "/nbd.sock", "/objects")):
             # a fuzzed file name stays in the test's directory
             v = "fz-" + v.replace("/", "_").replace("\x00", "")[:200]
         return v
@@ -843,6 +849,8 @@ def main():
     p.add_argument("--qsd", help="qemu-storage-daemon's QMP socket: send it "
                    "every message too and report differing error classes")
     p.add_argument("--qsd-dir", help="its copies of the images")
+    p.add_argument("--stats", action="store_true",
+                   help="print each command's count of returns and errors")
     p.add_argument("--no-step-around", dest="step_around",
                    action="store_false",
                    help="run into the known bugs (see JOB_COMMANDS)")
@@ -881,6 +889,9 @@ def main():
         print("qmp_fuzz: %d messages compared with qemu-storage-daemon, %d "
               "kinds of differing error classes" % (f.compared,
                                                     len(f.mismatches)))
+    if opts.stats:
+        for cmd, (ok, err) in sorted(f.stats.items()):
+            print("qmp_fuzz: %-40s %6d returns %6d errors" % (cmd, ok, err))
     ok = sum(s[0] for s in f.stats.values())
     err = sum(s[1] for s in f.stats.values())
     print("qmp_fuzz: seed %d: %d steps, %d messages, %d returns, %d errors, "

@@ -17,6 +17,7 @@
 #                              too (over copies of the images) and list
 #                              the errors whose class differs (a report:
 #                              the two daemons' states drift apart)
+#   SNAPNBD_QMPFUZZ_STATS=1    print each command's returns and errors
 #   SNAPNBD_QMPFUZZ_KNOWN=1    do not step around the known bugs (listed
 #                              in tests/qmp_fuzz.py)
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -58,6 +59,7 @@ cd "$tmp"
 start_qmp "$tmp/qmp" "$tmp/pid"
 [ -n "${SNAPNBD_QMPFUZZ_REPLAY:-}" ] && replay=(--replay "$SNAPNBD_QMPFUZZ_REPLAY")
 [ -n "${SNAPNBD_QMPFUZZ_KNOWN:-}" ] && replay+=(--no-step-around)
+[ -n "${SNAPNBD_QMPFUZZ_STATS:-}" ] && replay+=(--stats)
 "$PYTHON" "$srcdir/qmp_fuzz.py" --qmp "$tmp/qmp" --pid "$tmp/pid" \
     --dir "$tmp" --seed "$seed" --iters "$iters" --seconds "$seconds" \
     --save "$save" "${replay[@]}" || fail "seed $seed: see above"
