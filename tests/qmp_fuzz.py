@@ -189,6 +189,11 @@ class Fuzzer:
         self.qsd = None            # qemu-storage-daemon, to compare with
         self.mismatches = {}       # (command, class, qsd's class) -> example
         self.compared = 0
+        # node name -> image: while all its nodes stay open, an image of the
+        # setup is written through its qcow2 node only (the graph refuses
+        # other writers), so qemu-img check must pass on it at the end
+        self.guards = {}
+        self.released = set()
         self.stats = {}
 
     # --- talking ----------------------------------------------------------
@@ -332,6 +337,14 @@ class Fuzzer:
             for b in n.get("dirty-bitmaps", []):
                 if "name" in b:
                     bitmaps.append((name, b["name"]))
+        if not self.guards:
+            for n in r.get("return", []):
+                f = os.path.basename(n.get("image", {}).get("filename", ""))
+                if f in ("fz-top.qcow2", "fz-back.qcow2"):
+                    self.guards[n.get("node-name")] = f
+        for name, image in self.guards.items():
+            if name not in nodes:
+                self.released.add(image)
         for name in self.nodes:
             if name not in nodes and name not in self.deleted:
                 self.deleted = (self.deleted + [name])[-10:]
@@ -830,6 +843,10 @@ class Fuzzer:
             h.shutdown()
         if data != bytes([KEEP_PATTERN]) * KEEP_SIZE:
             raise Failure("export keep does not serve its data any more")
+        self.refresh()
+        with open(os.path.join(self.dir, "strict-images"), "w") as out:
+            for image in sorted(set(self.guards.values()) - self.released):
+                out.write(image + "\n")
         # stop the jobs so the images are closed cleanly at SIGTERM
         for job in self.jobs:
             self.execute("job-cancel", {"id": job, "force": True}, log=False)
