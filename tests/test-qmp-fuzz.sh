@@ -80,6 +80,14 @@ if kill -0 "$pid" 2>/dev/null; then
     fail "seed $seed: the daemon ignored SIGTERM after the fuzzing; the messages: $save"
 fi
 rm -f "$tmp/pid"
+# It is this shell's child: its status shows a crash or a sanitizer report
+# (abort_on_error) at exit, which the log alone would not fail.
+status=0
+wait "$pid" 2>/dev/null || status=$?
+case $status in
+0|143|127) ;;   # 127: not our child (started elsewhere), nothing to learn
+*) fail "seed $seed: the daemon exited with status $status after SIGTERM; the messages: $save" ;;
+esac
 # The qcow2 images of the setup whose nodes stayed open all along were
 # written through their qcow2 nodes only (the graph refuses other writers of
 # their file nodes): qemu-img check must pass (qmp_fuzz.py lists them in
