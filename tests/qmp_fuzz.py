@@ -3,7 +3,8 @@ tests/test-qmp-fuzz.sh (which starts the daemon and checks the images).
 
     python3 qmp_fuzz.py --qmp SOCK --pid PIDFILE --dir DIR --seed N
                         [--iters N] [--seconds S] [--timeout S]
-                        [--save FILE] [--replay FILE]
+                        [--save FILE] [--replay FILE] [--stats]
+                        [--qsd SOCK --qsd-dir DIR] [--no-step-around]
 
 Sets up a few nodes (raw, qcow2 over a backing file with a bitmap,
 null-co), an NBD export and some objects through QMP, reads
@@ -18,12 +19,21 @@ mixed actions).  Every so often a second connection sends broken JSON bytes.
 After each command the daemon must answer within --timeout seconds, with
 "return" or an "error" that has a class and a desc, and must be alive.  At
 the end the NBD export "keep" (its node is never named by the fuzzer) must
-serve the bytes written at the start.
+serve the bytes written at the start, and DIR/strict-images lists the
+qcow2 images of the setup whose nodes stayed open all along (the shell
+runs qemu-img check on them).
 
-Every message sent is logged; on a failure the log goes to --save and the
-last messages are printed: --replay FILE sends that log again, in order,
-with the same checks.  The sequence depends only on the seed and on the
-daemon's answers.
+Every message sent is logged, always to --save (the shell removes it after
+a pass); on a failure the last messages are printed: --replay FILE sends
+that log again, in order, with the same checks.  The sequence depends only
+on the seed and on the daemon's answers (job timing included).
+
+Known bugs are stepped around (see JOB_COMMANDS) unless --no-step-around.
+With --qsd every logged message also goes to qemu-storage-daemon, set up
+the same way over copies of the images, and the error classes that differ
+are listed at the end (not a failure: the two daemons' states drift apart).
+Never sent: quit, x-blkdebug-break; values that would make a valid
+command wait long are clamped (WAIT_CAPS); file names stay in DIR.
 """
 import argparse
 import base64
@@ -393,7 +403,7 @@ class Fuzzer:
         if member == "id" and cmd.startswith("object-") or \
                 member in ("tls-creds", "tls-authz", "throttle-group",
                            "key-secret", "iothread", "password-secret",
-                           "key-secret", "pr-manager"):
+                           "pr-manager"):
             return rng.choice(self.objects + [self.new_name("obj")])
         if member in ("id", "name") and ("export" in cmd or
                                           cmd.startswith("nbd-")):
@@ -512,7 +522,7 @@ class Fuzzer:
         n = rng.choice([2, 50, 500])
         return Raw('{"a": ' * n + "1" + "}" * n)
 
-    def paths(self, v, path=()):
+    def paths(self, v):
         """Every place in v a value sits: (container, key)."""
         out = []
         if isinstance(v, dict):
@@ -693,7 +703,6 @@ class Fuzzer:
         args = {"actions": [self.value(self.types[actions]["element-type"],
                                        "actions", "transaction", 1)
                             for _ in range(n)]}
-        args["actions"] = [a for a in args["actions"]]
         if self.rng.random() < 0.3:
             args["actions"].append({"type": "abort", "data": {}})
         if self.rng.random() < 0.3:
