@@ -563,16 +563,25 @@ static int file_create(const char *filename, uint64_t size,
         g_list_free(keys);
         return -EINVAL;
     }
-    fd = open(filename, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* Not O_TRUNC: QEMU's raw_co_create takes the "write" and "resize"
+     * locks first, so an image open elsewhere (in this process too: a node
+     * of the graph) is refused instead of truncated under its user. */
+    fd = open(filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         ret = -errno;
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Could not create '%s': %s", filename, g_strerror(errno));
         return ret;
     }
+    FileState lock_state = { .fd = fd, .filename = (char *)filename };
+    if (!apply_locks(&lock_state, BDRV_PERM_WRITE | BDRV_PERM_RESIZE,
+                     BDRV_PERM_RESIZE, errp)) {
+        close(fd);
+        return -EBUSY;
+    }
     if (nocow)
         set_nocow(fd); /* must happen while the file is still empty */
-    if (ftruncate(fd, size) < 0 ||
+    if (ftruncate(fd, 0) < 0 || ftruncate(fd, size) < 0 ||
         (prealloc && !strcmp(prealloc, "falloc") && size > 0 &&
          posix_fallocate(fd, 0, size) != 0)) {
         ret = -errno;

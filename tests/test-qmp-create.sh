@@ -66,3 +66,16 @@ Q '{"execute":"blockdev-create","arguments":{"job-id":"c4","options":{"driver":"
 grep -q "Parameter 'options.size' is unexpected" "$tmp/out" || fail "raw: $(cat "$tmp/out")"
 Q '{"execute":"blockdev-create","arguments":{"job-id":"c5","options":{"driver":"qcow2","file":"nope","size":1048576}}}'
 grep -q "Cannot find device='nope' nor node-name='nope'" "$tmp/out" || fail "nope: $(cat "$tmp/out")"
+
+# An image open in the graph is not truncated by a file create over it: the
+# job fails on the "write" lock, as in qemu-storage-daemon (found by
+# test-qmp-fuzz.sh: the qcow2 node lost its image under it).
+Q '{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"q1","file":{"driver":"file","filename":"'"$img"'"}}}'
+grep -q '"return"' "$tmp/out" || fail "blockdev-add q1: $(cat "$tmp/out")"
+size=$(stat -c %s "$img")
+create c6 '{"driver":"file","filename":"'"$img"'","size":0}'
+grep -q '"error": "Failed to get \\"write\\" lock' "$tmp/jobs" ||
+    fail "c6: no lock error: $(cat "$tmp/jobs")"
+[ "$(stat -c %s "$img")" -eq "$size" ] || fail "c6 truncated the open image"
+Q '{"execute":"blockdev-del","arguments":{"node-name":"q1"}}'
+qemu-img check -q "$img" || fail "the open image was damaged by c6"
