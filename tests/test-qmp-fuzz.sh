@@ -19,8 +19,7 @@
 #                              the errors whose class differs (a report:
 #                              the two daemons' states drift apart)
 #   SNAPNBD_QMPFUZZ_STATS=1    print each command's returns and errors
-#   SNAPNBD_QMPFUZZ_KNOWN=1    do not step around the known bugs (listed
-#                              in tests/qmp_fuzz.py)
+#   SNAPNBD_QMPFUZZ_ONE_JOB=1  start a job only while no other one runs
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 requires qemu-img qemu-io
@@ -63,8 +62,8 @@ start_qmp "$tmp/qmp" "$tmp/pid"
 if [ -n "${SNAPNBD_QMPFUZZ_REPLAY:-}" ]; then
     opts+=(--replay "$SNAPNBD_QMPFUZZ_REPLAY")
 fi
-if [ -n "${SNAPNBD_QMPFUZZ_KNOWN:-}" ]; then
-    opts+=(--no-step-around)
+if [ -n "${SNAPNBD_QMPFUZZ_ONE_JOB:-}" ]; then
+    opts+=(--one-job)
 fi
 if [ -n "${SNAPNBD_QMPFUZZ_STATS:-}" ]; then
     opts+=(--stats)
