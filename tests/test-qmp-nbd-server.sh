@@ -67,6 +67,13 @@ if start_qsd "$tmp/qsd"; then
 fi
 [ ! -e "$nbd" ] || fail "a failed start left a socket"
 
+# A path that names a file which is not a socket: refused, the file kept
+# (QEMU would unlink it first; an image there would be gone).
+echo keep >"$tmp/not-a-socket"
+out=$(qmp "$sock" '{"execute": "nbd-server-start", "arguments": {"addr": {"type": "unix", "data": {"path": "'"$tmp/not-a-socket"'"}}}}')
+grep -q '"error"' <<<"$out" || fail "nbd-server-start over a regular file: $out"
+[ "$(cat "$tmp/not-a-socket")" = keep ] || fail "nbd-server-start removed a regular file"
+
 # --- TLS ------------------------------------------------------------------------
 out=$(qmp "$sock" "$(start_nbd ', "tls-creds": "nope"')")
 grep -Fq "No TLS credentials with id 'nope'" <<<"$out" || fail "unknown creds: $out"
