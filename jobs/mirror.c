@@ -38,8 +38,17 @@
  * the section ends.  Requests held at the section's entry then go to the
  * target.  The notifiers leave in the same section.
  *
- * One background copy at a time, of at most buf-size bytes: the guest
- * comes first.
+ * Background copies run on a pool of worker threads (as QEMU's mirror
+ * keeps up to MAX_IN_FLIGHT copies in flight): the job's thread is the
+ * coordinator.  It walks the bitmap in ascending order, locks the next
+ * dirty range (at most op_max bytes), clears its bits and hands it to a
+ * worker with a buffer of its own; buf-size bytes of buffers in all, so
+ * buf-size / op_max copies at most.  A worker reads and writes with
+ * blocking calls, drain-exempt (a locked range may hold up a guest
+ * write), sets the bits again if the copy failed, unlocks and reports
+ * under the job lock (inflight, the first error).  The job parks (pause,
+ * drained section, the end) only once no copy is in flight, and is ready
+ * only when nothing is dirty and nothing in flight.
  */
 #include "jobs/mirror.h"
 
@@ -49,7 +58,13 @@
 
 #define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
 #define DEFAULT_GRANULARITY (64 * 1024)
-#define DEFAULT_BUF_SIZE (1024 * 1024)
+/* As QEMU: up to 16 copies in flight, of 1 MiB (or buf-size / 16). */
+#define MAX_IN_FLIGHT 16
+#define MAX_IO_BYTES (1024 * 1024)
+#define DEFAULT_BUF_SIZE (MAX_IN_FLIGHT * MAX_IO_BYTES)
+/* With a speed limit, a copy is at most this much of a second's worth,
+ * so that the limit holds without bursts. */
+#define RATE_CHUNK_DIVISOR 20
 /* While ready and idle, the job looks for new dirty ranges this often. */
 #define READY_POLL_NS (20 * 1000 * 1000)
 /* Convergence: one sample of the dirty count a second; this many samples
@@ -84,8 +99,10 @@ typedef struct MirrorJob {
     int64_t granularity;
     int64_t lock_align;        /* granularity, or the source's alignment */
     int64_t buf_size;
+    int64_t op_max;            /* bytes per background copy */
+    int max_copies;            /* in flight at once: buf_size / op_max */
     BdrvDirtyBitmap *dirty;
-    void *buf;
+    GThreadPool *copiers;      /* while run() runs */
     int zero_flags;
     BlockNotifier *before_notifier;
     BlockNotifier *after_notifier;
@@ -109,6 +126,10 @@ typedef struct MirrorJob {
     bool target_was_read_only; /* read-only again unless switched to */
 
     /* Guarded by the job lock. */
+    int inflight;              /* background copies handed to workers */
+    GPtrArray *free_bufs;      /* op_max-byte buffers not in use */
+    int copy_error;            /* first failed copy not yet handled */
+    bool copy_error_is_read;
     bool should_complete;     /* job-complete: switch */
     bool ready;
     bool switched_alone;      /* write-blocking because it did not converge */
@@ -270,46 +291,201 @@ static int copy_data(MirrorJob *m, int64_t off, int64_t n, void *buf,
     return ret;
 }
 
-/* Copies the first dirty range at or after @from (wrapping around); 1 if
- * one was copied (*@from moves past it), 0 if nothing is dirty. */
-static int copy_next(MirrorJob *m, int64_t *from, bool *is_read)
+/* --- background copies ----------------------------------------------------- */
+
+typedef struct MirrorCopy {
+    MirrorOp *op;              /* the locked range, bits cleared */
+    void *buf;                 /* op_max bytes, the copy's own */
+} MirrorCopy;
+
+/* A worker: one locked range from the source to the target. */
+static void copy_run(gpointer data, gpointer user_data)
 {
-    int64_t len = bdrv_getlength(m->source), off, n;
-    MirrorOp *op;
-    bool dirty;
+    MirrorCopy *c = data;
+    MirrorJob *m = user_data;
+    int64_t off = c->op->offset, n = c->op->bytes;
+    bool is_read = false;
     int ret;
 
-    off = bdrv_dirty_bitmap_next_dirty(m->dirty, *from);
-    if (off < 0 && *from > 0)
-        off = bdrv_dirty_bitmap_next_dirty(m->dirty, 0);
-    if (off < 0)
-        return 0;
-    if (!bdrv_dirty_bitmap_next_extent(m->dirty, off, MIN(len, off +
-                                       m->buf_size), &dirty, &n))
-        return 0;
-    op = op_begin(m, off, n, NULL);
-    bdrv_dirty_bitmap_set(m->dirty, off, n, false);
-    ret = copy_data(m, off, n, m->buf, is_read);
+    /* The range is locked: an active write may wait for it, so the copy
+     * must not wait at a drained section's entry (the job parks only once
+     * no copy is in flight). */
+    bdrv_set_thread_drain_exempt(true);
+    ret = copy_data(m, off, n, c->buf, &is_read);
     if (ret < 0)
         bdrv_dirty_bitmap_set(m->dirty, off, n, true); /* still to do */
-    op_end(m, op);
-    if (ret < 0)
-        return ret;
-    job_progress_update(&m->common, n);
+    else
+        job_progress_update(&m->common, n);
+    op_end(m, c->op);
+    job_lock();
+    g_ptr_array_add(m->free_bufs, c->buf);
+    m->inflight--;
+    if (ret < 0 && m->copy_error == 0) {
+        m->copy_error = ret;
+        m->copy_error_is_read = is_read;
+    }
+    job_kick_locked(&m->common);
+    job_unlock();
+    g_free(c);
+}
+
+/* Waits until fewer than @below copies are in flight. */
+static void wait_copies(MirrorJob *m, int below)
+{
+    job_lock();
+    while (m->inflight >= below)
+        job_wait_locked(&m->common, -1);
+    job_unlock();
+}
+
+static void wait_idle(MirrorJob *m)
+{
+    wait_copies(m, 1);
+}
+
+/* Waits until one of the copies in flight ended (none: returns). */
+static void wait_one_copy(MirrorJob *m)
+{
+    int now;
+
+    job_lock();
+    now = m->inflight;
+    while (now > 0 && m->inflight >= now)
+        job_wait_locked(&m->common, -1);
+    job_unlock();
+}
+
+static bool copies_in_flight(MirrorJob *m)
+{
+    bool any;
+
+    job_lock();
+    any = m->inflight > 0;
+    job_unlock();
+    return any;
+}
+
+/* The first failed copy (0: none), taken once every copy in flight with
+ * it ended: theirs likely failed alike and count as the same error (one
+ * event, one stop); their ranges are dirty again. */
+static int take_copy_error(MirrorJob *m, bool *is_read)
+{
+    int ret;
+
+    job_lock();
+    ret = m->copy_error;
+    job_unlock();
+    if (ret == 0)
+        return 0;
+    wait_idle(m);
+    job_lock();
+    ret = m->copy_error;
+    *is_read = m->copy_error_is_read;
+    m->copy_error = 0;
+    job_unlock();
+    return ret;
+}
+
+static void *take_buffer(MirrorJob *m)
+{
+    void *buf = NULL;
+
+    job_lock();
+    if (m->free_bufs->len > 0)
+        buf = g_ptr_array_steal_index_fast(m->free_bufs,
+                                           m->free_bufs->len - 1);
+    job_unlock();
+    return buf ? buf : bdrv_blockalign(m->source, m->op_max);
+}
+
+/* The largest copy now: op_max, or a twentieth of a second's worth under
+ * a speed limit (at least a granule). */
+static int64_t copy_limit(MirrorJob *m)
+{
+    int64_t speed;
+
+    job_lock();
+    speed = m->common.speed;
+    job_unlock();
+    if (speed > 0)
+        return MAX(m->granularity,
+                   MIN(m->op_max, ROUND_UP(speed / RATE_CHUNK_DIVISOR,
+                                           m->granularity)));
+    return m->op_max;
+}
+
+/* The first dirty range at or after *@from (wrapping around), at most
+ * @limit bytes: false if nothing is dirty. */
+static bool next_dirty_range(MirrorJob *m, int64_t from, int64_t limit,
+                             int64_t *off, int64_t *n)
+{
+    int64_t len = bdrv_getlength(m->source);
+    bool dirty;
+
+    *off = bdrv_dirty_bitmap_next_dirty(m->dirty, from);
+    if (*off < 0 && from > 0)
+        *off = bdrv_dirty_bitmap_next_dirty(m->dirty, 0);
+    if (*off < 0)
+        return false;
+    return bdrv_dirty_bitmap_next_extent(m->dirty, *off,
+                                         MIN(len, *off + limit), &dirty, n);
+}
+
+/* Hands the first dirty range at or after *@from to a worker; a slot must
+ * be free.  1 if one went (*@from moves past it), 0 if nothing is dirty,
+ * or -ENOMEM.  With @delay_ns (the speed limit applies), *@delay_ns > 0
+ * says to wait that long first (nothing went). */
+static int submit_next(MirrorJob *m, int64_t *from, int64_t *delay_ns)
+{
+    int64_t len = bdrv_getlength(m->source), off, n;
+    MirrorCopy *c;
+    void *buf;
+
+    if (!next_dirty_range(m, *from, delay_ns ? copy_limit(m) : m->op_max,
+                          &off, &n))
+        return 0;
+    if (delay_ns &&
+        (*delay_ns = job_ratelimit_delay_ns(&m->common, n)) > 0)
+        return 1;
+    buf = take_buffer(m);
+    if (!buf)
+        return -ENOMEM;
+    c = g_new0(MirrorCopy, 1);
+    c->buf = buf;
+    /* May wait for an active write, or a copy of the same range still in
+     * flight from the pass before. */
+    c->op = op_begin(m, off, n, NULL);
+    bdrv_dirty_bitmap_set(m->dirty, off, n, false);
+    job_lock();
+    m->inflight++;
+    job_unlock();
+    g_thread_pool_push(m->copiers, c, NULL);
     *from = off + n >= len ? 0 : off + n;
     return 1;
 }
 
-/* Until nothing is dirty (in a drained section: nothing new comes). */
+/* Until nothing is dirty (in a drained section: nothing new comes).  The
+ * first failure ends it, once no copy is in flight. */
 static int copy_all(MirrorJob *m)
 {
     int64_t from = 0;
     bool is_read;
     int ret;
 
-    while ((ret = copy_next(m, &from, &is_read)) > 0)
-        ;
-    return ret;
+    for (;;) {
+        if ((ret = take_copy_error(m, &is_read)) < 0)
+            return ret;
+        wait_copies(m, m->max_copies);
+        ret = submit_next(m, &from, NULL);
+        if (ret < 0) {
+            wait_idle(m);
+            return ret;
+        }
+        if (ret == 0 && !copies_in_flight(m))
+            return take_copy_error(m, &is_read);
+        if (ret == 0)
+            wait_one_copy(m);
+    }
 }
 
 /* --- active writes --------------------------------------------------------- */
@@ -475,8 +651,12 @@ static void drop_filter(MirrorJob *m)
 static int mirror_finish(MirrorJob *m, bool copy_last, bool do_switch,
                          GError **errp)
 {
-    BdrvDrain *drain = bdrv_drained_begin(m->source);
-    int ret = copy_last ? copy_all(m) : 0;
+    BdrvDrain *drain;
+    int ret;
+
+    wait_idle(m); /* a failure or a cancel left copies in flight */
+    drain = bdrv_drained_begin(m->source);
+    ret = copy_last ? copy_all(m) : 0;
 
     if (ret == 0 && copy_last)
         ret = bdrv_flush(m->target);
@@ -539,12 +719,27 @@ static int handle_error(MirrorJob *m, int ret, bool is_read)
     return 0;
 }
 
-/* One step of the loop: a copy, or, when nothing is dirty, ready and a
- * look at whether the job should end.  1: end now; <0: failed. */
+/* Nothing dirty: ready once no copy is in flight (a failed one makes its
+ * range dirty again), then a look at whether the job should end.  1: end
+ * now. */
+static int mirror_idle(MirrorJob *m, bool *do_switch)
+{
+    if (copies_in_flight(m)) {
+        wait_one_copy(m);
+        return 0;
+    }
+    become_ready(m);
+    if (wants_end(m, do_switch))
+        return 1;
+    job_sleep_ns(&m->common, READY_POLL_NS);
+    return 0;
+}
+
+/* One step of the loop: a copy handed to a worker once one is free, or,
+ * when nothing is dirty, mirror_idle.  1: end now; <0: failed. */
 static int mirror_step(MirrorJob *m, int64_t *from, bool *do_switch)
 {
-    Job *job = &m->common;
-    int64_t delay;
+    int64_t delay = 0;
     bool is_read = false;
     int ret = g_atomic_int_get(&m->active_error);
 
@@ -553,49 +748,75 @@ static int mirror_step(MirrorJob *m, int64_t *from, bool *do_switch)
         g_atomic_int_set(&m->active_error, 0);
         return handle_error(m, ret, is_read);
     }
-    check_convergence(m);
-    ret = copy_next(m, from, &is_read);
-    if (ret < 0)
+    if ((ret = take_copy_error(m, &is_read)) < 0)
         return handle_error(m, ret, is_read);
-    if (ret == 0) {
-        become_ready(m);
-        if (wants_end(m, do_switch))
-            return 1;
-        job_sleep_ns(job, READY_POLL_NS);
-    } else if ((delay = job_ratelimit_delay_ns(job, m->buf_size)) > 0) {
-        job_sleep_ns(job, delay);
-    }
+    check_convergence(m);
+    wait_copies(m, m->max_copies);
+    ret = submit_next(m, from, &delay);
+    if (ret < 0)
+        return handle_error(m, ret, false);
+    if (ret == 0)
+        return mirror_idle(m, do_switch);
+    if (delay > 0)
+        job_sleep_ns(&m->common, delay);
     return 0;
+}
+
+/* A pause, a drained section or a forced cancel waits for the copies in
+ * flight: the job parks or ends holding no range. */
+static bool must_park(MirrorJob *m)
+{
+    bool park;
+
+    job_lock();
+    park = job_should_pause_locked(&m->common) ||
+           job_drain_requested_locked(&m->common);
+    job_unlock();
+    return park || job_is_force_cancelled(&m->common);
+}
+
+static int mirror_loop(MirrorJob *m, bool *do_switch)
+{
+    Job *job = &m->common;
+    int64_t from = 0;
+    int ret = mark_initial(m);
+
+    while (ret == 0) {
+        if (must_park(m))
+            wait_idle(m);
+        if (job_is_force_cancelled(job))
+            return -ECANCELED;
+        job_pause_point(job);
+        job_drain_point(job);
+        ret = mirror_step(m, &from, do_switch);
+    }
+    return ret;
 }
 
 static int mirror_run(Job *job, GError **errp)
 {
     MirrorJob *m = (MirrorJob *)job;
-    int64_t from = 0;
     bool do_switch = false;
     int ret;
 
     m->low = UINT64_MAX;
     m->next_sample_ns = job_now_ns() + CONVERGE_SAMPLE_NS;
+    m->copiers = g_thread_pool_new(copy_run, m, m->max_copies, TRUE, NULL);
     add_notifiers(m);
-    ret = mark_initial(m);
-    while (ret == 0) {
-        if (job_is_force_cancelled(job)) {
-            mirror_finish(m, false, false, NULL);
-            return -ECANCELED;
-        }
-        job_pause_point(job);
-        job_drain_point(job);
-        ret = mirror_step(m, &from, &do_switch);
-    }
-    if (ret < 0) {
+    ret = mirror_loop(m, &do_switch);
+    if (ret == -ECANCELED) {
+        mirror_finish(m, false, false, NULL);
+    } else if (ret < 0) {
         mirror_finish(m, false, false, NULL);
         /* As QEMU: the job's error is the errno's words. */
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED, "%s",
                     g_strerror(-ret));
-        return ret;
+    } else {
+        ret = mirror_finish(m, true, do_switch, errp);
     }
-    return mirror_finish(m, true, do_switch, errp);
+    g_thread_pool_free(m->copiers, FALSE, TRUE);
+    m->copiers = NULL;
+    return ret;
 }
 
 /* Only a ready mirror can end without being forced off: without the
@@ -643,8 +864,7 @@ static void mirror_clean(Job *job)
     /* NBD requests hold their own reference on the node they entered. */
     g_clear_pointer(&m->filter, bdrv_unref);
     g_clear_pointer(&m->source, bdrv_unref);
-    free(m->buf);
-    m->buf = NULL;
+    g_clear_pointer(&m->free_bufs, g_ptr_array_unref);
 }
 
 static void mirror_free(Job *job)
@@ -814,6 +1034,12 @@ static void set_options(MirrorJob *m, BlockNode *source, BlockNode *target,
                         (int64_t)bdrv_limits(source)->request_alignment);
     m->buf_size = MAX(o->buf_size ? o->buf_size : DEFAULT_BUF_SIZE,
                       m->granularity);
+    /* As QEMU: copies of buf-size / 16 (at least 1 MiB, at most
+     * buf-size), whole granules; as many in flight as buf-size holds. */
+    m->op_max = MIN(MAX(m->buf_size / MAX_IN_FLIGHT, MAX_IO_BYTES),
+                    m->buf_size);
+    m->op_max = MAX(m->op_max - m->op_max % m->granularity, m->granularity);
+    m->max_copies = (int)MIN(MAX(m->buf_size / m->op_max, 1), MAX_IN_FLIGHT);
     m->replaces = o->replaces ? o->replaces : source;
     /* Unmapping is only safe where a hole reads as zero. */
     m->zero_flags = !o->no_unmap && bdrv_has_zero_init(target)
@@ -824,6 +1050,17 @@ static void set_options(MirrorJob *m, BlockNode *source, BlockNode *target,
     job_lock();
     m->common.speed = o->speed;
     job_unlock();
+}
+
+/* One buffer now, so that a job that cannot have any fails at once. */
+static bool alloc_first_buffer(MirrorJob *m, BlockNode *source)
+{
+    void *buf = bdrv_blockalign(source, m->op_max);
+
+    m->free_bufs = g_ptr_array_new_with_free_func(free);
+    if (buf)
+        g_ptr_array_add(m->free_bufs, buf);
+    return buf != NULL;
 }
 
 /* filter-node-name: a "mirror_top" node above replaces takes its users
@@ -871,7 +1108,7 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     if (!attach_nodes(m, source, target, errp) ||
         !(m->dirty = bdrv_create_dirty_bitmap(source, name, m->granularity,
                                               errp)) ||
-        !(m->buf = bdrv_blockalign(source, m->buf_size)) ||
+        !alloc_first_buffer(m, source) ||
         (o->filter_node_name &&
          !plug_filter(m, o->filter_node_name, errp))) {
         job_cancel_created(&m->common);

@@ -43,7 +43,7 @@ typedef struct MirrorOptions {
     MirrorCopyMode copy_mode;
     int64_t speed;            /* bytes/s, 0 = unlimited */
     int64_t granularity;      /* of the dirty bitmap; 0: 64 KiB */
-    int64_t buf_size;         /* bytes per copy; 0: 1 MiB */
+    int64_t buf_size;         /* bytes of copies in flight; 0: 16 MiB */
     BlockNode *replaces;      /* whose users move; NULL: the source */
     /* A "mirror_top" filter of this name goes above @replaces while the
      * job runs (QEMU's filter-node-name); NULL: none. */
