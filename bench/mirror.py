@@ -15,8 +15,7 @@ doing 4k random writes at QD32 where a row says "load":
              image below it).
 
 A job that is not READY after READY_TIMEOUT seconds (60) under load is
-reported as such (qemu-storage-daemon 7.2's do not converge under this
-load; snapnbd's must).  Prints medians and ratios.
+reported as such.  Prints medians and ratios.
 
     bench/mirror.py                 3 rounds, 1 GiB
     QUICK=1 bench/mirror.py         1 round, 256 MiB
