@@ -5,6 +5,7 @@
 # no certificate are refused, and the server goes on serving.  The identity
 # is written as in QEMU (",," for each comma of the DN).  --tls-authz with
 # verify-peer=off or naming no authz object stops the server at startup.
+# --object also takes JSON (authz-list with glob rules).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/tls-functions.sh"
 requires nbdinfo qemu-img
@@ -59,6 +60,24 @@ timeout 10 nbdinfo --is tls "$(uri intruder)" ||
 timeout 10 nbdinfo "$(uri wrongca)" >"$tmp/out" 2>&1 &&
     fail "without authz, a client of another CA was served"
 _stop_server "$tmp/pid"
+
+# The JSON syntax of --object (as qemu-storage-daemon takes it), made as
+# object-add makes it: credentials and an authz-list whose rules allow only
+# client1's DN, as a glob.
+start_server "$sock" "$tmp/pid" -f raw -t -e 0 \
+    --object '{"qom-type": "tls-creds-x509", "id": "tls0", "endpoint": "server", "dir": "'"$tmp/server"'"}' \
+    --object '{"qom-type": "authz-list", "id": "auth0", "policy": "deny", "rules": [{"match": "*CN=client1*", "policy": "allow", "format": "glob"}]}' \
+    --tls-creds tls0 --tls-authz auth0 "$img" 2>"$tmp/log"
+timeout 10 nbdinfo --is tls "$(uri good)" ||
+    fail "JSON --object: the authorized client was refused: $(cat "$tmp/log")"
+timeout 10 nbdinfo "$(uri intruder)" >"$tmp/out" 2>&1 &&
+    fail "JSON --object: the intruder was served"
+_stop_server "$tmp/pid"
+timeout 10 "$SNAPNBD" -k "$sock" -f raw \
+    --object '{"qom-type": "authz-list", "id": "a", "policy": "bogus"}' \
+    "$img" 2>"$tmp/err" && fail "JSON --object with a bad policy started"
+grep -qF "Parameter 'policy' does not accept value 'bogus'" "$tmp/err" ||
+    fail "JSON --object error: $(cat "$tmp/err")"
 
 refused() {
     local pattern=$1

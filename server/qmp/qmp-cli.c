@@ -187,6 +187,21 @@ static bool add_blockdev(const char *spec)
                json_object_ref(json_node_get_object(json)));
 }
 
+bool qmp_cli_object_add_json(const char *spec)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) json = NULL;
+
+    qmp_register_all();
+    json = qmp_json_parse(spec, &err);
+    if (json && !JSON_NODE_HOLDS_OBJECT(json))
+        qmp_error(&err, "QMP input must be a JSON object");
+    if (err)
+        return fail("--object", spec, err);
+    return run("object-add", NULL, "--object", spec,
+               json_object_ref(json_node_get_object(json)));
+}
+
 bool qmp_cli_start(void)
 {
     g_autoptr(GError) err = NULL;

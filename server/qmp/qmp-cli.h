@@ -22,6 +22,10 @@ bool qmp_cli_given(void);
  * false.  Starts the QMP thread last. */
 bool qmp_cli_start(void);
 
+/* --object in JSON syntax: object-add with those arguments (checked and
+ * decoded like QMP input); on error prints one line and returns false. */
+bool qmp_cli_object_add_json(const char *spec);
+
 void qmp_cli_free(void);
 
 #endif
