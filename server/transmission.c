@@ -24,12 +24,14 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 /* Reads of at least this size are answered sparsely (holes as
  * OFFSET_HOLE chunks); smaller ones are not worth a block-status call. */
@@ -43,6 +45,13 @@
 /* Replies of requests served inline are gathered up to this much, then
  * sent with one send (see worker_loop). */
 #define CORK_SIZE (128 * 1024)
+/* Reads of at least this size go from the page cache to the socket
+ * through the worker's pipe, never copied by the server (see
+ * piped_reply); smaller ones are cheaper to copy into the cork. */
+#define PIPED_READ_MIN (64 * 1024)
+/* The pipe's capacity asked for: what one piped chunk can carry. */
+#define PIPE_SIZE (1024 * 1024)
+#define PIPE_PAGE 4096
 
 typedef struct Request {
     uint16_t flags;
@@ -80,6 +89,8 @@ typedef struct Worker {
                          * a graph change may move the export meanwhile */
     void *buf;          /* payload and read buffer, grown as needed */
     size_t buf_size;
+    int pipe_rd, pipe_wr; /* the worker's pipe for piped_reply */
+    int pipe_size;      /* its capacity; 0: not made yet, < 0: cannot be */
 } Worker;
 
 static const char *cmd_name(uint16_t type)
@@ -398,8 +409,170 @@ static void send_read_hole(Worker *w, const Request *r, uint64_t offset,
                 sizeof(head), NULL, 0);
 }
 
+/*
+ * Piped reads (plain sockets, nodes that can splice: raw over a file in
+ * the page cache).  The block layer splices the data into the worker's
+ * pipe (page references, no copy), the reply header is sent, and the
+ * pipe is spliced to the socket (the socket takes the same page
+ * references): the server never touches the data, where a pread and a
+ * send would copy it twice.  The header goes first only once the data is
+ * in the pipe, so a failed read is still an ordinary error reply.
+ */
+static bool worker_pipe(Worker *w)
+{
+    int fds[2];
+
+    if (w->pipe_size)
+        return w->pipe_size > 0;
+    w->pipe_size = -1;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return false;
+    /* Past the user's pipe quota the pipe keeps its default size: it
+     * still carries reads in smaller chunks. */
+    fcntl(fds[1], F_SETPIPE_SZ, PIPE_SIZE);
+    w->pipe_size = fcntl(fds[1], F_GETPIPE_SZ);
+    if (w->pipe_size < 2 * PIPE_PAGE) {
+        close(fds[0]);
+        close(fds[1]);
+        w->pipe_size = -1;
+        return false;
+    }
+    w->pipe_rd = fds[0];
+    w->pipe_wr = fds[1];
+    return true;
+}
+
+/* Also after a failure, when the pipe may hold stale data: a new one is
+ * made on next use. */
+static void worker_pipe_close(Worker *w)
+{
+    if (w->pipe_size > 0) {
+        close(w->pipe_rd);
+        close(w->pipe_wr);
+    }
+    w->pipe_size = 0;
+}
+
+/* How much of @len bytes at @offset one piped chunk carries (the pipe
+ * counts pages, and data not page aligned spans one more); 0 if reads
+ * are not piped here. */
+static uint32_t piped_chunk_len(Worker *w, uint64_t offset, uint32_t len)
+{
+    if (w->conn->tls || len < PIPED_READ_MIN || !worker_pipe(w))
+        return 0;
+    return MIN(len, (uint32_t)w->pipe_size - offset % PIPE_PAGE);
+}
+
+/* Sends @hdr then the @len bytes in the worker's pipe. */
+static void send_piped(Worker *w, const void *hdr, size_t hdr_len,
+                       size_t len)
+{
+    NbdConn *c = w->conn;
+    bool ok = true;
+
+    /* A blocking send, so not as the reader (see send_reply). */
+    if (w->cork)
+        drop_reader_role(w);
+    cork_flush(w);
+    g_mutex_lock(&c->write_lock);
+    while (ok && hdr_len > 0) {
+        ssize_t n = send(c->fd, hdr, hdr_len, MSG_MORE | MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        hdr = (const char *)hdr + MAX(n, 0);
+        hdr_len -= MAX(n, 0);
+    }
+    while (ok && len > 0) {
+        ssize_t n = splice(w->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_MOVE);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        len -= MAX(n, 0);
+    }
+    if (!ok)
+        mark_dead(c, true);
+    g_mutex_unlock(&c->write_lock);
+    if (!ok)
+        worker_pipe_close(w);
+}
+
+/* One reply to a read of @len (<= piped_chunk_len) bytes at @offset,
+ * piped: an OFFSET_DATA chunk with @flags, or a simple reply.  0 once
+ * sent (or the connection died); -ENOTSUP when the node cannot pipe,
+ * else the read's error; then nothing was sent. */
+static int piped_reply(Worker *w, const Request *r, uint64_t offset,
+                       uint32_t len, uint16_t flags)
+{
+    NbdConn *c = w->conn;
+    int ret = bdrv_pread_pipe(w->node, offset, len, w->pipe_wr);
+
+    if (ret < 0) {
+        worker_pipe_close(w);
+        return ret == -EAGAIN ? -ENOTSUP : ret;
+    }
+    if (c->structured_replies) {
+        struct __attribute__((packed)) {
+            ChunkHeader chunk;
+            uint64_t offset;
+        } hdr = {
+            { htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(flags),
+              htobe16(NBD_REPLY_TYPE_OFFSET_DATA), r->cookie,
+              htobe32(8 + len) },
+            htobe64(offset),
+        };
+        send_piped(w, &hdr, sizeof(hdr), len);
+    } else {
+        SimpleReplyHeader hdr = {
+            htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, r->cookie,
+        };
+        send_piped(w, &hdr, sizeof(hdr), len);
+    }
+    return 0;
+}
+
+/* The data of [@offset, +@len) of a structured read as OFFSET_DATA
+ * chunks, the last one with @flags: piped where possible, else read into
+ * the worker's buffer (which holds the request at its offset).  False if
+ * an error chunk ended the reply. */
+static bool send_data_chunks(Worker *w, const Request *r, uint64_t offset,
+                             uint32_t len, uint16_t flags)
+{
+    while (len > 0) {
+        uint32_t n = piped_chunk_len(w, offset, len);
+        int ret;
+
+        /* NBD_CMD_FLAG_DF: the data in one chunk. */
+        if (n < len && (r->flags & NBD_CMD_FLAG_DF))
+            n = 0;
+        ret = n ? piped_reply(w, r, offset, n, n == len ? flags : 0)
+                    : -ENOTSUP;
+
+        if (ret == -ENOTSUP) {
+            char *buf = worker_buffer(w, r->len);
+
+            n = len;
+            ret = buf ? 0 : -ENOMEM;
+            buf += offset - r->offset;
+            if (ret == 0)
+                ret = bdrv_pread(w->node, offset, n, buf);
+            if (ret == 0)
+                send_read_data(w, r, offset, buf, n, flags);
+        }
+        if (ret < 0) {
+            error_chunk(w, r->cookie, errno_to_nbd(-ret), g_strerror(-ret));
+            return false;
+        }
+        offset += n;
+        len -= n;
+    }
+    return true;
+}
+
 /* Holes and zeroes travel as OFFSET_HOLE chunks, data as OFFSET_DATA. */
-static void sparse_read(Worker *w, const Request *r, char *buf)
+static void sparse_read(Worker *w, const Request *r)
 {
     uint64_t end = r->offset + r->len;
 
@@ -411,13 +584,9 @@ static void sparse_read(Worker *w, const Request *r, char *buf)
         if (st < 0 || !(st & BDRV_BLOCK_ZERO)) {
             if (st < 0)
                 pnum = end - off;
-            st = bdrv_pread(w->node, off, pnum, buf + (off - r->offset));
-            if (st < 0) {
-                error_chunk(w, r->cookie, errno_to_nbd(-st), g_strerror(-st));
-                return;
-            }
             done = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
-            send_read_data(w, r, off, buf + (off - r->offset), pnum, done);
+            if (!send_data_chunks(w, r, off, pnum, done))
+                return;
         } else {
             done = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
             send_read_hole(w, r, off, pnum, done);
@@ -477,14 +646,26 @@ static void cmd_read(Worker *w, const Request *r)
 
     if (corked_read(w, r))
         return;
+    if (c->structured_replies && !(r->flags & NBD_CMD_FLAG_DF) &&
+        r->len >= SPARSE_READ_MIN) {
+        sparse_read(w, r);
+        return;
+    }
+    if (c->structured_replies && r->len) {
+        send_data_chunks(w, r, r->offset, r->len, NBD_REPLY_FLAG_DONE);
+        return;
+    }
+    if (piped_chunk_len(w, r->offset, r->len) == r->len) {
+        ret = piped_reply(w, r, r->offset, r->len, 0);
+        if (ret != -ENOTSUP) {
+            if (ret < 0)
+                error_reply(w, r, errno_to_nbd(-ret), g_strerror(-ret));
+            return;
+        }
+    }
     buf = worker_buffer(w, r->len);
     if (!buf) {
         error_reply(w, r, NBD_ENOMEM, "out of memory");
-        return;
-    }
-    if (c->structured_replies && !(r->flags & NBD_CMD_FLAG_DF) &&
-        r->len >= SPARSE_READ_MIN) {
-        sparse_read(w, r, buf);
         return;
     }
     ret = bdrv_pread(w->node, r->offset, r->len, buf);
@@ -997,7 +1178,25 @@ static gpointer worker_loop(gpointer opaque)
     }
     free(w->buf);
     g_free(w->out);
+    worker_pipe_close(w);
     return NULL;
+}
+
+/* A unix socket's default send buffer (about 200 KiB) holds less than
+ * one 1 MiB reply, so the sender sleeps and is woken several times per
+ * reply while the client drains it.  The kernel caps this at wmem_max.
+ * TCP sizes its buffers itself, better than a fixed size. */
+#define UNIX_SEND_BUFFER (4 * 1024 * 1024)
+
+static void grow_send_buffer(NbdConn *c)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    int size = UNIX_SEND_BUFFER;
+
+    if (getsockname(c->fd, (struct sockaddr *)&addr, &len) == 0 &&
+        addr.ss_family == AF_UNIX)
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 }
 
 void nbd_transmission(NbdConn *c)
@@ -1005,8 +1204,10 @@ void nbd_transmission(NbdConn *c)
     GThread *threads[NBD_WORKERS_PER_CONN];
     Worker workers[NBD_WORKERS_PER_CONN] = { 0 };
 
-    if (!c->tls)
+    if (!c->tls) {
         c->rbuf = g_malloc(RBUF_SIZE);
+        grow_send_buffer(c);
+    }
     /* Checked once: a graph change that brings O_DIRECT in later costs
      * bounce buffers, not correctness. */
     c->any_buffer_alignment =
