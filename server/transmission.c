@@ -655,7 +655,7 @@ static void cmd_read(Worker *w, const Request *r)
         send_data_chunks(w, r, r->offset, r->len, NBD_REPLY_FLAG_DONE);
         return;
     }
-    if (piped_chunk_len(w, r->offset, r->len) == r->len) {
+    if (r->len && piped_chunk_len(w, r->offset, r->len) == r->len) {
         ret = piped_reply(w, r, r->offset, r->len, 0);
         if (ret != -ENOTSUP) {
             if (ret < 0)
