@@ -46,15 +46,6 @@ typedef struct FileState {
     bool is_block_device;
     uint32_t direct_alignment; /* O_DIRECT block size, with cache.direct */
     int no_splice;             /* atomic: splice() refused this file */
-    /* The last data extent that SEEK_HOLE found, [data_start, data_end):
-     * on tmpfs an lseek(SEEK_HOLE) walks the page cache up to the next
-     * hole, so a large read's block status cost as much as its copy.
-     * Writes only turn holes into data; what turns data into holes
-     * (fallocate, truncate) forgets the extent and bumps status_gen, so
-     * that a SEEK_HOLE answer older than that is not stored. */
-    GMutex status_lock;
-    int64_t data_start, data_end;
-    uint64_t status_gen;
 } FileState;
 
 static void ring_free(gpointer p)
@@ -205,14 +196,6 @@ static int file_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
     return 0;
 }
 
-static void status_cache_forget(FileState *s)
-{
-    g_mutex_lock(&s->status_lock);
-    s->status_gen++;
-    s->data_start = s->data_end = 0;
-    g_mutex_unlock(&s->status_lock);
-}
-
 static int file_fallocate(FileState *s, int mode, int64_t offset,
                           int64_t bytes)
 {
@@ -221,7 +204,6 @@ static int file_fallocate(FileState *s, int mode, int64_t offset,
     do {
         ret = fallocate(s->fd, mode, offset, bytes);
     } while (ret < 0 && errno == EINTR);
-    status_cache_forget(s);
     if (ret == 0)
         return 0;
     if (errno == EOPNOTSUPP || errno == ENOSYS)
@@ -285,19 +267,10 @@ static int file_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
 {
     FileState *s = bs->opaque;
     off_t data, hole;
-    uint64_t gen;
 
     *pnum = bytes;
     if (s->is_block_device)
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
-    g_mutex_lock(&s->status_lock);
-    if (offset >= s->data_start && offset < s->data_end) {
-        *pnum = MIN(bytes, s->data_end - offset);
-        g_mutex_unlock(&s->status_lock);
-        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
-    }
-    gen = s->status_gen;
-    g_mutex_unlock(&s->status_lock);
     data = lseek(s->fd, offset, SEEK_DATA);
     if (data < 0) {
         if (errno == ENXIO) /* only a hole up to the end of the file */
@@ -309,15 +282,8 @@ static int file_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
         return BDRV_BLOCK_ZERO;
     }
     hole = lseek(s->fd, offset, SEEK_HOLE);
-    if (hole > offset) {
+    if (hole > offset)
         *pnum = MIN(bytes, hole - offset);
-        g_mutex_lock(&s->status_lock);
-        if (gen == s->status_gen) {
-            s->data_start = offset;
-            s->data_end = hole;
-        }
-        g_mutex_unlock(&s->status_lock);
-    }
     return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
 }
 
@@ -519,7 +485,6 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     struct stat st;
 
     s->fd = -1;
-    g_mutex_init(&s->status_lock);
     s->filename = opt_take(options, "filename");
     if (!s->filename) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -563,7 +528,6 @@ static void file_close(BlockNode *bs)
     if (s->fd >= 0)
         close(s->fd);
     g_free(s->filename);
-    g_mutex_clear(&s->status_lock);
 }
 
 /* The same file, opened for writing under the same descriptor number, so
@@ -667,12 +631,10 @@ static int file_truncate(BlockNode *bs, int64_t size, GError **errp)
     }
     if (ftruncate(s->fd, size) < 0) {
         int ret = -errno;
-        status_cache_forget(s);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
-                    "Failed to resize file: %s", g_strerror(-ret));
+                    "Failed to resize file: %s", g_strerror(errno));
         return ret;
     }
-    status_cache_forget(s);
     return 0;
 }
 

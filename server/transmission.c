@@ -458,32 +458,62 @@ static void worker_pipe_close(Worker *w)
  * are not piped here. */
 static uint32_t piped_chunk_len(Worker *w, uint64_t offset, uint32_t len)
 {
-    if (w->conn->tls || len < PIPED_READ_MIN || !worker_pipe(w))
+    if (w->conn->tls || len < PIPED_READ_MIN)
         return 0;
+    if (!worker_pipe(w)) {
+        g_atomic_int_set(&w->conn->pipe_refused, 1);
+        return 0;
+    }
     return MIN(len, (uint32_t)w->pipe_size - offset % PIPE_PAGE);
 }
 
-/* Sends @hdr then the @len bytes in the worker's pipe. */
+static bool send_all(int fd, const void *buf, size_t len, int flags)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, flags | MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buf = (const char *)buf + n;
+        len -= n;
+    }
+    return true;
+}
+
+/* Whether @len more bytes fit in the socket's send buffer now, so that
+ * sending them cannot wait for the client (a unix socket's sender waits
+ * only when what it queued reaches the buffer's size; the margin covers
+ * partly filled pages and the buffers' own overhead). */
+static bool send_room(NbdConn *c, size_t len)
+{
+    int queued;
+
+    return c->send_buffer > 0 && ioctl(c->fd, SIOCOUTQ, &queued) == 0 &&
+           queued + len + len / 16 + 4 * PIPE_PAGE <= (size_t)c->send_buffer;
+}
+
+/* Sends @hdr then the @len bytes in the worker's pipe, after what the
+ * cork gathered.  The reader keeps its role (and serves on, with no
+ * thread switch) only when nothing here can wait for the client: all of
+ * it fits in the send buffer now and write_lock is free.  Else it hands
+ * the role on first (see cork_flush). */
 static void send_piped(Worker *w, const void *hdr, size_t hdr_len,
                        size_t len)
 {
     NbdConn *c = w->conn;
-    bool ok = true;
+    bool ok;
 
-    /* A blocking send, so not as the reader (see send_reply). */
-    if (w->cork)
+    if (w->reader && !(w->cork && send_room(c, w->out_len + hdr_len + len)))
         drop_reader_role(w);
-    cork_flush(w);
-    g_mutex_lock(&c->write_lock);
-    while (ok && hdr_len > 0) {
-        ssize_t n = send(c->fd, hdr, hdr_len, MSG_MORE | MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        ok = n > 0;
-        hdr = (const char *)hdr + MAX(n, 0);
-        hdr_len -= MAX(n, 0);
+    if (!w->reader || !g_mutex_trylock(&c->write_lock)) {
+        drop_reader_role(w);
+        g_mutex_lock(&c->write_lock);
     }
+    ok = !w->out_len || send_all(c->fd, w->out, w->out_len, MSG_MORE);
+    w->out_len = 0;
+    ok = ok && send_all(c->fd, hdr, hdr_len, MSG_MORE);
     while (ok && len > 0) {
         ssize_t n = splice(w->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_MOVE);
 
@@ -511,6 +541,8 @@ static int piped_reply(Worker *w, const Request *r, uint64_t offset,
 
     if (ret < 0) {
         worker_pipe_close(w);
+        if (ret == -ENOTSUP)
+            g_atomic_int_set(&c->pipe_refused, 1);
         return ret == -EAGAIN ? -ENOTSUP : ret;
     }
     if (c->structured_replies) {
@@ -1065,10 +1097,16 @@ static bool read_payload(Worker *w, Request *r, bool in_place)
 #define QUICK_REQUEST_NS 50000
 #define QUIET_SEND_QUEUE (128 * 1024)
 
-/* Only small reads and plain writes can be quick; flushes, zeroing,
- * trims, FUA writes and block status may take long whatever the past. */
-static bool may_be_quick(const Request *r)
+/* Only small reads and plain writes can be quick, and on plain sockets
+ * reads up to a pipe's size that can be piped (the reader sends them
+ * without copying, if they fit in the send buffer: send_piped); flushes,
+ * zeroing, trims, FUA writes and block status may take long whatever the
+ * past. */
+static bool may_be_quick(NbdConn *c, const Request *r)
 {
+    if (r->type == NBD_CMD_READ && r->len > 64 * 1024)
+        return c->rbuf && r->len <= PIPE_SIZE &&
+               !g_atomic_int_get(&c->pipe_refused);
     if (r->len > 64 * 1024)
         return false;
     return r->type == NBD_CMD_READ ||
@@ -1078,7 +1116,7 @@ static bool may_be_quick(const Request *r)
 
 static bool quick_enough(NbdConn *c, const Request *r)
 {
-    return may_be_quick(r) && !c->exp->writethrough &&
+    return may_be_quick(c, r) && !c->exp->writethrough &&
            __atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED) <=
                QUICK_REQUEST_NS;
 }
@@ -1095,9 +1133,15 @@ static bool tls_keep_reader_role(NbdConn *c, const Request *r)
            queued + reply <= QUIET_SEND_QUEUE;
 }
 
-static void account_request_time(NbdConn *c, gint64 start_ns)
+static void account_request_time(NbdConn *c, const Request *r,
+                                 gint64 start_ns)
 {
     gint64 ns = g_get_monotonic_time() * 1000 - start_ns;
+
+    /* Large reads count per 64 KiB, so that they do not make the small
+     * requests of the connection look slow. */
+    if (r->type == NBD_CMD_READ && r->len > 64 * 1024)
+        ns = ns * (64 * 1024) / r->len;
     gint64 avg = __atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED);
 
     /* An exponential average over about 8 requests; races only blur it. */
@@ -1122,7 +1166,7 @@ static void serve_request(Worker *w, const Request *r, bool inline_)
     else
         execute(w, r);
     if (timed)
-        account_request_time(c, start_ns);
+        account_request_time(c, r, start_ns);
     worker_buffer_trim(w);
 }
 
@@ -1195,8 +1239,12 @@ static void grow_send_buffer(NbdConn *c)
     int size = UNIX_SEND_BUFFER;
 
     if (getsockname(c->fd, (struct sockaddr *)&addr, &len) == 0 &&
-        addr.ss_family == AF_UNIX)
+        addr.ss_family == AF_UNIX) {
         setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        len = sizeof(size);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0)
+            c->send_buffer = size;
+    }
 }
 
 void nbd_transmission(NbdConn *c)
