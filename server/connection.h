@@ -46,7 +46,7 @@ typedef struct NbdConn {
     /* Plain sockets: bytes received but not yet parsed, under read_lock. */
     char *rbuf;
     size_t rbuf_start, rbuf_end;
-    /* Plain unix sockets: the send buffer's size, so that the reader can
+    /* Unix sockets: the send buffer's size, so that the reader can
      * tell whether a large reply leaves without waiting; else 0. */
     int send_buffer;
     /* atomic: a read could not be piped (the node cannot splice), so

@@ -1105,8 +1105,9 @@ static bool read_payload(Worker *w, Request *r, bool in_place)
 static bool may_be_quick(NbdConn *c, const Request *r)
 {
     if (r->type == NBD_CMD_READ && r->len > 64 * 1024)
-        return c->rbuf && r->len <= PIPE_SIZE &&
-               !g_atomic_int_get(&c->pipe_refused);
+        return r->len <= PIPE_SIZE &&
+               (c->tls ? c->send_buffer > 0
+                       : !g_atomic_int_get(&c->pipe_refused));
     if (r->len > 64 * 1024)
         return false;
     return r->type == NBD_CMD_READ ||
@@ -1128,8 +1129,12 @@ static bool tls_keep_reader_role(NbdConn *c, const Request *r)
 
     if (gnutls_record_check_pending(c->tls) > 0)
         return false;
-    return ioctl(c->fd, FIONREAD, &pending) == 0 && pending == 0 &&
-           ioctl(c->fd, SIOCOUTQ, &queued) == 0 &&
+    if (ioctl(c->fd, FIONREAD, &pending) < 0 || pending > 0)
+        return false;
+    /* A unix socket's send buffer was grown: a large read's reply fits. */
+    if (c->send_buffer > 0)
+        return send_room(c, reply);
+    return ioctl(c->fd, SIOCOUTQ, &queued) == 0 &&
            queued + reply <= QUIET_SEND_QUEUE;
 }
 
@@ -1252,10 +1257,9 @@ void nbd_transmission(NbdConn *c)
     GThread *threads[NBD_WORKERS_PER_CONN];
     Worker workers[NBD_WORKERS_PER_CONN] = { 0 };
 
-    if (!c->tls) {
+    if (!c->tls)
         c->rbuf = g_malloc(RBUF_SIZE);
-        grow_send_buffer(c);
-    }
+    grow_send_buffer(c);
     /* Checked once: a graph change that brings O_DIRECT in later costs
      * bounce buffers, not correctness. */
     c->any_buffer_alignment =
