@@ -91,6 +91,9 @@ typedef struct Worker {
     size_t buf_size;
     int pipe_rd, pipe_wr; /* the worker's pipe for piped_reply */
     int pipe_size;      /* its capacity; 0: not made yet, < 0: cannot be */
+    bool timed;         /* the request in service is timed */
+    gint64 send_start;  /* when it began a send that may wait (µs) */
+    gint64 send_wait;   /* how long its sends that may wait took (µs) */
 } Worker;
 
 static const char *cmd_name(uint16_t type)
@@ -170,6 +173,22 @@ static void send_locked(NbdConn *c, struct iovec *iov, int n)
     if (conn_writev(c, iov, n) < 0)
         mark_dead(c, true);
     g_mutex_unlock(&c->write_lock);
+}
+
+/* A timed request's sends that may wait (for write_lock, or for the
+ * client to read) do not count in its time: that time is the client's,
+ * and counting it would make a slow reader of replies look like slow
+ * storage, so that no request is served inline any more. */
+static void send_wait_begin(Worker *w)
+{
+    if (w->timed)
+        w->send_start = g_get_monotonic_time();
+}
+
+static void send_wait_end(Worker *w)
+{
+    if (w->timed)
+        w->send_wait += g_get_monotonic_time() - w->send_start;
 }
 
 static void drop_reader_role(Worker *w)
@@ -253,8 +272,10 @@ static void send_reply(Worker *w, struct iovec *iov, int n)
      * so not as the reader. */
     if (w->cork)
         drop_reader_role(w);
+    send_wait_begin(w);
     cork_flush(w);
     send_locked(w->conn, iov, n);
+    send_wait_end(w);
 }
 
 static void simple_reply(Worker *w, uint64_t cookie, uint32_t error,
@@ -507,6 +528,7 @@ static void send_piped(Worker *w, const void *hdr, size_t hdr_len,
 
     if (w->reader && !(w->cork && send_room(c, w->out_len + hdr_len + len)))
         drop_reader_role(w);
+    send_wait_begin(w);
     if (!w->reader || !g_mutex_trylock(&c->write_lock)) {
         drop_reader_role(w);
         g_mutex_lock(&c->write_lock);
@@ -525,6 +547,7 @@ static void send_piped(Worker *w, const void *hdr, size_t hdr_len,
     if (!ok)
         mark_dead(c, true);
     g_mutex_unlock(&c->write_lock);
+    send_wait_end(w);
     if (!ok)
         worker_pipe_close(w);
 }
@@ -1139,9 +1162,9 @@ static bool tls_keep_reader_role(NbdConn *c, const Request *r)
 }
 
 static void account_request_time(NbdConn *c, const Request *r,
-                                 gint64 start_ns)
+                                 gint64 start_ns, gint64 send_wait_us)
 {
-    gint64 ns = g_get_monotonic_time() * 1000 - start_ns;
+    gint64 ns = (g_get_monotonic_time() - send_wait_us) * 1000 - start_ns;
 
     /* Large reads count per 64 KiB, so that they do not make the small
      * requests of the connection look slow. */
@@ -1166,12 +1189,15 @@ static void serve_request(Worker *w, const Request *r, bool inline_)
     gint64 start_ns = timed ? g_get_monotonic_time() * 1000 : 0;
     uint32_t error = validate_request(c, r);
 
+    w->timed = timed;
+    w->send_wait = 0;
     if (error)
         error_reply(w, r, error, "invalid request");
     else
         execute(w, r);
     if (timed)
-        account_request_time(c, r, start_ns);
+        account_request_time(c, r, start_ns, w->send_wait);
+    w->timed = false;
     worker_buffer_trim(w);
 }
 
