@@ -448,11 +448,12 @@ static bool worker_pipe(Worker *w)
     w->pipe_size = -1;
     if (pipe2(fds, O_CLOEXEC) < 0)
         return false;
-    /* Past the user's pipe quota the pipe keeps its default size: it
-     * still carries reads in smaller chunks. */
+    /* Past the user's pipe quota (fs.pipe-user-pages-soft) the pipe keeps
+     * a small default size: reads then cost a header and two splices per
+     * few pages, more than the copy saves. */
     fcntl(fds[1], F_SETPIPE_SZ, PIPE_SIZE);
     w->pipe_size = fcntl(fds[1], F_GETPIPE_SZ);
-    if (w->pipe_size < 2 * PIPE_PAGE) {
+    if (w->pipe_size < PIPE_SIZE / 4) {
         close(fds[0]);
         close(fds[1]);
         w->pipe_size = -1;
