@@ -1122,8 +1122,9 @@ static bool read_payload(Worker *w, Request *r, bool in_place)
 #define QUIET_SEND_QUEUE (128 * 1024)
 
 /* Only small reads and plain writes can be quick, and on plain sockets
- * reads up to a pipe's size that can be piped (the reader sends them
- * without copying, if they fit in the send buffer: send_piped); flushes,
+ * plain writes up to 1 MiB and reads up to a pipe's size that can be
+ * piped (the reader sends them without copying, if they fit in the send
+ * buffer: send_piped); flushes,
  * zeroing, trims, FUA writes and block status may take long whatever the
  * past. */
 static bool may_be_quick(NbdConn *c, const Request *r)
@@ -1132,6 +1133,11 @@ static bool may_be_quick(NbdConn *c, const Request *r)
         return r->len <= PIPE_SIZE &&
                (c->tls ? c->send_buffer > 0
                        : !g_atomic_int_get(&c->pipe_refused));
+    /* A large write's payload is in the worker's buffer once read: the
+     * reader writes it on (on fast storage) rather than waking a worker. */
+    if (r->type == NBD_CMD_WRITE && r->len > 64 * 1024)
+        return c->rbuf && r->len <= PIPE_SIZE &&
+               !(r->flags & NBD_CMD_FLAG_FUA);
     if (r->len > 64 * 1024)
         return false;
     return r->type == NBD_CMD_READ ||
@@ -1167,9 +1173,10 @@ static void account_request_time(NbdConn *c, const Request *r,
 {
     gint64 ns = (g_get_monotonic_time() - send_wait_us) * 1000 - start_ns;
 
-    /* Large reads count per 64 KiB, so that they do not make the small
-     * requests of the connection look slow. */
-    if (r->type == NBD_CMD_READ && r->len > 64 * 1024)
+    /* Large reads and writes count per 64 KiB, so that they do not make
+     * the small requests of the connection look slow. */
+    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) &&
+        r->len > 64 * 1024)
         ns = ns * (64 * 1024) / r->len;
     gint64 avg = __atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED);
 
