@@ -48,7 +48,8 @@ run_one() {
     fio --name=cost --ioengine=nbd --uri="nbd+unix:///?socket=$dir/sock" \
         --rw="rand$op" --bs="$bs" --iodepth="$qd" --number_ios="$n" \
         --io_size=$(( n * $(numfmt --from=iec "${bs^^}") )) \
-        --norandommap --randrepeat=0 --size=256M >/dev/null
+        --norandommap --randrepeat=0 --size=256M >/dev/null ||
+        echo "cost.sh: fio failed ($op QD$qd $bs)" >&2 # the server still stops
     # Stop the server (perf's child, or valgrind itself) by its PID.
     if [ "$tool" = callgrind ]; then child=$pid; else child=$(pgrep -P "$pid"); fi
     kill -TERM "$child"
