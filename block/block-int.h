@@ -97,6 +97,10 @@ typedef struct BlockDriver {
     char *(*describe)(BlockNode *bs);
 
     int (*pread)(BlockNode *bs, int64_t offset, int64_t bytes, void *buf);
+    /* Optional: an aligned read into a pipe (bdrv_pread_pipe); NULL or
+     * -ENOTSUP when the node cannot. */
+    int (*pread_pipe)(BlockNode *bs, int64_t offset, int64_t bytes,
+                      int pipe_fd);
     int (*pwrite)(BlockNode *bs, int64_t offset, int64_t bytes,
                   const void *buf, int flags);
     /* May return -ENOTSUP: io.c then writes zero buffers (unless

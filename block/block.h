@@ -434,6 +434,13 @@ bool bdrv_thread_waits_to_drain(GThread *thread);
 /* --- I/O (block/io.c) ------------------------------------------------- */
 
 int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf);
+/* Reads into the pipe @pipe_fd (its write end, empty, with room for
+ * @bytes) without copying through memory where every layer can (raw over
+ * a file in the page cache: splice).  -ENOTSUP or -EAGAIN: this node or
+ * pipe cannot, read with bdrv_pread instead.  After any error the pipe
+ * may hold part of the data. */
+int bdrv_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
+                    int pipe_fd);
 int bdrv_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                 const void *buf, int flags);
 int bdrv_pwrite_zeroes(BlockNode *bs, int64_t offset, int64_t bytes,

@@ -45,6 +45,7 @@ typedef struct FileState {
     bool use_locking;
     bool is_block_device;
     uint32_t direct_alignment; /* O_DIRECT block size, with cache.direct */
+    int no_splice;             /* atomic: splice() refused this file */
 } FileState;
 
 static void ring_free(gpointer p)
@@ -137,6 +138,39 @@ static int file_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
             return 0;
         }
         buf = (char *)buf + n;
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* Moves page cache pages into the pipe (no copy on tmpfs and most file
+ * systems).  Never waits for room in the pipe: the caller's pipe is
+ * empty and big enough, else -EAGAIN.  O_DIRECT files bypass the page
+ * cache, so they do not splice. */
+static int file_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
+                           int pipe_fd)
+{
+    FileState *s = bs->opaque;
+
+    if (bs->cache_direct || g_atomic_int_get(&s->no_splice))
+        return -ENOTSUP;
+    while (bytes > 0) {
+        loff_t off = offset;
+        ssize_t n = splice(s->fd, &off, pipe_fd, NULL, bytes,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EINVAL) {
+            /* The file system cannot splice: not worth asking again. */
+            g_atomic_int_set(&s->no_splice, 1);
+            return -ENOTSUP;
+        }
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -ENOTSUP; /* past the end of a file that shrank */
         offset += n;
         bytes -= n;
     }
@@ -625,6 +659,7 @@ const BlockDriver bdrv_file = {
     .refresh_limits = file_refresh_limits,
     .describe = file_describe,
     .pread = file_pread,
+    .pread_pipe = file_pread_pipe,
     .pwrite = file_pwrite,
     .pwrite_zeroes = file_pwrite_zeroes,
     .pdiscard = file_pdiscard,

@@ -338,6 +338,33 @@ static int do_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
     return ret;
 }
 
+/* As do_pread, for the drivers that can read into a pipe; the range must
+ * be aligned (no bounce buffer to patch in a pipe). */
+static int do_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
+                         int pipe_fd)
+{
+    uint64_t max = bs->limits.max_transfer ? bs->limits.max_transfer
+                                           : (uint64_t)1 << 30;
+    TrackedRequest req;
+    int ret;
+
+    if (!bs->drv->pread_pipe || !is_aligned(bs, offset, bytes, NULL))
+        return -ENOTSUP;
+    ret = check_range(bs, offset, bytes);
+    if (ret < 0 || bytes == 0)
+        return ret;
+    track_begin(bs, &req, offset, bytes, false);
+    while (ret == 0 && bytes > 0) {
+        int64_t n = MIN((uint64_t)bytes, max);
+
+        ret = bs->drv->pread_pipe(bs, offset, n, pipe_fd);
+        offset += n;
+        bytes -= n;
+    }
+    track_end(bs, &req);
+    return ret;
+}
+
 static int run_notifiers(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
                          int64_t bytes)
 {
@@ -840,6 +867,21 @@ int bdrv_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
     int ret = do_pread(bs, offset, bytes, buf);
 
     account(bs, BDRV_ACCT_READ, offset, bytes, ret, start);
+    bdrv_io_leave(bs, counted);
+    return ret;
+}
+
+int bdrv_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
+                    int pipe_fd)
+{
+    gint64 start = g_get_monotonic_time();
+    bool counted = bdrv_io_enter(&bs);
+    int ret = do_pread_pipe(bs, offset, bytes, pipe_fd);
+
+    /* A read this node cannot do is redone with bdrv_pread, and counted
+     * there. */
+    if (ret != -ENOTSUP && ret != -EAGAIN)
+        account(bs, BDRV_ACCT_READ, offset, bytes, ret, start);
     bdrv_io_leave(bs, counted);
     return ret;
 }

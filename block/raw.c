@@ -195,6 +195,14 @@ static int raw_pread(BlockNode *bs, int64_t offset, int64_t bytes, void *buf)
     return bdrv_pread(s->file, s->offset + offset, bytes, buf);
 }
 
+static int raw_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
+                          int pipe_fd)
+{
+    RawState *s = bs->opaque;
+    bdrv_debug_event(s->file, BLKDBG_READ_AIO);
+    return bdrv_pread_pipe(s->file, s->offset + offset, bytes, pipe_fd);
+}
+
 static int raw_pwrite(BlockNode *bs, int64_t offset, int64_t bytes,
                       const void *buf, int flags)
 {
@@ -270,6 +278,7 @@ const BlockDriver bdrv_raw = {
     .truncate = raw_truncate,
     .refresh_limits = raw_refresh_limits,
     .pread = raw_pread,
+    .pread_pipe = raw_pread_pipe,
     .pwrite = raw_pwrite,
     .pwrite_zeroes = raw_pwrite_zeroes,
     .pdiscard = raw_pdiscard,

@@ -46,6 +46,12 @@ typedef struct NbdConn {
     /* Plain sockets: bytes received but not yet parsed, under read_lock. */
     char *rbuf;
     size_t rbuf_start, rbuf_end;
+    /* Unix sockets: the send buffer's size, so that the reader can
+     * tell whether a large reply leaves without waiting; else 0. */
+    int send_buffer;
+    /* atomic: a read could not be piped (the node cannot splice), so
+     * large reads are not served by the reader. */
+    int pipe_refused;
 } NbdConn;
 
 /* Whole reads and writes on the socket (through TLS once it is up): 0, or

@@ -24,12 +24,14 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 /* Reads of at least this size are answered sparsely (holes as
  * OFFSET_HOLE chunks); smaller ones are not worth a block-status call. */
@@ -43,6 +45,13 @@
 /* Replies of requests served inline are gathered up to this much, then
  * sent with one send (see worker_loop). */
 #define CORK_SIZE (128 * 1024)
+/* Reads of at least this size go from the page cache to the socket
+ * through the worker's pipe, never copied by the server (see
+ * piped_reply); smaller ones are cheaper to copy into the cork. */
+#define PIPED_READ_MIN (64 * 1024)
+/* The pipe's capacity asked for: what one piped chunk can carry. */
+#define PIPE_SIZE (1024 * 1024)
+#define PIPE_PAGE 4096
 
 typedef struct Request {
     uint16_t flags;
@@ -80,6 +89,11 @@ typedef struct Worker {
                          * a graph change may move the export meanwhile */
     void *buf;          /* payload and read buffer, grown as needed */
     size_t buf_size;
+    int pipe_rd, pipe_wr; /* the worker's pipe for piped_reply */
+    int pipe_size;      /* its capacity; 0: not made yet, < 0: cannot be */
+    bool timed;         /* the request in service is timed */
+    gint64 send_start;  /* when it began a send that may wait (µs) */
+    gint64 send_wait;   /* how long its sends that may wait took (µs) */
 } Worker;
 
 static const char *cmd_name(uint16_t type)
@@ -159,6 +173,22 @@ static void send_locked(NbdConn *c, struct iovec *iov, int n)
     if (conn_writev(c, iov, n) < 0)
         mark_dead(c, true);
     g_mutex_unlock(&c->write_lock);
+}
+
+/* A timed request's sends that may wait (for write_lock, or for the
+ * client to read) do not count in its time: that time is the client's,
+ * and counting it would make a slow reader of replies look like slow
+ * storage, so that no request is served inline any more. */
+static void send_wait_begin(Worker *w)
+{
+    if (w->timed)
+        w->send_start = g_get_monotonic_time();
+}
+
+static void send_wait_end(Worker *w)
+{
+    if (w->timed)
+        w->send_wait += g_get_monotonic_time() - w->send_start;
 }
 
 static void drop_reader_role(Worker *w)
@@ -242,8 +272,10 @@ static void send_reply(Worker *w, struct iovec *iov, int n)
      * so not as the reader. */
     if (w->cork)
         drop_reader_role(w);
+    send_wait_begin(w);
     cork_flush(w);
     send_locked(w->conn, iov, n);
+    send_wait_end(w);
 }
 
 static void simple_reply(Worker *w, uint64_t cookie, uint32_t error,
@@ -398,8 +430,205 @@ static void send_read_hole(Worker *w, const Request *r, uint64_t offset,
                 sizeof(head), NULL, 0);
 }
 
+/*
+ * Piped reads (plain sockets, nodes that can splice: raw over a file in
+ * the page cache).  The block layer splices the data into the worker's
+ * pipe (page references, no copy), the reply header is sent, and the
+ * pipe is spliced to the socket (the socket takes the same page
+ * references): the server never touches the data, where a pread and a
+ * send would copy it twice.  The header goes first only once the data is
+ * in the pipe, so a failed read is still an ordinary error reply.
+ */
+static bool worker_pipe(Worker *w)
+{
+    int fds[2];
+
+    if (w->pipe_size)
+        return w->pipe_size > 0;
+    w->pipe_size = -1;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return false;
+    /* Past the user's pipe quota (fs.pipe-user-pages-soft) the pipe keeps
+     * a small default size: reads then cost a header and two splices per
+     * few pages, more than the copy saves. */
+    fcntl(fds[1], F_SETPIPE_SZ, PIPE_SIZE);
+    w->pipe_size = fcntl(fds[1], F_GETPIPE_SZ);
+    if (w->pipe_size < PIPE_SIZE / 4) {
+        close(fds[0]);
+        close(fds[1]);
+        w->pipe_size = -1;
+        return false;
+    }
+    w->pipe_rd = fds[0];
+    w->pipe_wr = fds[1];
+    return true;
+}
+
+/* Also after a failure, when the pipe may hold stale data: a new one is
+ * made on next use. */
+static void worker_pipe_close(Worker *w)
+{
+    if (w->pipe_size > 0) {
+        close(w->pipe_rd);
+        close(w->pipe_wr);
+    }
+    w->pipe_size = 0;
+}
+
+/* How much of @len bytes at @offset one piped chunk carries (the pipe
+ * counts pages, and data not page aligned spans one more); 0 if reads
+ * are not piped here. */
+static uint32_t piped_chunk_len(Worker *w, uint64_t offset, uint32_t len)
+{
+    if (w->conn->tls || len < PIPED_READ_MIN)
+        return 0;
+    if (!worker_pipe(w)) {
+        g_atomic_int_set(&w->conn->pipe_refused, 1);
+        return 0;
+    }
+    return MIN(len, (uint32_t)w->pipe_size - offset % PIPE_PAGE);
+}
+
+static bool send_all(int fd, const void *buf, size_t len, int flags)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, flags | MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buf = (const char *)buf + n;
+        len -= n;
+    }
+    return true;
+}
+
+/* Whether @len more bytes fit in the socket's send buffer now, so that
+ * sending them cannot wait for the client (a unix socket's sender waits
+ * only when what it queued reaches the buffer's size; the margin covers
+ * partly filled pages and the buffers' own overhead). */
+static bool send_room(NbdConn *c, size_t len)
+{
+    int queued;
+
+    return c->send_buffer > 0 && ioctl(c->fd, SIOCOUTQ, &queued) == 0 &&
+           queued + len + len / 16 + 4 * PIPE_PAGE <= (size_t)c->send_buffer;
+}
+
+/* Sends @hdr then the @len bytes in the worker's pipe, after what the
+ * cork gathered.  The reader keeps its role (and serves on, with no
+ * thread switch) only when nothing here can wait for the client: all of
+ * it fits in the send buffer now and write_lock is free.  Else it hands
+ * the role on first (see cork_flush). */
+static void send_piped(Worker *w, const void *hdr, size_t hdr_len,
+                       size_t len)
+{
+    NbdConn *c = w->conn;
+    bool ok;
+
+    if (w->reader && !(w->cork && send_room(c, w->out_len + hdr_len + len)))
+        drop_reader_role(w);
+    send_wait_begin(w);
+    if (!w->reader || !g_mutex_trylock(&c->write_lock)) {
+        drop_reader_role(w);
+        g_mutex_lock(&c->write_lock);
+    }
+    ok = !w->out_len || send_all(c->fd, w->out, w->out_len, MSG_MORE);
+    w->out_len = 0;
+    ok = ok && send_all(c->fd, hdr, hdr_len, MSG_MORE);
+    while (ok && len > 0) {
+        ssize_t n = splice(w->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_MOVE);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        len -= MAX(n, 0);
+    }
+    if (!ok)
+        mark_dead(c, true);
+    g_mutex_unlock(&c->write_lock);
+    send_wait_end(w);
+    if (!ok)
+        worker_pipe_close(w);
+}
+
+/* One reply to a read of @len (<= piped_chunk_len) bytes at @offset,
+ * piped: an OFFSET_DATA chunk with @flags, or a simple reply.  0 once
+ * sent (or the connection died); -ENOTSUP when the node cannot pipe,
+ * else the read's error; then nothing was sent. */
+static int piped_reply(Worker *w, const Request *r, uint64_t offset,
+                       uint32_t len, uint16_t flags)
+{
+    NbdConn *c = w->conn;
+    int ret = bdrv_pread_pipe(w->node, offset, len, w->pipe_wr);
+
+    if (ret < 0) {
+        worker_pipe_close(w);
+        if (ret == -ENOTSUP)
+            g_atomic_int_set(&c->pipe_refused, 1);
+        return ret == -EAGAIN ? -ENOTSUP : ret;
+    }
+    if (c->structured_replies) {
+        struct __attribute__((packed)) {
+            ChunkHeader chunk;
+            uint64_t offset;
+        } hdr = {
+            { htobe32(NBD_STRUCTURED_REPLY_MAGIC), htobe16(flags),
+              htobe16(NBD_REPLY_TYPE_OFFSET_DATA), r->cookie,
+              htobe32(8 + len) },
+            htobe64(offset),
+        };
+        send_piped(w, &hdr, sizeof(hdr), len);
+    } else {
+        SimpleReplyHeader hdr = {
+            htobe32(NBD_SIMPLE_REPLY_MAGIC), 0, r->cookie,
+        };
+        send_piped(w, &hdr, sizeof(hdr), len);
+    }
+    return 0;
+}
+
+/* The data of [@offset, +@len) of a structured read as OFFSET_DATA
+ * chunks, the last one with @flags: piped where possible, else read into
+ * the worker's buffer (which holds the request at its offset).  False if
+ * an error chunk ended the reply. */
+static bool send_data_chunks(Worker *w, const Request *r, uint64_t offset,
+                             uint32_t len, uint16_t flags)
+{
+    while (len > 0) {
+        uint32_t n = piped_chunk_len(w, offset, len);
+        int ret;
+
+        /* NBD_CMD_FLAG_DF: the data in one chunk. */
+        if (n < len && (r->flags & NBD_CMD_FLAG_DF))
+            n = 0;
+        ret = n ? piped_reply(w, r, offset, n, n == len ? flags : 0)
+                    : -ENOTSUP;
+
+        if (ret == -ENOTSUP) {
+            char *buf = worker_buffer(w, r->len);
+
+            n = len;
+            ret = buf ? 0 : -ENOMEM;
+            buf += offset - r->offset;
+            if (ret == 0)
+                ret = bdrv_pread(w->node, offset, n, buf);
+            if (ret == 0)
+                send_read_data(w, r, offset, buf, n, flags);
+        }
+        if (ret < 0) {
+            error_chunk(w, r->cookie, errno_to_nbd(-ret), g_strerror(-ret));
+            return false;
+        }
+        offset += n;
+        len -= n;
+    }
+    return true;
+}
+
 /* Holes and zeroes travel as OFFSET_HOLE chunks, data as OFFSET_DATA. */
-static void sparse_read(Worker *w, const Request *r, char *buf)
+static void sparse_read(Worker *w, const Request *r)
 {
     uint64_t end = r->offset + r->len;
 
@@ -411,13 +640,9 @@ static void sparse_read(Worker *w, const Request *r, char *buf)
         if (st < 0 || !(st & BDRV_BLOCK_ZERO)) {
             if (st < 0)
                 pnum = end - off;
-            st = bdrv_pread(w->node, off, pnum, buf + (off - r->offset));
-            if (st < 0) {
-                error_chunk(w, r->cookie, errno_to_nbd(-st), g_strerror(-st));
-                return;
-            }
             done = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
-            send_read_data(w, r, off, buf + (off - r->offset), pnum, done);
+            if (!send_data_chunks(w, r, off, pnum, done))
+                return;
         } else {
             done = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
             send_read_hole(w, r, off, pnum, done);
@@ -477,14 +702,26 @@ static void cmd_read(Worker *w, const Request *r)
 
     if (corked_read(w, r))
         return;
+    if (c->structured_replies && !(r->flags & NBD_CMD_FLAG_DF) &&
+        r->len >= SPARSE_READ_MIN) {
+        sparse_read(w, r);
+        return;
+    }
+    if (c->structured_replies && r->len) {
+        send_data_chunks(w, r, r->offset, r->len, NBD_REPLY_FLAG_DONE);
+        return;
+    }
+    if (r->len && piped_chunk_len(w, r->offset, r->len) == r->len) {
+        ret = piped_reply(w, r, r->offset, r->len, 0);
+        if (ret != -ENOTSUP) {
+            if (ret < 0)
+                error_reply(w, r, errno_to_nbd(-ret), g_strerror(-ret));
+            return;
+        }
+    }
     buf = worker_buffer(w, r->len);
     if (!buf) {
         error_reply(w, r, NBD_ENOMEM, "out of memory");
-        return;
-    }
-    if (c->structured_replies && !(r->flags & NBD_CMD_FLAG_DF) &&
-        r->len >= SPARSE_READ_MIN) {
-        sparse_read(w, r, buf);
         return;
     }
     ret = bdrv_pread(w->node, r->offset, r->len, buf);
@@ -884,10 +1121,23 @@ static bool read_payload(Worker *w, Request *r, bool in_place)
 #define QUICK_REQUEST_NS 50000
 #define QUIET_SEND_QUEUE (128 * 1024)
 
-/* Only small reads and plain writes can be quick; flushes, zeroing,
- * trims, FUA writes and block status may take long whatever the past. */
-static bool may_be_quick(const Request *r)
+/* Only small reads and plain writes can be quick, and on plain sockets
+ * plain writes up to 1 MiB and reads up to a pipe's size that can be
+ * piped (the reader sends them without copying, if they fit in the send
+ * buffer: send_piped); flushes,
+ * zeroing, trims, FUA writes and block status may take long whatever the
+ * past. */
+static bool may_be_quick(NbdConn *c, const Request *r)
 {
+    if (r->type == NBD_CMD_READ && r->len > 64 * 1024)
+        return r->len <= PIPE_SIZE &&
+               (c->tls ? c->send_buffer > 0
+                       : !g_atomic_int_get(&c->pipe_refused));
+    /* A large write's payload is in the worker's buffer once read: the
+     * reader writes it on (on fast storage) rather than waking a worker. */
+    if (r->type == NBD_CMD_WRITE && r->len > 64 * 1024)
+        return c->rbuf && r->len <= PIPE_SIZE &&
+               !(r->flags & NBD_CMD_FLAG_FUA);
     if (r->len > 64 * 1024)
         return false;
     return r->type == NBD_CMD_READ ||
@@ -897,7 +1147,7 @@ static bool may_be_quick(const Request *r)
 
 static bool quick_enough(NbdConn *c, const Request *r)
 {
-    return may_be_quick(r) && !c->exp->writethrough &&
+    return may_be_quick(c, r) && !c->exp->writethrough &&
            __atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED) <=
                QUICK_REQUEST_NS;
 }
@@ -909,14 +1159,25 @@ static bool tls_keep_reader_role(NbdConn *c, const Request *r)
 
     if (gnutls_record_check_pending(c->tls) > 0)
         return false;
-    return ioctl(c->fd, FIONREAD, &pending) == 0 && pending == 0 &&
-           ioctl(c->fd, SIOCOUTQ, &queued) == 0 &&
+    if (ioctl(c->fd, FIONREAD, &pending) < 0 || pending > 0)
+        return false;
+    /* A unix socket's send buffer was grown: a large read's reply fits. */
+    if (c->send_buffer > 0)
+        return send_room(c, reply);
+    return ioctl(c->fd, SIOCOUTQ, &queued) == 0 &&
            queued + reply <= QUIET_SEND_QUEUE;
 }
 
-static void account_request_time(NbdConn *c, gint64 start_ns)
+static void account_request_time(NbdConn *c, const Request *r,
+                                 gint64 start_ns, gint64 send_wait_us)
 {
-    gint64 ns = g_get_monotonic_time() * 1000 - start_ns;
+    gint64 ns = (g_get_monotonic_time() - send_wait_us) * 1000 - start_ns;
+
+    /* Large reads and writes count per 64 KiB, so that they do not make
+     * the small requests of the connection look slow. */
+    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) &&
+        r->len > 64 * 1024)
+        ns = ns * (64 * 1024) / r->len;
     gint64 avg = __atomic_load_n(&c->avg_request_ns, __ATOMIC_RELAXED);
 
     /* An exponential average over about 8 requests; races only blur it. */
@@ -936,12 +1197,15 @@ static void serve_request(Worker *w, const Request *r, bool inline_)
     gint64 start_ns = timed ? g_get_monotonic_time() * 1000 : 0;
     uint32_t error = validate_request(c, r);
 
+    w->timed = timed;
+    w->send_wait = 0;
     if (error)
         error_reply(w, r, error, "invalid request");
     else
         execute(w, r);
     if (timed)
-        account_request_time(c, start_ns);
+        account_request_time(c, r, start_ns, w->send_wait);
+    w->timed = false;
     worker_buffer_trim(w);
 }
 
@@ -997,7 +1261,29 @@ static gpointer worker_loop(gpointer opaque)
     }
     free(w->buf);
     g_free(w->out);
+    worker_pipe_close(w);
     return NULL;
+}
+
+/* A unix socket's default send buffer (about 200 KiB) holds less than
+ * one 1 MiB reply, so the sender sleeps and is woken several times per
+ * reply while the client drains it.  The kernel caps this at wmem_max.
+ * TCP sizes its buffers itself, better than a fixed size. */
+#define UNIX_SEND_BUFFER (4 * 1024 * 1024)
+
+static void grow_send_buffer(NbdConn *c)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    int size = UNIX_SEND_BUFFER;
+
+    if (getsockname(c->fd, (struct sockaddr *)&addr, &len) == 0 &&
+        addr.ss_family == AF_UNIX) {
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        len = sizeof(size);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0)
+            c->send_buffer = size;
+    }
 }
 
 void nbd_transmission(NbdConn *c)
@@ -1007,6 +1293,7 @@ void nbd_transmission(NbdConn *c)
 
     if (!c->tls)
         c->rbuf = g_malloc(RBUF_SIZE);
+    grow_send_buffer(c);
     /* Checked once: a graph change that brings O_DIRECT in later costs
      * bounce buffers, not correctness. */
     c->any_buffer_alignment =
