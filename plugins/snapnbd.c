@@ -287,7 +287,7 @@ static void snapnbd_close(void *handle)
 static int report(int ret, const char *what, uint32_t count, uint64_t offset)
 {
     nbdkit_error("%s of %" PRIu32 " bytes at offset %" PRIu64 " failed: %s",
-                 what, count, offset, strerror(-ret));
+                 what, count, offset, g_strerror(-ret));
     nbdkit_set_error(-ret);
     return -1;
 }

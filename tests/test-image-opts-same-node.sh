@@ -96,7 +96,20 @@ h.pwrite(header, 4096)      # block 1 may hold anything
 h.pwrite(b"\x42" * 4096, 0)  # data is data
 h.shutdown()
 EOP
-_stop_nbdkit "$tmp/p3" "$(cat "$tmp/p3")"
+if [ ${#_nbdkit_env[@]} -gt 0 ]; then
+    # The sanitized plugin runs in an nbdkit that is not instrumented, with
+    # libasan preloaded.  After the plugin reports an error, glibc's locale
+    # lock is left with a reader count below zero (caught with a watchpoint
+    # in __dcigettext, under __interceptor_strerror), and nbdkit then hangs
+    # at exit in p11-kit's freelocale.  The same steps without libasan exit
+    # cleanly, which the normal build's run of this test checks.
+    kit=$(cat "$tmp/p3")
+    kill -9 "$kit"
+    wait "$kit" 2>/dev/null || :
+    rm -f "$tmp/p3"
+else
+    _stop_nbdkit "$tmp/p3" "$(cat "$tmp/p3")"
+fi
 [ "$(grep -c 'probing guessed raw' "$tmp/kit-raw.log")" = 1 ] ||
     fail "plugin: the warning, once: $(cat "$tmp/kit-raw.log")"
 qemu-img info "$tmp/d.raw" | grep -q "file format: raw" ||
