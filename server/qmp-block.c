@@ -89,12 +89,16 @@ static const Member qcow2_members[] = {
 
 static const char *const cbw_error_values[] = { "break-guest-write",
                                                 "break-snapshot", NULL };
+static const char *const cbw_store_full_values[] = { "break-snapshot",
+                                                     "wait", NULL };
 static const Member cbw_members[] = {
     { "file", M_REF, .required = true },
     { "target", M_REF, .required = true },
     { "bitmap", M_STR },     /* refused by the driver: not supported yet */
     { "on-cbw-error", M_ENUM, .values = cbw_error_values },
     { "cbw-timeout", M_INT },
+    { "x-max-store-bytes", M_INT },
+    { "x-on-store-full", M_ENUM, .values = cbw_store_full_values },
     { NULL },
 };
 
@@ -803,6 +807,7 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
     JsonObject *o = json_object_new();
     BlockNode *backing = bdrv_child(bs, "backing");
     JsonArray *bitmaps;
+    BdrvCbwStats cbw;
 
     set_zero_members(o, z1);
     json_object_set_string_member(o, "detect_zeroes",
@@ -825,6 +830,8 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
         json_object_set_array_member(o, "dirty-bitmaps", bitmaps);
     else
         json_array_unref(bitmaps);
+    if (bdrv_cbw_stats(bs, &cbw))
+        json_object_set_object_member(o, "x-cbw", qmp_cbw_stats_json(&cbw));
     return o;
 }
 

@@ -15,9 +15,50 @@
 #include "jobs/backup.h"
 #include "jobs/mirror.h"
 
+#include <errno.h>
 #include <string.h>
 
 
+
+/* --- copy-before-write counters ------------------------------------------ */
+
+JsonObject *qmp_cbw_stats_json(const BdrvCbwStats *st)
+{
+    JsonObject *o = json_object_new();
+    const BlockCopyStats *c = &st->copy;
+
+    json_object_set_int_member(o, "granularity", c->granularity);
+    json_object_set_int_member(o, "store-bytes", c->store_bytes);
+    json_object_set_int_member(o, "store-peak-bytes", c->store_peak_bytes);
+    if (c->max_store_bytes)
+        json_object_set_int_member(o, "max-store-bytes", c->max_store_bytes);
+    json_object_set_int_member(o, "copies", c->copies);
+    json_object_set_int_member(o, "copied-bytes", c->copied_bytes);
+    json_object_set_int_member(o, "guest-waits", c->guest_waits);
+    json_object_set_int_member(o, "guest-wait-ns", c->guest_wait_ns);
+    json_object_set_int_member(o, "guest-wait-max-ns", c->guest_wait_max_ns);
+    json_object_set_int_member(o, "store-full", c->store_full);
+    json_object_set_boolean_member(o, "snapshot-broken", st->broken);
+    if (st->broken)
+        json_object_set_string_member(
+            o, "snapshot-error",
+            st->break_error == -EDQUOT
+                ? "the fleecing store is full (x-max-store-bytes)"
+                : g_strerror(-st->break_error));
+    return o;
+}
+
+/* "x-cbw" of a job with a copy-before-write (a backup). */
+static void add_cbw_info(JsonObject *o, const char *id)
+{
+    Job *job = job_get(id);
+    BdrvCbwStats st;
+
+    if (job && job_cbw_stats(job, &st))
+        json_object_set_object_member(o, "x-cbw", qmp_cbw_stats_json(&st));
+    if (job)
+        job_unref(job);
+}
 
 /* --- events ------------------------------------------------------------- */
 
@@ -47,10 +88,16 @@ static void emit_job_event(const JobEvent *ev)
         set_progress(d, ev);
         if (ev->error)
             json_object_set_string_member(d, "error", ev->error);
+        if (ev->has_cbw)
+            json_object_set_object_member(d, "x-cbw",
+                                          qmp_cbw_stats_json(&ev->cbw));
         break;
     case JOB_EVENT_CANCELLED:
         name = "BLOCK_JOB_CANCELLED";
         set_progress(d, ev);
+        if (ev->has_cbw)
+            json_object_set_object_member(d, "x-cbw",
+                                          qmp_cbw_stats_json(&ev->cbw));
         break;
     case JOB_EVENT_READY:
         name = "BLOCK_JOB_READY";
@@ -140,6 +187,7 @@ static bool parse_backup_args(const QmpBackupCommon *c, const char *target,
                            errp))
         return false;
     a->opts.speed = c->speed;
+    a->opts.max_store_bytes = c->x_max_store_bytes;
     a->bitmap = c->bitmap;
     a->opts.filter_node_name = c->filter_node_name;
     if (c->has_bitmap_mode)
@@ -502,6 +550,7 @@ static JsonNode *job_info_json(const JobInfo *i)
     json_object_set_int_member(o, "total-progress", i->total);
     if (i->error)
         json_object_set_string_member(o, "error", i->error);
+    add_cbw_info(o, i->id);
     json_node_take_object(n, o);
     return n;
 }
@@ -549,6 +598,7 @@ static JsonNode *block_job_info_json(const JobInfo *i)
     if (i->error)
         json_object_set_string_member(o, "error", i->error);
     add_mirror_info(o, i->id);
+    add_cbw_info(o, i->id);
     json_node_take_object(n, o);
     return n;
 }
