@@ -452,6 +452,15 @@ static int backup_run(Job *job, GError **errp)
         backup_wait_cancel(b);
     else
         ret = backup_copy_all(b);
+    if (g_atomic_int_get(&b->broken) && b->cbw_error == -EDQUOT) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Copy-before-write to '%s' at offset %" G_GINT64_FORMAT
+                    " found the fleecing store full (x-max-store-bytes "
+                    "%" G_GINT64_FORMAT "); the point in time is lost",
+                    bdrv_node_name(b->target), b->cbw_error_offset,
+                    b->max_store_bytes);
+        return -ENOSPC;
+    }
     if (g_atomic_int_get(&b->broken)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Copy-before-write failed %s '%s' at offset %"

@@ -474,6 +474,9 @@ ADDITIONS = (
     "x-blockdev-amend/options/+qcow2/lazy-refcounts",
     "x-blockdev-amend/options/+qcow2/refcount-bits",
     "/+rbd/x-dirty-since",
+    "/x-cbw",
+    "/x-max-store-bytes",
+    "/+copy-before-write/x-on-store-full",
 )
 
 
