@@ -71,6 +71,17 @@ static void set_progress(JsonObject *d, const JobEvent *ev)
     json_object_set_int_member(d, "speed", ev->speed);
 }
 
+/* A job's end event is QEMU's, unless the job was given snapnbd's
+ * x-max-store-bytes: then its counters come with it as "x-cbw" (a job
+ * that fails when its store fills up is gone from query-jobs by the time
+ * anyone asks). */
+static void add_cbw_event_info(JsonObject *d, const JobEvent *ev)
+{
+    if (ev->has_cbw && ev->cbw.copy.max_store_bytes > 0)
+        json_object_set_object_member(d, "x-cbw",
+                                      qmp_cbw_stats_json(&ev->cbw));
+}
+
 static void emit_job_event(const JobEvent *ev)
 {
     JsonObject *d = json_object_new();
@@ -88,16 +99,12 @@ static void emit_job_event(const JobEvent *ev)
         set_progress(d, ev);
         if (ev->error)
             json_object_set_string_member(d, "error", ev->error);
-        if (ev->has_cbw)
-            json_object_set_object_member(d, "x-cbw",
-                                          qmp_cbw_stats_json(&ev->cbw));
+        add_cbw_event_info(d, ev);
         break;
     case JOB_EVENT_CANCELLED:
         name = "BLOCK_JOB_CANCELLED";
         set_progress(d, ev);
-        if (ev->has_cbw)
-            json_object_set_object_member(d, "x-cbw",
-                                          qmp_cbw_stats_json(&ev->cbw));
+        add_cbw_event_info(d, ev);
         break;
     case JOB_EVENT_READY:
         name = "BLOCK_JOB_READY";
