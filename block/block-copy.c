@@ -107,7 +107,7 @@ struct BlockCopyState {
     bool stop_waiting;
 
     /* Counters, atomic. */
-    int64_t copies, copied_bytes, guest_writes, guest_waits;
+    int64_t copies, copied_bytes, guest_waits;
     int64_t guest_wait_ns, guest_wait_max_ns, store_full_hits;
 };
 
@@ -684,7 +684,6 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
         __atomic_add_fetch(&s->guest_wait_ns, took, __ATOMIC_RELAXED);
         atomic_max(&s->guest_wait_max_ns, took);
     }
-    __atomic_add_fetch(&s->guest_writes, 1, __ATOMIC_RELAXED);
     return ret;
 }
 

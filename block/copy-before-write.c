@@ -61,7 +61,13 @@ static void cbw_break(CbwState *s, int error, bool is_read, int64_t offset)
     g_atomic_int_set(&s->broken, 1);
     /* Writes waiting for room need not any more. */
     block_copy_stop_waiting(s->bcs);
-    if (bdrv_verbose)
+    if (error == -EDQUOT) /* not a failure: the limit set for it */
+        fprintf(stderr, "snapnbd: copy-before-write of '%s' at offset %"
+                G_GINT64_FORMAT ": the fleecing store '%s' is full "
+                "(x-max-store-bytes %" G_GINT64_FORMAT "); the point in "
+                "time is lost\n", bdrv_node_name(s->source), offset,
+                bdrv_node_name(s->target), s->cfg.max_store_bytes);
+    else if (bdrv_verbose)
         fprintf(stderr, "snapnbd: copy-before-write of '%s' failed %s at "
                 "offset %" G_GINT64_FORMAT ": %s; the point in time is "
                 "lost\n", bdrv_node_name(s->source),

@@ -22,7 +22,8 @@
 #define KiB 1024
 #define MiB (1024 * 1024)
 #define DISK (32 * MiB)
-#define CHUNK (64 * KiB)
+/* The copy granularity of a raw file target (block-copy.h). */
+#define CHUNK (4 * KiB)
 
 static char *tmpdir;
 static guint32 seed;
@@ -708,7 +709,7 @@ static void rig_start(FaultRig *r, const char *tag, int error,
 
     r->src = open_node(spath, "src", NULL);
     r->tgt = open_node(tpath, "tgt", NULL);
-    r->fault = (Fault){ .start = 8 * MiB, .end = 8 * MiB + CHUNK,
+    r->fault = (Fault){ .start = 8 * MiB, .end = 8 * MiB + 64 * KiB,
                         .error = error };
     r->n = bdrv_add_before_write_notifier(r->tgt, fault_notifier, &r->fault);
     o.on_target_error = policy;
