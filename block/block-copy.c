@@ -21,7 +21,7 @@
  *
  * Point-in-time readers (snapshot-access over a copy-before-write node)
  * read a chunk from the target once it is done, and from the source while
- * it is not.  Such a read "freezes" its chunks (a count per chunk, under
+ * it is not.  Such a read "freezes" its chunks (a run per read, under
  * s->lock): a frozen chunk is never claimed, so no copy-before-write for
  * it can finish, and the guest write that waits for it cannot change the
  * source under the reader.  A reader in turn waits for busy chunks, which
@@ -92,7 +92,7 @@ struct BlockCopyState {
     uint64_t *busy;
     uint64_t *frozen;  /* read from the source by a snapshot reader now */
     uint64_t *gone;    /* discarded by the snapshot reader */
-    GHashTable *freeze_counts; /* chunk -> readers, for frozen chunks */
+    GArray *freezes;   /* of FreezeRange: the runs readers hold frozen */
     int64_t ndone;     /* guarded by lock; read atomically for the fast path */
     GSList *pool;      /* free buffers of max_buffer bytes, guarded by lock */
     int pool_len;
@@ -113,6 +113,11 @@ struct BlockCopyState {
 
 typedef enum { COPY_DATA, COPY_ZERO, COPY_SKIP } CopyKind;
 
+/* Chunks [first, first + n) frozen by one read. */
+typedef struct FreezeRange {
+    int64_t first, n;
+} FreezeRange;
+
 /* --- bitmaps ------------------------------------------------------------ */
 
 static bool bit_test(const uint64_t *map, int64_t i)
@@ -122,11 +127,15 @@ static bool bit_test(const uint64_t *map, int64_t i)
 
 static void bits_set(uint64_t *map, int64_t i, int64_t n, bool on)
 {
-    for (int64_t k = i; k < i + n; k++) {
+    while (n > 0) {
+        int64_t bit = i % 64, k = MIN(64 - bit, n);
+        uint64_t mask = (k == 64 ? ~0ULL : (1ULL << k) - 1) << bit;
         if (on)
-            map[k / 64] |= 1ULL << (k % 64);
+            map[i / 64] |= mask;
         else
-            map[k / 64] &= ~(1ULL << (k % 64));
+            map[i / 64] &= ~mask;
+        i += k;
+        n -= k;
     }
 }
 
@@ -239,8 +248,7 @@ BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
     s->frozen = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
     s->gone = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
     s->stored = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
-    s->freeze_counts = g_hash_table_new_full(g_int64_hash, g_int64_equal,
-                                             g_free, NULL);
+    s->freezes = g_array_new(FALSE, FALSE, sizeof(FreezeRange));
     return s;
 }
 
@@ -254,7 +262,7 @@ void block_copy_state_free(BlockCopyState *s)
     g_free(s->frozen);
     g_free(s->gone);
     g_free(s->stored);
-    g_hash_table_destroy(s->freeze_counts);
+    g_array_free(s->freezes, TRUE);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -724,19 +732,36 @@ void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip)
 
 /* --- point-in-time readers ---------------------------------------------- */
 
-static void freeze_locked(BlockCopyState *s, int64_t i, int delta)
+/* A reader freezes chunks [first, first + n) (one entry per read in
+ * flight: few, so thawing looks at them all rather than counting per
+ * chunk, which fine chunks would make a table of hundreds of entries per
+ * megabyte read). */
+static void freeze_locked(BlockCopyState *s, int64_t first, int64_t n)
 {
-    gint64 key = i;
-    int count = GPOINTER_TO_INT(g_hash_table_lookup(s->freeze_counts, &key));
+    FreezeRange r = { first, n };
 
-    count += delta;
-    if (count > 0) {
-        g_hash_table_insert(s->freeze_counts, g_memdup2(&key, sizeof(key)),
-                            GINT_TO_POINTER(count));
-    } else {
-        g_hash_table_remove(s->freeze_counts, &key);
+    g_array_append_val(s->freezes, r);
+    bits_set(s->frozen, first, n, true);
+}
+
+static void thaw_locked(BlockCopyState *s, int64_t first, int64_t n)
+{
+    for (guint k = 0; k < s->freezes->len; k++) {
+        FreezeRange *r = &g_array_index(s->freezes, FreezeRange, k);
+        if (r->first == first && r->n == n) {
+            g_array_remove_index_fast(s->freezes, k);
+            break;
+        }
     }
-    bits_set(s->frozen, i, 1, count > 0);
+    bits_set(s->frozen, first, n, false);
+    /* Other reads may hold some of them still. */
+    for (guint k = 0; k < s->freezes->len; k++) {
+        FreezeRange *r = &g_array_index(s->freezes, FreezeRange, k);
+        int64_t lo = MAX(r->first, first);
+        int64_t hi = MIN(r->first + r->n, first + n);
+        if (lo < hi)
+            bits_set(s->frozen, lo, hi - lo, true);
+    }
 }
 
 /* From chunk @i (not busy), the run of chunks up to @last that are alike:
@@ -774,14 +799,14 @@ int block_copy_snapshot_read(BlockCopyState *s, int64_t offset,
         if (ret < 0)
             break;
         run_end = MIN((i + n) * s->cluster, end);
-        for (int64_t k = i; !done && k < i + n; k++)
-            freeze_locked(s, k, 1);
+        if (!done)
+            freeze_locked(s, i, n);
         g_mutex_unlock(&s->lock);
         ret = bdrv_pread(done ? s->target : s->source, pos, run_end - pos,
                          (char *)buf + (pos - offset));
         g_mutex_lock(&s->lock);
-        for (int64_t k = i; !done && k < i + n; k++)
-            freeze_locked(s, k, -1);
+        if (!done)
+            thaw_locked(s, i, n);
         if (!done)
             g_cond_broadcast(&s->cond);
         pos = run_end;
