@@ -105,6 +105,7 @@ struct BlockCopyState {
     BlockCopyStoreFull on_full;
     int64_t timeout_ns; /* for the waits of a copy-before-write; 0: none */
     bool stop_waiting;
+    int readers;        /* snapshot-access nodes that may free room */
 
     /* Counters, atomic. */
     int64_t copies, copied_bytes, guest_waits;
@@ -636,10 +637,12 @@ static int store_full_locked(BlockCopyState *s, int64_t deadline,
         __atomic_add_fetch(&s->store_full_hits, 1, __ATOMIC_RELAXED);
         *counted = true;
     }
-    /* A drained section of the source waits for this write: the room a
-     * reader would free cannot come while it lasts (nor after the node
-     * goes), so the snapshot gives way rather than the server hang. */
+    /* Room comes only from a reader's forget: without a reader, or while
+     * a drained section of the source waits for this write (the reader's
+     * discard would wait for the section), or once the node goes, none
+     * can come, and the snapshot gives way rather than the server hang. */
     if (s->on_full == BLOCK_COPY_STORE_FULL_WAIT && !s->stop_waiting &&
+        s->readers > 0 &&
         g_atomic_int_get(&s->source->quiesce_counter) == 0)
         return wait_locked(s, deadline, ROOM_POLL_US);
     err->store_full = true;
@@ -876,6 +879,14 @@ void block_copy_set_store_limit(BlockCopyState *s, int64_t max_bytes,
     s->max_store = MAX(max_bytes, 0);
     s->on_full = on_full;
     s->timeout_ns = MAX(timeout_ns, 0);
+    g_mutex_unlock(&s->lock);
+}
+
+void block_copy_reader(BlockCopyState *s, bool attach)
+{
+    g_mutex_lock(&s->lock);
+    s->readers += attach ? 1 : -1;
+    g_cond_broadcast(&s->cond);
     g_mutex_unlock(&s->lock);
 }
 

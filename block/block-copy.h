@@ -103,12 +103,16 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
  * @timeout_ns > 0 no copy-before-write waits longer than that for chunks
  * in flight, frozen by a reader, or for room (a copy it started itself is
  * never given up half way).  A WAIT gives up (store_full) while a drained
- * section holds the source, or after block_copy_stop_waiting.  Background
+ * section holds the source, when no reader is attached (block_copy_reader),
+ * or after block_copy_stop_waiting.  Background
  * copies (block_copy_claim) are never limited, only counted.
  */
 void block_copy_set_store_limit(BlockCopyState *s, int64_t max_bytes,
                                 BlockCopyStoreFull on_full,
                                 int64_t timeout_ns);
+/* A reader that may free room (snapshot-access) comes or goes: WAIT waits
+ * only while one is there. */
+void block_copy_reader(BlockCopyState *s, bool attach);
 /* Waiting copy-before-writes give up now, and later ones do not wait. */
 void block_copy_stop_waiting(BlockCopyState *s);
 void block_copy_get_stats(BlockCopyState *s, BlockCopyStats *st);

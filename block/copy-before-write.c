@@ -352,3 +352,16 @@ bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st)
         st->break_error = s->break_error;
     return true;
 }
+
+static void release_node(BlockNode *bs, void *opaque)
+{
+    CbwState *s = bs->opaque;
+
+    if (bs->drv == &bdrv_copy_before_write && s->bcs)
+        block_copy_stop_waiting(s->bcs);
+}
+
+void bdrv_cbw_release_all(void)
+{
+    bdrv_foreach_node(release_node, NULL);
+}

@@ -17,7 +17,8 @@
  *    more breaks the point in time (x-on-store-full=break-snapshot, the
  *    default, whatever on-cbw-error says: the write goes on) or waits for
  *    a reader's discards (wait; cbw-timeout bounds it, then on-cbw-error
- *    decides).
+ *    decides) while a snapshot-access node may discard (see
+ *    block_copy_set_store_limit for when it gives up).
  *  - Readers of the point in time (snapshot-access) go through
  *    bdrv_cbw_copy_state and block-copy's snapshot functions.
  */

@@ -19,7 +19,8 @@ shows (x-cbw).  Modes:
   wait    x-on-store-full=wait: a write that finds the store full waits
           (its copies so far are kept) until the pull client discards
           enough of the snapshot; then it completes, and the point in time
-          stays exact throughout.
+          stays exact throughout.  At the end the pull client goes while a
+          write waits: the write goes on, the point in time is lost.
   timeout wait with cbw-timeout=1 and on-cbw-error=break-guest-write: the
           write that finds the store full fails after a second, the
           snapshot holds, and after a discard the same write goes through.
@@ -309,10 +310,36 @@ def run_cbw(mode, qmp, sock, store, fmt, seed):
           + (f" (the first at write {broke_at})" if mode == "break" else
              f", {blocked} waited for room")
           + f", guest wait max {st['guest-wait-max-ns'] / 1e6:.1f} ms")
+    if mode == "wait":
+        reader_leaves(q, live, pit, m, rnd)
+    else:
+        pit.shutdown()
+        q.cmd("block-export-del", {"id": "pit"})
     live.shutdown()
+    q.cmd("block-export-del", {"id": "live"})
+
+
+def reader_leaves(q, live, pit, m, rnd):
+    """A write waits for room; the pull client goes and its
+    snapshot-access node is deleted: nothing can free room any more, so
+    the write goes on and the point in time is lost."""
+    while True:
+        off, data = random_write(rnd)
+        if m.before_write(off, len(data)):
+            break
+        live.pwrite(data, off)
+        m.write(off, data)
+    cookie = issue(live, off, data, False)
+    assert not wait_done(live, cookie, 0.2), "the last write did not wait"
     pit.shutdown()
-    for e in ("live", "pit"):
-        q.cmd("block-export-del", {"id": e})
+    q.cmd("block-export-del", {"id": "pit"})
+    q.cmd("blockdev-del", {"node-name": "acc"})
+    assert wait_done(live, cookie, 10), "the write waits for a reader gone"
+    m.write(off, data)
+    st = x_cbw(q)
+    assert st["snapshot-broken"] and \
+        "store is full" in st.get("snapshot-error", ""), st
+    assert live.pread(SIZE, 0) == bytes(m.live), "the live disk lost writes"
 
 
 def run_backup(qmp, sock, store, seed):
