@@ -66,6 +66,9 @@
 /* A guest write waiting for room in a full store looks this often whether
  * a drained section of the source waits for it. */
 #define ROOM_POLL_US (50 * 1000)
+/* With a cbw-timeout, copies run on at most this many threads (a hung
+ * target holds one each): later ones queue, and time out queued. */
+#define MAX_COPIERS 16
 #define MAX_BUFFER (1024 * 1024)
 #define POOL_MAX 8
 /* Block status queries that may decide that the target reads as zero. */
@@ -106,6 +109,7 @@ struct BlockCopyState {
     int64_t timeout_ns; /* for the waits of a copy-before-write; 0: none */
     bool stop_waiting;
     int readers;        /* snapshot-access nodes that may free room */
+    GThreadPool *copiers; /* with a timeout: copies a write may give up */
 
     /* Counters, atomic. */
     int64_t copies, copied_bytes, guest_waits;
@@ -257,6 +261,9 @@ void block_copy_state_free(BlockCopyState *s)
 {
     if (!s)
         return;
+    /* Copies given up on still hold their chunks: they end first. */
+    if (s->copiers)
+        g_thread_pool_free(s->copiers, FALSE, TRUE);
     g_slist_free_full(s->pool, free);
     g_free(s->done);
     g_free(s->busy);
@@ -609,19 +616,21 @@ static int64_t room_locked(BlockCopyState *s, int64_t i, int64_t n)
     return fit;
 }
 
-/* Waits for the condition to change, until @deadline (ns, 0: none):
- * -ETIMEDOUT when it has passed. */
+/* Waits for the condition to change, at most @poll_us (0: no limit) and
+ * until @deadline (ns, 0: none): -ETIMEDOUT when it has passed. */
 static int wait_locked(BlockCopyState *s, int64_t deadline, int64_t poll_us)
 {
-    gint64 until = g_get_monotonic_time() + poll_us;
+    gint64 now = g_get_monotonic_time(), until = G_MAXINT64;
 
+    if (poll_us)
+        until = now + poll_us;
     if (deadline) {
         int64_t left = deadline - now_ns();
         if (left <= 0)
             return -ETIMEDOUT;
-        until = MIN(until, g_get_monotonic_time() + left / 1000 + 1);
+        until = MIN(until, now + left / 1000 + 1);
     }
-    if (!deadline && !poll_us)
+    if (until == G_MAXINT64)
         g_cond_wait(&s->cond, &s->lock);
     else
         g_cond_wait_until(&s->cond, &s->lock, until);
@@ -647,6 +656,62 @@ static int store_full_locked(BlockCopyState *s, int64_t deadline,
         return wait_locked(s, deadline, ROOM_POLL_US);
     err->store_full = true;
     return -EDQUOT;
+}
+
+/* A copy-before-write's copy on a copier thread, so that its write can
+ * give it up at the timeout (QEMU's cbw-timeout): the copy goes on and
+ * keeps its chunks busy until it ends, done or free again. */
+typedef struct CopyTask {
+    BlockCopyState *s;
+    int64_t first, n;
+    int ret;
+    bool is_read;
+    bool finished, abandoned; /* under s->lock */
+} CopyTask;
+
+static void copy_task_run(gpointer data, gpointer user_data)
+{
+    CopyTask *t = data;
+    BlockCopyState *s = t->s;
+    bool is_read = false, abandoned;
+    int64_t copied;
+    int ret;
+
+    /* Its chunks hold up a guest write: a drained section must not hold
+     * it at a request's entry (as the backup's workers). */
+    bdrv_set_thread_drain_exempt(true);
+    ret = copy_claimed_chunks(s, t->first, t->n, true, &is_read, &copied);
+    g_mutex_lock(&s->lock);
+    t->ret = ret;
+    t->is_read = is_read;
+    t->finished = true;
+    abandoned = t->abandoned;
+    g_cond_broadcast(&s->cond);
+    g_mutex_unlock(&s->lock);
+    if (abandoned)
+        g_free(t);
+}
+
+/* Copies the claimed chunks [i, i + n) on a copier, waiting until
+ * @deadline at most: -ETIMEDOUT then, the copy going on. */
+static int copy_until_locked(BlockCopyState *s, int64_t i, int64_t n,
+                             int64_t deadline, bool *is_read)
+{
+    CopyTask *t = g_new0(CopyTask, 1);
+    int ret;
+
+    *t = (CopyTask){ .s = s, .first = i, .n = n };
+    g_thread_pool_push(s->copiers, t, NULL);
+    while (!t->finished && wait_locked(s, deadline, 0) == 0) {
+    }
+    if (!t->finished) {
+        t->abandoned = true;
+        return -ETIMEDOUT;
+    }
+    *is_read = t->is_read;
+    ret = t->ret;
+    g_free(t);
+    return ret;
 }
 
 int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
@@ -678,10 +743,14 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
             ret = store_full_locked(s, deadline, err, &counted);
         } else {
             claim_locked(s, i, n);
-            g_mutex_unlock(&s->lock);
-            ret = copy_claimed_chunks(s, i, n, true, &err->is_read,
-                                      &copied);
-            g_mutex_lock(&s->lock);
+            if (deadline) {
+                ret = copy_until_locked(s, i, n, deadline, &err->is_read);
+            } else {
+                g_mutex_unlock(&s->lock);
+                ret = copy_claimed_chunks(s, i, n, true, &err->is_read,
+                                          &copied);
+                g_mutex_lock(&s->lock);
+            }
             waited = true;
             i += n;
         }
@@ -879,6 +948,9 @@ void block_copy_set_store_limit(BlockCopyState *s, int64_t max_bytes,
     s->max_store = MAX(max_bytes, 0);
     s->on_full = on_full;
     s->timeout_ns = MAX(timeout_ns, 0);
+    if (s->timeout_ns && !s->copiers)
+        s->copiers = g_thread_pool_new(copy_task_run, NULL, MAX_COPIERS,
+                                       FALSE, NULL);
     g_mutex_unlock(&s->lock);
 }
 

@@ -100,9 +100,10 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
  * block_copy_forget drops them.  With @max_bytes > 0, a copy-before-write
  * that would keep more fails (BREAK) or waits until a reader forgets
  * enough (WAIT); whatever does not fit waits, what fits is copied.  With
- * @timeout_ns > 0 no copy-before-write waits longer than that for chunks
- * in flight, frozen by a reader, or for room (a copy it started itself is
- * never given up half way).  A WAIT gives up (store_full) while a drained
+ * @timeout_ns > 0 no copy-before-write waits longer than that for its
+ * own copies (they run on copier threads and go on when it gives up,
+ * their chunks busy until they end), chunks in flight, chunks frozen by a
+ * reader, or room.  A WAIT gives up (store_full) while a drained
  * section holds the source, when no reader is attached (block_copy_reader),
  * or after block_copy_stop_waiting.  Background
  * copies (block_copy_claim) are never limited, only counted.

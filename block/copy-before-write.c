@@ -20,10 +20,11 @@
  * unchanged.
  *
  * Options (QEMU's): file, target, on-cbw-error (break-guest-write, the
- * default, or break-snapshot), cbw-timeout (seconds; it bounds the waits
- * for copies in flight, for chunks a reader holds and for room in the
- * store, not a copy the write started itself: a blocking copy cannot be
- * given up half way), bitmap (refused: not supported yet).
+ * default, or break-snapshot), cbw-timeout (seconds: how long a guest
+ * write waits for its copies, for copies in flight, for chunks a reader
+ * holds and for room in the store; the copies then go on, on copier
+ * threads, and the write fails or breaks the snapshot as on-cbw-error
+ * says, as in QEMU), bitmap (refused: not supported yet).
  *
  * snapnbd's: x-max-store-bytes, a limit on the bytes the target keeps
  * (copied and not discarded through snapshot-access), and x-on-store-full,

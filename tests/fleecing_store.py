@@ -24,6 +24,11 @@ shows (x-cbw).  Modes:
   timeout wait with cbw-timeout=1 and on-cbw-error=break-guest-write: the
           write that finds the store full fails after a second, the
           snapshot holds, and after a discard the same write goes through.
+  slow    cbw-timeout=1 (QEMU's) with a store whose writes a blkdebug
+          breakpoint holds: with on-cbw-error=break-guest-write the write
+          fails after a second and the snapshot holds (the copy ends once
+          resumed); with break-snapshot the write goes on after a second
+          and the snapshot is lost.
   backup  blockdev-backup sync=none x-max-store-bytes into a qcow2 whose
           backing is the disk (the older fleecing): the job fails when the
           store is full, saying so, with its counters in the event.
@@ -387,9 +392,72 @@ def run_backup(qmp, sock, store, seed):
           f"{m.copies} copies): {ev['data']['error']}")
 
 
+def run_slow(qmp, sock, store, seed):
+    rnd = random.Random(seed)
+    for on_error in ("break-guest-write", "break-snapshot"):
+        q = QMP(qmp)
+        q.cmd("blockdev-add", {"driver": "blkdebug", "node-name": "tmp",
+                               "image": {"driver": "file",
+                                         "filename": store}})
+        q.cmd("blockdev-add", {"driver": "copy-before-write",
+                               "node-name": "cbw", "file": "disk",
+                               "target": "tmp", "cbw-timeout": 1,
+                               "on-cbw-error": on_error})
+        q.cmd("blockdev-add", {"driver": "snapshot-access",
+                               "node-name": "acc", "file": "cbw"})
+        for e, node in (("live", "cbw"), ("pit", "acc")):
+            q.cmd("block-export-add", {"type": "nbd", "id": e, "name": e,
+                                       "node-name": node, "writable": True})
+        live, pit = connect(sock, "live"), connect(sock, "pit")
+        before = live.pread(SIZE, 0)
+        off = rnd.randrange(SIZE // 4096) * 4096
+        while not any(before[off:off + 4096]):   # zeroes are not written
+            off = rnd.randrange(SIZE // 4096) * 4096
+        data = bytes([rnd.randrange(1, 256)]) * 4096
+        q.cmd("x-blkdebug-break", {"node": "tmp", "event": "pwritev",
+                                   "tag": "t"})
+        t0 = time.monotonic()
+        cookie = live.aio_pwrite(data, off)
+        q.cmd("x-blkdebug-wait-break", {"node": "tmp", "tag": "t"})
+        try:
+            ok = wait_done(live, cookie, 10)
+        except nbd.Error:
+            ok = False
+        took = time.monotonic() - t0
+        assert 0.9 < took < 5, f"{on_error}: the write took {took:.2f} s"
+        st = x_cbw(q)
+        if on_error == "break-guest-write":
+            assert not ok, "the write went on without its copy"
+            q.cmd("x-blkdebug-resume", {"node": "tmp", "tag": "t"})
+            assert pit.pread(SIZE, 0) == before, "the snapshot changed"
+            assert live.pread(SIZE, 0) == before, "the failed write landed"
+            live.pwrite(data, off)              # copied already: goes on
+            assert pit.pread(SIZE, 0) == before, "the snapshot changed"
+            assert not st["snapshot-broken"], st
+        else:
+            assert ok, "break-snapshot failed the guest's write"
+            assert snapshot_fails(pit), "the broken snapshot was read"
+            assert "timed out" in st.get("snapshot-error", ""), st
+            q.cmd("x-blkdebug-resume", {"node": "tmp", "tag": "t"})
+        assert st["guest-wait-max-ns"] >= 900_000_000, st
+        want = bytearray(before)
+        want[off:off + 4096] = data
+        assert live.pread(SIZE, 0) == bytes(want), "the live disk lost a write"
+        print(f"slow store, {on_error}: the write gave up its copy after "
+              f"{took:.2f} s")
+        live.shutdown()
+        pit.shutdown()
+        for e in ("live", "pit"):
+            q.cmd("block-export-del", {"id": e})
+        for n in ("acc", "cbw", "tmp"):
+            q.cmd("blockdev-del", {"node-name": n})
+
+
 def main():
     mode, qmp, sock, store, fmt, seed = sys.argv[1:7]
-    if mode == "backup":
+    if mode == "slow":
+        run_slow(qmp, sock, store, int(seed))
+    elif mode == "backup":
         run_backup(qmp, sock, store, int(seed))
     else:
         run_cbw(mode, qmp, sock, store, fmt, int(seed))

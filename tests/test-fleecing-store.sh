@@ -8,6 +8,9 @@
 #    the pull client discards part of the snapshot, then completes;
 #  - wait with cbw-timeout (QEMU's): the waiting write fails after the
 #    timeout (on-cbw-error=break-guest-write) and the snapshot holds;
+#  - cbw-timeout with a store that hangs (a blkdebug breakpoint): the
+#    write gives its copy up after the timeout, failing (break-guest-write;
+#    the snapshot holds) or going on (break-snapshot; it is lost);
 #  - blockdev-backup sync=none x-max-store-bytes: the job fails when its
 #    store is full;
 # with a raw store and a qcow2 store of 4 KiB clusters (copies of 4 KiB:
@@ -85,4 +88,5 @@ run_case break raw
 run_case wait qcow2
 run_case wait raw
 run_case timeout raw
+run_case slow raw
 run_case backup qcow2
