@@ -91,6 +91,7 @@ struct BlockCopyState {
 
     GMutex lock;
     GCond cond;        /* broadcast when busy chunks are released */
+    int waiters;       /* threads waiting on cond, guarded by lock */
     uint64_t *done;    /* bitmaps of nchunks bits, guarded by lock */
     uint64_t *busy;
     uint64_t *frozen;  /* read from the source by a snapshot reader now */
@@ -142,6 +143,25 @@ static void bits_set(uint64_t *map, int64_t i, int64_t n, bool on)
         i += k;
         n -= k;
     }
+}
+
+/* s->cond with a count of its waiters, so that the common release with
+ * nobody waiting costs no futex system call (GCond makes one on every
+ * broadcast). */
+static void cond_wait_locked(BlockCopyState *s, gint64 until)
+{
+    s->waiters++;
+    if (until == G_MAXINT64)
+        g_cond_wait(&s->cond, &s->lock);
+    else
+        g_cond_wait_until(&s->cond, &s->lock, until);
+    s->waiters--;
+}
+
+static void wake_locked(BlockCopyState *s)
+{
+    if (s->waiters)
+        g_cond_broadcast(&s->cond);
 }
 
 static bool chunk_free(BlockCopyState *s, int64_t i)
@@ -563,7 +583,7 @@ static void release(BlockCopyState *s, int64_t first, int64_t n, bool ok)
     } else {
         s->kept -= bytes;
     }
-    g_cond_broadcast(&s->cond);
+    wake_locked(s);
     g_mutex_unlock(&s->lock);
     if (ok) {
         __atomic_add_fetch(&s->copies, 1, __ATOMIC_RELAXED);
@@ -630,10 +650,7 @@ static int wait_locked(BlockCopyState *s, int64_t deadline, int64_t poll_us)
             return -ETIMEDOUT;
         until = MIN(until, now + left / 1000 + 1);
     }
-    if (until == G_MAXINT64)
-        g_cond_wait(&s->cond, &s->lock);
-    else
-        g_cond_wait_until(&s->cond, &s->lock, until);
+    cond_wait_locked(s, until);
     return deadline && now_ns() >= deadline ? -ETIMEDOUT : 0;
 }
 
@@ -686,7 +703,7 @@ static void copy_task_run(gpointer data, gpointer user_data)
     t->is_read = is_read;
     t->finished = true;
     abandoned = t->abandoned;
-    g_cond_broadcast(&s->cond);
+    wake_locked(s);
     g_mutex_unlock(&s->lock);
     if (abandoned)
         g_free(t);
@@ -864,7 +881,7 @@ int block_copy_snapshot_read(BlockCopyState *s, int64_t offset,
         int64_t i = pos / s->cluster, n, run_end;
         bool done;
         if (bit_test(s->busy, i)) {
-            g_cond_wait(&s->cond, &s->lock); /* about to be done */
+            cond_wait_locked(s, G_MAXINT64); /* about to be done */
             continue;
         }
         ret = snapshot_run_locked(s, i, (end - 1) / s->cluster, &done, &n);
@@ -880,7 +897,7 @@ int block_copy_snapshot_read(BlockCopyState *s, int64_t offset,
         if (!done)
             thaw_locked(s, i, n);
         if (!done)
-            g_cond_broadcast(&s->cond);
+            wake_locked(s);
         pos = run_end;
     }
     g_mutex_unlock(&s->lock);
@@ -918,7 +935,7 @@ int64_t block_copy_forget(BlockCopyState *s, int64_t offset, int64_t bytes,
     g_mutex_lock(&s->lock);
     for (int64_t i = first; i < end; i++) {
         while (bit_test(s->busy, i) || bit_test(s->frozen, i))
-            g_cond_wait(&s->cond, &s->lock);
+            cond_wait_locked(s, G_MAXINT64);
         if (!bit_test(s->done, i)) {
             bits_set(s->done, i, 1, true);
             n++;
@@ -932,7 +949,7 @@ int64_t block_copy_forget(BlockCopyState *s, int64_t offset, int64_t bytes,
     __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
     s->kept -= freed;
     if (freed)
-        g_cond_broadcast(&s->cond); /* room for writes waiting for it */
+        wake_locked(s); /* room for writes waiting for it */
     g_mutex_unlock(&s->lock);
     *start = first * s->cluster;
     return end > first ? MIN(end * s->cluster, s->len) - *start : 0;
@@ -958,7 +975,7 @@ void block_copy_reader(BlockCopyState *s, bool attach)
 {
     g_mutex_lock(&s->lock);
     s->readers += attach ? 1 : -1;
-    g_cond_broadcast(&s->cond);
+    wake_locked(s);
     g_mutex_unlock(&s->lock);
 }
 
@@ -966,7 +983,7 @@ void block_copy_stop_waiting(BlockCopyState *s)
 {
     g_mutex_lock(&s->lock);
     s->stop_waiting = true;
-    g_cond_broadcast(&s->cond);
+    wake_locked(s);
     g_mutex_unlock(&s->lock);
 }
 
