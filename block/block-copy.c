@@ -21,7 +21,7 @@
  *
  * Point-in-time readers (snapshot-access over a copy-before-write node)
  * read a chunk from the target once it is done, and from the source while
- * it is not.  Such a read "freezes" its chunks (a count per chunk, under
+ * it is not.  Such a read "freezes" its chunks (a run per read, under
  * s->lock): a frozen chunk is never claimed, so no copy-before-write for
  * it can finish, and the guest write that waits for it cannot change the
  * source under the reader.  A reader in turn waits for busy chunks, which
@@ -31,18 +31,44 @@
  * the reader no longer needs (snapshot-access discard) is "gone": done
  * without a copy, and no longer readable.
  *
+ * The store.  Every claim takes its bytes' room in the store ("kept", under
+ * s->lock) and a failed copy gives it back; a chunk copied is "stored"
+ * until the reader forgets it, which frees its room and broadcasts
+ * s->cond.  A copy-before-write claims only the chunks that fit under the
+ * limit; with nothing fitting it fails (break-snapshot) or waits on s->cond
+ * for a forget, claiming nothing meanwhile, so a reader that forgets never
+ * waits for it: still no cycle.  It polls, though, because the one thing
+ * that could wait for it, a drained section of the source, cannot wake it.
+ *
+ * Chunks are as fine as the target allows (a raw file: 4 KiB): a 4 KiB
+ * guest write copies 4 KiB, not a 64 KiB cluster around it, and waits only
+ * for copies of the pages it overwrites.
+ *
  * A run of chunks goes as one read and one write of up to max_buffer bytes;
  * buffers come from a small pool so that copies do not mmap and fault in a
  * fresh megabyte each time.
  */
 #include "block/block-copy.h"
+#include "block-int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ROUND_UP(n, a) ((((n) + (a) - 1) / (a)) * (a))
-#define CLUSTER_DEFAULT (64 * 1024)
+/* The finest chunk: a guest page.  Finer targets (512-byte raw files) gain
+ * nothing, as guests write whole pages. */
+#define CLUSTER_MIN 4096
+/* At most this many chunks (a 1 TiB disk: 64 KiB chunks): four bitmaps of
+ * 2 MiB each. */
+#define MAX_CHUNKS (1LL << 24)
+/* A guest write waiting for room in a full store looks this often whether
+ * a drained section of the source waits for it. */
+#define ROOM_POLL_US (50 * 1000)
+/* With a cbw-timeout, copies run on at most this many threads (a hung
+ * target holds one each): later ones queue, and time out queued. */
+#define MAX_COPIERS 16
 #define MAX_BUFFER (1024 * 1024)
 #define POOL_MAX 8
 /* Block status queries that may decide that the target reads as zero. */
@@ -65,17 +91,38 @@ struct BlockCopyState {
 
     GMutex lock;
     GCond cond;        /* broadcast when busy chunks are released */
+    int waiters;       /* threads waiting on cond, guarded by lock */
     uint64_t *done;    /* bitmaps of nchunks bits, guarded by lock */
     uint64_t *busy;
     uint64_t *frozen;  /* read from the source by a snapshot reader now */
     uint64_t *gone;    /* discarded by the snapshot reader */
-    GHashTable *freeze_counts; /* chunk -> readers, for frozen chunks */
+    GArray *freezes;   /* of FreezeRange: the runs readers hold frozen */
     int64_t ndone;     /* guarded by lock; read atomically for the fast path */
     GSList *pool;      /* free buffers of max_buffer bytes, guarded by lock */
     int pool_len;
+
+    /* The store (see block_copy_set_store_limit), guarded by lock. */
+    uint64_t *stored;  /* copied chunks the target still keeps */
+    int64_t kept;      /* their bytes, plus those of copies in flight */
+    int64_t peak;
+    int64_t max_store; /* 0: no limit */
+    BlockCopyStoreFull on_full;
+    int64_t timeout_ns; /* for the waits of a copy-before-write; 0: none */
+    bool stop_waiting;
+    int readers;        /* snapshot-access nodes that may free room */
+    GThreadPool *copiers; /* with a timeout: copies a write may give up */
+
+    /* Counters, atomic. */
+    int64_t copies, copied_bytes, guest_waits;
+    int64_t guest_wait_ns, guest_wait_max_ns, store_full_hits;
 };
 
 typedef enum { COPY_DATA, COPY_ZERO, COPY_SKIP } CopyKind;
+
+/* Chunks [first, first + n) frozen by one read. */
+typedef struct FreezeRange {
+    int64_t first, n;
+} FreezeRange;
 
 /* --- bitmaps ------------------------------------------------------------ */
 
@@ -86,12 +133,35 @@ static bool bit_test(const uint64_t *map, int64_t i)
 
 static void bits_set(uint64_t *map, int64_t i, int64_t n, bool on)
 {
-    for (int64_t k = i; k < i + n; k++) {
+    while (n > 0) {
+        int64_t bit = i % 64, k = MIN(64 - bit, n);
+        uint64_t mask = (k == 64 ? ~0ULL : (1ULL << k) - 1) << bit;
         if (on)
-            map[k / 64] |= 1ULL << (k % 64);
+            map[i / 64] |= mask;
         else
-            map[k / 64] &= ~(1ULL << (k % 64));
+            map[i / 64] &= ~mask;
+        i += k;
+        n -= k;
     }
+}
+
+/* s->cond with a count of its waiters, so that the common release with
+ * nobody waiting costs no futex system call (GCond makes one on every
+ * broadcast). */
+static void cond_wait_locked(BlockCopyState *s, gint64 until)
+{
+    s->waiters++;
+    if (until == G_MAXINT64)
+        g_cond_wait(&s->cond, &s->lock);
+    else
+        g_cond_wait_until(&s->cond, &s->lock, until);
+    s->waiters--;
+}
+
+static void wake_locked(BlockCopyState *s)
+{
+    if (s->waiters)
+        g_cond_broadcast(&s->cond);
 }
 
 static bool chunk_free(BlockCopyState *s, int64_t i)
@@ -122,14 +192,15 @@ static int64_t find_free(BlockCopyState *s, int64_t i)
 /* The target's allocation granularity: a write smaller than it would make a
  * format driver copy-on-write the rest of its cluster, perhaps from a
  * backing file that is the live source. */
-static int64_t copy_cluster_size(BlockNode *target)
+static int64_t copy_cluster_size(BlockNode *target, int64_t len)
 {
     const BlockLimits *l = bdrv_limits(target);
     int64_t c = MAX(l->pdiscard_alignment, l->pwrite_zeroes_alignment);
 
     c = MAX(c, (int64_t)l->request_alignment);
-    if (c <= CLUSTER_DEFAULT)
-        return CLUSTER_DEFAULT;
+    c = MAX(c, (len + MAX_CHUNKS - 1) / MAX_CHUNKS);
+    if (c <= CLUSTER_MIN)
+        return CLUSTER_MIN;
     return (int64_t)1 << g_bit_storage(c - 1); /* a power of two */
 }
 
@@ -179,7 +250,7 @@ BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
     s->source = source;
     s->target = target;
     s->len = len;
-    s->cluster = copy_cluster_size(target);
+    s->cluster = copy_cluster_size(target, len);
     s->nchunks = (len + s->cluster - 1) / s->cluster;
     s->max_buffer = MAX(MAX_BUFFER, s->cluster);
     s->buf_align = MAX(MAX(bdrv_limits(source)->buffer_alignment,
@@ -201,8 +272,8 @@ BlockCopyState *block_copy_state_new(BlockNode *source, BlockNode *target,
     s->busy = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
     s->frozen = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
     s->gone = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
-    s->freeze_counts = g_hash_table_new_full(g_int64_hash, g_int64_equal,
-                                             g_free, NULL);
+    s->stored = g_new0(uint64_t, (s->nchunks + 63) / 64 + 1);
+    s->freezes = g_array_new(FALSE, FALSE, sizeof(FreezeRange));
     return s;
 }
 
@@ -210,12 +281,16 @@ void block_copy_state_free(BlockCopyState *s)
 {
     if (!s)
         return;
+    /* Copies given up on still hold their chunks: they end first. */
+    if (s->copiers)
+        g_thread_pool_free(s->copiers, FALSE, TRUE);
     g_slist_free_full(s->pool, free);
     g_free(s->done);
     g_free(s->busy);
     g_free(s->frozen);
     g_free(s->gone);
-    g_hash_table_destroy(s->freeze_counts);
+    g_free(s->stored);
+    g_array_free(s->freezes, TRUE);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -470,20 +545,52 @@ static int copy_run(BlockCopyState *s, int64_t start, int64_t end,
     return ret;
 }
 
-/* Ends a claim of chunks [first, first + n): done on success. */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t run_bytes(BlockCopyState *s, int64_t first, int64_t n)
+{
+    return MIN((first + n) * s->cluster, s->len) - first * s->cluster;
+}
+
+static void atomic_max(int64_t *p, int64_t v)
+{
+    int64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+
+    while (v > old && !__atomic_compare_exchange_n(p, &old, v, false,
+                                                   __ATOMIC_RELAXED,
+                                                   __ATOMIC_RELAXED))
+        ;
+}
+
+/* Ends a claim of chunks [first, first + n): done and kept in the store on
+ * success, else their room in the store is given back. */
 static void release(BlockCopyState *s, int64_t first, int64_t n, bool ok)
 {
+    int64_t bytes = run_bytes(s, first, n);
+
     g_mutex_lock(&s->lock);
     bits_set(s->busy, first, n, false);
     if (ok) {
         bits_set(s->done, first, n, true);
+        bits_set(s->stored, first, n, true);
         __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
+    } else {
+        s->kept -= bytes;
     }
-    g_cond_broadcast(&s->cond);
+    wake_locked(s);
     g_mutex_unlock(&s->lock);
+    if (ok) {
+        __atomic_add_fetch(&s->copies, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s->copied_bytes, bytes, __ATOMIC_RELAXED);
+    }
     if (ok && s->progress)
-        s->progress(s->progress_opaque,
-                    MIN((first + n) * s->cluster, s->len) - first * s->cluster);
+        s->progress(s->progress_opaque, bytes);
 }
 
 static int copy_claimed_chunks(BlockCopyState *s, int64_t first, int64_t n,
@@ -497,46 +604,183 @@ static int copy_claimed_chunks(BlockCopyState *s, int64_t first, int64_t n,
     return ret;
 }
 
-/* Claims the free run starting at chunk @i, up to chunk @last. */
-static int64_t claim_run_locked(BlockCopyState *s, int64_t i, int64_t last,
-                                int64_t max_chunks)
+/* The free run of chunks from @i (free), up to chunk @last and
+ * @max_chunks long. */
+static int64_t free_run_locked(BlockCopyState *s, int64_t i, int64_t last,
+                               int64_t max_chunks)
 {
     int64_t n = 1;
 
     while (i + n <= last && n < max_chunks && chunk_free(s, i + n))
         n++;
-    bits_set(s->busy, i, n, true);
     return n;
 }
 
-int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
-               bool *error_is_read)
+/* Claims chunks [i, i + n): busy, and their room taken in the store. */
+static void claim_locked(BlockCopyState *s, int64_t i, int64_t n)
 {
-    int64_t i, last, copied;
+    bits_set(s->busy, i, n, true);
+    s->kept += run_bytes(s, i, n);
+    s->peak = MAX(s->peak, s->kept);
+}
+
+/* How many chunks of the free run [i, i + n) fit in the store now. */
+static int64_t room_locked(BlockCopyState *s, int64_t i, int64_t n)
+{
+    int64_t fit = 0;
+
+    if (!s->max_store)
+        return n;
+    while (fit < n && s->kept + run_bytes(s, i, fit + 1) <= s->max_store)
+        fit++;
+    return fit;
+}
+
+/* Waits for the condition to change, at most @poll_us (0: no limit) and
+ * until @deadline (ns, 0: none): -ETIMEDOUT when it has passed. */
+static int wait_locked(BlockCopyState *s, int64_t deadline, int64_t poll_us)
+{
+    gint64 now = g_get_monotonic_time(), until = G_MAXINT64;
+
+    if (poll_us)
+        until = now + poll_us;
+    if (deadline) {
+        int64_t left = deadline - now_ns();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        until = MIN(until, now + left / 1000 + 1);
+    }
+    cond_wait_locked(s, until);
+    return deadline && now_ns() >= deadline ? -ETIMEDOUT : 0;
+}
+
+/* The store is full: x-on-store-full says what a copy-before-write does.
+ * 0: look again (room may have been freed). */
+static int store_full_locked(BlockCopyState *s, int64_t deadline,
+                             BlockCopyError *err, bool *counted)
+{
+    if (!*counted) {
+        __atomic_add_fetch(&s->store_full_hits, 1, __ATOMIC_RELAXED);
+        *counted = true;
+    }
+    /* Room comes only from a reader's forget: without a reader, or while
+     * a drained section of the source waits for this write (the reader's
+     * discard would wait for the section), or once the node goes, none
+     * can come, and the snapshot gives way rather than the server hang. */
+    if (s->on_full == BLOCK_COPY_STORE_FULL_WAIT && !s->stop_waiting &&
+        s->readers > 0 &&
+        g_atomic_int_get(&s->source->quiesce_counter) == 0)
+        return wait_locked(s, deadline, ROOM_POLL_US);
+    err->store_full = true;
+    return -EDQUOT;
+}
+
+/* A copy-before-write's copy on a copier thread, so that its write can
+ * give it up at the timeout (QEMU's cbw-timeout): the copy goes on and
+ * keeps its chunks busy until it ends, done or free again. */
+typedef struct CopyTask {
+    BlockCopyState *s;
+    int64_t first, n;
+    int ret;
+    bool is_read;
+    bool finished, abandoned; /* under s->lock */
+} CopyTask;
+
+static void copy_task_run(gpointer data, gpointer user_data)
+{
+    CopyTask *t = data;
+    BlockCopyState *s = t->s;
+    bool is_read = false, abandoned;
+    int64_t copied;
+    int ret;
+
+    /* Its chunks hold up a guest write: a drained section must not hold
+     * it at a request's entry (as the backup's workers). */
+    bdrv_set_thread_drain_exempt(true);
+    ret = copy_claimed_chunks(s, t->first, t->n, true, &is_read, &copied);
+    g_mutex_lock(&s->lock);
+    t->ret = ret;
+    t->is_read = is_read;
+    t->finished = true;
+    abandoned = t->abandoned;
+    wake_locked(s);
+    g_mutex_unlock(&s->lock);
+    if (abandoned)
+        g_free(t);
+}
+
+/* Copies the claimed chunks [i, i + n) on a copier, waiting until
+ * @deadline at most: -ETIMEDOUT then, the copy going on. */
+static int copy_until_locked(BlockCopyState *s, int64_t i, int64_t n,
+                             int64_t deadline, bool *is_read)
+{
+    CopyTask *t = g_new0(CopyTask, 1);
+    int ret;
+
+    *t = (CopyTask){ .s = s, .first = i, .n = n };
+    g_thread_pool_push(s->copiers, t, NULL);
+    while (!t->finished && wait_locked(s, deadline, 0) == 0) {
+    }
+    if (!t->finished) {
+        t->abandoned = true;
+        return -ETIMEDOUT;
+    }
+    *is_read = t->is_read;
+    ret = t->ret;
+    g_free(t);
+    return ret;
+}
+
+int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
+               BlockCopyError *err)
+{
+    int64_t i, last, copied, t0, deadline, took;
+    bool counted = false, waited = false;
     int ret = 0;
 
+    *err = (BlockCopyError){ 0 };
     if (bytes <= 0 || offset >= s->len ||
         __atomic_load_n(&s->ndone, __ATOMIC_ACQUIRE) == s->nchunks)
         return 0;
+    t0 = now_ns();
+    deadline = s->timeout_ns ? t0 + s->timeout_ns : 0;
     i = offset / s->cluster;
     last = (MIN(offset + bytes, s->len) - 1) / s->cluster;
     g_mutex_lock(&s->lock);
     while (i <= last && ret == 0) {
+        int64_t n;
         if (bit_test(s->done, i)) {
             i++;
         } else if (bit_test(s->busy, i) || bit_test(s->frozen, i)) {
-            g_cond_wait(&s->cond, &s->lock); /* then look at chunk i again */
+            waited = true; /* then look at chunk i again */
+            ret = wait_locked(s, deadline, 0);
+        } else if (!(n = room_locked(s, i, free_run_locked(
+                         s, i, last, s->max_buffer / s->cluster)))) {
+            waited = true;
+            ret = store_full_locked(s, deadline, err, &counted);
         } else {
-            int64_t n = claim_run_locked(s, i, last,
-                                         s->max_buffer / s->cluster);
-            g_mutex_unlock(&s->lock);
-            ret = copy_claimed_chunks(s, i, n, true, error_is_read,
-                                      &copied);
-            g_mutex_lock(&s->lock);
+            claim_locked(s, i, n);
+            if (deadline) {
+                ret = copy_until_locked(s, i, n, deadline, &err->is_read);
+            } else {
+                g_mutex_unlock(&s->lock);
+                ret = copy_claimed_chunks(s, i, n, true, &err->is_read,
+                                          &copied);
+                g_mutex_lock(&s->lock);
+            }
+            waited = true;
             i += n;
         }
     }
     g_mutex_unlock(&s->lock);
+    if (ret == -ETIMEDOUT)
+        err->timed_out = true;
+    if (waited) {
+        took = now_ns() - t0;
+        __atomic_add_fetch(&s->guest_waits, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s->guest_wait_ns, took, __ATOMIC_RELAXED);
+        atomic_max(&s->guest_wait_max_ns, took);
+    }
     return ret;
 }
 
@@ -548,13 +792,15 @@ bool block_copy_claim(BlockCopyState *s, int64_t from, int64_t max_bytes,
 
     g_mutex_lock(&s->lock);
     i = from < s->len ? find_free(s, from / s->cluster) : -1;
-    if (i >= 0)
-        n = claim_run_locked(s, i, s->nchunks - 1, max_chunks);
+    if (i >= 0) {
+        n = free_run_locked(s, i, s->nchunks - 1, max_chunks);
+        claim_locked(s, i, n);
+    }
     g_mutex_unlock(&s->lock);
     if (i < 0)
         return false;
     *offset = i * s->cluster;
-    *bytes = MIN((i + n) * s->cluster, s->len) - *offset;
+    *bytes = run_bytes(s, i, n);
     return true;
 }
 
@@ -575,19 +821,36 @@ void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip)
 
 /* --- point-in-time readers ---------------------------------------------- */
 
-static void freeze_locked(BlockCopyState *s, int64_t i, int delta)
+/* A reader freezes chunks [first, first + n) (one entry per read in
+ * flight: few, so thawing looks at them all rather than counting per
+ * chunk, which fine chunks would make a table of hundreds of entries per
+ * megabyte read). */
+static void freeze_locked(BlockCopyState *s, int64_t first, int64_t n)
 {
-    gint64 key = i;
-    int count = GPOINTER_TO_INT(g_hash_table_lookup(s->freeze_counts, &key));
+    FreezeRange r = { first, n };
 
-    count += delta;
-    if (count > 0) {
-        g_hash_table_insert(s->freeze_counts, g_memdup2(&key, sizeof(key)),
-                            GINT_TO_POINTER(count));
-    } else {
-        g_hash_table_remove(s->freeze_counts, &key);
+    g_array_append_val(s->freezes, r);
+    bits_set(s->frozen, first, n, true);
+}
+
+static void thaw_locked(BlockCopyState *s, int64_t first, int64_t n)
+{
+    for (guint k = 0; k < s->freezes->len; k++) {
+        FreezeRange *r = &g_array_index(s->freezes, FreezeRange, k);
+        if (r->first == first && r->n == n) {
+            g_array_remove_index_fast(s->freezes, k);
+            break;
+        }
     }
-    bits_set(s->frozen, i, 1, count > 0);
+    bits_set(s->frozen, first, n, false);
+    /* Other reads may hold some of them still. */
+    for (guint k = 0; k < s->freezes->len; k++) {
+        FreezeRange *r = &g_array_index(s->freezes, FreezeRange, k);
+        int64_t lo = MAX(r->first, first);
+        int64_t hi = MIN(r->first + r->n, first + n);
+        if (lo < hi)
+            bits_set(s->frozen, lo, hi - lo, true);
+    }
 }
 
 /* From chunk @i (not busy), the run of chunks up to @last that are alike:
@@ -618,23 +881,23 @@ int block_copy_snapshot_read(BlockCopyState *s, int64_t offset,
         int64_t i = pos / s->cluster, n, run_end;
         bool done;
         if (bit_test(s->busy, i)) {
-            g_cond_wait(&s->cond, &s->lock); /* about to be done */
+            cond_wait_locked(s, G_MAXINT64); /* about to be done */
             continue;
         }
         ret = snapshot_run_locked(s, i, (end - 1) / s->cluster, &done, &n);
         if (ret < 0)
             break;
         run_end = MIN((i + n) * s->cluster, end);
-        for (int64_t k = i; !done && k < i + n; k++)
-            freeze_locked(s, k, 1);
+        if (!done)
+            freeze_locked(s, i, n);
         g_mutex_unlock(&s->lock);
         ret = bdrv_pread(done ? s->target : s->source, pos, run_end - pos,
                          (char *)buf + (pos - offset));
         g_mutex_lock(&s->lock);
-        for (int64_t k = i; !done && k < i + n; k++)
-            freeze_locked(s, k, -1);
         if (!done)
-            g_cond_broadcast(&s->cond);
+            thaw_locked(s, i, n);
+        if (!done)
+            wake_locked(s);
         pos = run_end;
     }
     g_mutex_unlock(&s->lock);
@@ -667,20 +930,76 @@ int64_t block_copy_forget(BlockCopyState *s, int64_t offset, int64_t bytes,
     int64_t first = ROUND_UP(offset, s->cluster) / s->cluster;
     int64_t end = offset + bytes >= s->len ? s->nchunks
                                            : (offset + bytes) / s->cluster;
-    int64_t n = 0;
+    int64_t n = 0, freed = 0;
 
     g_mutex_lock(&s->lock);
     for (int64_t i = first; i < end; i++) {
         while (bit_test(s->busy, i) || bit_test(s->frozen, i))
-            g_cond_wait(&s->cond, &s->lock);
+            cond_wait_locked(s, G_MAXINT64);
         if (!bit_test(s->done, i)) {
             bits_set(s->done, i, 1, true);
             n++;
         }
+        if (bit_test(s->stored, i)) {
+            bits_set(s->stored, i, 1, false);
+            freed += run_bytes(s, i, 1);
+        }
         bits_set(s->gone, i, 1, true);
     }
     __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
+    s->kept -= freed;
+    if (freed)
+        wake_locked(s); /* room for writes waiting for it */
     g_mutex_unlock(&s->lock);
     *start = first * s->cluster;
     return end > first ? MIN(end * s->cluster, s->len) - *start : 0;
+}
+
+/* --- the store ---------------------------------------------------------- */
+
+void block_copy_set_store_limit(BlockCopyState *s, int64_t max_bytes,
+                                BlockCopyStoreFull on_full,
+                                int64_t timeout_ns)
+{
+    g_mutex_lock(&s->lock);
+    s->max_store = MAX(max_bytes, 0);
+    s->on_full = on_full;
+    s->timeout_ns = MAX(timeout_ns, 0);
+    if (s->timeout_ns && !s->copiers)
+        s->copiers = g_thread_pool_new(copy_task_run, NULL, MAX_COPIERS,
+                                       FALSE, NULL);
+    g_mutex_unlock(&s->lock);
+}
+
+void block_copy_reader(BlockCopyState *s, bool attach)
+{
+    g_mutex_lock(&s->lock);
+    s->readers += attach ? 1 : -1;
+    wake_locked(s);
+    g_mutex_unlock(&s->lock);
+}
+
+void block_copy_stop_waiting(BlockCopyState *s)
+{
+    g_mutex_lock(&s->lock);
+    s->stop_waiting = true;
+    wake_locked(s);
+    g_mutex_unlock(&s->lock);
+}
+
+void block_copy_get_stats(BlockCopyState *s, BlockCopyStats *st)
+{
+    g_mutex_lock(&s->lock);
+    st->store_bytes = s->kept;
+    st->store_peak_bytes = s->peak;
+    st->max_store_bytes = s->max_store;
+    g_mutex_unlock(&s->lock);
+    st->granularity = s->cluster;
+    st->copies = __atomic_load_n(&s->copies, __ATOMIC_RELAXED);
+    st->copied_bytes = __atomic_load_n(&s->copied_bytes, __ATOMIC_RELAXED);
+    st->guest_waits = __atomic_load_n(&s->guest_waits, __ATOMIC_RELAXED);
+    st->guest_wait_ns = __atomic_load_n(&s->guest_wait_ns, __ATOMIC_RELAXED);
+    st->guest_wait_max_ns = __atomic_load_n(&s->guest_wait_max_ns,
+                                            __ATOMIC_RELAXED);
+    st->store_full = __atomic_load_n(&s->store_full_hits, __ATOMIC_RELAXED);
 }

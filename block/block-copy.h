@@ -2,8 +2,11 @@
  * block-copy.h - copies a source node to a target node in chunks, once.
  *
  * Promises:
- *  - The disk is cut into chunks of the copy's cluster size (64 KiB, or the
- *    target's allocation granularity if larger).  Each chunk is copied at
+ *  - The disk is cut into chunks of the copy's cluster size: the target's
+ *    allocation granularity (a qcow2 target's cluster size; 4 KiB for a raw
+ *    file), at least 4 KiB, and coarser only on disks of more than 2^24
+ *    chunks.  A copy-before-write of a 4 KiB guest write on a raw store
+ *    copies 4 KiB, never a neighbour it does not overwrite.  Each chunk is copied at
  *    most once, by whoever gets to it first: a background worker or a
  *    copy-before-write; anyone else who needs the same chunk waits for that
  *    copy instead of doing it again.  A bitmap of its own records which
@@ -22,6 +25,33 @@
 #include "block/block.h"
 
 typedef struct BlockCopyState BlockCopyState;
+
+/* How a copy-before-write failed (block_copy). */
+typedef struct BlockCopyError {
+    bool is_read;      /* reading the source, else writing the target */
+    bool store_full;   /* -EDQUOT: the store reached its limit */
+    bool timed_out;    /* -ETIMEDOUT: waited longer than the timeout */
+} BlockCopyError;
+
+/* x-on-store-full: what a copy-before-write does when the store is full. */
+typedef enum {
+    BLOCK_COPY_STORE_FULL_BREAK, /* fail with store_full (break-snapshot) */
+    BLOCK_COPY_STORE_FULL_WAIT,  /* wait until a reader frees room */
+} BlockCopyStoreFull;
+
+/* Live counters (block_copy_get_stats). */
+typedef struct BlockCopyStats {
+    int64_t granularity;       /* the chunk size */
+    int64_t store_bytes;       /* chunks copied and kept, copies in flight */
+    int64_t store_peak_bytes;  /* the most store_bytes ever was */
+    int64_t max_store_bytes;   /* the limit, 0: none */
+    int64_t copies;            /* runs of chunks copied */
+    int64_t copied_bytes;      /* their bytes */
+    int64_t guest_waits;       /* guest writes that copied or waited */
+    int64_t guest_wait_ns;     /* the time they spent so, in total */
+    int64_t guest_wait_max_ns; /* and at most */
+    int64_t store_full;        /* guest writes that found the store full */
+} BlockCopyStats;
 
 /* Called for every chunk that becomes done (copied or skipped), from the
  * thread that did it. */
@@ -55,11 +85,38 @@ bool block_copy_next_pending(BlockCopyState *s, int64_t from,
 /*
  * Copy-before-write: makes sure every chunk of [offset, offset + bytes) is
  * done, copying the ones nobody copied yet and waiting for the ones in
- * flight.  Returns 0, or a negative errno with *error_is_read saying which
- * side failed (the chunks that failed stay to be copied).
+ * flight.  Returns 0, or a negative errno with *err saying what failed
+ * (the chunks that failed stay to be copied): a read or a write,
+ * -EDQUOT with store_full when the store limit is reached (see
+ * block_copy_set_store_limit), -ETIMEDOUT with timed_out when a wait took
+ * longer than the timeout.  The time spent in calls that copied or waited
+ * is counted (BlockCopyStats).
  */
 int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
-               bool *error_is_read);
+               BlockCopyError *err);
+
+/*
+ * The store: the target keeps the bytes of every chunk copied, until
+ * block_copy_forget drops them.  With @max_bytes > 0, a copy-before-write
+ * that would keep more fails (BREAK) or waits until a reader forgets
+ * enough (WAIT); whatever does not fit waits, what fits is copied.  With
+ * @timeout_ns > 0 no copy-before-write waits longer than that for its
+ * own copies (they run on copier threads and go on when it gives up,
+ * their chunks busy until they end), chunks in flight, chunks frozen by a
+ * reader, or room.  A WAIT gives up (store_full) while a drained
+ * section holds the source, when no reader is attached (block_copy_reader),
+ * or after block_copy_stop_waiting.  Background
+ * copies (block_copy_claim) are never limited, only counted.
+ */
+void block_copy_set_store_limit(BlockCopyState *s, int64_t max_bytes,
+                                BlockCopyStoreFull on_full,
+                                int64_t timeout_ns);
+/* A reader that may free room (snapshot-access) comes or goes: WAIT waits
+ * only while one is there. */
+void block_copy_reader(BlockCopyState *s, bool attach);
+/* Waiting copy-before-writes give up now, and later ones do not wait. */
+void block_copy_stop_waiting(BlockCopyState *s);
+void block_copy_get_stats(BlockCopyState *s, BlockCopyStats *st);
 
 /*
  * Background copy: claims the first run of chunks at or after @from that is

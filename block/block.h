@@ -615,6 +615,10 @@ bool throttle_group_delete(const char *id, GError **errp);
 void throttle_group_delete_all(void);
 /* At shutdown: no request waits for its budget any more. */
 void throttle_release_all(void);
+/* At shutdown: no guest write waits for room in a bounded fleecing store
+ * any more (x-on-store-full=wait): the point in time gives way
+ * (block/copy-before-write.c). */
+void bdrv_cbw_release_all(void);
 
 /* --- op blockers (block/blocker.c) -------------------------------------- */
 

@@ -20,8 +20,18 @@
  * unchanged.
  *
  * Options (QEMU's): file, target, on-cbw-error (break-guest-write, the
- * default, or break-snapshot), cbw-timeout (0 only: a blocking copy cannot
- * be given up half way here), bitmap (refused: not supported yet).
+ * default, or break-snapshot), cbw-timeout (seconds: how long a guest
+ * write waits for its copies, for copies in flight, for chunks a reader
+ * holds and for room in the store; the copies then go on, on copier
+ * threads, and the write fails or breaks the snapshot as on-cbw-error
+ * says, as in QEMU), bitmap (refused: not supported yet).
+ *
+ * snapnbd's: x-max-store-bytes, a limit on the bytes the target keeps
+ * (copied and not discarded through snapshot-access), and x-on-store-full,
+ * what a guest write does at the limit: break-snapshot (the default; the
+ * write goes on, the point in time is lost, whatever on-cbw-error says) or
+ * wait (until a snapshot-access reader discards what it has read; a
+ * timeout then counts as a failed copy, for on-cbw-error to handle).
  */
 #include "block/copy-before-write.h"
 #include "block-int.h"
@@ -50,7 +60,15 @@ static void cbw_break(CbwState *s, int error, bool is_read, int64_t offset)
         return;
     s->break_error = error;
     g_atomic_int_set(&s->broken, 1);
-    if (bdrv_verbose)
+    /* Writes waiting for room need not any more. */
+    block_copy_stop_waiting(s->bcs);
+    if (error == -EDQUOT) /* not a failure: the limit set for it */
+        fprintf(stderr, "snapnbd: copy-before-write of '%s' at offset %"
+                G_GINT64_FORMAT ": the fleecing store '%s' is full "
+                "(x-max-store-bytes %" G_GINT64_FORMAT "); the point in "
+                "time is lost\n", bdrv_node_name(s->source), offset,
+                bdrv_node_name(s->target), s->cfg.max_store_bytes);
+    else if (bdrv_verbose)
         fprintf(stderr, "snapnbd: copy-before-write of '%s' failed %s at "
                 "offset %" G_GINT64_FORMAT ": %s; the point in time is "
                 "lost\n", bdrv_node_name(s->source),
@@ -63,7 +81,7 @@ static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
                             int64_t offset, int64_t bytes, void *opaque)
 {
     CbwState *s = opaque;
-    bool is_read = false;
+    BlockCopyError err;
     int ret;
 
     if (kind == BDRV_DISCARD && !bdrv_discard_unmaps(bs))
@@ -72,18 +90,48 @@ static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
         return 0;
     if (s->cfg.before_copy)
         s->cfg.before_copy(s->cfg.opaque);
-    ret = block_copy(s->bcs, offset, bytes, &is_read);
-    if (ret < 0 && !s->cfg.break_snapshot)
+    ret = block_copy(s->bcs, offset, bytes, &err);
+    if (ret < 0 && !s->cfg.break_snapshot && !err.store_full)
         return ret; /* break-guest-write: the snapshot holds */
     if (ret < 0)
-        cbw_break(s, ret, is_read, offset);
+        cbw_break(s, ret, err.is_read, offset);
     return 0;
+}
+
+/* x-max-store-bytes, x-on-store-full and cbw-timeout. */
+static bool parse_store_options(CbwState *s, GHashTable *options,
+                                GError **errp)
+{
+    g_autofree char *on_full = opt_take(options, "x-on-store-full");
+    uint64_t max = 0, timeout = 0;
+
+    if (!opt_take_size(options, "x-max-store-bytes", &max, errp) ||
+        !opt_take_size(options, "cbw-timeout", &timeout, errp))
+        return false;
+    if (max > INT64_MAX || timeout > UINT32_MAX) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "copy-before-write: '%s' is out of range",
+                    max > INT64_MAX ? "x-max-store-bytes" : "cbw-timeout");
+        return false;
+    }
+    s->cfg.max_store_bytes = (int64_t)max;
+    s->cfg.timeout_ns = (int64_t)timeout * 1000000000;
+    if (!on_full || !strcmp(on_full, "break-snapshot")) {
+        s->cfg.store_full_wait = false;
+    } else if (!strcmp(on_full, "wait")) {
+        s->cfg.store_full_wait = true;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'x-on-store-full' does not accept value "
+                    "'%s'", on_full);
+        return false;
+    }
+    return true;
 }
 
 static bool parse_options(CbwState *s, GHashTable *options, GError **errp)
 {
     g_autofree char *on_error = opt_take(options, "on-cbw-error");
-    g_autofree char *timeout = opt_take(options, "cbw-timeout");
 
     if (opt_has_prefix(options, "bitmap")) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
@@ -91,12 +139,8 @@ static bool parse_options(CbwState *s, GHashTable *options, GError **errp)
                     "supported yet");
         return false;
     }
-    if (timeout && strcmp(timeout, "0") != 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "copy-before-write: 'cbw-timeout' must be 0 (a copy "
-                    "cannot be given up half way)");
+    if (!parse_store_options(s, options, errp))
         return false;
-    }
     if (!on_error || !strcmp(on_error, "break-guest-write")) {
         s->cfg.break_snapshot = false;
     } else if (!strcmp(on_error, "break-snapshot")) {
@@ -137,6 +181,11 @@ static int cbw_open(BlockNode *bs, GHashTable *options, GError **errp)
         return -EINVAL;
     if (s->cfg.progress)
         block_copy_set_progress(s->bcs, s->cfg.progress, s->cfg.opaque);
+    block_copy_set_store_limit(s->bcs, s->cfg.max_store_bytes,
+                               s->cfg.store_full_wait
+                                   ? BLOCK_COPY_STORE_FULL_WAIT
+                                   : BLOCK_COPY_STORE_FULL_BREAK,
+                               s->cfg.timeout_ns);
     /* From here on the target receives the point in time. */
     s->notifier = bdrv_add_before_write_notifier(s->source, cbw_before_write,
                                                  s);
@@ -147,7 +196,10 @@ static void cbw_close(BlockNode *bs)
 {
     CbwState *s = bs->opaque;
 
-    /* Waits for copy-before-writes in progress: none runs after this. */
+    /* Waits for copy-before-writes in progress: none runs after this.
+     * Those waiting for room give up first (nobody reads any more). */
+    if (s->bcs)
+        block_copy_stop_waiting(s->bcs);
     if (s->notifier)
         bdrv_remove_before_write_notifier(s->source, s->notifier);
     block_copy_state_free(s->bcs);
@@ -211,10 +263,12 @@ static char *cbw_describe(BlockNode *bs)
 {
     CbwState *s = bs->opaque;
 
-    return g_strdup_printf("target=%s on-cbw-error=%s%s",
+    return g_strdup_printf("target=%s on-cbw-error=%s%s%s",
                            bdrv_node_name(s->target),
                            s->cfg.break_snapshot ? "break-snapshot"
                                                  : "break-guest-write",
+                           s->cfg.store_full_wait ? " x-on-store-full=wait"
+                                                  : "",
                            g_atomic_int_get(&s->broken) ? " (broken)" : "");
 }
 
@@ -262,6 +316,7 @@ void bdrv_cbw_deactivate(BlockNode *cbw)
 
     if (cbw->drv != &bdrv_copy_before_write || !s->notifier)
         return;
+    block_copy_stop_waiting(s->bcs);
     /* Waits for copy-before-writes in progress: none runs after this. */
     bdrv_remove_before_write_notifier(s->source, s->notifier);
     s->notifier = NULL;
@@ -283,4 +338,31 @@ bool bdrv_cbw_broken(BlockNode *cbw, int *error)
         return false;
     *error = s->break_error;
     return true;
+}
+
+bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st)
+{
+    CbwState *s = cbw->opaque;
+
+    if (cbw->drv != &bdrv_copy_before_write || !s->bcs)
+        return false;
+    memset(st, 0, sizeof(*st));
+    block_copy_get_stats(s->bcs, &st->copy);
+    st->broken = g_atomic_int_get(&s->broken);
+    if (st->broken)
+        st->break_error = s->break_error;
+    return true;
+}
+
+static void release_node(BlockNode *bs, void *opaque)
+{
+    CbwState *s = bs->opaque;
+
+    if (bs->drv == &bdrv_copy_before_write && s->bcs)
+        block_copy_stop_waiting(s->bcs);
+}
+
+void bdrv_cbw_release_all(void)
+{
+    bdrv_foreach_node(release_node, NULL);
 }

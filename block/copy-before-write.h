@@ -12,6 +12,13 @@
  *    the guest's write and the point in time holds.  break-snapshot: the
  *    guest's write goes on, the point in time is lost (snapshot reads fail
  *    with EACCES from then on) and the break is reported.
+ *  - x-max-store-bytes: the target keeps at most that many bytes (copied,
+ *    not yet discarded through snapshot-access).  A guest write that needs
+ *    more breaks the point in time (x-on-store-full=break-snapshot, the
+ *    default, whatever on-cbw-error says: the write goes on) or waits for
+ *    a reader's discards (wait; cbw-timeout bounds it, then on-cbw-error
+ *    decides) while a snapshot-access node may discard (see
+ *    block_copy_set_store_limit for when it gives up).
  *  - Readers of the point in time (snapshot-access) go through
  *    bdrv_cbw_copy_state and block-copy's snapshot functions.
  */
@@ -23,6 +30,9 @@
 typedef struct CbwConfig {
     bool skip_unallocated;   /* sync=top: copy what the top layer holds */
     bool break_snapshot;     /* on-cbw-error=break-snapshot */
+    int64_t max_store_bytes; /* x-max-store-bytes, 0: no limit */
+    bool store_full_wait;    /* x-on-store-full=wait */
+    int64_t timeout_ns;      /* cbw-timeout, 0: none */
     BlockCopyProgressFunc progress;
     /* A guest write is about to be copied before (the backup's pacing). */
     void (*before_copy)(void *opaque);
@@ -48,5 +58,15 @@ BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw);
 /* Has the node lost its point in time (break-snapshot after a failed
  * copy)?  Then *@error says why. */
 bool bdrv_cbw_broken(BlockNode *cbw, int *error);
+
+/* The live counters of a copy-before-write node (query-named-block-nodes,
+ * the backup job's queries and events). */
+typedef struct BdrvCbwStats {
+    BlockCopyStats copy;
+    bool broken;             /* the point in time is lost */
+    int break_error;         /* why, if broken: -errno */
+} BdrvCbwStats;
+/* False if @cbw is no (active) copy-before-write node. */
+bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st);
 
 #endif

@@ -38,10 +38,19 @@ static int snapshot_access_open(BlockNode *bs, GHashTable *options,
                     "node", bdrv_node_name(s->cbw));
         return -EINVAL;
     }
+    block_copy_reader(s->bcs, true);
     return 0;
 }
 
-static void snapshot_access_close(BlockNode *bs) {}
+/* Its discards are what frees a bounded store: copy-before-writes waiting
+ * for room stop waiting once no reader is left. */
+static void snapshot_access_close(BlockNode *bs)
+{
+    SnapshotAccessState *s = bs->opaque;
+
+    if (s->bcs)
+        block_copy_reader(s->bcs, false);
+}
 
 static int64_t snapshot_access_get_length(BlockNode *bs)
 {

@@ -66,6 +66,7 @@ typedef struct BackupJob {
     BitmapSyncMode bitmap_mode;
     int max_workers;
     int64_t max_chunk;
+    int64_t max_store_bytes;  /* x-max-store-bytes, 0: none */
 
     /* Guarded by the job lock. */
     int inflight;             /* background copies running */
@@ -82,6 +83,14 @@ typedef struct BackupJob {
     int cbw_error;
     bool cbw_error_is_read;
     int64_t cbw_error_offset;
+
+    /* The counters for queries and events: of stats_cbw while the job
+     * holds it, then as they were when it let go.  Guarded by stats_lock,
+     * as queries come from other threads than the job's end. */
+    GMutex stats_lock;
+    BlockNode *stats_cbw;
+    BdrvCbwStats final_stats;
+    bool has_final_stats;
 } BackupJob;
 
 typedef struct BackupTask {
@@ -443,6 +452,15 @@ static int backup_run(Job *job, GError **errp)
         backup_wait_cancel(b);
     else
         ret = backup_copy_all(b);
+    if (g_atomic_int_get(&b->broken) && b->cbw_error == -EDQUOT) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Copy-before-write to '%s' at offset %" G_GINT64_FORMAT
+                    " found the fleecing store full (x-max-store-bytes "
+                    "%" G_GINT64_FORMAT "); the point in time is lost",
+                    bdrv_node_name(b->target), b->cbw_error_offset,
+                    b->max_store_bytes);
+        return -ENOSPC;
+    }
     if (g_atomic_int_get(&b->broken)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Copy-before-write failed %s '%s' at offset %"
@@ -591,6 +609,11 @@ static void backup_clean(Job *job)
      * guest write is in flight while the copy-before-write node goes (and
      * with it the copy engine) and the job lets go of its nodes. */
     b->bcs = NULL;
+    g_mutex_lock(&b->stats_lock);
+    if (b->stats_cbw)
+        b->has_final_stats = bdrv_cbw_stats(b->stats_cbw, &b->final_stats);
+    b->stats_cbw = NULL;
+    g_mutex_unlock(&b->stats_lock);
     if (b->cbw)
         bdrv_cbw_deactivate(b->cbw);
     g_clear_pointer(&b->cbw, bdrv_unref);
@@ -605,6 +628,27 @@ static void backup_clean(Job *job)
         bdrv_drained_end(drain);
 }
 
+static bool backup_cbw_stats(Job *job, BdrvCbwStats *st)
+{
+    BackupJob *b = (BackupJob *)job;
+    bool ok;
+
+    g_mutex_lock(&b->stats_lock);
+    if (b->stats_cbw) {
+        ok = bdrv_cbw_stats(b->stats_cbw, st);
+    } else {
+        ok = b->has_final_stats;
+        *st = b->final_stats;
+    }
+    g_mutex_unlock(&b->stats_lock);
+    return ok;
+}
+
+static void backup_free(Job *job)
+{
+    g_mutex_clear(&((BackupJob *)job)->stats_lock);
+}
+
 static const JobDriver backup_driver = {
     .type = "backup",
     .instance_size = sizeof(BackupJob),
@@ -614,6 +658,8 @@ static const JobDriver backup_driver = {
     .commit = backup_commit,
     .abort = backup_abort,
     .clean = backup_clean,
+    .cbw_stats = backup_cbw_stats,
+    .free = backup_free,
 };
 
 /* What would make the target not a copy of the source: the target being
@@ -733,6 +779,7 @@ static void backup_init(BackupJob *b, BlockNode *source,
     b->max_workers = opts->max_workers > 0 ? opts->max_workers
                                            : DEFAULT_WORKERS;
     b->max_chunk = opts->max_chunk > 0 ? opts->max_chunk : DEFAULT_CHUNK;
+    b->max_store_bytes = opts->max_store_bytes;
     job_lock();
     b->common.speed = opts->speed;
     job_unlock();
@@ -747,6 +794,7 @@ static bool insert_filter(BackupJob *b, const char *node_name, GError **errp)
     const CbwConfig cfg = {
         .skip_unallocated = b->sync == BACKUP_SYNC_TOP,
         .break_snapshot = true,
+        .max_store_bytes = b->max_store_bytes,
         .progress = backup_progress,
         .before_copy = backup_before_copy,
         .broken = backup_broken,
@@ -757,6 +805,9 @@ static bool insert_filter(BackupJob *b, const char *node_name, GError **errp)
     if (!b->cbw)
         return false;
     b->bcs = bdrv_cbw_copy_state(b->cbw);
+    g_mutex_lock(&b->stats_lock);
+    b->stats_cbw = b->cbw;
+    g_mutex_unlock(&b->stats_lock);
     return true;
 }
 
@@ -770,12 +821,20 @@ Job *backup_job_create(const char *id, BlockNode *source, BlockNode *target,
                     "Invalid parameter 'speed'");
         return NULL;
     }
+    if (opts->max_store_bytes < 0 ||
+        (opts->max_store_bytes && opts->sync != BACKUP_SYNC_NONE)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "x-max-store-bytes must be positive and needs sync "
+                    "mode 'none' (a fleecing store)");
+        return NULL;
+    }
     if (!check_nodes(source, target, errp) ||
         !check_bitmap(opts, source, errp))
         return NULL;
     b = job_create(id, &backup_driver, opts->job_flags, errp);
     if (!b)
         return NULL;
+    g_mutex_init(&b->stats_lock);
     if (!attach_nodes(b, source, target, errp)) {
         job_cancel_created(&b->common);
         return NULL;

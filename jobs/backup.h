@@ -77,6 +77,10 @@ typedef struct BackupOptions {
     BdrvDirtyBitmap *bitmap;         /* of the source, or NULL */
     BitmapSyncMode bitmap_mode;
     const char *filter_node_name;    /* of the copy-before-write node */
+    /* x-max-store-bytes, sync=none only: the most the target may keep of
+     * the point in time; a copy-before-write beyond fails the job (its
+     * point in time is lost), the guest's write goes on.  0: no limit. */
+    int64_t max_store_bytes;
 } BackupOptions;
 
 /*

@@ -389,6 +389,11 @@ void job_unref(Job *job)
     job_unlock();
 }
 
+bool job_cbw_stats(Job *job, BdrvCbwStats *st)
+{
+    return job->driver->cbw_stats && job->driver->cbw_stats(job, st);
+}
+
 Job *job_get(const char *id)
 {
     Job *job;
@@ -443,6 +448,7 @@ static void finalize_event_locked(Job *job)
         q->error = g_strdup(job->err->message);
         q->ev.error = q->error;
     }
+    q->ev.has_cbw = job_cbw_stats(job, &q->ev.cbw);
     event_queue_locked(q);
 }
 

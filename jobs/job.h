@@ -22,6 +22,7 @@
 #define SNAPNBD_JOB_H
 
 #include "block/block.h"
+#include "block/copy-before-write.h"
 
 #include <glib.h>
 #include <stdbool.h>
@@ -103,6 +104,10 @@ typedef struct JobDriver {
      * called with the job lock held: it must only signal. */
     void (*kick)(Job *job);
     void (*free)(Job *job);
+    /* The counters of the job's copy-before-write, live or as they were
+     * when it ended; false if it has none.  Called with or without the job
+     * lock: it must take no lock of the engine. */
+    bool (*cbw_stats)(Job *job, BdrvCbwStats *st);
 } JobDriver;
 
 enum {
@@ -169,12 +174,18 @@ typedef struct JobEvent {
     const char *error;   /* COMPLETED after a failure, else NULL */
     bool is_read;        /* ERROR: the failed operation was a read */
     BlockErrorAction action; /* ERROR */
+    bool has_cbw;        /* COMPLETED, CANCELLED: the job's cbw counters */
+    BdrvCbwStats cbw;
 } JobEvent;
 
 /* Called in event order, from the thread that caused the event, without
  * the job lock held.  It must not call back into the job engine. */
 typedef void (*JobEventFunc)(const JobEvent *ev);
 void job_set_event_hook(JobEventFunc fn);
+
+/* @job's copy-before-write counters (JobDriver.cbw_stats); false if it
+ * has none. */
+bool job_cbw_stats(Job *job, BdrvCbwStats *st);
 
 const char *job_status_str(JobStatus s);
 const char *job_verb_str(JobVerb v);

@@ -46,11 +46,13 @@ static void wait_for_clients(void)
 }
 
 /* Shutdown: no request may wait any more for a blkdebug breakpoint's
- * resume or a throttle group's budget, so that every client can finish. */
+ * resume, a throttle group's budget or room in a fleecing store, so that
+ * every client can finish. */
 static void release_waits(void)
 {
     bdrv_debug_release_all();
     throttle_release_all();
+    bdrv_cbw_release_all();
 }
 
 /* Serves until a signal, or until the last client leaves (without -t). */

@@ -46,14 +46,16 @@ j = q.job("b0")
 assert j["type"] == "backup" and j["len"] == size and j["speed"] == 2 * MiB
 assert j["status"] == "running" and not j["paused"] and not j["ready"], j
 assert j["io-status"] == "ok" and j["auto-finalize"] and j["auto-dismiss"]
+# QEMU's members, and snapnbd's copy-before-write counters (x-cbw).
 assert set(j) == {"type", "device", "len", "offset", "busy", "paused",
                   "speed", "io-status", "ready", "status", "auto-finalize",
-                  "auto-dismiss"}, j
+                  "auto-dismiss", "x-cbw"}, j
 [qj] = q.cmd("query-jobs")
 assert qj["id"] == "b0" and qj["type"] == "backup" and \
     qj["status"] == "running" and qj["total-progress"] == size and \
     set(qj) == {"id", "type", "status", "current-progress",
-                "total-progress"}, qj
+                "total-progress", "x-cbw"}, qj
+assert qj["x-cbw"]["granularity"] == 4096, qj   # a raw target
 
 # --- op blockers -------------------------------------------------------------
 # A second backup of the same source runs beside the first (as in QEMU).

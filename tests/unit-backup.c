@@ -22,7 +22,10 @@
 #define KiB 1024
 #define MiB (1024 * 1024)
 #define DISK (32 * MiB)
-#define CHUNK (64 * KiB)
+/* The copy granularity of a raw file target (block-copy.h). */
+#define CHUNK (4 * KiB)
+/* The data and holes of a source image come in extents of this size. */
+#define EXTENT (64 * KiB)
 
 static char *tmpdir;
 static guint32 seed;
@@ -124,7 +127,7 @@ static void fill_random(GRand *r, uint8_t *buf, size_t len)
         buf[i] = g_rand_int(r);
 }
 
-/* A sparse image of @size bytes: a quarter of its chunks are holes, the
+/* A sparse image of @size bytes: a quarter of its extents are holes, the
  * rest random data (the chunks from 8 MiB to 9 MiB are always data).
  * Returns the path; *snapshot gets its contents. */
 static char *make_source(const char *name, int64_t size, uint8_t **snapshot)
@@ -136,13 +139,13 @@ static char *make_source(const char *name, int64_t size, uint8_t **snapshot)
 
     g_assert_cmpint(fd, >=, 0);
     g_assert_cmpint(ftruncate(fd, size), ==, 0);
-    for (int64_t off = 0; off < size; off += CHUNK) {
+    for (int64_t off = 0; off < size; off += EXTENT) {
         bool forced = off >= 8 * MiB && off < 9 * MiB;
         if (!forced && g_rand_int_range(r, 0, 4) == 0)
             continue;
-        fill_random(r, data + off, MIN(CHUNK, size - off));
-        g_assert_cmpint(pwrite(fd, data + off, MIN(CHUNK, size - off), off),
-                        ==, MIN(CHUNK, size - off));
+        fill_random(r, data + off, MIN(EXTENT, size - off));
+        g_assert_cmpint(pwrite(fd, data + off, MIN(EXTENT, size - off), off),
+                        ==, MIN(EXTENT, size - off));
     }
     g_assert_cmpint(fsync(fd), ==, 0);
     close(fd);
@@ -451,7 +454,7 @@ static void test_overlapping_writers(void)
     Writer *w;
     Job *job;
 
-    o.max_chunk = CHUNK;
+    o.max_chunk = 64 * KiB;
     events_reset();
     job = start_backup("overlap0", src, tgt, &o);
     w = writers_start(src, 8, 8 * MiB, 9 * MiB, 128 * KiB, &stop, NULL);
@@ -708,7 +711,7 @@ static void rig_start(FaultRig *r, const char *tag, int error,
 
     r->src = open_node(spath, "src", NULL);
     r->tgt = open_node(tpath, "tgt", NULL);
-    r->fault = (Fault){ .start = 8 * MiB, .end = 8 * MiB + CHUNK,
+    r->fault = (Fault){ .start = 8 * MiB, .end = 8 * MiB + 64 * KiB,
                         .error = error };
     r->n = bdrv_add_before_write_notifier(r->tgt, fault_notifier, &r->fault);
     o.on_target_error = policy;

@@ -397,6 +397,7 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
     JsonObject *o = json_object_new();
     BlockNode *backing = bdrv_child(bs, "backing");
     JsonArray *bitmaps;
+    BdrvCbwStats cbw;
 
     set_zero_members(o, z1);
     json_object_set_string_member(o, "detect_zeroes",
@@ -419,6 +420,8 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
         json_object_set_array_member(o, "dirty-bitmaps", bitmaps);
     else
         json_array_unref(bitmaps);
+    if (bdrv_cbw_stats(bs, &cbw))
+        json_object_set_object_member(o, "x-cbw", qmp_cbw_stats_json(&cbw));
     return o;
 }
 

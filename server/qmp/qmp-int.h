@@ -6,6 +6,7 @@
 #define SNAPNBD_QMP_INT_H
 
 #include "block/block.h"
+#include "block/copy-before-write.h"
 #include "qmp.h"
 
 /* Registration of each module's commands (called by qmp_register_all). */
@@ -24,6 +25,8 @@ void qmp_register_iothread_commands(void); /* qmp-iothread.c */
 void qmp_register_graph_commands(void);  /* qmp-graph.c */
 /* BlockDirtyInfo of each bitmap of @bs (query-named-block-nodes). */
 JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs);
+/* XCbwStats (qmp-jobs.c): a copy-before-write's counters as "x-cbw". */
+JsonObject *qmp_cbw_stats_json(const BdrvCbwStats *st);
 /* QEMU's SnapshotInfo of an internal snapshot (qmp-image.c). */
 JsonObject *qmp_snapshot_info(const BdrvSnapshotInfo *sn);
 /* Cancels every job and waits for them to end: before the nodes go. */

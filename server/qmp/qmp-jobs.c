@@ -16,9 +16,50 @@
 #include "jobs/mirror.h"
 #include "jobs/target.h"
 
+#include <errno.h>
 #include <string.h>
 
 
+
+/* --- copy-before-write counters ------------------------------------------ */
+
+JsonObject *qmp_cbw_stats_json(const BdrvCbwStats *st)
+{
+    JsonObject *o = json_object_new();
+    const BlockCopyStats *c = &st->copy;
+
+    json_object_set_int_member(o, "granularity", c->granularity);
+    json_object_set_int_member(o, "store-bytes", c->store_bytes);
+    json_object_set_int_member(o, "store-peak-bytes", c->store_peak_bytes);
+    if (c->max_store_bytes)
+        json_object_set_int_member(o, "max-store-bytes", c->max_store_bytes);
+    json_object_set_int_member(o, "copies", c->copies);
+    json_object_set_int_member(o, "copied-bytes", c->copied_bytes);
+    json_object_set_int_member(o, "guest-waits", c->guest_waits);
+    json_object_set_int_member(o, "guest-wait-ns", c->guest_wait_ns);
+    json_object_set_int_member(o, "guest-wait-max-ns", c->guest_wait_max_ns);
+    json_object_set_int_member(o, "store-full", c->store_full);
+    json_object_set_boolean_member(o, "snapshot-broken", st->broken);
+    if (st->broken)
+        json_object_set_string_member(
+            o, "snapshot-error",
+            st->break_error == -EDQUOT
+                ? "the fleecing store is full (x-max-store-bytes)"
+                : g_strerror(-st->break_error));
+    return o;
+}
+
+/* "x-cbw" of a job with a copy-before-write (a backup). */
+static void add_cbw_info(JsonObject *o, const char *id)
+{
+    Job *job = job_get(id);
+    BdrvCbwStats st;
+
+    if (job && job_cbw_stats(job, &st))
+        json_object_set_object_member(o, "x-cbw", qmp_cbw_stats_json(&st));
+    if (job)
+        job_unref(job);
+}
 
 /* --- events ------------------------------------------------------------- */
 
@@ -29,6 +70,17 @@ static void set_progress(JsonObject *d, const JobEvent *ev)
     json_object_set_int_member(d, "len", ev->len);
     json_object_set_int_member(d, "offset", ev->offset);
     json_object_set_int_member(d, "speed", ev->speed);
+}
+
+/* A job's end event is QEMU's, unless the job was given snapnbd's
+ * x-max-store-bytes: then its counters come with it as "x-cbw" (a job
+ * that fails when its store fills up is gone from query-jobs by the time
+ * anyone asks). */
+static void add_cbw_event_info(JsonObject *d, const JobEvent *ev)
+{
+    if (ev->has_cbw && ev->cbw.copy.max_store_bytes > 0)
+        json_object_set_object_member(d, "x-cbw",
+                                      qmp_cbw_stats_json(&ev->cbw));
 }
 
 static void emit_job_event(const JobEvent *ev)
@@ -48,10 +100,12 @@ static void emit_job_event(const JobEvent *ev)
         set_progress(d, ev);
         if (ev->error)
             json_object_set_string_member(d, "error", ev->error);
+        add_cbw_event_info(d, ev);
         break;
     case JOB_EVENT_CANCELLED:
         name = "BLOCK_JOB_CANCELLED";
         set_progress(d, ev);
+        add_cbw_event_info(d, ev);
         break;
     case JOB_EVENT_READY:
         name = "BLOCK_JOB_READY";
@@ -141,6 +195,7 @@ static bool parse_backup_args(const QmpBackupCommon *c, const char *target,
                            errp))
         return false;
     a->opts.speed = c->speed;
+    a->opts.max_store_bytes = c->x_max_store_bytes;
     a->bitmap = c->bitmap;
     a->opts.filter_node_name = c->filter_node_name;
     if (c->has_bitmap_mode)
@@ -408,6 +463,7 @@ static JsonNode *job_info_json(const JobInfo *i)
     json_object_set_int_member(o, "total-progress", i->total);
     if (i->error)
         json_object_set_string_member(o, "error", i->error);
+    add_cbw_info(o, i->id);
     json_node_take_object(n, o);
     return n;
 }
@@ -455,6 +511,7 @@ static JsonNode *block_job_info_json(const JobInfo *i)
     if (i->error)
         json_object_set_string_member(o, "error", i->error);
     add_mirror_info(o, i->id);
+    add_cbw_info(o, i->id);
     json_node_take_object(n, o);
     return n;
 }
