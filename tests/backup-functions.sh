@@ -57,3 +57,36 @@ start_live_disk() {
         --nbd-server "addr.type=unix,addr.path=$nbdsock" \
         --export type=nbd,id=e0,node-name=disk,name=disk,writable=on
 }
+
+# run_daemon DAEMON DIR ARGS...: snapnbd (or qemu-storage-daemon, to
+# compare) with QMP on DIR/qmp.sock, the qcow2 DIR/disk.qcow2 as node
+# "disk" and an NBD server on DIR/nbd.sock, plus ARGS; its pid in $pid.
+# stop_daemon DAEMON: SIGTERM, and it must exit.
+run_daemon() {
+    local name=$1 daemon=$1 dir=$2 i
+    shift 2
+    [ "$daemon" = snapnbd ] && daemon=$SNAPNBD
+    "$daemon" --chardev "socket,path=$dir/qmp.sock,server=on,wait=off,id=m0" \
+        --monitor chardev=m0 \
+        --blockdev "driver=qcow2,node-name=disk,file.driver=file,file.filename=$dir/disk.qcow2" \
+        --nbd-server "addr.type=unix,addr.path=$dir/nbd.sock" "$@" \
+        >"$dir/daemon.log" 2>&1 &
+    pid=$!
+    cleanup_fn "kill $pid 2>/dev/null"
+    for i in $(seq 200); do
+        [ -S "$dir/qmp.sock" ] && [ -S "$dir/nbd.sock" ] && return 0
+        kill -0 $pid 2>/dev/null || fail "$name exited: $(cat "$dir/daemon.log")"
+        sleep 0.05
+    done
+    fail "$name did not start"
+}
+
+stop_daemon() {
+    local i
+    kill $pid
+    for i in $(seq 100); do
+        kill -0 $pid 2>/dev/null || { wait $pid 2>/dev/null; return 0; }
+        sleep 0.05
+    done
+    fail "$1 ignored SIGTERM"
+}

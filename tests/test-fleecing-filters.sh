@@ -29,34 +29,6 @@ size=$((32 << 20))
 daemons=(snapnbd)
 command -v qemu-storage-daemon >/dev/null && daemons+=(qemu-storage-daemon)
 
-run_daemon() { # DAEMON DIR EXTRA-ARGS...
-    local daemon=$1 dir=$2 i
-    shift 2
-    [ "$daemon" = snapnbd ] && daemon=$SNAPNBD
-    "$daemon" --chardev "socket,path=$dir/qmp.sock,server=on,wait=off,id=m0" \
-        --monitor chardev=m0 \
-        --blockdev "driver=qcow2,node-name=disk,file.driver=file,file.filename=$dir/disk.qcow2" \
-        --nbd-server "addr.type=unix,addr.path=$dir/nbd.sock" "$@" \
-        >"$dir/daemon.log" 2>&1 &
-    pid=$!
-    cleanup_fn "kill $pid 2>/dev/null"
-    for i in $(seq 200); do
-        [ -S "$dir/qmp.sock" ] && [ -S "$dir/nbd.sock" ] && return 0
-        kill -0 $pid 2>/dev/null || fail "$1 exited: $(cat "$dir/daemon.log")"
-        sleep 0.05
-    done
-    fail "$1 did not start"
-}
-
-stop_daemon() {
-    local i
-    kill $pid
-    for i in $(seq 100); do
-        kill -0 $pid 2>/dev/null || { wait $pid 2>/dev/null; return 0; }
-        sleep 0.05
-    done
-    fail "$1 ignored SIGTERM"
-}
 
 fleece() { $PYTHON "$srcdir/fleecing_filters.py" "$@"; }
 

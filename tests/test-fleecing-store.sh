@@ -24,33 +24,6 @@ requires_libnbd_python
 
 size=$((8 << 20))
 
-run_daemon() { # DIR EXTRA-ARGS...
-    local dir=$1 i
-    shift
-    "$SNAPNBD" --chardev "socket,path=$dir/qmp.sock,server=on,wait=off,id=m0" \
-        --monitor chardev=m0 \
-        --blockdev "driver=qcow2,node-name=disk,file.driver=file,file.filename=$dir/disk.qcow2" \
-        --nbd-server "addr.type=unix,addr.path=$dir/nbd.sock" "$@" \
-        >"$dir/daemon.log" 2>&1 &
-    pid=$!
-    cleanup_fn "kill $pid 2>/dev/null"
-    for i in $(seq 200); do
-        [ -S "$dir/qmp.sock" ] && [ -S "$dir/nbd.sock" ] && return 0
-        kill -0 $pid 2>/dev/null || fail "snapnbd exited: $(cat "$dir/daemon.log")"
-        sleep 0.05
-    done
-    fail "snapnbd did not start"
-}
-
-stop_daemon() {
-    local i
-    kill $pid
-    for i in $(seq 100); do
-        kill -0 $pid 2>/dev/null || { wait $pid 2>/dev/null; return 0; }
-        sleep 0.05
-    done
-    fail "snapnbd ignored SIGTERM"
-}
 
 dir=$tmp/store
 mkdir -p "$dir"
@@ -70,11 +43,11 @@ run_case() { # MODE FORMAT
     else
         qemu-img create -q -f qcow2 -o cluster_size=4096 "$dir/tmp.img" $size
     fi
-    run_daemon "$dir" "${extra[@]}"
+    run_daemon snapnbd "$dir" "${extra[@]}"
     $PYTHON "$srcdir/fleecing_store.py" $mode "$dir/qmp.sock" \
         "$dir/nbd.sock" "$dir/tmp.img" $fmt "$seed" ||
         fail "$mode, $fmt store, seed $seed: $(tail -5 "$dir/daemon.log")"
-    stop_daemon
+    stop_daemon snapnbd
     qemu-img check -q "$dir/disk.qcow2" ||
         fail "$mode, $fmt store: the disk is not sound"
     if [ "$fmt" = qcow2 ]; then
