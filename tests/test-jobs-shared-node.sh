@@ -23,11 +23,15 @@ start_qmp "$tmp/t.sock" "$tmp/t.pid"
 pid=$(cat "$tmp/t.pid")
 timeout 90 "$PYTHON" "$srcdir/jobs_shared_node.py" "$tmp/t.sock" setup-only ||
     fail "setup for SIGTERM"
-running() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status"; }
+running() { # alive and not a zombie (the daemon is this shell's child)
+    local state
+    state=$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
 kill -TERM "$pid"
 for _ in $(seq 200); do running "$pid" || break; sleep 0.1; done
 if running "$pid"; then
-    kill -KILL "$pid"
+    kill -KILL "$pid" 2>/dev/null
     fail "SIGTERM with jobs sharing nodes did not end the daemon in 20 s"
 fi
 echo "$0: ok"
