@@ -40,6 +40,8 @@ typedef struct NbdConn {
     GMutex write_lock;  /* one worker sends a reply at once */
     int dead;           /* atomic: stop reading requests */
     gint64 avg_request_ns; /* relaxed atomic: recent time to serve one */
+    unsigned requests_since_fill; /* read_lock: requests read since the
+                                   * last receive, to tell queue depth 1 */
     /* Any memory alignment does for the export's node chain (no O_DIRECT):
      * payloads and read data may stay where they lie. */
     bool any_buffer_alignment;
