@@ -335,10 +335,6 @@ bool objects_setup(char **specs, char ***tls_specs, GError **errp)
     tables_init();
     *tls_specs = NULL;
     for (char **s = specs; s && *s; s++) {
-        if (**s == '{') { /* tls.c says so for JSON */
-            g_ptr_array_add(tls, g_strdup(*s));
-            continue;
-        }
         if (!setup_one(*s, tls, errp))
             return false;
     }

@@ -13,7 +13,8 @@
 #include <glib.h>
 #include <stdbool.h>
 
-/* Makes the secrets and throttle groups of @specs, records the ids of the
+/* (Option syntax only: main.c makes JSON objects through object-add.)
+ * Makes the secrets and throttle groups of @specs, records the ids of the
  * others and returns (in *@tls_specs, a NULL-ended array the caller frees
  * with g_strfreev) the specs that tls.c makes; false with @errp set on a
  * refused or malformed object. */

@@ -211,11 +211,6 @@ static TlsObject *parse_object(const char *spec, GError **errp)
     g_autoptr(TlsObject) o = object_new();
     const char *first = g_ptr_array_index(items, 0);
 
-    if (spec[0] == '{') {
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--object: the JSON syntax is not supported yet");
-        return NULL;
-    }
     for (guint i = strchr(first, '=') ? 0 : 1; i < items->len; i++) {
         const char *item = g_ptr_array_index(items, i);
         const char *eq = strchr(item, '=');
