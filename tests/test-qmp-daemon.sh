@@ -81,6 +81,12 @@ opt_errors=(
     "--export type=nbd,id=e,node-name=f0,writable=maybe|Parameter 'writable' expects 'on' or 'off'"
     "--export type=nbd,id=e,node-name=f0,bogus=1|Parameter 'bogus' is unexpected"
     "--export type=nbd,node-name=f0|Parameter 'id' is missing"
+    "--export type=nbd,id=e,node-name=f0,bitmaps.1=b1|Parameter 'bitmaps.0' missing"
+    "--export type=nbd,id=e,node-name=f0,bitmaps.0=b1,bitmaps=x|Parameters 'bitmaps.*' used inconsistently"
+    "--export type=nbd,id=e,node-name=f0,bitmaps=x,bitmaps.0=b1|Parameters 'bitmaps.*' used inconsistently"
+    "--export type=nbd,id=e,node-name=f0,bitmaps.0=b1,bitmaps.a=x|Parameters 'bitmaps.*' used inconsistently"
+    "--export type=nbd,id=e,node-name=f0,bitmaps.x=b1|Invalid parameter type for 'bitmaps', expected: array"
+    "--export type=nbd,id=e,node-name=f0,bitmaps.0=b1|Bitmap 'b1' is not found"
     "--export type=nbd,id=e,node-name=f0,allocation-depth=y,writethrough=no --export type=nbd,id=e,node-name=f0|Block export id 'e' is already in use"
 )
 for case in "${opt_errors[@]}"; do
@@ -98,6 +104,26 @@ for case in "${opt_errors[@]}"; do
         rm -f "$nbd"
     fi
 done
+
+# Lists in option syntax ("bitmaps.N=", as QEMU's keyval): a string or
+# an object per element; the export offers exactly those bitmaps.
+qemu-img create -q -f qcow2 "$tmp/bm.qcow2" 1M
+qemu-img bitmap --add "$tmp/bm.qcow2" b0
+qemu-img bitmap --add "$tmp/bm.qcow2" b1
+qemu-img bitmap --add "$tmp/bm.qcow2" b2
+"$SNAPNBD" --blockdev "driver=file,node-name=f1,filename=$tmp/bm.qcow2" \
+    --blockdev driver=qcow2,node-name=d1,file=f1 \
+    --nbd-server "addr.type=unix,addr.path=$nbd" \
+    --export type=nbd,id=e,node-name=d1,writable=on,bitmaps.0=b2,bitmaps.1.node=d1,bitmaps.1.name=b0 \
+    --fork --pid-file="$tmp/pid3" 2>"$tmp/out" || fail "bitmap list: $(cat "$tmp/out")"
+nbdinfo --list --json "$(uri "$nbd")" >"$tmp/list" || fail "nbdinfo bitmaps"
+grep -q '"qemu:dirty-bitmap:b2"' "$tmp/list" && grep -q '"qemu:dirty-bitmap:b0"' "$tmp/list" ||
+    fail "bitmaps.N not offered: $(cat "$tmp/list")"
+grep -q '"qemu:dirty-bitmap:b1"' "$tmp/list" && fail "b1 offered, not asked for"
+pid=$(cat "$tmp/pid3")
+kill "$pid"
+wait_gone "$pid" "still running after SIGTERM"
+rm -f "$nbd"
 
 # --- an image and --qmp --------------------------------------------------------------
 truncate -s 1M "$tmp/extra.img"

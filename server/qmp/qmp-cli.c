@@ -99,30 +99,132 @@ static bool add_listeners(void)
     return true;
 }
 
-/* "a.b=v" keys become nested objects, as QEMU's keyval does. */
-static JsonObject *opts_to_object(const char *spec)
+/* A key part that is a list index (QEMU's key_to_index): decimal digits;
+ * else -1. */
+static gint64 key_index(const char *part)
+{
+    char *end;
+    gint64 n;
+
+    if (!g_ascii_isdigit(part[0]))
+        return -1;
+    n = g_ascii_strtoll(part, &end, 10);
+    return *end ? -1 : MIN(n, G_MAXINT);
+}
+
+/* Sets @parts' value in @top, making the objects on its way; false when
+ * a key is both a value and a prefix (QEMU's message). */
+static bool put_key(JsonObject *top, char **parts, const char *value,
+                    GError **errp)
+{
+    g_autoptr(GString) prefix = g_string_new(NULL);
+    JsonObject *o = top;
+    guint n = g_strv_length(parts);
+
+    for (guint i = 0; i + 1 < n; i++) {
+        JsonNode *v = json_object_get_member(o, parts[i]);
+
+        g_string_append(prefix, parts[i]);
+        if (v && !JSON_NODE_HOLDS_OBJECT(v))
+            goto inconsistent;
+        if (!v)
+            json_object_set_object_member(o, parts[i], json_object_new());
+        o = json_object_get_object_member(o, parts[i]);
+        g_string_append_c(prefix, '.');
+    }
+    g_string_append(prefix, parts[n - 1]);
+    if (json_object_has_member(o, parts[n - 1]) &&
+        JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, parts[n - 1])))
+        goto inconsistent;
+    json_object_set_string_member(o, parts[n - 1], value);
+    return true;
+
+inconsistent:
+    qmp_error(errp, "Parameters '%s.*' used inconsistently", prefix->str);
+    return false;
+}
+
+static JsonNode *listify(JsonNode *node, const char *key, GError **errp);
+
+/* @o's members that are objects, listified; then @o itself, as a list
+ * if its keys are indexes (QEMU's keyval_listify).  @key names @o, with
+ * a trailing dot unless it is the top. */
+static JsonNode *listify_object(JsonObject *o, const char *key, GError **errp)
+{
+    g_autoptr(GList) names = json_object_get_members(o);
+    g_autoptr(GPtrArray) elts = g_ptr_array_new();
+    bool has_index = false, has_member = false;
+
+    for (GList *l = names; l; l = l->next) {
+        g_autofree char *sub = g_strdup_printf("%s%s.", key,
+                                               (char *)l->data);
+        JsonNode *v = listify(json_object_get_member(o, l->data), sub, errp);
+        gint64 i = key_index(l->data);
+
+        if (!v)
+            return NULL;
+        json_object_set_member(o, l->data, v);
+        if (i < 0) {
+            has_member = true;
+            continue;
+        }
+        has_index = true;
+        if ((guint64)i >= elts->len)
+            g_ptr_array_set_size(elts, i + 1);
+        elts->pdata[i] = v;
+    }
+    if (has_index && has_member) {
+        qmp_error(errp, "Parameters '%.*s.*' used inconsistently",
+                  (int)strlen(key) - 1, key);
+        return NULL;
+    }
+    if (!has_index)
+        return json_node_init_object(json_node_alloc(), o);
+
+    JsonArray *list = json_array_new();
+    for (guint i = 0; i < elts->len; i++) {
+        if (!elts->pdata[i]) {
+            qmp_error(errp, "Parameter '%s%u' missing", key, i);
+            json_array_unref(list);
+            return NULL;
+        }
+        json_array_add_element(list, json_node_copy(elts->pdata[i]));
+    }
+    return json_node_init_array(json_node_alloc(), list);
+}
+
+static JsonNode *listify(JsonNode *node, const char *key, GError **errp)
+{
+    if (!JSON_NODE_HOLDS_OBJECT(node))
+        return json_node_copy(node);
+    return listify_object(json_node_get_object(node), key, errp);
+}
+
+/* "a.b=v" keys become nested objects and "a.0=v" keys lists, as QEMU's
+ * keyval does; NULL with @errp set on inconsistent keys. */
+static JsonObject *opts_to_object(const char *spec, GError **errp)
 {
     g_autoptr(GHashTable) opts = qemu_opts_parse(spec, NULL);
-    JsonObject *top = json_object_new();
+    g_autoptr(JsonObject) top = json_object_new();
+    g_autoptr(JsonNode) result = NULL;
     GHashTableIter it;
     gpointer k, v;
 
     g_hash_table_iter_init(&it, opts);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         g_auto(GStrv) parts = g_strsplit(k, ".", -1);
-        JsonObject *o = top;
-        guint n = g_strv_length(parts);
-        for (guint i = 0; i + 1 < n; i++) {
-            if (!json_object_has_member(o, parts[i]))
-                json_object_set_object_member(o, parts[i], json_object_new());
-            o = json_object_get_object_member(o, parts[i]);
-            if (!o)
-                break;
-        }
-        if (o)
-            json_object_set_string_member(o, parts[n - 1], v);
+
+        if (!put_key(top, parts, v, errp))
+            return NULL;
     }
-    return top;
+    result = listify_object(top, "", errp);
+    if (!result)
+        return NULL;
+    if (!JSON_NODE_HOLDS_OBJECT(result)) {
+        qmp_error(errp, "Parameters '*' used inconsistently");
+        return NULL;
+    }
+    return json_object_ref(json_node_get_object(result));
 }
 
 /* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
@@ -164,6 +266,18 @@ static bool run(const char *command, const char *keyval_type,
         return fail(option, spec, err);
     json_node_unref(ret);
     return true;
+}
+
+/* @command with arguments in option syntax. */
+static bool run_options(const char *command, const char *keyval_type,
+                        const char *option, const char *spec)
+{
+    g_autoptr(GError) err = NULL;
+    JsonObject *args = opts_to_object(spec, &err);
+
+    if (!args)
+        return fail(option, spec, err);
+    return run(command, keyval_type, option, spec, args);
 }
 
 /* --blockdev JSON, or key=value options taken as bdrv_open's flat keys. */
@@ -214,13 +328,13 @@ bool qmp_cli_start(void)
             return false;
     }
     for (char **s = nbd_servers; s && *s; s++) {
-        if (!run("nbd-server-start", "NbdServerOptions", "--nbd-server", *s,
-                 opts_to_object(*s)))
+        if (!run_options("nbd-server-start", "NbdServerOptions",
+                         "--nbd-server", *s))
             return false;
     }
     for (char **e = exports; e && *e; e++) {
-        if (!run("block-export-add", "BlockExportOptions", "--export", *e,
-                 opts_to_object(*e)))
+        if (!run_options("block-export-add", "BlockExportOptions",
+                         "--export", *e))
             return false;
     }
     if (!qmp_start(&err)) {

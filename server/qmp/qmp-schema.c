@@ -340,12 +340,12 @@ static bool parse_integer(const char *s, bool is_unsigned, gint64 *out)
 
 /* One option value (a string) as the JSON type of @t; QEMU's keyval
  * visitor's messages. */
-static bool keyval_scalar(const QmpSchemaType *t, JsonObject *o,
-                          const char *name, const char *path, GError **errp)
+static bool keyval_scalar(const QmpSchemaType *t, JsonNode *v,
+                          const char *path, GError **errp)
 {
     static const char *const yes[] = { "on", "yes", "true", "y", NULL };
     static const char *const no[] = { "off", "no", "false", "n", NULL };
-    const char *s = json_object_get_string_member(o, name);
+    g_autofree char *s = json_node_dup_string(v);
     gint64 n;
     char *end;
     double d;
@@ -356,7 +356,7 @@ static bool keyval_scalar(const QmpSchemaType *t, JsonObject *o,
             qmp_error(errp, "Parameter '%s' expects 'on' or 'off'", path);
             return false;
         }
-        json_object_set_boolean_member(o, name, g_strv_contains(yes, s));
+        json_node_set_boolean(v, g_strv_contains(yes, s));
         return true;
     case QMP_CHECK_INT:
     case QMP_CHECK_UINT:
@@ -365,7 +365,7 @@ static bool keyval_scalar(const QmpSchemaType *t, JsonObject *o,
                       strcmp(t->name, "size") == 0 ? "size" : "integer");
             return false;
         }
-        json_object_set_int_member(o, name, n);
+        json_node_set_int(v, n);
         return true;
     case QMP_CHECK_NUMBER:
         d = g_ascii_strtod(s, &end);
@@ -373,7 +373,7 @@ static bool keyval_scalar(const QmpSchemaType *t, JsonObject *o,
             qmp_error(errp, "Parameter '%s' expects number", path);
             return false;
         }
-        json_object_set_double_member(o, name, d);
+        json_node_set_double(v, d);
         return true;
     default:
         return true; /* strings and enums stay strings */
@@ -383,21 +383,36 @@ static bool keyval_scalar(const QmpSchemaType *t, JsonObject *o,
 static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
                           const char *prefix, GError **errp);
 
+/* @v (an option value, a nested object or a list) as type @t. */
+static bool keyval_value(const QmpSchemaType *t, JsonNode *v,
+                         const char *path, GError **errp)
+{
+    if (t->check == QMP_CHECK_OBJECT && JSON_NODE_HOLDS_OBJECT(v))
+        return keyval_object(t, json_node_get_object(v), path, errp);
+    if (t->check == QMP_CHECK_ARRAY && JSON_NODE_HOLDS_ARRAY(v)) {
+        JsonArray *a = json_node_get_array(v);
+
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            g_autofree char *elt = g_strdup_printf("%s.%u", path, i);
+
+            if (!keyval_value(&qmp_schema_types[t->element],
+                              json_array_get_element(a, i), elt, errp))
+                return false;
+        }
+        return true;
+    }
+    return !holds(v, G_TYPE_STRING) || keyval_scalar(t, v, path, errp);
+}
+
 static bool keyval_members(const QmpSchemaType *t, JsonObject *o,
                            const char *prefix, GError **errp)
 {
     for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
-        const QmpSchemaType *mt = &qmp_schema_types[m->type];
         JsonNode *v = json_object_get_member(o, m->name);
         g_autofree char *path = member_path(prefix, m->name);
 
-        if (v && mt->check == QMP_CHECK_OBJECT && JSON_NODE_HOLDS_OBJECT(v)) {
-            if (!keyval_object(mt, json_node_get_object(v), path, errp))
-                return false;
-        } else if (v && holds(v, G_TYPE_STRING) &&
-                   !keyval_scalar(mt, o, m->name, path, errp)) {
+        if (v && !keyval_value(&qmp_schema_types[m->type], v, path, errp))
             return false;
-        }
     }
     return true;
 }
