@@ -28,8 +28,12 @@
  * after and leaves its copy to the bitmap.
  *
  * Convergence: while not ready and in background mode, the job samples the
- * dirty count every second; three samples in a row without a new low (by
- * an eighth) switch the job to write-blocking for the rest of its life.
+ * dirty count every second; three samples in a row without a new low
+ * switch the job to write-blocking for the rest of its life.  A new low
+ * is an eighth below the last one, or below it by an eighth of what was
+ * copied since: a big disk copied slowly (a speed limit, slow storage)
+ * loses only a small share of its dirty set a second, yet converges;
+ * a job whose copies the guest dirties again almost as fast does not.
  *
  * The switch needs the source still: job-complete makes the job open a
  * drained section of the source (its own thread is the drainer, so its own
@@ -120,6 +124,7 @@ typedef struct MirrorJob {
 
     /* Convergence samples (the job's thread only). */
     uint64_t low;
+    uint64_t copied_at_low;    /* progress when low was reached */
     int stalls;
     int64_t next_sample_ns;
     bool active_commit;        /* a "commit" job: target below source */
@@ -581,7 +586,7 @@ static void remove_notifiers(MirrorJob *m)
 static void check_convergence(MirrorJob *m)
 {
     int64_t now = job_now_ns();
-    uint64_t count;
+    uint64_t count, copied, gain;
 
     /* m->ready: only this thread changes it. */
     if (!m->auto_write_blocking || m->ready ||
@@ -589,8 +594,12 @@ static void check_convergence(MirrorJob *m)
         return;
     m->next_sample_ns = now + CONVERGE_SAMPLE_NS;
     count = bdrv_dirty_bitmap_count(m->dirty);
-    if (count < m->low - m->low / 8) {
+    copied = __atomic_load_n(&m->common.progress_current, __ATOMIC_RELAXED);
+    gain = count < m->low ? m->low - count : 0;
+    if (m->low == UINT64_MAX || gain > m->low / 8 ||
+        (gain > 0 && gain >= (copied - m->copied_at_low) / 8)) {
         m->low = count;
+        m->copied_at_low = copied;
         m->stalls = 0;
         return;
     }

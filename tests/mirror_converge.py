@@ -3,6 +3,8 @@ test-mirror-converge.sh).  The copy is held to 4 MiB/s, far below what the
 writers dirty, so the dirty set cannot shrink:
   - with x-auto-write-blocking: false (QEMU's behaviour) the job is still
     not ready after 8 s;
+  - without writers, a copy held to 1/32 of the disk a second converges
+    slowly and stays in background mode;
   - by default the job switches itself to write-blocking and is ready
     within 30 s; query-block-jobs says so; job-complete then switches the
     export to a target holding every write.
@@ -34,6 +36,23 @@ def main(qmp, sock, d, seed):
     size = h.get_size()
     h.shutdown()
     model = read_all(sock, size)
+
+    # No writers, a copy held to 1/32 of the disk a second: the dirty set
+    # shrinks by less than an eighth a second, but by all that is copied;
+    # the job converges and stays in background mode.
+    add_target(q, d, "slow", size)
+    q.cmd("blockdev-mirror", {"job-id": "ms", "device": "disk",
+                              "target": "slow", "sync": "full",
+                              "speed": size // 32})
+    time.sleep(5.5)
+    j = q.job("ms")
+    assert j["x-copy-mode"] == "background", j
+    assert not j["x-auto-write-blocking"], j
+    assert 0 < j["offset"] < size, j
+    q.cmd("job-cancel", {"id": "ms"})
+    q.wait_event("BLOCK_JOB_CANCELLED", device="ms")
+    q.cmd("blockdev-del", {"node-name": "slow"})
+
     ws, ts = start(sock, size, seed, model)
 
     add_target(q, d, "t0", size)
