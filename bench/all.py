@@ -24,7 +24,9 @@ for the section and their order rotated by one every round:
 
 Around every measurement the server's utime+stime (all threads, from
 /proc/PID/stat) is read, so every row also has the server's CPU time per
-I/O (per MiB for the throughput rows).
+I/O (per MiB for the throughput rows).  The 4k rows also record the
+client's (fio's) CPU µs per I/O and how busy its one thread was
+(`*_client_us`, `*_client_busy`): fio near 1.0 is the client's limit.
 
     bench/all.sh                 about 17 minutes (3 rounds)
     QUICK=1 bench/all.sh         about 5 minutes (1 round)
@@ -229,6 +231,18 @@ def fio_result(out):
     return r["iops"], r["bw_bytes"] / MiB, r["total_ios"]
 
 
+def fio_client_cpu(out):
+    """The client's (fio's) CPU: (µs per I/O, share of one core busy).
+    On two cores the client and the server share the CPU: the client's
+    part shows how close a row is to what the machine can do at all."""
+    with open(out) as f:
+        text = f.read()
+    job = json.loads(text[text.index("{"):])["jobs"][0]
+    r = job["read"] if job["read"]["total_ios"] else job["write"]
+    busy = (job["usr_cpu"] + job["sys_cpu"]) / 100
+    return busy * job["job_runtime"] * 1000 / r["total_ios"], busy
+
+
 def run_fio(srv, tag, rw, bs, qd):
     """Runs one fio workload: (value, server CPU µs per I/O)."""
     out = f"{raw_dir}/fio-{tag}.json"
@@ -371,6 +385,10 @@ def section_fio(rnd, pos, section, kind, image, fmt):
                 note(f"round {rnd} {section} {kind} {m}: {e}")
                 v, c = nan(), None
             record(rnd, pos, section, kind, m, v, c)
+            if bs != "1M" and v == v:
+                us, busy = fio_client_cpu(f"{raw_dir}/fio-{tag}-{m}.json")
+                record(rnd, pos, section, kind, f"{m}_client_us", us)
+                record(rnd, pos, section, kind, f"{m}_client_busy", busy)
         try:
             v, c = run_nbdcopy(srv, srv.uri, tag)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
