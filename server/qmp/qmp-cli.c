@@ -12,6 +12,7 @@
 #include "block/qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
+#include "qmp-keyval.h"
 #include "qmp-schema.h"
 
 #include <stdio.h>
@@ -27,19 +28,19 @@ static char **exports;     /* --export */
 GOptionGroup *qmp_cli_option_group(void)
 {
     static const GOptionEntry entries[] = {
-        { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &qmp_specs,
+        { "qmp", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &qmp_specs,
           "serve QMP on the unix socket PATH", "unix:PATH,server[,wait=off]" },
-        { "chardev", 0, 0, G_OPTION_ARG_STRING_ARRAY, &chardevs,
+        { "chardev", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &chardevs,
           "a unix socket for --monitor", "socket,id=ID,path=PATH,server=on" },
-        { "monitor", 0, 0, G_OPTION_ARG_STRING_ARRAY, &monitors,
+        { "monitor", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &monitors,
           "serve QMP on the --chardev ID", "[chardev=]ID" },
-        { "blockdev", 0, 0, G_OPTION_ARG_STRING_ARRAY, &blockdevs,
+        { "blockdev", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &blockdevs,
           "add a block node (as blockdev-add)", "OPTIONS|JSON" },
-        { "nbd-server", 0, 0, G_OPTION_ARG_STRING_ARRAY, &nbd_servers,
+        { "nbd-server", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &nbd_servers,
           "start the NBD server (as nbd-server-start)",
           "addr.type=unix,addr.path=PATH|addr.type=inet,addr.host=H,"
           "addr.port=P" },
-        { "export", 0, 0, G_OPTION_ARG_STRING_ARRAY, &exports,
+        { "export", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &exports,
           "export a node (as block-export-add)",
           "type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]" },
         { NULL },
@@ -99,134 +100,6 @@ static bool add_listeners(void)
     return true;
 }
 
-/* A key part that is a list index (QEMU's key_to_index): decimal digits;
- * else -1. */
-static gint64 key_index(const char *part)
-{
-    char *end;
-    gint64 n;
-
-    if (!g_ascii_isdigit(part[0]))
-        return -1;
-    n = g_ascii_strtoll(part, &end, 10);
-    return *end ? -1 : MIN(n, G_MAXINT);
-}
-
-/* Sets @parts' value in @top, making the objects on its way; false when
- * a key is both a value and a prefix (QEMU's message). */
-static bool put_key(JsonObject *top, char **parts, const char *value,
-                    GError **errp)
-{
-    g_autoptr(GString) prefix = g_string_new(NULL);
-    JsonObject *o = top;
-    guint n = g_strv_length(parts);
-
-    for (guint i = 0; i + 1 < n; i++) {
-        JsonNode *v = json_object_get_member(o, parts[i]);
-
-        g_string_append(prefix, parts[i]);
-        if (v && !JSON_NODE_HOLDS_OBJECT(v))
-            goto inconsistent;
-        if (!v)
-            json_object_set_object_member(o, parts[i], json_object_new());
-        o = json_object_get_object_member(o, parts[i]);
-        g_string_append_c(prefix, '.');
-    }
-    g_string_append(prefix, parts[n - 1]);
-    if (json_object_has_member(o, parts[n - 1]) &&
-        JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, parts[n - 1])))
-        goto inconsistent;
-    json_object_set_string_member(o, parts[n - 1], value);
-    return true;
-
-inconsistent:
-    qmp_error(errp, "Parameters '%s.*' used inconsistently", prefix->str);
-    return false;
-}
-
-static JsonNode *listify(JsonNode *node, const char *key, GError **errp);
-
-/* @o's members that are objects, listified; then @o itself, as a list
- * if its keys are indexes (QEMU's keyval_listify).  @key names @o, with
- * a trailing dot unless it is the top. */
-static JsonNode *listify_object(JsonObject *o, const char *key, GError **errp)
-{
-    g_autoptr(GList) names = json_object_get_members(o);
-    g_autoptr(GPtrArray) elts = g_ptr_array_new();
-    bool has_index = false, has_member = false;
-
-    for (GList *l = names; l; l = l->next) {
-        g_autofree char *sub = g_strdup_printf("%s%s.", key,
-                                               (char *)l->data);
-        JsonNode *v = listify(json_object_get_member(o, l->data), sub, errp);
-        gint64 i = key_index(l->data);
-
-        if (!v)
-            return NULL;
-        json_object_set_member(o, l->data, v);
-        if (i < 0) {
-            has_member = true;
-            continue;
-        }
-        has_index = true;
-        if ((guint64)i >= elts->len)
-            g_ptr_array_set_size(elts, i + 1);
-        elts->pdata[i] = v;
-    }
-    if (has_index && has_member) {
-        qmp_error(errp, "Parameters '%.*s.*' used inconsistently",
-                  (int)strlen(key) - 1, key);
-        return NULL;
-    }
-    if (!has_index)
-        return json_node_init_object(json_node_alloc(), o);
-
-    JsonArray *list = json_array_new();
-    for (guint i = 0; i < elts->len; i++) {
-        if (!elts->pdata[i]) {
-            qmp_error(errp, "Parameter '%s%u' missing", key, i);
-            json_array_unref(list);
-            return NULL;
-        }
-        json_array_add_element(list, json_node_copy(elts->pdata[i]));
-    }
-    return json_node_init_array(json_node_alloc(), list);
-}
-
-static JsonNode *listify(JsonNode *node, const char *key, GError **errp)
-{
-    if (!JSON_NODE_HOLDS_OBJECT(node))
-        return json_node_copy(node);
-    return listify_object(json_node_get_object(node), key, errp);
-}
-
-/* "a.b=v" keys become nested objects and "a.0=v" keys lists, as QEMU's
- * keyval does; NULL with @errp set on inconsistent keys. */
-static JsonObject *opts_to_object(const char *spec, GError **errp)
-{
-    g_autoptr(GHashTable) opts = qemu_opts_parse(spec, NULL);
-    g_autoptr(JsonObject) top = json_object_new();
-    g_autoptr(JsonNode) result = NULL;
-    GHashTableIter it;
-    gpointer k, v;
-
-    g_hash_table_iter_init(&it, opts);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        g_auto(GStrv) parts = g_strsplit(k, ".", -1);
-
-        if (!put_key(top, parts, v, errp))
-            return NULL;
-    }
-    result = listify_object(top, "", errp);
-    if (!result)
-        return NULL;
-    if (!JSON_NODE_HOLDS_OBJECT(result)) {
-        qmp_error(errp, "Parameters '*' used inconsistently");
-        return NULL;
-    }
-    return json_object_ref(json_node_get_object(result));
-}
-
 /* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
  * nbd-server-start takes a SocketAddressLegacy, whose members other than
  * "type" are in "data". */
@@ -270,10 +143,11 @@ static bool run(const char *command, const char *keyval_type,
 
 /* @command with arguments in option syntax. */
 static bool run_options(const char *command, const char *keyval_type,
-                        const char *option, const char *spec)
+                        const char *implied_key, const char *option,
+                        const char *spec)
 {
     g_autoptr(GError) err = NULL;
-    JsonObject *args = opts_to_object(spec, &err);
+    JsonObject *args = qmp_keyval_parse(spec, implied_key, &err);
 
     if (!args)
         return fail(option, spec, err);
@@ -328,12 +202,12 @@ bool qmp_cli_start(void)
             return false;
     }
     for (char **s = nbd_servers; s && *s; s++) {
-        if (!run_options("nbd-server-start", "NbdServerOptions",
+        if (!run_options("nbd-server-start", "NbdServerOptions", NULL,
                          "--nbd-server", *s))
             return false;
     }
     for (char **e = exports; e && *e; e++) {
-        if (!run_options("block-export-add", "BlockExportOptions",
+        if (!run_options("block-export-add", "BlockExportOptions", "type",
                          "--export", *e))
             return false;
     }

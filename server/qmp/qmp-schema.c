@@ -13,6 +13,7 @@
  * name: enum values, alternates and integer ranges.
  */
 #include "qmp-schema.h"
+#include "qmp-keyval.h"
 #include "qmp.h"
 
 #include <errno.h>
@@ -162,16 +163,6 @@ static const QmpSchemaType *union_branch(const QmpSchemaType *t, JsonObject *o)
     return NULL;
 }
 
-/* QEMU's QDict bucket of a key (qobject/qdict.c: tdb_hash % 512). */
-static unsigned qdict_bucket(const char *key)
-{
-    unsigned value = 0x238F13AF * (unsigned)strlen(key);
-
-    for (unsigned i = 0; key[i]; i++)
-        value += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
-    return (1103515243 * value + 12345) % 512;
-}
-
 /* A key with what orders it as a QDict does. */
 typedef struct QdictKey {
     const char *key;
@@ -205,7 +196,7 @@ static const char *first_unexpected(JsonObject *o, GPtrArray *visited)
     if (g_list_length(keys) == visited->len)
         return NULL;
     for (GList *l = keys; l; l = l->next) {
-        QdictKey k = {l->data, qdict_bucket(l->data), n++};
+        QdictKey k = {l->data, qmp_qdict_bucket(l->data), n++};
         g_array_append_val(ordered, k);
     }
     g_array_sort(ordered, qdict_order);
@@ -383,10 +374,36 @@ static bool keyval_scalar(const QmpSchemaType *t, JsonNode *v,
 static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
                           const char *prefix, GError **errp);
 
-/* @v (an option value, a nested object or a list) as type @t. */
-static bool keyval_value(const QmpSchemaType *t, JsonNode *v,
-                         const char *path, GError **errp)
+static bool is_scalar(const QmpSchemaType *t)
 {
+    return t->check != QMP_CHECK_OBJECT && t->check != QMP_CHECK_ARRAY &&
+           t->check != QMP_CHECK_ALTERNATE && t->check != QMP_CHECK_ANY;
+}
+
+/* An alternate's branch for an object value, or NULL. */
+static const QmpSchemaType *object_branch(const QmpSchemaType *t)
+{
+    for (const QmpSchemaVariant *b = t->variants; b && b->name; b++) {
+        if (qmp_schema_types[b->type].check == QMP_CHECK_OBJECT)
+            return &qmp_schema_types[b->type];
+    }
+    return NULL;
+}
+
+/* @v (an option value: a string, a nested object or a list) as type @t,
+ * checked as QEMU's keyval visitor does, in the same order. */
+static bool keyval_value(const QmpSchemaType *t, JsonNode *v, Where w,
+                         GError **errp)
+{
+    const char *path = w.path;
+
+    if (is_scalar(t) && !holds(v, G_TYPE_STRING)) {
+        qmp_error(errp, "Parameters '%s.*' are unexpected", path);
+        return false;
+    }
+    if (t->check == QMP_CHECK_ALTERNATE && JSON_NODE_HOLDS_OBJECT(v) &&
+        object_branch(t))
+        t = object_branch(t);
     if (t->check == QMP_CHECK_OBJECT && JSON_NODE_HOLDS_OBJECT(v))
         return keyval_object(t, json_node_get_object(v), path, errp);
     if (t->check == QMP_CHECK_ARRAY && JSON_NODE_HOLDS_ARRAY(v)) {
@@ -394,41 +411,67 @@ static bool keyval_value(const QmpSchemaType *t, JsonNode *v,
 
         for (guint i = 0; i < json_array_get_length(a); i++) {
             g_autofree char *elt = g_strdup_printf("%s.%u", path, i);
+            Where ew = {elt, NULL};
 
             if (!keyval_value(&qmp_schema_types[t->element],
-                              json_array_get_element(a, i), elt, errp))
+                              json_array_get_element(a, i), ew, errp))
                 return false;
         }
         return true;
     }
-    return !holds(v, G_TYPE_STRING) || keyval_scalar(t, v, path, errp);
+    if (t->check == QMP_CHECK_ENUM && holds(v, G_TYPE_STRING))
+        return check_enum(t, v, w, errp);
+    if (holds(v, G_TYPE_STRING) && !keyval_scalar(t, v, path, errp))
+        return false;
+    return check_value((unsigned)(t - qmp_schema_types), v, w, errp);
 }
 
+/* @t's members in @o in the schema's order, as QEMU's visitor takes
+ * them: a missing one is named before a bad value of a later one. */
 static bool keyval_members(const QmpSchemaType *t, JsonObject *o,
-                           const char *prefix, GError **errp)
+                           const char *prefix, GPtrArray *visited,
+                           GError **errp)
 {
     for (const QmpSchemaMember *m = t->members; m && m->name; m++) {
         JsonNode *v = json_object_get_member(o, m->name);
         g_autofree char *path = member_path(prefix, m->name);
+        Where mw = {path, m->name};
 
-        if (v && !keyval_value(&qmp_schema_types[m->type], v, path, errp))
+        if (!v && !m->optional) {
+            qmp_error(errp, "Parameter '%s' is missing", path);
+            return false;
+        }
+        if (!v)
+            continue;
+        g_ptr_array_add(visited, (gpointer)m->name);
+        if (!keyval_value(&qmp_schema_types[m->type], v, mw, errp))
             return false;
     }
     return true;
 }
 
+/* A struct or union: its members, its branch's, then (as QEMU checks
+ * once it has visited a struct) none unexpected. */
 static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
                           const char *prefix, GError **errp)
 {
-    JsonNode *tag = t->tag ? json_object_get_member(o, t->tag) : NULL;
-    const QmpSchemaType *branch;
+    g_autoptr(GPtrArray) visited = g_ptr_array_new();
+    const QmpSchemaType *branch = NULL;
+    const char *extra;
 
-    if (!keyval_members(t, o, prefix, errp))
+    if (!keyval_members(t, o, prefix, visited, errp))
         return false;
-    if (!tag || !holds(tag, G_TYPE_STRING))
-        return true;
-    branch = union_branch(t, o);
-    return !branch || keyval_members(branch, o, prefix, errp);
+    if (t->tag)
+        branch = union_branch(t, o);
+    if (branch && !keyval_members(branch, o, prefix, visited, errp))
+        return false;
+    extra = first_unexpected(o, visited);
+    if (extra) {
+        g_autofree char *path = member_path(prefix, extra);
+        qmp_error(errp, "Parameter '%s' is unexpected", path);
+        return false;
+    }
+    return true;
 }
 
 bool qmp_schema_check_keyval(const char *type_name, JsonObject *args,

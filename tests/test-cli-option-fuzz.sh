@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Option syntax against qemu-storage-daemon (cli_option_fuzz.py): random
+# --nbd-server and --export specs in QEMU's key=value syntax, given to
+# both daemons; the same ones must fail, with the same message, apart
+# from the differences docs/snapnbd.pod documents.  Seeded (printed);
+#   SNAPNBD_CLIFUZZ_SEED=N    replay a seed
+#   SNAPNBD_CLIFUZZ_CASES=N   cases (default 120, about 15 s); the long
+#                             mode is ./run cli-fuzz N
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+requires qemu-img qemu-storage-daemon
+
+seed=${SNAPNBD_CLIFUZZ_SEED:-$(( (RANDOM << 15) | RANDOM ))}
+echo "seed $seed"
+python3 "$srcdir/cli_option_fuzz.py" "$SNAPNBD" "$tmp" "$seed" \
+    "${SNAPNBD_CLIFUZZ_CASES:-120}" || fail "seed $seed: the daemons differ"
