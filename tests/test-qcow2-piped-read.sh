@@ -238,12 +238,14 @@ def writer(first):
     try:
         w = N.connect(sock, structured=True)
         r = random.Random(first)
-        for gen in range(6):
+        for gen in range(30):
             for b in range(first, 32, 2):
-                v = 65 + gen * 32 + b  # 65..256: unique per (gen, block)
+                # 65..255, never that of another block (32 apart)
+                v = 65 + gen % 6 * 32 + b
                 if v > 255:
                     continue
-                valid[b].append(v)
+                if v not in valid[b]:
+                    valid[b].append(v)
                 kind = r.randrange(3)
                 if kind == 0:
                     off, n = b * B, B
