@@ -1099,9 +1099,10 @@ static int qcow2_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
     Qcow2State *s = bs->opaque;
 
     /* Clusters smaller than a page would take a pipe slot each when not
-     * contiguous: a 1 MiB chunk could overflow the pipe. */
+     * contiguous: a 1 MiB chunk could overflow the pipe.  An O_DIRECT
+     * file cannot splice: known before any lookup. */
     if (s->crypto || s->cluster_size < 4096 || !s->file->drv->pread_pipe ||
-        qcow2_is_corrupt(s))
+        bdrv_cache_direct(s->file) || qcow2_is_corrupt(s))
         return -ENOTSUP;
     while (bytes > 0) {
         PipeRun runs[PIPE_LOOKAHEAD_RUNS];

@@ -2,8 +2,8 @@
 # Large READs of a qcow2 image are spliced from the image file's page cache
 # (qcow2_pread_pipe) where the range maps to data clusters, contiguous on
 # the host or not, or to unallocated clusters the backing node can splice;
-# zero clusters, compressed clusters, zeroes past a short backing file and
-# small clusters are read by copying.  Whatever the path, the bytes are the
+# zero clusters, compressed clusters, zeroes past a short backing file,
+# small clusters and O_DIRECT are read by copying.  Whatever the path, the bytes are the
 # ones qemu-img reads from the same image: simple and structured replies,
 # NBD_CMD_FLAG_DF, odd offsets and lengths, up to 32 MiB.  strace shows the
 # splices from the image file (none without the driver callback).  Reads
@@ -113,6 +113,15 @@ for img in $IMAGES; do
     start_server "$tmp/$img.sock" "$tmp/$img.pid" -r -t -f qcow2 -e 0 \
         "$tmp/$img.qcow2"
 done
+# O_DIRECT (where $tmp has it): no splice, the same bytes.
+direct=
+if dd if=/dev/zero of="$tmp/direct" bs=4096 count=1 oflag=direct 2>/dev/null
+then
+    direct=direct
+    ln -s full.ref "$tmp/direct.ref"
+    start_server "$tmp/direct.sock" "$tmp/direct.pid" -r -t -f qcow2 -e 0 \
+        --cache=none "$tmp/full.qcow2"
+fi
 
 checks='
 import os
@@ -154,7 +163,7 @@ def check(name):
 
 N.run_checks(*[check(n) for n in os.environ["IMAGES"].split()])
 '
-TMP=$tmp IMAGES=$IMAGES $PYTHON -c "$checks" || fail "qcow2 reads"
+TMP=$tmp IMAGES="$IMAGES $direct" $PYTHON -c "$checks" || fail "qcow2 reads"
 
 # The path: splices from a file (the only splices with an input offset)
 # while 1 MiB reads are served.  Contiguous data: one per read or so;
@@ -196,6 +205,10 @@ if command -v strace >/dev/null &&
     [ "$n" -le 4 ] || fail "comp.qcow2: $n splices for compressed clusters"
     n=$(count_splices small 0 3)
     [ "$n" -eq 0 ] || fail "small.qcow2: $n splices for 512-byte clusters"
+    if [ -n "$direct" ]; then
+        n=$(count_splices direct 0 16)
+        [ "$n" -eq 0 ] || fail "cache=none: $n splices from the file"
+    fi
     n=$(count_splices overraw 0 16)
     [ "$n" -ge 16 ] || fail "overraw.qcow2: $n splices from the backing"
 else
