@@ -1009,9 +1009,10 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
  * image file's page cache with no copy, when the guest range maps to data
  * clusters (contiguous on the host or not: each host run is one splice)
  * or to unallocated clusters that the backing node can pipe itself.
- * Zero and compressed clusters, zeroes past the backing's end, data past
- * the end of the file and encrypted images take the copying read
- * (-EAGAIN for the range, -ENOTSUP for the node): the same bytes.
+ * Zero and compressed clusters, zeroes past the backing's end and data
+ * past the end of the file (-EAGAIN: this range), encrypted images,
+ * clusters under 4 KiB and image files that cannot splice (-ENOTSUP: this
+ * node) take the copying read: the same bytes.
  *
  * Like the copying read, this takes no lock: each run is mapped through
  * the L2 cache (one atomic entry at a time) and then read, and a writer
