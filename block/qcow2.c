@@ -1003,6 +1003,135 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
     return 0;
 }
 
+/* --- piped read ----------------------------------------------------------
+ *
+ * A large read into the caller's pipe (bdrv_pread_pipe), spliced from the
+ * image file's page cache with no copy, when the guest range maps to data
+ * clusters (contiguous on the host or not: each host run is one splice)
+ * or to unallocated clusters that the backing node can pipe itself.
+ * Zero and compressed clusters, zeroes past the backing's end and data
+ * past the end of the file (-EAGAIN: this range), encrypted images,
+ * clusters under 4 KiB and image files that cannot splice (-ENOTSUP: this
+ * node) take the copying read: the same bytes.
+ *
+ * Like the copying read, this takes no lock: each run is mapped through
+ * the L2 cache (one atomic entry at a time) and then read, and a writer
+ * points an entry at new clusters only after their data is written, so a
+ * write that does not overlap the read in time is seen whole or not at
+ * all.  The pipe holds page cache references until the socket is drained,
+ * so a cluster that an overlapping discard freed and a later write reused
+ * can show in the reply: only for a read whose order against that discard
+ * NBD leaves undefined, as with the copying read (which can read the
+ * reused cluster too, in the window between its lookup and its pread).
+ */
+
+/* Host runs mapped before any is spliced: a range that cannot be piped
+ * whole is mostly found out before the pipe was filled in vain. */
+#define PIPE_LOOKAHEAD_RUNS 32
+
+typedef struct PipeRun {
+    BlockNode *node; /* s->file (data clusters) or the backing node */
+    int64_t offset;  /* in @node */
+    int64_t bytes;
+} PipeRun;
+
+/* Where the bytes from guest @offset (a prefix of @bytes) come from, as
+ * the image maps them now: 0 with *@run set, -EAGAIN when they are not in
+ * a node that can splice them, or -EIO for a corrupt entry (as a copying
+ * read would fail). */
+static int pipe_run(BlockNode *bs, int64_t offset, int64_t bytes,
+                    PipeRun *run)
+{
+    Qcow2State *s = bs->opaque;
+    BlockNode *backing;
+    Qcow2Mapping m;
+    int ret = qcow2_map(bs, offset, bytes, false, &m);
+
+    if (ret < 0)
+        return ret;
+    switch (m.type) {
+    case QCOW2_CLUSTER_NORMAL:
+        /* Past the end of the file the copying read pads with zeroes. */
+        if (m.host > (uint64_t)(INT64_MAX - m.bytes) ||
+            (int64_t)m.host + m.bytes > bdrv_getlength(s->file))
+            return -EAGAIN;
+        *run = (PipeRun){ s->file, (int64_t)m.host, m.bytes };
+        return 0;
+    case QCOW2_CLUSTER_UNALLOCATED:
+        backing = __atomic_load_n(&s->backing, __ATOMIC_ACQUIRE);
+        if (!backing || !backing->drv->pread_pipe ||
+            offset + m.bytes > s->backing_length)
+            return -EAGAIN;
+        *run = (PipeRun){ backing, offset, m.bytes };
+        return 0;
+    default:
+        return -EAGAIN;
+    }
+}
+
+/* Maps up to PIPE_LOOKAHEAD_RUNS runs from @offset into @runs (adjacent
+ * ones merged: a run ends at each L2 table); *@mapped says how many
+ * guest bytes they cover.  Returns the number of runs or an error. */
+static int map_pipe_runs(BlockNode *bs, int64_t offset, int64_t bytes,
+                         PipeRun *runs, int64_t *mapped)
+{
+    int n = 0;
+
+    *mapped = 0;
+    while (*mapped < bytes && n < PIPE_LOOKAHEAD_RUNS) {
+        PipeRun r;
+        int ret = pipe_run(bs, offset + *mapped, bytes - *mapped, &r);
+
+        if (ret < 0)
+            return ret;
+        if (n && runs[n - 1].node == r.node &&
+            runs[n - 1].offset + runs[n - 1].bytes == r.offset)
+            runs[n - 1].bytes += r.bytes;
+        else
+            runs[n++] = r;
+        *mapped += r.bytes;
+    }
+    return n;
+}
+
+static int qcow2_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
+                            int pipe_fd)
+{
+    Qcow2State *s = bs->opaque;
+
+    /* Clusters smaller than a page would take a pipe slot each when not
+     * contiguous: a 1 MiB chunk could overflow the pipe.  An O_DIRECT
+     * file cannot splice: known before any lookup. */
+    if (s->crypto || s->cluster_size < 4096 || !s->file->drv->pread_pipe ||
+        bdrv_cache_direct(s->file) || qcow2_is_corrupt(s))
+        return -ENOTSUP;
+    while (bytes > 0) {
+        PipeRun runs[PIPE_LOOKAHEAD_RUNS];
+        int64_t mapped;
+        int n = map_pipe_runs(bs, offset, bytes, runs, &mapped);
+
+        if (n < 0)
+            return n;
+        for (int i = 0; i < n; i++) {
+            bool data = runs[i].node == s->file;
+            int ret;
+
+            bdrv_debug_event(s->file, data ? BLKDBG_READ_AIO
+                                           : BLKDBG_READ_BACKING_AIO);
+            ret = bdrv_pread_pipe(runs[i].node, runs[i].offset,
+                                  runs[i].bytes, pipe_fd);
+            /* A backing that cannot pipe this range: this range only. */
+            if (ret == -ENOTSUP && !data)
+                ret = -EAGAIN;
+            if (ret < 0)
+                return ret;
+        }
+        offset += mapped;
+        bytes -= mapped;
+    }
+    return 0;
+}
+
 /* --- block status ------------------------------------------------------- */
 
 static int status_of(Qcow2ClusterType type)
@@ -1149,6 +1278,7 @@ const BlockDriver bdrv_qcow2 = {
     .create = qcow2_create,
     .format = qcow2_format,
     .pread = qcow2_pread,
+    .pread_pipe = qcow2_pread_pipe,
     .pwrite = qcow2_pwrite,
     .pwrite_zeroes = qcow2_pwrite_zeroes,
     .pdiscard = qcow2_pdiscard,
