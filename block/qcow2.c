@@ -1008,7 +1008,8 @@ int qcow2_read_guest(BlockNode *bs, int64_t offset, int64_t bytes,
  * A large read into the caller's pipe (bdrv_pread_pipe), spliced from the
  * image file's page cache with no copy, when the guest range maps to data
  * clusters (contiguous on the host or not: each host run is one splice)
- * or to unallocated clusters that the backing node can pipe itself.
+ * or to unallocated clusters that the backing node can pipe itself, if
+ * nobody writes that node.
  * Zero and compressed clusters, zeroes past the backing's end and data
  * past the end of the file (-EAGAIN: this range), encrypted images,
  * clusters under 4 KiB and image files that cannot splice (-ENOTSUP: this
@@ -1035,6 +1036,18 @@ typedef struct PipeRun {
     int64_t bytes;
 } PipeRun;
 
+/* A backing node that someone writes (a fleecing overlay's backing is the
+ * live disk) is read by copy: the pipe would hold its page cache pages,
+ * and a guest write after the read (copied before-write into this image,
+ * as fleecing wants) would still change what the client gets. */
+static bool backing_written(BlockNode *backing)
+{
+    /* Read without graph_lock (a graph change may drain this request):
+     * a writer that comes later cannot make this read a point in time. */
+    return __atomic_load_n(&backing->cumulative_perm, __ATOMIC_RELAXED) &
+           BDRV_PERM_WRITE;
+}
+
 /* Where the bytes from guest @offset (a prefix of @bytes) come from, as
  * the image maps them now: 0 with *@run set, -EAGAIN when they are not in
  * a node that can splice them, or -EIO for a corrupt entry (as a copying
@@ -1060,7 +1073,7 @@ static int pipe_run(BlockNode *bs, int64_t offset, int64_t bytes,
     case QCOW2_CLUSTER_UNALLOCATED:
         backing = __atomic_load_n(&s->backing, __ATOMIC_ACQUIRE);
         if (!backing || !backing->drv->pread_pipe ||
-            offset + m.bytes > s->backing_length)
+            offset + m.bytes > s->backing_length || backing_written(backing))
             return -EAGAIN;
         *run = (PipeRun){ backing, offset, m.bytes };
         return 0;

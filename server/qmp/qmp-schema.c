@@ -397,7 +397,8 @@ static bool keyval_value(const QmpSchemaType *t, JsonNode *v, Where w,
 {
     const char *path = w.path;
 
-    if (is_scalar(t) && !holds(v, G_TYPE_STRING)) {
+    if (is_scalar(t) &&
+        (JSON_NODE_HOLDS_OBJECT(v) || JSON_NODE_HOLDS_ARRAY(v))) {
         qmp_error(errp, "Parameters '%s.*' are unexpected", path);
         return false;
     }
