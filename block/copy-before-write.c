@@ -91,6 +91,8 @@ static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
     if (s->cfg.before_copy)
         s->cfg.before_copy(s->cfg.opaque);
     ret = block_copy(s->bcs, offset, bytes, &err);
+    if (s->cfg.after_copy)
+        s->cfg.after_copy(s->cfg.opaque);
     if (ret < 0 && !s->cfg.break_snapshot && !err.store_full)
         return ret; /* break-guest-write: the snapshot holds */
     if (ret < 0)

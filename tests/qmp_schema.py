@@ -478,6 +478,7 @@ ADDITIONS = (
     "/x-cbw",
     "/x-max-store-bytes",
     "/+copy-before-write/x-on-store-full",
+    "x-perf/x-background-share",
 )
 
 
