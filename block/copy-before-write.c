@@ -342,6 +342,21 @@ bool bdrv_cbw_broken(BlockNode *cbw, int *error)
     return true;
 }
 
+bool bdrv_is_point_in_time(BlockNode *bs)
+{
+    bool pit = bs->drv == &bdrv_snapshot_access;
+
+    bdrv_graph_lock();
+    for (guint i = 0; !pit && i < bs->parents->len; i++) {
+        const BlockChild *c = g_ptr_array_index(bs->parents, i);
+
+        pit = c->parent && c->parent->drv == &bdrv_copy_before_write &&
+              strcmp(c->name, "target") == 0;
+    }
+    bdrv_graph_unlock();
+    return pit;
+}
+
 bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st)
 {
     CbwState *s = cbw->opaque;

@@ -61,6 +61,12 @@ BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw);
  * copy)?  Then *@error says why. */
 bool bdrv_cbw_broken(BlockNode *cbw, int *error);
 
+/* Does @bs hold a point in time for readers: the store (the "target"
+ * child) of a copy-before-write node, or a snapshot-access node?  Its
+ * readers are backup clients, which the NBD server runs at background
+ * priority by default (block-export-add's x-priority). */
+bool bdrv_is_point_in_time(BlockNode *bs);
+
 /* The live counters of a copy-before-write node (query-named-block-nodes,
  * the backup job's queries and events). */
 typedef struct BdrvCbwStats {
