@@ -91,6 +91,8 @@ static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
     if (s->cfg.before_copy)
         s->cfg.before_copy(s->cfg.opaque);
     ret = block_copy(s->bcs, offset, bytes, &err);
+    if (s->cfg.after_copy)
+        s->cfg.after_copy(s->cfg.opaque);
     if (ret < 0 && !s->cfg.break_snapshot && !err.store_full)
         return ret; /* break-guest-write: the snapshot holds */
     if (ret < 0)
@@ -338,6 +340,21 @@ bool bdrv_cbw_broken(BlockNode *cbw, int *error)
         return false;
     *error = s->break_error;
     return true;
+}
+
+bool bdrv_is_point_in_time(BlockNode *bs)
+{
+    bool pit = bs->drv == &bdrv_snapshot_access;
+
+    bdrv_graph_lock();
+    for (guint i = 0; !pit && i < bs->parents->len; i++) {
+        const BlockChild *c = g_ptr_array_index(bs->parents, i);
+
+        pit = c->parent && c->parent->drv == &bdrv_copy_before_write &&
+              strcmp(c->name, "target") == 0;
+    }
+    bdrv_graph_unlock();
+    return pit;
 }
 
 bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st)

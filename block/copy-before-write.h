@@ -36,6 +36,8 @@ typedef struct CbwConfig {
     BlockCopyProgressFunc progress;
     /* A guest write is about to be copied before (the backup's pacing). */
     void (*before_copy)(void *opaque);
+    /* And its copies are done (or failed): it may go on. */
+    void (*after_copy)(void *opaque);
     /* The point in time is lost: a copy failed with @error. */
     void (*broken)(void *opaque, int error, bool is_read, int64_t offset);
     void *opaque;
@@ -59,12 +61,23 @@ BlockCopyState *bdrv_cbw_copy_state(BlockNode *cbw);
  * copy)?  Then *@error says why. */
 bool bdrv_cbw_broken(BlockNode *cbw, int *error);
 
+/* Does @bs hold a point in time for readers: the store (the "target"
+ * child) of a copy-before-write node, or a snapshot-access node?  Its
+ * readers are backup clients, which the NBD server runs at background
+ * priority by default (block-export-add's x-priority). */
+bool bdrv_is_point_in_time(BlockNode *bs);
+
 /* The live counters of a copy-before-write node (query-named-block-nodes,
  * the backup job's queries and events). */
 typedef struct BdrvCbwStats {
     BlockCopyStats copy;
     bool broken;             /* the point in time is lost */
     int break_error;         /* why, if broken: -errno */
+    /* A backup job's background copies (not the node's): CPU time spent
+     * and bytes copied. */
+    bool has_background;
+    int64_t background_cpu_ns;
+    int64_t background_bytes;
 } BdrvCbwStats;
 /* False if @cbw is no (active) copy-before-write node. */
 bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st);

@@ -74,6 +74,9 @@ typedef struct BackupOptions {
     int job_flags;                   /* JOB_MANUAL_FINALIZE, ... */
     int max_workers;                 /* background copies in flight; 0: 4 */
     int64_t max_chunk;               /* bytes per copy; 0: 1 MiB */
+    /* While the guest writes, the background copies' share of one core
+     * in percent (1..100; 0: 15). */
+    int background_share;
     BdrvDirtyBitmap *bitmap;         /* of the source, or NULL */
     BitmapSyncMode bitmap_mode;
     const char *filter_node_name;    /* of the copy-before-write node */

@@ -475,9 +475,11 @@ ADDITIONS = (
     "x-blockdev-amend/options/+qcow2/refcount-bits",
     "/+rbd/x-dirty-since",
     "block-export-add/x-iothreads",
+    "block-export-add/x-priority",
     "/x-cbw",
     "/x-max-store-bytes",
     "/+copy-before-write/x-on-store-full",
+    "x-perf/x-background-share",
 )
 
 

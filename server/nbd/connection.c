@@ -6,11 +6,14 @@
  */
 #include "connection.h"
 #include "server/trace.h"
+#include "block/copy-before-write.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static GMutex clients_lock;
@@ -132,6 +135,26 @@ static void follow_iothread(NbdExport *exp)
         sched_setaffinity(0, sizeof(cpus), &cpus);
 }
 
+/* A connection to a background export (a point in time, by default) runs
+ * with a higher nice value, its workers, made afterwards, too: a backup
+ * client that pulls as fast as it can then leaves the CPUs to the guest's
+ * connections, and is slowed down itself. */
+static void follow_priority(NbdExport *exp)
+{
+    BlockNode *node;
+    bool background;
+
+    if (!exp || exp->priority == NBD_EXPORT_PRIORITY_NORMAL)
+        return;
+    node = nbd_export_node(exp);
+    background = exp->priority == NBD_EXPORT_PRIORITY_BACKGROUND ||
+                 (node && bdrv_is_point_in_time(node));
+    if (background &&
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
+                    NBD_EXPORT_BACKGROUND_NICE) < 0 && bdrv_verbose)
+        fprintf(stderr, "snapnbd: setpriority: %s\n", g_strerror(errno));
+}
+
 void nbd_client_serve(int fd)
 {
     NbdConn *c = g_new0(NbdConn, 1);
@@ -147,6 +170,7 @@ void nbd_client_serve(int fd)
 
     if (nbd_handshake(c)) {
         follow_iothread(c->exp);
+        follow_priority(c->exp);
         nbd_transmission(c);
     }
     trace(TRACE_NBD_CLIENT_DISCONNECT, "client disconnected");

@@ -13,6 +13,17 @@
 
 #define NBD_EXPORT_MAX_IOTHREADS 64
 
+typedef enum NbdExportPriority {
+    NBD_EXPORT_PRIORITY_AUTO,
+    NBD_EXPORT_PRIORITY_NORMAL,
+    NBD_EXPORT_PRIORITY_BACKGROUND,
+} NbdExportPriority;
+
+/* The nice value of the threads of a background connection: a guest's
+ * connection (nice 0) then gets about 10 times its CPU time when both
+ * want a CPU (CFS weights 1024 vs 110). */
+#define NBD_EXPORT_BACKGROUND_NICE 10
+
 typedef struct NbdExport {
     char *name;
     char *description;  /* may be NULL */
@@ -27,6 +38,10 @@ typedef struct NbdExport {
     int iothread_tids[NBD_EXPORT_MAX_IOTHREADS];
     int iothread_count;
     unsigned next_iothread; /* atomic */
+    /* x-priority: the nice value of a connection's threads.  Auto: that
+     * of background when the node holds a point in time as the client
+     * connects (bdrv_is_point_in_time), else normal. */
+    NbdExportPriority priority;
     bool allocation_depth; /* offers qemu:allocation-depth (-A) */
     /* Offered as qemu:dirty-bitmap:NAME contexts (-B), each marked busy
      * while exported; fixed before clients come. */

@@ -39,6 +39,12 @@ JsonObject *qmp_cbw_stats_json(const BdrvCbwStats *st)
     json_object_set_int_member(o, "guest-wait-ns", c->guest_wait_ns);
     json_object_set_int_member(o, "guest-wait-max-ns", c->guest_wait_max_ns);
     json_object_set_int_member(o, "store-full", c->store_full);
+    if (st->has_background) {
+        json_object_set_int_member(o, "background-cpu-ns",
+                                   st->background_cpu_ns);
+        json_object_set_int_member(o, "background-bytes",
+                                   st->background_bytes);
+    }
     json_object_set_boolean_member(o, "snapshot-broken", st->broken);
     if (st->broken)
         json_object_set_string_member(
@@ -158,8 +164,9 @@ static bool job_on_error(bool has, QmpBlockdevOnError v, const char *key,
     return true;
 }
 
-/* x-perf: {"max-workers": N, "max-chunk": BYTES} (use-copy-range is
- * accepted and ignored: snapnbd always copies through a buffer). */
+/* x-perf: {"max-workers": N, "max-chunk": BYTES, "x-background-share":
+ * PERCENT} (use-copy-range is accepted and ignored: snapnbd always copies
+ * through a buffer). */
 static bool backup_perf(const QmpBackupPerf *p, BackupOptions *o,
                         GError **errp)
 {
@@ -170,8 +177,14 @@ static bool backup_perf(const QmpBackupPerf *p, BackupOptions *o,
                         "positive");
         return false;
     }
+    if (p->has_x_background_share &&
+        (p->x_background_share < 1 || p->x_background_share > 100)) {
+        qmp_error(errp, "x-perf: x-background-share must be 1..100");
+        return false;
+    }
     o->max_workers = p->max_workers;
     o->max_chunk = p->max_chunk;
+    o->background_share = p->x_background_share;
     return true;
 }
 

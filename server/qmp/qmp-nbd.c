@@ -223,6 +223,7 @@ typedef struct ExportArgs {
     const char *id, *node_name, *name, *description;
     const char *iothread;
     GPtrArray *iothreads; /* x-iothreads: of char *, or NULL */
+    NbdExportPriority priority; /* x-priority, or auto */
     bool writable, writethrough, allocation_depth;
     GPtrArray *bitmaps;   /* of QmpBlockDirtyBitmapOrStr *, or NULL */
     BlockNode *node;
@@ -244,6 +245,10 @@ static bool export_args(const QmpBlockExportOptions *o, ExportArgs *a,
     a->writethrough = o->has_writethrough && o->writethrough;
     a->iothread = o->has_iothread ? o->iothread : NULL;
     a->iothreads = o->has_x_iothreads ? o->x_iothreads : NULL;
+    if (o->has_x_priority)
+        a->priority = o->x_priority == QMP_X_EXPORT_PRIORITY_BACKGROUND
+                      ? NBD_EXPORT_PRIORITY_BACKGROUND
+                      : NBD_EXPORT_PRIORITY_NORMAL;
     a->name = nbd && nbd->has_name ? nbd->name : o->node_name;
     a->description = nbd && nbd->has_description ? nbd->description : NULL;
     a->allocation_depth = nbd && nbd->has_allocation_depth &&
@@ -392,6 +397,7 @@ static JsonNode *cmd_block_export_add(const QmpBlockExportOptions *o,
     exp->multi_conn = server &&
                      nbd_listener_max_clients(server->listener) != 1;
     exp->allocation_depth = a.allocation_depth;
+    exp->priority = a.priority;
     bind_iothreads(exp, &a);
     e = g_new0(QmpExport, 1);
     e->id = g_strdup(a.id);

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# x-perf's x-background-share (snapnbd's): while the guest writes, a
+# backup's background copies use at most that share of one core, counted
+# in CPU time; x-cbw's background-cpu-ns and background-bytes (query-jobs)
+# count them.  With a share of 2 % under a steady writer, the background
+# CPU time stays within 2 % of the wall time (plus the budget's burst and
+# one copy) and the job is not done after 2 s; with 100 % the same job
+# finishes.  Out-of-range shares are refused.
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/backup-functions.sh"
+requires_libnbd_python
+
+size=$((128 << 20))
+head -c $size /dev/urandom >"$tmp/disk.img"
+start_daemon \
+    --blockdev "driver=raw,node-name=disk,file.driver=file,file.filename=$tmp/disk.img" \
+    --nbd-server "addr.type=unix,addr.path=$nbdsock" \
+    --export type=nbd,id=e0,node-name=disk,name=disk,writable=on
+
+jobs_py '
+import random, subprocess, time
+qmp_path, nbd_uri, tmp, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+q = QMP(qmp_path)
+for share in (0, 101):
+    err = q.error("blockdev-backup", {"job-id": "x", "device": "disk",
+        "target": "disk", "sync": "full", "x-perf": {"x-background-share": share}})
+    assert "x-background-share" in str(err), err
+
+writer = subprocess.Popen([sys.executable, "-c", """
+import nbd, os, random, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+buf = os.urandom(4096)
+while not os.path.exists(sys.argv[2]):
+    h.pwrite(buf, random.randrange(int(sys.argv[3]) // 4096) * 4096)
+h.shutdown()
+""", nbd_uri, tmp + "/stop", str(size)])
+
+def run(share, n):
+    tgt = f"{tmp}/t{n}.img"
+    with open(tgt, "wb") as f:
+        f.truncate(size)
+    q.cmd("blockdev-add", {"driver": "raw", "node-name": f"t{n}",
+                           "file": {"driver": "file", "filename": tgt}})
+    t0 = time.monotonic()
+    q.cmd("blockdev-backup", {"job-id": f"b{n}", "device": "disk",
+                              "target": f"t{n}", "sync": "full",
+                              "auto-finalize": False,
+                              "x-perf": {"x-background-share": share}})
+    return t0
+
+time.sleep(0.5)   # the writer is connected and writing
+t0 = run(2, 1)
+time.sleep(2)
+j = q.job("b1")
+elapsed = time.monotonic() - t0
+c = j["x-cbw"]
+cpu = c["background-cpu-ns"] / 1e9
+mib, status = c["background-bytes"] >> 20, j["status"]
+print(f"share 2: {mib} MiB copied in the background "
+      f"with {cpu * 1e3:.1f} ms of CPU in {elapsed:.2f} s; job {status}")
+assert c["background-bytes"] > 0, c
+assert cpu <= 0.02 * elapsed + 0.03, f"background CPU {cpu:.3f} s > 2 % of {elapsed:.2f} s"
+assert j["status"] == "running", j
+q.cmd("job-cancel", {"id": "b1"})
+q.wait_event("BLOCK_JOB_CANCELLED", device="b1")
+
+t0 = run(100, 2)
+q.wait_status("b2", "pending", timeout=60)
+c = q.job("b2")["x-cbw"]
+mib, ms = c["background-bytes"] >> 20, c["background-cpu-ns"] / 1e6
+print(f"share 100: done in {time.monotonic() - t0:.2f} s, {mib} MiB in "
+      f"the background with {ms:.1f} ms of CPU")
+q.cmd("job-finalize", {"id": "b2"})
+q.wait_event("BLOCK_JOB_COMPLETED", device="b2")
+open(tmp + "/stop", "w").close()
+assert writer.wait() == 0
+' "$qmp" "$(uri "$nbdsock" disk)" "$tmp" $size || fail "the background share is not kept"
