@@ -113,7 +113,7 @@ static void group_unref(ThrottleGroup *tg)
 
 /* A number in [0, THROTTLE_VALUE_MAX] (QEMU's range). */
 static bool take_value(GHashTable *props, const char *key, uint64_t *out,
-                       bool *given, GError **errp)
+                       bool may_exceed, bool *given, GError **errp)
 {
     g_autofree char *v = opt_take(props, key);
     char *end;
@@ -123,10 +123,12 @@ static bool take_value(GHashTable *props, const char *key, uint64_t *out,
         return true;
     errno = 0;
     n = g_ascii_strtoull(v, &end, 10);
+    /* a rate above the maximum is refused by limits_valid, in QEMU's
+     * order of checks */
     if (errno || end == v || *end || v[0] == '-' ||
-        n > THROTTLE_VALUE_MAX) {
+        (n > THROTTLE_VALUE_MAX && !may_exceed)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "%s: bps/iops/max values must be within [0, %lld]", key,
+                    "bps/iops/max values must be within [0, %lld]",
                     THROTTLE_VALUE_MAX);
         return false;
     }
@@ -150,15 +152,15 @@ static bool take_limits(GHashTable *props, const char *prefix,
         bool len_given = false;
 
         v = b->avg;
-        if (!take_value(props, avg, &v, given, errp))
+        if (!take_value(props, avg, &v, true, given, errp))
             return false;
         b->avg = v;
         v = b->max;
-        if (!take_value(props, max, &v, given, errp))
+        if (!take_value(props, max, &v, true, given, errp))
             return false;
         b->max = v;
         v = b->burst_length;
-        if (!take_value(props, len, &v, &len_given, errp))
+        if (!take_value(props, len, &v, false, &len_given, errp))
             return false;
         if (len_given && v == 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -170,7 +172,8 @@ static bool take_limits(GHashTable *props, const char *prefix,
     }
     {
         g_autofree char *size = g_strconcat(prefix, "iops-size", NULL);
-        return take_value(props, size, &tg->iops_size, given, errp);
+        return take_value(props, size, &tg->iops_size, false, given,
+                          errp);
     }
 }
 
@@ -187,28 +190,34 @@ static bool limits_valid(ThrottleGroup *tg, GError **errp)
     bool iops_max_both = b[B_IOPS_TOTAL].max &&
                          (b[B_IOPS_READ].max || b[B_IOPS_WRITE].max);
 
-    if (bps_both || iops_both) {
+    if (bps_both || iops_both || bps_max_both || iops_max_both) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "bps/iops/max total values and read/write values cannot "
                     "be used at the same time");
         return false;
     }
-    if (bps_max_both || iops_max_both) {
+    if (tg->iops_size && !b[B_IOPS_TOTAL].avg && !b[B_IOPS_READ].avg &&
+        !b[B_IOPS_WRITE].avg) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "bps_max/iops_max total values and read/write values "
-                    "cannot be used at the same time");
+                    "iops size requires an iops value to be set");
         return false;
     }
     for (int i = 0; i < B__MAX; i++) {
         const char *msg = NULL;
-        if (b[i].max && !b[i].avg)
-            msg = "bps_max/iops_max require corresponding bps/iops values";
-        else if (b[i].max && b[i].max < b[i].avg)
-            msg = "bps_max/iops_max cannot be lower than bps/iops";
-        else if (b[i].burst_length > 1 && !b[i].max)
+        if (b[i].avg > THROTTLE_VALUE_MAX || b[i].max > THROTTLE_VALUE_MAX) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "bps/iops/max values must be within [0, %lld]",
+                        THROTTLE_VALUE_MAX);
+            return false;
+        }
+        if (b[i].burst_length > 1 && !b[i].max)
             msg = "burst length set without burst rate";
         else if (b[i].max && b[i].burst_length > THROTTLE_VALUE_MAX / b[i].max)
             msg = "burst length too high for this burst rate";
+        else if (b[i].max && !b[i].avg)
+            msg = "bps_max/iops_max require corresponding bps/iops values";
+        else if (b[i].max && b[i].max < b[i].avg)
+            msg = "bps_max/iops_max cannot be lower than bps/iops";
         if (msg) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                         "%s", msg);

@@ -3,6 +3,8 @@
  */
 #include "iothread.h"
 
+#include <limits.h>
+
 #include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -48,10 +50,26 @@ static bool parse_prop(GHashTable *props, const char *key, int64_t *out,
         return true;
     if (!g_ascii_string_to_signed(v, 10, 0, G_MAXINT64, &n, NULL)) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "Parameter '%s' expects a non-negative integer", key);
+                    "%s value must be in range [0, %" G_GINT64_FORMAT "]",
+                    key, G_MAXINT64);
         return false;
     }
     *out = n;
+    return true;
+}
+
+/* The pool sizes are not used (no thread pool per iothread), but checked
+ * as QEMU's aio_context_set_thread_pool_params does: max defaults to 64. */
+static bool pool_sizes_valid(GHashTable *props, int64_t min, int64_t max,
+                             GError **errp)
+{
+    if (!g_hash_table_contains(props, "thread-pool-max"))
+        max = 64;
+    if (min > max || max <= 0 || min > INT_MAX || max > INT_MAX) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "bad thread-pool-min/thread-pool-max values");
+        return false;
+    }
     return true;
 }
 
@@ -73,6 +91,7 @@ static void iothread_free(IoThread *t)
 bool iothread_start(const char *id, GHashTable *props, GError **errp)
 {
     IoThread *t = g_new0(IoThread, 1);
+    int64_t pool_min, pool_max;
 
     t->id = g_strdup(id);
     t->info.id = t->id;
@@ -81,7 +100,10 @@ bool iothread_start(const char *id, GHashTable *props, GError **errp)
     if (!parse_prop(props, "poll-max-ns", &t->info.poll_max_ns, errp) ||
         !parse_prop(props, "poll-grow", &t->info.poll_grow, errp) ||
         !parse_prop(props, "poll-shrink", &t->info.poll_shrink, errp) ||
-        !parse_prop(props, "aio-max-batch", &t->info.aio_max_batch, errp)) {
+        !parse_prop(props, "aio-max-batch", &t->info.aio_max_batch, errp) ||
+        !parse_prop(props, "thread-pool-min", &pool_min, errp) ||
+        !parse_prop(props, "thread-pool-max", &pool_max, errp) ||
+        !pool_sizes_valid(props, pool_min, pool_max, errp)) {
         iothread_free(t);
         return false;
     }

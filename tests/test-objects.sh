@@ -61,7 +61,7 @@ refused "duplicate property 's0'" --object secret,id=s0,data=x \
 refused "Parameter 'id' is missing" --object secret,data=x -f raw "$img"
 
 # Every type qemu-nbd makes: snapnbd makes it or refuses it by name.
-made=" secret iothread throttle-group tls-creds-x509 tls-creds-psk authz-simple "
+made=" secret iothread throttle-group tls-creds-x509 tls-creds-psk authz-simple authz-list "
 types=$(qemu-nbd --object help 2>/dev/null | sed -n 's/^  //p')
 [ -n "$types" ] || types="authz-list authz-list-file iothread main-loop
     pr-manager-helper secret_keyring thread-context throttle-group

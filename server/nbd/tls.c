@@ -296,7 +296,8 @@ static bool gnutls_fail(GError **errp, int ret, const char *what,
 static bool cred_path(const TlsObject *o, const char *name, bool required,
                       char **path, GError **errp)
 {
-    g_autofree char *p = g_build_filename(prop(o, "dir"), name, NULL);
+    /* "DIR/NAME" as QEMU writes it, even for dir= "" */
+    g_autofree char *p = g_strdup_printf("%s/%s", prop(o, "dir"), name);
 
     *path = NULL;
     if (access(p, R_OK) == 0) {
@@ -462,7 +463,7 @@ static bool load_creds(TlsObject *o, GError **errp)
 
     if (!prop(o, "dir")) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "object '%s': 'dir' is missing", prop(o, "id"));
+                    "Missing 'dir' property value");
         return false;
     }
     ret = gnutls_priority_init(&o->priority, prio, &bad);
@@ -484,7 +485,7 @@ static bool check_client_creds(TlsObject *o, GError **errp)
 
     if (!prop(o, "dir")) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "object '%s': 'dir' is missing", prop(o, "id"));
+                    "Missing 'dir' property value");
         return false;
     }
     return cred_path(o, o->type == OBJ_TLS_CREDS_PSK ? "keys.psk"

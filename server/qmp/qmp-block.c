@@ -12,6 +12,7 @@
 #include "qmp-int.h"
 #include "server/qmp/qmp-types-gen.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -19,16 +20,33 @@ static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
 
 /* --- blockdev-add: the typed options as bdrv_open's flat keys ---------- */
 
+static const char *leaf_of(const char *key);
+
 /* A reference to an existing node (a BlockdevRef given as a string) must
- * name one; checked before anything is opened, as QEMU does. */
+ * name one; checked before anything is opened, in QEMU's order: a node's
+ * backing is opened after its other children, and its error says so.
+ * "backing": "" means null, with QEMU 7.2's deprecation warning. */
 static bool check_refs(GHashTable *flat, GPtrArray *refs, GError **errp)
 {
-    for (guint i = 0; i < refs->len; i++) {
-        const char *ref = g_hash_table_lookup(flat, refs->pdata[i]);
-        if (!bdrv_find_node(ref)) {
-            qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
-                      ref, ref);
-            return false;
+    for (int backing = 0; backing <= 1; backing++) {
+        for (guint i = 0; i < refs->len; i++) {
+            const char *key = refs->pdata[i];
+            const char *ref = g_hash_table_lookup(flat, key);
+
+            if ((strcmp(leaf_of(key), "backing") == 0) != backing)
+                continue;
+            if (backing && !*ref) {
+                fprintf(stderr, "snapnbd: warning: Use of \"backing\": \"\" "
+                        "is deprecated; use \"backing\": null instead\n");
+                continue;
+            }
+            if (!bdrv_find_node(ref)) {
+                qmp_error(errp, "%sCannot find device='%s' nor "
+                          "node-name='%s'",
+                          backing ? "Could not open backing file: " : "",
+                          ref, ref);
+                return false;
+            }
         }
     }
     return true;

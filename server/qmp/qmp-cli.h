@@ -26,6 +26,10 @@ bool qmp_cli_start(void);
  * decoded like QMP input); on error prints one line and returns false. */
 bool qmp_cli_object_add_json(const char *spec);
 
+/* --object in option syntax (QEMU's keyval, "qom-type" implied): the same,
+ * with the values typed as qemu-storage-daemon and qemu-nbd type them. */
+bool qmp_cli_object_add_options(const char *spec);
+
 void qmp_cli_free(void);
 
 #endif
