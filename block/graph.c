@@ -455,12 +455,14 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
             return NULL;
     }
     /* A backing file is only read (copy-on-write happens in the overlay),
-     * so it may stay read-only under a writable overlay, as in QEMU. */
+     * so it may stay read-only under a writable overlay, as in QEMU.  QEMU
+     * refuses other read-only children when the parent takes the write
+     * permission: at once for a format such as qcow2, only once something
+     * writes for raw (snapnbd refuses raw at once too); its words. */
     if (!parent->read_only && child->read_only &&
         strcmp(name, "backing") != 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
-                    "Child '%s' (%s) is read-only but node is writable",
-                    name, child->node_name);
+                    "Block node is read-only");
         bdrv_unref(child);
         return NULL;
     }

@@ -298,6 +298,11 @@ def main(snapnbd, d, seed, cases):
         s, q = got["snapnbd"], got["qemu-storage-daemon"]
         if s[1] and any(k in s[1] for k in KNOWN):
             continue
+        # a writable raw node over a read-only file: snapnbd refuses it at
+        # once, QEMU once something takes the write permission
+        if (s[1] and s[1].endswith(": Block node is read-only") and
+                re.search(r"--blockdev (raw,|\S*driver=raw)", " ".join(opts))):
+            continue
         if s[1] and q[1]:  # snapnbd names the export in conflicts
             s = (s[0], re.sub(r"NBD export '[^']*'",
                               "an unnamed block device", s[1]))

@@ -65,7 +65,7 @@ bad "--blockdev .*Parameter 'file.driver' is missing" \
     --blockdev '{"driver": "raw", "node-name": "x", "file": {}}'
 bad "--blockdev .*JSON parse error" --blockdev '{"driver": '
 bad "--qmp tcp:.*only unix" --qmp=tcp:localhost:4444,server
-bad "--monitor .*chardev 'nope' not found" --monitor chardev=nope
+bad '--monitor .*chardev "nope" not found' --monitor chardev=nope
 bad "expecting one image file name" -k "$nbd"
 
 # --nbd-server and --export in option syntax: values parsed as the schema
@@ -88,10 +88,43 @@ opt_errors=(
     "--export type=nbd,id=e,node-name=f0,bitmaps.x=b1|Invalid parameter type for 'bitmaps', expected: array"
     "--export type=nbd,id=e,node-name=f0,bitmaps.0=b1|Bitmap 'b1' is not found"
     "--export type=nbd,id=e,node-name=f0,allocation-depth=y,writethrough=no --export type=nbd,id=e,node-name=f0|Block export id 'e' is already in use"
+    # --blockdev: keyval with "driver" implied, typed as BlockdevOptions
+    "--blockdev qcow2,node-name=d1,file.driver=file|Parameter 'file.filename' is missing"
+    "--blockdev driver=raw,node-name=r1,file=f0,offset=1k|Parameter 'offset' expects integer"
+    "--blockdev driver=raw,node-name=r1,file=f0,file.driver=file|Parameters 'file.*' used inconsistently"
+    "--blockdev driver=raw,node-name=r1,file=f0,read-only|Expected '=' after parameter 'read-only'"
+    "--blockdev driver=null-co,node-name=n1,size=64M|Parameter 'size' expects integer"
+    "--blockdev driver=null-co,node-name=n1,latency-ns=-1|latency-ns is invalid"
+    "--blockdev driver=raw,node-name=r1,file=f0,offset=16777216|Offset (16777216) cannot be greater than size of the containing file (8388608)"
+    "--blockdev driver=raw,node-name=r1,file=f0,offset=4096,size=8388608|The sum of offset (4096) and size (8388608) has to be smaller or equal to the  actual size of the containing file (8388608)"
+    "--blockdev driver=file,node-name=f1,filename=$img,pr-manager=pm0|No persistent reservation manager with id 'pm0'"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$img,file.read-only=on|Block node is read-only"
+    "--blockdev driver=raw,node-name=r1,file=f0,help|Help is not available for this option"
+    # --object: keyval with "qom-type" implied, typed as ObjectOptions
+    "--object secret,id=s0|Either 'file' or 'data' must be provided"
+    "--object secret,id=s0,data=x,loaded=on|Property 'secret.loaded' is not writable"
+    "--object secret,id=s0,data=x,bogus=1|Parameter 'bogus' is unexpected"
+    "--object iothread,id=t0,poll-max-ns=-1|poll-max-ns value must be in range [0, 9223372036854775807]"
+    "--object iothread,id=t0,thread-pool-min=65|bad thread-pool-min/thread-pool-max values"
+    "--object tls-creds-x509,id=t0,endpoint=server|Missing 'dir' property value"
+    "--object tls-creds-psk,id=t0,endpoint=server,dir=|Unable to access credentials /keys.psk: No such file or directory"
+    "--object throttle-group,id=g0,x-iops-size=4096|iops size requires an iops value to be set"
+    "--object throttle-group,id=g0,x-iops-total=10,x-iops-read=5|bps/iops/max total values and read/write values cannot be used at the same time"
+    "--object throttle-group,id=g0,x-bps-total-max=5,x-bps-total=2000000000000000|bps/iops/max values must be within [0, 1000000000000000]"
+    "--object authz-list,id=a0,rules.0.policy=allow|Parameter 'rules.0.match' is missing"
+    "--object memory-backend-ram|Parameter 'id' is missing"
+    "--object id=o0|Parameter 'qom-type' is missing"
+    # --monitor: keyval with "chardev" implied, typed as MonitorOptions
+    "--monitor nope,pretty=maybe|Parameter 'pretty' expects 'on' or 'off'"
+    "--monitor id=m0|Parameter 'chardev' is missing"
+    "--monitor nope,mode=x|Parameter 'mode' does not accept value 'x'"
+    "--monitor nope,bogus=1|Parameter 'bogus' is unexpected"
+    "--chardev socket,id=c0,path=$tmp/m0.sock,server=on,wait=off --monitor c0,mode=readline|Only QMP is supported"
 )
 for case in "${opt_errors[@]}"; do
     IFS=' ' read -r -a opts <<<"${case%%|*}"
-    want=${case#*|}
+    # the message, literally (it may hold parentheses and brackets)
+    want=$(printf '%s' "${case#*|}" | sed 's/[][\.*^$()+?{}|]/\\&/g')
     [[ "${opts[*]}" = --nbd-server* ]] || opts=(--nbd-server "addr.type=unix,addr.path=$nbd" "${opts[@]}")
     bad ": $want\$" --blockdev "driver=file,node-name=f0,filename=$img" \
         "${opts[@]}"
@@ -99,7 +132,7 @@ for case in "${opt_errors[@]}"; do
         timeout 10 qemu-storage-daemon \
             --blockdev "driver=file,node-name=f0,filename=$img" \
             "${opts[@]}" >"$tmp/qsd" 2>&1 && fail "qsd accepted: ${opts[*]}"
-        grep -q -- ": $want\$" "$tmp/qsd" ||
+        grep -Eq -- ": $want\$" "$tmp/qsd" ||
             fail "qsd says otherwise for ${opts[*]}: $(cat "$tmp/qsd")"
         rm -f "$nbd"
     fi

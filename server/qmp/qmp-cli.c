@@ -65,24 +65,34 @@ static bool fail(const char *option, const char *spec, const GError *err)
     return false;
 }
 
-/* --monitor [chardev=]ID: the --chardev socket of that id. */
+/* --monitor [chardev=]ID (QEMU's keyval, typed as MonitorOptions): the
+ * --chardev socket of that id; QEMU's checks in its order. */
 static char *monitor_spec(const char *monitor, GError **errp)
 {
-    g_autoptr(GHashTable) m = qemu_opts_parse(monitor, "chardev");
-    const char *id = g_hash_table_lookup(m, "chardev");
-    const char *mode = g_hash_table_lookup(m, "mode");
+    JsonObject *m = qmp_keyval_parse(monitor, "chardev", errp);
+    const char *id, *mode;
+    char *found = NULL;
 
-    if (mode && strcmp(mode, "control") != 0) {
-        qmp_error(errp, "only mode=control is supported");
+    if (!m)
         return NULL;
-    }
-    for (char **c = chardevs; id && c && *c; c++) {
+    if (!qmp_schema_check_keyval("MonitorOptions", m, errp))
+        goto out;
+    id = json_object_get_string_member(m, "chardev");
+    mode = json_object_get_string_member_with_default(m, "mode", "control");
+    for (char **c = chardevs; c && *c && !found; c++) {
         g_autoptr(GHashTable) opts = qemu_opts_parse(*c, "backend");
         if (g_strcmp0(g_hash_table_lookup(opts, "id"), id) == 0)
-            return g_strdup(*c);
+            found = g_strdup(*c);
     }
-    qmp_error(errp, "chardev '%s' not found", id ? id : "");
-    return NULL;
+    if (!found)
+        qmp_error(errp, "chardev \"%s\" not found", id);
+    else if (strcmp(mode, "control") != 0) {
+        qmp_error(errp, "Only QMP is supported");
+        g_clear_pointer(&found, g_free);
+    }
+out:
+    json_object_unref(m);
+    return found;
 }
 
 static bool add_listeners(void)
