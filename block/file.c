@@ -492,6 +492,12 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
                     "Parameter 'filename' is required for the file driver");
         return -EINVAL;
     }
+    if (!*s->filename) { /* QEMU's bdrv_open_common */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "The 'file' block driver requires a file name");
+        g_clear_pointer(&s->filename, g_free);
+        return -EINVAL;
+    }
     /* snapnbd makes no pr-manager-helper objects: QEMU's lookup, which
      * comes before the file is opened, always fails */
     if (pr_manager) {

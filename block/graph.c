@@ -146,7 +146,19 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
         n <<= shift;
         end++;
     }
-    if (errno || end == v || *end || n > BDRV_MAX_LENGTH) {
+    /* QEMU's words (parse_option_size) where it refuses too */
+    if (end == v || *end || v[strspn(v, " \t")] == '-') {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' expects a non-negative number below 2^64",
+                    key);
+        return false;
+    }
+    if (errno == ERANGE) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Value '%s' is out of range for parameter '%s'", v, key);
+        return false;
+    }
+    if (errno || n > BDRV_MAX_LENGTH) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Parameter '%s' expects a size in bytes, not '%s'",
                     key, v);

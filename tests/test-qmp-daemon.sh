@@ -71,6 +71,7 @@ bad "expecting one image file name" -k "$nbd"
 # --nbd-server and --export in option syntax: values parsed as the schema
 # types them (NbdServerOptions, BlockExportOptions), with
 # qemu-storage-daemon's messages; where it is installed, the same ones.
+qemu-img create -q -f qcow2 "$tmp/q.qcow2" 1M
 opt_errors=(
     "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=x|Parameter 'max-connections' expects integer"
     "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=99999999999|Parameter 'max-connections' expects uint32_t"
@@ -99,6 +100,11 @@ opt_errors=(
     "--blockdev driver=raw,node-name=r1,file=f0,offset=4096,size=8388608|The sum of offset (4096) and size (8388608) has to be smaller or equal to the  actual size of the containing file (8388608)"
     "--blockdev driver=file,node-name=f1,filename=$img,pr-manager=pm0|No persistent reservation manager with id 'pm0'"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$img,file.read-only=on|Block node is read-only"
+    "--blockdev driver=file,node-name=f1,filename=|The 'file' block driver requires a file name"
+    # (qemu-storage-daemon 7.2 aborts after saying it)
+    "--blockdev driver=null-co,node-name=n1,size=-1|Parameter 'size' expects a non-negative number below 2^64"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,encrypt.format=aes|No encryption in image header, but options specified format 'aes'"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing=nope|Could not open backing file: Cannot find device='nope' nor node-name='nope'"
     "--blockdev driver=raw,node-name=r1,file=f0,help|Help is not available for this option"
     # --object: keyval with "qom-type" implied, typed as ObjectOptions
     "--object secret,id=s0|Either 'file' or 'data' must be provided"
@@ -107,6 +113,7 @@ opt_errors=(
     "--object iothread,id=t0,poll-max-ns=-1|poll-max-ns value must be in range [0, 9223372036854775807]"
     "--object iothread,id=t0,thread-pool-min=65|bad thread-pool-min/thread-pool-max values"
     "--object tls-creds-x509,id=t0,endpoint=server|Missing 'dir' property value"
+    "--object tls-creds-psk,id=t0,endpoint=server,username=u|username should not be set when endpoint=server"
     "--object tls-creds-psk,id=t0,endpoint=server,dir=|Unable to access credentials /keys.psk: No such file or directory"
     "--object throttle-group,id=g0,x-iops-size=4096|iops size requires an iops value to be set"
     "--object throttle-group,id=g0,x-iops-total=10,x-iops-read=5|bps/iops/max total values and read/write values cannot be used at the same time"

@@ -66,7 +66,7 @@ static const struct {
 } obj_types[] = {
     { "tls-creds-x509", OBJ_TLS_CREDS_X509,
       " id dir endpoint verify-peer priority " },
-    /* username only matters to a client; QEMU's server ignores it too. */
+    /* username only matters to a client; a server refuses it, as QEMU. */
     { "tls-creds-psk", OBJ_TLS_CREDS_PSK,
       " id dir endpoint verify-peer priority username " },
     { "authz-simple", OBJ_AUTHZ_SIMPLE, " id identity " },
@@ -461,6 +461,11 @@ static bool load_creds(TlsObject *o, GError **errp)
     const char *bad = NULL;
     int ret;
 
+    if (o->type == OBJ_TLS_CREDS_PSK && prop(o, "username")) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "username should not be set when endpoint=server");
+        return false;
+    }
     if (!prop(o, "dir")) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "Missing 'dir' property value");
