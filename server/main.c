@@ -160,7 +160,7 @@ static bool setup_objects(const CliOptions *o)
     }
     bdrv_set_secret_lookup(secret_lookup);
     bdrv_set_tls_creds_lookup(tls_client_creds);
-    return tls_setup(NULL, o->tls_creds, o->tls_authz);
+    return tls_setup(o->tls_creds, o->tls_authz);
 }
 
 static BlockNode *open_image(const CliOptions *o)

@@ -3,8 +3,8 @@
  *
  * Design notes.
  *
- * Configuration.  --object options in QEMU's syntax ("type,key=value,...",
- * ",," for a comma inside a value) and QMP's object-add (objects.c) define
+ * Configuration.  --object (JSON or QEMU's key=value syntax) and QMP's
+ * object-add, both made by object-add (qmp-object.c, objects.c), define
  * tls-creds-x509, tls-creds-psk, authz-simple and authz-list objects;
  * --tls-creds/--tls-authz and nbd-server-start name them by id.  The
  * credentials are loaded when the object is made, so a missing certificate
@@ -31,7 +31,6 @@
 
 #include "block/block.h"
 #include "nbd-server.h"
-#include "block/qemu-opts.h"
 #include "server/trace.h"
 
 #include <errno.h>
@@ -202,33 +201,6 @@ static bool set_type(TlsObject *o, const char *name, GError **errp)
                 "--object: type '%s' is not supported (only tls-creds-x509, "
                 "tls-creds-psk and authz-simple)", name);
     return false;
-}
-
-/* The properties of "TYPE,key=value,..." (a bare key means key=on). */
-static TlsObject *parse_object(const char *spec, GError **errp)
-{
-    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
-    g_autoptr(TlsObject) o = object_new();
-    const char *first = g_ptr_array_index(items, 0);
-
-    for (guint i = strchr(first, '=') ? 0 : 1; i < items->len; i++) {
-        const char *item = g_ptr_array_index(items, i);
-        const char *eq = strchr(item, '=');
-        g_hash_table_insert(o->props,
-                            eq ? g_strndup(item, eq - item) : g_strdup(item),
-                            g_strdup(eq ? eq + 1 : "on"));
-    }
-    if (!strchr(first, '='))
-        g_hash_table_insert(o->props, g_strdup("qom-type"), g_strdup(first));
-    if (!prop(o, "qom-type") || !*prop(o, "qom-type")) {
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--object '%s': the object type is missing", spec);
-        return NULL;
-    }
-    if (!set_type(o, prop(o, "qom-type"), errp))
-        return NULL;
-    g_hash_table_remove(o->props, "qom-type");
-    return g_steal_pointer(&o);
 }
 
 /* Every property is known and well-formed; endpoint and verify-peer are
@@ -549,23 +521,6 @@ static void insert(TlsObject *o)
     g_mutex_unlock(&tls_lock);
 }
 
-static bool add_object(const char *spec, GError **errp)
-{
-    g_autoptr(TlsObject) o = parse_object(spec, errp);
-    g_autoptr(TlsObject) same = NULL;
-
-    if (!o || !complete_object(o, errp))
-        return false;
-    same = lookup(prop(o, "id"));
-    if (same) {
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--object: id '%s' is used twice", prop(o, "id"));
-        return false;
-    }
-    insert(g_steal_pointer(&o));
-    return true;
-}
-
 TlsObject *tls_object_new(const char *type, const char *id,
                           GHashTable *props, GError **errp)
 {
@@ -640,18 +595,12 @@ static bool select_objects(const char *creds_id, const char *authz,
     return true;
 }
 
-bool tls_setup(char **specs, const char *creds_id, const char *authz_id)
+bool tls_setup(const char *creds_id, const char *authz_id)
 {
     g_autoptr(GError) err = NULL;
 
     table_init();
-    for (char **s = specs; s && *s; s++) {
-        if (!add_object(*s, &err))
-            break;
-    }
-    if (!err)
-        select_objects(creds_id, authz_id, &err);
-    if (err) {
+    if (!select_objects(creds_id, authz_id, &err)) {
         fprintf(stderr, "snapnbd: %s\n", err->message);
         return false;
     }
