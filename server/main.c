@@ -150,12 +150,16 @@ static bool write_pid_file(const char *path)
     return true;
 }
 
-/* --object, JSON or options (QEMU's keyval), in order: as object-add. */
+/* --object, JSON or options (QEMU's keyval), in order: as object-add.
+ * Messages as qemu-nbd's when an image is served, else as
+ * qemu-storage-daemon's (naming the option). */
 static bool setup_objects(const CliOptions *o)
 {
+    bool name_option = !o->filename;
+
     for (char **s = o->objects; s && *s; s++) {
-        if (!(**s == '{' ? qmp_cli_object_add_json(*s)
-                         : qmp_cli_object_add_options(*s)))
+        if (!(**s == '{' ? qmp_cli_object_add_json(*s, name_option)
+                         : qmp_cli_object_add_options(*s, name_option)))
             return false;
     }
     bdrv_set_secret_lookup(secret_lookup);

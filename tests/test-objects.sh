@@ -71,3 +71,18 @@ for t in $types; do
     refused "type '$t' is not supported" --object "$t,id=o1" -f raw "$img"
 done
 refused "Parameter 'qom-type' does not accept value 'bogus'" --object bogus,id=o1 -f raw "$img"
+
+# Option syntax is QEMU's keyval typed by the schema, and the message is
+# qemu-nbd's word for word (without the option's name, which
+# qemu-storage-daemon adds).
+for spec in secret,id=s0,data=x,bogus=1 iothread,id=t0,poll-max-ns=-1 \
+    secret,id=s0,data=x,loaded=on secret,data=x,id.0=s0 \
+    authz-list,id=a0,rules.0.policy=allow tls-creds-x509,id=t0,endpoint=server; do
+    refused '' --object "$spec" -f raw "$img"
+    if command -v qemu-nbd >/dev/null; then
+        timeout 10 qemu-nbd -k "$sock" --object "$spec" -f raw "$img" \
+            </dev/null >/dev/null 2>"$tmp/qemu-err" && fail "qemu-nbd --object $spec started"
+        [ "$(sed 's/^snapnbd: //' "$tmp/err")" = "$(sed 's/^qemu-nbd: //' "$tmp/qemu-err")" ] ||
+            fail "--object $spec: $(cat "$tmp/err") / $(cat "$tmp/qemu-err")"
+    fi
+done

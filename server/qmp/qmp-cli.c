@@ -59,9 +59,14 @@ bool qmp_cli_given(void)
     return qmp_specs || monitors || blockdevs || nbd_servers || exports;
 }
 
+/* qemu-storage-daemon names the option in its messages, qemu-nbd does not
+ * (@option NULL). */
 static bool fail(const char *option, const char *spec, const GError *err)
 {
-    fprintf(stderr, "snapnbd: %s %s: %s\n", option, spec, err->message);
+    if (option)
+        fprintf(stderr, "snapnbd: %s %s: %s\n", option, spec, err->message);
+    else
+        fprintf(stderr, "snapnbd: %s\n", err->message);
     return false;
 }
 
@@ -184,8 +189,9 @@ static bool add_blockdev(const char *spec)
                json_object_ref(json_node_get_object(json)));
 }
 
-bool qmp_cli_object_add_json(const char *spec)
+bool qmp_cli_object_add_json(const char *spec, bool name_option)
 {
+    const char *option = name_option ? "--object" : NULL;
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonNode) json = NULL;
 
@@ -194,13 +200,14 @@ bool qmp_cli_object_add_json(const char *spec)
     if (json && !JSON_NODE_HOLDS_OBJECT(json))
         qmp_error(&err, "QMP input must be a JSON object");
     if (err)
-        return fail("--object", spec, err);
-    return run("object-add", NULL, "--object", spec,
+        return fail(option, spec, err);
+    return run("object-add", NULL, option, spec,
                json_object_ref(json_node_get_object(json)));
 }
 
-bool qmp_cli_object_add_options(const char *spec)
+bool qmp_cli_object_add_options(const char *spec, bool name_option)
 {
+    const char *option = name_option ? "--object" : NULL;
     g_autoptr(GError) err = NULL;
     JsonObject *args;
     JsonNode *type;
@@ -208,7 +215,7 @@ bool qmp_cli_object_add_options(const char *spec)
     qmp_register_all();
     args = qmp_keyval_parse(spec, "qom-type", &err);
     if (!args)
-        return fail("--object", spec, err);
+        return fail(option, spec, err);
     /* a type QEMU has and snapnbd does not make: said once the members
      * common to all types are checked (QEMU would check the type's own) */
     type = json_object_get_member(args, "qom-type");
@@ -225,9 +232,9 @@ bool qmp_cli_object_add_options(const char *spec)
         else
             object_type_refused(json_node_get_string(type), &err);
         json_object_unref(args);
-        return fail("--object", spec, err);
+        return fail(option, spec, err);
     }
-    return run("object-add", "ObjectOptions", "--object", spec, args);
+    return run("object-add", "ObjectOptions", option, spec, args);
 }
 
 bool qmp_cli_start(void)
