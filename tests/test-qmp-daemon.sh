@@ -118,6 +118,13 @@ opt_errors=(
     "--object throttle-group,id=g0,x-iops-size=4096|iops size requires an iops value to be set"
     "--object throttle-group,id=g0,x-iops-total=10,x-iops-read=5|bps/iops/max total values and read/write values cannot be used at the same time"
     "--object throttle-group,id=g0,x-bps-total-max=5,x-bps-total=2000000000000000|bps/iops/max values must be within [0, 1000000000000000]"
+    # throttle-group: properties set in QEMU's (QDict) order, each checked
+    # as its setter does
+    "--object throttle-group,id=g0,limits.bps-read-max=-1,x-iops-size=-1|Property values cannot be negative"
+    "--object throttle-group,id=g0,limits.iops-size=-1|iops size requires an iops value to be set"
+    "--object throttle-group,id=g0,x-bps-read-max-length=4294967296|x-bps-read-max-length value must be in therange [0, 4294967295]"
+    "--object throttle-group,id=g0,limits.bps-read-max-length=4294967296|bps-read-max-length value must be in the range [0, 4294967295]"
+    "--object throttle-group,id=g0,x-iops-total=5,x-iops-total-max=5,x-iops-total-max-length=0|the burst length cannot be 0"
     "--object authz-list,id=a0,rules.0.policy=allow|Parameter 'rules.0.match' is missing"
     "--object memory-backend-ram|Parameter 'id' is missing"
     "--object id=o0|Parameter 'qom-type' is missing"
