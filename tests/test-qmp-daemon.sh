@@ -128,6 +128,13 @@ opt_errors=(
     "--object authz-list,id=a0,rules.0.policy=allow|Parameter 'rules.0.match' is missing"
     "--object memory-backend-ram|Parameter 'id' is missing"
     "--object id=o0|Parameter 'qom-type' is missing"
+    # --chardev: QemuOpts, checked when given as qemu-storage-daemon does
+    "--chardev socket,id=c0,bogus=1|Invalid parameter 'bogus'"
+    "--chardev socket,path=$tmp/x.sock|chardev: no id specified"
+    "--chardev bogus,id=c0|'bogus' is not a valid char driver name"
+    "--chardev socket,id=1c|Parameter 'id' expects an identifier"
+    "--chardev id=c0|chardev: \"c0\" missing backend"
+    "--chardev socket,id=c0,server=maybe|Parameter 'server' expects 'on' or 'off'"
     # --monitor: keyval with "chardev" implied, typed as MonitorOptions
     "--monitor nope,pretty=maybe|Parameter 'pretty' expects 'on' or 'off'"
     "--monitor id=m0|Parameter 'chardev' is missing"

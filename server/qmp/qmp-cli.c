@@ -9,6 +9,7 @@
  */
 #include "qmp-cli.h"
 
+#include "block/block.h"
 #include "block/qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
@@ -100,9 +101,75 @@ out:
     return found;
 }
 
+/* --chardev SPEC as qemu-storage-daemon checks it when it is given
+ * (QemuOpts, then qemu_chr_new_from_opts), before any --monitor uses it:
+ * the id, the known parameters, booleans, the backend's name. */
+static bool check_chardev(const char *spec, GError **errp)
+{
+    static const char *const keys[] = {
+        "backend", "path", "host", "port", "fd", "localaddr", "localport",
+        "to", "ipv4", "ipv6", "wait", "server", "delay", "nodelay",
+        "reconnect", "telnet", "tn3270", "tls-creds", "tls-authz",
+        "websocket", "width", "height", "cols", "rows", "mux", "signal",
+        "name", "debug", "size", "chardev", "append", "logfile",
+        "logappend", "mouse", "clipboard", "tight", "abstract", "id", NULL,
+    };
+    static const char *const bools[] = {
+        "ipv4", "ipv6", "wait", "server", "delay", "nodelay", "telnet",
+        "tn3270", "websocket", "mux", "signal", "append", "logappend",
+        "mouse", "clipboard", "tight", "abstract", NULL,
+    };
+    static const char *const bool_words[] = {
+        "on", "yes", "true", "y", "off", "no", "false", "n", NULL,
+    };
+    /* QEMU 7.2's character devices (and aliases), in a Debian build */
+    static const char *const backends[] = {
+        "null", "socket", "udp", "msmouse", "wctablet", "memory", "ringbuf",
+        "file", "pipe", "pty", "stdio", "serial", "tty", "parallel",
+        "parport", "braille", "spicevmc", "spiceport", "qemu-vdagent",
+        "dbus", "testdev", "vc", NULL,
+    };
+    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
+    g_autoptr(GHashTable) opts = qemu_opts_parse(spec, "backend");
+    const char *id = g_hash_table_lookup(opts, "id");
+    const char *backend = g_hash_table_lookup(opts, "backend");
+
+    if (id && !bdrv_id_wellformed(id))
+        return qmp_error(errp, "Parameter 'id' expects an identifier"), false;
+    for (guint i = 0; i < items->len; i++) {
+        const char *item = g_ptr_array_index(items, i);
+        g_autofree char *key = g_strndup(item, strcspn(item, "="));
+        const char *value = item[strlen(key)] ? item + strlen(key) + 1 : "on";
+
+        if (!*item || (i == 0 && !strchr(item, '=')))
+            continue;
+        if (!strchr(item, '=') && g_str_has_prefix(key, "no") &&
+            g_strv_contains(bools, key + 2))
+            continue; /* "nowait": QEMU's deprecated short form of off */
+        if (!g_strv_contains(keys, key))
+            return qmp_error(errp, "Invalid parameter '%s'", key), false;
+        if (g_strv_contains(bools, key) && !g_strv_contains(bool_words, value))
+            return qmp_error(errp, "Parameter '%s' expects 'on' or 'off'",
+                             key), false;
+    }
+    if (!id)
+        return qmp_error(errp, "chardev: no id specified"), false;
+    if (!backend)
+        return qmp_error(errp, "chardev: \"%s\" missing backend", id), false;
+    if (!g_strv_contains(backends, backend))
+        return qmp_error(errp, "'%s' is not a valid char driver name",
+                         backend), false;
+    return true;
+}
+
 static bool add_listeners(void)
 {
     g_autoptr(GError) err = NULL;
+
+    for (char **c = chardevs; c && *c; c++) {
+        if (!check_chardev(*c, &err))
+            return fail("--chardev", *c, err);
+    }
 
     for (char **q = qmp_specs; q && *q; q++) {
         if (!qmp_add_listener(*q, &err))
