@@ -3,7 +3,8 @@
 keys, list indexes, escaped commas, implied keys, bad values), each given
 to snapnbd and to qemu-storage-daemon; both must fail or both get as far
 as a sentinel export that fails on purpose, with the same message.
-Usage: cli_option_fuzz.py SNAPNBD DIR SEED CASES
+Usage: cli_option_fuzz.py SNAPNBD DIR SEED CASES (SNAPNBD_CLIFUZZ_MODES: a
+comma-separated subset of server,export,blockdev,object)
 Prints the seed; a failing case prints both command lines."""
 import os
 import random

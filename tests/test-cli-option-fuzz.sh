@@ -5,6 +5,8 @@
 # the same message, apart from the differences docs/snapnbd.pod
 # documents.  Seeded (printed);
 #   SNAPNBD_CLIFUZZ_SEED=N    replay a seed
+#   SNAPNBD_CLIFUZZ_MODES=L   which options (default
+#                             server,export,blockdev,object)
 #   SNAPNBD_CLIFUZZ_CASES=N   cases (default 200, 5 to 15 s); the long
 #                             mode is ./run cli-fuzz N
 source "${srcdir:-$(dirname "$0")}/functions.sh"

@@ -2,10 +2,14 @@
  * qmp-cli.c - --qmp, --chardev, --monitor, --blockdev, --nbd-server and
  * --export.
  *
- * The last three are QMP commands written as QEMU option strings
- * ("type=nbd,id=e0,node-name=disk,writable=on") or, for --blockdev, also as
- * JSON; they are run through the same handlers as over the socket, so they
- * check and fail exactly alike.
+ * The last three, and --object, are QMP commands written as QEMU option
+ * strings ("type=nbd,id=e0,node-name=disk,writable=on") or, for --blockdev
+ * and --object, also as JSON.  Option strings are read as
+ * qemu-storage-daemon reads them: QEMU's keyval (qmp-keyval.c, with its
+ * implied key), typed by the schema in QEMU's visitor order; then they run
+ * through the same handlers as over the socket, so they check and fail
+ * exactly alike.  --monitor is keyval too (MonitorOptions); --chardev is
+ * QemuOpts, as in QEMU.
  */
 #include "qmp-cli.h"
 
