@@ -101,6 +101,11 @@ opt_errors=(
     "--blockdev driver=file,node-name=f1,filename=$img,pr-manager=pm0|No persistent reservation manager with id 'pm0'"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$img,file.read-only=on|Block node is read-only"
     "--blockdev driver=file,node-name=f1,filename=|The 'file' block driver requires a file name"
+    # QEMU's order: the root's node-name given, its file, its node-name,
+    # its other children, its backing
+    "--blockdev driver=raw,file.driver=file,file.filename=$img,file.node-name=|'node-name' must be specified for the root node"
+    "--blockdev driver=qcow2,node-name=1n,file=f0,backing=nope|Invalid node-name: '1n'"
+    "--blockdev driver=qcow2,node-name=q1,file=nope,file.x=1|Parameters 'file.*' used inconsistently"
     # (qemu-storage-daemon 7.2 aborts after saying it)
     "--blockdev driver=null-co,node-name=n1,size=-1|Parameter 'size' expects a non-negative number below 2^64"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,encrypt.format=aes|No encryption in image header, but options specified format 'aes'"

@@ -22,31 +22,42 @@ static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
 
 static const char *leaf_of(const char *key);
 
-/* A reference to an existing node (a BlockdevRef given as a string) must
- * name one; checked before anything is opened, in QEMU's order: a node's
- * backing is opened after its other children, and its error says so.
- * "backing": "" means null, with QEMU 7.2's deprecation warning. */
-static bool check_refs(GHashTable *flat, GPtrArray *refs, GError **errp)
-{
-    for (int backing = 0; backing <= 1; backing++) {
-        for (guint i = 0; i < refs->len; i++) {
-            const char *key = refs->pdata[i];
-            const char *ref = g_hash_table_lookup(flat, key);
+/* The references checked together, in QEMU's order of opening: a node's
+ * "file" before its node name is taken, its other children after, its
+ * backing last. */
+typedef enum { REFS_FILE, REFS_OTHER, REFS_BACKING } RefPhase;
 
-            if ((strcmp(leaf_of(key), "backing") == 0) != backing)
-                continue;
-            if (backing && !*ref) {
-                fprintf(stderr, "snapnbd: warning: Use of \"backing\": \"\" "
-                        "is deprecated; use \"backing\": null instead\n");
-                continue;
-            }
-            if (!bdrv_find_node(ref)) {
-                qmp_error(errp, "%sCannot find device='%s' nor "
-                          "node-name='%s'",
-                          backing ? "Could not open backing file: " : "",
-                          ref, ref);
-                return false;
-            }
+static RefPhase ref_phase(const char *key)
+{
+    if (strcmp(leaf_of(key), "backing") == 0)
+        return REFS_BACKING;
+    return strcmp(leaf_of(key), "file") == 0 ? REFS_FILE : REFS_OTHER;
+}
+
+/* A reference to an existing node (a BlockdevRef given as a string) must
+ * name one; checked before anything is opened.  A backing's error says it
+ * is the backing file, and "backing": "" means null, with QEMU 7.2's
+ * deprecation warning. */
+static bool check_refs(GHashTable *flat, GPtrArray *refs, RefPhase phase,
+                       GError **errp)
+{
+    for (guint i = 0; i < refs->len; i++) {
+        const char *key = refs->pdata[i];
+        const char *ref = g_hash_table_lookup(flat, key);
+        bool backing = phase == REFS_BACKING;
+
+        if (ref_phase(key) != phase)
+            continue;
+        if (backing && !*ref) {
+            fprintf(stderr, "snapnbd: warning: Use of \"backing\": \"\" is "
+                    "deprecated; use \"backing\": null instead\n");
+            continue;
+        }
+        if (!bdrv_find_node(ref)) {
+            qmp_error(errp, "%sCannot find device='%s' nor node-name='%s'",
+                      backing ? "Could not open backing file: " : "", ref,
+                      ref);
+            return false;
         }
     }
     return true;
@@ -141,7 +152,10 @@ static GHashTable *node_options(const QmpBlockdevOptions *o, GError **errp)
     QmpFlat out = { flat, refs };
 
     qmp_encode_flat_blockdev_options(o, "", &out);
-    if (!check_refs(flat, refs, errp) || !check_node_names(flat, errp) ||
+    if (!check_refs(flat, refs, REFS_FILE, errp) ||
+        !check_node_names(flat, errp) ||
+        !check_refs(flat, refs, REFS_OTHER, errp) ||
+        !check_refs(flat, refs, REFS_BACKING, errp) ||
         !adapt_for_bdrv_open(flat, errp)) {
         g_hash_table_unref(flat);
         return NULL;
@@ -169,8 +183,14 @@ bool qmp_block_add_flat(GHashTable *flat, GError **errp)
 static JsonNode *cmd_blockdev_add(const QmpBlockdevOptions *o,
                                   GError **errp)
 {
-    g_autoptr(GHashTable) flat = node_options(o, errp);
+    g_autoptr(GHashTable) flat = NULL;
 
+    /* QEMU asks for it before it opens anything */
+    if (!o->has_node_name) {
+        qmp_error(errp, "'node-name' must be specified for the root node");
+        return NULL;
+    }
+    flat = node_options(o, errp);
     if (flat)
         qmp_block_add_flat(flat, errp);
     return NULL;
