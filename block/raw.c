@@ -137,6 +137,12 @@ static int raw_open(BlockNode *bs, GHashTable *options, GError **errp)
                     G_GINT64_FORMAT ")", s->offset, s->size, child_len);
         return -EINVAL;
     }
+    /* QEMU: else rounding up would leak bytes past the window */
+    if (has_size && s->size % 512) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Specified size is not multiple of 512");
+        return -EINVAL;
+    }
     return 0;
 }
 

@@ -187,8 +187,19 @@ static GBytes *make_secret(GHashTable *props, GError **errp)
         len = strlen(data);
     }
     if (format && !strcmp(format, "base64")) {
+        static const char valid[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "abcdefghijklmnopqrstuvwxyz0123456789+/=\n";
         g_autofree guchar *raw = NULL;
 
+        /* QEMU's checks and words (qbase64_decode) */
+        if (memchr(contents, '\0', len)) {
+            fail(errp, "Base64 data contains embedded NUL characters");
+            return NULL;
+        }
+        if (strspn(contents, valid) != len) {
+            fail(errp, "Base64 data contains invalid characters");
+            return NULL;
+        }
         g_strstrip(contents);
         raw = g_base64_decode(contents, &len);
         g_free(contents);
