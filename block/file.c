@@ -481,6 +481,7 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     FileState *s = bs->opaque;
     g_autofree char *aio = opt_take(options, "aio");
     g_autofree char *locking = opt_take(options, "locking");
+    g_autofree char *pr_manager = opt_take(options, "pr-manager");
     int flags = (bs->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
     struct stat st;
 
@@ -489,6 +490,21 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (!s->filename) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Parameter 'filename' is required for the file driver");
+        return -EINVAL;
+    }
+    if (!*s->filename) { /* QEMU's bdrv_open_common */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "The 'file' block driver requires a file name");
+        g_clear_pointer(&s->filename, g_free);
+        return -EINVAL;
+    }
+    /* snapnbd makes no pr-manager-helper objects: QEMU's lookup, which
+     * comes before the file is opened, always fails */
+    if (pr_manager) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "No persistent reservation manager with id '%s'",
+                    pr_manager);
+        g_clear_pointer(&s->filename, g_free);
         return -EINVAL;
     }
     if (bs->cache_direct)

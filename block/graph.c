@@ -146,7 +146,19 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
         n <<= shift;
         end++;
     }
-    if (errno || end == v || *end || n > BDRV_MAX_LENGTH) {
+    /* QEMU's words (parse_option_size) where it refuses too */
+    if (end == v || *end || v[strspn(v, " \t")] == '-') {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' expects a non-negative number below 2^64",
+                    key);
+        return false;
+    }
+    if (errno == ERANGE) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Value '%s' is out of range for parameter '%s'", v, key);
+        return false;
+    }
+    if (errno || n > BDRV_MAX_LENGTH) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Parameter '%s' expects a size in bytes, not '%s'",
                     key, v);
@@ -455,12 +467,14 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
             return NULL;
     }
     /* A backing file is only read (copy-on-write happens in the overlay),
-     * so it may stay read-only under a writable overlay, as in QEMU. */
+     * so it may stay read-only under a writable overlay, as in QEMU.  QEMU
+     * refuses other read-only children when the parent takes the write
+     * permission: at once for a format such as qcow2, only once something
+     * writes for raw (snapnbd refuses raw at once too); its words. */
     if (!parent->read_only && child->read_only &&
         strcmp(name, "backing") != 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_READ_ONLY,
-                    "Child '%s' (%s) is read-only but node is writable",
-                    name, child->node_name);
+                    "Block node is read-only");
         bdrv_unref(child);
         return NULL;
     }

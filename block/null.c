@@ -7,6 +7,7 @@
  */
 #include "block-int.h"
 
+#include <errno.h>
 #include <string.h>
 
 typedef struct NullState {
@@ -23,6 +24,31 @@ static void null_delay(BlockNode *bs)
         g_usleep(s->latency_ns / 1000);
 }
 
+/* A number, up to INT64_MAX: QEMU's checks and words (block/null.c). */
+static bool take_latency(GHashTable *options, uint64_t *out, GError **errp)
+{
+    g_autofree char *v = opt_take(options, "latency-ns");
+    char *end;
+    guint64 n;
+
+    if (!v)
+        return true;
+    errno = 0;
+    n = g_ascii_strtoull(v, &end, 0);
+    if (errno || end == v || *end) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'latency-ns' expects a number");
+        return false;
+    }
+    if (n > G_MAXINT64) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "latency-ns is invalid");
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
 static int null_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     NullState *s = bs->opaque;
@@ -30,7 +56,7 @@ static int null_open(BlockNode *bs, GHashTable *options, GError **errp)
 
     s->size = (uint64_t)1 << 30;
     if (!opt_take_size(options, "size", &s->size, errp) ||
-        !opt_take_size(options, "latency-ns", &s->latency_ns, errp))
+        !take_latency(options, &s->latency_ns, errp))
         return -1;
     s->read_zeroes = opt_take_bool(options, "read-zeroes", true, &err);
     if (err) {

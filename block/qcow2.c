@@ -790,17 +790,25 @@ static bool open_crypto(BlockNode *bs, const Qcow2Header *h,
 {
     Qcow2State *s = bs->opaque;
 
+    /* QEMU's words (qcow2_update_options_prepare) for a format that is
+     * not the header's */
+    if (h->crypt_method == 0 && format) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "No encryption in image header, but options specified "
+                    "format '%s'", format);
+        return false;
+    }
     if (h->crypt_method == 0) {
-        if (format || secret)
+        if (secret)
             qcow2_bad_image(errp, bs->filename,
                             "the image is not encrypted, but "
-                            "encrypt.%s was given",
-                            format ? "format" : "key-secret");
-        return !format && !secret;
+                            "encrypt.key-secret was given");
+        return !secret;
     }
     if (format && strcmp(format, "luks") != 0) {
-        qcow2_bad_image(errp, bs->filename,
-                        "the image is LUKS-encrypted, not '%s'", format);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Header reported 'luks' encryption format but options "
+                    "specify '%s'", format);
         return false;
     }
     if (!s->crypto_header_length) {

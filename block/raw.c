@@ -120,19 +120,27 @@ static int raw_open(BlockNode *bs, GHashTable *options, GError **errp)
         return -EINVAL;
     child_len = bdrv_getlength(s->file);
     if (s->offset > (uint64_t)child_len) {
+        /* QEMU's words (block/raw-format.c) */
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "The offset %" G_GUINT64_FORMAT " is beyond the end of "
-                    "'%s' (%" G_GINT64_FORMAT " bytes)",
-                    s->offset, bdrv_filename(s->file), child_len);
+                    "Offset (%" G_GUINT64_FORMAT ") cannot be greater than "
+                    "size of the containing file (%" G_GINT64_FORMAT ")",
+                    s->offset, child_len);
         return -EINVAL;
     }
     if (!has_size) {
         s->size = child_len - s->offset;
     } else if (s->size > child_len - s->offset) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "The sum of offset (%" G_GUINT64_FORMAT ") and size (%"
-                    G_GUINT64_FORMAT ") is larger than the size of '%s'",
-                    s->offset, s->size, bdrv_filename(s->file));
+                    "The sum of offset (%" G_GUINT64_FORMAT ") and size "
+                    "(%" G_GUINT64_FORMAT ") has to be smaller or equal to "
+                    "the  actual size of the containing file (%"
+                    G_GINT64_FORMAT ")", s->offset, s->size, child_len);
+        return -EINVAL;
+    }
+    /* QEMU: else rounding up would leak bytes past the window */
+    if (has_size && s->size % 512) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "Specified size is not multiple of 512");
         return -EINVAL;
     }
     return 0;

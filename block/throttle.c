@@ -35,6 +35,7 @@
 #include "block-int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 enum {
@@ -111,23 +112,47 @@ static void group_unref(ThrottleGroup *tg)
     g_free(tg);
 }
 
-/* A number in [0, THROTTLE_VALUE_MAX] (QEMU's range). */
+/* What a throttle property is, for QEMU's checks of its value. */
+typedef enum {
+    VALUE_RATE,   /* avg, max: limits_valid checks the range */
+    VALUE_LENGTH, /* a burst length: at most UINT_MAX */
+    VALUE_SIZE,   /* iops-size: any */
+} ValueKind;
+
+/* @key's value, if given, as QEMU's setters take it: a negative legacy
+ * x- value is refused, a negative member of "limits" wraps (to a rate or
+ * burst length that limits_valid refuses, an iops-size that only needs an
+ * iops). */
 static bool take_value(GHashTable *props, const char *key, uint64_t *out,
-                       bool *given, GError **errp)
+                       ValueKind kind, bool *given, GError **errp)
 {
     g_autofree char *v = opt_take(props, key);
+    bool legacy = g_str_has_prefix(key, "x-");
     char *end;
     guint64 n;
 
     if (!v)
         return true;
     errno = 0;
-    n = g_ascii_strtoull(v, &end, 10);
-    if (errno || end == v || *end || v[0] == '-' ||
-        n > THROTTLE_VALUE_MAX) {
+    if (v[0] == '-' && legacy) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "%s: bps/iops/max values must be within [0, %lld]", key,
+                    "Property values cannot be negative");
+        return false;
+    }
+    n = v[0] == '-' ? (guint64)g_ascii_strtoll(v, &end, 10)
+                    : g_ascii_strtoull(v, &end, 10);
+    if (errno || end == v || *end) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "bps/iops/max values must be within [0, %lld]",
                     THROTTLE_VALUE_MAX);
+        return false;
+    }
+    if (kind == VALUE_LENGTH && v[0] != '-' && n > UINT_MAX) {
+        /* QEMU's words, the legacy setter's without a space */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "%s value must be in the%srange [0, %u]",
+                    legacy ? key : key + strlen("limits."),
+                    legacy ? "" : " ", UINT_MAX);
         return false;
     }
     *out = n;
@@ -147,30 +172,29 @@ static bool take_limits(GHashTable *props, const char *prefix,
         g_autofree char *max = g_strconcat(avg, "-max", NULL);
         g_autofree char *len = g_strconcat(max, "-length", NULL);
         uint64_t v;
-        bool len_given = false;
+        bool avg_given = false, max_given = false, len_given = false;
 
-        v = b->avg;
-        if (!take_value(props, avg, &v, given, errp))
+        /* each assigned only if given: a rate past 2^64 (a negative one,
+         * wrapped) would not survive a trip through uint64_t */
+        if (!take_value(props, avg, &v, VALUE_RATE, &avg_given, errp))
             return false;
-        b->avg = v;
-        v = b->max;
-        if (!take_value(props, max, &v, given, errp))
+        if (avg_given)
+            b->avg = v;
+        if (!take_value(props, max, &v, VALUE_RATE, &max_given, errp))
             return false;
-        b->max = v;
+        if (max_given)
+            b->max = v;
+        *given |= avg_given || max_given;
         v = b->burst_length;
-        if (!take_value(props, len, &v, &len_given, errp))
+        if (!take_value(props, len, &v, VALUE_LENGTH, &len_given, errp))
             return false;
-        if (len_given && v == 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                        "the burst length cannot be 0");
-            return false;
-        }
         *given |= len_given;
         b->burst_length = v;
     }
     {
         g_autofree char *size = g_strconcat(prefix, "iops-size", NULL);
-        return take_value(props, size, &tg->iops_size, given, errp);
+        return take_value(props, size, &tg->iops_size, VALUE_SIZE,
+                          given, errp);
     }
 }
 
@@ -187,28 +211,36 @@ static bool limits_valid(ThrottleGroup *tg, GError **errp)
     bool iops_max_both = b[B_IOPS_TOTAL].max &&
                          (b[B_IOPS_READ].max || b[B_IOPS_WRITE].max);
 
-    if (bps_both || iops_both) {
+    if (bps_both || iops_both || bps_max_both || iops_max_both) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "bps/iops/max total values and read/write values cannot "
                     "be used at the same time");
         return false;
     }
-    if (bps_max_both || iops_max_both) {
+    if (tg->iops_size && !b[B_IOPS_TOTAL].avg && !b[B_IOPS_READ].avg &&
+        !b[B_IOPS_WRITE].avg) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
-                    "bps_max/iops_max total values and read/write values "
-                    "cannot be used at the same time");
+                    "iops size requires an iops value to be set");
         return false;
     }
     for (int i = 0; i < B__MAX; i++) {
         const char *msg = NULL;
-        if (b[i].max && !b[i].avg)
-            msg = "bps_max/iops_max require corresponding bps/iops values";
-        else if (b[i].max && b[i].max < b[i].avg)
-            msg = "bps_max/iops_max cannot be lower than bps/iops";
+        if (b[i].avg > THROTTLE_VALUE_MAX || b[i].max > THROTTLE_VALUE_MAX) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                        "bps/iops/max values must be within [0, %lld]",
+                        THROTTLE_VALUE_MAX);
+            return false;
+        }
+        if (!b[i].burst_length)
+            msg = "the burst length cannot be 0";
         else if (b[i].burst_length > 1 && !b[i].max)
             msg = "burst length set without burst rate";
         else if (b[i].max && b[i].burst_length > THROTTLE_VALUE_MAX / b[i].max)
             msg = "burst length too high for this burst rate";
+        else if (b[i].max && !b[i].avg)
+            msg = "bps_max/iops_max require corresponding bps/iops values";
+        else if (b[i].max && b[i].max < b[i].avg)
+            msg = "bps_max/iops_max cannot be lower than bps/iops";
         if (msg) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                         "%s", msg);
@@ -218,12 +250,75 @@ static bool limits_valid(ThrottleGroup *tg, GError **errp)
     return true;
 }
 
+/* The bucket of @key in a QDict (QEMU's tdb_hash % 512): QEMU sets an
+ * object's properties in that order. */
+static unsigned qdict_bucket(const char *key)
+{
+    unsigned value = 0x238F13AF * (unsigned)strlen(key);
+
+    for (unsigned i = 0; key[i]; i++)
+        value += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
+    return (1103515243 * value + 12345) % 512;
+}
+
+static gint by_qdict_bucket(gconstpointer a, gconstpointer b)
+{
+    unsigned x = qdict_bucket(*(const char *const *)a);
+    unsigned y = qdict_bucket(*(const char *const *)b);
+
+    return x < y ? -1 : x > y;
+}
+
+/* The group's properties as QEMU's setters take them, in QEMU's order:
+ * "limits" (all its members at once, checked at once against what is set
+ * so far) and each legacy x- property (checked when the group is
+ * complete). */
+static bool set_properties(ThrottleGroup *tg, GHashTable *props,
+                           GError **errp)
+{
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer key;
+    bool limits = false, given = false;
+
+    g_hash_table_iter_init(&it, props);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (g_str_has_prefix(key, "x-"))
+            g_ptr_array_add(names, g_strdup(key));
+        limits |= g_str_has_prefix(key, "limits.");
+    }
+    if (limits)
+        g_ptr_array_add(names, g_strdup("limits"));
+    g_ptr_array_sort(names, by_qdict_bucket);
+    for (guint i = 0; i < names->len; i++) {
+        const char *name = g_ptr_array_index(names, i);
+        g_autoptr(GHashTable) one = NULL;
+        gpointer value;
+
+        if (strcmp(name, "limits") == 0) {
+            if (!take_limits(props, "limits.", tg, &given, errp) ||
+                !limits_valid(tg, errp))
+                return false;
+            continue;
+        }
+        one = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        if (!g_hash_table_steal_extended(props, name, &key, &value))
+            continue;
+        g_hash_table_insert(one, key, value);
+        if (!take_limits(one, "x-", tg, &given, errp))
+            return false;
+        if (g_hash_table_size(one)) /* not a throttle property after all */
+            g_hash_table_insert(props, g_strdup(name),
+                                g_strdup(g_hash_table_lookup(one, name)));
+    }
+    return true;
+}
+
 bool throttle_group_create(const char *id, GHashTable *props, GError **errp)
 {
     ThrottleGroup *tg;
     GHashTableIter it;
     gpointer key;
-    bool given = false;
 
     if (!id || !bdrv_id_wellformed(id)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
@@ -231,9 +326,7 @@ bool throttle_group_create(const char *id, GHashTable *props, GError **errp)
         return false;
     }
     tg = group_new(id);
-    if (!take_limits(props, "limits.", tg, &given, errp) ||
-        !take_limits(props, "x-", tg, &given, errp) ||
-        !limits_valid(tg, errp))
+    if (!set_properties(tg, props, errp) || !limits_valid(tg, errp))
         goto fail;
     g_hash_table_iter_init(&it, props);
     if (g_hash_table_iter_next(&it, &key, NULL)) {

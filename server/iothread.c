@@ -3,7 +3,11 @@
  */
 #include "iothread.h"
 
+#include "server/qmp/qmp-keyval.h"
+
+#include <limits.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -48,10 +52,64 @@ static bool parse_prop(GHashTable *props, const char *key, int64_t *out,
         return true;
     if (!g_ascii_string_to_signed(v, 10, 0, G_MAXINT64, &n, NULL)) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "Parameter '%s' expects a non-negative integer", key);
+                    "%s value must be in range [0, %" G_GINT64_FORMAT "]",
+                    key, G_MAXINT64);
         return false;
     }
     *out = n;
+    return true;
+}
+
+/* The pool sizes are not used (no thread pool per iothread), but checked
+ * as QEMU's aio_context_set_thread_pool_params does: max defaults to 64. */
+static bool pool_sizes_valid(GHashTable *props, int64_t min, int64_t max,
+                             GError **errp)
+{
+    if (!g_hash_table_contains(props, "thread-pool-max"))
+        max = 64;
+    if (min > max || max <= 0 || min > INT_MAX || max > INT_MAX) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "bad thread-pool-min/thread-pool-max values");
+        return false;
+    }
+    return true;
+}
+
+static gint by_qdict_bucket(gconstpointer a, gconstpointer b)
+{
+    unsigned x = qmp_qdict_bucket(*(const char *const *)a);
+    unsigned y = qmp_qdict_bucket(*(const char *const *)b);
+
+    return x < y ? -1 : x > y;
+}
+
+/* The properties in the order QEMU sets them (its QDict's), so that of
+ * two bad values the same one is named. */
+static bool parse_props(IoThread *t, GHashTable *props, int64_t *pool_min,
+                        int64_t *pool_max, GError **errp)
+{
+    const struct { const char *name; int64_t *to; } fields[] = {
+        { "poll-max-ns", &t->info.poll_max_ns },
+        { "poll-grow", &t->info.poll_grow },
+        { "poll-shrink", &t->info.poll_shrink },
+        { "aio-max-batch", &t->info.aio_max_batch },
+        { "thread-pool-min", pool_min },
+        { "thread-pool-max", pool_max },
+    };
+    const char *order[G_N_ELEMENTS(fields)];
+
+    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+        *fields[i].to = 0;
+        order[i] = fields[i].name;
+    }
+    qsort(order, G_N_ELEMENTS(order), sizeof(order[0]), by_qdict_bucket);
+    for (size_t i = 0; i < G_N_ELEMENTS(order); i++) {
+        for (size_t f = 0; f < G_N_ELEMENTS(fields); f++) {
+            if (strcmp(fields[f].name, order[i]) == 0 &&
+                !parse_prop(props, order[i], fields[f].to, errp))
+                return false;
+        }
+    }
     return true;
 }
 
@@ -73,15 +131,14 @@ static void iothread_free(IoThread *t)
 bool iothread_start(const char *id, GHashTable *props, GError **errp)
 {
     IoThread *t = g_new0(IoThread, 1);
+    int64_t pool_min, pool_max;
 
     t->id = g_strdup(id);
     t->info.id = t->id;
     g_mutex_init(&t->lock);
     g_cond_init(&t->cond);
-    if (!parse_prop(props, "poll-max-ns", &t->info.poll_max_ns, errp) ||
-        !parse_prop(props, "poll-grow", &t->info.poll_grow, errp) ||
-        !parse_prop(props, "poll-shrink", &t->info.poll_shrink, errp) ||
-        !parse_prop(props, "aio-max-batch", &t->info.aio_max_batch, errp)) {
+    if (!parse_props(t, props, &pool_min, &pool_max, errp) ||
+        !pool_sizes_valid(props, pool_min, pool_max, errp)) {
         iothread_free(t);
         return false;
     }

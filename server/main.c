@@ -150,31 +150,21 @@ static bool write_pid_file(const char *path)
     return true;
 }
 
-/* --object: secrets here, TLS objects in tls.c. */
+/* --object, JSON or options (QEMU's keyval), in order: as object-add.
+ * Messages as qemu-nbd's when an image is served, else as
+ * qemu-storage-daemon's (naming the option). */
 static bool setup_objects(const CliOptions *o)
 {
-    g_autoptr(GError) err = NULL;
-    g_auto(GStrv) tls_specs = NULL;
-    g_autoptr(GStrvBuilder) opts_syntax = g_strv_builder_new();
-    g_auto(GStrv) specs = NULL;
+    bool name_option = !o->filename;
 
-    /* JSON objects are made as object-add makes them, after the others */
     for (char **s = o->objects; s && *s; s++) {
-        if (**s != '{')
-            g_strv_builder_add(opts_syntax, *s);
-    }
-    specs = g_strv_builder_end(opts_syntax);
-    if (!objects_setup(specs, &tls_specs, &err)) {
-        fprintf(stderr, "snapnbd: %s\n", err->message);
-        return false;
-    }
-    for (char **s = o->objects; s && *s; s++) {
-        if (**s == '{' && !qmp_cli_object_add_json(*s))
+        if (!(**s == '{' ? qmp_cli_object_add_json(*s, name_option)
+                         : qmp_cli_object_add_options(*s, name_option)))
             return false;
     }
     bdrv_set_secret_lookup(secret_lookup);
     bdrv_set_tls_creds_lookup(tls_client_creds);
-    return tls_setup(tls_specs, o->tls_creds, o->tls_authz);
+    return tls_setup(o->tls_creds, o->tls_authz);
 }
 
 static BlockNode *open_image(const CliOptions *o)

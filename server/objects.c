@@ -22,8 +22,6 @@
 
 #include "iothread.h"
 
-#include "block/qemu-opts.h"
-
 #include "block/block.h"
 #include "server/nbd/tls.h"
 
@@ -189,8 +187,19 @@ static GBytes *make_secret(GHashTable *props, GError **errp)
         len = strlen(data);
     }
     if (format && !strcmp(format, "base64")) {
+        static const char valid[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "abcdefghijklmnopqrstuvwxyz0123456789+/=\n";
         g_autofree guchar *raw = NULL;
 
+        /* QEMU's checks and words (qbase64_decode) */
+        if (memchr(contents, '\0', len)) {
+            fail(errp, "Base64 data contains embedded NUL characters");
+            return NULL;
+        }
+        if (strspn(contents, valid) != len) {
+            fail(errp, "Base64 data contains invalid characters");
+            return NULL;
+        }
         g_strstrip(contents);
         raw = g_base64_decode(contents, &len);
         g_free(contents);
@@ -293,53 +302,15 @@ bool object_delete(const char *id, GError **errp)
     return true;
 }
 
-/* --object TYPE,id=ID,...: the option syntax of the same objects. */
-static bool setup_one(const char *spec, GPtrArray *tls, GError **errp)
+bool object_type_refused(const char *type, GError **errp)
 {
-    g_autoptr(GHashTable) props = qemu_opts_parse(spec, "qom-type");
-    g_autofree char *type = g_strdup(g_hash_table_lookup(props, "qom-type"));
-    g_autofree char *id = g_strdup(g_hash_table_lookup(props, "id"));
-    g_autoptr(GError) err = NULL;
-
-    if (!type || !*type)
-        return fail(errp, "--object '%s': the object type is missing", spec);
-    if (g_strv_contains(tls_types, type) && strcmp(type, "authz-list")) {
-        /* tls.c parses the rest; the id is taken now */
-        if (id && !record(id, type, NULL, errp))
-            return false;
-        g_ptr_array_add(tls, g_strdup(spec));
-        return true;
-    }
-    if (!g_strv_contains(own_types, type))
-        return g_strv_contains(qemu_types, type) ||
-                       g_strv_contains(qemu_nbd_types, type)
-                   ? fail(errp, "--object: type '%s' is not supported (only "
-                                "secret, iothread, throttle-group, "
-                                "tls-creds-x509, tls-creds-psk and "
-                                "authz-simple)", type)
-                   : fail(errp, "Parameter 'qom-type' does not accept value "
-                                "'%s'", type);
-    if (!id)
-        return fail(errp, "Parameter 'id' is missing");
-    g_hash_table_remove(props, "qom-type");
-    g_hash_table_remove(props, "id");
-    if (!object_create(type, id, props, &err))
-        return fail(errp, "--object %s: %s", spec, err->message);
-    return true;
-}
-
-bool objects_setup(char **specs, char ***tls_specs, GError **errp)
-{
-    g_autoptr(GPtrArray) tls = g_ptr_array_new_with_free_func(g_free);
-
-    tables_init();
-    *tls_specs = NULL;
-    for (char **s = specs; s && *s; s++) {
-        if (!setup_one(*s, tls, errp))
-            return false;
-    }
-    g_ptr_array_add(tls, NULL);
-    *tls_specs = (char **)g_ptr_array_free(g_steal_pointer(&tls), FALSE);
+    if (object_type_supported(type) ||
+        (!g_strv_contains(qemu_types, type) &&
+         !g_strv_contains(qemu_nbd_types, type)))
+        return false;
+    fail(errp, "type '%s' is not supported (only secret, iothread, "
+               "throttle-group, tls-creds-x509, tls-creds-psk, authz-simple "
+               "and authz-list)", type);
     return true;
 }
 

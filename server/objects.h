@@ -13,12 +13,10 @@
 #include <glib.h>
 #include <stdbool.h>
 
-/* (Option syntax only: main.c makes JSON objects through object-add.)
- * Makes the secrets and throttle groups of @specs, records the ids of the
- * others and returns (in *@tls_specs, a NULL-ended array the caller frees
- * with g_strfreev) the specs that tls.c makes; false with @errp set on a
- * refused or malformed object. */
-bool objects_setup(char **specs, char ***tls_specs, GError **errp);
+/* Is @type one of QEMU's object types (qemu-storage-daemon's ObjectType
+ * or what `qemu-nbd --object help` lists) that snapnbd does not make?
+ * Then true with @errp set. */
+bool object_type_refused(const char *type, GError **errp);
 
 /* object-add: an object of @type named @id with the properties @props
  * (flat "key" / "a.b" -> string, as the option syntax writes them; already

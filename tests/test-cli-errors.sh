@@ -63,7 +63,7 @@ refused "Bitmap 'bitmap0' is not found" -k "$sock" -B bitmap0 "$img"
 refused "Parameter 'qom-type' does not accept value 'x'" -k "$sock" --object x "$img"
 refused "type 'tls-creds-anon' is not supported" -k "$sock" \
     --object tls-creds-anon,id=tls0,endpoint=server "$img"
-refused "'bogus' is not supported" -k "$sock" \
+refused "Parameter 'bogus' is unexpected" -k "$sock" \
     --object authz-simple,id=a0,identity=x,bogus=1 "$img"
 refused "'id' is missing" -k "$sock" --object authz-simple,identity=x "$img"
 refused "'identity' is missing" -k "$sock" --object authz-simple,id=a0 "$img"
@@ -75,7 +75,7 @@ refused "Not TLS credentials.*'a0'" -k "$sock" \
     --object authz-simple,id=a0,identity=x --tls-creds a0 "$img"
 refused "tls-authz is not permitted without --tls-creds" -k "$sock" \
     --object authz-simple,id=a0,identity=x --tls-authz a0 "$img"
-refused "'dir' is missing" -k "$sock" \
+refused "Missing 'dir' property value" -k "$sock" \
     --object tls-creds-x509,id=tls0,endpoint=server "$img"
 refused "$tmp/nocerts/ca-cert.pem" -k "$sock" \
     --object "tls-creds-x509,id=tls0,endpoint=server,dir=$tmp/nocerts" "$img"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Option syntax against qemu-storage-daemon (cli_option_fuzz.py): random
-# --nbd-server and --export specs in QEMU's key=value syntax, given to
-# both daemons; the same ones must fail, with the same message, apart
-# from the differences docs/snapnbd.pod documents.  Seeded (printed);
+# --nbd-server, --export, --blockdev and --object specs in QEMU's
+# key=value syntax, given to both daemons; the same ones must fail, with
+# the same message, apart from the differences docs/snapnbd.pod
+# documents.  Seeded (printed);
 #   SNAPNBD_CLIFUZZ_SEED=N    replay a seed
-#   SNAPNBD_CLIFUZZ_CASES=N   cases (default 120, about 15 s); the long
+#   SNAPNBD_CLIFUZZ_MODES=L   which options (default
+#                             server,export,blockdev,object)
+#   SNAPNBD_CLIFUZZ_CASES=N   cases (default 200, 5 to 15 s); the long
 #                             mode is ./run cli-fuzz N
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 requires qemu-img qemu-storage-daemon
@@ -12,4 +15,4 @@ requires qemu-img qemu-storage-daemon
 seed=${SNAPNBD_CLIFUZZ_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 echo "seed $seed"
 python3 "$srcdir/cli_option_fuzz.py" "$SNAPNBD" "$tmp" "$seed" \
-    "${SNAPNBD_CLIFUZZ_CASES:-120}" || fail "seed $seed: the daemons differ"
+    "${SNAPNBD_CLIFUZZ_CASES:-200}" || fail "seed $seed: the daemons differ"

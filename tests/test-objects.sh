@@ -61,7 +61,7 @@ refused "duplicate property 's0'" --object secret,id=s0,data=x \
 refused "Parameter 'id' is missing" --object secret,data=x -f raw "$img"
 
 # Every type qemu-nbd makes: snapnbd makes it or refuses it by name.
-made=" secret iothread throttle-group tls-creds-x509 tls-creds-psk authz-simple "
+made=" secret iothread throttle-group tls-creds-x509 tls-creds-psk authz-simple authz-list "
 types=$(qemu-nbd --object help 2>/dev/null | sed -n 's/^  //p')
 [ -n "$types" ] || types="authz-list authz-list-file iothread main-loop
     pr-manager-helper secret_keyring thread-context throttle-group
@@ -71,3 +71,18 @@ for t in $types; do
     refused "type '$t' is not supported" --object "$t,id=o1" -f raw "$img"
 done
 refused "Parameter 'qom-type' does not accept value 'bogus'" --object bogus,id=o1 -f raw "$img"
+
+# Option syntax is QEMU's keyval typed by the schema, and the message is
+# qemu-nbd's word for word (without the option's name, which
+# qemu-storage-daemon adds).
+for spec in secret,id=s0,data=x,bogus=1 iothread,id=t0,poll-max-ns=-1 \
+    secret,id=s0,data=x,loaded=on secret,data=x,id.0=s0 \
+    authz-list,id=a0,rules.0.policy=allow tls-creds-x509,id=t0,endpoint=server; do
+    refused '' --object "$spec" -f raw "$img"
+    if command -v qemu-nbd >/dev/null; then
+        timeout 10 qemu-nbd -k "$sock" --object "$spec" -f raw "$img" \
+            </dev/null >/dev/null 2>"$tmp/qemu-err" && fail "qemu-nbd --object $spec started"
+        [ "$(sed 's/^snapnbd: //' "$tmp/err")" = "$(sed 's/^qemu-nbd: //' "$tmp/qemu-err")" ] ||
+            fail "--object $spec: $(cat "$tmp/err") / $(cat "$tmp/qemu-err")"
+    fi
+done

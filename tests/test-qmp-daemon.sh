@@ -65,12 +65,13 @@ bad "--blockdev .*Parameter 'file.driver' is missing" \
     --blockdev '{"driver": "raw", "node-name": "x", "file": {}}'
 bad "--blockdev .*JSON parse error" --blockdev '{"driver": '
 bad "--qmp tcp:.*only unix" --qmp=tcp:localhost:4444,server
-bad "--monitor .*chardev 'nope' not found" --monitor chardev=nope
+bad '--monitor .*chardev "nope" not found' --monitor chardev=nope
 bad "expecting one image file name" -k "$nbd"
 
 # --nbd-server and --export in option syntax: values parsed as the schema
 # types them (NbdServerOptions, BlockExportOptions), with
 # qemu-storage-daemon's messages; where it is installed, the same ones.
+qemu-img create -q -f qcow2 "$tmp/q.qcow2" 1M
 opt_errors=(
     "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=x|Parameter 'max-connections' expects integer"
     "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=99999999999|Parameter 'max-connections' expects uint32_t"
@@ -88,10 +89,71 @@ opt_errors=(
     "--export type=nbd,id=e,node-name=f0,bitmaps.x=b1|Invalid parameter type for 'bitmaps', expected: array"
     "--export type=nbd,id=e,node-name=f0,bitmaps.0=b1|Bitmap 'b1' is not found"
     "--export type=nbd,id=e,node-name=f0,allocation-depth=y,writethrough=no --export type=nbd,id=e,node-name=f0|Block export id 'e' is already in use"
+    # --blockdev: keyval with "driver" implied, typed as BlockdevOptions
+    "--blockdev qcow2,node-name=d1,file.driver=file|Parameter 'file.filename' is missing"
+    "--blockdev driver=raw,node-name=r1,file=f0,offset=1k|Parameter 'offset' expects integer"
+    "--blockdev driver=raw,node-name=r1,file=f0,file.driver=file|Parameters 'file.*' used inconsistently"
+    "--blockdev driver=raw,node-name=r1,file=f0,read-only|Expected '=' after parameter 'read-only'"
+    "--blockdev driver=null-co,node-name=n1,size=64M|Parameter 'size' expects integer"
+    "--blockdev driver=null-co,node-name=n1,latency-ns=-1|latency-ns is invalid"
+    "--blockdev driver=raw,node-name=r1,file=f0,offset=16777216|Offset (16777216) cannot be greater than size of the containing file (8388608)"
+    "--blockdev driver=raw,node-name=r1,file=f0,offset=4096,size=8388608|The sum of offset (4096) and size (8388608) has to be smaller or equal to the  actual size of the containing file (8388608)"
+    "--blockdev driver=raw,node-name=r1,file=f0,size=1000|Specified size is not multiple of 512"
+    "--blockdev driver=file,node-name=f1,filename=$img,pr-manager=pm0|No persistent reservation manager with id 'pm0'"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$img,file.read-only=on|Block node is read-only"
+    "--blockdev driver=file,node-name=f1,filename=|The 'file' block driver requires a file name"
+    # QEMU's order: the root's node-name given, its file, its node-name,
+    # its other children, its backing
+    "--blockdev driver=raw,file.driver=file,file.filename=$img,file.node-name=|'node-name' must be specified for the root node"
+    "--blockdev driver=qcow2,node-name=1n,file=f0,backing=nope|Invalid node-name: '1n'"
+    "--blockdev driver=qcow2,node-name=q1,file=nope,file.x=1|Parameters 'file.*' used inconsistently"
+    # (qemu-storage-daemon 7.2 aborts after saying it)
+    "--blockdev driver=null-co,node-name=n1,size=-1|Parameter 'size' expects a non-negative number below 2^64"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,encrypt.format=aes|No encryption in image header, but options specified format 'aes'"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing=nope|Could not open backing file: Cannot find device='nope' nor node-name='nope'"
+    "--blockdev driver=raw,node-name=r1,file=f0,help|Help is not available for this option"
+    # --object: keyval with "qom-type" implied, typed as ObjectOptions
+    "--object secret,id=s0|Either 'file' or 'data' must be provided"
+    "--object secret,id=s0,data=x,loaded=on|Property 'secret.loaded' is not writable"
+    "--object secret,id=s0,data=x,bogus=1|Parameter 'bogus' is unexpected"
+    "--object iothread,id=t0,poll-max-ns=-1|poll-max-ns value must be in range [0, 9223372036854775807]"
+    "--object iothread,id=t0,thread-pool-min=65|bad thread-pool-min/thread-pool-max values"
+    "--object iothread,id=t0,poll-grow=-1,poll-shrink=-1|poll-shrink value must be in range [0, 9223372036854775807]"
+    "--object secret,id=s0,data=!!,format=base64|Base64 data contains invalid characters"
+    "--object tls-creds-x509,id=t0,endpoint=server|Missing 'dir' property value"
+    "--object tls-creds-psk,id=t0,endpoint=server,username=u|username should not be set when endpoint=server"
+    "--object tls-creds-psk,id=t0,endpoint=server,dir=|Unable to access credentials /keys.psk: No such file or directory"
+    "--object throttle-group,id=g0,x-iops-size=4096|iops size requires an iops value to be set"
+    "--object throttle-group,id=g0,x-iops-total=10,x-iops-read=5|bps/iops/max total values and read/write values cannot be used at the same time"
+    "--object throttle-group,id=g0,x-bps-total-max=5,x-bps-total=2000000000000000|bps/iops/max values must be within [0, 1000000000000000]"
+    # throttle-group: properties set in QEMU's (QDict) order, each checked
+    # as its setter does
+    "--object throttle-group,id=g0,limits.bps-read-max=-1,x-iops-size=-1|Property values cannot be negative"
+    "--object throttle-group,id=g0,limits.iops-size=-1|iops size requires an iops value to be set"
+    "--object throttle-group,id=g0,x-bps-read-max-length=4294967296|x-bps-read-max-length value must be in therange [0, 4294967295]"
+    "--object throttle-group,id=g0,limits.bps-read-max-length=4294967296|bps-read-max-length value must be in the range [0, 4294967295]"
+    "--object throttle-group,id=g0,x-iops-total=5,x-iops-total-max=5,x-iops-total-max-length=0|the burst length cannot be 0"
+    "--object authz-list,id=a0,rules.0.policy=allow|Parameter 'rules.0.match' is missing"
+    "--object memory-backend-ram|Parameter 'id' is missing"
+    "--object id=o0|Parameter 'qom-type' is missing"
+    # --chardev: QemuOpts, checked when given as qemu-storage-daemon does
+    "--chardev socket,id=c0,bogus=1|Invalid parameter 'bogus'"
+    "--chardev socket,path=$tmp/x.sock|chardev: no id specified"
+    "--chardev bogus,id=c0|'bogus' is not a valid char driver name"
+    "--chardev socket,id=1c|Parameter 'id' expects an identifier"
+    "--chardev id=c0|chardev: \"c0\" missing backend"
+    "--chardev socket,id=c0,server=maybe|Parameter 'server' expects 'on' or 'off'"
+    # --monitor: keyval with "chardev" implied, typed as MonitorOptions
+    "--monitor nope,pretty=maybe|Parameter 'pretty' expects 'on' or 'off'"
+    "--monitor id=m0|Parameter 'chardev' is missing"
+    "--monitor nope,mode=x|Parameter 'mode' does not accept value 'x'"
+    "--monitor nope,bogus=1|Parameter 'bogus' is unexpected"
+    "--chardev socket,id=c0,path=$tmp/m0.sock,server=on,wait=off --monitor c0,mode=readline|Only QMP is supported"
 )
 for case in "${opt_errors[@]}"; do
     IFS=' ' read -r -a opts <<<"${case%%|*}"
-    want=${case#*|}
+    # the message, literally (it may hold parentheses and brackets)
+    want=$(printf '%s' "${case#*|}" | sed 's/[][\.*^$()+?{}|]/\\&/g')
     [[ "${opts[*]}" = --nbd-server* ]] || opts=(--nbd-server "addr.type=unix,addr.path=$nbd" "${opts[@]}")
     bad ": $want\$" --blockdev "driver=file,node-name=f0,filename=$img" \
         "${opts[@]}"
@@ -99,7 +161,7 @@ for case in "${opt_errors[@]}"; do
         timeout 10 qemu-storage-daemon \
             --blockdev "driver=file,node-name=f0,filename=$img" \
             "${opts[@]}" >"$tmp/qsd" 2>&1 && fail "qsd accepted: ${opts[*]}"
-        grep -q -- ": $want\$" "$tmp/qsd" ||
+        grep -Eq -- ": $want\$" "$tmp/qsd" ||
             fail "qsd says otherwise for ${opts[*]}: $(cat "$tmp/qsd")"
         rm -f "$nbd"
     fi

@@ -10,7 +10,8 @@ source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires_libnbd_python
 
-null="file.driver=null-co,file.size=64M,file.read-zeroes=off"
+# size is an int in the schema (qemu-storage-daemon refuses "64M" too)
+null="file.driver=null-co,file.size=67108864,file.read-zeroes=off"
 start_daemon \
     --object throttle-group,id=tg0,x-iops-total=50 \
     --blockdev "driver=throttle,node-name=a,throttle-group=tg0,$null" \

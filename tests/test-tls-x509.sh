@@ -108,8 +108,8 @@ startup_error "$tmp/broken/ca-cert.pem" --object \
     "tls-creds-x509,id=tls0,endpoint=server,dir=$tmp/broken" --tls-creds tls0
 startup_error "server endpoint" --object \
     "tls-creds-x509,id=tls0,dir=$tmp/server" --tls-creds tls0
-startup_error "endpoint must be" --object "$creds,endpoint=sideways"
-startup_error "verify-peer must be" --object "$creds,verify-peer=maybe"
+startup_error "Parameter 'endpoint' does not accept value 'sideways'" --object "$creds,endpoint=sideways"
+startup_error "Parameter 'verify-peer' expects 'on' or 'off'" --object "$creds,verify-peer=maybe"
 startup_error "priority 'BOGUS'" --object "$creds,priority=BOGUS" \
     --tls-creds tls0
 startup_error "'sanity-check' is not supported" \

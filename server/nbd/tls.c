@@ -3,8 +3,8 @@
  *
  * Design notes.
  *
- * Configuration.  --object options in QEMU's syntax ("type,key=value,...",
- * ",," for a comma inside a value) and QMP's object-add (objects.c) define
+ * Configuration.  --object (JSON or QEMU's key=value syntax) and QMP's
+ * object-add, both made by object-add (qmp-object.c, objects.c), define
  * tls-creds-x509, tls-creds-psk, authz-simple and authz-list objects;
  * --tls-creds/--tls-authz and nbd-server-start name them by id.  The
  * credentials are loaded when the object is made, so a missing certificate
@@ -31,7 +31,6 @@
 
 #include "block/block.h"
 #include "nbd-server.h"
-#include "block/qemu-opts.h"
 #include "server/trace.h"
 
 #include <errno.h>
@@ -66,7 +65,7 @@ static const struct {
 } obj_types[] = {
     { "tls-creds-x509", OBJ_TLS_CREDS_X509,
       " id dir endpoint verify-peer priority " },
-    /* username only matters to a client; QEMU's server ignores it too. */
+    /* username only matters to a client; a server refuses it, as QEMU. */
     { "tls-creds-psk", OBJ_TLS_CREDS_PSK,
       " id dir endpoint verify-peer priority username " },
     { "authz-simple", OBJ_AUTHZ_SIMPLE, " id identity " },
@@ -204,33 +203,6 @@ static bool set_type(TlsObject *o, const char *name, GError **errp)
     return false;
 }
 
-/* The properties of "TYPE,key=value,..." (a bare key means key=on). */
-static TlsObject *parse_object(const char *spec, GError **errp)
-{
-    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
-    g_autoptr(TlsObject) o = object_new();
-    const char *first = g_ptr_array_index(items, 0);
-
-    for (guint i = strchr(first, '=') ? 0 : 1; i < items->len; i++) {
-        const char *item = g_ptr_array_index(items, i);
-        const char *eq = strchr(item, '=');
-        g_hash_table_insert(o->props,
-                            eq ? g_strndup(item, eq - item) : g_strdup(item),
-                            g_strdup(eq ? eq + 1 : "on"));
-    }
-    if (!strchr(first, '='))
-        g_hash_table_insert(o->props, g_strdup("qom-type"), g_strdup(first));
-    if (!prop(o, "qom-type") || !*prop(o, "qom-type")) {
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--object '%s': the object type is missing", spec);
-        return NULL;
-    }
-    if (!set_type(o, prop(o, "qom-type"), errp))
-        return NULL;
-    g_hash_table_remove(o->props, "qom-type");
-    return g_steal_pointer(&o);
-}
-
 /* Every property is known and well-formed; endpoint and verify-peer are
  * decoded with QEMU's defaults (client, on). */
 static bool check_object(TlsObject *o, GError **errp)
@@ -296,7 +268,8 @@ static bool gnutls_fail(GError **errp, int ret, const char *what,
 static bool cred_path(const TlsObject *o, const char *name, bool required,
                       char **path, GError **errp)
 {
-    g_autofree char *p = g_build_filename(prop(o, "dir"), name, NULL);
+    /* "DIR/NAME" as QEMU writes it, even for dir= "" */
+    g_autofree char *p = g_strdup_printf("%s/%s", prop(o, "dir"), name);
 
     *path = NULL;
     if (access(p, R_OK) == 0) {
@@ -460,9 +433,14 @@ static bool load_creds(TlsObject *o, GError **errp)
     const char *bad = NULL;
     int ret;
 
+    if (o->type == OBJ_TLS_CREDS_PSK && prop(o, "username")) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "username should not be set when endpoint=server");
+        return false;
+    }
     if (!prop(o, "dir")) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "object '%s': 'dir' is missing", prop(o, "id"));
+                    "Missing 'dir' property value");
         return false;
     }
     ret = gnutls_priority_init(&o->priority, prio, &bad);
@@ -484,7 +462,7 @@ static bool check_client_creds(TlsObject *o, GError **errp)
 
     if (!prop(o, "dir")) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "object '%s': 'dir' is missing", prop(o, "id"));
+                    "Missing 'dir' property value");
         return false;
     }
     return cred_path(o, o->type == OBJ_TLS_CREDS_PSK ? "keys.psk"
@@ -541,23 +519,6 @@ static void insert(TlsObject *o)
     g_mutex_lock(&tls_lock);
     g_hash_table_insert(objects, g_strdup(prop(o, "id")), o);
     g_mutex_unlock(&tls_lock);
-}
-
-static bool add_object(const char *spec, GError **errp)
-{
-    g_autoptr(TlsObject) o = parse_object(spec, errp);
-    g_autoptr(TlsObject) same = NULL;
-
-    if (!o || !complete_object(o, errp))
-        return false;
-    same = lookup(prop(o, "id"));
-    if (same) {
-        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--object: id '%s' is used twice", prop(o, "id"));
-        return false;
-    }
-    insert(g_steal_pointer(&o));
-    return true;
 }
 
 TlsObject *tls_object_new(const char *type, const char *id,
@@ -634,18 +595,12 @@ static bool select_objects(const char *creds_id, const char *authz,
     return true;
 }
 
-bool tls_setup(char **specs, const char *creds_id, const char *authz_id)
+bool tls_setup(const char *creds_id, const char *authz_id)
 {
     g_autoptr(GError) err = NULL;
 
     table_init();
-    for (char **s = specs; s && *s; s++) {
-        if (!add_object(*s, &err))
-            break;
-    }
-    if (!err)
-        select_objects(creds_id, authz_id, &err);
-    if (err) {
+    if (!select_objects(creds_id, authz_id, &err)) {
         fprintf(stderr, "snapnbd: %s\n", err->message);
         return false;
     }

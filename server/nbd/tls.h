@@ -12,12 +12,12 @@
 #include <stdbool.h>
 #include <sys/uio.h>
 
-/* Parses the --object options (NULL-terminated, may be NULL) and loads the
- * credentials named by creds_id (NULL: no TLS).  On error prints one line
+/* Chooses the credentials named by creds_id (NULL: no TLS) among the
+ * objects --object made (through object-add).  On error prints one line
  * naming the problem and returns false. */
-bool tls_setup(char **objects, const char *creds_id, const char *authz_id);
+bool tls_setup(const char *creds_id, const char *authz_id);
 
-/* Chooses the credentials (and authz) among the objects tls_setup parsed,
+/* Chooses the credentials (and authz) among the objects made so far,
  * as nbd-server-start's tls-creds/tls-authz do; NULL, NULL: no TLS. */
 bool tls_select(const char *creds_id, const char *authz_id, GError **errp);
 

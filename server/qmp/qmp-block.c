@@ -12,6 +12,7 @@
 #include "qmp-int.h"
 #include "server/qmp/qmp-types-gen.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -19,15 +20,43 @@ static GHashTable *monitor_nodes; /* node-name -> BlockNode * (a ref) */
 
 /* --- blockdev-add: the typed options as bdrv_open's flat keys ---------- */
 
+static const char *leaf_of(const char *key);
+
+/* The references checked together, in QEMU's order of opening: a node's
+ * "file" before its node name is taken, its other children after, its
+ * backing last. */
+typedef enum { REFS_FILE, REFS_OTHER, REFS_BACKING } RefPhase;
+
+static RefPhase ref_phase(const char *key)
+{
+    if (strcmp(leaf_of(key), "backing") == 0)
+        return REFS_BACKING;
+    return strcmp(leaf_of(key), "file") == 0 ? REFS_FILE : REFS_OTHER;
+}
+
 /* A reference to an existing node (a BlockdevRef given as a string) must
- * name one; checked before anything is opened, as QEMU does. */
-static bool check_refs(GHashTable *flat, GPtrArray *refs, GError **errp)
+ * name one; checked before anything is opened.  A backing's error says it
+ * is the backing file, and "backing": "" means null, with QEMU 7.2's
+ * deprecation warning. */
+static bool check_refs(GHashTable *flat, GPtrArray *refs, RefPhase phase,
+                       GError **errp)
 {
     for (guint i = 0; i < refs->len; i++) {
-        const char *ref = g_hash_table_lookup(flat, refs->pdata[i]);
+        const char *key = refs->pdata[i];
+        const char *ref = g_hash_table_lookup(flat, key);
+        bool backing = phase == REFS_BACKING;
+
+        if (ref_phase(key) != phase)
+            continue;
+        if (backing && !*ref) {
+            fprintf(stderr, "snapnbd: warning: Use of \"backing\": \"\" is "
+                    "deprecated; use \"backing\": null instead\n");
+            continue;
+        }
         if (!bdrv_find_node(ref)) {
-            qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
-                      ref, ref);
+            qmp_error(errp, "%sCannot find device='%s' nor node-name='%s'",
+                      backing ? "Could not open backing file: " : "", ref,
+                      ref);
             return false;
         }
     }
@@ -123,7 +152,10 @@ static GHashTable *node_options(const QmpBlockdevOptions *o, GError **errp)
     QmpFlat out = { flat, refs };
 
     qmp_encode_flat_blockdev_options(o, "", &out);
-    if (!check_refs(flat, refs, errp) || !check_node_names(flat, errp) ||
+    if (!check_refs(flat, refs, REFS_FILE, errp) ||
+        !check_node_names(flat, errp) ||
+        !check_refs(flat, refs, REFS_OTHER, errp) ||
+        !check_refs(flat, refs, REFS_BACKING, errp) ||
         !adapt_for_bdrv_open(flat, errp)) {
         g_hash_table_unref(flat);
         return NULL;
@@ -151,8 +183,14 @@ bool qmp_block_add_flat(GHashTable *flat, GError **errp)
 static JsonNode *cmd_blockdev_add(const QmpBlockdevOptions *o,
                                   GError **errp)
 {
-    g_autoptr(GHashTable) flat = node_options(o, errp);
+    g_autoptr(GHashTable) flat = NULL;
 
+    /* QEMU asks for it before it opens anything */
+    if (!o->has_node_name) {
+        qmp_error(errp, "'node-name' must be specified for the root node");
+        return NULL;
+    }
+    flat = node_options(o, errp);
     if (flat)
         qmp_block_add_flat(flat, errp);
     return NULL;

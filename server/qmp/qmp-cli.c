@@ -2,18 +2,24 @@
  * qmp-cli.c - --qmp, --chardev, --monitor, --blockdev, --nbd-server and
  * --export.
  *
- * The last three are QMP commands written as QEMU option strings
- * ("type=nbd,id=e0,node-name=disk,writable=on") or, for --blockdev, also as
- * JSON; they are run through the same handlers as over the socket, so they
- * check and fail exactly alike.
+ * The last three, and --object, are QMP commands written as QEMU option
+ * strings ("type=nbd,id=e0,node-name=disk,writable=on") or, for --blockdev
+ * and --object, also as JSON.  Option strings are read as
+ * qemu-storage-daemon reads them: QEMU's keyval (qmp-keyval.c, with its
+ * implied key), typed by the schema in QEMU's visitor order; then they run
+ * through the same handlers as over the socket, so they check and fail
+ * exactly alike.  --monitor is keyval too (MonitorOptions); --chardev is
+ * QemuOpts, as in QEMU.
  */
 #include "qmp-cli.h"
 
+#include "block/block.h"
 #include "block/qemu-opts.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-keyval.h"
 #include "qmp-schema.h"
+#include "server/objects.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -58,35 +64,116 @@ bool qmp_cli_given(void)
     return qmp_specs || monitors || blockdevs || nbd_servers || exports;
 }
 
+/* qemu-storage-daemon names the option in its messages, qemu-nbd does not
+ * (@option NULL). */
 static bool fail(const char *option, const char *spec, const GError *err)
 {
-    fprintf(stderr, "snapnbd: %s %s: %s\n", option, spec, err->message);
+    if (option)
+        fprintf(stderr, "snapnbd: %s %s: %s\n", option, spec, err->message);
+    else
+        fprintf(stderr, "snapnbd: %s\n", err->message);
     return false;
 }
 
-/* --monitor [chardev=]ID: the --chardev socket of that id. */
+/* --monitor [chardev=]ID (QEMU's keyval, typed as MonitorOptions): the
+ * --chardev socket of that id; QEMU's checks in its order. */
 static char *monitor_spec(const char *monitor, GError **errp)
 {
-    g_autoptr(GHashTable) m = qemu_opts_parse(monitor, "chardev");
-    const char *id = g_hash_table_lookup(m, "chardev");
-    const char *mode = g_hash_table_lookup(m, "mode");
+    JsonObject *m = qmp_keyval_parse(monitor, "chardev", errp);
+    const char *id, *mode;
+    char *found = NULL;
 
-    if (mode && strcmp(mode, "control") != 0) {
-        qmp_error(errp, "only mode=control is supported");
+    if (!m)
         return NULL;
-    }
-    for (char **c = chardevs; id && c && *c; c++) {
+    if (!qmp_schema_check_keyval("MonitorOptions", m, errp))
+        goto out;
+    id = json_object_get_string_member(m, "chardev");
+    mode = json_object_get_string_member_with_default(m, "mode", "control");
+    for (char **c = chardevs; c && *c && !found; c++) {
         g_autoptr(GHashTable) opts = qemu_opts_parse(*c, "backend");
         if (g_strcmp0(g_hash_table_lookup(opts, "id"), id) == 0)
-            return g_strdup(*c);
+            found = g_strdup(*c);
     }
-    qmp_error(errp, "chardev '%s' not found", id ? id : "");
-    return NULL;
+    if (!found)
+        qmp_error(errp, "chardev \"%s\" not found", id);
+    else if (strcmp(mode, "control") != 0) {
+        qmp_error(errp, "Only QMP is supported");
+        g_clear_pointer(&found, g_free);
+    }
+out:
+    json_object_unref(m);
+    return found;
+}
+
+/* --chardev SPEC as qemu-storage-daemon checks it when it is given
+ * (QemuOpts, then qemu_chr_new_from_opts), before any --monitor uses it:
+ * the id, the known parameters, booleans, the backend's name. */
+static bool check_chardev(const char *spec, GError **errp)
+{
+    static const char *const keys[] = {
+        "backend", "path", "host", "port", "fd", "localaddr", "localport",
+        "to", "ipv4", "ipv6", "wait", "server", "delay", "nodelay",
+        "reconnect", "telnet", "tn3270", "tls-creds", "tls-authz",
+        "websocket", "width", "height", "cols", "rows", "mux", "signal",
+        "name", "debug", "size", "chardev", "append", "logfile",
+        "logappend", "mouse", "clipboard", "tight", "abstract", "id", NULL,
+    };
+    static const char *const bools[] = {
+        "ipv4", "ipv6", "wait", "server", "delay", "nodelay", "telnet",
+        "tn3270", "websocket", "mux", "signal", "append", "logappend",
+        "mouse", "clipboard", "tight", "abstract", NULL,
+    };
+    static const char *const bool_words[] = {
+        "on", "yes", "true", "y", "off", "no", "false", "n", NULL,
+    };
+    /* QEMU 7.2's character devices (and aliases), in a Debian build */
+    static const char *const backends[] = {
+        "null", "socket", "udp", "msmouse", "wctablet", "memory", "ringbuf",
+        "file", "pipe", "pty", "stdio", "serial", "tty", "parallel",
+        "parport", "braille", "spicevmc", "spiceport", "qemu-vdagent",
+        "dbus", "testdev", "vc", NULL,
+    };
+    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
+    g_autoptr(GHashTable) opts = qemu_opts_parse(spec, "backend");
+    const char *id = g_hash_table_lookup(opts, "id");
+    const char *backend = g_hash_table_lookup(opts, "backend");
+
+    if (id && !bdrv_id_wellformed(id))
+        return qmp_error(errp, "Parameter 'id' expects an identifier"), false;
+    for (guint i = 0; i < items->len; i++) {
+        const char *item = g_ptr_array_index(items, i);
+        g_autofree char *key = g_strndup(item, strcspn(item, "="));
+        const char *value = item[strlen(key)] ? item + strlen(key) + 1 : "on";
+
+        if (!*item || (i == 0 && !strchr(item, '=')))
+            continue;
+        if (!strchr(item, '=') && g_str_has_prefix(key, "no") &&
+            g_strv_contains(bools, key + 2))
+            continue; /* "nowait": QEMU's deprecated short form of off */
+        if (!g_strv_contains(keys, key))
+            return qmp_error(errp, "Invalid parameter '%s'", key), false;
+        if (g_strv_contains(bools, key) && !g_strv_contains(bool_words, value))
+            return qmp_error(errp, "Parameter '%s' expects 'on' or 'off'",
+                             key), false;
+    }
+    if (!id)
+        return qmp_error(errp, "chardev: no id specified"), false;
+    if (!backend)
+        return qmp_error(errp, "chardev: \"%s\" missing backend", id), false;
+    if (!g_strv_contains(backends, backend))
+        return qmp_error(errp, "'%s' is not a valid char driver name",
+                         backend), false;
+    return true;
 }
 
 static bool add_listeners(void)
 {
     g_autoptr(GError) err = NULL;
+
+    for (char **c = chardevs; c && *c; c++) {
+        if (!check_chardev(*c, &err))
+            return fail("--chardev", *c, err);
+    }
 
     for (char **q = qmp_specs; q && *q; q++) {
         if (!qmp_add_listener(*q, &err))
@@ -154,18 +241,16 @@ static bool run_options(const char *command, const char *keyval_type,
     return run(command, keyval_type, option, spec, args);
 }
 
-/* --blockdev JSON, or key=value options taken as bdrv_open's flat keys. */
+/* --blockdev JSON, or options (keyval, "driver" implied) typed as
+ * BlockdevOptions, as qemu-storage-daemon takes them. */
 static bool add_blockdev(const char *spec)
 {
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonNode) json = NULL;
 
-    if (spec[0] != '{') {
-        g_autoptr(GHashTable) flat = qemu_opts_parse(spec, NULL);
-        if (!qmp_block_add_flat(flat, &err))
-            return fail("--blockdev", spec, err);
-        return true;
-    }
+    if (spec[0] != '{')
+        return run_options("blockdev-add", "BlockdevOptions", "driver",
+                           "--blockdev", spec);
     json = qmp_json_parse(spec, &err);
     if (json && !JSON_NODE_HOLDS_OBJECT(json))
         qmp_error(&err, "QMP input must be a JSON object");
@@ -175,8 +260,9 @@ static bool add_blockdev(const char *spec)
                json_object_ref(json_node_get_object(json)));
 }
 
-bool qmp_cli_object_add_json(const char *spec)
+bool qmp_cli_object_add_json(const char *spec, bool name_option)
 {
+    const char *option = name_option ? "--object" : NULL;
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonNode) json = NULL;
 
@@ -185,9 +271,41 @@ bool qmp_cli_object_add_json(const char *spec)
     if (json && !JSON_NODE_HOLDS_OBJECT(json))
         qmp_error(&err, "QMP input must be a JSON object");
     if (err)
-        return fail("--object", spec, err);
-    return run("object-add", NULL, "--object", spec,
+        return fail(option, spec, err);
+    return run("object-add", NULL, option, spec,
                json_object_ref(json_node_get_object(json)));
+}
+
+bool qmp_cli_object_add_options(const char *spec, bool name_option)
+{
+    const char *option = name_option ? "--object" : NULL;
+    g_autoptr(GError) err = NULL;
+    JsonObject *args;
+    JsonNode *type;
+
+    qmp_register_all();
+    args = qmp_keyval_parse(spec, "qom-type", &err);
+    if (!args)
+        return fail(option, spec, err);
+    /* a type QEMU has and snapnbd does not make: said once the members
+     * common to all types are checked (QEMU would check the type's own) */
+    type = json_object_get_member(args, "qom-type");
+    if (type && JSON_NODE_HOLDS_VALUE(type) &&
+        json_node_get_value_type(type) == G_TYPE_STRING &&
+        object_type_refused(json_node_get_string(type), &err)) {
+        JsonNode *id = json_object_get_member(args, "id");
+
+        g_clear_error(&err);
+        if (!id)
+            qmp_error(&err, "Parameter 'id' is missing");
+        else if (!JSON_NODE_HOLDS_VALUE(id))
+            qmp_error(&err, "Parameters 'id.*' are unexpected");
+        else
+            object_type_refused(json_node_get_string(type), &err);
+        json_object_unref(args);
+        return fail(option, spec, err);
+    }
+    return run("object-add", "ObjectOptions", option, spec, args);
 }
 
 bool qmp_cli_start(void)

@@ -23,8 +23,14 @@ bool qmp_cli_given(void);
 bool qmp_cli_start(void);
 
 /* --object in JSON syntax: object-add with those arguments (checked and
- * decoded like QMP input); on error prints one line and returns false. */
-bool qmp_cli_object_add_json(const char *spec);
+ * decoded like QMP input); on error prints one line (naming the option, as
+ * qemu-storage-daemon does, if @name_option; not, as qemu-nbd) and
+ * returns false. */
+bool qmp_cli_object_add_json(const char *spec, bool name_option);
+
+/* --object in option syntax (QEMU's keyval, "qom-type" implied): the same,
+ * with the values typed as qemu-storage-daemon and qemu-nbd type them. */
+bool qmp_cli_object_add_options(const char *spec, bool name_option);
 
 void qmp_cli_free(void);
 

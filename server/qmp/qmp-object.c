@@ -8,6 +8,7 @@
  */
 #include "qmp-int.h"
 
+#include "block/block.h"
 #include "server/objects.h"
 
 #include "server/qmp/qmp-types-gen.h"
@@ -28,8 +29,14 @@ static JsonNode *cmd_object_add(const QmpObjectOptions *o, GError **errp)
     /* the union's base members are not properties */
     g_hash_table_remove(props, "qom-type");
     g_hash_table_remove(props, "id");
-    /* QEMU's default, which changes nothing here */
-    g_hash_table_remove(props, "loaded");
+    /* deprecated, and read-only in QEMU 7.2 whatever the value (QEMU
+     * checks the id first) */
+    if (g_hash_table_contains(props, "loaded") &&
+        bdrv_id_wellformed(o->id)) {
+        qmp_error(errp, "Property '%s.loaded' is not writable",
+                  qmp_object_type_str[o->qom_type]);
+        return NULL;
+    }
     if (!object_create(qmp_object_type_str[o->qom_type], o->id, props,
                        &err)) {
         qmp_error(errp, "%s", err->message);

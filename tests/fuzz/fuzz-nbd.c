@@ -110,8 +110,10 @@ static BlockNode *open_image(void)
 static void tls_init(void)
 {
     g_autofree char *dir = g_strdup("/tmp/snapnbd-fuzz-nbd.XXXXXX");
-    g_autofree char *keys = NULL, *object = NULL;
-    char *objects[2] = { NULL, NULL };
+    g_autofree char *keys = NULL;
+    g_autoptr(GHashTable) props =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    TlsObject *creds;
 
     if (!g_mkdtemp(dir))
         abort();
@@ -119,11 +121,12 @@ static void tls_init(void)
     if (!g_file_set_contents(keys, "alice:0123456789abcdef0123456789abcdef\n",
                              -1, NULL))
         abort();
-    object = g_strdup_printf("tls-creds-psk,id=tls0,endpoint=server,dir=%s",
-                             dir);
-    objects[0] = object;
-    if (!tls_setup(objects, NULL, NULL))
+    g_hash_table_insert(props, g_strdup("endpoint"), g_strdup("server"));
+    g_hash_table_insert(props, g_strdup("dir"), g_strdup(dir));
+    creds = tls_object_new("tls-creds-psk", "tls0", props, NULL);
+    if (!creds)
         abort();
+    tls_object_insert(creds);
     fuzz_remove_at_exit(g_steal_pointer(&dir));
 }
 
