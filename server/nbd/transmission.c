@@ -45,6 +45,14 @@
 /* Replies of requests served inline are gathered up to this much, then
  * sent with one send (see worker_loop). */
 #define CORK_SIZE (128 * 1024)
+/* ... or up to this many bodiless replies (16 bytes each: write
+ * acknowledgements): held until rbuf ran dry, the client waited for the
+ * whole batch and then sent its next requests while we waited for them,
+ * each side idle half the time.  Sent every few, the client works on
+ * them meanwhile: 4k writes at QD32 158k -> 180k IOPS (median of 7
+ * interleaved runs, idle machine; reads, whose replies fill the cork by
+ * size, are unchanged). */
+#define CORK_ACKS 8
 /* Reads of at least this size go from the page cache to the socket
  * through the worker's pipe, never copied by the server (see
  * piped_reply); smaller ones are cheaper to copy into the cork. */
@@ -85,6 +93,7 @@ typedef struct Worker {
     char *out;          /* CORK_SIZE bytes, allocated on first use */
     size_t out_len;
     unsigned inline_served; /* requests served inline, for sampling */
+    unsigned corked_acks; /* bodiless replies gathered since the flush */
     BlockNode *node;    /* the export's node for the request, referenced:
                          * a graph change may move the export meanwhile */
     void *buf;          /* payload and read buffer, grown as needed */
@@ -212,6 +221,7 @@ static void cork_flush(Worker *w)
     if (!w->out_len)
         return;
     w->out_len = 0;
+    w->corked_acks = 0;
     if (!w->reader || !g_mutex_trylock(&c->write_lock)) {
         drop_reader_role(w);
         g_mutex_lock(&c->write_lock);
@@ -291,6 +301,7 @@ static void simple_reply(Worker *w, uint64_t cookie, uint32_t error,
         w->out_len + sizeof(hdr) <= CORK_SIZE) {
         memcpy(w->out + w->out_len, &hdr, sizeof(hdr));
         w->out_len += sizeof(hdr);
+        w->corked_acks++;
         return;
     }
     send_reply(w, iov, len && !error ? 2 : 1);
@@ -1264,8 +1275,10 @@ static gpointer worker_loop(gpointer opaque)
             g_mutex_lock(&c->read_lock);
             w->reader = true;
         }
-        /* Gathered replies leave before the reader may block in recv. */
-        if (w->out_len && (!c->rbuf || rbuf_avail(c) < 28)) {
+        /* Gathered replies leave before the reader may block in recv,
+         * and write acknowledgements every few: see CORK_ACKS. */
+        if (w->out_len && (!c->rbuf || rbuf_avail(c) < 28 ||
+                           w->corked_acks >= CORK_ACKS)) {
             cork_flush(w);
             if (!w->reader)
                 continue;
