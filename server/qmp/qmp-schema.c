@@ -209,11 +209,24 @@ static const char *first_unexpected(JsonObject *o, GPtrArray *visited)
     return g_hash_table_iter_next(&it, &key, NULL) ? key : NULL;
 }
 
+/* No member of @o but those in @visited, or QEMU's message for one. */
+static bool none_unexpected(JsonObject *o, GPtrArray *visited,
+                            const char *prefix, GError **errp)
+{
+    const char *extra = first_unexpected(o, visited);
+    g_autofree char *path = NULL;
+
+    if (!extra)
+        return true;
+    path = member_path(prefix, extra);
+    qmp_error(errp, "Parameter '%s' is unexpected", path);
+    return false;
+}
+
 static bool check_object(const QmpSchemaType *t, JsonObject *o,
                          const char *prefix, GError **errp)
 {
     g_autoptr(GPtrArray) visited = g_ptr_array_new();
-    const char *extra;
 
     if (!check_members(t, o, prefix, visited, errp))
         return false;
@@ -222,13 +235,7 @@ static bool check_object(const QmpSchemaType *t, JsonObject *o,
         if (branch && !check_members(branch, o, prefix, visited, errp))
             return false;
     }
-    extra = first_unexpected(o, visited);
-    if (extra) {
-        g_autofree char *path = member_path(prefix, extra);
-        qmp_error(errp, "Parameter '%s' is unexpected", path);
-        return false;
-    }
-    return true;
+    return none_unexpected(o, visited, prefix, errp);
 }
 
 /* An alternate takes the branch whose type matches the JSON type. */
@@ -458,7 +465,6 @@ static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
 {
     g_autoptr(GPtrArray) visited = g_ptr_array_new();
     const QmpSchemaType *branch = NULL;
-    const char *extra;
 
     if (!keyval_members(t, o, prefix, visited, errp))
         return false;
@@ -466,13 +472,7 @@ static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
         branch = union_branch(t, o);
     if (branch && !keyval_members(branch, o, prefix, visited, errp))
         return false;
-    extra = first_unexpected(o, visited);
-    if (extra) {
-        g_autofree char *path = member_path(prefix, extra);
-        qmp_error(errp, "Parameter '%s' is unexpected", path);
-        return false;
-    }
-    return true;
+    return none_unexpected(o, visited, prefix, errp);
 }
 
 bool qmp_schema_check_keyval(const char *type_name, JsonObject *args,
