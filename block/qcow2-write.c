@@ -263,7 +263,10 @@ static int write_run(BlockNode *bs, const AllocRun *r, const void *buf)
  * rule is that the flag is merely missing (a crash in the middle of an
  * internal snapshot leaves that; qemu-img check calls it a repairable
  * OFLAG_COPIED error): the cluster is copied on write and the old one
- * freed.  Unless freeing it would free something still in use: metadata,
+ * left allocated (a leak, which qemu-img check -r leaks reclaims): with
+ * the flag wrong, the refcount may be wrong too, and another entry may
+ * still name the cluster (the fuzzer found one with COPIED, whose data a
+ * free and reuse lost).  Unless the cluster holds something else: metadata,
  * or a cluster this node handed out since the open (its refcount was 0,
  * so the entry was never counted, and the cluster now holds other data).
  * 0, or -EIO after marking the image corrupt. */
@@ -293,11 +296,13 @@ static int check_uncopied(BlockNode *bs, uint64_t off)
  * or more), or its flag is missing (refcount 1, check_uncopied).  With
  * refcount 0 the entry lies: the cluster may be handed out, or already
  * was, to someone else.  0, or -EIO after marking the image corrupt. */
-static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
+static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
+                        bool *leak)
 {
     Qcow2State *s = bs->opaque;
 
     for (uint32_t i = 0; i < n; i++) {
+        leak[i] = false;
         uint64_t e = entries[i], off = e & QCOW2_L2E_OFFSET_MASK, rc;
         int ret;
         if ((e & QCOW2_OFLAG_COPIED) || !off || (e & QCOW2_OFLAG_COMPRESSED))
@@ -308,8 +313,10 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n)
                                           "mapped as shared (no COPIED "
                                           "flag) but its refcount is 0",
                                           off);
-        if (ret == 0 && rc == 1)
+        if (ret == 0 && rc == 1) {
             ret = check_uncopied(bs, off);
+            leak[i] = true;
+        }
         if (ret < 0)
             return ret;
     }
@@ -341,7 +348,8 @@ static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
     uint32_t first = l2_index(s, r->start);
     uint32_t n = (r->end - r->start) >> s->cluster_bits;
     bool frees = false;
-    int ret = check_shared(bs, old, n);
+    g_autofree bool *leak = g_new(bool, n);
+    int ret = check_shared(bs, old, n, leak);
 
     if (ret < 0)
         return ret;
@@ -356,8 +364,10 @@ static int commit_run(BlockNode *bs, Qcow2Table *t, const AllocRun *r,
     qcow2_cache_mark_dirty(s->l2_cache, t);
     if (frees)
         ret = qcow2_write_l2_now(bs, t);
-    for (uint32_t i = 0; i < n && ret == 0; i++)
-        ret = qcow2_free_entry(bs, old[i]);
+    for (uint32_t i = 0; i < n && ret == 0; i++) {
+        if (!leak[i])
+            ret = qcow2_free_entry(bs, old[i]);
+    }
     return ret;
 }
 
@@ -550,6 +560,7 @@ static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
     uint32_t first = l2_index(s, offset);
     uint32_t n = (bytes + s->cluster_size - 1) >> s->cluster_bits;
     g_autofree uint64_t *freed = g_new0(uint64_t, n);
+    g_autofree bool *leak = g_new0(bool, n);
     uint64_t l1e = s->l1_table[(uint64_t)offset >>
                                (s->cluster_bits + s->l2_bits)];
     bool frees = false;
@@ -563,7 +574,7 @@ static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
         return ret;
     for (uint32_t i = 0; i < n && ret == 0; i++) {
         uint64_t old = qcow2_table_entry(t, first + i);
-        ret = check_shared(bs, &old, 1);
+        ret = check_shared(bs, &old, 1, &leak[i]);
     }
     if (ret < 0) {
         qcow2_table_put(t);
@@ -575,8 +586,8 @@ static int clear_in_table(BlockNode *bs, int64_t offset, int64_t bytes,
         if (already_clear(s, old, discard))
             continue;
         new = cleared_entry(s, old, discard, unmap);
-        if ((new & QCOW2_L2E_OFFSET_MASK) != (old & QCOW2_L2E_OFFSET_MASK) ||
-            (old & QCOW2_OFLAG_COMPRESSED)) {
+        if (((new & QCOW2_L2E_OFFSET_MASK) != (old & QCOW2_L2E_OFFSET_MASK) ||
+             (old & QCOW2_OFLAG_COMPRESSED)) && !leak[i]) {
             freed[i] = old;
             frees |= (old & (QCOW2_L2E_OFFSET_MASK |
                              QCOW2_OFLAG_COMPRESSED)) != 0;
