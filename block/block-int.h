@@ -291,6 +291,9 @@ void bdrv_graph_unlock(void);
  * request waited for a drained section. */
 bool bdrv_io_enter(BlockNode **bs);
 void bdrv_io_leave(BlockNode *bs, bool counted);
+/* Is this thread outside any request (the next one is a user's or a
+ * job's own, not one nested in another node's)? */
+bool bdrv_io_outermost(void);
 void bdrv_drain_user_linked_locked(BlockChild *c);
 void bdrv_drain_user_unlinked_locked(BlockChild *c);
 

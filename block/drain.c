@@ -75,6 +75,11 @@ void bdrv_set_thread_drain_exempt(bool exempt)
     drain_exempt = exempt;
 }
 
+bool bdrv_io_outermost(void)
+{
+    return io_depth == 0;
+}
+
 static void wake_drainers(void)
 {
     g_mutex_lock(&drain_lock);

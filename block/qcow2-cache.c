@@ -138,6 +138,7 @@ static Qcow2Table *new_table(Qcow2Cache *c, uint64_t offset)
     }
     t->refs = 1;
     t->offset = offset;
+    t->scanned_max_host = UINT64_MAX;
     t->lru_link = (GList){ .data = t };
     return t;
 }

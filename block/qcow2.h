@@ -123,6 +123,10 @@ typedef struct Qcow2Table {
     GList lru_link;     /* position in the cache's LRU queue */
     bool dirty;         /* changed since read or written; cache lock */
     uint64_t *entries;  /* one cluster, as stored, I/O aligned */
+    /* L2 tables: the highest host offset an entry named at the last full
+     * scan for clusters in use (qcow2-write.c), UINT64_MAX before one;
+     * under the image lock. */
+    uint64_t scanned_max_host;
 } Qcow2Table;
 
 typedef enum Qcow2ClusterType {

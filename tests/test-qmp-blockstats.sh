@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # query-blockstats counts, per node, the requests that reach it (reads,
 # writes and write-zeroes, discards as unmap, flushes; bytes, operations,
-# wr_highest_offset), with the image file's stats as "parent" and the file
+# wr_highest_offset; latency only where requests enter the graph), with
+# the image file's stats as "parent" and the file
 # driver's discard counts as "driver-specific"; without query-nodes the
 # list is empty (a storage daemon has no devices).  x-debug-query-block-graph
 # lists the nodes, the users (an export's unnamed block backend) and the
@@ -58,6 +59,10 @@ assert f["stats"]["wr_bytes"] >= 1 << 20, f
 assert f["stats"]["wr_operations"] >= 1, f
 assert f["driver-specific"]["driver"] == "file", f
 assert "parent" not in f, f
+# latency is kept where requests enter the graph, not in the nodes below
+assert st["wr_total_time_ns"] > 0 and st["rd_total_time_ns"] > 0, st
+# (the file's reads at open are the monitor's own: those are timed)
+assert f["stats"]["wr_total_time_ns"] == 0, f
 END
 
 # The same graph and the same shape in qemu-storage-daemon.
