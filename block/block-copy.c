@@ -131,15 +131,17 @@ static bool bit_test(const uint64_t *map, int64_t i)
     return map[i / 64] & (1ULL << (i % 64));
 }
 
+/* Under s->lock; atomic because block_copy_all_done reads "done" without
+ * it. */
 static void bits_set(uint64_t *map, int64_t i, int64_t n, bool on)
 {
     while (n > 0) {
         int64_t bit = i % 64, k = MIN(64 - bit, n);
         uint64_t mask = (k == 64 ? ~0ULL : (1ULL << k) - 1) << bit;
         if (on)
-            map[i / 64] |= mask;
+            __atomic_or_fetch(&map[i / 64], mask, __ATOMIC_RELEASE);
         else
-            map[i / 64] &= ~mask;
+            __atomic_and_fetch(&map[i / 64], ~mask, __ATOMIC_RELEASE);
         i += k;
         n -= k;
     }
@@ -731,6 +733,21 @@ static int copy_until_locked(BlockCopyState *s, int64_t i, int64_t n,
     return ret;
 }
 
+bool block_copy_all_done(BlockCopyState *s, int64_t offset, int64_t bytes)
+{
+    int64_t i, last;
+
+    if (bytes <= 0 || offset >= s->len ||
+        __atomic_load_n(&s->ndone, __ATOMIC_ACQUIRE) == s->nchunks)
+        return true;
+    last = (MIN(offset + bytes, s->len) - 1) / s->cluster;
+    for (i = offset / s->cluster; i <= last; i++)
+        if (!(__atomic_load_n(&s->done[i / 64], __ATOMIC_ACQUIRE) &
+              (1ULL << (i % 64))))
+            return false;
+    return true;
+}
+
 int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
                BlockCopyError *err)
 {
@@ -739,8 +756,7 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
     int ret = 0;
 
     *err = (BlockCopyError){ 0 };
-    if (bytes <= 0 || offset >= s->len ||
-        __atomic_load_n(&s->ndone, __ATOMIC_ACQUIRE) == s->nchunks)
+    if (block_copy_all_done(s, offset, bytes))
         return 0;
     t0 = now_ns();
     deadline = s->timeout_ns ? t0 + s->timeout_ns : 0;

@@ -82,6 +82,11 @@ int64_t block_copy_limit_to_dirty(BlockCopyState *s, BdrvDirtyBitmap *bm,
 bool block_copy_next_pending(BlockCopyState *s, int64_t from,
                              int64_t *offset, int64_t *bytes);
 
+/* Is every chunk of [offset, offset + bytes) done already?  Lock-free (a
+ * chunk never stops being done): what most guest writes of a long job or
+ * fleecing find, and then they need nothing else here. */
+bool block_copy_all_done(BlockCopyState *s, int64_t offset, int64_t bytes);
+
 /*
  * Copy-before-write: makes sure every chunk of [offset, offset + bytes) is
  * done, copying the ones nobody copied yet and waiting for the ones in

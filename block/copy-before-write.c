@@ -88,6 +88,10 @@ static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
         return 0; /* the discard will change nothing */
     if (g_atomic_int_get(&s->broken))
         return 0;
+    if (s->cfg.guest_write)
+        s->cfg.guest_write(s->cfg.opaque);
+    if (block_copy_all_done(s->bcs, offset, bytes))
+        return 0;
     if (s->cfg.before_copy)
         s->cfg.before_copy(s->cfg.opaque);
     ret = block_copy(s->bcs, offset, bytes, &err);

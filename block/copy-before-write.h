@@ -34,7 +34,10 @@ typedef struct CbwConfig {
     bool store_full_wait;    /* x-on-store-full=wait */
     int64_t timeout_ns;      /* cbw-timeout, 0: none */
     BlockCopyProgressFunc progress;
-    /* A guest write is about to be copied before (the backup's pacing). */
+    /* A guest write reached the notifier (the backup's pacing): called
+     * for every write, so it must cost next to nothing. */
+    void (*guest_write)(void *opaque);
+    /* A guest write is about to be copied before. */
     void (*before_copy)(void *opaque);
     /* And its copies are done (or failed): it may go on. */
     void (*after_copy)(void *opaque);
