@@ -18,6 +18,7 @@
  * other's locks.
  */
 #include "block-int.h"
+#include "nocancel.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,8 +119,8 @@ static ssize_t do_rw(FileState *s, bool write, void *buf, size_t len,
     }
     do {
         struct iovec iov = { .iov_base = buf, .iov_len = len };
-        ret = write ? pwritev2(s->fd, &iov, 1, offset, rw_flags)
-                    : preadv2(s->fd, &iov, 1, offset, 0);
+        ret = write ? nc_pwritev2(s->fd, &iov, 1, offset, rw_flags)
+                    : nc_preadv2(s->fd, &iov, 1, offset, 0);
     } while (ret < 0 && errno == EINTR);
     return ret < 0 ? -errno : ret;
 }
@@ -157,8 +158,8 @@ static int file_pread_pipe(BlockNode *bs, int64_t offset, int64_t bytes,
         return -ENOTSUP;
     while (bytes > 0) {
         loff_t off = offset;
-        ssize_t n = splice(s->fd, &off, pipe_fd, NULL, bytes,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n = nc_splice(s->fd, &off, pipe_fd, NULL, bytes,
+                              SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
         if (n < 0 && errno == EINTR)
             continue;

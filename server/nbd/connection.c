@@ -7,6 +7,7 @@
 #include "connection.h"
 #include "server/trace.h"
 #include "block/copy-before-write.h"
+#include "block/nocancel.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -27,7 +28,7 @@ int conn_read(NbdConn *c, void *buf, size_t len)
     if (c->tls)
         return tls_read(c->tls, buf, len);
     while (len > 0) {
-        ssize_t n = recv(c->fd, p, len, 0);
+        ssize_t n = nc_recv(c->fd, p, len, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -57,7 +58,7 @@ int conn_writev(NbdConn *c, struct iovec *iov, int iovcnt)
         return tls_writev(c->tls, iov, iovcnt);
     while (iovcnt > 0) {
         struct msghdr msg = { .msg_iov = iov, .msg_iovlen = iovcnt };
-        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = nc_sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)

@@ -21,6 +21,7 @@
  */
 #include "connection.h"
 #include "server/trace.h"
+#include "block/nocancel.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -230,8 +231,8 @@ static void cork_flush(Worker *w)
         ssize_t n;
 
         do {
-            n = send(c->fd, iov.iov_base, iov.iov_len,
-                     MSG_DONTWAIT | MSG_NOSIGNAL);
+            n = nc_send(c->fd, iov.iov_base, iov.iov_len,
+                        MSG_DONTWAIT | MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             mark_dead(c, true);
@@ -503,7 +504,7 @@ static uint32_t piped_chunk_len(Worker *w, uint64_t offset, uint32_t len)
 static bool send_all(int fd, const void *buf, size_t len, int flags)
 {
     while (len > 0) {
-        ssize_t n = send(fd, buf, len, flags | MSG_NOSIGNAL);
+        ssize_t n = nc_send(fd, buf, len, flags | MSG_NOSIGNAL);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -549,7 +550,8 @@ static void send_piped(Worker *w, const void *hdr, size_t hdr_len,
     w->out_len = 0;
     ok = ok && send_all(c->fd, hdr, hdr_len, MSG_MORE);
     while (ok && len > 0) {
-        ssize_t n = splice(w->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_MOVE);
+        ssize_t n = nc_splice(w->pipe_rd, NULL, c->fd, NULL, len,
+                                SPLICE_F_MOVE);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -1000,7 +1002,8 @@ static ssize_t recv_polling(NbdConn *c, size_t avail)
     ssize_t n;
 
     do {
-        n = recv(c->fd, c->rbuf + avail, RBUF_SIZE - avail, MSG_DONTWAIT);
+        n = nc_recv(c->fd, c->rbuf + avail, RBUF_SIZE - avail,
+                    MSG_DONTWAIT);
     } while (n < 0 && (errno == EAGAIN || errno == EINTR) &&
              g_get_monotonic_time() < until);
     return n;
@@ -1021,7 +1024,7 @@ static int rbuf_fill(NbdConn *c)
     if (low_depth)
         n = recv_polling(c, avail);
     while (n < 0 && (errno == EAGAIN || errno == EINTR))
-        n = recv(c->fd, c->rbuf + avail, RBUF_SIZE - avail, 0);
+        n = nc_recv(c->fd, c->rbuf + avail, RBUF_SIZE - avail, 0);
     if (n <= 0)
         return -1;
     c->rbuf_end += n;
