@@ -31,10 +31,16 @@
  * the reader no longer needs (snapshot-access discard) is "gone": done
  * without a copy, and no longer readable.
  *
- * The store.  Every claim takes its bytes' room in the store ("kept", under
- * s->lock) and a failed copy gives it back; a chunk copied is "stored"
- * until the reader forgets it, which frees its room and broadcasts
- * s->cond.  A copy-before-write claims only the chunks that fit under the
+ * The store.  Every claim of a copy-before-write takes its bytes' room in
+ * the store ("kept", under s->lock) and a failed copy gives it back; a
+ * chunk copied is "stored" until the reader forgets it, which frees its
+ * room and broadcasts s->cond.  A chunk skipped (sync=top: not allocated
+ * in the source's top layer) is done but not stored: the target holds
+ * nothing of it, so it takes no room, and a copy-before-write marks such
+ * chunks done before it claims anything (a store near its limit must not
+ * refuse a write that needs no room).  A background claim takes no room
+ * up front: it may be mostly skipped, and only its end knows what it
+ * keeps (background copies are never limited, only counted).  A copy-before-write claims only the chunks that fit under the
  * limit; with nothing fitting it fails (break-snapshot) or waits on s->cond
  * for a forget, claiming nothing meanwhile, so a reader that forgets never
  * waits for it: still no cycle.  It polls, though, because the one thing
@@ -70,6 +76,8 @@
  * target holds one each): later ones queue, and time out queued. */
 #define MAX_COPIERS 16
 #define MAX_BUFFER (1024 * 1024)
+/* The longest run of chunks one copy claims (max_buffer bytes). */
+#define MAX_RUN_CHUNKS (MAX_BUFFER / CLUSTER_MIN)
 #define POOL_MAX 8
 /* Block status queries that may decide that the target reads as zero. */
 #define ZERO_PROBE_EXTENTS 1024
@@ -521,9 +529,12 @@ static int copy_data(BlockCopyState *s, int64_t pos, int64_t n, char *buf,
     return ret;
 }
 
-/* Copies [start, end) (a claimed run, at most max_buffer bytes). */
+/* Copies [start, end) (a claimed run, at most max_buffer bytes).  Sets
+ * in @skipped (a bitmap of the run's chunks, from the one at @start) the
+ * chunks skipped (sync=top): the target got nothing of them. */
 static int copy_run(BlockCopyState *s, int64_t start, int64_t end,
-                    bool cbw, bool *error_is_read, int64_t *copied)
+                    bool cbw, bool *error_is_read, int64_t *copied,
+                    uint64_t *skipped)
 {
     char *buf = NULL;
     int ret = 0;
@@ -531,7 +542,10 @@ static int copy_run(BlockCopyState *s, int64_t start, int64_t end,
     *copied = 0;
     for (int64_t pos = start, n; pos < end && ret == 0; pos += n) {
         CopyKind kind = classify(s, pos, end, cbw, &n);
-        if (kind == COPY_ZERO) {
+        if (kind == COPY_SKIP) { /* whole chunks, or up to the end */
+            bits_set(skipped, (pos - start) / s->cluster,
+                     (n + s->cluster - 1) / s->cluster, true);
+        } else if (kind == COPY_ZERO) {
             ret = write_zeroes(s, pos, n, error_is_read);
         } else if (kind == COPY_DATA) {
             if (!buf && !(buf = buffer_get(s))) {
@@ -570,39 +584,64 @@ static void atomic_max(int64_t *p, int64_t v)
         ;
 }
 
-/* Ends a claim of chunks [first, first + n): done and kept in the store on
- * success, else their room in the store is given back. */
-static void release(BlockCopyState *s, int64_t first, int64_t n, bool ok)
+/* Marks the chunks of [first, first + n) not in @skipped (bits from
+ * @first) as stored; returns their bytes. */
+static int64_t store_locked(BlockCopyState *s, int64_t first, int64_t n,
+                            const uint64_t *skipped)
 {
-    int64_t bytes = run_bytes(s, first, n);
+    int64_t bytes = 0;
+
+    for (int64_t k = 0; k < n; k++) {
+        if (bit_test(skipped, k))
+            continue;
+        bits_set(s->stored, first + k, 1, true);
+        bytes += run_bytes(s, first + k, 1);
+    }
+    return bytes;
+}
+
+/* Ends a claim of chunks [first, first + n): done on success, and kept in
+ * the store but for the chunks @skipped (bits from @first); the room a
+ * copy-before-write took for them (@reserved) is given back first. */
+static void release(BlockCopyState *s, int64_t first, int64_t n, bool ok,
+                    bool reserved, const uint64_t *skipped)
+{
+    int64_t bytes = run_bytes(s, first, n), stored = 0;
 
     g_mutex_lock(&s->lock);
     bits_set(s->busy, first, n, false);
+    if (reserved)
+        s->kept -= bytes;
     if (ok) {
         bits_set(s->done, first, n, true);
-        bits_set(s->stored, first, n, true);
+        stored = store_locked(s, first, n, skipped);
+        s->kept += stored;
+        s->peak = MAX(s->peak, s->kept);
         __atomic_store_n(&s->ndone, s->ndone + n, __ATOMIC_RELEASE);
-    } else {
-        s->kept -= bytes;
     }
     wake_locked(s);
     g_mutex_unlock(&s->lock);
-    if (ok) {
+    if (stored) {
         __atomic_add_fetch(&s->copies, 1, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&s->copied_bytes, bytes, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s->copied_bytes, stored, __ATOMIC_RELAXED);
     }
     if (ok && s->progress)
         s->progress(s->progress_opaque, bytes);
 }
 
+/* @reserved: the claim took its room in the store (a copy-before-write). */
 static int copy_claimed_chunks(BlockCopyState *s, int64_t first, int64_t n,
-                               bool cbw, bool *error_is_read, int64_t *copied)
+                               bool cbw, bool reserved, bool *error_is_read,
+                               int64_t *copied)
 {
     int64_t start = first * s->cluster;
     int64_t end = MIN((first + n) * s->cluster, s->len);
-    int ret = copy_run(s, start, end, cbw, error_is_read, copied);
+    uint64_t skipped[MAX_RUN_CHUNKS / 64] = { 0 };
+    int ret;
 
-    release(s, first, n, ret == 0);
+    g_assert(n <= MAX_RUN_CHUNKS);
+    ret = copy_run(s, start, end, cbw, error_is_read, copied, skipped);
+    release(s, first, n, ret == 0, reserved, skipped);
     return ret;
 }
 
@@ -618,12 +657,70 @@ static int64_t free_run_locked(BlockCopyState *s, int64_t i, int64_t last,
     return n;
 }
 
-/* Claims chunks [i, i + n): busy, and their room taken in the store. */
-static void claim_locked(BlockCopyState *s, int64_t i, int64_t n)
+/* Claims chunks [i, i + n): busy, and with @reserve their room taken in
+ * the store. */
+static void claim_locked(BlockCopyState *s, int64_t i, int64_t n,
+                         bool reserve)
 {
     bits_set(s->busy, i, n, true);
-    s->kept += run_bytes(s, i, n);
-    s->peak = MAX(s->peak, s->kept);
+    if (reserve) {
+        s->kept += run_bytes(s, i, n);
+        s->peak = MAX(s->peak, s->kept);
+    }
+}
+
+/* sync=top: the run of chunks from @i (up to @last) that are all whole
+ * chunks unallocated in the source's top layer (true), or not (false: the
+ * chunks that allocated data touches, or one chunk when block status
+ * fails or a chunk is partly allocated).  *@n: its length in chunks. */
+static bool unallocated_run(BlockCopyState *s, int64_t i, int64_t last,
+                            int64_t *n)
+{
+    int64_t pos = i * s->cluster, end = MIN((last + 1) * s->cluster, s->len);
+    int64_t pnum;
+    int st = bdrv_block_status(s->source, pos, end - pos, &pnum);
+
+    *n = 1;
+    if (st < 0)
+        return false;
+    if (st & BDRV_BLOCK_ALLOCATED) {
+        *n = MIN(ROUND_UP(pnum, s->cluster) / s->cluster, last - i + 1);
+        return false;
+    }
+    if (pos + pnum >= end)
+        *n = last - i + 1;
+    else if (pnum >= s->cluster)
+        *n = pnum / s->cluster;
+    else
+        return false;
+    return true;
+}
+
+/* sync=top, before a copy-before-write claims anything: the chunks of
+ * [first, last] not allocated in the source's top layer are done at once,
+ * with no copy and no room in the store (the target's backing holds their
+ * data).  Chunks busy or frozen meanwhile are left to the claim; its copy
+ * skips them all the same. */
+static void skip_unallocated_chunks(BlockCopyState *s, int64_t first,
+                                    int64_t last)
+{
+    for (int64_t i = first, n; i <= last; i += n) {
+        int64_t bytes = 0, count = 0;
+        if (!unallocated_run(s, i, last, &n))
+            continue;
+        g_mutex_lock(&s->lock);
+        for (int64_t k = i; k < i + n; k++) {
+            if (!chunk_free(s, k))
+                continue;
+            bits_set(s->done, k, 1, true);
+            bytes += run_bytes(s, k, 1);
+            count++;
+        }
+        __atomic_store_n(&s->ndone, s->ndone + count, __ATOMIC_RELEASE);
+        g_mutex_unlock(&s->lock);
+        if (bytes && s->progress)
+            s->progress(s->progress_opaque, bytes);
+    }
 }
 
 /* How many chunks of the free run [i, i + n) fit in the store now. */
@@ -699,7 +796,8 @@ static void copy_task_run(gpointer data, gpointer user_data)
     /* Its chunks hold up a guest write: a drained section must not hold
      * it at a request's entry (as the backup's workers). */
     bdrv_set_thread_drain_exempt(true);
-    ret = copy_claimed_chunks(s, t->first, t->n, true, &is_read, &copied);
+    ret = copy_claimed_chunks(s, t->first, t->n, true, true, &is_read,
+                              &copied);
     g_mutex_lock(&s->lock);
     t->ret = ret;
     t->is_read = is_read;
@@ -762,6 +860,8 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
     deadline = s->timeout_ns ? t0 + s->timeout_ns : 0;
     i = offset / s->cluster;
     last = (MIN(offset + bytes, s->len) - 1) / s->cluster;
+    if (s->skip_unallocated)
+        skip_unallocated_chunks(s, i, last);
     g_mutex_lock(&s->lock);
     while (i <= last && ret == 0) {
         int64_t n;
@@ -775,12 +875,12 @@ int block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
             waited = true;
             ret = store_full_locked(s, deadline, err, &counted);
         } else {
-            claim_locked(s, i, n);
+            claim_locked(s, i, n, true);
             if (deadline) {
                 ret = copy_until_locked(s, i, n, deadline, &err->is_read);
             } else {
                 g_mutex_unlock(&s->lock);
-                ret = copy_claimed_chunks(s, i, n, true, &err->is_read,
+                ret = copy_claimed_chunks(s, i, n, true, true, &err->is_read,
                                           &copied);
                 g_mutex_lock(&s->lock);
             }
@@ -810,7 +910,7 @@ bool block_copy_claim(BlockCopyState *s, int64_t from, int64_t max_bytes,
     i = from < s->len ? find_free(s, from / s->cluster) : -1;
     if (i >= 0) {
         n = free_run_locked(s, i, s->nchunks - 1, max_chunks);
-        claim_locked(s, i, n);
+        claim_locked(s, i, n, false);
     }
     g_mutex_unlock(&s->lock);
     if (i < 0)
@@ -827,7 +927,8 @@ int block_copy_claimed(BlockCopyState *s, int64_t offset, int64_t bytes,
     int64_t n = (offset + bytes - first * s->cluster + s->cluster - 1) /
                 s->cluster;
 
-    return copy_claimed_chunks(s, first, n, false, error_is_read, copied);
+    return copy_claimed_chunks(s, first, n, false, false, error_is_read,
+                               copied);
 }
 
 void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip)

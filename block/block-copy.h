@@ -15,6 +15,8 @@
  *    write-zeroes, or nothing at all when it is known to read as zero.  With
  *    skip_unallocated (sync=top), ranges not allocated in the source's top
  *    layer are not copied either: the target shares the source's backing.
+ *    Such chunks are done without taking room in the store (nor counting
+ *    as kept or copied).
  *    With block_copy_limit_to_dirty (sync=bitmap), only the chunks that
  *    hold a dirty byte of a bitmap are copied.
  *  - All calls are blocking and thread safe.
@@ -42,11 +44,12 @@ typedef enum {
 /* Live counters (block_copy_get_stats). */
 typedef struct BlockCopyStats {
     int64_t granularity;       /* the chunk size */
-    int64_t store_bytes;       /* chunks copied and kept, copies in flight */
+    int64_t store_bytes;       /* chunks copied and kept (not those
+                                * skipped), copy-before-writes in flight */
     int64_t store_peak_bytes;  /* the most store_bytes ever was */
     int64_t max_store_bytes;   /* the limit, 0: none */
     int64_t copies;            /* runs of chunks copied */
-    int64_t copied_bytes;      /* their bytes */
+    int64_t copied_bytes;      /* their bytes, skipped chunks aside */
     int64_t guest_waits;       /* guest writes that copied or waited */
     int64_t guest_wait_ns;     /* the time they spent so, in total */
     int64_t guest_wait_max_ns; /* and at most */

@@ -11,6 +11,7 @@
  * backed by the live source while guest writes race with its reads.
  */
 #include "jobs/backup.h"
+#include "block/block-copy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1014,6 +1015,70 @@ static void test_fleecing_readers(void)
     g_free(snap);
 }
 
+/* --- sync=top and the store --------------------------------------------- */
+
+/* Copies, from a copy-before-write over the whole disk (@cbw) or from
+ * background claims, a qcow2 overlay whose top layer holds MiB at 4 MiB,
+ * with a store limit of that MiB (block-copy directly: the backup job
+ * takes x-max-store-bytes only with sync=none).  Only that MiB is copied,
+ * kept and counted; the chunks skipped take no room, so the store refuses
+ * nothing. */
+static void check_sync_top_store(bool cbw)
+{
+    uint8_t *snap;
+    g_autofree char *bpath = make_source("top-base.img", DISK, &snap);
+    g_autofree char *tpath = make_empty("top-target.img", DISK);
+    BlockNode *base = open_node(bpath, "base", NULL);
+    BlockNode *top = make_overlay("top.qcow2", base);
+    BlockNode *tgt = open_node(tpath, "tgt", NULL);
+    uint8_t *data = g_malloc(MiB), *got = g_malloc(MiB);
+    g_autoptr(GError) err = NULL;
+    BlockCopyState *s;
+    BlockCopyStats st;
+    BlockCopyError e;
+    int64_t off, n, copied;
+    bool is_read;
+
+    memset(data, 0x5a, MiB);
+    g_assert_cmpint(bdrv_pwrite(top, 4 * MiB, MiB, data, 0), ==, 0);
+    s = block_copy_state_new(top, tgt, true, &err);
+    g_assert_nonnull(s);
+    block_copy_set_store_limit(s, MiB, BLOCK_COPY_STORE_FULL_BREAK, 0);
+    if (cbw) {
+        g_assert_cmpint(block_copy(s, 0, DISK, &e), ==, 0);
+    } else {
+        for (int64_t from = 0; block_copy_claim(s, from, MiB, &off, &n);
+             from = off + n)
+            g_assert_cmpint(block_copy_claimed(s, off, n, &is_read, &copied),
+                            ==, 0);
+    }
+    g_assert_cmpint(block_copy_remaining(s), ==, 0);
+    block_copy_get_stats(s, &st);
+    g_assert_cmpint(st.store_full, ==, 0);
+    g_assert_cmpint(st.copied_bytes, ==, MiB);
+    g_assert_cmpint(st.store_bytes, ==, MiB);
+    g_assert_cmpint(st.store_peak_bytes, ==, MiB);
+    g_assert_cmpint(bdrv_pread(tgt, 4 * MiB, MiB, got), ==, 0);
+    g_assert_cmpmem(got, MiB, data, MiB);
+    block_copy_state_free(s);
+    bdrv_unref(tgt);
+    bdrv_unref(top);
+    bdrv_unref(base);
+    g_free(data);
+    g_free(got);
+    g_free(snap);
+}
+
+static void test_sync_top_store_cbw(void)
+{
+    check_sync_top_store(true);
+}
+
+static void test_sync_top_store_background(void)
+{
+    check_sync_top_store(false);
+}
+
 /* --- sync=bitmap --------------------------------------------------------- */
 
 #define MARKER 0xee
@@ -1462,6 +1527,10 @@ int main(int argc, char **argv)
                     test_cbw_failure_while_stopped);
     g_test_add_func("/backup/sync-none", test_sync_none);
     g_test_add_func("/backup/fleecing-readers", test_fleecing_readers);
+    g_test_add_func("/backup/sync-top-store/copy-before-write",
+                    test_sync_top_store_cbw);
+    g_test_add_func("/backup/sync-top-store/background",
+                    test_sync_top_store_background);
     g_test_add_func("/backup/op-blockers", test_op_blockers);
     g_test_add_func("/backup/drained-section", test_drained_job);
     g_test_add_func("/backup/bitmap/copy-only-dirty",
