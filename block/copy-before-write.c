@@ -48,6 +48,7 @@ typedef struct CbwState {
     CbwConfig cfg;
     gint broken;          /* atomic: the point in time is lost */
     int break_error;      /* set once, before broken */
+    int64_t source_written; /* atomic: see bdrv_cbw_source_written */
 } CbwState;
 
 /* bdrv_cbw_append's set-up for the open it runs on this thread: the node
@@ -77,6 +78,18 @@ static void cbw_break(CbwState *s, int error, bool is_read, int64_t offset)
         s->cfg.broken(s->cfg.opaque, error, is_read, offset);
 }
 
+/* Every write to the source passes here, from all the users' threads: the
+ * time is stored only when it moved on by CBW_WRITE_STAMP_US, so that its
+ * line is mostly read, not bounced between cores on each write. */
+static void note_source_write(CbwState *s)
+{
+    int64_t now = g_get_monotonic_time();
+
+    if (now - __atomic_load_n(&s->source_written, __ATOMIC_RELAXED) >=
+        CBW_WRITE_STAMP_US)
+        __atomic_store_n(&s->source_written, now, __ATOMIC_RELAXED);
+}
+
 static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
                             int64_t offset, int64_t bytes, void *opaque)
 {
@@ -88,8 +101,7 @@ static int cbw_before_write(BlockNode *bs, BdrvWriteKind kind,
         return 0; /* the discard will change nothing */
     if (g_atomic_int_get(&s->broken))
         return 0;
-    if (s->cfg.guest_write)
-        s->cfg.guest_write(s->cfg.opaque);
+    note_source_write(s);
     if (block_copy_all_done(s->bcs, offset, bytes))
         return 0;
     if (s->cfg.before_copy)
@@ -359,6 +371,53 @@ bool bdrv_is_point_in_time(BlockNode *bs)
     }
     bdrv_graph_unlock();
     return pit;
+}
+
+int64_t bdrv_cbw_source_written(BlockNode *cbw)
+{
+    CbwState *s = cbw->opaque;
+
+    if (cbw->drv != &bdrv_copy_before_write)
+        return 0;
+    return __atomic_load_n(&s->source_written, __ATOMIC_RELAXED);
+}
+
+/* The copy-before-write node @bs is the point in time of: its "file"
+ * (snapshot-access) or its parent through "target"; referenced. */
+static BlockNode *pit_cbw_ref(BlockNode *bs)
+{
+    BlockNode *cbw = NULL;
+
+    bdrv_graph_lock();
+    if (bs->drv == &bdrv_snapshot_access) {
+        for (guint i = 0; !cbw && i < bs->children->len; i++) {
+            const BlockChild *c = g_ptr_array_index(bs->children, i);
+            if (c->node && c->node->drv == &bdrv_copy_before_write)
+                cbw = c->node;
+        }
+    }
+    for (guint i = 0; !cbw && i < bs->parents->len; i++) {
+        const BlockChild *c = g_ptr_array_index(bs->parents, i);
+        if (c->parent && c->parent->drv == &bdrv_copy_before_write &&
+            strcmp(c->name, "target") == 0)
+            cbw = c->parent;
+    }
+    if (cbw && !bdrv_ref_if_alive(cbw))
+        cbw = NULL;
+    bdrv_graph_unlock();
+    return cbw;
+}
+
+bool bdrv_point_in_time_source_busy(BlockNode *bs, int64_t us)
+{
+    BlockNode *cbw = pit_cbw_ref(bs);
+    int64_t written;
+
+    if (!cbw)
+        return false;
+    written = bdrv_cbw_source_written(cbw);
+    bdrv_unref(cbw);
+    return written && g_get_monotonic_time() - written < us;
 }
 
 bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st)

@@ -34,10 +34,8 @@ typedef struct CbwConfig {
     bool store_full_wait;    /* x-on-store-full=wait */
     int64_t timeout_ns;      /* cbw-timeout, 0: none */
     BlockCopyProgressFunc progress;
-    /* A guest write reached the notifier (the backup's pacing): called
-     * for every write, so it must cost next to nothing. */
-    void (*guest_write)(void *opaque);
-    /* A guest write is about to be copied before. */
+    /* A guest write is about to be copied before (the backup's pacing;
+     * bdrv_cbw_source_written says when writes last came). */
     void (*before_copy)(void *opaque);
     /* And its copies are done (or failed): it may go on. */
     void (*after_copy)(void *opaque);
@@ -69,6 +67,17 @@ bool bdrv_cbw_broken(BlockNode *cbw, int *error);
  * readers are backup clients, which the NBD server runs at background
  * priority by default (block-export-add's x-priority). */
 bool bdrv_is_point_in_time(BlockNode *bs);
+
+/* When a write last reached the source of copy-before-write node @cbw
+ * (monotonic µs, up to CBW_WRITE_STAMP_US stale; 0: none yet). */
+#define CBW_WRITE_STAMP_US 500
+int64_t bdrv_cbw_source_written(BlockNode *cbw);
+
+/* Was the source of point-in-time node @bs (see bdrv_is_point_in_time)
+ * written within the last @us microseconds?  False for other nodes.  The
+ * NBD server paces the readers of a point in time while the guest writes
+ * its disk. */
+bool bdrv_point_in_time_source_busy(BlockNode *bs, int64_t us);
 
 /* The live counters of a copy-before-write node (query-named-block-nodes,
  * the backup job's queries and events). */

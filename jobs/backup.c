@@ -54,8 +54,6 @@
 #define RETRY_DELAY_NS (10 * 1000 * 1000)
 /* The guest is active if it wrote within this time. */
 #define GUEST_QUIET_NS (5 * 1000 * 1000)
-/* How stale the time of the guest's last write may be. */
-#define GUEST_STAMP_NS (500 * 1000)
 /* While it is: the copies' share of one core, in percent (x-perf's
  * x-background-share; see the header comment).  Measured on 2 loaded
  * cores (load 3-9), sync=full of 1 GiB qcow2 under a 4k QD32 guest,
@@ -101,7 +99,8 @@ typedef struct BackupJob {
 
     /* Atomic: set from guest threads. */
     gint broken;              /* a copy-before-write failed */
-    gint64 guest_write_ns;    /* when a guest write last began or ended */
+    gint64 guest_write_ns;    /* when a guest write's copy last ended (the
+                               * writes themselves: bdrv_cbw_source_written) */
     gint guest_copying;       /* guest writes in their copy-before-write */
 
     /* Set once, before broken is set. */
@@ -188,19 +187,6 @@ static void backup_break(BackupJob *b, int error, bool is_read,
 }
 
 /* Copy-before-write hooks (copy-before-write.h). */
-/* Every guest write passes here, from all the connections' threads: the
- * time is stored only when it moved on by GUEST_STAMP_NS, so that the
- * line is mostly read, not bounced between cores on each write. */
-static void backup_guest_write(void *opaque)
-{
-    BackupJob *b = opaque;
-    int64_t now = job_now_ns();
-
-    if (now - __atomic_load_n(&b->guest_write_ns, __ATOMIC_RELAXED) >=
-        GUEST_STAMP_NS)
-        __atomic_store_n(&b->guest_write_ns, now, __ATOMIC_RELAXED);
-}
-
 static void backup_before_copy(void *opaque)
 {
     BackupJob *b = opaque;
@@ -240,8 +226,10 @@ static void backup_progress(void *opaque, int64_t bytes)
  * as at 0.99x, on a loaded 2-core machine). */
 static bool guest_active(BackupJob *b)
 {
-    int64_t quiet = job_now_ns() -
-                    __atomic_load_n(&b->guest_write_ns, __ATOMIC_RELAXED);
+    int64_t wrote = MAX((b->cbw ? bdrv_cbw_source_written(b->cbw) : 0) * 1000,
+                        __atomic_load_n(&b->guest_write_ns,
+                                        __ATOMIC_RELAXED));
+    int64_t quiet = job_now_ns() - wrote;
 
     return quiet < GUEST_QUIET_NS ||
            __atomic_load_n(&b->guest_copying, __ATOMIC_RELAXED) > 0;
@@ -882,7 +870,6 @@ static bool insert_filter(BackupJob *b, const char *node_name, GError **errp)
         .break_snapshot = true,
         .max_store_bytes = b->max_store_bytes,
         .progress = backup_progress,
-        .guest_write = backup_guest_write,
         .before_copy = backup_before_copy,
         .after_copy = backup_after_copy,
         .broken = backup_broken,

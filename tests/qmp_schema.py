@@ -476,6 +476,7 @@ ADDITIONS = (
     "/+rbd/x-dirty-since",
     "block-export-add/x-iothreads",
     "block-export-add/x-priority",
+    "block-export-add/x-background-rate",
     "/x-cbw",
     "/x-max-store-bytes",
     "/+copy-before-write/x-on-store-full",

@@ -139,9 +139,11 @@ static void follow_iothread(NbdExport *exp)
 /* A connection to a background export (a point in time, by default) runs
  * with a higher nice value, its workers, made afterwards, too: a backup
  * client that pulls as fast as it can then leaves the CPUs to the guest's
- * connections, and is slowed down itself. */
-static void follow_priority(NbdExport *exp)
+ * connections, and is slowed down itself; its reads are paced while the
+ * guest writes (pace.c). */
+static void follow_priority(NbdConn *c)
 {
+    NbdExport *exp = c->exp;
     BlockNode *node;
     bool background;
 
@@ -150,6 +152,7 @@ static void follow_priority(NbdExport *exp)
     node = nbd_export_node(exp);
     background = exp->priority == NBD_EXPORT_PRIORITY_BACKGROUND ||
                  (node && bdrv_is_point_in_time(node));
+    c->background = background;
     if (background &&
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
                     NBD_EXPORT_BACKGROUND_NICE) < 0 && bdrv_verbose)
@@ -171,7 +174,7 @@ void nbd_client_serve(int fd)
 
     if (nbd_handshake(c)) {
         follow_iothread(c->exp);
-        follow_priority(c->exp);
+        follow_priority(c);
         nbd_transmission(c);
     }
     trace(TRACE_NBD_CLIENT_DISCONNECT, "client disconnected");

@@ -35,6 +35,7 @@ typedef struct NbdConn {
     /* Transmission phase: fixed once the handshake ends. */
     NbdExport *exp;
     uint16_t eflags;
+    bool background;    /* x-priority background: reads are paced */
 
     GMutex read_lock;   /* one worker reads a request (and payload) at once */
     GMutex write_lock;  /* one worker sends a reply at once */
@@ -42,6 +43,7 @@ typedef struct NbdConn {
     gint64 avg_request_ns; /* relaxed atomic: recent time to serve one */
     unsigned requests_since_fill; /* read_lock: requests read since the
                                    * last receive, to tell queue depth 1 */
+    unsigned poll_backoff, poll_skip; /* read_lock: see recv_polling */
     /* Any memory alignment does for the export's node chain (no O_DIRECT):
      * payloads and read data may stay where they lie. */
     bool any_buffer_alignment;

@@ -20,6 +20,7 @@ static void export_free(NbdExport *exp)
     bdrv_user_detach(exp->user);
     if (exp->on_free)
         exp->on_free(exp->on_free_opaque);
+    nbd_pace_destroy(&exp->pace);
     g_free(exp->name);
     g_free(exp->description);
     g_free(exp);
@@ -85,6 +86,7 @@ NbdExport *nbd_export_add(const char *name, const char *description,
     exp->read_only = read_only;
     exp->writethrough = writethrough;
     exp->refcnt = 1; /* the table's */
+    nbd_pace_init(&exp->pace, NBD_BACKGROUND_READ_RATE);
     g_hash_table_insert(exports, exp->name, exp);
     g_mutex_unlock(&exports_lock);
     return exp;

@@ -10,6 +10,7 @@
 #define SNAPNBD_EXPORT_H
 
 #include "block/block.h"
+#include "pace.h"
 
 #define NBD_EXPORT_MAX_IOTHREADS 64
 
@@ -42,6 +43,8 @@ typedef struct NbdExport {
      * of background when the node holds a point in time as the client
      * connects (bdrv_is_point_in_time), else normal. */
     NbdExportPriority priority;
+    NbdPace pace;         /* x-background-rate: a background connection's
+                           * reads while the guest writes (pace.c) */
     bool allocation_depth; /* offers qemu:allocation-depth (-A) */
     /* Offered as qemu:dirty-bitmap:NAME contexts (-B), each marked busy
      * while exported; fixed before clients come. */

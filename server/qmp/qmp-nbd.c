@@ -224,6 +224,7 @@ typedef struct ExportArgs {
     const char *iothread;
     GPtrArray *iothreads; /* x-iothreads: of char *, or NULL */
     NbdExportPriority priority; /* x-priority, or auto */
+    int64_t background_rate;    /* x-background-rate */
     bool writable, writethrough, allocation_depth;
     GPtrArray *bitmaps;   /* of QmpBlockDirtyBitmapOrStr *, or NULL */
     BlockNode *node;
@@ -249,6 +250,13 @@ static bool export_args(const QmpBlockExportOptions *o, ExportArgs *a,
         a->priority = o->x_priority == QMP_X_EXPORT_PRIORITY_BACKGROUND
                       ? NBD_EXPORT_PRIORITY_BACKGROUND
                       : NBD_EXPORT_PRIORITY_NORMAL;
+    a->background_rate = o->has_x_background_rate ? o->x_background_rate
+                                                  : NBD_BACKGROUND_READ_RATE;
+    if (a->background_rate < 0) {
+        qmp_error(errp, "Parameter 'x-background-rate' expects a "
+                  "non-negative rate");
+        return false;
+    }
     a->name = nbd && nbd->has_name ? nbd->name : o->node_name;
     a->description = nbd && nbd->has_description ? nbd->description : NULL;
     a->allocation_depth = nbd && nbd->has_allocation_depth &&
@@ -398,6 +406,7 @@ static JsonNode *cmd_block_export_add(const QmpBlockExportOptions *o,
                      nbd_listener_max_clients(server->listener) != 1;
     exp->allocation_depth = a.allocation_depth;
     exp->priority = a.priority;
+    nbd_pace_set_rate(&exp->pace, a.background_rate);
     bind_iothreads(exp, &a);
     e = g_new0(QmpExport, 1);
     e->id = g_strdup(a.id);
