@@ -201,6 +201,10 @@ int bdrv_refcnt(BlockNode *bs);
  * table's lock: @fn may read nodes but not open, look up or release any. */
 void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque),
                        void *opaque);
+/* Every node still alive, each referenced (a node whose last reference is
+ * gone stays in the name table until its free removes it: it is left
+ * out); the array drops the references when freed. */
+GPtrArray *bdrv_ref_all_nodes(void);
 
 /* Length in bytes: never negative (open fails when the driver cannot
  * tell it). */

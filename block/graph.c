@@ -606,6 +606,22 @@ void bdrv_foreach_node(void (*fn)(BlockNode *bs, void *opaque), void *opaque)
     }
     g_mutex_unlock(&names_lock);
 }
+
+static void ref_alive(BlockNode *bs, void *opaque)
+{
+    if (bdrv_ref_if_alive(bs))
+        g_ptr_array_add(opaque, bs);
+}
+
+GPtrArray *bdrv_ref_all_nodes(void)
+{
+    GPtrArray *nodes =
+        g_ptr_array_new_with_free_func((GDestroyNotify)bdrv_unref);
+
+    bdrv_foreach_node(ref_alive, nodes);
+    return nodes;
+}
+
 bool bdrv_id_wellformed(const char *id)
 {
     if (!g_ascii_isalpha(id[0]))

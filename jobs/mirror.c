@@ -856,14 +856,21 @@ static void mirror_complete(Job *job, GError **errp)
 static void mirror_clean(Job *job)
 {
     MirrorJob *m = (MirrorJob *)job;
+    /* The job's edge may hold the target's last reference (its node was
+     * deleted meanwhile, or the daemon is stopping): keep the node until
+     * it is read-only again (the QMP fuzzer's seed 453701862). */
+    BlockNode *target = m->target_edge ? m->target : NULL;
 
+    if (target)
+        bdrv_ref(target);
     if (m->dirty)
         bdrv_release_dirty_bitmap(m->dirty);
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
-    if (m->target_was_read_only && !m->switched)
-        bdrv_set_read_only(m->target);
+    if (target && m->target_was_read_only && !m->switched)
+        bdrv_set_read_only(target);
+    bdrv_unref(target);
     if (m->filter_inserted) { /* never ran */
         BdrvDrain *drain = bdrv_drained_begin(m->filter);
         unplug_filter(m);

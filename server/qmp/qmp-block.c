@@ -468,13 +468,6 @@ typedef struct NodeList {
     bool flat;
 } NodeList;
 
-static void collect_node(BlockNode *bs, void *opaque)
-{
-    NodeList *l = opaque;
-
-    g_ptr_array_add(l->infos, node_info(bs, l->flat));
-}
-
 static gint by_node_name(gconstpointer a, gconstpointer b)
 {
     JsonObject *x = *(JsonObject *const *)a, *y = *(JsonObject *const *)b;
@@ -487,10 +480,15 @@ static JsonNode *cmd_query_named_block_nodes(
     const QmpQueryNamedBlockNodesArgs *a, GError **errp)
 {
     NodeList l = { g_ptr_array_new(), a->flat };
+    g_autoptr(GPtrArray) nodes = bdrv_ref_all_nodes();
     JsonArray *arr = json_array_new();
     JsonNode *n;
 
-    bdrv_foreach_node(collect_node, &l);
+    /* Described outside the name table's lock, each held by a reference:
+     * a node may be going meanwhile. */
+    for (guint i = 0; i < nodes->len; i++)
+        g_ptr_array_add(l.infos, node_info(g_ptr_array_index(nodes, i),
+                                           l.flat));
     g_ptr_array_sort(l.infos, by_node_name);
     for (guint i = 0; i < l.infos->len; i++)
         json_array_add_object_element(arr, g_ptr_array_index(l.infos, i));

@@ -11,25 +11,17 @@
 
 #include <string.h>
 
-/* Every node, referenced, sorted by name (release with release_nodes). */
-static void collect(BlockNode *bs, void *opaque)
-{
-    bdrv_ref(bs);
-    g_ptr_array_add(opaque, bs);
-}
-
 static gint by_name(gconstpointer a, gconstpointer b)
 {
     return strcmp(bdrv_node_name(*(BlockNode **)a),
                   bdrv_node_name(*(BlockNode **)b));
 }
 
+/* Every node, referenced, sorted by name. */
 static GPtrArray *all_nodes(void)
 {
-    GPtrArray *nodes =
-        g_ptr_array_new_with_free_func((GDestroyNotify)bdrv_unref);
+    GPtrArray *nodes = bdrv_ref_all_nodes();
 
-    bdrv_foreach_node(collect, nodes);
     g_ptr_array_sort(nodes, by_name);
     return nodes;
 }
