@@ -22,6 +22,7 @@
 #include "server/objects.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static char **qmp_specs;   /* --qmp */
@@ -30,6 +31,8 @@ static char **monitors;    /* --monitor */
 static char **blockdevs;   /* --blockdev */
 static char **nbd_servers; /* --nbd-server */
 static char **exports;     /* --export */
+/* set when an option printed help instead of starting: the exit status */
+static int help_exit_status = -1;
 
 GOptionGroup *qmp_cli_option_group(void)
 {
@@ -61,7 +64,8 @@ GOptionGroup *qmp_cli_option_group(void)
 
 bool qmp_cli_given(void)
 {
-    return qmp_specs || monitors || blockdevs || nbd_servers || exports;
+    return qmp_specs || chardevs || monitors || blockdevs || nbd_servers ||
+           exports;
 }
 
 /* qemu-storage-daemon names the option in its messages, qemu-nbd does not
@@ -276,17 +280,112 @@ bool qmp_cli_object_add_json(const char *spec, bool name_option)
                json_object_ref(json_node_get_object(json)));
 }
 
+/* The QOM type name QEMU 7.2 gives a property of the schema type @t
+ * (object_property_help's "<...>"). */
+static const char *qom_type_name(const QmpSchemaType *t)
+{
+    if (t->check == QMP_CHECK_ARRAY) /* QEMU names the element's type */
+        t = &qmp_schema_types[t->element];
+    if (strcmp(t->name, "str") == 0)
+        return "string";
+    return t->name;
+}
+
+static gint compare_strings(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* QEMU's user_creatable_print_types(): the ObjectType enum, the types
+ * snapnbd makes, sorted. */
+static void print_object_types(void)
+{
+    const QmpSchemaType *t = qmp_schema_type("ObjectType");
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+
+    for (const char *const *v = t->values; *v; v++)
+        g_ptr_array_add(names, (gpointer)*v);
+    g_ptr_array_sort(names, compare_strings);
+    printf("List of user creatable objects:\n");
+    for (guint i = 0; i < names->len; i++)
+        printf("  %s\n", (const char *)g_ptr_array_index(names, i));
+}
+
+/* QEMU's type_print_class_properties(): the members of @type's
+ * ObjectOptions branch, sorted as whole lines; false if snapnbd does not
+ * make @type. */
+static bool print_object_properties(const char *type)
+{
+    const QmpSchemaType *options = qmp_schema_type("ObjectOptions");
+    g_autoptr(GPtrArray) lines = g_ptr_array_new_with_free_func(g_free);
+    const QmpSchemaType *props = NULL;
+
+    for (const QmpSchemaVariant *v = options->variants; v->name; v++) {
+        if (strcmp(v->name, type) == 0)
+            props = &qmp_schema_types[v->type];
+    }
+    if (!props)
+        return false;
+    for (const QmpSchemaMember *m = props->members; m && m->name; m++) {
+        /* deprecated, and read-only in QEMU 7.2: no setter to list */
+        if (strcmp(m->name, "loaded") == 0)
+            continue;
+        g_ptr_array_add(lines, g_strdup_printf(
+            "  %s=<%s>", m->name, qom_type_name(&qmp_schema_types[m->type])));
+    }
+    g_ptr_array_sort(lines, compare_strings);
+    if (lines->len)
+        printf("%s options:\n", type);
+    else
+        printf("There are no options for %s.\n", type);
+    for (guint i = 0; i < lines->len; i++)
+        printf("%s\n", (const char *)g_ptr_array_index(lines, i));
+    return true;
+}
+
+/* --object ...,help (QEMU's user_creatable_print_help_from_qdict): the
+ * type's properties, or the list of types when none or another is named. */
+static void print_object_help(JsonObject *args)
+{
+    JsonNode *type = json_object_get_member(args, "qom-type");
+
+    if (!type || !JSON_NODE_HOLDS_VALUE(type) ||
+        json_node_get_value_type(type) != G_TYPE_STRING ||
+        !print_object_properties(json_node_get_string(type)))
+        print_object_types();
+    fflush(stdout);
+}
+
+bool qmp_cli_object_wants_help(const char *spec)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonObject) args = NULL;
+    bool help = false;
+
+    if (spec[0] == '{')
+        return false;
+    args = qmp_keyval_parse_help(spec, "qom-type", &help, &err);
+    return args && help;
+}
+
 bool qmp_cli_object_add_options(const char *spec, bool name_option)
 {
     const char *option = name_option ? "--object" : NULL;
     g_autoptr(GError) err = NULL;
     JsonObject *args;
     JsonNode *type;
+    bool help;
 
     qmp_register_all();
-    args = qmp_keyval_parse(spec, "qom-type", &err);
+    args = qmp_keyval_parse_help(spec, "qom-type", &help, &err);
     if (!args)
         return fail(option, spec, err);
+    if (help) {
+        print_object_help(args);
+        json_object_unref(args);
+        help_exit_status = EXIT_SUCCESS;
+        return false;
+    }
     /* a type QEMU has and snapnbd does not make: said once the members
      * common to all types are checked (QEMU would check the type's own) */
     type = json_object_get_member(args, "qom-type");
@@ -334,6 +433,11 @@ bool qmp_cli_start(void)
         return false;
     }
     return true;
+}
+
+int qmp_cli_help_exit_status(void)
+{
+    return help_exit_status;
 }
 
 void qmp_cli_free(void)
