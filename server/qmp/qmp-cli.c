@@ -9,12 +9,12 @@
  * implied key), typed by the schema in QEMU's visitor order; then they run
  * through the same handlers as over the socket, so they check and fail
  * exactly alike.  --monitor is keyval too (MonitorOptions); --chardev is
- * QemuOpts, as in QEMU.
+ * QemuOpts, as in QEMU (qmp-chardev.c).
  */
 #include "qmp-cli.h"
 
 #include "block/block.h"
-#include "block/qemu-opts.h"
+#include "qmp-chardev.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-keyval.h"
@@ -79,113 +79,54 @@ static bool fail(const char *option, const char *spec, const GError *err)
     return false;
 }
 
-/* --monitor [chardev=]ID (QEMU's keyval, typed as MonitorOptions): the
- * --chardev socket of that id; QEMU's checks in its order. */
-static char *monitor_spec(const char *monitor, GError **errp)
+/* --monitor [chardev=]ID (QEMU's keyval, typed as MonitorOptions): QMP
+ * on the --chardev of that id; QEMU's checks in its order. */
+static bool add_monitor(const char *monitor, GError **errp)
 {
     JsonObject *m = qmp_keyval_parse(monitor, "chardev", errp);
     const char *id, *mode;
-    char *found = NULL;
+    QmpChardev *chr;
+    char *path;
+    bool ok = false, wait;
+    int fd;
 
     if (!m)
-        return NULL;
+        return false;
     if (!qmp_schema_check_keyval("MonitorOptions", m, errp))
         goto out;
     id = json_object_get_string_member(m, "chardev");
     mode = json_object_get_string_member_with_default(m, "mode", "control");
-    for (char **c = chardevs; c && *c && !found; c++) {
-        g_autoptr(GHashTable) opts = qemu_opts_parse(*c, "backend");
-        if (g_strcmp0(g_hash_table_lookup(opts, "id"), id) == 0)
-            found = g_strdup(*c);
-    }
-    if (!found)
+    chr = qmp_chardev_find(id);
+    if (!chr)
         qmp_error(errp, "chardev \"%s\" not found", id);
-    else if (strcmp(mode, "control") != 0) {
+    else if (strcmp(mode, "control") != 0)
         qmp_error(errp, "Only QMP is supported");
-        g_clear_pointer(&found, g_free);
+    else if (qmp_chardev_take(chr, &fd, &path, &wait, errp)) {
+        qmp_add_listener_fd(fd, path, wait);
+        ok = true;
     }
 out:
     json_object_unref(m);
-    return found;
+    return ok;
 }
 
-/* --chardev SPEC as qemu-storage-daemon checks it when it is given
- * (QemuOpts, then qemu_chr_new_from_opts), before any --monitor uses it:
- * the id, the known parameters, booleans, the backend's name. */
-static bool check_chardev(const char *spec, GError **errp)
-{
-    static const char *const keys[] = {
-        "backend", "path", "host", "port", "fd", "localaddr", "localport",
-        "to", "ipv4", "ipv6", "wait", "server", "delay", "nodelay",
-        "reconnect", "telnet", "tn3270", "tls-creds", "tls-authz",
-        "websocket", "width", "height", "cols", "rows", "mux", "signal",
-        "name", "debug", "size", "chardev", "append", "logfile",
-        "logappend", "mouse", "clipboard", "tight", "abstract", "id", NULL,
-    };
-    static const char *const bools[] = {
-        "ipv4", "ipv6", "wait", "server", "delay", "nodelay", "telnet",
-        "tn3270", "websocket", "mux", "signal", "append", "logappend",
-        "mouse", "clipboard", "tight", "abstract", NULL,
-    };
-    static const char *const bool_words[] = {
-        "on", "yes", "true", "y", "off", "no", "false", "n", NULL,
-    };
-    /* QEMU 7.2's character devices (and aliases), in a Debian build */
-    static const char *const backends[] = {
-        "null", "socket", "udp", "msmouse", "wctablet", "memory", "ringbuf",
-        "file", "pipe", "pty", "stdio", "serial", "tty", "parallel",
-        "parport", "braille", "spicevmc", "spiceport", "qemu-vdagent",
-        "dbus", "testdev", "vc", NULL,
-    };
-    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
-    g_autoptr(GHashTable) opts = qemu_opts_parse(spec, "backend");
-    const char *id = g_hash_table_lookup(opts, "id");
-    const char *backend = g_hash_table_lookup(opts, "backend");
-
-    if (id && !bdrv_id_wellformed(id))
-        return qmp_error(errp, "Parameter 'id' expects an identifier"), false;
-    for (guint i = 0; i < items->len; i++) {
-        const char *item = g_ptr_array_index(items, i);
-        g_autofree char *key = g_strndup(item, strcspn(item, "="));
-        const char *value = item[strlen(key)] ? item + strlen(key) + 1 : "on";
-
-        if (!*item || (i == 0 && !strchr(item, '=')))
-            continue;
-        if (!strchr(item, '=') && g_str_has_prefix(key, "no") &&
-            g_strv_contains(bools, key + 2))
-            continue; /* "nowait": QEMU's deprecated short form of off */
-        if (!g_strv_contains(keys, key))
-            return qmp_error(errp, "Invalid parameter '%s'", key), false;
-        if (g_strv_contains(bools, key) && !g_strv_contains(bool_words, value))
-            return qmp_error(errp, "Parameter '%s' expects 'on' or 'off'",
-                             key), false;
-    }
-    if (!id)
-        return qmp_error(errp, "chardev: no id specified"), false;
-    if (!backend)
-        return qmp_error(errp, "chardev: \"%s\" missing backend", id), false;
-    if (!g_strv_contains(backends, backend))
-        return qmp_error(errp, "'%s' is not a valid char driver name",
-                         backend), false;
-    return true;
-}
-
+/* --chardev, --qmp, --monitor; false when one failed or printed help
+ * (help_exit_status set). */
 static bool add_listeners(void)
 {
     g_autoptr(GError) err = NULL;
 
     for (char **c = chardevs; c && *c; c++) {
-        if (!check_chardev(*c, &err))
-            return fail("--chardev", *c, err);
+        if (qmp_chardev_add(*c, &help_exit_status, &err))
+            continue;
+        return err ? fail("--chardev", *c, err) : false;
     }
-
     for (char **q = qmp_specs; q && *q; q++) {
         if (!qmp_add_listener(*q, &err))
             return fail("--qmp", *q, err);
     }
     for (char **m = monitors; m && *m; m++) {
-        g_autofree char *spec = monitor_spec(*m, &err);
-        if (!spec || !qmp_add_listener(spec, &err))
+        if (!add_monitor(*m, &err))
             return fail("--monitor", *m, err);
     }
     return true;
@@ -448,4 +389,5 @@ void qmp_cli_free(void)
     g_clear_pointer(&blockdevs, g_strfreev);
     g_clear_pointer(&nbd_servers, g_strfreev);
     g_clear_pointer(&exports, g_strfreev);
+    qmp_chardev_cleanup();
 }

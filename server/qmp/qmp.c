@@ -654,7 +654,6 @@ bool qmp_add_listener(const char *spec, GError **errp)
 {
     g_autofree char *path = NULL;
     bool server, wait;
-    QmpListener *l;
     int fd;
 
     if (!parse_spec(spec, &path, &server, &wait, errp))
@@ -662,9 +661,16 @@ bool qmp_add_listener(const char *spec, GError **errp)
     fd = nbd_listen_unix(path, errp);
     if (fd < 0)
         return false;
-    l = g_new0(QmpListener, 1);
+    qmp_add_listener_fd(fd, g_steal_pointer(&path), wait);
+    return true;
+}
+
+void qmp_add_listener_fd(int fd, char *path, bool wait)
+{
+    QmpListener *l = g_new0(QmpListener, 1);
+
     l->fd = fd;
-    l->path = g_steal_pointer(&path);
+    l->path = path;
     if (!listeners)
         listeners = g_ptr_array_new();
     g_ptr_array_add(listeners, l);
@@ -676,7 +682,6 @@ bool qmp_add_listener(const char *spec, GError **errp)
         if (fd >= 0)
             client_add(fd);
     }
-    return true;
 }
 
 bool qmp_start(GError **errp)
