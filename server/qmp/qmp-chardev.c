@@ -561,6 +561,10 @@ static bool open_socket(const char *id, const Opts *o, int *fd,
             return false;
         }
     }
+    /* a server without an address, or fd=, listens on nothing (QEMU's
+     * skip_listen) */
+    if (!path && !host && server && (!fdstr || !*fdstr))
+        return unsupported(id, "a server without a path", errp);
     if (!path && !host)
         return check_fd(id, fdstr, errp);
     if (host)
