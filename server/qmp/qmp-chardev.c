@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,18 +502,24 @@ static bool check_fd(const char *id, const char *fd, GError **errp)
     return unsupported(id, "a socket fd", errp);
 }
 
-/* QEMU's client mode connects at once: its error when it cannot, else
- * snapnbd's refusal. */
-static bool check_client(const char *id, const char *path, GError **errp)
+/* QEMU's client mode connects at once (to @path in the abstract
+ * namespace with abstract=on, its address "tight" unless tight=off): its
+ * error when it cannot, else snapnbd's refusal. */
+static bool check_client(const char *id, const Opts *o, GError **errp)
 {
+    const char *path = opt_get(o, "path");
+    bool abstract = opt_bool(o, "abstract", false);
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    socklen_t len = sizeof(sun);
     int fd, ret, err;
 
-    if (strlen(path) >= sizeof(sun.sun_path))
+    if (strlen(path) + abstract >= sizeof(sun.sun_path))
         return unsupported(id, "a path this long", errp);
-    strcpy(sun.sun_path, path);
+    strcpy(sun.sun_path + abstract, path);
+    if (abstract && opt_bool(o, "tight", true))
+        len = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ret = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    ret = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sun, len);
     err = errno;
     if (fd >= 0)
         close(fd);
@@ -570,7 +577,7 @@ static bool open_socket(const char *id, const Opts *o, int *fd,
     if (host)
         return unsupported(id, "a TCP socket (host=)", errp);
     if (!server)
-        return check_client(id, path, errp);
+        return check_client(id, o, errp);
     if (!*path)
         return unsupported(id, "an empty path", errp);
     if (opt_bool(o, "abstract", false))
