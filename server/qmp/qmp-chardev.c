@@ -502,9 +502,9 @@ static bool check_fd(const char *id, const char *fd, GError **errp)
     return unsupported(id, "a socket fd", errp);
 }
 
-/* QEMU's client mode connects at once (to @path in the abstract
- * namespace with abstract=on, its address "tight" unless tight=off): its
- * error when it cannot, else snapnbd's refusal. */
+/* QEMU's client mode connects at once unless reconnect= is set (to @path
+ * in the abstract namespace with abstract=on, its address "tight" unless
+ * tight=off): its error when it cannot, else snapnbd's refusal. */
 static bool check_client(const char *id, const Opts *o, GError **errp)
 {
     const char *path = opt_get(o, "path");
@@ -513,6 +513,10 @@ static bool check_client(const char *id, const Opts *o, GError **errp)
     socklen_t len = sizeof(sun);
     int fd, ret, err;
 
+    /* reconnect=N: QEMU connects in the background, errors or not */
+    if (opt_get(o, "reconnect") &&
+        strtoull(opt_get(o, "reconnect"), NULL, 0) > 0)
+        return unsupported(id, "client mode (server=off)", errp);
     if (strlen(path) + abstract >= sizeof(sun.sun_path))
         return unsupported(id, "a path this long", errp);
     strcpy(sun.sun_path + abstract, path);
