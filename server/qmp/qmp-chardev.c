@@ -193,9 +193,10 @@ static int strtou64_whole(const char *s, int base, guint64 *out)
     return errno == ERANGE ? -ERANGE : 0;
 }
 
-/* QEMU's qemu_strtosz(): a decimal number (or hex, no suffix), a fraction
- * only with a suffix, an optional B/K/M/G/T/P/E suffix. */
-static int strtosz(const char *s, guint64 *out)
+/* QEMU's qemu_strtosz(): a decimal number or a hex one (no fraction), a
+ * fraction only with a suffix, an optional B/K/M/G/T/P/E suffix (on a hex
+ * number with QEMU's deprecation warning, after @warn_prefix). */
+static int strtosz(const char *s, const char *warn_prefix, guint64 *out)
 {
     static const char suffixes[] = "BKMGTPE";
     char *end;
@@ -203,6 +204,7 @@ static int strtosz(const char *s, guint64 *out)
     double frac = 0;
     const char *sfx;
     unsigned shift = 0;
+    bool hex = false;
 
     errno = 0;
     val = strtoull(s, &end, 10);
@@ -213,17 +215,27 @@ static int strtosz(const char *s, guint64 *out)
     if (memchr(s, '-', end - s))
         return -EINVAL;
     if (val == 0 && (*end == 'x' || *end == 'X')) {
-        int ret = strtou64_whole(s, 16, out);
-
-        return ret == -ERANGE ? -ERANGE : ret ? -EINVAL : 0;
-    }
-    if (*end == '.') {
+        val = strtoull(s, &end, 16);
+        if (errno == ERANGE)
+            return -ERANGE;
+        if (*end == '.')
+            return -EINVAL;
+        hex = true;
+    } else if (*end == '.') { /* "1.5k"; "1.k" too, but no exponent */
         char *fend;
 
         frac = strtod(end, &fend);
-        end = fend;
+        if (fend == end)
+            end++;
+        else if (memchr(end, 'e', fend - end) || memchr(end, 'E', fend - end))
+            return -EINVAL;
+        else
+            end = fend;
     }
     if (*end && (sfx = strchr(suffixes, g_ascii_toupper(*end)))) {
+        if (hex)
+            fprintf(stderr, "%swarning: Using a multiplier suffix on hex "
+                    "numbers is deprecated: %s\n", warn_prefix, s);
         shift = 10 * (unsigned)(sfx - suffixes);
         end++;
     } else if (frac) {
@@ -239,7 +251,7 @@ static int strtosz(const char *s, guint64 *out)
 
 /* QEMU's qemu_opt_parse() for one of qemu_chardev_opts. */
 static bool check_value(const char *name, OptType type, const char *value,
-                        GError **errp)
+                        const char *warn_prefix, GError **errp)
 {
     static const char *const bool_words[] = {
         "on", "yes", "true", "y", "off", "no", "false", "n", NULL,
@@ -264,7 +276,7 @@ static bool check_value(const char *name, OptType type, const char *value,
             qmp_error(errp, "Parameter '%s' expects a number", name);
         return ret == 0;
     case OPT_SIZE:
-        ret = strtosz(value, &n);
+        ret = strtosz(value, warn_prefix, &n);
         if (ret == -ERANGE)
             qmp_error(errp, "Value '%s' is out of range for parameter '%s'",
                       value, name);
@@ -278,11 +290,13 @@ static bool check_value(const char *name, OptType type, const char *value,
     return false;
 }
 
-static bool validate(const char *name, const char *value, GError **errp)
+static bool validate(const char *name, const char *value,
+                     const char *warn_prefix, GError **errp)
 {
     for (size_t i = 0; i < G_N_ELEMENTS(chardev_opts); i++) {
         if (strcmp(chardev_opts[i].name, name) == 0)
-            return check_value(name, chardev_opts[i].type, value, errp);
+            return check_value(name, chardev_opts[i].type, value,
+                               warn_prefix, errp);
     }
     qmp_error(errp, "Invalid parameter '%s'", name);
     return false;
@@ -308,7 +322,7 @@ static bool opts_parse(const char *spec, const char *warn_prefix, Opts *o,
         p = get_opt_name_value(p, firstname, warn_prefix, help, &name,
                                &value);
         if (*help || strcmp(name, "id") == 0 ||
-            !validate(name, value, errp)) {
+            !validate(name, value, warn_prefix, errp)) {
             bool skipped_id = !*help && strcmp(name, "id") == 0;
 
             g_free(name);
