@@ -308,11 +308,13 @@ def chardev_opts(rnd, d):
     if rnd.random() < 0.2:
         opts += ["--chardev", f"socket,id={rnd.choice(['c0', 'c1'])},"
                  f"path={d}/c2.sock,server=on,wait=off"]
+    monitors = []
     for _ in range(rnd.choice([0, 0, 1, 1, 2])):
-        opts += ["--monitor", rnd.choice(["c0", "chardev=c0", "c1",
-                                          "c0,mode=readline", "c0,help",
-                                          "c0,pretty=on", "c0,x=1"])]
-    return opts
+        monitors += ["--monitor", rnd.choice(["c0", "chardev=c0", "c1",
+                                              "c0,mode=readline", "c0,help",
+                                              "c0,pretty=on", "c0,x=1"])]
+    # options run in the order given: a monitor before its chardev fails
+    return monitors + opts if rnd.random() < 0.1 else opts + monitors
 
 
 def message(proc, prog):

@@ -167,6 +167,9 @@ opt_errors=(
     "--chardev socket,id=c0,path=$tmp/no/c.sock,server=on,wait=off|Failed to bind socket to $tmp/no/c.sock: No such file or directory"
     "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off --chardev socket,id=c0,path=$tmp/c2.sock,server=on,wait=off|duplicate yank instance"
     "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off --monitor c0 --monitor c0|Device 'c0' is in use"
+    # in the order given, as qemu-storage-daemon: only what is made already
+    "--export type=nbd,id=e,node-name=n9 --blockdev driver=null-co,node-name=n9|Cannot find device='' nor node-name='n9'"
+    "--monitor c0 --chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off|chardev \"c0\" not found"
     # help: only --object and --chardev have it (below)
     "--monitor nope,help|Help is not available for this option"
     "--nbd-server help|Help is not available for this option"

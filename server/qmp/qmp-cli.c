@@ -25,32 +25,61 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char **qmp_specs;   /* --qmp */
-static char **chardevs;    /* --chardev */
-static char **monitors;    /* --monitor */
-static char **blockdevs;   /* --blockdev */
-static char **nbd_servers; /* --nbd-server */
-static char **exports;     /* --export */
+/* --qmp, --chardev, --monitor, --blockdev, --nbd-server and --export, in
+ * the order given: qemu-storage-daemon runs its options in that order, so
+ * an option can use only what an earlier one made. */
+typedef struct {
+    char *option; /* "--export" */
+    char *value;
+} CliItem;
+
+static GPtrArray *items; /* of CliItem * */
+
+static void item_free(gpointer p)
+{
+    CliItem *item = p;
+
+    g_free(item->option);
+    g_free(item->value);
+    g_free(item);
+}
+
+static gboolean add_item(const gchar *option, const gchar *value,
+                         gpointer data, GError **error)
+{
+    CliItem *item = g_new0(CliItem, 1);
+
+    (void)data;
+    (void)error;
+    item->option = g_strdup(option);
+    item->value = g_strdup(value);
+    if (!items)
+        items = g_ptr_array_new_with_free_func(item_free);
+    g_ptr_array_add(items, item);
+    return TRUE;
+}
+
 /* set when an option printed help instead of starting: the exit status */
 static int help_exit_status = -1;
 
 GOptionGroup *qmp_cli_option_group(void)
 {
     static const GOptionEntry entries[] = {
-        { "qmp", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &qmp_specs,
+        { "qmp", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK, add_item,
           "serve QMP on the unix socket PATH", "unix:PATH,server[,wait=off]" },
-        { "chardev", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &chardevs,
-          "a unix socket for --monitor", "socket,id=ID,path=PATH,server=on" },
-        { "monitor", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &monitors,
-          "serve QMP on the --chardev ID", "[chardev=]ID" },
-        { "blockdev", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &blockdevs,
-          "add a block node (as blockdev-add)", "OPTIONS|JSON" },
-        { "nbd-server", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &nbd_servers,
-          "start the NBD server (as nbd-server-start)",
+        { "chardev", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "a unix socket for --monitor",
+          "socket,id=ID,path=PATH,server=on" },
+        { "monitor", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "serve QMP on the --chardev ID", "[chardev=]ID" },
+        { "blockdev", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "add a block node (as blockdev-add)", "OPTIONS|JSON" },
+        { "nbd-server", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "start the NBD server (as nbd-server-start)",
           "addr.type=unix,addr.path=PATH|addr.type=inet,addr.host=H,"
           "addr.port=P" },
-        { "export", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &exports,
-          "export a node (as block-export-add)",
+        { "export", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "export a node (as block-export-add)",
           "type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]" },
         { NULL },
     };
@@ -64,8 +93,7 @@ GOptionGroup *qmp_cli_option_group(void)
 
 bool qmp_cli_given(void)
 {
-    return qmp_specs || chardevs || monitors || blockdevs || nbd_servers ||
-           exports;
+    return items && items->len;
 }
 
 /* qemu-storage-daemon names the option in its messages, qemu-nbd does not
@@ -108,28 +136,6 @@ static bool add_monitor(const char *monitor, GError **errp)
 out:
     json_object_unref(m);
     return ok;
-}
-
-/* --chardev, --qmp, --monitor; false when one failed or printed help
- * (help_exit_status set). */
-static bool add_listeners(void)
-{
-    g_autoptr(GError) err = NULL;
-
-    for (char **c = chardevs; c && *c; c++) {
-        if (qmp_chardev_add(*c, &help_exit_status, &err))
-            continue;
-        return err ? fail("--chardev", *c, err) : false;
-    }
-    for (char **q = qmp_specs; q && *q; q++) {
-        if (!qmp_add_listener(*q, &err))
-            return fail("--qmp", *q, err);
-    }
-    for (char **m = monitors; m && *m; m++) {
-        if (!add_monitor(*m, &err))
-            return fail("--monitor", *m, err);
-    }
-    return true;
 }
 
 /* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
@@ -348,25 +354,38 @@ bool qmp_cli_object_add_options(const char *spec, bool name_option)
     return run("object-add", "ObjectOptions", option, spec, args);
 }
 
+/* One option; false when it failed (said) or printed help (help_exit_status
+ * set). */
+static bool run_item(const CliItem *item)
+{
+    g_autoptr(GError) err = NULL;
+    const char *option = item->option, *value = item->value;
+
+    if (strcmp(option, "--chardev") == 0) {
+        if (qmp_chardev_add(value, &help_exit_status, &err))
+            return true;
+        return err ? fail(option, value, err) : false;
+    }
+    if (strcmp(option, "--qmp") == 0)
+        return qmp_add_listener(value, &err) || fail(option, value, err);
+    if (strcmp(option, "--monitor") == 0)
+        return add_monitor(value, &err) || fail(option, value, err);
+    if (strcmp(option, "--blockdev") == 0)
+        return add_blockdev(value);
+    if (strcmp(option, "--nbd-server") == 0)
+        return run_options("nbd-server-start", "NbdServerOptions", NULL,
+                           option, value);
+    return run_options("block-export-add", "BlockExportOptions", "type",
+                       option, value);
+}
+
 bool qmp_cli_start(void)
 {
     g_autoptr(GError) err = NULL;
 
     qmp_register_all();
-    if (!add_listeners())
-        return false;
-    for (char **b = blockdevs; b && *b; b++) {
-        if (!add_blockdev(*b))
-            return false;
-    }
-    for (char **s = nbd_servers; s && *s; s++) {
-        if (!run_options("nbd-server-start", "NbdServerOptions", NULL,
-                         "--nbd-server", *s))
-            return false;
-    }
-    for (char **e = exports; e && *e; e++) {
-        if (!run_options("block-export-add", "BlockExportOptions", "type",
-                         "--export", *e))
+    for (guint i = 0; items && i < items->len; i++) {
+        if (!run_item(g_ptr_array_index(items, i)))
             return false;
     }
     if (!qmp_start(&err)) {
@@ -383,11 +402,6 @@ int qmp_cli_help_exit_status(void)
 
 void qmp_cli_free(void)
 {
-    g_clear_pointer(&qmp_specs, g_strfreev);
-    g_clear_pointer(&chardevs, g_strfreev);
-    g_clear_pointer(&monitors, g_strfreev);
-    g_clear_pointer(&blockdevs, g_strfreev);
-    g_clear_pointer(&nbd_servers, g_strfreev);
-    g_clear_pointer(&exports, g_strfreev);
+    g_clear_pointer(&items, g_ptr_array_unref);
     qmp_chardev_cleanup();
 }

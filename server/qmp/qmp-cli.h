@@ -16,10 +16,11 @@ GOptionGroup *qmp_cli_option_group(void);
 /* Was any of these options given? */
 bool qmp_cli_given(void);
 
-/* Registers the QMP commands, binds the control sockets, then runs
- * --blockdev, --nbd-server and --export in order, as the QMP commands they
- * stand for; on error prints one line naming the option and returns
- * false.  Starts the QMP thread last. */
+/* Registers the QMP commands, then runs --qmp, --chardev, --monitor,
+ * --blockdev, --nbd-server and --export in the order given, as
+ * qemu-storage-daemon does (the last three as the QMP commands they stand
+ * for); on error prints one line naming the option and returns false.
+ * Starts the QMP thread last. */
 bool qmp_cli_start(void);
 
 /* --object in JSON syntax: object-add with those arguments (checked and
