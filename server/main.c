@@ -272,15 +272,17 @@ int main(int argc, char **argv)
         ret = list_exports(&o);
         goto out;
     }
-    if (!setup_objects(&o)) {
-        ret = help_or_failure();
-        goto out;
-    }
+    /* objects after both: an iothread object's thread must have the
+     * signals blocked, and be the child's */
     sig_fd = block_signals();
     if (o.fork)
         ready_fd = daemonize();
     if (sig_fd < 0)
         goto out;
+    if (!setup_objects(&o)) {
+        ret = help_or_failure();
+        goto out;
+    }
     if (qmp_cli_given() && !qmp_cli_start()) {
         ret = help_or_failure();
         goto out;
@@ -327,7 +329,7 @@ out:
      * closed and unlocked.  (qemu-nbd's mode leaves it, as above.) */
     if (o.pid_file && ret == EXIT_SUCCESS && !o.filename)
         unlink(o.pid_file);
-    tell_parent(ready_fd, 1);
+    tell_parent(ready_fd, ret == EXIT_SUCCESS ? 0 : 1); /* help: 0 */
     cli_free(&o);
     return ret;
 }

@@ -262,6 +262,23 @@ kill "$pid"
 wait_gone "$pid" "still running after SIGTERM"
 rm -f "$nbd"
 
+# --- objects: made after --fork, in threads that leave SIGTERM to the
+# daemon (an iothread's thread is the daemon's, and SIGTERM still ends it
+# cleanly: pid file and sockets removed) ----------------------------------------
+"$SNAPNBD" --fork --pid-file="$tmp/pid4" --object iothread,id=t0 \
+    --chardev "socket,id=m0,path=$qsock,server=on,wait=off" --monitor m0 ||
+    fail "daemon with an iothread did not start"
+cleanup_fn "_stop_server '$tmp/pid4'"
+pid=$(cat "$tmp/pid4")
+tid=$(qmp "$qsock" '{"execute": "query-iothreads"}' |
+    sed -n 's/.*"thread-id": \([0-9]*\).*/\1/p')
+[ -n "$tid" ] && [ -d "/proc/$pid/task/$tid" ] ||
+    fail "iothread $tid is not a thread of the daemon $pid"
+kill "$pid"
+wait_gone "$pid" "still running after SIGTERM"
+[ ! -e "$tmp/pid4" ] && [ ! -e "$qsock" ] ||
+    fail "SIGTERM did not shut the daemon down cleanly"
+
 # --- an image and --qmp --------------------------------------------------------------
 truncate -s 1M "$tmp/extra.img"
 start_qmp "$qsock" "$tmp/pid2" -k "$nbd" -f raw -t -x main "$img"
