@@ -45,12 +45,11 @@ static void item_free(gpointer p)
 }
 
 static gboolean add_item(const gchar *option, const gchar *value,
-                         gpointer data, GError **error)
+                         G_GNUC_UNUSED gpointer data,
+                         G_GNUC_UNUSED GError **error)
 {
     CliItem *item = g_new0(CliItem, 1);
 
-    (void)data;
-    (void)error;
     item->option = g_strdup(option);
     item->value = g_strdup(value);
     if (!items)
