@@ -83,6 +83,16 @@ static bool check_list_mode(int argc, const CliOptions *o, bool shared)
     return true;
 }
 
+/* Does an --object ask for help (it prints, and needs no image)? */
+static bool object_help(const CliOptions *o)
+{
+    for (char **s = o->objects; s && *s; s++) {
+        if (qmp_cli_object_wants_help(*s))
+            return true;
+    }
+    return false;
+}
+
 bool cli_parse(int argc, char **argv, CliOptions *o)
 {
     g_autofree char *shared = NULL;
@@ -196,8 +206,9 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
                         "binary\n");
         return false;
     }
-    /* with the control socket, the image is optional (daemon mode) */
-    if (argc != 2 && !(argc == 1 && qmp_cli_given())) {
+    /* with the control socket, the image is optional (daemon mode); an
+     * --object asking for help only prints */
+    if (argc != 2 && !(argc == 1 && (qmp_cli_given() || object_help(o)))) {
         fprintf(stderr, "snapnbd: expecting one image file name "
                         "(try 'snapnbd --help')\n");
         return false;

@@ -150,6 +150,15 @@ static bool write_pid_file(const char *path)
     return true;
 }
 
+/* The exit status when the options stopped startup: help printed
+ * (qemu-storage-daemon's status for it), or a failure. */
+static int help_or_failure(void)
+{
+    int status = qmp_cli_help_exit_status();
+
+    return status >= 0 ? status : EXIT_FAILURE;
+}
+
 /* --object, JSON or options (QEMU's keyval), in order: as object-add.
  * Messages as qemu-nbd's when an image is served, else as
  * qemu-storage-daemon's (naming the option). */
@@ -263,15 +272,21 @@ int main(int argc, char **argv)
         ret = list_exports(&o);
         goto out;
     }
-    if (!setup_objects(&o))
-        goto out;
+    /* objects after both: an iothread object's thread must have the
+     * signals blocked, and be the child's */
     sig_fd = block_signals();
     if (o.fork)
         ready_fd = daemonize();
     if (sig_fd < 0)
         goto out;
-    if (qmp_cli_given() && !qmp_cli_start())
+    if (!setup_objects(&o)) {
+        ret = help_or_failure();
         goto out;
+    }
+    if (qmp_cli_given() && !qmp_cli_start()) {
+        ret = help_or_failure();
+        goto out;
+    }
     if (!o.filename) {
         ret = serve_daemon(&o, sig_fd, &ready_fd);
         goto out;
@@ -314,7 +329,7 @@ out:
      * closed and unlocked.  (qemu-nbd's mode leaves it, as above.) */
     if (o.pid_file && ret == EXIT_SUCCESS && !o.filename)
         unlink(o.pid_file);
-    tell_parent(ready_fd, 1);
+    tell_parent(ready_fd, ret == EXIT_SUCCESS ? 0 : 1); /* help: 0 */
     cli_free(&o);
     return ret;
 }

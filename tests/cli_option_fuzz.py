@@ -1,10 +1,12 @@
 """Option syntax against qemu-storage-daemon: random --nbd-server,
---export, --blockdev and --object specs (QEMU's key=value syntax: nested
-keys, list indexes, escaped commas, implied keys, bad values), each given
-to snapnbd and to qemu-storage-daemon; both must fail or both get as far
-as a sentinel export that fails on purpose, with the same message.
+--export, --blockdev, --object and --chardev (with --monitor) specs
+(QEMU's key=value syntax: nested keys, list indexes, escaped commas,
+implied keys, bad values, help requests), each given to snapnbd and to
+qemu-storage-daemon; both must fail or both get as far as a sentinel
+export that fails on purpose, with the same message; help goes to stdout,
+which must match too.
 Usage: cli_option_fuzz.py SNAPNBD DIR SEED CASES (SNAPNBD_CLIFUZZ_MODES: a
-comma-separated subset of server,export,blockdev,object)
+comma-separated subset of server,export,blockdev,object,chardev)
 Prints the seed; a failing case prints both command lines."""
 import os
 import random
@@ -30,9 +32,13 @@ SENTINEL = "type=nbd,id=zz-sentinel,node-name=no-such-node"
 #    QEMU opens it before the backing and snapnbd refuses it after); a
 #    writable raw node over a read-only file (below);
 #  - --object: object types snapnbd does not make, properties it does not
-#    implement (encrypted secrets, passwordid, sanity-check), and help
-#    (qemu-storage-daemon lists the types or properties; snapnbd says
-#    "Help is not available", as for the other options).
+#    implement (encrypted secrets, passwordid, sanity-check); its help
+#    lists the types snapnbd makes (and lists them for a type it does not
+#    make, where QEMU gives that type's properties);
+#  - --chardev: backends other than socket, and socket features other
+#    than a unix socket path in server mode, are refused (QEMU would go on
+#    to use them, or fail later with its own words); "--chardev help" lists
+#    snapnbd's backends.
 KNOWN = [
     "tls-authz is not permitted without --tls-creds",
     "Parameter 'type' does not accept value 'fuse'",
@@ -44,8 +50,12 @@ KNOWN = [
     "is not supported (encrypted secrets)",
     "property 'passwordid' is not supported",
     "property 'sanity-check' is not supported",
-    "Help is not available for this option",
+    "is not supported (only a unix socket path with server=on)",
+    "is not supported (only socket)",
 ]
+# help listings that differ by design (above): their first line
+KNOWN_HELP = ["List of user creatable objects:",
+              "Available chardev backend types: "]
 
 
 def value(rnd, kind):
@@ -238,6 +248,75 @@ def object_spec(rnd, d):
     return spec.replace("=secretfile", f"={d}/secretfile")
 
 
+CHARDEV_KEYS = [
+    ("path", ["@SOCK@", "@SOCK@", "", "/no/such/dir/c.sock", "@NOSOCK@"]),
+    ("server", "bool"), ("server", ["on", "off"]), ("wait", "bool"),
+    ("host", ["127.0.0.1", ""]), ("port", ["0", "x", ""]),
+    ("fd", ["x", "99", "", "-1", "99999999999"]), ("reconnect", "int"),
+    ("tls-creds", ["t0", "s0", ""]), ("tls-authz", ["a0"]),
+    ("delay", "bool"), ("nodelay", "bool"), ("telnet", "bool"),
+    ("websocket", "bool"), ("tn3270", "bool"), ("mux", ["on", "off"]),
+    ("abstract", "bool"), ("tight", "bool"), ("to", "int"),
+    ("size", ["1k", "x", "1.5M", "0x10", "-1", "99999999999999999999"]),
+    ("logfile", ["/no/such/dir/log"]), ("ipv4", "bool"), ("cols", "int"),
+    ("bogus", "str"), ("backend", ["socket", "null", "x"]),
+    ("id", ["c0", "c1"]), ("server", None), ("nowait", None),
+    ("nobogus", None), ("delay", None), ("help", None), ("?", None),
+    ("a,,b", None),
+]
+
+
+def chardev_spec(rnd, d):
+    backend = rnd.choice(["socket"] * 8 + ["null", "bogus", "", "msmouse",
+                                           "tty", "mux", "help"])
+    required = [("backend", backend),
+                ("id", rnd.choice(["c0"] * 15 + ["", "1c", "c-1"])),
+                ("path", "@SOCK@"), ("server", "on")]
+    pairs = list(required)
+    for _ in range(rnd.randint(0, 4)):
+        key, kind = rnd.choice(CHARDEV_KEYS)
+        if kind is None:
+            pairs.append((key, None))
+        elif isinstance(kind, list):
+            pairs.append((key, rnd.choice(kind)))
+        else:
+            pairs.append((key, value(rnd, kind)))
+    if rnd.random() < 0.3:
+        pairs.pop(rnd.randrange(len(pairs)))   # drop a required one
+    rnd.shuffle(pairs)
+    keys_given = [k for k, _ in pairs]
+    if rnd.random() < 0.8 and "backend" in keys_given:  # as usually written
+        pairs.insert(0, (None, pairs.pop(keys_given.index("backend"))[1]))
+    spec = ",".join(k if v is None else v if k is None else f"{k}={v}"
+                    for k, v in pairs)
+    spec = (spec.replace("@SOCK@", f"{d}/c.sock")
+            .replace("@NOSOCK@", f"{d}/none.sock"))
+    # a server waits for a client unless told not to: never here
+    server = [v for k, v in pairs if k == "server"]
+    if server and server[-1] not in ("off", "no", "false", "n"):
+        spec += ",wait=off"
+    return spec
+
+
+def chardev_opts(rnd, d):
+    """--chardev (maybe twice, maybe with an --object the tls-creds name)
+    and maybe --monitor."""
+    opts = []
+    if rnd.random() < 0.2:
+        opts += ["--object", "secret,id=s0,data=x"]
+    opts += ["--chardev", chardev_spec(rnd, d)]
+    if rnd.random() < 0.2:
+        opts += ["--chardev", f"socket,id={rnd.choice(['c0', 'c1'])},"
+                 f"path={d}/c2.sock,server=on,wait=off"]
+    monitors = []
+    for _ in range(rnd.choice([0, 0, 1, 1, 2])):
+        monitors += ["--monitor", rnd.choice(["c0", "chardev=c0", "c1",
+                                              "c0,mode=readline", "c0,help",
+                                              "c0,pretty=on", "c0,x=1"])]
+    # options run in the order given: a monitor before its chardev fails
+    return monitors + opts if rnd.random() < 0.1 else opts + monitors
+
+
 def message(proc, prog):
     # warnings (QEMU's deprecation notes) are not the error
     lines = [line for line in proc.stderr.decode(errors="replace")
@@ -248,7 +327,7 @@ def message(proc, prog):
 
 def run(cmd, prog):
     p = subprocess.run(cmd, capture_output=True, timeout=20)
-    return p.returncode, message(p, prog)
+    return p.returncode, message(p, prog), p.stdout.decode(errors="replace")
 
 
 def main(snapnbd, d, seed, cases):
@@ -268,7 +347,7 @@ def main(snapnbd, d, seed, cases):
     plain_server = f"addr.type=unix,addr.path={sock}"
     bad = []
     modes = os.environ.get("SNAPNBD_CLIFUZZ_MODES",
-                           "server,export,blockdev,object").split(",")
+                           "server,export,blockdev,object,chardev").split(",")
     for case in range(cases):
         mode = rnd.choice(modes)
         server, export, before = plain_server, SENTINEL, blockdevs
@@ -282,6 +361,8 @@ def main(snapnbd, d, seed, cases):
                                 ("node-name", "d0")], sock)
         elif mode == "blockdev":
             before = file_node + ["--blockdev", blockdev_spec(rnd, img, raw)]
+        elif mode == "chardev":
+            before = chardev_opts(rnd, d) + blockdevs
         else:
             before = ["--object", object_spec(rnd, d)] + blockdevs
         opts = before + ["--nbd-server", server, "--export", export]
@@ -291,8 +372,9 @@ def main(snapnbd, d, seed, cases):
         for prog, cmd in (("snapnbd", [snapnbd] + opts),
                           ("qemu-storage-daemon",
                            ["qemu-storage-daemon"] + opts)):
-            if os.path.exists(sock):
-                os.unlink(sock)
+            for left in (sock, f"{d}/c.sock", f"{d}/c2.sock"):
+                if os.path.exists(left):
+                    os.unlink(left)
             # qemu-storage-daemon leaves bitmaps in use when it fails to
             # start (it exits without closing the image): a fresh copy.
             shutil.copyfile(template, img)
@@ -302,6 +384,8 @@ def main(snapnbd, d, seed, cases):
         s, q = got["snapnbd"], got["qemu-storage-daemon"]
         if s[1] and any(k in s[1] for k in KNOWN):
             continue
+        if not s[1] and any(s[2].startswith(k) for k in KNOWN_HELP):
+            continue
         # a writable raw node over a read-only file: snapnbd refuses it at
         # once, QEMU once something takes the write permission
         if (s[1] and s[1].endswith(": Block node is read-only") and
@@ -309,8 +393,9 @@ def main(snapnbd, d, seed, cases):
             continue
         if s[1] and q[1]:  # snapnbd names the export in conflicts
             s = (s[0], re.sub(r"NBD export '[^']*'",
-                              "an unnamed block device", s[1]))
-        if (s[0] == 0) != (q[0] == 0) or s[1] != q[1]:
+                              "an unnamed block device", s[1]), s[2])
+        # help's status is QEMU's: 0, but 1 for --chardev's option list
+        if (s[0] == 0) != (q[0] == 0) or s[1] != q[1] or s[2] != q[2]:
             bad.append(f"case {case} ({mode}): {' '.join(opts)}\n"
                        f"  snapnbd: {s}\n  qsd:     {q}")
     for b in bad[:int(os.environ.get("SHOW", "10"))]:

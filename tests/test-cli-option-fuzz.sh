@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Option syntax against qemu-storage-daemon (cli_option_fuzz.py): random
-# --nbd-server, --export, --blockdev and --object specs in QEMU's
-# key=value syntax, given to both daemons; the same ones must fail, with
-# the same message, apart from the differences docs/snapnbd.pod
+# --nbd-server, --export, --blockdev, --object and --chardev (with
+# --monitor) specs in QEMU's key=value syntax, help requests among them,
+# given to both daemons; the same ones must fail, with the same message,
+# and help print the same, apart from the differences docs/snapnbd.pod
 # documents.  Seeded (printed);
 #   SNAPNBD_CLIFUZZ_SEED=N    replay a seed
 #   SNAPNBD_CLIFUZZ_MODES=L   which options (default
-#                             server,export,blockdev,object)
+#                             server,export,blockdev,object,chardev)
 #   SNAPNBD_CLIFUZZ_CASES=N   cases (default 200, 5 to 15 s); the long
 #                             mode is ./run cli-fuzz N
 source "${srcdir:-$(dirname "$0")}/functions.sh"

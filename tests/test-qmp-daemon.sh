@@ -29,6 +29,7 @@ wait_gone() {
 # --- qemu-storage-daemon's syntax, forked --------------------------------------
 "$SNAPNBD" --fork --pid-file="$tmp/pid" \
     --chardev "socket,id=m0,path=$qsock,server=on,wait=off" \
+    --chardev "socket,id=u0,path=$tmp/unused.sock,server=on,wait=off" \
     --monitor chardev=m0 \
     --blockdev "driver=file,node-name=f0,filename=$img" \
     --blockdev '{"driver": "raw", "node-name": "disk", "file": "f0"}' \
@@ -38,6 +39,8 @@ wait_gone() {
 cleanup_fn "_stop_server '$tmp/pid'"
 pid=$(cat "$tmp/pid")
 [ -S "$qsock" ] && [ -S "$nbd" ] || fail "sockets missing after --fork"
+# a --chardev is made when given, as QEMU makes it, monitor or not
+[ -S "$tmp/unused.sock" ] || fail "the unused --chardev is not bound"
 out=$(qmp "$qsock" '{"execute": "query-block-exports"}')
 [ "$out" = '{"return": [{"node-name": "disk", "shutting-down": false, "type": "nbd", "id": "e0"}]}' ] ||
     fail "exports: $out"
@@ -47,7 +50,8 @@ qemu-io -f raw -c 'read -P 0x55 1M 512' "$img" | grep -q 'Pattern verification f
     fail "the write did not land"
 qmp "$qsock" '{"execute": "quit"}' >/dev/null || fail "quit"
 wait_gone "$pid" "still running after quit"
-[ ! -e "$qsock" ] && [ ! -e "$nbd" ] || fail "sockets left behind"
+[ ! -e "$qsock" ] && [ ! -e "$nbd" ] && [ ! -e "$tmp/unused.sock" ] ||
+    fail "sockets left behind"
 
 # --- startup errors ----------------------------------------------------------------
 bad() {
@@ -143,6 +147,35 @@ opt_errors=(
     "--chardev socket,id=1c|Parameter 'id' expects an identifier"
     "--chardev id=c0|chardev: \"c0\" missing backend"
     "--chardev socket,id=c0,server=maybe|Parameter 'server' expects 'on' or 'off'"
+    "--chardev socket,id=c0,nobogus|Invalid parameter 'bogus'"
+    "--chardev socket,id=c0,to=x|Parameter 'to' expects a number"
+    "--chardev socket,id=c0,bogus=1,help|Invalid parameter 'bogus'"
+    "--chardev msmouse,id=c0|'msmouse' is not a valid char driver name"
+    # the socket's checks, in QEMU's order
+    "--chardev socket,id=c0,path=$tmp/c.sock,host=h|None or one of 'path', 'fd' or 'host' option required."
+    "--chardev socket,id=c0,host=localhost|chardev: socket: no port given"
+    "--chardev socket,id=c0,path=$tmp/c.sock,delay=on,nodelay=on|'delay' and 'nodelay' are mutually exclusive"
+    "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off,tls-creds=t0|No TLS credentials with id 't0'"
+    "--object secret,id=t0,data=x --chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off,tls-creds=t0|Object with id 't0' is not TLS credentials"
+    "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off,tls-authz=a0|'tls_authz' option requires 'tls_creds' option"
+    "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off,reconnect=1|'reconnect' option is incompatible with socket in server listen mode"
+    "--chardev socket,id=c0,path=$tmp/none.sock,wait=off|'wait' option is incompatible with socket in client connect mode"
+    "--chardev socket,id=c0,path=$tmp/c.sock,server=off,websocket=on|Websocket client is not implemented"
+    "--chardev socket,id=c0,path=$tmp/none.sock|Failed to connect to '$tmp/none.sock': No such file or directory"
+    "--chardev socket,id=c0,fd=x|Unable to parse FD number x"
+    "--chardev socket,id=c0,fd=99|File descriptor '99' is not a socket"
+    "--chardev socket,id=c0,path=$tmp/no/c.sock,server=on,wait=off|Failed to bind socket to $tmp/no/c.sock: No such file or directory"
+    "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off --chardev socket,id=c0,path=$tmp/c2.sock,server=on,wait=off|duplicate yank instance"
+    "--chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off --monitor c0 --monitor c0|Device 'c0' is in use"
+    # in the order given, as qemu-storage-daemon: only what is made already
+    "--export type=nbd,id=e,node-name=n9 --blockdev driver=null-co,node-name=n9|Cannot find device='' nor node-name='n9'"
+    "--monitor c0 --chardev socket,id=c0,path=$tmp/c.sock,server=on,wait=off|chardev \"c0\" not found"
+    # help: only --object and --chardev have it (below)
+    "--monitor nope,help|Help is not available for this option"
+    "--nbd-server help|Help is not available for this option"
+    "--export help|Help is not available for this option"
+    "--blockdev help|Help is not available for this option"
+    "--object secret,help,a..b=1|Invalid parameter 'a..b'"
     # --monitor: keyval with "chardev" implied, typed as MonitorOptions
     "--monitor nope,pretty=maybe|Parameter 'pretty' expects 'on' or 'off'"
     "--monitor id=m0|Parameter 'chardev' is missing"
@@ -167,6 +200,48 @@ for case in "${opt_errors[@]}"; do
     fi
 done
 
+# Help: --object and --chardev print on stdout, in QEMU's layout and with
+# its status, what snapnbd has (the types it makes and their properties,
+# from its schema; its backends); where qemu-storage-daemon is installed,
+# the same bytes for what both have.
+help_cases=(
+    "0|--object secret,help"
+    "0|--object iothread,help"
+    "0|--object throttle-group,help"
+    "0|--object tls-creds-x509,help"
+    "0|--object qom-type=authz-list,?"
+    "0|--object tls-creds-psk,help,bogus=1"
+    "1|--chardev socket,help"
+    "1|--chardev socket,id=c0,path=$tmp/c.sock,help,bogus=1"
+)
+for case in "${help_cases[@]}"; do
+    IFS=' ' read -r -a opts <<<"${case#*|}"
+    "$SNAPNBD" "${opts[@]}" >"$tmp/help" 2>"$tmp/err"
+    st=$?
+    [ "$st" = "${case%%|*}" ] || fail "${opts[*]}: status $st"
+    [ -s "$tmp/help" ] && [ ! -s "$tmp/err" ] ||
+        fail "${opts[*]}: $(cat "$tmp/err")"
+    if command -v qemu-storage-daemon >/dev/null; then
+        timeout 10 qemu-storage-daemon "${opts[@]}" >"$tmp/qsd" 2>&1
+        [ $? = "$st" ] || fail "qsd's status differs for ${opts[*]}"
+        diff "$tmp/help" "$tmp/qsd" || fail "${opts[*]}: not qsd's help"
+    fi
+done
+"$SNAPNBD" --object help >"$tmp/help" || fail "--object help: status $?"
+printf '%s\n' "List of user creatable objects:" "  authz-list" \
+    "  authz-simple" "  iothread" "  secret" "  throttle-group" \
+    "  tls-creds-psk" "  tls-creds-x509" | diff - "$tmp/help" ||
+    fail "--object help"
+# every type listed is one snapnbd makes: its properties, not the list
+for type in $(sed -n 's/^  //p' "$tmp/help"); do
+    "$SNAPNBD" --object "$type,help" "$img" >"$tmp/props" ||
+        fail "$type,help"
+    grep -qx "$type options:" "$tmp/props" || fail "$type: $(cat "$tmp/props")"
+done
+"$SNAPNBD" --chardev help >"$tmp/help" || fail "--chardev help: status $?"
+printf 'Available chardev backend types: \n  socket\n' | diff - "$tmp/help" ||
+    fail "--chardev help"
+
 # Lists in option syntax ("bitmaps.N=", as QEMU's keyval): a string or
 # an object per element; the export offers exactly those bitmaps.
 qemu-img create -q -f qcow2 "$tmp/bm.qcow2" 1M
@@ -186,6 +261,23 @@ pid=$(cat "$tmp/pid3")
 kill "$pid"
 wait_gone "$pid" "still running after SIGTERM"
 rm -f "$nbd"
+
+# --- objects: made after --fork, in threads that leave SIGTERM to the
+# daemon (an iothread's thread is the daemon's, and SIGTERM still ends it
+# cleanly: pid file and sockets removed) ----------------------------------------
+"$SNAPNBD" --fork --pid-file="$tmp/pid4" --object iothread,id=t0 \
+    --chardev "socket,id=m0,path=$qsock,server=on,wait=off" --monitor m0 ||
+    fail "daemon with an iothread did not start"
+cleanup_fn "_stop_server '$tmp/pid4'"
+pid=$(cat "$tmp/pid4")
+tid=$(qmp "$qsock" '{"execute": "query-iothreads"}' |
+    sed -n 's/.*"thread-id": \([0-9]*\).*/\1/p')
+[ -n "$tid" ] && [ -d "/proc/$pid/task/$tid" ] ||
+    fail "iothread $tid is not a thread of the daemon $pid"
+kill "$pid"
+wait_gone "$pid" "still running after SIGTERM"
+[ ! -e "$tmp/pid4" ] && [ ! -e "$qsock" ] ||
+    fail "SIGTERM did not shut the daemon down cleanly"
 
 # --- an image and --qmp --------------------------------------------------------------
 truncate -s 1M "$tmp/extra.img"

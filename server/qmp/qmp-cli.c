@@ -9,12 +9,12 @@
  * implied key), typed by the schema in QEMU's visitor order; then they run
  * through the same handlers as over the socket, so they check and fail
  * exactly alike.  --monitor is keyval too (MonitorOptions); --chardev is
- * QemuOpts, as in QEMU.
+ * QemuOpts, as in QEMU (qmp-chardev.c).
  */
 #include "qmp-cli.h"
 
 #include "block/block.h"
-#include "block/qemu-opts.h"
+#include "qmp-chardev.h"
 #include "qmp-int.h"
 #include "qmp-json.h"
 #include "qmp-keyval.h"
@@ -22,32 +22,63 @@
 #include "server/objects.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static char **qmp_specs;   /* --qmp */
-static char **chardevs;    /* --chardev */
-static char **monitors;    /* --monitor */
-static char **blockdevs;   /* --blockdev */
-static char **nbd_servers; /* --nbd-server */
-static char **exports;     /* --export */
+/* --qmp, --chardev, --monitor, --blockdev, --nbd-server and --export, in
+ * the order given: qemu-storage-daemon runs its options in that order, so
+ * an option can use only what an earlier one made. */
+typedef struct {
+    char *option; /* "--export" */
+    char *value;
+} CliItem;
+
+static GPtrArray *items; /* of CliItem * */
+
+static void item_free(gpointer p)
+{
+    CliItem *item = p;
+
+    g_free(item->option);
+    g_free(item->value);
+    g_free(item);
+}
+
+static gboolean add_item(const gchar *option, const gchar *value,
+                         G_GNUC_UNUSED gpointer data,
+                         G_GNUC_UNUSED GError **error)
+{
+    CliItem *item = g_new0(CliItem, 1);
+
+    item->option = g_strdup(option);
+    item->value = g_strdup(value);
+    if (!items)
+        items = g_ptr_array_new_with_free_func(item_free);
+    g_ptr_array_add(items, item);
+    return TRUE;
+}
+
+/* set when an option printed help instead of starting: the exit status */
+static int help_exit_status = -1;
 
 GOptionGroup *qmp_cli_option_group(void)
 {
     static const GOptionEntry entries[] = {
-        { "qmp", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &qmp_specs,
+        { "qmp", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK, add_item,
           "serve QMP on the unix socket PATH", "unix:PATH,server[,wait=off]" },
-        { "chardev", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &chardevs,
-          "a unix socket for --monitor", "socket,id=ID,path=PATH,server=on" },
-        { "monitor", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &monitors,
-          "serve QMP on the --chardev ID", "[chardev=]ID" },
-        { "blockdev", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &blockdevs,
-          "add a block node (as blockdev-add)", "OPTIONS|JSON" },
-        { "nbd-server", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &nbd_servers,
-          "start the NBD server (as nbd-server-start)",
+        { "chardev", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "a unix socket for --monitor",
+          "socket,id=ID,path=PATH,server=on" },
+        { "monitor", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "serve QMP on the --chardev ID", "[chardev=]ID" },
+        { "blockdev", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "add a block node (as blockdev-add)", "OPTIONS|JSON" },
+        { "nbd-server", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "start the NBD server (as nbd-server-start)",
           "addr.type=unix,addr.path=PATH|addr.type=inet,addr.host=H,"
           "addr.port=P" },
-        { "export", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &exports,
-          "export a node (as block-export-add)",
+        { "export", 0, G_OPTION_FLAG_FILENAME, G_OPTION_ARG_CALLBACK,
+          add_item, "export a node (as block-export-add)",
           "type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]" },
         { NULL },
     };
@@ -61,7 +92,7 @@ GOptionGroup *qmp_cli_option_group(void)
 
 bool qmp_cli_given(void)
 {
-    return qmp_specs || monitors || blockdevs || nbd_servers || exports;
+    return items && items->len;
 }
 
 /* qemu-storage-daemon names the option in its messages, qemu-nbd does not
@@ -75,116 +106,35 @@ static bool fail(const char *option, const char *spec, const GError *err)
     return false;
 }
 
-/* --monitor [chardev=]ID (QEMU's keyval, typed as MonitorOptions): the
- * --chardev socket of that id; QEMU's checks in its order. */
-static char *monitor_spec(const char *monitor, GError **errp)
+/* --monitor [chardev=]ID (QEMU's keyval, typed as MonitorOptions): QMP
+ * on the --chardev of that id; QEMU's checks in its order. */
+static bool add_monitor(const char *monitor, GError **errp)
 {
     JsonObject *m = qmp_keyval_parse(monitor, "chardev", errp);
     const char *id, *mode;
-    char *found = NULL;
+    QmpChardev *chr;
+    char *path;
+    bool ok = false, wait;
+    int fd;
 
     if (!m)
-        return NULL;
+        return false;
     if (!qmp_schema_check_keyval("MonitorOptions", m, errp))
         goto out;
     id = json_object_get_string_member(m, "chardev");
     mode = json_object_get_string_member_with_default(m, "mode", "control");
-    for (char **c = chardevs; c && *c && !found; c++) {
-        g_autoptr(GHashTable) opts = qemu_opts_parse(*c, "backend");
-        if (g_strcmp0(g_hash_table_lookup(opts, "id"), id) == 0)
-            found = g_strdup(*c);
-    }
-    if (!found)
+    chr = qmp_chardev_find(id);
+    if (!chr)
         qmp_error(errp, "chardev \"%s\" not found", id);
-    else if (strcmp(mode, "control") != 0) {
+    else if (strcmp(mode, "control") != 0)
         qmp_error(errp, "Only QMP is supported");
-        g_clear_pointer(&found, g_free);
+    else if (qmp_chardev_take(chr, &fd, &path, &wait, errp)) {
+        qmp_add_listener_fd(fd, path, wait);
+        ok = true;
     }
 out:
     json_object_unref(m);
-    return found;
-}
-
-/* --chardev SPEC as qemu-storage-daemon checks it when it is given
- * (QemuOpts, then qemu_chr_new_from_opts), before any --monitor uses it:
- * the id, the known parameters, booleans, the backend's name. */
-static bool check_chardev(const char *spec, GError **errp)
-{
-    static const char *const keys[] = {
-        "backend", "path", "host", "port", "fd", "localaddr", "localport",
-        "to", "ipv4", "ipv6", "wait", "server", "delay", "nodelay",
-        "reconnect", "telnet", "tn3270", "tls-creds", "tls-authz",
-        "websocket", "width", "height", "cols", "rows", "mux", "signal",
-        "name", "debug", "size", "chardev", "append", "logfile",
-        "logappend", "mouse", "clipboard", "tight", "abstract", "id", NULL,
-    };
-    static const char *const bools[] = {
-        "ipv4", "ipv6", "wait", "server", "delay", "nodelay", "telnet",
-        "tn3270", "websocket", "mux", "signal", "append", "logappend",
-        "mouse", "clipboard", "tight", "abstract", NULL,
-    };
-    static const char *const bool_words[] = {
-        "on", "yes", "true", "y", "off", "no", "false", "n", NULL,
-    };
-    /* QEMU 7.2's character devices (and aliases), in a Debian build */
-    static const char *const backends[] = {
-        "null", "socket", "udp", "msmouse", "wctablet", "memory", "ringbuf",
-        "file", "pipe", "pty", "stdio", "serial", "tty", "parallel",
-        "parport", "braille", "spicevmc", "spiceport", "qemu-vdagent",
-        "dbus", "testdev", "vc", NULL,
-    };
-    g_autoptr(GPtrArray) items = qemu_opts_split(spec);
-    g_autoptr(GHashTable) opts = qemu_opts_parse(spec, "backend");
-    const char *id = g_hash_table_lookup(opts, "id");
-    const char *backend = g_hash_table_lookup(opts, "backend");
-
-    if (id && !bdrv_id_wellformed(id))
-        return qmp_error(errp, "Parameter 'id' expects an identifier"), false;
-    for (guint i = 0; i < items->len; i++) {
-        const char *item = g_ptr_array_index(items, i);
-        g_autofree char *key = g_strndup(item, strcspn(item, "="));
-        const char *value = item[strlen(key)] ? item + strlen(key) + 1 : "on";
-
-        if (!*item || (i == 0 && !strchr(item, '=')))
-            continue;
-        if (!strchr(item, '=') && g_str_has_prefix(key, "no") &&
-            g_strv_contains(bools, key + 2))
-            continue; /* "nowait": QEMU's deprecated short form of off */
-        if (!g_strv_contains(keys, key))
-            return qmp_error(errp, "Invalid parameter '%s'", key), false;
-        if (g_strv_contains(bools, key) && !g_strv_contains(bool_words, value))
-            return qmp_error(errp, "Parameter '%s' expects 'on' or 'off'",
-                             key), false;
-    }
-    if (!id)
-        return qmp_error(errp, "chardev: no id specified"), false;
-    if (!backend)
-        return qmp_error(errp, "chardev: \"%s\" missing backend", id), false;
-    if (!g_strv_contains(backends, backend))
-        return qmp_error(errp, "'%s' is not a valid char driver name",
-                         backend), false;
-    return true;
-}
-
-static bool add_listeners(void)
-{
-    g_autoptr(GError) err = NULL;
-
-    for (char **c = chardevs; c && *c; c++) {
-        if (!check_chardev(*c, &err))
-            return fail("--chardev", *c, err);
-    }
-
-    for (char **q = qmp_specs; q && *q; q++) {
-        if (!qmp_add_listener(*q, &err))
-            return fail("--qmp", *q, err);
-    }
-    for (char **m = monitors; m && *m; m++) {
-        g_autofree char *spec = monitor_spec(*m, &err);
-        if (!spec || !qmp_add_listener(spec, &err))
-            return fail("--monitor", *m, err);
-    }
-    return true;
+    return ok;
 }
 
 /* --nbd-server's addr is QEMU's flat SocketAddress (NbdServerOptions):
@@ -276,17 +226,112 @@ bool qmp_cli_object_add_json(const char *spec, bool name_option)
                json_object_ref(json_node_get_object(json)));
 }
 
+/* The QOM type name QEMU 7.2 gives a property of the schema type @t
+ * (object_property_help's "<...>"). */
+static const char *qom_type_name(const QmpSchemaType *t)
+{
+    if (t->check == QMP_CHECK_ARRAY) /* QEMU names the element's type */
+        t = &qmp_schema_types[t->element];
+    if (strcmp(t->name, "str") == 0)
+        return "string";
+    return t->name;
+}
+
+static gint compare_strings(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* QEMU's user_creatable_print_types(): the ObjectType enum, the types
+ * snapnbd makes, sorted. */
+static void print_object_types(void)
+{
+    const QmpSchemaType *t = qmp_schema_type("ObjectType");
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+
+    for (const char *const *v = t->values; *v; v++)
+        g_ptr_array_add(names, (gpointer)*v);
+    g_ptr_array_sort(names, compare_strings);
+    printf("List of user creatable objects:\n");
+    for (guint i = 0; i < names->len; i++)
+        printf("  %s\n", (const char *)g_ptr_array_index(names, i));
+}
+
+/* QEMU's type_print_class_properties(): the members of @type's
+ * ObjectOptions branch, sorted as whole lines; false if snapnbd does not
+ * make @type. */
+static bool print_object_properties(const char *type)
+{
+    const QmpSchemaType *options = qmp_schema_type("ObjectOptions");
+    g_autoptr(GPtrArray) lines = g_ptr_array_new_with_free_func(g_free);
+    const QmpSchemaType *props = NULL;
+
+    for (const QmpSchemaVariant *v = options->variants; v->name; v++) {
+        if (strcmp(v->name, type) == 0)
+            props = &qmp_schema_types[v->type];
+    }
+    if (!props)
+        return false;
+    for (const QmpSchemaMember *m = props->members; m && m->name; m++) {
+        /* deprecated, and read-only in QEMU 7.2: no setter to list */
+        if (strcmp(m->name, "loaded") == 0)
+            continue;
+        g_ptr_array_add(lines, g_strdup_printf(
+            "  %s=<%s>", m->name, qom_type_name(&qmp_schema_types[m->type])));
+    }
+    g_ptr_array_sort(lines, compare_strings);
+    if (lines->len)
+        printf("%s options:\n", type);
+    else
+        printf("There are no options for %s.\n", type);
+    for (guint i = 0; i < lines->len; i++)
+        printf("%s\n", (const char *)g_ptr_array_index(lines, i));
+    return true;
+}
+
+/* --object ...,help (QEMU's user_creatable_print_help_from_qdict): the
+ * type's properties, or the list of types when none or another is named. */
+static void print_object_help(JsonObject *args)
+{
+    JsonNode *type = json_object_get_member(args, "qom-type");
+
+    if (!type || !JSON_NODE_HOLDS_VALUE(type) ||
+        json_node_get_value_type(type) != G_TYPE_STRING ||
+        !print_object_properties(json_node_get_string(type)))
+        print_object_types();
+    fflush(stdout);
+}
+
+bool qmp_cli_object_wants_help(const char *spec)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonObject) args = NULL;
+    bool help = false;
+
+    if (spec[0] == '{')
+        return false;
+    args = qmp_keyval_parse_help(spec, "qom-type", &help, &err);
+    return args && help;
+}
+
 bool qmp_cli_object_add_options(const char *spec, bool name_option)
 {
     const char *option = name_option ? "--object" : NULL;
     g_autoptr(GError) err = NULL;
     JsonObject *args;
     JsonNode *type;
+    bool help;
 
     qmp_register_all();
-    args = qmp_keyval_parse(spec, "qom-type", &err);
+    args = qmp_keyval_parse_help(spec, "qom-type", &help, &err);
     if (!args)
         return fail(option, spec, err);
+    if (help) {
+        print_object_help(args);
+        json_object_unref(args);
+        help_exit_status = EXIT_SUCCESS;
+        return false;
+    }
     /* a type QEMU has and snapnbd does not make: said once the members
      * common to all types are checked (QEMU would check the type's own) */
     type = json_object_get_member(args, "qom-type");
@@ -308,25 +353,38 @@ bool qmp_cli_object_add_options(const char *spec, bool name_option)
     return run("object-add", "ObjectOptions", option, spec, args);
 }
 
+/* One option; false when it failed (said) or printed help (help_exit_status
+ * set). */
+static bool run_item(const CliItem *item)
+{
+    g_autoptr(GError) err = NULL;
+    const char *option = item->option, *value = item->value;
+
+    if (strcmp(option, "--chardev") == 0) {
+        if (qmp_chardev_add(value, &help_exit_status, &err))
+            return true;
+        return err ? fail(option, value, err) : false;
+    }
+    if (strcmp(option, "--qmp") == 0)
+        return qmp_add_listener(value, &err) || fail(option, value, err);
+    if (strcmp(option, "--monitor") == 0)
+        return add_monitor(value, &err) || fail(option, value, err);
+    if (strcmp(option, "--blockdev") == 0)
+        return add_blockdev(value);
+    if (strcmp(option, "--nbd-server") == 0)
+        return run_options("nbd-server-start", "NbdServerOptions", NULL,
+                           option, value);
+    return run_options("block-export-add", "BlockExportOptions", "type",
+                       option, value);
+}
+
 bool qmp_cli_start(void)
 {
     g_autoptr(GError) err = NULL;
 
     qmp_register_all();
-    if (!add_listeners())
-        return false;
-    for (char **b = blockdevs; b && *b; b++) {
-        if (!add_blockdev(*b))
-            return false;
-    }
-    for (char **s = nbd_servers; s && *s; s++) {
-        if (!run_options("nbd-server-start", "NbdServerOptions", NULL,
-                         "--nbd-server", *s))
-            return false;
-    }
-    for (char **e = exports; e && *e; e++) {
-        if (!run_options("block-export-add", "BlockExportOptions", "type",
-                         "--export", *e))
+    for (guint i = 0; items && i < items->len; i++) {
+        if (!run_item(g_ptr_array_index(items, i)))
             return false;
     }
     if (!qmp_start(&err)) {
@@ -336,12 +394,13 @@ bool qmp_cli_start(void)
     return true;
 }
 
+int qmp_cli_help_exit_status(void)
+{
+    return help_exit_status;
+}
+
 void qmp_cli_free(void)
 {
-    g_clear_pointer(&qmp_specs, g_strfreev);
-    g_clear_pointer(&chardevs, g_strfreev);
-    g_clear_pointer(&monitors, g_strfreev);
-    g_clear_pointer(&blockdevs, g_strfreev);
-    g_clear_pointer(&nbd_servers, g_strfreev);
-    g_clear_pointer(&exports, g_strfreev);
+    g_clear_pointer(&items, g_ptr_array_unref);
+    qmp_chardev_cleanup();
 }

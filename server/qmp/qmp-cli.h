@@ -16,10 +16,11 @@ GOptionGroup *qmp_cli_option_group(void);
 /* Was any of these options given? */
 bool qmp_cli_given(void);
 
-/* Registers the QMP commands, binds the control sockets, then runs
- * --blockdev, --nbd-server and --export in order, as the QMP commands they
- * stand for; on error prints one line naming the option and returns
- * false.  Starts the QMP thread last. */
+/* Registers the QMP commands, then runs --qmp, --chardev, --monitor,
+ * --blockdev, --nbd-server and --export in the order given, as
+ * qemu-storage-daemon does (the last three as the QMP commands they stand
+ * for); on error prints one line naming the option and returns false.
+ * Starts the QMP thread last. */
 bool qmp_cli_start(void);
 
 /* --object in JSON syntax: object-add with those arguments (checked and
@@ -29,8 +30,19 @@ bool qmp_cli_start(void);
 bool qmp_cli_object_add_json(const char *spec, bool name_option);
 
 /* --object in option syntax (QEMU's keyval, "qom-type" implied): the same,
- * with the values typed as qemu-storage-daemon and qemu-nbd type them. */
+ * with the values typed as qemu-storage-daemon and qemu-nbd type them.  A
+ * help request prints the object types, or a type's properties, on stdout
+ * and returns false (see qmp_cli_help_exit_status). */
 bool qmp_cli_object_add_options(const char *spec, bool name_option);
+
+/* Does this --object in option syntax ask for help ("help" or "?" among
+ * its items)?  Such a command line needs no image: it only prints. */
+bool qmp_cli_object_wants_help(const char *spec);
+
+/* After qmp_cli_start() or qmp_cli_object_add_options() returned false:
+ * -1 if it failed, else the exit status of the help it printed on stdout
+ * instead (QEMU's: 0, but 1 for --chardev's option list). */
+int qmp_cli_help_exit_status(void);
 
 void qmp_cli_free(void);
 

@@ -266,8 +266,10 @@ static JsonNode *listify(JsonObject *cur, const char *key, GError **errp)
     return json_node_init_array(json_node_alloc(), list);
 }
 
-JsonObject *qmp_keyval_parse(const char *params, const char *implied_key,
-                             GError **errp)
+/* QEMU's keyval_parse_into(): help refused before the lists are made
+ * when @p_help is NULL. */
+static JsonObject *parse_into(const char *params, const char *implied_key,
+                              bool *p_help, GError **errp)
 {
     g_autoptr(JsonObject) top = json_object_new();
     g_autoptr(JsonNode) done = NULL;
@@ -278,10 +280,24 @@ JsonObject *qmp_keyval_parse(const char *params, const char *implied_key,
         if (!s)
             return NULL;
     }
-    if (help) {
+    if (p_help) {
+        *p_help = help;
+    } else if (help) {
         qmp_error(errp, "Help is not available for this option");
         return NULL;
     }
     done = listify(top, "", errp);
     return done ? json_object_ref(json_node_get_object(done)) : NULL;
+}
+
+JsonObject *qmp_keyval_parse(const char *params, const char *implied_key,
+                             GError **errp)
+{
+    return parse_into(params, implied_key, NULL, errp);
+}
+
+JsonObject *qmp_keyval_parse_help(const char *params, const char *implied_key,
+                                  bool *help, GError **errp)
+{
+    return parse_into(params, implied_key, help, errp);
 }

@@ -317,7 +317,7 @@ bool qmp_schema_check_args(const QmpSchemaEntry *cmd, JsonObject *args,
 
 /* --- option syntax (QEMU's keyval input) --------------------------------- */
 
-static const QmpSchemaType *type_named(const char *name)
+const QmpSchemaType *qmp_schema_type(const char *name)
 {
     for (unsigned i = 0; i < qmp_schema_n_types; i++) {
         if (strcmp(qmp_schema_types[i].name, name) == 0)
@@ -478,7 +478,7 @@ static bool keyval_object(const QmpSchemaType *t, JsonObject *o,
 bool qmp_schema_check_keyval(const char *type_name, JsonObject *args,
                              GError **errp)
 {
-    const QmpSchemaType *t = type_named(type_name);
+    const QmpSchemaType *t = qmp_schema_type(type_name);
 
     g_assert(t && t->check == QMP_CHECK_OBJECT);
     return keyval_object(t, args, "", errp) &&

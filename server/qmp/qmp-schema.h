@@ -67,6 +67,9 @@ extern const QmpSchemaEntry qmp_schema_commands[];
 extern const QmpSchemaEntry qmp_schema_events[];
 extern const char qmp_schema_introspection[];
 
+/* The schema's type @name, or NULL. */
+const QmpSchemaType *qmp_schema_type(const char *name);
+
 /* The command's entry, or NULL when the schema does not declare it. */
 const QmpSchemaEntry *qmp_schema_command(const char *name);
 

@@ -586,23 +586,21 @@ static bool parse_flag(const char *v, bool *out)
     return false;
 }
 
-/* "unix:PATH,server[=on][,wait=off|,nowait]" or
- * "socket,path=PATH,server=on[,wait=off][,id=X]" */
+/* --qmp "unix:PATH,server[=on][,wait=off|,nowait]" (--chardev is
+ * qmp-chardev.c's) */
 static bool parse_spec(const char *spec, char **path, bool *server,
                        bool *wait, GError **errp)
 {
     g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
-    bool chardev = strcmp(parts[0], "socket") == 0;
 
     *server = false;
     *wait = true;
-    if (!chardev && !g_str_has_prefix(parts[0], "unix:")) {
-        qmp_error(errp, "QMP socket '%s': only unix:PATH,server or a "
-                  "--chardev socket is supported", spec);
+    if (!g_str_has_prefix(parts[0], "unix:")) {
+        qmp_error(errp, "QMP socket '%s': only unix:PATH,server is "
+                  "supported", spec);
         return false;
     }
-    if (!chardev)
-        *path = g_strdup(parts[0] + 5);
+    *path = g_strdup(parts[0] + 5);
     for (char **p = parts + 1; *p; p++) {
         char *eq = strchr(*p, '=');
         g_autofree char *key = g_strndup(*p, eq ? (gsize)(eq - *p)
@@ -615,16 +613,14 @@ static bool parse_spec(const char *spec, char **path, bool *server,
             ok = parse_flag(val, wait);
         else if (!strcmp(key, "nowait") && !val)
             *wait = false;
-        else if (chardev && !strcmp(key, "path") && val && !*path)
-            *path = g_strdup(val);
-        else if (!(chardev && !strcmp(key, "id")))
+        else
             ok = false;
         if (!ok) {
             qmp_error(errp, "QMP socket '%s': invalid option '%s'", spec, *p);
             return false;
         }
     }
-    if (!*path || !**path || !*server) {
+    if (!**path || !*server) {
         qmp_error(errp, "QMP socket '%s': a unix socket path and 'server' "
                   "are required", spec);
         return false;
@@ -654,7 +650,6 @@ bool qmp_add_listener(const char *spec, GError **errp)
 {
     g_autofree char *path = NULL;
     bool server, wait;
-    QmpListener *l;
     int fd;
 
     if (!parse_spec(spec, &path, &server, &wait, errp))
@@ -662,9 +657,16 @@ bool qmp_add_listener(const char *spec, GError **errp)
     fd = nbd_listen_unix(path, errp);
     if (fd < 0)
         return false;
-    l = g_new0(QmpListener, 1);
+    qmp_add_listener_fd(fd, g_steal_pointer(&path), wait);
+    return true;
+}
+
+void qmp_add_listener_fd(int fd, char *path, bool wait)
+{
+    QmpListener *l = g_new0(QmpListener, 1);
+
     l->fd = fd;
-    l->path = g_steal_pointer(&path);
+    l->path = path;
     if (!listeners)
         listeners = g_ptr_array_new();
     g_ptr_array_add(listeners, l);
@@ -676,7 +678,6 @@ bool qmp_add_listener(const char *spec, GError **errp)
         if (fd >= 0)
             client_add(fd);
     }
-    return true;
 }
 
 bool qmp_start(GError **errp)

@@ -69,10 +69,12 @@ void qmp_error(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 /* --- the server ------------------------------------------------------ */
 
-/* Adds a listening socket from a --qmp spec ("unix:PATH,server[,wait=off]")
- * or a --chardev socket spec ("socket,path=PATH,server=on,wait=off,id=X");
+/* Adds a listening socket from a --qmp spec ("unix:PATH,server[,wait=off]");
  * false + errp when the spec is bad or the socket cannot be bound. */
 bool qmp_add_listener(const char *spec, GError **errp);
+/* Adds the socket @fd, listening on @path (taken), bound already (a
+ * --chardev); with @wait, accepts the first client before returning. */
+void qmp_add_listener_fd(int fd, char *path, bool wait);
 /* Starts the QMP thread serving the listeners added so far. */
 bool qmp_start(GError **errp);
 /* Flushes what is queued for the clients, closes every QMP socket and joins
