@@ -2,9 +2,11 @@
 # While the guest writes the source of a point in time, the reads of a
 # background export (the default for a point in time) are paced to its
 # x-background-rate (server/nbd/pace.c).  At 32 MiB/s, reading a 64 MiB
-# fleecing export while a client writes the disk takes at least
-# (64 - 4) / 32 s (4 MiB: the budget's burst), and returns the point in
-# time.  The same reads are not paced once the guest is quiet, nor from an
+# fleecing export while a client writes the disk takes (64 - 4) / 32 s
+# (4 MiB: the budget's burst) if the client never pauses for 5 ms; the
+# test asks for half that (a loaded machine starves the client at times,
+# and reads while it is quiet are not paced), against 0.1-0.2 s unpaced,
+# and for the point in time.  The same reads are not paced once the guest is quiet, nor from an
 # export with x-priority normal or with x-background-rate 0.  A negative
 # rate is refused, in QMP and on the command line.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
@@ -75,6 +77,7 @@ EOP
 }
 
 least=$($PYTHON -c "print(($size - (4 << 20)) / $rate)")
+half=$($PYTHON -c "print($least / 2)")
 # check EXPORT GUEST paced|unpaced
 check() {
     local took sha wrote
@@ -82,10 +85,10 @@ check() {
     echo "$1 (guest writing: $2): $took s, $wrote guest writes meanwhile"
     [ "$sha" = "$sha_pit" ] || fail "$1 does not read the point in time"
     if [ "$3" = paced ]; then
-        $PYTHON -c "import sys; sys.exit($took < $least)" ||
-            fail "$1: reads took $took s, paced they take at least $least s"
+        $PYTHON -c "import sys; sys.exit($took < $half)" ||
+            fail "$1: reads took $took s, paced they take $least s (at least $half)"
     else
-        $PYTHON -c "import sys; sys.exit($took >= $least)" ||
+        $PYTHON -c "import sys; sys.exit($took >= $half)" ||
             fail "$1: reads took $took s, as if paced (guest writing: $2)"
     fi
 }
