@@ -15,6 +15,9 @@
 #                          pid file PID, wait until it serves; at exit it
 #                          is stopped with SIGTERM and must exit with 0
 #   fail MSG               print MSG and exit 1
+#   qemu_img_create ARGS...   qemu-img create ARGS; retried when QEMU's
+#                          PBKDF2 benchmark (LUKS) could not measure; any
+#                          other error fails the test
 #   thread_ids PID         the thread ids of process PID, sorted, one a line
 #   thread_attr PID TID ATTR   of thread TID of process PID: its nice value
 #                          (nice), CPU affinity (cpus: Cpus_allowed_list)
@@ -95,6 +98,20 @@ start_server() {
 
 uri() {
     echo "nbd+unix:///${2:-}?socket=$1"
+}
+
+# QEMU 7.2 as Debian ships it (the backport of QEMU's c72cab5) times its
+# PBKDF2 benchmark with getrusage, which the scheduler updates late: on a
+# loaded machine a run may read 0 ms, and creating a LUKS image fails with
+# "Unable to get accurate CPU usage" (QEMU fixed it in 2025: it retries).
+# qemu-img then leaves no image, and a test fails later, far from the cause.
+qemu_img_create() {
+    local i err=$tmp/.qemu-img-create.err
+    for i in $(seq 10); do
+        qemu-img create "$@" 2>"$err" && return 0
+        grep -q "Unable to get accurate CPU usage" "$err" || break
+    done
+    fail "qemu-img create $*: $(cat "$err")"
 }
 
 # --- a server's threads (/proc) ---------------------------------------------
