@@ -110,6 +110,7 @@ qemu_img_create() {
     for i in $(seq 10); do
         qemu-img create "$@" 2>"$err" && return 0
         grep -q "Unable to get accurate CPU usage" "$err" || break
+        echo "$0: $(cat "$err"): retrying" >&2
     done
     fail "qemu-img create $*: $(cat "$err")"
 }
