@@ -40,8 +40,9 @@
  * chunks done before it claims anything (a store near its limit must not
  * refuse a write that needs no room).  A background claim takes no room
  * up front: it may be mostly skipped, and only its end knows what it
- * keeps (background copies are never limited, only counted).  A copy-before-write claims only the chunks that fit under the
- * limit; with nothing fitting it fails (break-snapshot) or waits on s->cond
+ * keeps (background copies are never limited, only counted).  A
+ * copy-before-write claims only the chunks that fit under the limit;
+ * with nothing fitting it fails (break-snapshot) or waits on s->cond
  * for a forget, claiming nothing meanwhile, so a reader that forgets never
  * waits for it: still no cycle.  It polls, though, because the one thing
  * that could wait for it, a drained section of the source, cannot wake it.
@@ -590,7 +591,14 @@ static int64_t store_locked(BlockCopyState *s, int64_t first, int64_t n,
                             const uint64_t *skipped)
 {
     int64_t bytes = 0;
+    bool any = false;
 
+    for (int64_t w = 0; w < (n + 63) / 64; w++)
+        any |= skipped[w] != 0;
+    if (!any) { /* the usual case: one run */
+        bits_set(s->stored, first, n, true);
+        return run_bytes(s, first, n);
+    }
     for (int64_t k = 0; k < n; k++) {
         if (bit_test(skipped, k))
             continue;

@@ -15,6 +15,16 @@
 #                          pid file PID, wait until it serves; at exit it
 #                          is stopped with SIGTERM and must exit with 0
 #   fail MSG               print MSG and exit 1
+#   qemu_img_create ARGS...   qemu-img create ARGS; retried when QEMU's
+#                          PBKDF2 benchmark (LUKS) could not measure; any
+#                          other error fails the test
+#   thread_ids PID         the thread ids of process PID, sorted, one a line
+#   thread_attr PID TID ATTR   of thread TID of process PID: its nice value
+#                          (nice), CPU affinity (cpus: Cpus_allowed_list)
+#                          or name (name)
+#   new_thread_attrs PID BEFORE ATTR   ATTR of each thread of PID that file
+#                          BEFORE (thread_ids output) does not list, sorted,
+#                          each value once
 set -u
 set -o pipefail
 
@@ -88,6 +98,45 @@ start_server() {
 
 uri() {
     echo "nbd+unix:///${2:-}?socket=$1"
+}
+
+# QEMU 7.2 as Debian ships it (the backport of QEMU's c72cab5) times its
+# PBKDF2 benchmark with getrusage, which the scheduler updates late: on a
+# loaded machine a run may read 0 ms, and creating a LUKS image fails with
+# "Unable to get accurate CPU usage" (QEMU fixed it in 2025: it retries).
+# qemu-img then leaves no image, and a test fails later, far from the cause.
+qemu_img_create() {
+    local i err=$tmp/.qemu-img-create.err
+    for i in $(seq 10); do
+        qemu-img create "$@" 2>"$err" && return 0
+        grep -q "Unable to get accurate CPU usage" "$err" || break
+        echo "$0: $(cat "$err"): retrying" >&2
+    done
+    fail "qemu-img create $*: $(cat "$err")"
+}
+
+# --- a server's threads (/proc) ---------------------------------------------
+thread_ids() {
+    ls "/proc/$1/task" | sort
+}
+
+thread_attr() {
+    local dir=/proc/$1/task/$2
+    case $3 in
+    # field 19 of stat, counted after the name, which may hold spaces
+    nice) awk '{ sub(/.*\) /, ""); print $17 }' "$dir/stat" ;;
+    cpus) awk '/^Cpus_allowed_list/ { print $2 }' "$dir/status" ;;
+    name) cat "$dir/comm" ;;
+    *) fail "thread_attr: unknown attribute '$3'" ;;
+    esac
+}
+
+new_thread_attrs() {
+    local pid=$1 before=$2 attr=$3 t
+    comm -13 "$before" <(thread_ids "$pid") | while read -r t; do
+        # (a thread may end meanwhile)
+        thread_attr "$pid" "$t" "$attr" 2>/dev/null
+    done | sort -u
 }
 
 # The system interpreter has libnbd's Python bindings.

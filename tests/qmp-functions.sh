@@ -10,7 +10,8 @@
 #                          print every reply and event (one a line)
 #   qmp_raw SOCK MSG...    send raw bytes, no negotiation; print all output
 #   start_qsd SOCK         start qemu-storage-daemon with QMP on SOCK (for
-#                          comparisons); returns 1 when it is not installed
+#                          comparisons) and wait until it accepts a
+#                          connection; returns 1 when it is not installed
 #   normalize              sed filter: timestamps and versions -> fixed text
 
 QMP_PY=$srcdir/qmp.py
@@ -49,6 +50,14 @@ _stop_qsd() {
     wait "$1" 2>/dev/null || :
 }
 
+# Does the unix socket accept a connection?  QEMU binds its socket before
+# it listens: a client that connects in between is refused, and on a
+# loaded machine "in between" can last (qmp then fails to connect).
+_accepts() {
+    [ -S "$1" ] && "$PYTHON" -c 'import socket, sys
+socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1" 2>/dev/null
+}
+
 start_qsd() {
     local sock=$1 i
     command -v qemu-storage-daemon >/dev/null 2>&1 || return 1
@@ -57,11 +66,11 @@ start_qsd() {
         --chardev "socket,path=$sock,server=on,wait=off,id=qmp0" \
         --monitor chardev=qmp0 >/dev/null 2>&1 &
     cleanup_fn "_stop_qsd $!"
-    for i in $(seq 100); do
-        [ -S "$sock" ] && return 0
+    for i in $(seq 400); do
+        _accepts "$sock" && return 0
         sleep 0.05
     done
-    return 1
+    fail "qemu-storage-daemon does not accept connections on $sock"
 }
 
 normalize() {

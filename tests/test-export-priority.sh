@@ -32,9 +32,9 @@ assert "x-priority" in str(err), err
 ' "$qmp" "$tmp/fleece.qcow2" || fail "setup"
 
 # nice_of_new EXPORT: the nice values of the threads a connection to EXPORT
-# starts (field 19 of /proc/PID/task/TID/stat), once each
+# starts, once each
 nice_of_new() {
-    ls "/proc/$pid/task" | sort >"$tmp/before"
+    thread_ids "$pid" >"$tmp/before"
     rm -f "$tmp/ready" "$tmp/stop"
     "$PYTHON" - "$(uri "$nbdsock" "$1")" "$tmp/ready" "$tmp/stop" <<'EOP' &
 import nbd, os, sys, time
@@ -50,14 +50,12 @@ EOP
     local client=$! i
     for i in $(seq 200); do [ -e "$tmp/ready" ] && break; sleep 0.05; done
     [ -e "$tmp/ready" ] || fail "the client of $1 did not connect"
-    comm -13 "$tmp/before" <(ls "/proc/$pid/task" | sort) | while read -r t; do
-        awk '{ sub(/.*\) /, ""); print $17 }' "/proc/$pid/task/$t/stat" 2>/dev/null
-    done | sort -u
+    new_thread_attrs "$pid" "$tmp/before" nice
     touch "$tmp/stop"
     wait $client || fail "the client of $1 failed"
 }
 
-base=$(awk '{ sub(/.*\) /, ""); print $17 }' "/proc/$pid/stat")
+base=$(thread_attr "$pid" "$pid" nice)
 [ "$base" = 0 ] || { echo "$0: skipped: the server runs at nice $base"; exit 77; }
 check() {
     local got

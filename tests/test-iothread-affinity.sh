@@ -28,8 +28,8 @@ iothreads=$(qmp "$tmp/qmp.sock" '{"execute": "query-iothreads"}')
 [ "$(field "$iothreads" 'r["return"][0]["poll-max-ns"]')" = 100 ] || fail "poll-max-ns: $iothreads"
 tid0=$(field "$iothreads" 'r["return"][0]["thread-id"]')
 tid1=$(field "$iothreads" 'r["return"][1]["thread-id"]')
-[ "$(cat "/proc/$pid/task/$tid0/comm")" = "IO io0" ] ||
-    fail "thread $tid0 is not 'IO io0': $(cat "/proc/$pid/task/$tid0/comm")"
+name=$(thread_attr "$pid" "$tid0" name)
+[ "$name" = "IO io0" ] || fail "thread $tid0 is not 'IO io0': $name"
 
 taskset -p -c 1 "$tid0" >/dev/null || fail "cannot pin the iothread"
 qmp "$tmp/qmp.sock" \
@@ -40,11 +40,9 @@ qmp "$tmp/qmp.sock" \
     >"$tmp/setup.out"
 ! grep -q error "$tmp/setup.out" || fail "setup: $(cat "$tmp/setup.out")"
 
-tasks() { ls "/proc/$pid/task" | sort; }
+tasks() { thread_ids "$pid"; }
 cpus_of_new() { # cpus_of_new BEFORE-FILE: Cpus_allowed_list of new threads
-    comm -13 "$1" <(tasks) | while read -r t; do
-        awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$pid/task/$t/status" 2>/dev/null
-    done | sort -u
+    new_thread_attrs "$pid" "$1" cpus
 }
 # hold EXPORT READY-FILE STOP-FILE: a client connected until STOP-FILE
 hold() {
@@ -75,7 +73,7 @@ got=$(cpus_of_new "$tmp/before0")
 tasks >"$tmp/before1"
 hold free "$tmp/f.ready" "$tmp/f.stop"; f=$!
 wait_file "$tmp/f.ready" "the client of the unbound export did not connect"
-all=$(awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$pid/status")
+all=$(thread_attr "$pid" "$pid" cpus)
 got=$(cpus_of_new "$tmp/before1")
 [ "$got" = "$all" ] || fail "an unbound export's connection runs on '$got', not '$all'"
 

@@ -20,7 +20,7 @@ requires_libnbd_python
 tls_ca ca
 images() {  # images DIR: what objects.py expects in DIR
     echo -n secret123 >"$1/pw"
-    qemu-img create -q -f qcow2 --object secret,id=s0,file="$1/pw" \
+    qemu_img_create -q -f qcow2 --object secret,id=s0,file="$1/pw" \
         -o encrypt.format=luks,encrypt.key-secret=s0 "$1/enc.qcow2" 1M
     mkdir "$1/psk"
     tls_psk_file "$1/psk/keys.psk" alice

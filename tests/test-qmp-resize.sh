@@ -181,7 +181,7 @@ size=$(stat -c %s "$d/r.raw")
 [ "$size" = 3145728 ] || fail "raw image: $size bytes, expected 3145728"
 
 # A LUKS node resizes its file past the header, as QEMU's.
-qemu-img create -q -f luks --object secret,id=sec0,data=abc \
+qemu_img_create -q -f luks --object secret,id=sec0,data=abc \
     -o key-secret=sec0,iter-time=10 "$tmp/l.luks" 1M
 qemu-io --object secret,id=sec0,data=abc -c 'write -P 0x66 0 1M' \
     --image-opts "driver=luks,key-secret=sec0,file.filename=$tmp/l.luks" \
