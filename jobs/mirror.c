@@ -640,8 +640,13 @@ static void unplug_filter(MirrorJob *m)
 
     if (!m->filter_inserted)
         return;
-    if (!bdrv_replace_node(m->filter, m->replaces, &err))
+    /* When the users cannot go back (another graph change made that a
+     * permission conflict), the filter stays where it is and passes their
+     * requests through: its child must stay too (drop_filter). */
+    if (!bdrv_replace_node(m->filter, m->replaces, &err)) {
         g_warning("mirror '%s': %s", m->common.id, err->message);
+        return;
+    }
     m->filter_inserted = false;
 }
 

@@ -68,9 +68,18 @@ fi
 if [ -n "${SNAPNBD_QMPFUZZ_STATS:-}" ]; then
     opts+=(--stats)
 fi
+# A daemon that stops answering (the fuzzer's "no answer within 10 s")
+# is still running: its threads' stacks say where it waits.
+stacks() {
+    local pid
+    pid=$(cat "$tmp/pid" 2>/dev/null) || return 0
+    kill -0 "$pid" 2>/dev/null && command -v gdb >/dev/null &&
+        gdb -p "$pid" -batch -ex 'thread apply all bt' >&2 2>/dev/null
+    return 0
+}
 "$PYTHON" "$srcdir/qmp_fuzz.py" --qmp "$tmp/qmp" --pid "$tmp/pid" \
     --dir "$tmp" --seed "$seed" --iters "$iters" --seconds "$seconds" \
-    --save "$save" "${opts[@]}" || fail "seed $seed: see above"
+    --save "$save" "${opts[@]}" || { stacks; fail "seed $seed: see above"; }
 # (from here on a failure is replayed with SNAPNBD_QMPFUZZ_REPLAY=$save)
 
 # SIGTERM must stop the daemon whatever the fuzzing left behind; when it
