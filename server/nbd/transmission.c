@@ -1005,8 +1005,12 @@ static size_t rbuf_avail(NbdConn *c)
  * POLL_BACKOFF_MAX; a poll that succeeds ends the back-off (QEMU's
  * iothreads adapt their poll-max-ns likewise).  At load 5, 4k reads at
  * QD1 went from 43-47k to 59-72k IOPS, and the server's CPU per read from
- * 11.4 to 6.4-7.7 µs. */
-#define POLL_BACKOFF_MAX 1024
+ * 11.4 to 6.4-7.7 µs.  The cap is low because skipped fills never learn
+ * that polling works again: at 1024, QD1 reads on the quiet machine fell
+ * to 20k from 31-38k (sporadic misses turned polling off for long); at 16
+ * they were 32-33k, and a busy machine wastes at most one failed window
+ * in 17 fills. */
+#define POLL_BACKOFF_MAX 16
 
 static ssize_t recv_polling(NbdConn *c, size_t avail)
 {
