@@ -298,6 +298,15 @@ static int copy_data(MirrorJob *m, int64_t off, int64_t n, void *buf,
 
 /* --- background copies ----------------------------------------------------- */
 
+/* Set while this thread copies for a mirror.  A write a copy makes may
+ * reach the source of another mirror (its target is that mirror's source,
+ * or, through a chain of mirrors, a cycle back to this one): that mirror
+ * then neither locks the range nor copies it at once, as its write-blocking
+ * mode would, but leaves it dirty for its background copy.  Else two
+ * mirrors each between the other's nodes wait for each other's copies (the
+ * QMP fuzzer's seeds 937865421 and, likely, 1031308610). */
+static __thread int copying_for_mirror;
+
 typedef struct MirrorCopy {
     MirrorOp *op;              /* the locked range, bits cleared */
     void *buf;                 /* op_max bytes, the copy's own */
@@ -316,7 +325,9 @@ static void copy_run(gpointer data, gpointer user_data)
      * must not wait at a drained section's entry (the job parks only once
      * no copy is in flight). */
     bdrv_set_thread_drain_exempt(true);
+    copying_for_mirror++;
     ret = copy_data(m, off, n, c->buf, &is_read);
+    copying_for_mirror--;
     if (ret < 0)
         bdrv_dirty_bitmap_set(m->dirty, off, n, true); /* still to do */
     else
@@ -500,7 +511,7 @@ static int before_write(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
 {
     MirrorJob *m = opaque;
 
-    if (g_atomic_int_get(&m->active))
+    if (g_atomic_int_get(&m->active) && !copying_for_mirror)
         op_begin(m, offset, bytes, g_thread_self());
     return 0;
 }
@@ -531,7 +542,9 @@ static int after_write(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
     if (!op)
         return 0;
     buf = bdrv_blockalign(m->source, bytes);
+    copying_for_mirror++;
     ret = buf ? copy_data(m, offset, bytes, buf, &is_read) : -ENOMEM;
+    copying_for_mirror--;
     free(buf);
     if (ret == 0) {
         clear_covered(m, offset, bytes);
