@@ -358,17 +358,26 @@ bool bdrv_cbw_broken(BlockNode *cbw, int *error)
     return true;
 }
 
+/* The copy-before-write node that has @bs as its "target", or NULL.
+ * Under graph_lock. */
+static BlockNode *cbw_of_target_locked(BlockNode *bs)
+{
+    for (guint i = 0; i < bs->parents->len; i++) {
+        const BlockChild *c = g_ptr_array_index(bs->parents, i);
+
+        if (c->parent && c->parent->drv == &bdrv_copy_before_write &&
+            strcmp(c->name, "target") == 0)
+            return c->parent;
+    }
+    return NULL;
+}
+
 bool bdrv_is_point_in_time(BlockNode *bs)
 {
     bool pit = bs->drv == &bdrv_snapshot_access;
 
     bdrv_graph_lock();
-    for (guint i = 0; !pit && i < bs->parents->len; i++) {
-        const BlockChild *c = g_ptr_array_index(bs->parents, i);
-
-        pit = c->parent && c->parent->drv == &bdrv_copy_before_write &&
-              strcmp(c->name, "target") == 0;
-    }
+    pit = pit || cbw_of_target_locked(bs);
     bdrv_graph_unlock();
     return pit;
 }
@@ -396,12 +405,8 @@ static BlockNode *pit_cbw_ref(BlockNode *bs)
                 cbw = c->node;
         }
     }
-    for (guint i = 0; !cbw && i < bs->parents->len; i++) {
-        const BlockChild *c = g_ptr_array_index(bs->parents, i);
-        if (c->parent && c->parent->drv == &bdrv_copy_before_write &&
-            strcmp(c->name, "target") == 0)
-            cbw = c->parent;
-    }
+    if (!cbw)
+        cbw = cbw_of_target_locked(bs);
     if (cbw && !bdrv_ref_if_alive(cbw))
         cbw = NULL;
     bdrv_graph_unlock();
