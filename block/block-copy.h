@@ -134,9 +134,12 @@ void block_copy_get_stats(BlockCopyState *s, BlockCopyStats *st);
  */
 bool block_copy_claim(BlockCopyState *s, int64_t from, int64_t max_bytes,
                       int64_t *offset, int64_t *bytes);
-/* *@copied: the bytes really read and written (not skipped). */
+/* *@copied: the bytes really read and written (not skipped).
+ * @yield_to_guest: the guest is writing; the copy holds the target's file
+ * lock for short stretches only, as guest copy-before-writes wait for it. */
 int block_copy_claimed(BlockCopyState *s, int64_t offset, int64_t bytes,
-                       bool *error_is_read, int64_t *copied);
+                       bool yield_to_guest, bool *error_is_read,
+                       int64_t *copied);
 /* sync=top: set before anything is copied. */
 void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip);
 

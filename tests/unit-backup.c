@@ -1049,7 +1049,8 @@ static void check_sync_top_store(bool cbw)
     } else {
         for (int64_t from = 0; block_copy_claim(s, from, MiB, &off, &n);
              from = off + n)
-            g_assert_cmpint(block_copy_claimed(s, off, n, &is_read, &copied),
+            g_assert_cmpint(block_copy_claimed(s, off, n, false, &is_read,
+                                               &copied),
                             ==, 0);
     }
     g_assert_cmpint(block_copy_remaining(s), ==, 0);
@@ -1067,6 +1068,54 @@ static void check_sync_top_store(bool cbw)
     g_free(data);
     g_free(got);
     g_free(snap);
+}
+
+/* A background copy that yields to the guest writes a page-cached target
+ * in 16 KiB pieces (the file lock a guest copy-before-write waits for is
+ * held that long at most); one that does not, or into a cache.direct
+ * target, in one write.  The data is the same either way. */
+static void check_yielding_pieces(bool yield, const char *direct,
+                                  uint64_t writes)
+{
+    g_autofree char *spath = make_empty("piece-src.img", MiB);
+    g_autofree char *tpath = make_empty("piece-tgt.img", MiB);
+    BlockNode *src = open_node(spath, "src", NULL);
+    BlockNode *tgt = open_node(tpath, "tgt", "cache.direct", direct, NULL);
+    uint8_t *data = g_malloc(MiB), *got = g_malloc(MiB);
+    g_autoptr(GError) err = NULL;
+    BlockCopyState *s;
+    BdrvStats before, after;
+    int64_t off, n, copied;
+    bool is_read;
+
+    for (int64_t i = 0; i < MiB; i++)
+        data[i] = (uint8_t)(i * 7 + i / 4096 + 1);
+    g_assert_cmpint(bdrv_pwrite(src, 0, MiB, data, 0), ==, 0);
+    s = block_copy_state_new(src, tgt, false, &err);
+    g_assert_nonnull(s);
+    bdrv_get_stats(tgt, &before);
+    g_assert_true(block_copy_claim(s, 0, MiB, &off, &n));
+    g_assert_cmpint(n, ==, MiB);
+    g_assert_cmpint(block_copy_claimed(s, off, n, yield, &is_read, &copied),
+                    ==, 0);
+    g_assert_cmpint(copied, ==, MiB);
+    bdrv_get_stats(tgt, &after);
+    g_assert_cmpuint(after.ops[BDRV_ACCT_WRITE] - before.ops[BDRV_ACCT_WRITE],
+                     ==, writes);
+    g_assert_cmpint(bdrv_pread(tgt, 0, MiB, got), ==, 0);
+    g_assert_cmpmem(got, MiB, data, MiB);
+    block_copy_state_free(s);
+    bdrv_unref(tgt);
+    bdrv_unref(src);
+    g_free(data);
+    g_free(got);
+}
+
+static void test_yielding_pieces(void)
+{
+    check_yielding_pieces(true, "off", MiB / (16 * 1024));
+    check_yielding_pieces(false, "off", 1);
+    check_yielding_pieces(true, "on", 1);
 }
 
 static void test_sync_top_store_cbw(void)
@@ -1531,6 +1580,7 @@ int main(int argc, char **argv)
                     test_sync_top_store_cbw);
     g_test_add_func("/backup/sync-top-store/background",
                     test_sync_top_store_background);
+    g_test_add_func("/backup/yielding-copy-pieces", test_yielding_pieces);
     g_test_add_func("/backup/op-blockers", test_op_blockers);
     g_test_add_func("/backup/drained-section", test_drained_job);
     g_test_add_func("/backup/bitmap/copy-only-dirty",
