@@ -86,10 +86,12 @@ typedef struct BdrvCbwStats {
     bool broken;             /* the point in time is lost */
     int break_error;         /* why, if broken: -errno */
     /* A backup job's background copies (not the node's): CPU time spent
-     * and bytes copied. */
+     * and bytes copied; of that CPU time, the copies' made while the
+     * guest wrote (drawn from x-background-share's budget). */
     bool has_background;
     int64_t background_cpu_ns;
     int64_t background_bytes;
+    int64_t background_yielding_cpu_ns;
 } BdrvCbwStats;
 /* False if @cbw is no (active) copy-before-write node. */
 bool bdrv_cbw_stats(BlockNode *cbw, BdrvCbwStats *st);

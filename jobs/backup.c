@@ -28,8 +28,8 @@
  * lateness back.
  * One copy at a time holds few chunks busy; the guest's own
  * copy-before-writes find the disk free.  The CPU time and bytes of the
- * background copies are counted (x-cbw's background-cpu-ns and
- * background-bytes in query-jobs).
+ * background copies are counted (x-cbw's background-cpu-ns,
+ * background-bytes and background-yielding-cpu-ns in query-jobs).
  *
  * Chunks are rate limited before they are claimed: a claimed chunk is busy,
  * and a guest write to it would wait out the sleep too.
@@ -97,6 +97,7 @@ typedef struct BackupJob {
     /* Atomic: the CPU time of the background copies, their bytes. */
     int64_t bg_cpu_ns;
     int64_t bg_bytes;
+    int64_t bg_yielding_cpu_ns; /* of bg_cpu_ns: copies while the guest wrote */
     int task_error;           /* first unhandled error of a copy, -errno */
     bool task_error_is_read;
     int64_t task_error_offset;
@@ -280,6 +281,7 @@ static void backup_task_run(gpointer data, gpointer user_data)
     if (t->budgeted) {
         refill_credit_locked(b, job_now_ns());
         b->bg_credit_ns -= cpu;
+        __atomic_add_fetch(&b->bg_yielding_cpu_ns, cpu, __ATOMIC_RELAXED);
     }
     if (ret < 0 && b->task_error == 0) {
         b->task_error = ret;
@@ -720,6 +722,8 @@ static bool backup_cbw_stats(Job *job, BdrvCbwStats *st)
                                                 __ATOMIC_RELAXED);
         st->background_bytes = __atomic_load_n(&b->bg_bytes,
                                                __ATOMIC_RELAXED);
+        st->background_yielding_cpu_ns =
+            __atomic_load_n(&b->bg_yielding_cpu_ns, __ATOMIC_RELAXED);
     }
     return ok;
 }

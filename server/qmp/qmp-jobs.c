@@ -44,6 +44,8 @@ JsonObject *qmp_cbw_stats_json(const BdrvCbwStats *st)
                                    st->background_cpu_ns);
         json_object_set_int_member(o, "background-bytes",
                                    st->background_bytes);
+        json_object_set_int_member(o, "background-yielding-cpu-ns",
+                                   st->background_yielding_cpu_ns);
     }
     json_object_set_boolean_member(o, "snapshot-broken", st->broken);
     if (st->broken)
