@@ -22,7 +22,9 @@ Prints a table of medians and the ratios to the idle IOPS.
     bench/backup.py                 3 rounds, 2 GiB, 5 s per fio run
     QUICK=1 bench/backup.py         1 round, 512 MiB, 2 s
 Environment: ROUNDS, IMAGE_MIB, RUNTIME, SERVERS ("snapnbd qsd"),
-SNAPNBD (build/snapnbd), BENCH_DIR (/dev/shm/snapnbd-bench).
+SNAPNBD (build/snapnbd), BENCH_DIR (/dev/shm/snapnbd-bench), SHARES
+(x-background-share values for extra snapnbd sync=full runs at QD32, e.g.
+"50 100": the trade between the guest's rate and the backup's).
 """
 import json
 import os
@@ -44,6 +46,7 @@ ROUNDS = int(os.environ.get("ROUNDS", 1 if QUICK else 3))
 IMAGE_MIB = int(os.environ.get("IMAGE_MIB", 512 if QUICK else 2048))
 RUNTIME = int(os.environ.get("RUNTIME", 2 if QUICK else 5))
 SERVERS = os.environ.get("SERVERS", "snapnbd qsd").split()
+SHARES = [int(x) for x in os.environ.get("SHARES", "").split()]
 SNAPNBD = os.environ.get("SNAPNBD", os.path.join(TOP, "build", "snapnbd"))
 BENCH_DIR = os.environ.get("BENCH_DIR", "/dev/shm/snapnbd-bench")
 MiB = 1 << 20
@@ -129,24 +132,30 @@ def fresh_target(d, name):
     return path
 
 
-def backup_full(s, qd, tag, results):
+def backup_full(s, qd, tag, results, share=None):
     """Guest IOPS at @qd in the second before the job and while it runs,
-    and the job's MiB/s; qd 0: no guest I/O."""
+    and the job's MiB/s; qd 0: no guest I/O.  @share: snapnbd's
+    x-background-share, named in the results' keys."""
     tgt = fresh_target(s.d, f"tgt-{tag}.raw")
     s.q.cmd("blockdev-add", {"driver": "raw", "node-name": f"t{tag}",
                              "file": {"driver": "file", "filename": tgt}})
     log = f"{s.d}/fio-{tag}"
     p, tw = fio_warm(s, qd, log) if qd else (None, None)
+    args = {"job-id": f"j{tag}", "device": "disk", "target": f"t{tag}",
+            "sync": "full"}
+    sfx = ""
+    if share is not None:
+        args["x-perf"] = {"x-background-share": share}
+        sfx = f" share {share}"
     t0 = time.time()
-    s.q.cmd("blockdev-backup", {"job-id": f"j{tag}", "device": "disk",
-                                "target": f"t{tag}", "sync": "full"})
+    s.q.cmd("blockdev-backup", args)
     s.q.wait_event("BLOCK_JOB_COMPLETED", timeout=600, device=f"j{tag}")
     t1 = time.time()
     if p:
         fio_stop(p)
-        results[f"before full QD{qd}"] = log_iops(log, tw, t0)
-        results[f"full QD{qd}"] = log_iops(log, t0, t1)
-        results[f"full MiB/s (QD{qd} load)"] = IMAGE_MIB / (t1 - t0)
+        results[f"before full QD{qd}{sfx}"] = log_iops(log, tw, t0)
+        results[f"full QD{qd}{sfx}"] = log_iops(log, t0, t1)
+        results[f"full MiB/s (QD{qd} load){sfx}"] = IMAGE_MIB / (t1 - t0)
     else:
         results["full MiB/s (idle)"] = IMAGE_MIB / (t1 - t0)
     s.q.cmd("blockdev-del", {"node-name": f"t{tag}"})
@@ -195,6 +204,8 @@ def measure(kind, d, rnd):
         backup_full(s, 32, f"{rnd}a", r)
         backup_full(s, 1, f"{rnd}b", r)
         backup_full(s, 0, f"{rnd}c", r)
+        for share in SHARES if kind == "snapnbd" else []:
+            backup_full(s, 32, f"{rnd}s{share}", r, share)
         fleece(s, rnd, r)
     finally:
         s.stop()
@@ -228,8 +239,10 @@ def main():
 
 
 def report(all_results, load0):
-    rows = list(next(iter(all_results.values()))[0].keys())
-    med = {k: {row: statistics.median(r[row] for r in rs) for row in rows}
+    rows = list(dict.fromkeys(row for rs in all_results.values()
+                              for row in rs[0]))
+    med = {k: {row: statistics.median(r[row] for r in rs)
+               for row in rows if all(row in r for r in rs)}
            for k, rs in all_results.items()}
     print(f"\n{IMAGE_MIB} MiB raw image on tmpfs, 4k randwrite with fio's "
           f"nbd engine, medians of {ROUNDS} round(s); load "
@@ -239,11 +252,14 @@ def report(all_results, load0):
     for row in rows:
         cells = []
         for k in all_results:
+            if row not in med[k]:
+                cells.append("—")
+                continue
             v = med[k][row]
             qd = row.split()[-1]
             base = None
             if row.startswith("full QD"):
-                base = med[k].get("before full " + qd)
+                base = med[k].get("before " + row)
             elif row.startswith(("fleece", "pull")) and "MiB" not in row:
                 base = med[k].get("idle " + qd)
             cells.append(f"{v:.0f}" + (f" ({v / base:.2f}x)" if base else ""))
