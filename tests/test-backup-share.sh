@@ -2,10 +2,13 @@
 # x-perf's x-background-share (snapnbd's): while the guest writes, a
 # backup's background copies use at most that share of one core, counted
 # in CPU time; x-cbw's background-cpu-ns and background-bytes (query-jobs)
-# count them, and background-yielding-cpu-ns those made while it wrote.  With a share of 2 % under a steady writer, the background
-# CPU time stays within 2 % of the wall time (plus the budget's burst and
-# one copy) and the job is not done after 2 s; with 100 % the same job
-# finishes.  Out-of-range shares are refused.
+# count them, and background-yielding-cpu-ns those made while it wrote.
+# With a share of 2 % under a steady writer, the background CPU time
+# stays within 2 % of the wall time (plus the budget's burst and one copy)
+# and the job is not done after 2 s; with 100 % the same job finishes.
+# The writer writes the first 8 MiB only: its own copy-before-writes
+# would otherwise copy most of the disk within the 2 s.  Out-of-range
+# shares are refused.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/backup-functions.sh"
 requires_libnbd_python
@@ -32,9 +35,9 @@ h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 buf = os.urandom(4096)
 while not os.path.exists(sys.argv[2]):
-    h.pwrite(buf, random.randrange(int(sys.argv[3]) // 4096) * 4096)
+    h.pwrite(buf, random.randrange((8 << 20) // 4096) * 4096)
 h.shutdown()
-""", nbd_uri, tmp + "/stop", str(size)])
+""", nbd_uri, tmp + "/stop"])
 
 def run(share, n):
     tgt = f"{tmp}/t{n}.img"
