@@ -166,7 +166,13 @@ const char *bdrv_probe_format(const char *filename);
 void bdrv_ref(BlockNode *bs);
 void bdrv_unref(BlockNode *bs);
 
+/* The node of that name, or NULL.  A job's thread may drop a node's last
+ * reference at any time (its filter, or a node deleted meanwhile, at the
+ * job's end): a pointer found so is only safe to use while something else
+ * holds the node; bdrv_find_node_ref also takes a reference for the caller
+ * to drop. */
 BlockNode *bdrv_find_node(const char *node_name);
+BlockNode *bdrv_find_node_ref(const char *node_name);
 const char *bdrv_node_name(BlockNode *bs);
 const char *bdrv_driver_name(BlockNode *bs);
 const char *bdrv_filename(BlockNode *bs); /* the file at the bottom, or "" */
