@@ -8,8 +8,8 @@ then sends, in one write, job-cancel and commands naming the filter: the
 monitor runs them while the job's thread ends the job and drops the
 filter's last reference.  A command must hold the node it looked up (or
 not find it); the daemon used to use the freed node (the QMP fuzzer's
-seed 937865421: a blockdev-backup from a drive-mirror's target, freed by
-the mirror's end, crashed in refresh_node).
+seed 937865421: a blockdev-backup from an auto-named node that a job's
+end had just freed crashed in refresh_node).
 """
 import json
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A command naming a node that a job's thread frees at that moment (found
-# by the QMP fuzzer, seed 937865421: blockdev-backup from a drive-mirror's
-# target crashed in refresh_node as the mirror ended).  The monitor looked
+# by the QMP fuzzer, seed 937865421: blockdev-backup from an auto-named
+# node crashed in refresh_node as the job holding it ended).  The monitor looked
 # nodes up by name without a reference; a job's own thread drops its
 # filter's and its targets' last references when it ends.  Each round
 # cancels a backup and, in the same write, names its filter in commands:
