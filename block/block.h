@@ -505,7 +505,8 @@ void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bm);
 /* May @bs store a persistent bitmap (qcow2 v3, writable)?  Says why not. */
 bool bdrv_can_store_dirty_bitmap(BlockNode *bs, GError **errp);
 BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name);
-/* The node's bitmaps now (free the list with g_list_free). */
+/* The node's bitmaps now but a job's own, which its thread may free at
+ * any time (free the list with g_list_free). */
 GList *bdrv_dirty_bitmap_list(BlockNode *bs);
 
 const char *bdrv_dirty_bitmap_name(BdrvDirtyBitmap *bm);

@@ -3,6 +3,7 @@
 
     job_node_refs.py QMP-SOCKET DIR lookup [ROUNDS]
     job_node_refs.py QMP-SOCKET DIR moved-target
+    job_node_refs.py QMP-SOCKET DIR mirror-bitmap [ROUNDS]
 
 lookup: each round starts a backup whose copy-before-write filter has a
 name, then sends, in one write, job-cancel and commands naming the
@@ -18,6 +19,11 @@ users, A's target edge with them, to "b2", and B's end drops T's last
 reference.  A still writes to T (a guest write to "a" arrives over NBD)
 and its cancel made T read-only again: both used the freed node (the
 same seed, at SIGTERM: mirror_clean's bdrv_ref).  A now holds T itself.
+
+mirror-bitmap: a mirror's own dirty bitmap goes when its thread ends the
+job; query-named-block-nodes, sent with the cancel, listed the node's
+bitmaps (many users' first, so that the listing takes a while) and read
+the freed one (seed 448881646).
 """
 import json
 import os
@@ -119,11 +125,28 @@ def moved_target(q, d):
     print("job_node_refs: moved-target: ok")
 
 
+def mirror_bitmap(q, rounds):
+    null(q, "ms")
+    null(q, "mt")
+    for i in range(200):
+        q.cmd("block-dirty-bitmap-add", {"node": "ms", "name": f"u{i}",
+                                         "granularity": 512})
+    for i in range(rounds):
+        q.cmd("blockdev-mirror", {"job-id": "m", "device": "ms",
+                                  "target": "mt", "sync": "full"})
+        send_batch(q, [{"execute": "job-cancel", "arguments": {"id": "m"}}] +
+                   [{"execute": "query-named-block-nodes"}] * 4)
+        wait_no_jobs(q)
+    print(f"job_node_refs: mirror-bitmap: {rounds} rounds")
+
+
 def main():
     q = QMP(sys.argv[1])
     d, scenario = sys.argv[2], sys.argv[3]
     if scenario == "lookup":
         lookup(q, int(sys.argv[4]) if len(sys.argv) > 4 else 300)
+    elif scenario == "mirror-bitmap":
+        mirror_bitmap(q, int(sys.argv[4]) if len(sys.argv) > 4 else 100)
     elif scenario == "moved-target":
         moved_target(q, d)
     else:

@@ -6,6 +6,8 @@
 #   moved-target  a mirror used its target after another mirror's switch
 #                 had moved its edge away and freed the node (a crash at
 #                 SIGTERM in the fuzzer: mirror_clean's bdrv_ref)
+#   mirror-bitmap query-named-block-nodes read a mirror's own dirty
+#                 bitmap that the mirror's end freed (seed 448881646)
 # Each must leave the daemon answering, then exit cleanly on SIGTERM (the
 # ASan build reports the use after free at once; the plain one crashed,
 # MALLOC_PERTURB_ filling the freed node).  SNAPNBD_JOB_NODE_REFS=NAME runs one.
@@ -13,7 +15,7 @@ source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 requires qemu-img qemu-io
 
-for scenario in ${SNAPNBD_JOB_NODE_REFS:-lookup moved-target}; do
+for scenario in ${SNAPNBD_JOB_NODE_REFS:-lookup moved-target mirror-bitmap}; do
     mkdir "$tmp/$scenario"
     start_qmp "$tmp/$scenario/q.sock" "$tmp/$scenario/q.pid"
     pid=$(cat "$tmp/$scenario/q.pid")
