@@ -166,7 +166,13 @@ const char *bdrv_probe_format(const char *filename);
 void bdrv_ref(BlockNode *bs);
 void bdrv_unref(BlockNode *bs);
 
+/* The node of that name, or NULL.  A job's thread may drop a node's last
+ * reference at any time (its filter, or a node deleted meanwhile, at the
+ * job's end): a pointer found so is only safe to use while something else
+ * holds the node; bdrv_find_node_ref also takes a reference for the caller
+ * to drop. */
 BlockNode *bdrv_find_node(const char *node_name);
+BlockNode *bdrv_find_node_ref(const char *node_name);
 const char *bdrv_node_name(BlockNode *bs);
 const char *bdrv_driver_name(BlockNode *bs);
 const char *bdrv_filename(BlockNode *bs); /* the file at the bottom, or "" */
@@ -499,7 +505,8 @@ void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bm);
 /* May @bs store a persistent bitmap (qcow2 v3, writable)?  Says why not. */
 bool bdrv_can_store_dirty_bitmap(BlockNode *bs, GError **errp);
 BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name);
-/* The node's bitmaps now (free the list with g_list_free). */
+/* The node's bitmaps now but a job's own, which its thread may free at
+ * any time (free the list with g_list_free). */
 GList *bdrv_dirty_bitmap_list(BlockNode *bs);
 
 const char *bdrv_dirty_bitmap_name(BdrvDirtyBitmap *bm);

@@ -174,14 +174,25 @@ BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name)
     return found;
 }
 
+/* A job's own bitmap ("#mirror-ID"): its thread frees it at the job's
+ * end, whenever that is, so a list that others walk unlocked leaves it
+ * out (the QMP fuzzer's seed 448881646: query-named-block-nodes read a
+ * mirror's bitmap freed meanwhile).  Such a bitmap is never persistent. */
+static bool job_private(const BdrvDirtyBitmap *bm)
+{
+    return bm->name[0] == '#' && !bm->persistent;
+}
+
 GList *bdrv_dirty_bitmap_list(BlockNode *bs)
 {
-    GList *copy;
+    GList *copy = NULL;
 
     g_mutex_lock(&bs->dirty_lock);
-    copy = g_list_copy(bs->dirty_bitmaps);
+    for (GList *l = bs->dirty_bitmaps; l; l = l->next)
+        if (!job_private(l->data))
+            copy = g_list_prepend(copy, l->data);
     g_mutex_unlock(&bs->dirty_lock);
-    return copy;
+    return g_list_reverse(copy);
 }
 
 /* --- attributes ------------------------------------------------------------

@@ -218,6 +218,22 @@ BlockNode *bdrv_find_node(const char *node_name)
     return bs;
 }
 
+/* Under names_lock a node found in the table is not freed yet (its last
+ * unref takes the name out first), so the reference is taken on live
+ * memory, or not at all once the count reached zero. */
+BlockNode *bdrv_find_node_ref(const char *node_name)
+{
+    BlockNode *bs = NULL;
+
+    g_mutex_lock(&names_lock);
+    if (names)
+        bs = g_hash_table_lookup(names, node_name);
+    if (bs && !bdrv_ref_if_alive(bs))
+        bs = NULL;
+    g_mutex_unlock(&names_lock);
+    return bs;
+}
+
 bool bdrv_parse_discard_options(GHashTable *opts, bool *unmap,
                                 BdrvDetectZeroes *dz_out, GError **errp)
 {
@@ -448,13 +464,12 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
         return NULL;
     }
     if (ref) {
-        child = bdrv_find_node(ref);
+        child = bdrv_find_node_ref(ref);
         if (!child) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
                         "Cannot find node '%s' for child '%s'", ref, name);
             return NULL;
         }
-        bdrv_ref(child);
     } else {
         if (g_hash_table_size(child_opts) == 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,

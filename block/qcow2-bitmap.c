@@ -439,6 +439,16 @@ static int store_all(BlockNode *bs, GByteArray *dir, uint32_t *nb)
     for (GList *l = list; l && ret == 0; l = l->next) {
         if (!bdrv_dirty_bitmap_persistent(l->data))
             continue;
+        /* An image resized to 0 bytes: an empty bitmap table is one QEMU
+         * refuses to open the image with ("doesn't satisfy the
+         * constraints"); QEMU 7.2 cannot store it either and loses it
+         * (the QMP fuzzer's seeds 1034907227 and 122132683). */
+        if (bdrv_dirty_bitmap_length(l->data) == 0) {
+            g_warning("Lost persistent bitmap '%s' of node '%s': the image "
+                      "is empty", bdrv_dirty_bitmap_name(l->data),
+                      bdrv_node_name(bs));
+            continue;
+        }
         ret = append_entry(bs, l->data, dir);
         ++*nb;
     }

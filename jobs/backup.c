@@ -78,8 +78,8 @@
 
 typedef struct BackupJob {
     Job common;
-    BlockNode *source;        /* the node of source_edge */
-    BlockNode *target;        /* the node of target_edge */
+    BlockNode *source;        /* referenced; source_edge's node unless */
+    BlockNode *target;        /* a switch moved the edge (target too) */
     BlockChild *source_edge;  /* the job as a user of its nodes */
     BlockChild *target_edge;
     BackupSync sync;
@@ -701,9 +701,10 @@ static void backup_clean(Job *job)
         bdrv_op_unblock_all(b->target, b);
     g_clear_pointer(&b->source_edge, bdrv_user_detach);
     g_clear_pointer(&b->target_edge, bdrv_user_detach);
-    b->source = b->target = NULL;
     if (drain)
         bdrv_drained_end(drain);
+    g_clear_pointer(&b->source, bdrv_unref);
+    g_clear_pointer(&b->target, bdrv_unref);
 }
 
 static bool backup_cbw_stats(Job *job, BdrvCbwStats *st)
@@ -826,6 +827,10 @@ static bool attach_nodes(BackupJob *b, BlockNode *source, BlockNode *target,
     if (!job_attach_copy_nodes(&b->common, source, target,
                                &b->source_edge, &b->target_edge, errp))
         return false;
+    /* Our own references: another job's switch may move the edges to
+     * other nodes, and this job still reads, writes and unblocks these. */
+    bdrv_ref(source);
+    bdrv_ref(target);
     b->source = source;
     b->target = target;
     return true;

@@ -12,7 +12,8 @@ typedef struct CreateJob {
     Job common;
     char *driver;
     char *filename;
-    BlockNode *file;      /* the node of user, or NULL */
+    BlockNode *file;      /* referenced: user's node, unless a mirror's
+                           * switch moved the edge on; or NULL */
     BlockChild *user;     /* writes and resizes the node it formats */
     uint64_t size;
     GHashTable *options;
@@ -39,7 +40,7 @@ static void create_clean(Job *job)
     CreateJob *c = (CreateJob *)job;
 
     g_clear_pointer(&c->user, bdrv_user_detach);
-    c->file = NULL;
+    g_clear_pointer(&c->file, bdrv_unref);
 }
 
 static void create_free(Job *job)
@@ -79,6 +80,7 @@ Job *create_job_create(const char *id, const CreateJobSpec *spec,
             job_cancel_created(&c->common);
             return NULL;
         }
+        bdrv_ref(spec->file);
         c->file = spec->file;
     }
     c->size = spec->size;

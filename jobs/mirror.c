@@ -87,7 +87,7 @@ typedef struct MirrorOp {
 
 typedef struct MirrorJob {
     Job common;
-    BlockNode *source;
+    BlockNode *source;         /* referenced, as are target and replaces */
     BlockNode *target;
     BlockNode *replaces;
     BlockNode *filter;         /* filter-node-name's node, referenced */
@@ -874,13 +874,11 @@ static void mirror_complete(Job *job, GError **errp)
 static void mirror_clean(Job *job)
 {
     MirrorJob *m = (MirrorJob *)job;
-    /* The job's edge may hold the target's last reference (its node was
-     * deleted meanwhile, or the daemon is stopping): keep the node until
-     * it is read-only again (the QMP fuzzer's seed 453701862). */
-    BlockNode *target = m->target_edge ? m->target : NULL;
+    /* Our own reference keeps the target until it is read-only again: the
+     * edge's may have been the last (its node was deleted meanwhile, or
+     * the daemon is stopping: the QMP fuzzer's seed 453701862). */
+    BlockNode *target = g_steal_pointer(&m->target);
 
-    if (target)
-        bdrv_ref(target);
     if (m->dirty)
         bdrv_release_dirty_bitmap(m->dirty);
     m->dirty = NULL;
@@ -898,6 +896,7 @@ static void mirror_clean(Job *job)
     /* NBD requests hold their own reference on the node they entered. */
     g_clear_pointer(&m->filter, bdrv_unref);
     g_clear_pointer(&m->source, bdrv_unref);
+    g_clear_pointer(&m->replaces, bdrv_unref);
     g_clear_pointer(&m->free_bufs, g_ptr_array_unref);
 }
 
@@ -1045,9 +1044,13 @@ static bool attach_nodes(MirrorJob *m, BlockNode *source, BlockNode *target,
     if (!job_attach_copy_nodes(&m->common, source, target,
                                &m->source_edge, &m->target_edge, errp))
         return false;
-    /* Our own reference: the switch moves the source edge to the target,
-     * and the bitmap and notifiers stay on the source until clean. */
+    /* Our own references: the switch moves the source edge to the target,
+     * and the bitmap and notifiers stay on the source until clean; another
+     * job's switch may move the target edge to another node, and this job
+     * still writes to the target (the QMP fuzzer's seed 937865421: a
+     * drive-mirror's target, freed so, was used at the job's clean). */
     bdrv_ref(source);
+    bdrv_ref(target);
     m->source = source;
     m->target = target;
     return true;
@@ -1074,7 +1077,10 @@ static void set_options(MirrorJob *m, BlockNode *source, BlockNode *target,
                     m->buf_size);
     m->op_max = MAX(m->op_max - m->op_max % m->granularity, m->granularity);
     m->max_copies = (int)MIN(MAX(m->buf_size / m->op_max, 1), MAX_IN_FLIGHT);
+    /* held: the monitor's lookup of "replaces" holds it for the command
+     * only, and the switch or the filter's unplug needs it at the end */
     m->replaces = o->replaces ? o->replaces : source;
+    bdrv_ref(m->replaces);
     /* Unmapping is only safe where a hole reads as zero. */
     m->zero_flags = !o->no_unmap && bdrv_has_zero_init(target)
                         ? BDRV_REQ_MAY_UNMAP

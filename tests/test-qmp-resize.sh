@@ -201,6 +201,23 @@ qemu-img info --object secret,id=sec0,data=abc --image-opts \
     "driver=luks,key-secret=sec0,file.filename=$tmp/l.luks" |
     grep -q '(4194304 bytes)' || fail "luks: the size did not change"
 
+# A qcow2 image with a persistent bitmap resized to 0 bytes: an empty
+# bitmap table is one QEMU refuses to open the image with ("doesn't
+# satisfy the constraints"); the bitmap is lost, as in QEMU 7.2, and the
+# image stays valid (QMP fuzzer, seeds 1034907227 and 122132683).
+qemu-img create -q -f qcow2 "$tmp/z.qcow2" 16M
+qemu-img bitmap --add "$tmp/z.qcow2" b0
+start_qmp "$tmp/z.qmp" "$tmp/z.pid"
+qmp "$tmp/z.qmp" \
+    '{"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "z", "file": {"driver": "file", "filename": "'"$tmp/z.qcow2"'"}}}' \
+    '{"execute": "block_resize", "arguments": {"node-name": "z", "size": 0}}' \
+    '{"execute": "blockdev-del", "arguments": {"node-name": "z"}}' \
+    >"$tmp/z.out" 2>&1 || fail "empty: $(cat "$tmp/z.out")"
+grep -q error "$tmp/z.out" && fail "empty: $(cat "$tmp/z.out")"
+_stop_server "$tmp/z.pid"
+qemu-img check -q "$tmp/z.qcow2" ||
+    fail "empty: a persistent bitmap made the 0-byte image unreadable"
+
 # The same sequence against qemu-storage-daemon.
 if start_qsd "$tmp/q.qmp"; then
     make_images "$tmp/q"

@@ -23,7 +23,7 @@
 
 static BlockNode *lookup_node(const char *node, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(node);
+    BlockNode *bs = qmp_find_node(node);
 
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", node,

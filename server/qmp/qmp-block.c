@@ -210,7 +210,7 @@ static bool reopen_one(const QmpBlockdevOptions *o, GError **errp)
         qmp_error(errp, "node-name not specified");
         return false;
     }
-    bs = bdrv_find_node(o->node_name);
+    bs = qmp_find_node(o->node_name);
     if (!bs) {
         qmp_error(errp, "Failed to find node with node-name='%s'",
                   o->node_name);
@@ -240,7 +240,7 @@ static JsonNode *cmd_blockdev_del(const QmpBlockdevDelArgs *a, GError **errp)
     g_autofree char *user = NULL, *overlay = NULL;
     BlockNode *bs;
 
-    bs = bdrv_find_node(name);
+    bs = qmp_find_node(name); /* a job's filter may go meanwhile */
     if (!bs) {
         qmp_error(errp, "Failed to find node with node-name='%s'", name);
         return NULL;
@@ -262,7 +262,7 @@ static JsonNode *cmd_blockdev_del(const QmpBlockdevDelArgs *a, GError **errp)
         qmp_error(errp, "Node %s is not owned by the monitor", name);
         return NULL;
     }
-    if (bdrv_refcnt(bs) > 1) {
+    if (bdrv_refcnt(bs) > 2) { /* the monitor's and this command's */
         qmp_error(errp, "Block device %s is in use", name);
         return NULL;
     }

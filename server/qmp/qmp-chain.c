@@ -48,7 +48,7 @@ static bool chain_job_options(bool has_on_error, QmpBlockdevOnError on_error,
 
 static BlockNode *find_node(const char *name, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(name);
+    BlockNode *bs = qmp_find_node(name);
 
     if (!bs)
         qmp_error(errp, "Cannot find device='' nor node-name='%s'", name);
@@ -58,7 +58,7 @@ static BlockNode *find_node(const char *name, GError **errp)
 /* QEMU's qmp_get_root_bs: "device" names a node no other node uses. */
 static BlockNode *find_root(const char *device, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(device);
+    BlockNode *bs = qmp_find_node(device);
     g_autofree char *backing = NULL, *file = NULL;
 
     if (!bs) {
@@ -183,7 +183,7 @@ static JsonNode *cmd_block_stream(const QmpBlockStreamArgs *a, GError **errp)
 
     if (!CHAIN_JOB_OPTIONS(a, &o, errp) || !refuse_pairs(a, errp))
         return NULL;
-    if (!(top = bdrv_find_node(device))) {
+    if (!(top = qmp_find_node(device))) {
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", device,
                   device);
         return NULL;

@@ -68,7 +68,7 @@ static BlockNode *ref_node(const QmpBlockdevRef *ref, GError **errp)
                         "string");
         return NULL;
     }
-    bs = bdrv_find_node(ref->u.reference);
+    bs = qmp_find_node(ref->u.reference);
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
                   ref->u.reference, ref->u.reference);

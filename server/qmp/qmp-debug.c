@@ -18,7 +18,7 @@
 
 static BlockNode *find_node(const char *name, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(name);
+    BlockNode *bs = qmp_find_node(name);
 
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", name,

@@ -22,7 +22,7 @@
 static BlockNode *lookup_node(const char *device, const char *node_name,
                               GError **errp)
 {
-    BlockNode *bs = node_name ? bdrv_find_node(node_name) : NULL;
+    BlockNode *bs = node_name ? qmp_find_node(node_name) : NULL;
 
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",

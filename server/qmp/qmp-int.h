@@ -37,6 +37,11 @@ void qmp_jobs_cleanup(void);
  * checked against the schema and decoded; the "return" value, or NULL +
  * errp. */
 JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp);
+/* The node of that name, or NULL, held until the command that asked ends
+ * (bdrv_find_node_ref, dropped as qmp_execute returns): a job's thread may
+ * drop the last reference of a node a command is using, e.g. the filter
+ * of a job that ends meanwhile. */
+BlockNode *qmp_find_node(const char *name);
 /* --blockdev in option syntax: bdrv_open's flat keys as they are; the node
  * is then owned by the monitor, like one from blockdev-add. */
 bool qmp_block_add_flat(GHashTable *flat, GError **errp);

@@ -248,7 +248,7 @@ static bool parse_drive_backup_args(const QmpDriveBackup *d, BackupArgs *a,
 
 static BlockNode *lookup_node(const char *name, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(name);
+    BlockNode *bs = qmp_find_node(name);
 
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", name,
@@ -731,7 +731,7 @@ static BlockNode *resolve_mirror_source(MirrorArgs *a, GError **errp)
 
     if (!source)
         return NULL;
-    if (a->replaces && !(a->opts.replaces = bdrv_find_node(a->replaces))) {
+    if (a->replaces && !(a->opts.replaces = qmp_find_node(a->replaces))) {
         qmp_error(errp, "Failed to find node with node-name='%s'",
                   a->replaces);
         return NULL;

@@ -268,7 +268,7 @@ static bool export_args(const QmpBlockExportOptions *o, ExportArgs *a,
 static bool offer_named_bitmap(NbdExport *exp, const char *node,
                                const char *name, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(node);
+    BlockNode *bs = qmp_find_node(node);
     BdrvDirtyBitmap *bm = bs ? bdrv_find_dirty_bitmap(bs, name) : NULL;
 
     if (!bs)
@@ -354,7 +354,7 @@ static bool check_export(ExportArgs *a, GError **errp)
         qmp_error(errp, "Block export id '%s' is already in use", a->id);
         return false;
     }
-    a->node = bdrv_find_node(a->node_name);
+    a->node = qmp_find_node(a->node_name);
     if (!a->node) {
         qmp_error(errp, "Cannot find device='' nor node-name='%s'",
                   a->node_name);
@@ -508,7 +508,7 @@ static JsonNode *cmd_nbd_server_add(const QmpNbdServerAddOptions *a,
         qmp_error(errp, "NBD server not running");
         return NULL;
     }
-    bs = bdrv_find_node(a->device);
+    bs = qmp_find_node(a->device);
     if (!bs) {
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
                   a->device, a->device);

@@ -94,7 +94,7 @@ static void finish_snapshot(BlockNode *node)
 
 static BlockNode *find(const char *name, GError **errp)
 {
-    BlockNode *bs = bdrv_find_node(name);
+    BlockNode *bs = qmp_find_node(name);
 
     if (!bs)
         qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", name,

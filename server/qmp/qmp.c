@@ -341,6 +341,36 @@ static bool check_args(const QmpCommand *cmd, JsonObject *args, GError **errp)
     return !entry || qmp_schema_check_args(entry, args, errp);
 }
 
+/* The nodes the running command looked up (qmp_find_node), on the thread
+ * that runs it; commands may nest (the command line's run one each). */
+static __thread GPtrArray *command_nodes;
+static __thread int command_depth;
+
+BlockNode *qmp_find_node(const char *name)
+{
+    BlockNode *bs = bdrv_find_node_ref(name);
+
+    if (!bs)
+        return NULL;
+    if (!command_nodes)
+        command_nodes =
+            g_ptr_array_new_with_free_func((GDestroyNotify)bdrv_unref);
+    g_ptr_array_add(command_nodes, bs);
+    return bs;
+}
+
+static JsonNode *run_handler(QmpCommand *cmd, JsonObject *args,
+                             GError **errp)
+{
+    JsonNode *ret;
+
+    command_depth++;
+    ret = cmd->fn(args, errp);
+    if (--command_depth == 0)
+        g_clear_pointer(&command_nodes, g_ptr_array_unref);
+    return ret;
+}
+
 JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
 {
     QmpCommand *cmd = find_command(name);
@@ -354,7 +384,7 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
     }
     if (!check_args(cmd, args, errp))
         return NULL;
-    ret = cmd->fn(args, &err);
+    ret = run_handler(cmd, args, &err);
     if (err) {
         if (ret)
             json_node_unref(ret);
