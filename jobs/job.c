@@ -1004,10 +1004,18 @@ bool job_is_cancelled(Job *job)
     return c;
 }
 
+/* A drain (or an interrupt) asked for since the caller last looked is a
+ * reason not to sleep, as a pause is: its kick may have come just before
+ * the wait (the caller looked without holding the lock across), and a job
+ * asleep with no timeout then never parked, so its drainer (a job's
+ * clean, a transaction) hung: unit-backup's op-blockers once in a full
+ * check, and QMP fuzzer seed 716623922 (a sync=none backup asleep in
+ * backup_wait_cancel). */
 void job_sleep_ns(Job *job, int64_t ns)
 {
     job_lock();
-    if (!job->cancelled && !job_should_pause_locked(job))
+    if (!job->cancelled && !job->interrupted &&
+        !job_should_pause_locked(job) && !job_drain_requested_locked(job))
         job_wait_locked(job, ns);
     job_unlock();
 }
