@@ -238,7 +238,6 @@ static bool node_reads_zero(BlockNode *bs)
     return pos >= len;
 }
 
-/* Is @node @bs or below it?  Then reads of @bs may reach @node. */
 /* Whether the file under @bs (down its "file" children) is opened with
  * cache.direct. */
 static bool bottom_cache_direct(BlockNode *bs)
@@ -248,6 +247,7 @@ static bool bottom_cache_direct(BlockNode *bs)
     return bdrv_cache_direct(bs);
 }
 
+/* Is @node @bs or below it?  Then reads of @bs may reach @node. */
 static bool node_below(BlockNode *bs, BlockNode *node)
 {
     static const char *const kids[] = { "file", "backing" };
