@@ -52,13 +52,11 @@ int qcow2_read_compressed(BlockNode *bs, uint64_t l2_entry,
                           void *buf)
 {
     Qcow2State *s = bs->opaque;
-    uint64_t coffset = l2_entry & s->coffset_mask;
-    uint64_t sectors = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
-    uint64_t csize = sectors * QCOW2_COMPRESSED_SECTOR -
-                     (coffset & (QCOW2_COMPRESSED_SECTOR - 1));
+    uint64_t coffset, csize;
     void *cbuf, *out;
     int ret;
 
+    qcow2_entry_extent(s, l2_entry, &coffset, &csize);
     if (coffset >= (uint64_t)s->file_length)
         return -EIO;
     csize = MIN(csize, (uint64_t)s->file_length - coffset);

@@ -494,19 +494,12 @@ int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
 int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry)
 {
     Qcow2State *s = bs->opaque;
+    uint64_t off, bytes;
 
     bdrv_debug_event(s->file, BLKDBG_CLUSTER_FREE);
-    if (l2_entry & QCOW2_OFLAG_COMPRESSED) {
-        uint64_t off = l2_entry & s->coffset_mask;
-        uint64_t sectors = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
-        uint64_t end = (off & ~(uint64_t)(QCOW2_COMPRESSED_SECTOR - 1)) +
-                       sectors * QCOW2_COMPRESSED_SECTOR;
-        return qcow2_update_refcount(bs, off, end - off, -1);
-    }
-    if (l2_entry & QCOW2_L2E_OFFSET_MASK)
-        return qcow2_update_refcount(bs, l2_entry & QCOW2_L2E_OFFSET_MASK,
-                                     s->cluster_size, -1);
-    return 0;
+    if (!qcow2_entry_extent(s, l2_entry, &off, &bytes))
+        return 0;
+    return qcow2_update_refcount(bs, off, bytes, -1);
 }
 
 /* --- growing the refcount table --------------------------------------------

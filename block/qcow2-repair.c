@@ -90,16 +90,10 @@ static int read_table(Qcow2State *s, uint64_t offset, uint64_t entries,
 static void count_l2_entry(Counts *c, uint64_t e)
 {
     Qcow2State *s = c->bs->opaque;
+    uint64_t off, bytes;
 
-    if (e & QCOW2_OFLAG_COMPRESSED) {
-        uint64_t off = e & s->coffset_mask;
-        uint64_t sectors = ((e >> s->csize_shift) & s->csize_mask) + 1;
-        uint64_t end = (off & ~(uint64_t)(QCOW2_COMPRESSED_SECTOR - 1)) +
-                       sectors * QCOW2_COMPRESSED_SECTOR;
-        count_range(c, off, end - off);
-    } else if (e & QCOW2_L2E_OFFSET_MASK) {
-        count_range(c, e & QCOW2_L2E_OFFSET_MASK, s->cluster_size);
-    }
+    if (qcow2_entry_extent(s, e, &off, &bytes))
+        count_range(c, off, bytes);
 }
 
 /* One L1 table and everything below it. */

@@ -373,22 +373,6 @@ bool qcow2_snapshot_apply(BlockNode *bs, GHashTable *options, GError **errp)
 /* The extra data QEMU 7.2 writes: vm_state_size_large, disk_size, icount. */
 #define EXTRA_DATA_BYTES 24
 
-/* The host bytes an L2 entry holds, for its refcount; false when none. */
-static bool entry_extent(Qcow2State *s, uint64_t e, uint64_t *off,
-                         uint64_t *bytes)
-{
-    if (e & QCOW2_OFLAG_COMPRESSED) {
-        uint64_t sectors = ((e >> s->csize_shift) & s->csize_mask) + 1;
-        *off = e & s->coffset_mask;
-        *bytes = (*off & ~(uint64_t)(QCOW2_COMPRESSED_SECTOR - 1)) +
-                 sectors * QCOW2_COMPRESSED_SECTOR - *off;
-        return true;
-    }
-    *off = e & QCOW2_L2E_OFFSET_MASK;
-    *bytes = s->cluster_size;
-    return *off != 0;
-}
-
 static int l2_table(BlockNode *bs, uint64_t l2, Qcow2Table **t)
 {
     Qcow2State *s = bs->opaque;
@@ -417,7 +401,7 @@ static int adjust_refcounts(BlockNode *bs, const uint64_t *l1,
         ret = l2_table(bs, l2, &t);
         for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
             uint64_t off, bytes;
-            if (entry_extent(s, qcow2_table_entry(t, j), &off, &bytes))
+            if (qcow2_entry_extent(s, qcow2_table_entry(t, j), &off, &bytes))
                 ret = qcow2_update_refcount(bs, off, bytes, addend);
         }
         if (t)
@@ -465,7 +449,7 @@ static int set_copied_flags(BlockNode *bs, bool clear_all, bool skip_bad)
         for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
             uint64_t e = qcow2_table_entry(t, j), off, bytes, want;
             if ((e & QCOW2_OFLAG_COMPRESSED) ||
-                !entry_extent(s, e, &off, &bytes))
+                !qcow2_entry_extent(s, e, &off, &bytes))
                 continue;
             one = false;
             if (!clear_all)

@@ -292,6 +292,35 @@ static int check_uncopied(BlockNode *bs, uint64_t off)
     return 0;
 }
 
+/* The clusters a compressed entry's bytes touch are counted for it, so
+ * each has a refcount, and none was handed out since the open (this node
+ * never writes compressed data: one it took had refcount 0 then, which
+ * the entry belies).  Otherwise freeing the entry, as an overwrite or a
+ * discard does, would free a cluster that holds someone else's data.
+ * 0, or -EIO after marking the image corrupt. */
+static int check_compressed(BlockNode *bs, uint64_t e)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t off, bytes, rc;
+
+    qcow2_entry_extent(s, e, &off, &bytes);
+    for (uint64_t c = off >> s->cluster_bits;
+         c <= (off + bytes - 1) >> s->cluster_bits; c++) {
+        int ret = qcow2_get_refcount(bs, c, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc == 0 || qcow2_cluster_born(s, c))
+            return qcow2_signal_corruption(bs, "compressed data at %#" PRIx64
+                                           " lies in cluster %#" PRIx64
+                                           ", which %s", off,
+                                           c << s->cluster_bits,
+                                           rc ? "was free when this node "
+                                                "allocated it"
+                                              : "has refcount 0");
+    }
+    return 0;
+}
+
 /* A cluster an entry without the COPIED flag names is shared (refcount 2
  * or more), or its flag is missing (refcount 1, check_uncopied).  With
  * refcount 0 the entry lies: the cluster may be handed out, or already
@@ -305,7 +334,13 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
         leak[i] = false;
         uint64_t e = entries[i], off = e & QCOW2_L2E_OFFSET_MASK, rc;
         int ret;
-        if ((e & QCOW2_OFLAG_COPIED) || !off || (e & QCOW2_OFLAG_COMPRESSED))
+        if (e & QCOW2_OFLAG_COMPRESSED) {
+            ret = check_compressed(bs, e);
+            if (ret < 0)
+                return ret;
+            continue;
+        }
+        if ((e & QCOW2_OFLAG_COPIED) || !off)
             continue;
         ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
         if (ret == 0 && rc == 0)

@@ -343,6 +343,23 @@ static inline uint64_t qcow2_max_alloc_clusters(const Qcow2State *s)
 {
     return (1ULL << s->refblock_bits) - 1;
 }
+/* The host bytes an L2 entry holds, for its refcount; false when none.  A
+ * compressed entry's bytes run to the end of its last 512-byte sector
+ * (qcow2.txt), and may share clusters with its neighbours. */
+static inline bool qcow2_entry_extent(const Qcow2State *s, uint64_t e,
+                                      uint64_t *off, uint64_t *bytes)
+{
+    if (e & QCOW2_OFLAG_COMPRESSED) {
+        uint64_t sectors = ((e >> s->csize_shift) & s->csize_mask) + 1;
+        *off = e & s->coffset_mask;
+        *bytes = (*off & ~(uint64_t)(QCOW2_COMPRESSED_SECTOR - 1)) +
+                 sectors * QCOW2_COMPRESSED_SECTOR - *off;
+        return true;
+    }
+    *off = e & QCOW2_L2E_OFFSET_MASK;
+    *bytes = s->cluster_size;
+    return *off != 0;
+}
 /* Frees what an L2 entry pointed to (normal or compressed cluster). */
 int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry);
 /* Writes dirty metadata in crash-safe order: refcounts, barrier, L2. */
