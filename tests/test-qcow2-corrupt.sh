@@ -2,7 +2,8 @@
 # A damaged qcow2 image served writable never has its metadata written
 # over, as with QEMU's overlap checks: a write that would (an L1 entry
 # naming the header or the refcount table, an L2 entry naming the L1
-# table, a refcount table whose missing block hides the header) fails with
+# table, a refcount table whose missing block hides the header, a
+# compressed entry reaching a free cluster) fails with
 # EIO, one line says "Marking image as corrupt: ...", the corrupt bit is
 # set in the header, every later write fails, and the image is refused
 # for writing until repaired (read-only is fine).  qemu-img check then
@@ -110,7 +111,28 @@ poke64 "$img" "$l1" $(( (1 << 63) | rt ))
 nbd_write_fails "$img" 65536 1048576
 after l1-on-reftable "$img" "L2 table at offset $(printf '%#x' "$rt") lies on other metadata"
 
-# 5. Dirty (lazy refcounts after a crash) with an L1 entry far beyond the
+# 5. A compressed entry whose sector count reaches the free cluster past
+# the end of the file: the overwrite of that compressed cluster takes the
+# free cluster for its data and then, freeing the compressed bytes, freed
+# it again under the data (qemu-io loses the write so, once another write
+# reuses the cluster).  The fuzzer's find.
+img=$tmp/cz.qcow2
+truncate -s 64K "$tmp/cz.raw"
+qemu-io -f raw -c 'write -P 0x21 0 64K' "$tmp/cz.raw" >/dev/null
+qemu-img convert -c -f raw -O qcow2 -o cluster_size=4096 "$tmp/cz.raw" "$img"
+l1=$(peek64 "$img" 40)
+l2=$(( $(peek64 "$img" "$l1") & 0x00fffffffffffe00 ))
+last=$(peek64 "$img" $((l2 + 15 * 8)))
+# 4K clusters: the offset in bits 0..57, the extra sectors in 58..61.
+coff=$(( last & ((1 << 58) - 1) ))
+end=$(stat -c %s "$img")
+[ $(( last >> 62 )) = 1 ] && [ $(( coff / 4096 )) = $(( (end - 1) / 4096 )) ] ||
+    fail "compressed: not the layout expected: $(printf '%#x' "$last")"
+poke64 "$img" $((l2 + 15 * 8)) $(( (1 << 62) | (8 << 58) | coff ))
+nbd_write_fails "$img" 61440 0
+after compressed-extent "$img" "compressed data at $(printf '%#x' "$coff") lies in cluster"
+
+# 6. Dirty (lazy refcounts after a crash) with an L1 entry far beyond the
 # end of the file: the repair said nothing of it and overflowed its array.
 img=$tmp/dirty.qcow2
 qemu-img create -q -f qcow2 -o cluster_size=4096 "$img" 8M
