@@ -501,12 +501,20 @@ typedef struct BdrvDirtyBitmap BdrvDirtyBitmap;
 BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, const char *name,
                                           uint32_t granularity,
                                           GError **errp);
+/* A job's own bitmap, as QEMU's anonymous ones: @name is for messages;
+ * no lookup or list finds it, so QMP cannot remove, merge or export it
+ * under the job, and a user's bitmap may have the same name. */
+BdrvDirtyBitmap *bdrv_create_job_dirty_bitmap(BlockNode *bs,
+                                              const char *name,
+                                              uint32_t granularity,
+                                              GError **errp);
 void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bm);
 /* May @bs store a persistent bitmap (qcow2 v3, writable)?  Says why not. */
 bool bdrv_can_store_dirty_bitmap(BlockNode *bs, GError **errp);
+/* A bitmap by name, never a job's own. */
 BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name);
-/* The node's bitmaps now but a job's own, which its thread may free at
- * any time (free the list with g_list_free). */
+/* The node's bitmaps now but the jobs' own, which a job's thread may free
+ * at any time (free the list with g_list_free). */
 GList *bdrv_dirty_bitmap_list(BlockNode *bs);
 
 const char *bdrv_dirty_bitmap_name(BdrvDirtyBitmap *bm);

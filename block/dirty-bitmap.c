@@ -42,6 +42,7 @@ struct BdrvDirtyBitmap {
     bool enabled;
     bool persistent;
     bool inconsistent;       /* found in use after a crash: unusable */
+    bool job_own;            /* a job's: no lookup by name finds it */
     char *busy_reason;       /* in use by a job or export, or NULL */
     BdrvDirtyBitmap *successor; /* records the writes while split */
 };
@@ -122,6 +123,19 @@ BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, const char *name,
                                  errp);
 }
 
+BdrvDirtyBitmap *bdrv_create_job_dirty_bitmap(BlockNode *bs,
+                                              const char *name,
+                                              uint32_t granularity,
+                                              GError **errp)
+{
+    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(bs, name, granularity,
+                                                   errp);
+
+    if (bm)
+        bm->job_own = true;
+    return bm;
+}
+
 static void bitmap_free(BdrvDirtyBitmap *bm)
 {
     if (bm->successor)
@@ -167,29 +181,24 @@ BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name)
     g_mutex_lock(&bs->dirty_lock);
     for (GList *l = bs->dirty_bitmaps; l && !found; l = l->next) {
         BdrvDirtyBitmap *bm = l->data;
-        if (strcmp(bm->name, name) == 0)
+        if (!bm->job_own && strcmp(bm->name, name) == 0)
             found = bm;
     }
     g_mutex_unlock(&bs->dirty_lock);
     return found;
 }
 
-/* A job's own bitmap ("#mirror-ID"): its thread frees it at the job's
- * end, whenever that is, so a list that others walk unlocked leaves it
- * out (the QMP fuzzer's seed 448881646: query-named-block-nodes read a
- * mirror's bitmap freed meanwhile).  Such a bitmap is never persistent. */
-static bool job_private(const BdrvDirtyBitmap *bm)
-{
-    return bm->name[0] == '#' && !bm->persistent;
-}
-
+/* A job's own bitmap (a mirror's): its thread frees it at the job's end,
+ * whenever that is, so a list that others walk unlocked leaves it out
+ * (the QMP fuzzer's seed 448881646: query-named-block-nodes read a
+ * mirror's bitmap freed meanwhile), as a lookup by name does. */
 GList *bdrv_dirty_bitmap_list(BlockNode *bs)
 {
     GList *copy = NULL;
 
     g_mutex_lock(&bs->dirty_lock);
     for (GList *l = bs->dirty_bitmaps; l; l = l->next)
-        if (!job_private(l->data))
+        if (!((BdrvDirtyBitmap *)l->data)->job_own)
             copy = g_list_prepend(copy, l->data);
     g_mutex_unlock(&bs->dirty_lock);
     return g_list_reverse(copy);

@@ -3,8 +3,8 @@
  *
  * Design notes.
  *
- * What is left to copy is a dirty bitmap of the source (hidden: its name
- * starts with '#'): the initial pass marks what the sync mode copies, and
+ * What is left to copy is a dirty bitmap of the source (the job's own,
+ * which QMP does not see): the initial pass marks what the sync mode copies, and
  * every write of the source's users marks what it touched once it is done
  * (block/io.c sets dirty bits after the write).  The job takes the first
  * dirty range, clears its bits, reads the source and writes the target.
@@ -1146,8 +1146,8 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     set_options(m, source, target, o);
     name = g_strdup_printf("#mirror-%s", id);
     if (!attach_nodes(m, source, target, errp) ||
-        !(m->dirty = bdrv_create_dirty_bitmap(source, name, m->granularity,
-                                              errp)) ||
+        !(m->dirty = bdrv_create_job_dirty_bitmap(source, name,
+                                                  m->granularity, errp)) ||
         !alloc_first_buffer(m, source) ||
         (o->filter_node_name &&
          !plug_filter(m, o->filter_node_name, errp))) {

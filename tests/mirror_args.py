@@ -99,6 +99,37 @@ def cases(d):
         yield "drive-mirror", a, "d", want and want.format(d=d)
 
 
+def job_bitmap_unreachable(name, q):
+    """A running mirror's own bitmap is QEMU's anonymous one: no bitmap
+    command reaches it (snapnbd names it "#mirror-ID" in messages; its
+    removal by that name freed it under the job), and a user's bitmap may
+    have that name.  The mirror "j" runs; the mistakes found."""
+    bad = []
+    if name == "qsd":
+        q.cmd("blockdev-mirror", dict(BASE, speed=1))
+    own = {"node": "src", "name": "#mirror-j"}
+    for cmd in ("block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+                "block-dirty-bitmap-disable"):
+        err = q.execute(cmd, own).get("error", {}).get("desc")
+        if err != "Dirty bitmap '#mirror-j' not found":
+            bad.append(f"{name} {cmd} of the mirror's bitmap: {err!r}")
+    q.cmd("block-dirty-bitmap-add", own)
+    # (qsd lists its mirror's bitmap too, without a name)
+    names = [b["name"] for n in q.cmd("query-named-block-nodes")
+             if n["node-name"] == "src" for b in n.get("dirty-bitmaps", [])
+             if "name" in b]
+    if names != ["#mirror-j"]:
+        bad.append(f"{name} src's bitmaps: {names}")
+    q.cmd("block-dirty-bitmap-remove", own)
+    if q.job("j")["status"] != "running":
+        bad.append(f"{name} the mirror: {q.job('j')}")
+    if name == "qsd":
+        q.cmd("job-cancel", {"id": "j"})
+        q.wait_event("JOB_STATUS_CHANGE", id="j", status="null")
+        q.events.clear()
+    return bad
+
+
 def main(d, sock, qsd_sock=None):
     q = QMP(sock)
     setup(q, d, "s")
@@ -125,6 +156,9 @@ def main(d, sock, qsd_sock=None):
     j = q.job("j")
     assert j["x-copy-mode"] == "write-blocking", j
     assert j["actively-synced"] is False, j
+    for name, qmp in (("snapnbd", q), ("qsd", qq)):
+        if qmp is not None:
+            bad += job_bitmap_unreachable(name, qmp)
     q.cmd("job-cancel", {"id": "j"})
     for b in bad:
         print(b)

@@ -324,10 +324,7 @@ JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
         JsonObject *o;
         GError *busy = NULL;
 
-        if (bdrv_dirty_bitmap_name(bm)[0] == '#')
-            continue; /* a job's own (a mirror's), as QEMU's anonymous */
         o = json_object_new();
-
         json_object_set_string_member(o, "name", bdrv_dirty_bitmap_name(bm));
         json_object_set_boolean_member(o, "recording",
                                        bdrv_dirty_bitmap_enabled(bm));
