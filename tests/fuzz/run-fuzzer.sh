@@ -40,6 +40,12 @@ if [ $status -ne 0 ] && grep -q "LeakSanitizer" "$log" && [ -f "$artifact" ] &&
 fi
 if [ $status -ne 0 ]; then
     grep -E "ERROR|SUMMARY|Test unit written|leak|timeout" "$log" | head -20 >&2
+    # The run closed the target's stderr (-close_fd_mask=2): replayed
+    # alone, the input says what went wrong in the target's own words.
+    if [ -f "$artifact" ]; then
+        "$fuzzer" -runs=1 "$artifact" 2>&1 | grep -v -E '^(INFO|    #)' |
+            head -12 >&2 || true
+    fi
     echo "fuzz-$target: FAILED after ${execs:-?} executions (log: $log)"
     exit 1
 fi
