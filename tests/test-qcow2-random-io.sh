@@ -2,7 +2,8 @@
 # Thousands of random writes, write-zeroes and trims of random sizes and
 # alignments, 16 in flight, through snapnbd into qcow2 images of several
 # kinds (cluster sizes 512 B to 2 MiB, v2 and v3, refcount widths 1 to 64
-# bits, with and without a backing file), mirrored into a raw reference.
+# bits, with and without a backing file, one starting as compressed
+# clusters), mirrored into a raw reference.
 # Afterwards qemu-img check finds no error and qemu-img compare finds the
 # image equal to the reference.  Small images with small clusters make the
 # refcount table grow and the L2 cache evict.  What snapnbd wrote is then
@@ -34,6 +35,13 @@ run() {
     case $backing in
     -)  qemu-img create -q -f qcow2 -o "$opts" "$img" 24M
         truncate -s 24M "$ref" ;;
+    compressed) # no backing: the image starts as compressed clusters
+        truncate -s 24M "$ref"
+        qemu-io -f raw -c 'write -P 0x5a 0 10M' -c 'write -P 0x33 14M 6M' \
+            "$ref" >/dev/null
+        seq 1 900000 | head -c 4M | dd of="$ref" bs=1M seek=10 \
+            conv=notrunc status=none
+        qemu-img convert -c -f raw -O qcow2 -o "$opts" "$ref" "$img" ;;
     *)  qemu-img create -q -f "$backing" "$tmp/$name.base" 16M
         qemu-io -f "$backing" -c 'write -P 0x5a 0 12M' -c 'write -z 2M 1M' \
             "$tmp/$name.base" >/dev/null
@@ -61,3 +69,5 @@ run v3-512-rc1 cluster_size=512,refcount_bits=1 qcow2 --cache=writeback
 run v2-4k cluster_size=4096,compat=0.10 raw
 run v3-2m-rc64 cluster_size=2097152,refcount_bits=64 raw
 run v3-4k-rc8 cluster_size=4096,refcount_bits=8 qcow2
+# Overwrites and trims of compressed clusters, several to a host cluster.
+run v3-4k-compressed cluster_size=4096 compressed
