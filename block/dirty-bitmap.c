@@ -86,9 +86,11 @@ static BdrvDirtyBitmap *bitmap_alloc(BlockNode *bs, const char *name,
     return bm;
 }
 
-BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
-                                       uint32_t granularity, int64_t length,
-                                       GError **errp)
+/* A new bitmap in @bs's list; a job's own is one from the start, so that
+ * no lookup ever finds it. */
+static BdrvDirtyBitmap *add_bitmap(BlockNode *bs, const char *name,
+                                   uint32_t granularity, int64_t length,
+                                   bool job_own, GError **errp)
 {
     BdrvDirtyBitmap *bm;
 
@@ -110,10 +112,18 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
     bm = bitmap_alloc(bs, name, granularity, length, errp);
     if (!bm)
         return NULL;
+    bm->job_own = job_own;
     g_mutex_lock(&bs->dirty_lock);
     bs->dirty_bitmaps = g_list_append(bs->dirty_bitmaps, bm);
     g_mutex_unlock(&bs->dirty_lock);
     return bm;
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_new(BlockNode *bs, const char *name,
+                                       uint32_t granularity, int64_t length,
+                                       GError **errp)
+{
+    return add_bitmap(bs, name, granularity, length, false, errp);
 }
 
 BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, const char *name,
@@ -128,12 +138,7 @@ BdrvDirtyBitmap *bdrv_create_job_dirty_bitmap(BlockNode *bs,
                                               uint32_t granularity,
                                               GError **errp)
 {
-    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(bs, name, granularity,
-                                                   errp);
-
-    if (bm)
-        bm->job_own = true;
-    return bm;
+    return add_bitmap(bs, name, granularity, bdrv_getlength(bs), true, errp);
 }
 
 static void bitmap_free(BdrvDirtyBitmap *bm)

@@ -4,10 +4,11 @@
  * Design notes.
  *
  * What is left to copy is a dirty bitmap of the source (the job's own,
- * which QMP does not see): the initial pass marks what the sync mode copies, and
- * every write of the source's users marks what it touched once it is done
- * (block/io.c sets dirty bits after the write).  The job takes the first
- * dirty range, clears its bits, reads the source and writes the target.
+ * which QMP does not see): the initial pass marks what the sync mode
+ * copies, and every write of the source's users marks what it touched
+ * once it is done (block/io.c sets dirty bits after the write).  The job
+ * takes the first dirty range, clears its bits, reads the source and
+ * writes the target.
  * A write that lands meanwhile sets the bits again, after its data is in
  * the source, so the range is copied once more with it: nothing written is
  * ever left out, whatever the order.
