@@ -311,6 +311,9 @@ class Daemon:
                 time.sleep(0.05)
         self.buf = b""
         self.events = []
+        # Every byte each way, shown when a case fails: it tells which side
+        # broke a message.
+        self.transcript = []
         self.recv(10)
         self.execute("qmp_capabilities")
 
@@ -324,6 +327,7 @@ class Daemon:
             data = self.sock.recv(65536)
             if not data:
                 raise EOFError("the daemon closed QMP")
+            self.transcript.append(b"<<< " + data)
             self.buf += data
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
@@ -332,7 +336,9 @@ class Daemon:
         msg = {"execute": name}
         if args is not None:
             msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        data = json.dumps(msg).encode() + b"\n"
+        self.transcript.append(b">>> " + data)
+        self.sock.sendall(data)
         while True:
             r = self.recv(timeout)
             if "event" in r:
@@ -390,9 +396,11 @@ def run_case(kind, name):
     d = tempfile.mkdtemp(prefix="snapnbd-conflicts-")
     got, problems = [], []
     daemon = None
+    transcript = []
     try:
         make_images(d)
         daemon = Daemon(kind, d)
+        transcript = daemon.transcript
         for cmd, args in steps:
             if cmd == "wait-job-gone":
                 deadline = time.monotonic() + 10
@@ -420,8 +428,12 @@ def run_case(kind, name):
     finally:
         if daemon and not daemon.stop():
             problems.append("the daemon did not stop within 5 s of SIGTERM")
+        log = os.path.join(d, "daemon.log")
+        if daemon and os.path.exists(log):
+            with open(log, "rb") as f:
+                transcript.append(b"daemon output: " + f.read())
         shutil.rmtree(d, ignore_errors=True)
-    return got, problems
+    return got, problems, transcript
 
 
 def classes(outcomes):
@@ -457,6 +469,14 @@ def check(name, got, problems, kind="snapnbd"):
     return errs
 
 
+def garbled(transcript):
+    """Did the daemon answer that it could not parse what it was sent?"""
+    return any(chunk.startswith(b"<<< ") and
+               (b"JSON parse error" in chunk or
+                b"QMP input must be a JSON object" in chunk)
+               for chunk in transcript)
+
+
 def main(argv):
     kind = argv[0]
     names = [argv[i + 1] for i, a in enumerate(argv) if a == "--case"] or \
@@ -464,7 +484,17 @@ def main(argv):
     show = "--print" in argv
     failed = 0
     for name in names:
-        got, problems = run_case(kind, name)
+        got, problems, transcript = run_case(kind, name)
+        if kind == "qsd" and check(name, got, problems, kind) and \
+                garbled(transcript):
+            # Every command is json.dumps output: a parse error from the
+            # reference daemon is its fault, not the table's (seen once in
+            # a loaded CI run, never reproduced).  Show it, run again.
+            print("note qsd: %s: qemu-storage-daemon could not parse "
+                  "well-formed input; running the case again:" % name)
+            for chunk in transcript:
+                print("    " + repr(chunk)[2:-1], flush=True)
+            got, problems, transcript = run_case(kind, name)
         if show:
             print("%s: %s%s" % (name, json.dumps(got),
                                 " PROBLEMS %s" % problems if problems
@@ -473,6 +503,10 @@ def main(argv):
         errs = check(name, got, problems, kind)
         print("%s %s: %s" % ("FAIL" if errs else "ok", kind, name) +
               "".join("\n    " + e for e in errs), flush=True)
+        if errs:
+            print("  transcript of %s:" % name)
+            for chunk in transcript:
+                print("    " + repr(chunk)[2:-1], flush=True)
         print("  classes %s %s" % (name, json.dumps(classes(got))),
               flush=True)
         failed += bool(errs)
