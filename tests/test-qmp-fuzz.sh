@@ -118,7 +118,7 @@ while read -r img; do
         fail "seed $seed: qemu-img check $img failed; the messages: $save"
 done <"$tmp/strict-images"
 for img in "$tmp"/*; do
-    [ -f "$img" ] && ! grep -qx "$(basename "$img")" "$tmp/strict-images" &&
+    [ -f "$img" ] && ! grep -qxF "$(basename "$img")" "$tmp/strict-images" &&
         [ "$(head -c 4 "$img" | od -An -tx1 | tr -d ' \n')" = 514649fb ] ||
         continue
     qemu-img check -q "$img" >/dev/null 2>&1 ||
