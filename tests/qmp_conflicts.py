@@ -110,6 +110,25 @@ TABLE = {
                       "node 'n1' (uses node 'f0' as 'file' child) and "
                       "unshared by node 'n2'")],
         "two qcow2 nodes over one file node accepted"),
+    # An export attaches sharing everything, then stops sharing resize, as
+    # QEMU's does: a writable one fails the first step (write), a read-only
+    # one the second (resize).
+    "writable-export-of-qcow2-file": (
+        [add_file("f0", "a.qcow2"), add_fmt("n1", "qcow2", "f0"), NBD_START,
+         export("e0", "f0", writable=True), JOBS],
+        ["ok", "ok", "ok", ("GenericError", (
+            "Permission conflict on node 'f0': permissions 'write' are both "
+            "required by", "and unshared by node 'n1' (uses node 'f0' as "
+            "'file' child)")), "ok:0"],
+        "the export's conflict named as resize, not write"),
+    "read-only-export-of-qcow2-file": (
+        [add_file("f0", "a.qcow2"), add_fmt("n1", "qcow2", "f0"), NBD_START,
+         export("e0", "f0"), JOBS],
+        ["ok", "ok", "ok", ("GenericError", (
+            "Permission conflict on node 'f0': permissions 'resize' are both "
+            "required by node 'n1' (uses node 'f0' as 'file' child) and "
+            "unshared by")), "ok:0"],
+        None),
     # A raw node without parents takes no permission on its child: QEMU
     # accepts it (the conflict comes when something writes through it).
     "qcow2-and-raw-over-one-file-node": (

@@ -33,18 +33,27 @@ void nbd_export_unref(NbdExport *exp)
 }
 
 /* An export reads consistently and, when writable, writes; it lets others
- * do anything but resize the node (its size is fixed at the handshake). */
+ * do anything but resize the node (its size is fixed at the handshake).
+ * As QEMU, it first shares everything and then stops sharing resize
+ * (blk_exp_add, then nbd_export_create): where both steps would conflict,
+ * the first one's error is the one QEMU gives. */
 static BlockChild *attach_export(BlockNode *node, const char *name,
                                  bool read_only, GError **errp)
 {
     g_autofree char *holder = g_strdup_printf("NBD export '%s'", name);
     uint32_t perm = BDRV_PERM_CONSISTENT_READ;
+    BlockChild *user;
 
     if (!read_only)
         perm |= BDRV_PERM_WRITE;
-    return bdrv_user_attach(node, holder, "root", perm,
-                            BDRV_PERM_ALL & ~BDRV_PERM_RESIZE, NULL, NULL,
-                            errp);
+    user = bdrv_user_attach(node, holder, "root", perm, BDRV_PERM_ALL, NULL,
+                            NULL, errp);
+    if (user && !bdrv_user_set_perm(user, perm,
+                                    BDRV_PERM_ALL & ~BDRV_PERM_RESIZE, errp)) {
+        bdrv_user_detach(user);
+        return NULL;
+    }
+    return user;
 }
 
 NbdExport *nbd_export_add(const char *name, const char *description,
