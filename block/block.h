@@ -120,6 +120,10 @@ typedef int (*BlockAfterWriteFunc)(BlockNode *bs, BdrvWriteKind kind,
  * driver's own).  Takes ownership of nothing; unknown keys are an error.
  */
 BlockNode *bdrv_open(GHashTable *options, GError **errp);
+/* Are a node's "discard" and "detect-zeroes" values (NULL: not given)
+ * ones bdrv_open accepts?  Else its error. */
+bool bdrv_check_discard_options(const char *discard,
+                                const char *detect_zeroes, GError **errp);
 
 /* Create an image of @size bytes with the named driver ("file" or a format
  * over a protocol).  Options are driver specific (e.g. "nocow"). */

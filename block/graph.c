@@ -271,6 +271,22 @@ bool bdrv_parse_discard_options(GHashTable *opts, bool *unmap,
     return true;
 }
 
+bool bdrv_check_discard_options(const char *discard,
+                                const char *detect_zeroes, GError **errp)
+{
+    g_autoptr(GHashTable) opts =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    BdrvDetectZeroes dz;
+    bool unmap;
+
+    if (discard)
+        g_hash_table_insert(opts, g_strdup("discard"), g_strdup(discard));
+    if (detect_zeroes)
+        g_hash_table_insert(opts, g_strdup("detect-zeroes"),
+                            g_strdup(detect_zeroes));
+    return bdrv_parse_discard_options(opts, &unmap, &dz, errp);
+}
+
 static bool parse_common_options(BlockNode *bs, GHashTable *opts,
                                  GError **errp)
 {

@@ -111,6 +111,9 @@ opt_errors=(
     "--blockdev driver=raw,file.driver=file,file.filename=$img,file.node-name=|'node-name' must be specified for the root node"
     "--blockdev driver=qcow2,node-name=1n,file=f0,backing=nope|Invalid node-name: '1n'"
     "--blockdev driver=qcow2,node-name=q1,file=nope,file.x=1|Parameters 'file.*' used inconsistently"
+    # a node's discard options before its name; a child's discard is unmap
+    "--blockdev driver=null-co,node-name=,discard=ignore,detect-zeroes=unmap|setting detect-zeroes to unmap is not allowed without setting discard operation to unmap"
+    "--blockdev driver=raw,node-name=r1,discard=ignore,file.driver=null-co,file.node-name=9c,file.detect-zeroes=unmap|Invalid node-name: '9c'"
     # (qemu-storage-daemon 7.2 aborts after saying it)
     "--blockdev driver=null-co,node-name=n1,size=-1|Parameter 'size' expects a non-negative number below 2^64"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,encrypt.format=aes|No encryption in image header, but options specified format 'aes'"

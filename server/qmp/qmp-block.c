@@ -83,6 +83,26 @@ static gint deeper_first(gconstpointer a, gconstpointer b)
     return dx != dy ? dy - dx : strcmp(x, y);
 }
 
+/* The node whose "node-name" is at @key: are its discard options right?
+ * QEMU parses them before it looks at the name (bdrv_open_common, then
+ * bdrv_open_driver), so their error comes first.  A nested node is a
+ * child, whose discard is "unmap" unless given (bdrv_open_child). */
+static bool check_discard_before_name(GHashTable *flat, const char *key,
+                                      GError **errp)
+{
+    size_t prefix = strlen(key) - strlen("node-name");
+    g_autofree char *discard_key =
+        g_strdup_printf("%.*sdiscard", (int)prefix, key);
+    g_autofree char *dz_key =
+        g_strdup_printf("%.*sdetect-zeroes", (int)prefix, key);
+    const char *discard = g_hash_table_lookup(flat, discard_key);
+
+    if (!discard && prefix > 0)
+        discard = "unmap";
+    return bdrv_check_discard_options(discard,
+                                      g_hash_table_lookup(flat, dz_key), errp);
+}
+
 /* QEMU's rule for ids; node names are at most 31 bytes.  Every node's
  * "node-name", the nested ones first. */
 static bool check_node_names(GHashTable *flat, GError **errp)
@@ -100,6 +120,9 @@ static bool check_node_names(GHashTable *flat, GError **errp)
         if (strcmp(leaf_of(keys->pdata[i]), "node-name") != 0)
             continue;
         name = g_hash_table_lookup(flat, keys->pdata[i]);
+        if ((!bdrv_id_wellformed(name) || strlen(name) > 31) &&
+            !check_discard_before_name(flat, keys->pdata[i], errp))
+            return false;
         if (!bdrv_id_wellformed(name)) {
             qmp_error(errp, "Invalid node-name: '%s'", name);
             return false;
