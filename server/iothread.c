@@ -75,12 +75,31 @@ static bool pool_sizes_valid(GHashTable *props, int64_t min, int64_t max,
     return true;
 }
 
+/* The properties as QEMU's output visitor puts them into the QDict it sets
+ * them from (user_creatable_add_qapi): the base type's members first. */
+static const char *const schema_order[] = {
+    "aio-max-batch", "thread-pool-min", "thread-pool-max",
+    "poll-max-ns", "poll-grow", "poll-shrink",
+};
+
+static int schema_index(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(schema_order); i++)
+        if (strcmp(schema_order[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* QDict order: by bucket; in a bucket, the member put last first
+ * (thread-pool-max before thread-pool-min). */
 static gint by_qdict_bucket(gconstpointer a, gconstpointer b)
 {
-    unsigned x = qmp_qdict_bucket(*(const char *const *)a);
-    unsigned y = qmp_qdict_bucket(*(const char *const *)b);
+    const char *ka = *(const char *const *)a, *kb = *(const char *const *)b;
+    unsigned x = qmp_qdict_bucket(ka), y = qmp_qdict_bucket(kb);
 
-    return x < y ? -1 : x > y;
+    if (x != y)
+        return x < y ? -1 : 1;
+    return schema_index(kb) - schema_index(ka);
 }
 
 /* The properties in the order QEMU sets them (its QDict's), so that of

@@ -126,6 +126,11 @@ opt_errors=(
     "--object iothread,id=t0,poll-max-ns=-1|poll-max-ns value must be in range [0, 9223372036854775807]"
     "--object iothread,id=t0,thread-pool-min=65|bad thread-pool-min/thread-pool-max values"
     "--object iothread,id=t0,poll-grow=-1,poll-shrink=-1|poll-shrink value must be in range [0, 9223372036854775807]"
+    # set in the order QEMU's output visitor fills its QDict: in one
+    # bucket, thread-pool-max (put after thread-pool-min) comes first
+    "--object iothread,id=t0,thread-pool-min=-1,thread-pool-max=-1|thread-pool-max value must be in range [0, 9223372036854775807]"
+    "--object iothread,id=t0,thread-pool-max=-1,thread-pool-min=-1|thread-pool-max value must be in range [0, 9223372036854775807]"
+    "--nbd-server addr.type=fd,addr.str=x|Unable to parse FD number x"
     "--object secret,id=s0,data=!!,format=base64|Base64 data contains invalid characters"
     "--object tls-creds-x509,id=t0,endpoint=server|Missing 'dir' property value"
     "--object tls-creds-psk,id=t0,endpoint=server,username=u|username should not be set when endpoint=server"

@@ -490,8 +490,7 @@ static bool unsupported(const char *id, const char *what, GError **errp)
     return false;
 }
 
-/* QEMU's socket_get_fd() without a monitor, then snapnbd's refusal */
-static bool check_fd(const char *id, const char *fd, GError **errp)
+int qmp_socket_get_fd(const char *fd, GError **errp)
 {
     char *end;
     long n;
@@ -507,12 +506,20 @@ static bool check_fd(const char *id, const char *fd, GError **errp)
                       g_strerror(ERANGE));
         else
             qmp_error(errp, "Unable to parse FD number %s", fd ? fd : "");
-        return false;
+        return -1;
     }
     if (getsockopt((int)n, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
         qmp_error(errp, "File descriptor '%s' is not a socket", fd);
-        return false;
+        return -1;
     }
+    return (int)n;
+}
+
+/* QEMU's socket_get_fd() without a monitor, then snapnbd's refusal */
+static bool check_fd(const char *id, const char *fd, GError **errp)
+{
+    if (qmp_socket_get_fd(fd, errp) < 0)
+        return false;
     return unsupported(id, "a socket fd", errp);
 }
 

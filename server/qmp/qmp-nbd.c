@@ -69,6 +69,11 @@ static int listen_addr(const QmpSocketAddressLegacy *addr, char **unix_path,
         host = addr->u.inet->data->host;
         return nbd_listen_tcp(*host ? host : NULL, addr->u.inet->data->port,
                               errp);
+    case QMP_SOCKET_ADDRESS_TYPE_FD:
+        /* QEMU's errors for a bad fd first, then snapnbd's refusal. */
+        if (qmp_socket_get_fd(addr->u.fd->data->str, errp) < 0)
+            return -1;
+        /* fall through */
     default:
         qmp_error(errp, "NBD server address type '%s' is not supported",
                   qmp_socket_address_type_str[addr->type]);

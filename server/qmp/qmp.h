@@ -66,6 +66,10 @@ unsigned qmp_transaction_serial(void);
 
 /* A QMP error with QEMU's GenericError class. */
 void qmp_error(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+/* A socket address's "fd" (a number, as QEMU's socket_get_fd() takes it
+ * without a monitor): the descriptor, or -1 + errp with QEMU's words when
+ * it is no number or no socket. */
+int qmp_socket_get_fd(const char *fd, GError **errp);
 
 /* --- the server ------------------------------------------------------ */
 
