@@ -496,6 +496,11 @@ def garbled(transcript):
                for chunk in transcript)
 
 
+def print_transcript(transcript):
+    for chunk in transcript:
+        print("    " + repr(chunk)[2:-1], flush=True)
+
+
 def main(argv):
     kind = argv[0]
     names = [argv[i + 1] for i, a in enumerate(argv) if a == "--case"] or \
@@ -511,8 +516,7 @@ def main(argv):
             # a loaded CI run, never reproduced).  Show it, run again.
             print("note qsd: %s: qemu-storage-daemon could not parse "
                   "well-formed input; running the case again:" % name)
-            for chunk in transcript:
-                print("    " + repr(chunk)[2:-1], flush=True)
+            print_transcript(transcript)
             got, problems, transcript = run_case(kind, name)
         if show:
             print("%s: %s%s" % (name, json.dumps(got),
@@ -524,8 +528,7 @@ def main(argv):
               "".join("\n    " + e for e in errs), flush=True)
         if errs:
             print("  transcript of %s:" % name)
-            for chunk in transcript:
-                print("    " + repr(chunk)[2:-1], flush=True)
+            print_transcript(transcript)
         print("  classes %s %s" % (name, json.dumps(classes(got))),
               flush=True)
         failed += bool(errs)
