@@ -9,6 +9,7 @@
 
 #include "block/block.h"
 #include "block/qemu-opts.h"
+#include "server/nbd/listen.h"
 #include "server/qmp/qmp-cli.h"
 #include "trace.h"
 
@@ -56,8 +57,43 @@ static bool refuse_kernel_device(const CliOptions *o, const char *arg)
     return false;
 }
 
+/* Socket activation (nbdinfo -- [ snapnbd IMAGE ], a systemd unit): the
+ * passed socket replaces -k/-b/-p, with qemu-nbd's checks and words. */
+static bool check_socket_activation(CliOptions *o)
+{
+    g_autoptr(GError) err = NULL;
+    const char *conflict = NULL;
+
+    o->activated_fds = nbd_socket_activation(&err);
+    if (o->activated_fds < 0) {
+        fprintf(stderr, "snapnbd: %s\n", err->message);
+        return false;
+    }
+    if (o->activated_fds == 0)
+        return true;
+    if (o->connect_device)
+        conflict = "NBD device can't be set when using socket activation";
+    else if (o->socket_path)
+        conflict = "Unix socket can't be set when using socket activation";
+    else if (o->bind)
+        conflict = "The interface can't be set when using socket activation";
+    else if (o->port)
+        conflict = "TCP port number can't be set when using socket "
+                   "activation";
+    else if (o->selinux_label)
+        conflict = "SELinux label can't be set when using socket activation";
+    else if (o->list)
+        conflict = "List mode is incompatible with socket activation";
+    else if (o->activated_fds > 1)
+        conflict = "snapnbd does not support socket activation with "
+                   "LISTEN_FDS > 1";
+    if (conflict)
+        fprintf(stderr, "snapnbd: %s\n", conflict);
+    return !conflict;
+}
+
 /* -L: qemu-nbd's checks, with its words. */
-static bool check_list_mode(int argc, const CliOptions *o, bool shared)
+static bool check_list_mode(int argc, CliOptions *o, bool shared)
 {
     if (argc != 1) {
         fprintf(stderr, "snapnbd: List mode is incompatible with a file "
@@ -75,6 +111,8 @@ static bool check_list_mode(int argc, const CliOptions *o, bool shared)
         fprintf(stderr, "snapnbd: List mode is incompatible with forking\n");
         return false;
     }
+    if (!check_socket_activation(o))
+        return false;
     if (o->tls_authz) {
         fprintf(stderr, "snapnbd: TLS authorization is incompatible with "
                         "export list\n");
@@ -199,6 +237,9 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
     }
     if (o->list)
         return check_list_mode(argc, o, shared != NULL);
+    /* daemon mode (no image) leaves activation to whoever runs it */
+    if ((argc == 2 || o->connect_device) && !check_socket_activation(o))
+        return false;
     if (o->connect_device || o->disconnect)
         return refuse_kernel_device(o, argc == 2 ? argv[1] : NULL);
     if (o->selinux_label) { /* qemu-nbd built without SELinux says so */

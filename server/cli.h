@@ -39,6 +39,7 @@ typedef struct CliOptions {
     gboolean list;         /* -L: list the exports of a server, as a client */
     char *selinux_label;   /* --selinux-label: refused (no SELinux here) */
     char *connect_device;  /* -c DEV: refused (no kernel NBD client yet) */
+    int activated_fds;     /* sockets passed by systemd's socket activation */
     gboolean disconnect;   /* -d DEV: likewise */
 } CliOptions;
 

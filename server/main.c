@@ -220,10 +220,11 @@ static NbdListener *open_listener(const CliOptions *o)
 {
     g_autoptr(GError) err = NULL;
     NbdListener *l = NULL;
-    int fd = o->socket_path
-                 ? nbd_listen_unix(o->socket_path, &err)
-                 : nbd_listen_tcp(o->bind ? o->bind : "0.0.0.0",
-                                  o->port ? o->port : "10809", &err);
+    int fd = o->activated_fds
+                 ? nbd_listen_fd(NBD_SOCKET_ACTIVATION_FIRST_FD, &err)
+             : o->socket_path ? nbd_listen_unix(o->socket_path, &err)
+             : nbd_listen_tcp(o->bind ? o->bind : "0.0.0.0",
+                              o->port ? o->port : "10809", &err);
 
     if (fd >= 0)
         l = nbd_listener_start(fd, o->socket_path, o->shared, &err);

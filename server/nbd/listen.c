@@ -9,10 +9,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -79,6 +81,65 @@ int nbd_listen_tcp(const char *host, const char *port, GError **errp)
         g_set_error(errp, LISTEN_ERROR, 0, "cannot listen on %s:%s: %s",
                     host ? host : "", port, g_strerror(errno));
     freeaddrinfo(res);
+    return fd;
+}
+
+/* LISTEN_PID and LISTEN_FDS as decimal numbers, as systemd writes them;
+ * anything else is no activation (QEMU's check_socket_activation too). */
+static bool env_number(const char *name, unsigned long *n)
+{
+    const char *s = getenv(name);
+    char *end;
+
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    *n = strtoul(s, &end, 10);
+    return !*end && errno == 0;
+}
+
+int nbd_socket_activation(GError **errp)
+{
+    unsigned long pid, n;
+
+    if (!env_number("LISTEN_PID", &pid) || pid != (unsigned long)getpid() ||
+        !env_number("LISTEN_FDS", &n))
+        return 0;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (n > INT_MAX - NBD_SOCKET_ACTIVATION_FIRST_FD)
+        n = INT_MAX - NBD_SOCKET_ACTIVATION_FIRST_FD;
+    for (unsigned long i = 0; i < n; i++) {
+        int fd = NBD_SOCKET_ACTIVATION_FIRST_FD + (int)i;
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+            g_set_error(errp, LISTEN_ERROR, 0,
+                        "Socket activation failed: invalid file descriptor "
+                        "fd = %d: %s", fd, g_strerror(errno));
+            return -1;
+        }
+    }
+    return (int)n;
+}
+
+int nbd_listen_fd(int fd, GError **errp)
+{
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to use socket "
+                    "activation: fd %d is not a socket: %s", fd,
+                    g_strerror(errno));
+        return -1;
+    }
+    /* systemd and libnbd pass listening sockets; a bound one is taken too */
+    if (!listening && listen(fd, 128) < 0) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to use socket "
+                    "activation: cannot listen on fd %d: %s", fd,
+                    g_strerror(errno));
+        return -1;
+    }
     return fd;
 }
 

@@ -14,6 +14,17 @@ int nbd_listen_unix(const char *path, GError **errp);
 /* A listening TCP socket on @host (NULL: any) and @port; -1 + errp. */
 int nbd_listen_tcp(const char *host, const char *port, GError **errp);
 
+/* systemd's socket activation (sd_listen_fds(3)): the number of sockets
+ * passed from fd 3 on when LISTEN_PID names this process and LISTEN_FDS
+ * counts them, else 0.  The variables are removed and the sockets made
+ * close-on-exec, so that no child inherits either; -1 + errp when a
+ * passed fd is not open.  Call before forking: LISTEN_PID is checked. */
+int nbd_socket_activation(GError **errp);
+#define NBD_SOCKET_ACTIVATION_FIRST_FD 3 /* systemd's ABI */
+/* Takes passed socket @fd as a listening socket (it is put into the
+ * listening state when it is not yet); -1 + errp when it is no socket. */
+int nbd_listen_fd(int fd, GError **errp);
+
 /* A running NBD listener: a thread of its own accepts clients on a
  * listening socket and serves each in a thread (nbd_client_serve).  While
  * @max_clients are connected (0: no limit) the socket is not polled, so new
