@@ -229,7 +229,8 @@ static NbdListener *open_listener(const CliOptions *o)
     if (fd >= 0)
         l = nbd_listener_start(fd, o->socket_path, o->shared, &err);
     if (!l)
-        fprintf(stderr, "snapnbd: %s\n", err->message);
+        fprintf(stderr, "snapnbd: %s%s\n", o->activated_fds ?
+                "Failed to use socket activation: " : "", err->message);
     return l;
 }
 

@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <netdb.h>
@@ -128,19 +129,31 @@ int nbd_listen_fd(int fd, GError **errp)
     socklen_t len = sizeof(listening);
 
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
-        g_set_error(errp, LISTEN_ERROR, 0, "Failed to use socket "
-                    "activation: fd %d is not a socket: %s", fd,
+        g_set_error(errp, LISTEN_ERROR, 0, "fd %d is not a socket: %s", fd,
                     g_strerror(errno));
         return -1;
     }
     /* systemd and libnbd pass listening sockets; a bound one is taken too */
     if (!listening && listen(fd, 128) < 0) {
-        g_set_error(errp, LISTEN_ERROR, 0, "Failed to use socket "
-                    "activation: cannot listen on fd %d: %s", fd,
-                    g_strerror(errno));
+        g_set_error(errp, LISTEN_ERROR, 0, /* QEMU's words */
+                    "Failed to listen on fd socket: %s", g_strerror(errno));
         return -1;
     }
     return fd;
+}
+
+char *nbd_socket_unix_path(int fd)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+
+    if (getsockname(fd, (struct sockaddr *)&sun, &len) < 0 ||
+        sun.sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un,
+                                                     sun_path) ||
+        !sun.sun_path[0])
+        return NULL;
+    return g_strndup(sun.sun_path,
+                     len - offsetof(struct sockaddr_un, sun_path));
 }
 
 /* --- the accept thread --------------------------------------------------- */

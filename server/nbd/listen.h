@@ -21,9 +21,12 @@ int nbd_listen_tcp(const char *host, const char *port, GError **errp);
  * passed fd is not open.  Call before forking: LISTEN_PID is checked. */
 int nbd_socket_activation(GError **errp);
 #define NBD_SOCKET_ACTIVATION_FIRST_FD 3 /* systemd's ABI */
-/* Takes passed socket @fd as a listening socket (it is put into the
- * listening state when it is not yet); -1 + errp when it is no socket. */
+/* Passed socket @fd as a listening socket (put into the listening state
+ * when it is not yet: bound by whoever passed it); -1 + errp when it is
+ * no socket or cannot listen. */
 int nbd_listen_fd(int fd, GError **errp);
+/* The path a unix socket is bound to, or NULL (not unix, or abstract). */
+char *nbd_socket_unix_path(int fd);
 
 /* A running NBD listener: a thread of its own accepts clients on a
  * listening socket and serves each in a thread (nbd_client_serve).  While

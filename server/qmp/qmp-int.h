@@ -37,6 +37,9 @@ void qmp_jobs_cleanup(void);
  * checked against the schema and decoded; the "return" value, or NULL +
  * errp. */
 JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp);
+/* Whether the running command came from a QMP client, not the command
+ * line: QEMU's monitor_cur(), which decides what an fd name means. */
+bool qmp_from_monitor(void);
 /* The node of that name, or NULL, held until the command that asked ends
  * (bdrv_find_node_ref, dropped as qmp_execute returns): a job's thread may
  * drop the last reference of a node a command is using, e.g. the filter

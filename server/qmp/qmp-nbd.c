@@ -60,6 +60,7 @@ static int listen_addr(const QmpSocketAddressLegacy *addr, char **unix_path,
                        GError **errp)
 {
     const char *host;
+    int fd;
 
     switch (addr->type) {
     case QMP_SOCKET_ADDRESS_TYPE_UNIX:
@@ -70,10 +71,18 @@ static int listen_addr(const QmpSocketAddressLegacy *addr, char **unix_path,
         return nbd_listen_tcp(*host ? host : NULL, addr->u.inet->data->port,
                               errp);
     case QMP_SOCKET_ADDRESS_TYPE_FD:
-        /* QEMU's errors for a bad fd first, then snapnbd's refusal. */
-        if (qmp_socket_get_fd(addr->u.fd->data->str, errp) < 0)
+        /* an inherited fd's number on the command line; over QMP a name
+         * given with getfd, which qemu-storage-daemon refuses too */
+        if (qmp_from_monitor()) {
+            qmp_error(errp, "only QEMU supports file descriptor passing");
             return -1;
-        /* fall through */
+        }
+        fd = qmp_socket_get_fd(addr->u.fd->data->str, errp);
+        if (fd < 0 || nbd_listen_fd(fd, errp) < 0)
+            return -1;
+        /* QEMU removes a unix socket's file when it closes the socket */
+        *unix_path = nbd_socket_unix_path(fd);
+        return fd;
     default:
         qmp_error(errp, "NBD server address type '%s' is not supported",
                   qmp_socket_address_type_str[addr->type]);

@@ -345,6 +345,7 @@ static bool check_args(const QmpCommand *cmd, JsonObject *args, GError **errp)
  * that runs it; commands may nest (the command line's run one each). */
 static __thread GPtrArray *command_nodes;
 static __thread int command_depth;
+static __thread bool monitor_command; /* run_command is running one */
 
 BlockNode *qmp_find_node(const char *name)
 {
@@ -394,6 +395,11 @@ JsonNode *qmp_execute(const char *name, JsonObject *args, GError **errp)
     return ret ? ret : node_take_object(json_object_new());
 }
 
+bool qmp_from_monitor(void)
+{
+    return monitor_command;
+}
+
 static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
                              GError **errp)
 {
@@ -406,8 +412,14 @@ static JsonNode *run_command(QmpClient *c, const char *name, JsonObject *args,
                     "'qmp_capabilities'");
         return NULL;
     }
-    if (!caps)
-        return qmp_execute(name, args, errp);
+    if (!caps) {
+        JsonNode *ret;
+
+        monitor_command = true;
+        ret = qmp_execute(name, args, errp);
+        monitor_command = false;
+        return ret;
+    }
     if (!check_args(find_command(name), args, errp) ||
         !qmp_decode_qmp_capabilities_args(args, &caps_args, errp) ||
         !negotiate(c, &caps_args, errp))
