@@ -112,6 +112,10 @@ startup_error "Parameter 'endpoint' does not accept value 'sideways'" --object "
 startup_error "Parameter 'verify-peer' expects 'on' or 'off'" --object "$creds,verify-peer=maybe"
 startup_error "priority 'BOGUS'" --object "$creds,priority=BOGUS" \
     --tls-creds tls0
+# ... after the files, whose errors come first, as QEMU loads them first
+startup_error "Unable to access credentials $tmp/nowhere/ca-cert.pem" \
+    --object "tls-creds-x509,id=tls0,endpoint=server,dir=$tmp/nowhere,priority=BOGUS" \
+    --tls-creds tls0
 startup_error "'sanity-check' is not supported" \
     --object "$creds,sanity-check=off"
 true

@@ -443,6 +443,12 @@ static bool load_creds(TlsObject *o, GError **errp)
                     "Missing 'dir' property value");
         return false;
     }
+    if (!(o->type == OBJ_TLS_CREDS_PSK ? load_psk(o, errp)
+                                       : load_x509(o, errp)))
+        return false;
+    /* QEMU 7.2 takes any priority here and fails each TLS session with a
+     * bad one; snapnbd says so now, but after the files, as QEMU checks
+     * those first. */
     ret = gnutls_priority_init(&o->priority, prio, &bad);
     if (ret < 0) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -450,8 +456,7 @@ static bool load_creds(TlsObject *o, GError **errp)
                     prop(o, "id"), base, bad ? bad : "");
         return false;
     }
-    return o->type == OBJ_TLS_CREDS_PSK ? load_psk(o, errp)
-                                        : load_x509(o, errp);
+    return true;
 }
 
 /* What libnbd will read: DIR/keys.psk, or DIR/ca-cert.pem (the client
