@@ -227,6 +227,10 @@ struct BlockNode {
     /* query-blockstats counters, changed atomically by io.c. */
     BdrvStats stats;
 
+    /* QEMU's write threshold (io.c): 0, or the offset whose crossing by
+     * a write is reported once; atomic. */
+    uint64_t write_threshold;
+
     /* Before-write notifiers: read-locked by every write, write-locked to
      * change the list. */
     GRWLock notifiers_lock;

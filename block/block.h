@@ -205,6 +205,15 @@ bool bdrv_discard_unmaps(BlockNode *bs);
 bool bdrv_cache_direct(BlockNode *bs);
 bool bdrv_cache_no_flush(BlockNode *bs);
 BdrvDetectZeroes bdrv_detect_zeroes(BlockNode *bs);
+/* QEMU's write threshold (block-set-write-threshold): the first write,
+ * write-zeroes or discard passed down that reaches past @offset bytes of
+ * @bs calls the handler, once: the threshold is then 0, which disarms it.
+ * The handler runs on the writing thread, before the write. */
+typedef void (*BdrvWriteThresholdFunc)(BlockNode *bs, uint64_t exceeded,
+                                       uint64_t threshold);
+void bdrv_set_write_threshold_handler(BdrvWriteThresholdFunc fn);
+void bdrv_set_write_threshold(BlockNode *bs, uint64_t offset);
+uint64_t bdrv_write_threshold(BlockNode *bs);
 /* References held on @bs: its parents, exports, jobs, the monitor... */
 int bdrv_refcnt(BlockNode *bs);
 /* Calls @fn for every node, in no particular order, under the node-name

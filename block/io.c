@@ -382,6 +382,41 @@ static int run_notifiers(BlockNode *bs, BdrvWriteKind kind, int64_t offset,
     return ret;
 }
 
+static BdrvWriteThresholdFunc write_threshold_handler;
+
+void bdrv_set_write_threshold_handler(BdrvWriteThresholdFunc fn)
+{
+    write_threshold_handler = fn;
+}
+
+void bdrv_set_write_threshold(BlockNode *bs, uint64_t offset)
+{
+    __atomic_store_n(&bs->write_threshold, offset, __ATOMIC_RELAXED);
+}
+
+uint64_t bdrv_write_threshold(BlockNode *bs)
+{
+    return __atomic_load_n(&bs->write_threshold, __ATOMIC_RELAXED);
+}
+
+/* Where QEMU checks it (bdrv_co_write_req_prepare): on each node, as the
+ * request goes down to its driver.  Of two writes that cross at once, one
+ * reports (QEMU may report both). */
+static void check_write_threshold(BlockNode *bs, int64_t offset,
+                                  int64_t bytes)
+{
+    uint64_t threshold = bdrv_write_threshold(bs);
+    uint64_t end = (uint64_t)offset + (uint64_t)bytes;
+
+    if (threshold == 0 || end <= threshold ||
+        !__atomic_compare_exchange_n(&bs->write_threshold, &threshold, 0,
+                                     false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return;
+    if (write_threshold_handler)
+        write_threshold_handler(bs, end - threshold, threshold);
+}
+
 /* The end of a write-like request that went through write_prepare: the
  * after-write notifiers, every one whatever the result (also when a
  * before-write notifier failed the request after others had run). */
@@ -486,6 +521,7 @@ static int pwrite_prepared(BlockNode *bs, int64_t offset, int64_t bytes,
     int ret;
 
     aligned = is_aligned(bs, offset, bytes, NULL);
+    check_write_threshold(bs, offset, bytes);
     bdrv_debug_event(bs, BLKDBG_PWRITEV);
     if (aligned && (uintptr_t)buf % bs->limits.buffer_alignment == 0) {
         track_begin(bs, &req, offset, bytes, flags & BDRV_REQ_SERIALISING);
@@ -615,6 +651,7 @@ static int pwrite_zeroes_prepared(BlockNode *bs, int64_t offset,
                 ROUND_UP(offset + bytes, (int64_t)a) - offset + offset % a,
                 !is_aligned(bs, offset, bytes, NULL) ||
                     (flags & BDRV_REQ_SERIALISING));
+    check_write_threshold(bs, offset, bytes);
     bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO);
     ret = pwrite_zeroes_tracked(bs, offset, bytes, flags);
     /* Failed or not, the range may have changed. */
@@ -651,6 +688,8 @@ static int pdiscard_prepared(BlockNode *bs, int64_t offset, int64_t bytes)
     /* Discard is advisory: only whole granules are passed down.  But the
      * whole request counts as a change for dirty bitmaps, whatever the
      * driver made of it, as in QEMU (bdrv_co_write_req_finish). */
+    if (bs->drv->pdiscard) /* QEMU: once it knows the driver discards */
+        check_write_threshold(bs, offset, bytes);
     start = ROUND_UP(offset, (int64_t)a);
     end = offset + bytes == node_length(bs)
               ? offset + bytes

@@ -452,8 +452,7 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
 {
     static const char *const dz[] = { "off", "on", "unmap" };
     static const char *const z1[] = { "iops_rd", NULL };
-    static const char *const z2[] = { "iops", "bps_wr", "write_threshold",
-                                      NULL };
+    static const char *const z2[] = { "iops", "bps_wr", NULL };
     static const char *const z3[] = { "bps", "bps_rd", NULL };
     JsonObject *o = json_object_new();
     BlockNode *backing = bdrv_child(bs, "backing");
@@ -470,6 +469,8 @@ static JsonObject *node_info(BlockNode *bs, bool flat)
     json_object_set_int_member(o, "backing_file_depth", backing_depth(bs));
     json_object_set_string_member(o, "drv", bdrv_driver_name(bs));
     set_zero_members(o, z2);
+    json_object_set_int_member(o, "write_threshold",
+                               (gint64)bdrv_write_threshold(bs));
     if (backing)
         json_object_set_string_member(o, "backing_file", node_file(backing));
     json_object_set_boolean_member(o, "encrypted", node_encrypted(bs));

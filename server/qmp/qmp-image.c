@@ -1,6 +1,7 @@
 /*
  * qmp-image.c - the commands that change or describe an image in place:
- * block_resize, internal snapshots (blockdev-snapshot-internal-sync,
+ * block_resize, block-set-write-threshold (and its BLOCK_WRITE_THRESHOLD
+ * event), internal snapshots (blockdev-snapshot-internal-sync,
  * blockdev-snapshot-delete-internal-sync, also as transaction actions),
  * x-blockdev-amend, with QEMU 7.2's arguments, answers and error texts.
  *
@@ -72,6 +73,36 @@ static JsonNode *cmd_block_resize(const QmpBlockResizeArgs *a, GError **errp)
         return NULL;
     }
     return NULL;
+}
+
+/* --- block-set-write-threshold ----------------------------------------------
+ */
+
+static JsonNode *cmd_block_set_write_threshold(
+    const QmpBlockSetWriteThresholdArgs *a, GError **errp)
+{
+    BlockNode *bs = qmp_find_node(a->node_name);
+
+    if (!bs) {
+        qmp_error(errp, "Device '%s' not found", a->node_name);
+        return NULL;
+    }
+    bdrv_set_write_threshold(bs, a->write_threshold);
+    return NULL;
+}
+
+/* On the thread of the write that crossed it (qmp_emit_event is thread
+ * safe), before that write goes on, as in QEMU. */
+static void emit_write_threshold(BlockNode *bs, uint64_t exceeded,
+                                 uint64_t threshold)
+{
+    JsonObject *data = json_object_new();
+
+    /* QEMU's member order (its QDict's) */
+    json_object_set_string_member(data, "node-name", bdrv_node_name(bs));
+    json_object_set_int_member(data, "write-threshold", (gint64)threshold);
+    json_object_set_int_member(data, "amount-exceeded", (gint64)exceeded);
+    qmp_emit_event("BLOCK_WRITE_THRESHOLD", data);
 }
 
 /* --- internal snapshots ------------------------------------------------------
@@ -347,6 +378,9 @@ void qmp_register_image_commands(void)
 {
     qmp_register_typed_x_blockdev_amend(cmd_x_blockdev_amend);
     qmp_register_typed_block_resize(cmd_block_resize);
+    qmp_register_typed_block_set_write_threshold(
+        cmd_block_set_write_threshold);
+    bdrv_set_write_threshold_handler(emit_write_threshold);
     qmp_register_typed_blockdev_snapshot_internal_sync(cmd_snapshot_internal);
     qmp_register_typed_blockdev_snapshot_delete_internal_sync(
         cmd_snapshot_delete_internal);
