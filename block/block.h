@@ -539,6 +539,8 @@ bool bdrv_dirty_bitmap_persistent(BdrvDirtyBitmap *bm);
 bool bdrv_dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm);
 /* Dirty bytes (granules times granularity, clipped at the node's end). */
 uint64_t bdrv_dirty_bitmap_count(BdrvDirtyBitmap *bm);
+/* Dirty granules. */
+uint64_t bdrv_dirty_bitmap_granules(BdrvDirtyBitmap *bm);
 void bdrv_dirty_bitmap_set_enabled(BdrvDirtyBitmap *bm, bool enabled);
 void bdrv_dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent);
 /* Marks a bitmap found in use after a crash: disabled, unusable. */

@@ -247,6 +247,16 @@ uint64_t bdrv_dirty_bitmap_count(BdrvDirtyBitmap *bm)
     return bytes;
 }
 
+uint64_t bdrv_dirty_bitmap_granules(BdrvDirtyBitmap *bm)
+{
+    uint64_t n;
+
+    g_mutex_lock(&bm->bs->dirty_lock);
+    n = bm->count;
+    g_mutex_unlock(&bm->bs->dirty_lock);
+    return n;
+}
+
 void bdrv_dirty_bitmap_set_enabled(BdrvDirtyBitmap *bm, bool enabled)
 {
     g_mutex_lock(&bm->bs->dirty_lock);

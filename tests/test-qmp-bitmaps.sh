@@ -48,6 +48,13 @@ err "Granularity must be power of 2" '{"execute":"block-dirty-bitmap-add","argum
 err "Cannot find device='nope' nor node-name='nope'" '{"execute":"block-dirty-bitmap-add","arguments":{"node":"nope","name":"x"}}'
 err "Can't make bitmap 'p' persistent in 'r0'" '{"execute":"block-dirty-bitmap-add","arguments":{"node":"r0","name":"p","persistent":true}}'
 err "Dirty bitmap 'nope' not found" '{"execute":"block-dirty-bitmap-clear","arguments":{"node":"d0","name":"nope"}}'
+# the other bitmap commands (and a merge's external source) name a missing
+# node as QEMU's block_dirty_bitmap_lookup does
+for cmd in clear enable disable remove; do
+    err "Node 'nope' not found" '{"execute":"block-dirty-bitmap-'$cmd'","arguments":{"node":"nope","name":"b0"}}'
+done
+err "Node 'nope' not found" '{"execute":"block-dirty-bitmap-merge","arguments":{"node":"nope","target":"b0","bitmaps":["big"]}}'
+err "Node 'nope' not found" '{"execute":"block-dirty-bitmap-merge","arguments":{"node":"d0","target":"b0","bitmaps":[{"node":"nope","name":"big"}]}}'
 
 # Writes through an export of d0.
 ok '{"execute":"nbd-server-start","arguments":{"addr":{"type":"unix","data":{"path":"'"$tmp/nbd"'"}}}}'

@@ -31,17 +31,29 @@ static BlockNode *lookup_node(const char *node, GError **errp)
     return bs;
 }
 
+static BdrvDirtyBitmap *find_bitmap(BlockNode *bs, const char *name,
+                                    GError **errp)
+{
+    BdrvDirtyBitmap *bm = bdrv_find_dirty_bitmap(bs, name);
+
+    if (!bm)
+        qmp_error(errp, "Dirty bitmap '%s' not found", name);
+    return bm;
+}
+
+/* QEMU's block_dirty_bitmap_lookup, whose words for a missing node are
+ * not bdrv_lookup_bs's (which block-dirty-bitmap-add uses). */
 static BdrvDirtyBitmap *lookup_bitmap(const char *node_name, const char *name,
                                       BlockNode **node, GError **errp)
 {
-    BlockNode *bs = lookup_node(node_name, errp);
+    BlockNode *bs = qmp_find_node(node_name);
     BdrvDirtyBitmap *bm;
 
-    if (!bs)
+    if (!bs) {
+        qmp_error(errp, "Node '%s' not found", node_name);
         return NULL;
-    bm = bdrv_find_dirty_bitmap(bs, name);
-    if (!bm)
-        qmp_error(errp, "Dirty bitmap '%s' not found", name);
+    }
+    bm = find_bitmap(bs, name, errp);
     if (node)
         *node = bs;
     return bm;
@@ -240,15 +252,10 @@ static BdrvDirtyBitmap *merge_source(BlockNode *bs,
                                      const QmpBlockDirtyBitmapOrStr *src,
                                      GError **errp)
 {
-    BdrvDirtyBitmap *bm;
-
     if (src->kind == QMP_BLOCK_DIRTY_BITMAP_OR_STR_KIND_EXTERNAL)
         return lookup_bitmap(src->u.external->node, src->u.external->name,
                              NULL, errp);
-    bm = bdrv_find_dirty_bitmap(bs, src->u.local);
-    if (!bm)
-        qmp_error(errp, "Dirty bitmap '%s' not found", src->u.local);
-    return bm;
+    return find_bitmap(bs, src->u.local, errp);
 }
 
 static bool merge_prepare(const QmpBlockDirtyBitmapMerge *a, void **state,
@@ -336,12 +343,50 @@ JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
                                        bdrv_dirty_bitmap_persistent(bm));
         if (bdrv_dirty_bitmap_inconsistent(bm))
             json_object_set_boolean_member(o, "inconsistent", true);
-        json_object_set_int_member(o, "count", bdrv_dirty_bitmap_count(bm));
+        /* QEMU's count is whole granules, the last one too where it
+         * runs past the node's end */
+        json_object_set_int_member(o, "count",
+                                   bdrv_dirty_bitmap_granules(bm) *
+                                       bdrv_dirty_bitmap_granularity(bm));
         json_object_set_int_member(o, "granularity",
                                    bdrv_dirty_bitmap_granularity(bm));
         json_array_add_object_element(arr, o);
     }
     return arr;
+}
+
+/* QEMU's hbitmap_sha256: the SHA-256 of the bits as QEMU holds them, a
+ * bit a granule in little-endian 64-bit words (at least one word), so
+ * that the same writes give the same hash in both.  In pieces: a large
+ * disk's bitmap is megabytes. */
+static JsonNode *cmd_bitmap_sha256(const QmpBlockDirtyBitmap *a,
+                                   GError **errp)
+{
+    BdrvDirtyBitmap *bm = lookup_bitmap(a->node, a->name, NULL, errp);
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    size_t size, padded;
+    uint8_t piece[4096];
+    JsonObject *o;
+    JsonNode *n;
+
+    if (!bm)
+        return NULL;
+    size = bdrv_dirty_bitmap_serialized_size(bm);
+    padded = MAX((size + 7) / 8 * 8, 8);
+    for (size_t at = 0; at < padded; at += sizeof(piece)) {
+        size_t len = MIN(sizeof(piece), padded - at);
+        size_t have = at < size ? MIN(len, size - at) : 0;
+
+        memset(piece + have, 0, len - have);
+        if (have)
+            bdrv_dirty_bitmap_serialize(bm, at, have, piece);
+        g_checksum_update(sum, piece, len);
+    }
+    o = json_object_new();
+    json_object_set_string_member(o, "sha256", g_checksum_get_string(sum));
+    n = json_node_new(JSON_NODE_OBJECT);
+    json_node_take_object(n, o);
+    return n;
 }
 
 /* query-block lists devices (BlockBackends with a name); as in
@@ -379,4 +424,5 @@ void qmp_register_bitmap_commands(void)
     for (size_t i = 0; i < G_N_ELEMENTS(actions); i++)
         qmp_register_transaction_action(actions[i].name, actions[i].ops);
     qmp_register_typed_query_block(cmd_query_block);
+    qmp_register_typed_x_debug_block_dirty_bitmap_sha256(cmd_bitmap_sha256);
 }
