@@ -244,6 +244,9 @@ bool opt_take_bool(GHashTable *opts, const char *key, bool def,
                    GError **errp);
 bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
                    GError **errp);
+/* The same without the limit of a node's length (cache sizes). */
+bool opt_take_size_u64(GHashTable *opts, const char *key, uint64_t *out,
+                       GError **errp);
 /* Takes all "prefix.*" keys into a new table without the prefix. */
 GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix);
 GHashTable *opt_new(void);

@@ -127,8 +127,8 @@ static int size_suffix_shift(char c)
     }
 }
 
-bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
-                   GError **errp)
+static bool take_size(GHashTable *opts, const char *key, uint64_t max,
+                      uint64_t *out, GError **errp)
 {
     g_autofree char *v = opt_take(opts, key);
     char *end;
@@ -141,7 +141,7 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
     /* QEMU's binary suffixes, as in cluster_size=2M. */
     if (end != v && *end && !end[1] && size_suffix_shift(*end) > 0) {
         int shift = size_suffix_shift(*end);
-        if (n > (guint64)(BDRV_MAX_LENGTH >> shift))
+        if (n > (max >> shift))
             errno = ERANGE;
         n <<= shift;
         end++;
@@ -158,7 +158,7 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
                     "Value '%s' is out of range for parameter '%s'", v, key);
         return false;
     }
-    if (errno || n > BDRV_MAX_LENGTH) {
+    if (errno || n > max) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Parameter '%s' expects a size in bytes, not '%s'",
                     key, v);
@@ -166,6 +166,18 @@ bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
     }
     *out = n;
     return true;
+}
+
+bool opt_take_size(GHashTable *opts, const char *key, uint64_t *out,
+                   GError **errp)
+{
+    return take_size(opts, key, BDRV_MAX_LENGTH, out, errp);
+}
+
+bool opt_take_size_u64(GHashTable *opts, const char *key, uint64_t *out,
+                       GError **errp)
+{
+    return take_size(opts, key, G_MAXUINT64, out, errp);
 }
 
 GHashTable *opt_take_prefix(GHashTable *opts, const char *prefix)

@@ -124,9 +124,11 @@ bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
     }
     s->refcount_table_size = entries;
     s->refcount_table_offset = table_offset;
-    s->refcount_cache = qcow2_cache_new(s->file, s->cluster_size,
-                                        MAX(16, (1 << 20) / s->cluster_size),
-                                        qcow2_check_refblock_write, bs);
+    s->refcount_cache = qcow2_cache_new(
+        s->file, s->cluster_size,
+        s->refcount_cache_tables ? s->refcount_cache_tables
+                                 : MAX(16, (1 << 20) / s->cluster_size),
+        qcow2_check_refblock_write, bs);
     return true;
 }
 

@@ -47,7 +47,6 @@
 #define QCOW2_MAX_CHAIN_DEPTH 1000
 
 /* Default L2 cache: enough to map the whole disk, at most this much. */
-#define QCOW2_DEFAULT_L2_CACHE_MAX (32 * 1024 * 1024)
 
 /* What the header extensions said (only the parts that matter to us). */
 typedef struct Qcow2Extensions {
@@ -649,17 +648,6 @@ static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
 /* --- open/close ----------------------------------------------------------- */
 
 /* Cached tables: the option, or what maps the whole disk (capped). */
-static size_t l2_cache_tables(Qcow2State *s, uint64_t option_bytes)
-{
-    uint64_t per_table = (uint64_t)s->cluster_size << s->l2_bits;
-    uint64_t bytes = option_bytes;
-
-    if (!bytes)
-        bytes = MIN((s->size / per_table + 1) * s->cluster_size,
-                    (uint64_t)QCOW2_DEFAULT_L2_CACHE_MAX);
-    return MAX(bytes / s->cluster_size, 2);
-}
-
 static void set_geometry(Qcow2State *s, const Qcow2Header *h)
 {
     s->header_length = h->header_length;
@@ -823,13 +811,10 @@ static bool open_crypto(BlockNode *bs, const Qcow2Header *h,
 static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
 {
     Qcow2State *s = bs->opaque;
-    uint64_t l2_cache_bytes = 0;
     g_autofree char *encrypt_format = opt_take(options, "encrypt.format");
     g_autofree char *key_secret = opt_take(options, "encrypt.key-secret");
     Qcow2Header h;
 
-    if (!opt_take_size(options, "l2-cache-size", &l2_cache_bytes, errp))
-        return -EINVAL;
     s->file = bdrv_open_child(bs, options, "file", errp);
     if (!s->file)
         return -EINVAL;
@@ -841,13 +826,17 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     }
     if (!parse_image(bs, &h, errp))
         goto fail;
+    /* where QEMU checks them: after the header, before the encryption */
+    if (!qcow2_take_runtime_options(bs, options, h.compatible_features,
+                                    errp))
+        goto fail;
     if (!open_crypto(bs, &h, encrypt_format, key_secret, errp))
         goto fail;
     if (!qcow2_snapshot_apply(bs, options, errp))
         goto fail;
     s->l2_cache = qcow2_cache_new(s->file, s->cluster_size,
-                                  l2_cache_tables(s, l2_cache_bytes),
-                                  qcow2_check_l2_write, bs);
+                                  s->l2_cache_tables, qcow2_check_l2_write,
+                                  bs);
     if (!bs->read_only && !open_for_writing(bs, &h, errp))
         goto fail;
     if (!qcow2_bitmaps_load(bs, errp))

@@ -171,6 +171,8 @@ typedef struct Qcow2State {
     char *backing_file;       /* name as stored in the header, or NULL */
     char *backing_format;     /* from the backing format extension, or NULL */
     Qcow2Cache *l2_cache;     /* L2 tables, thread safe */
+    size_t l2_cache_tables;   /* its size, from the runtime options */
+    size_t refcount_cache_tables; /* the refcount cache's; 0: default */
 
     uint32_t header_length;   /* bytes of the fixed header */
     uint64_t autoclear;       /* autoclear_features at open */
@@ -314,6 +316,12 @@ Qcow2ClusterType qcow2_classify(uint64_t entry);
  * all need a new cluster (*host = 0).  0 or -EIO. */
 int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
                         uint64_t *host, int64_t *pnum);
+
+/* qcow2-options.c: takes the runtime options (cache sizes,
+ * cache-clean-interval, lazy-refcounts, pass-discard-*) from @options,
+ * with QEMU's checks once the header is read; sets the cache sizes. */
+bool qcow2_take_runtime_options(BlockNode *bs, GHashTable *options,
+                                uint64_t compatible_features, GError **errp);
 
 /* qcow2-refcount.c (all under the metadata lock) */
 /* Loads the refcount table for writing; one-line errors. */

@@ -27,10 +27,9 @@ SENTINEL = "type=nbd,id=zz-sentinel,node-name=no-such-node"
 #    snapnbd's enum, as in a qemu-storage-daemon built without them.
 #  - --blockdev: drivers snapnbd does not have are not in its
 #    BlockdevDriver enum; qcow2's overlap-check is not in its schema, and
-#    the qcow2 options that tune QEMU's caches are refused by the driver,
-#    as is data-file (external data files: left out of the vocabulary, as
-#    QEMU opens it before the backing and snapnbd refuses it after); a
-#    writable raw node over a read-only file (below);
+#    data-file is refused by the driver (external data files: left out of
+#    the vocabulary, as QEMU opens it before the backing and snapnbd
+#    refuses it after); a writable raw node over a read-only file (below);
 #  - --object: object types snapnbd does not make, properties it does not
 #    implement (encrypted secrets, passwordid, sanity-check); its help
 #    lists the types snapnbd makes (and lists them for a type it does not
@@ -45,7 +44,6 @@ KNOWN = [
     "Parameter 'type' does not accept value 'vhost-user-blk'",
     "Parameter 'driver' does not accept value 'vmdk'",
     "Parameter 'overlap-check' is unexpected",
-    "Block format 'qcow2' does not support the option",
     "is not supported (only secret, iothread",
     "is not supported (encrypted secrets)",
     "property 'passwordid' is not supported",
@@ -181,6 +179,7 @@ DRIVER_KEYS = {
         ("lazy-refcounts", "bool"), ("cache-size", "int"),
         ("l2-cache-size", "int"), ("refcount-cache-size", "int"),
         ("cache-clean-interval", "int"), ("pass-discard-request", "bool"),
+        ("pass-discard-other", "bool"), ("l2-cache-entry-size", "int"),
         ("backing", ["", "f0", "no-such-node"]),
         ("backing.driver", ["null-co", "x"]),
         ("encrypt.format", ["aes", "luks", "x"]),

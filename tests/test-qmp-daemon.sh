@@ -76,6 +76,7 @@ bad "expecting one image file name" -k "$nbd"
 # types them (NbdServerOptions, BlockExportOptions), with
 # qemu-storage-daemon's messages; where it is installed, the same ones.
 qemu-img create -q -f qcow2 "$tmp/q.qcow2" 1M
+qemu-img create -q -f qcow2 -o compat=0.10 "$tmp/q2.qcow2" 1M
 opt_errors=(
     "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=x|Parameter 'max-connections' expects integer"
     "--nbd-server addr.type=unix,addr.path=$nbd,max-connections=99999999999|Parameter 'max-connections' expects uint32_t"
@@ -119,6 +120,17 @@ opt_errors=(
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,encrypt.format=aes|No encryption in image header, but options specified format 'aes'"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing=nope|Could not open backing file: Cannot find device='nope' nor node-name='nope'"
     "--blockdev driver=raw,node-name=r1,file=f0,help|Help is not available for this option"
+    # qcow2's runtime options: QEMU's checks, after the header and before
+    # the encryption, type errors in its QDict's order
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,cache-size=100,l2-cache-size=50,refcount-cache-size=50|cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,cache-size=100,l2-cache-size=200|l2-cache-size may not exceed cache-size"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,cache-size=100,refcount-cache-size=200|refcount-cache-size may not exceed cache-size"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,l2-cache-entry-size=1000|L2 cache entry size must be a power of two between 512 and the cluster size (65536)"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,cache-size=9223372036854775807|Refcount cache size too big"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,cache-clean-interval=-1,lazy-refcounts=on|Cache clean interval too big"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q2.qcow2,lazy-refcounts=on,encrypt.format=luks|Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,refcount-cache-size=-1,encrypt.format=luks|Parameter 'refcount-cache-size' expects a non-negative number below 2^64"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,l2-cache-size=-1,l2-cache-entry-size=-1|Parameter 'l2-cache-entry-size' expects a non-negative number below 2^64"
     # --object: keyval with "qom-type" implied, typed as ObjectOptions
     "--object secret,id=s0|Either 'file' or 'data' must be provided"
     "--object secret,id=s0,data=x,loaded=on|Property 'secret.loaded' is not writable"
