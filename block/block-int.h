@@ -146,6 +146,12 @@ typedef struct BlockDriver {
      * children already are): a commit writes into a backing file.  NULL:
      * nothing to do beyond the children (raw, filters). */
     int (*reopen_writable)(BlockNode *bs, GError **errp);
+    /* blockdev-reopen: takes the driver's own options from @opts and
+     * checks them (one left out means its default); a g_malloc'd plan
+     * for reopen_commit, freed by the caller, or NULL + errp.  Without
+     * it, no driver option can change. */
+    void *(*reopen_prepare)(BlockNode *bs, GHashTable *opts, GError **errp);
+    void (*reopen_commit)(BlockNode *bs, void *plan);
     /* Writes @name (NULL: none) and @format (NULL: none) as the backing
      * file of the image's metadata; the attached child is not changed.
      * NULL: the format has no backing files. */

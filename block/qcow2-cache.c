@@ -126,6 +126,14 @@ static void evict_locked(Qcow2Cache *c)
     }
 }
 
+void qcow2_cache_set_capacity(Qcow2Cache *c, size_t max_tables)
+{
+    g_mutex_lock(&c->lock);
+    c->max_tables = MAX(max_tables, 1);
+    evict_locked(c);
+    g_mutex_unlock(&c->lock);
+}
+
 static Qcow2Table *new_table(Qcow2Cache *c, uint64_t offset)
 {
     Qcow2Table *t = g_new0(Qcow2Table, 1);

@@ -203,7 +203,7 @@ static bool cache_sizes(Qcow2State *s, const OptValue *vals,
 }
 
 bool qcow2_take_runtime_options(BlockNode *bs, GHashTable *options,
-                                uint64_t compatible_features, GError **errp)
+                                Qcow2CacheSizes *sizes, GError **errp)
 {
     Qcow2State *s = bs->opaque;
     OptValue vals[G_N_ELEMENTS(runtime_opts)] = { 0 };
@@ -219,20 +219,19 @@ bool qcow2_take_runtime_options(BlockNode *bs, GHashTable *options,
                     "Cache clean interval too big");
         return false;
     }
+    /* (a version 2 header has no feature bits to default it on) */
     lazy = find(vals, "lazy-refcounts");
-    if ((lazy->set ? lazy->value
-                   : (compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)) &&
-        s->version < 3) {
+    if (lazy->set && lazy->value && s->version < 3) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "Lazy refcounts require a qcow2 image with at least "
                     "qemu 1.1 compatibility level");
         return false;
     }
-    s->l2_cache_tables = MAX(l2_bytes / s->cluster_size,
-                             QCOW2_MIN_L2_CACHE_TABLES);
-    /* snapnbd's own default (1 MiB) unless given: QEMU's 4 tables are
-     * slow for allocating writes */
-    s->refcount_cache_tables =
+    sizes->l2_tables = MAX(l2_bytes / s->cluster_size,
+                           QCOW2_MIN_L2_CACHE_TABLES);
+    /* snapnbd's own default unless given: QEMU's 4 tables are slow for
+     * allocating writes */
+    sizes->refcount_tables =
         find(vals, "refcount-cache-size")->set || find(vals, "cache-size")->set
             ? MAX(refcount_bytes / s->cluster_size,
                   QCOW2_MIN_REFCOUNT_CACHE_TABLES)

@@ -124,12 +124,17 @@ bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
     }
     s->refcount_table_size = entries;
     s->refcount_table_offset = table_offset;
-    s->refcount_cache = qcow2_cache_new(
-        s->file, s->cluster_size,
-        s->refcount_cache_tables ? s->refcount_cache_tables
-                                 : MAX(16, (1 << 20) / s->cluster_size),
-        qcow2_check_refblock_write, bs);
+    s->refcount_cache = qcow2_cache_new(s->file, s->cluster_size,
+                                        qcow2_refcount_cache_tables(s),
+                                        qcow2_check_refblock_write, bs);
     return true;
+}
+
+size_t qcow2_refcount_cache_tables(Qcow2State *s)
+{
+    /* 1 MiB by default */
+    return s->refcount_cache_tables ? s->refcount_cache_tables
+                                    : MAX(16, (1 << 20) / s->cluster_size);
 }
 
 void qcow2_refcount_close(BlockNode *bs)

@@ -814,6 +814,7 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     g_autofree char *encrypt_format = opt_take(options, "encrypt.format");
     g_autofree char *key_secret = opt_take(options, "encrypt.key-secret");
     Qcow2Header h;
+    Qcow2CacheSizes sizes;
 
     s->file = bdrv_open_child(bs, options, "file", errp);
     if (!s->file)
@@ -827,9 +828,10 @@ static int qcow2_open(BlockNode *bs, GHashTable *options, GError **errp)
     if (!parse_image(bs, &h, errp))
         goto fail;
     /* where QEMU checks them: after the header, before the encryption */
-    if (!qcow2_take_runtime_options(bs, options, h.compatible_features,
-                                    errp))
+    if (!qcow2_take_runtime_options(bs, options, &sizes, errp))
         goto fail;
+    s->l2_cache_tables = sizes.l2_tables;
+    s->refcount_cache_tables = sizes.refcount_tables;
     if (!open_crypto(bs, &h, encrypt_format, key_secret, errp))
         goto fail;
     if (!qcow2_snapshot_apply(bs, options, errp))
@@ -1257,6 +1259,33 @@ static int qcow2_reopen_writable(BlockNode *bs, GError **errp)
     return ok ? 0 : -EINVAL;
 }
 
+/* blockdev-reopen: the runtime options again (the others are reopen.c's
+ * to check); the caches take their new sizes at commit. */
+static void *qcow2_reopen_prepare(BlockNode *bs, GHashTable *opts,
+                                  GError **errp)
+{
+    Qcow2CacheSizes *sizes = g_new(Qcow2CacheSizes, 1);
+
+    if (!qcow2_take_runtime_options(bs, opts, sizes, errp)) {
+        g_free(sizes);
+        return NULL;
+    }
+    return sizes;
+}
+
+static void qcow2_reopen_commit(BlockNode *bs, void *plan)
+{
+    Qcow2State *s = bs->opaque;
+    const Qcow2CacheSizes *sizes = plan;
+
+    s->l2_cache_tables = sizes->l2_tables;
+    s->refcount_cache_tables = sizes->refcount_tables;
+    qcow2_cache_set_capacity(s->l2_cache, s->l2_cache_tables);
+    if (s->refcount_cache)
+        qcow2_cache_set_capacity(s->refcount_cache,
+                                 qcow2_refcount_cache_tables(s));
+}
+
 static bool qcow2_can_store_dirty_bitmap(BlockNode *bs, GError **errp)
 {
     Qcow2State *s = bs->opaque;
@@ -1297,6 +1326,8 @@ const BlockDriver bdrv_qcow2 = {
     .has_zero_init = qcow2_has_zero_init,
     .set_backing = qcow2_set_backing,
     .reopen_writable = qcow2_reopen_writable,
+    .reopen_prepare = qcow2_reopen_prepare,
+    .reopen_commit = qcow2_reopen_commit,
     .change_backing_file = qcow2_change_backing_file,
     .can_store_dirty_bitmap = qcow2_can_store_dirty_bitmap,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,

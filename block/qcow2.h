@@ -284,6 +284,9 @@ int qcow2_cache_flush(Qcow2Cache *c, bool *wrote);
 bool qcow2_cache_needs_flush(Qcow2Cache *c);
 /* Drops the table at @offset (its cluster was freed), dirty or not. */
 void qcow2_cache_forget(Qcow2Cache *c, uint64_t offset);
+/* A new capacity (at least 1): clean tables nobody uses go at once down
+ * to it, dirty ones once written back. */
+void qcow2_cache_set_capacity(Qcow2Cache *c, size_t max_tables);
 
 /* Entries change under the metadata lock while lock-free readers scan:
  * each 64-bit entry is read and written whole. */
@@ -319,15 +322,23 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
 
 /* qcow2-options.c: takes the runtime options (cache sizes,
  * cache-clean-interval, lazy-refcounts, pass-discard-*) from @options,
- * with QEMU's checks once the header is read; sets the cache sizes. */
+ * with QEMU's checks once the header is read (at open and at
+ * blockdev-reopen, where a left-out option takes its default): the cache
+ * sizes they give. */
+typedef struct Qcow2CacheSizes {
+    size_t l2_tables;
+    size_t refcount_tables;   /* 0: qcow2_refcount_cache_tables' default */
+} Qcow2CacheSizes;
 bool qcow2_take_runtime_options(BlockNode *bs, GHashTable *options,
-                                uint64_t compatible_features, GError **errp);
+                                Qcow2CacheSizes *sizes, GError **errp);
 
 /* qcow2-refcount.c (all under the metadata lock) */
 /* Loads the refcount table for writing; one-line errors. */
 bool qcow2_refcount_open(BlockNode *bs, uint64_t table_offset,
                          uint32_t table_clusters, int order, GError **errp);
 void qcow2_refcount_close(BlockNode *bs);
+/* The refcount cache's capacity: the runtime options' or the default. */
+size_t qcow2_refcount_cache_tables(Qcow2State *s);
 int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount);
 /* Adds @addend to the refcount of every cluster in [offset, offset+bytes);
  * a cluster that drops to zero is discarded in the file too. */

@@ -5,7 +5,8 @@
  * left out takes its default (read-only off, discard ignore,
  * detect-zeroes off).  What can change is read-only (a read-only node
  * becomes writable through its driver, bdrv_reopen_writable), discard,
- * detect-zeroes and the backing link; every other option must name what
+ * detect-zeroes, the backing link and what the driver's reopen_prepare
+ * takes (qcow2's runtime options); every other option must name what
  * the node already has ("file" its file child), else "Cannot change the
  * option" (QEMU can swap the file child; snapnbd cannot yet).  A node
  * with a backing must name it ("backing is missing" otherwise, as QEMU).
@@ -22,6 +23,7 @@ typedef struct ReopenPlan {
     BdrvDetectZeroes detect_zeroes;
     bool change_backing;
     BlockNode *backing;       /* NULL: none */
+    void *driver_plan;        /* the driver's reopen_prepare, or NULL */
 } ReopenPlan;
 
 static bool cannot_change(const char *option, GError **errp)
@@ -91,6 +93,9 @@ static bool plan(BlockNode *bs, GHashTable *opts, ReopenPlan *p,
                                     errp) ||
         !plan_backing(bs, opts, p, errp))
         return false;
+    if (bs->drv->reopen_prepare &&
+        !(p->driver_plan = bs->drv->reopen_prepare(bs, opts, errp)))
+        return false;
     g_hash_table_iter_init(&it, opts);
     if (g_hash_table_iter_next(&it, &key, NULL))
         return cannot_change(key, errp);
@@ -127,6 +132,8 @@ static bool apply(BlockNode *bs, const ReopenPlan *p, GError **errp)
         return false;
     bs->unmap = p->unmap;
     bs->detect_zeroes = p->detect_zeroes;
+    if (p->driver_plan)
+        bs->drv->reopen_commit(bs, p->driver_plan);
     return true;
 }
 
@@ -136,10 +143,13 @@ bool bdrv_reopen(BlockNode *bs, GHashTable *opts, GError **errp)
     BdrvDrain *drain;
     bool ok;
 
-    if (!plan(bs, opts, &p, errp))
+    if (!plan(bs, opts, &p, errp)) {
+        g_free(p.driver_plan);
         return false;
+    }
     drain = bdrv_drained_begin(bs);
     ok = apply(bs, &p, errp);
     bdrv_drained_end(drain);
+    g_free(p.driver_plan);
     return ok;
 }

@@ -75,6 +75,23 @@ def main(qmp, d, out):
          {"options": [{"driver": "qcow2", "file": "disk-file"}]})
     step("bad-option", "blockdev-reopen",
          {"options": [node(d, "disk", backing="base", bogus=1)]})
+    # qcow2's runtime options: checked as at open, applied to the caches
+    step("cache-size", "blockdev-reopen",
+         {"options": [node(d, "disk", backing="base",
+                           **{"cache-size": 131072,
+                              "lazy-refcounts": True,
+                              "cache-clean-interval": 30})]})
+    step("cache-too-big", "blockdev-reopen",
+         {"options": [node(d, "disk", backing="base",
+                           **{"cache-size": 100, "l2-cache-size": 200})]})
+    step("entry-size", "blockdev-reopen",
+         {"options": [node(d, "disk", backing="base",
+                           **{"l2-cache-entry-size": 1000})]})
+    step("interval", "blockdev-reopen",
+         {"options": [node(d, "disk", backing="base",
+                           **{"cache-clean-interval": -1})]})
+    step("cache-default", "blockdev-reopen",
+         {"options": [node(d, "disk", backing="base")]})
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
