@@ -18,13 +18,14 @@ import hashlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import nbd
+
+from jobs_qmp import QMP
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -41,36 +42,13 @@ class Daemon:
                  "--monitor", "m0",
                  "--nbd-server", f"addr.type=unix,addr.path={self.sock}"]
         self.proc = subprocess.Popen(argv)
-        for _ in range(200):
-            try:
-                self.qmp = socket.socket(socket.AF_UNIX)
-                self.qmp.connect(self.qmp_path)
-                break
-            except OSError:
-                self.qmp.close()
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"{which}: no QMP socket")
-        self.file = self.qmp.makefile("rw")
-        self.file.readline()
-        self.command("qmp_capabilities")
+        self.qmp = QMP(self.qmp_path)
 
     def command(self, cmd, /, **args):
-        msg = {"execute": cmd}
-        if args:
-            msg["arguments"] = args
-        self.file.write(json.dumps(msg) + "\n")
-        self.file.flush()
-        while True:
-            reply = json.loads(self.file.readline())
-            if "event" not in reply:
-                return reply
+        return self.qmp.execute(cmd, args or None)
 
     def must(self, cmd, /, **args):
-        r = self.command(cmd, **args)
-        if "error" in r:
-            raise RuntimeError(f"{self.which}: {cmd} {args}: {r}")
-        return r.get("return")
+        return self.qmp.cmd(cmd, args or None)
 
     def stop(self):
         self.proc.terminate()

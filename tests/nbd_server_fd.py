@@ -24,9 +24,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import nbd
+
+from jobs_qmp import QMP
 
 MiB = 1 << 20
 
@@ -35,34 +36,6 @@ def daemon_argv(which):
     if which == "qsd":
         return ["qemu-storage-daemon"]
     return [os.environ["SNAPNBD"]]
-
-
-class Qmp:
-    def __init__(self, path):
-        for _ in range(100):
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("no QMP socket at " + path)
-        self.file = self.sock.makefile("rw")
-        self.file.readline()
-        self.command("qmp_capabilities")
-
-    def command(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.file.write(json.dumps(msg) + "\n")
-        self.file.flush()
-        while True:
-            reply = json.loads(self.file.readline())
-            if "event" not in reply:
-                return reply
 
 
 def check(ok, what, detail=""):
@@ -95,7 +68,7 @@ def serve_on_fd(which, tmp, listening):
     s.close()  # only the daemon holds it now: stop must close its copy
     good = True
     try:
-        qmp = Qmp(qmp_path)
+        qmp = QMP(qmp_path)
         h = nbd.NBD()
         h.set_export_name("disk")
         h.connect_unix(path)
@@ -108,19 +81,19 @@ def serve_on_fd(which, tmp, listening):
             f.seek(2 * MiB)
             good &= check(f.read(4096) == b"\x3c" * 4096,
                           f"{which} {tag}: a write through it is in the image")
-        r = qmp.command("nbd-server-stop")
+        r = qmp.execute("nbd-server-stop")
         good &= check(r == {"return": {}}, f"{which} {tag}: nbd-server-stop",
                       json.dumps(r))
         good &= check(not os.path.exists(path),
                       f"{which} {tag}: stop closes the socket and removes "
                       "its file, as QEMU does")
-        r = qmp.command("nbd-server-start",
-                        addr={"type": "fd", "data": {"str": "3"}})
+        r = qmp.execute("nbd-server-start",
+                        {"addr": {"type": "fd", "data": {"str": "3"}}})
         desc = r.get("error", {}).get("desc", "")
         good &= check(desc == "only QEMU supports file descriptor passing",
                       f"{which} {tag}: nbd-server-start with an fd over QMP",
                       json.dumps(r))
-        r = qmp.command("query-block-exports")
+        r = qmp.execute("query-block-exports")
         good &= check(r == {"return": []},
                       f"{which} {tag}: the export went with the server",
                       json.dumps(r))

@@ -18,52 +18,23 @@ layer relies on (exit status 1 and a FAIL line otherwise):
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import nbd
+
+from jobs_qmp import QMP
 
 KiB, MiB = 1 << 10, 1 << 20
 failed = False
 
 
-class Qmp:
-    def __init__(self, path):
-        for _ in range(200):
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("no QMP socket at " + path)
-        self.file = self.sock.makefile("rw")
-        self.events = []
-        self.file.readline()
-        self.command("qmp_capabilities")
-
-    def command(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.file.write(json.dumps(msg) + "\n")
-        self.file.flush()
-        while True:
-            reply = json.loads(self.file.readline())
-            if "event" in reply:
-                self.events.append(reply)
-            else:
-                return reply
-
+class Qmp(QMP):
     def take_events(self, name):
         """The events @name so far: a query first, so that any event a
         finished write emitted has been read."""
-        self.command("query-version")
+        self.execute("query-version")
         got = [e["data"] for e in self.events if e["event"] == name]
         self.events = [e for e in self.events if e["event"] != name]
         return got
@@ -88,7 +59,7 @@ def outcome(reply):
 
 
 def thresholds(qmp, nodes):
-    info = qmp.command("query-named-block-nodes", flat=True)["return"]
+    info = qmp.cmd("query-named-block-nodes", {"flat": True})
     by_name = {n["node-name"]: n["write_threshold"] for n in info}
     return {n: by_name.get(n) for n in nodes}
 
@@ -137,9 +108,9 @@ def connect(sock, name):
 
 def run_script(qmp, sock):
     ev = "BLOCK_WRITE_THRESHOLD"
-    set_t = lambda node, t: outcome(qmp.command(  # noqa: E731
-        "block-set-write-threshold", **{"node-name": node,
-                                        "write-threshold": t}))
+    set_t = lambda node, t: outcome(qmp.execute(  # noqa: E731
+        "block-set-write-threshold", {"node-name": node,
+                                      "write-threshold": t}))
 
     say("set d0 1M: " + set_t("d0", MiB))
     got = thresholds(qmp, ["d0", "f0"])
@@ -221,7 +192,7 @@ def run_script(qmp, sock):
                  {"write-threshold": 1},
                  {"node-name": "d0", "write-threshold": 1, "x": 1}):
         say(f"{json.dumps(args)}: " +
-            outcome(qmp.command("block-set-write-threshold", **args)))
+            outcome(qmp.execute("block-set-write-threshold", args)))
     got = thresholds(qmp, ["d0"])
     say(f"after the bad calls: {got}")
 
