@@ -494,8 +494,10 @@ BlockNode *bdrv_open_child(BlockNode *parent, GHashTable *options,
     if (ref) {
         child = bdrv_find_node_ref(ref);
         if (!child) {
+            /* QEMU's words (bdrv_lookup_bs) */
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                        "Cannot find node '%s' for child '%s'", ref, name);
+                        "Cannot find device='%s' nor node-name='%s'", ref,
+                        ref);
             return NULL;
         }
     } else {

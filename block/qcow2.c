@@ -635,8 +635,13 @@ static bool open_backing(BlockNode *bs, GHashTable *options, GError **errp)
     if (ref && (!*ref || !strcmp(ref, "null"))) {
         g_hash_table_remove(options, "backing");
     } else if (opt_has_prefix(options, "backing")) {
-        s->backing = bdrv_open_child(bs, options, "backing", errp);
+        GError *err = NULL;
+
+        s->backing = bdrv_open_child(bs, options, "backing", &err);
         ok = s->backing != NULL;
+        if (!ok) /* QEMU's bdrv_open_backing_file says it so */
+            g_propagate_prefixed_error(errp, err,
+                                       "Could not open backing file: ");
     } else if (s->backing_file) {
         ok = open_header_backing(bs, options, errp);
     }

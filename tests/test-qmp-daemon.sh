@@ -131,6 +131,12 @@ opt_errors=(
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q2.qcow2,lazy-refcounts=on,encrypt.format=luks|Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,refcount-cache-size=-1,encrypt.format=luks|Parameter 'refcount-cache-size' expects a non-negative number below 2^64"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,l2-cache-size=-1,l2-cache-entry-size=-1|Parameter 'l2-cache-entry-size' expects a non-negative number below 2^64"
+    # a backing opens after its parent's driver: the parent's errors
+    # first, the backing's (nested ones too) prefixed
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing=nope,cache-clean-interval=-1|Cache clean interval too big"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing.driver=raw,backing.file=nope|Could not open backing file: Cannot find device='nope' nor node-name='nope'"
+    "--blockdev driver=qcow2,node-name=9q,file.driver=file,file.filename=$tmp/q.qcow2,backing.driver=null-co,backing.node-name=9x|Invalid node-name: '9q'"
+    "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing.driver=null-co,backing.node-name=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa|Could not open backing file: Node name too long"
     # --object: keyval with "qom-type" implied, typed as ObjectOptions
     "--object secret,id=s0|Either 'file' or 'data' must be provided"
     "--object secret,id=s0,data=x,loaded=on|Property 'secret.loaded' is not writable"

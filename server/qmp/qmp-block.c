@@ -27,17 +27,21 @@ static const char *leaf_of(const char *key);
  * backing last. */
 typedef enum { REFS_FILE, REFS_OTHER, REFS_BACKING } RefPhase;
 
+/* A backing's references, nested ones too ("backing.file"), are the
+ * backing's to resolve when it opens. */
 static RefPhase ref_phase(const char *key)
 {
-    if (strcmp(leaf_of(key), "backing") == 0)
+    if (strcmp(leaf_of(key), "backing") == 0 ||
+        g_str_has_prefix(key, "backing.") || strstr(key, ".backing."))
         return REFS_BACKING;
     return strcmp(leaf_of(key), "file") == 0 ? REFS_FILE : REFS_OTHER;
 }
 
 /* A reference to an existing node (a BlockdevRef given as a string) must
- * name one; checked before anything is opened.  A backing's error says it
- * is the backing file, and "backing": "" means null, with QEMU 7.2's
- * deprecation warning. */
+ * name one; checked before anything is opened, but a backing's when the
+ * format opens it, after its own options (as QEMU's
+ * bdrv_open_backing_file).  "backing": "" means null, with QEMU 7.2's
+ * deprecation warning, given before anything is opened. */
 static bool check_refs(GHashTable *flat, GPtrArray *refs, RefPhase phase,
                        GError **errp)
 {
@@ -48,14 +52,13 @@ static bool check_refs(GHashTable *flat, GPtrArray *refs, RefPhase phase,
 
         if (ref_phase(key) != phase)
             continue;
-        if (backing && !*ref) {
+        if (backing && !*ref)
             fprintf(stderr, "snapnbd: warning: Use of \"backing\": \"\" is "
                     "deprecated; use \"backing\": null instead\n");
+        if (backing)
             continue;
-        }
         if (!bdrv_find_node(ref)) {
-            qmp_error(errp, "%sCannot find device='%s' nor node-name='%s'",
-                      backing ? "Could not open backing file: " : "", ref,
+            qmp_error(errp, "Cannot find device='%s' nor node-name='%s'", ref,
                       ref);
             return false;
         }
@@ -70,17 +73,44 @@ static const char *leaf_of(const char *key)
     return dot ? dot + 1 : key;
 }
 
-/* Deeper keys first: a nested node is checked before its parent. */
-static gint deeper_first(gconstpointer a, gconstpointer b)
+static int backing_depth_of(const char *key)
+{
+    g_auto(GStrv) parts = g_strsplit(key, ".", -1);
+    int n = 0;
+
+    for (int i = 0; parts[i] && parts[i + 1]; i++)
+        n += strcmp(parts[i], "backing") == 0;
+    return n;
+}
+
+/* QEMU's order of opening: a backing subtree after its parent (it opens
+ * once the parent's driver has), and within one, deeper keys first: a
+ * nested node (a "file") is checked before its parent. */
+static gint opening_order(gconstpointer a, gconstpointer b)
 {
     const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int bx = backing_depth_of(x), by = backing_depth_of(y);
     int dx = 0, dy = 0;
 
+    if (bx != by)
+        return bx - by;
     for (const char *p = x; *p; p++)
         dx += *p == '.';
     for (const char *p = y; *p; p++)
         dy += *p == '.';
     return dx != dy ? dy - dx : strcmp(x, y);
+}
+
+/* What QEMU puts before an error of a node in a backing subtree: a
+ * "Could not open backing file: " for each backing on the way (@key is
+ * a key of that node). */
+static char *backing_prefix(const char *key)
+{
+    GString *prefix = g_string_new(NULL);
+
+    for (int n = backing_depth_of(key); n > 0; n--)
+        g_string_append(prefix, "Could not open backing file: ");
+    return g_string_free(prefix, FALSE);
 }
 
 /* The node whose "node-name" is at @key: are its discard options right?
@@ -96,11 +126,15 @@ static bool check_discard_before_name(GHashTable *flat, const char *key,
     g_autofree char *dz_key =
         g_strdup_printf("%.*sdetect-zeroes", (int)prefix, key);
     const char *discard = g_hash_table_lookup(flat, discard_key);
+    g_autofree char *what = backing_prefix(key);
 
     if (!discard && prefix > 0)
         discard = "unmap";
-    return bdrv_check_discard_options(discard,
-                                      g_hash_table_lookup(flat, dz_key), errp);
+    if (bdrv_check_discard_options(discard, g_hash_table_lookup(flat, dz_key),
+                                   errp))
+        return true;
+    g_prefix_error(errp, "%s", what);
+    return false;
 }
 
 /* QEMU's rule for ids; node names are at most 31 bytes.  Every node's
@@ -114,7 +148,7 @@ static bool check_node_names(GHashTable *flat, GError **errp)
     g_hash_table_iter_init(&it, flat);
     while (g_hash_table_iter_next(&it, &k, NULL))
         g_ptr_array_add(keys, k);
-    g_ptr_array_sort(keys, deeper_first);
+    g_ptr_array_sort(keys, opening_order);
     for (guint i = 0; i < keys->len; i++) {
         const char *name;
         if (strcmp(leaf_of(keys->pdata[i]), "node-name") != 0)
@@ -124,11 +158,13 @@ static bool check_node_names(GHashTable *flat, GError **errp)
             !check_discard_before_name(flat, keys->pdata[i], errp))
             return false;
         if (!bdrv_id_wellformed(name)) {
-            qmp_error(errp, "Invalid node-name: '%s'", name);
+            g_autofree char *prefix = backing_prefix(keys->pdata[i]);
+            qmp_error(errp, "%sInvalid node-name: '%s'", prefix, name);
             return false;
         }
         if (strlen(name) > 31) {
-            qmp_error(errp, "Node name too long");
+            g_autofree char *prefix = backing_prefix(keys->pdata[i]);
+            qmp_error(errp, "%sNode name too long", prefix);
             return false;
         }
     }
