@@ -11,7 +11,8 @@ bitmap holds; the daemon's x-debug-block-dirty-bitmap-sha256 must be the
 SHA-256 of the model's bits laid out as QEMU's hbitmap holds them (little
 endian 64-bit words, at least one), and its count the model's.  With
 "both", qemu-storage-daemon runs the same operations and its hashes must
-be the same too.  Then the command's errors.  A failure names the seed,
+be the same too.  Bitmaps are listed newest first, as QEMU lists them.
+Then the command's errors.  A failure names the seed,
 the round and the bitmap.
 """
 import hashlib
@@ -136,6 +137,14 @@ def one_round(daemons, tmp, rng, label):
                            f"(granularity {g}, disk {size}): sha256 {got} "
                            f"count {count}, model {want} "
                            f"{len(model[i])} granules")
+    for d in daemons:
+        info = d.must("query-named-block-nodes", flat=True)
+        names = [b["name"] for n in info if n["node-name"] == "d" + label
+                 for b in n["dirty-bitmaps"]]
+        want = [f"b{i}" for i in reversed(range(len(grans)))]
+        if names != want:
+            bad.append(f"{d.which}: round {label}: bitmaps listed as {names},"
+                       f" QEMU lists the newest first: {want}")
     for d in daemons:
         d.must("block-export-del", id="e" + label)
         for _ in range(100):

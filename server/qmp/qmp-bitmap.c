@@ -326,7 +326,9 @@ JsonArray *qmp_dirty_bitmaps_info(BlockNode *bs)
     g_autoptr(GList) list = bdrv_dirty_bitmap_list(bs);
     JsonArray *arr = json_array_new();
 
-    for (GList *l = list; l; l = l->next) {
+    /* newest first, as QEMU lists them (it adds each at the head; those
+     * loaded from an image in the order of its directory) */
+    for (GList *l = g_list_last(list); l; l = l->prev) {
         BdrvDirtyBitmap *bm = l->data;
         JsonObject *o;
         GError *busy = NULL;
