@@ -131,6 +131,11 @@ opt_errors=(
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q2.qcow2,lazy-refcounts=on,encrypt.format=luks|Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,refcount-cache-size=-1,encrypt.format=luks|Parameter 'refcount-cache-size' expects a non-negative number below 2^64"
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,l2-cache-size=-1,l2-cache-entry-size=-1|Parameter 'l2-cache-entry-size' expects a non-negative number below 2^64"
+    # bdrv_open_common's checks before the node's name, in its order
+    "--blockdev driver=file,filename=$img,node-name=n1,filename=,node-name=1n|The 'file' block driver requires a file name"
+    "--blockdev driver=null-co,node-name=1n,force-share=on|force-share=on can only be used with read-only images"
+    "--blockdev driver=null-co,node-name=1n,force-share=on,read-only=on|Invalid node-name: '1n'"
+    "--blockdev driver=file,filename=,node-name=n1,discard=ignore,detect-zeroes=unmap|The 'file' block driver requires a file name"
     # a backing opens after its parent's driver: the parent's errors
     # first, the backing's (nested ones too) prefixed
     "--blockdev driver=qcow2,node-name=q1,file.driver=file,file.filename=$tmp/q.qcow2,backing=nope,cache-clean-interval=-1|Cache clean interval too big"

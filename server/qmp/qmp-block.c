@@ -113,26 +113,89 @@ static char *backing_prefix(const char *key)
     return g_string_free(prefix, FALSE);
 }
 
-/* The node whose "node-name" is at @key: are its discard options right?
- * QEMU parses them before it looks at the name (bdrv_open_common, then
- * bdrv_open_driver), so their error comes first.  A nested node is a
- * child, whose discard is "unmap" unless given (bdrv_open_child). */
-static bool check_discard_before_name(GHashTable *flat, const char *key,
-                                      GError **errp)
+/* The value of member @name of the node whose keys start with @prefix
+ * ("" or "file.", "backing.file.", ...). */
+static const char *member(GHashTable *flat, const char *prefix,
+                          const char *name)
 {
-    size_t prefix = strlen(key) - strlen("node-name");
-    g_autofree char *discard_key =
-        g_strdup_printf("%.*sdiscard", (int)prefix, key);
-    g_autofree char *dz_key =
-        g_strdup_printf("%.*sdetect-zeroes", (int)prefix, key);
-    const char *discard = g_hash_table_lookup(flat, discard_key);
+    g_autofree char *key = g_strconcat(prefix, name, NULL);
+
+    return g_hash_table_lookup(flat, key);
+}
+
+/* Is the node at @prefix opened read-only?  Its own read-only, else its
+ * parent's, as QEMU's children inherit it; a backing is read-only. */
+static bool node_read_only(GHashTable *flat, const char *prefix)
+{
+    g_autofree char *p = g_strdup(prefix);
+
+    for (;;) {
+        const char *ro = member(flat, p, "read-only");
+        char *dot;
+
+        if (ro)
+            return strcmp(ro, "on") == 0;
+        if (!*p)
+            return false;
+        p[strlen(p) - 1] = '\0';           /* "a.file." -> "a.file" */
+        dot = strrchr(p, '.');
+        if (strcmp(dot ? dot + 1 : p, "backing") == 0)
+            return true;
+        if (dot)
+            dot[1] = '\0';
+        else
+            *p = '\0';
+    }
+}
+
+/* force-share=on needs a read-only node (QEMU's words); with
+ * @snapnbd_too, refused then as well (snapnbd cannot share an image
+ * another process writes). */
+static bool check_force_share(GHashTable *flat, const char *prefix,
+                              bool snapnbd_too, GError **errp)
+{
+    const char *fs = member(flat, prefix, "force-share");
+    bool ro;
+
+    if (!fs || strcmp(fs, "on") != 0)
+        return true;
+    ro = node_read_only(flat, prefix);
+    if (ro && !snapnbd_too)
+        return true;
+    qmp_error(errp, "%s", ro ? "force-share=on is not supported"
+                             : "force-share=on can only be used with "
+                               "read-only images");
+    return false;
+}
+
+/* The node whose "node-name" is at @key: what QEMU's bdrv_open_common
+ * checks before it looks at the name (in bdrv_open_driver), in its
+ * order, so that those errors come first: force-share on a writable
+ * node, a file node without a file name, the discard options (a nested
+ * node is a child, whose discard is "unmap" unless given). */
+static bool check_before_name(GHashTable *flat, const char *key,
+                              GError **errp)
+{
+    g_autofree char *prefix =
+        g_strndup(key, strlen(key) - strlen("node-name"));
+    const char *discard = member(flat, prefix, "discard");
+    const char *driver = member(flat, prefix, "driver");
+    const char *filename = member(flat, prefix, "filename");
     g_autofree char *what = backing_prefix(key);
 
-    if (!discard && prefix > 0)
+    if (!discard && *prefix)
         discard = "unmap";
-    if (bdrv_check_discard_options(discard, g_hash_table_lookup(flat, dz_key),
+    if (!check_force_share(flat, prefix, false, errp))
+        goto fail;
+    if (driver && strcmp(driver, "file") == 0 && (!filename || !*filename)) {
+        qmp_error(errp, "The 'file' block driver requires a file name");
+        goto fail;
+    }
+    if (bdrv_check_discard_options(discard,
+                                   member(flat, prefix, "detect-zeroes"),
                                    errp))
         return true;
+fail:
     g_prefix_error(errp, "%s", what);
     return false;
 }
@@ -154,8 +217,7 @@ static bool check_node_names(GHashTable *flat, GError **errp)
         if (strcmp(leaf_of(keys->pdata[i]), "node-name") != 0)
             continue;
         name = g_hash_table_lookup(flat, keys->pdata[i]);
-        if ((!bdrv_id_wellformed(name) || strlen(name) > 31) &&
-            !check_discard_before_name(flat, keys->pdata[i], errp))
+        if (!check_before_name(flat, keys->pdata[i], errp))
             return false;
         if (!bdrv_id_wellformed(name)) {
             g_autofree char *prefix = backing_prefix(keys->pdata[i]);
@@ -187,10 +249,12 @@ static bool adapt_for_bdrv_open(GHashTable *flat, GError **errp)
     g_hash_table_iter_init(&it, flat);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         const char *leaf = leaf_of(k);
-        if (strcmp(leaf, "force-share") == 0 && strcmp(v, "on") == 0) {
-            qmp_error(errp, "force-share=on is not supported");
+        g_autofree char *prefix =
+            g_strndup(k, strlen(k) - strlen(leaf));
+
+        if (strcmp(leaf, "force-share") == 0 &&
+            !check_force_share(flat, prefix, true, errp))
             return false;
-        }
         if (strcmp(leaf, "force-share") == 0 ||
             g_strv_contains(without_effect, leaf))
             g_hash_table_iter_remove(&it);
