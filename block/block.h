@@ -428,6 +428,10 @@ bool bdrv_reopen(BlockNode *bs, GHashTable *opts, GError **errp);
  * *errp, the image unchanged, where the format has no such field. */
 bool bdrv_change_backing_file(BlockNode *bs, const char *name,
                               const char *format, GError **errp);
+/* The same, as a negative errno (-ENOTSUP: the format has no such field,
+ * -EPERM: read-only), for callers that word the error themselves. */
+int bdrv_write_backing_file(BlockNode *bs, const char *name,
+                            const char *format);
 /* Where @node is in the backing chain of @top, filters skipped: 1 for @top
  * itself, 2 for its backing, ... as bdrv_allocation_depth counts; 0 if
  * it is not in the chain. */

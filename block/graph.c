@@ -607,6 +607,16 @@ int bdrv_chain_depth(BlockNode *top, BlockNode *node)
     return 0;
 }
 
+int bdrv_write_backing_file(BlockNode *bs, const char *name,
+                            const char *format)
+{
+    if (!bs->drv->change_backing_file)
+        return -ENOTSUP;
+    if (bs->read_only)
+        return -EPERM;
+    return bs->drv->change_backing_file(bs, name, format);
+}
+
 bool bdrv_change_backing_file(BlockNode *bs, const char *name,
                               const char *format, GError **errp)
 {
@@ -624,7 +634,7 @@ bool bdrv_change_backing_file(BlockNode *bs, const char *name,
                     "'%s'", bs->node_name);
         return false;
     }
-    ret = bs->drv->change_backing_file(bs, name, format);
+    ret = bdrv_write_backing_file(bs, name, format);
     if (ret < 0)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
                     "Could not change the backing file of '%s' to '%s': %s",

@@ -98,8 +98,9 @@ int qcow2_change_backing_file(BlockNode *bs, const char *name,
     };
     int ret;
 
-    if (format && strlen(format) > 15)
-        return -EINVAL; /* QEMU's field holds 15 characters */
+    /* QEMU's limits: 1023 bytes of name, a 15-character format field */
+    if ((name && strlen(name) > 1023) || (format && strlen(format) > 15))
+        return -EINVAL;
     g_mutex_lock(&s->lock);
     ret = qcow2_flush_metadata(bs);
     if (ret == 0)

@@ -1,5 +1,6 @@
 /*
- * qmp-chain.c - block-commit and block-stream, with QEMU 7.2's arguments,
+ * qmp-chain.c - block-commit, block-stream and change-backing-file, with
+ * QEMU 7.2's arguments,
  * lookups and messages (blockdev.c): the monitor side of jobs/commit.h.
  */
 #include "qmp-int.h"
@@ -55,24 +56,30 @@ static BlockNode *find_node(const char *name, GError **errp)
     return bs;
 }
 
-/* QEMU's qmp_get_root_bs: "device" names a node no other node uses. */
+/* A node no other node uses (QEMU's bdrv_is_root_node); @bs or NULL. */
+static BlockNode *root_only(BlockNode *bs, GError **errp)
+{
+    g_autofree char *backing = bdrv_find_parent_by_link(bs, "backing");
+    g_autofree char *file = bdrv_find_parent_by_link(bs, "file");
+
+    if (backing || file) {
+        qmp_error(errp, "Need a root block node");
+        return NULL;
+    }
+    return bs;
+}
+
+/* "device" of the chain jobs: a root node, DeviceNotFound if none. */
 static BlockNode *find_root(const char *device, GError **errp)
 {
     BlockNode *bs = qmp_find_node(device);
-    g_autofree char *backing = NULL, *file = NULL;
 
     if (!bs) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND,
                     "Device '%s' not found", device);
         return NULL;
     }
-    backing = bdrv_find_parent_by_link(bs, "backing");
-    file = bdrv_find_parent_by_link(bs, "file");
-    if (backing || file) {
-        qmp_error(errp, "Need a root block node");
-        return NULL;
-    }
-    return bs;
+    return root_only(bs, errp);
 }
 
 /* A node given by node name (@node, member @node_key) or by image file
@@ -208,8 +215,63 @@ static JsonNode *cmd_block_stream(const QmpBlockStreamArgs *a, GError **errp)
     return NULL;
 }
 
+/* --- change-backing-file ---------------------------------------------------
+ */
+
+/* QEMU's qmp_change_backing_file: the backing file name in the image
+ * metadata of @image_node_name, a node of @device's chain that has a
+ * backing; a read-only image is made writable for the write and read-only
+ * again.  The format written is the image's own driver, as QEMU writes
+ * it.  The attached backing node does not change. */
+static JsonNode *cmd_change_backing_file(const QmpChangeBackingFileArgs *a,
+                                         GError **errp)
+{
+    BlockNode *root = qmp_find_node(a->device);
+    BlockNode *image;
+    ChainWritable w;
+    GError *err = NULL;
+    int ret;
+
+    if (!root) {
+        qmp_error(errp, "Cannot find device='%s' nor node-name='%s'",
+                  a->device, a->device);
+        return NULL;
+    }
+    if (!root_only(root, errp) || !(image = find_node(a->image_node_name,
+                                                      errp)))
+        return NULL;
+    if (!chain_backing(image)) {
+        qmp_error(errp, "not allowing backing file change on an image "
+                  "without a backing file");
+        return NULL;
+    }
+    if (bdrv_op_is_blocked(root, BDRV_OP_CHAIN_JOB, &err) ||
+        !bdrv_chain_depth(root, image)) {
+        if (!err)
+            qmp_error(errp, "'%s' and image file are not in the same chain",
+                      a->device);
+        else
+            qmp_error(errp, "%s", err->message);
+        g_clear_error(&err);
+        return NULL;
+    }
+    if (!chain_make_writable(&w, image, &err)) {
+        qmp_error(errp, "%s", err->message);
+        g_error_free(err);
+        return NULL;
+    }
+    ret = bdrv_write_backing_file(image, a->backing_file,
+                                  bdrv_driver_name(image));
+    if (ret < 0)
+        qmp_error(errp, "Could not change backing file to '%s': %s",
+                  a->backing_file, g_strerror(-ret));
+    chain_restore_read_only(&w, false);
+    return NULL;
+}
+
 void qmp_register_chain_commands(void)
 {
     qmp_register_typed_block_commit(cmd_block_commit);
     qmp_register_typed_block_stream(cmd_block_stream);
+    qmp_register_typed_change_backing_file(cmd_change_backing_file);
 }
