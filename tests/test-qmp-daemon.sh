@@ -154,6 +154,8 @@ opt_errors=(
     "--object iothread,id=t0,thread-pool-min=-1,thread-pool-max=-1|thread-pool-max value must be in range [0, 9223372036854775807]"
     "--object iothread,id=t0,thread-pool-max=-1,thread-pool-min=-1|thread-pool-max value must be in range [0, 9223372036854775807]"
     "--nbd-server addr.type=fd,addr.str=x|Unable to parse FD number x"
+    "--nbd-server addr.type=vsock,addr.cid=x,addr.port=1|Failed to parse cid 'x'"
+    "--nbd-server addr.type=vsock,addr.cid=2,addr.port=4294967296|Failed to parse port '4294967296'"
     "--object secret,id=s0,data=!!,format=base64|Base64 data contains invalid characters"
     "--object tls-creds-x509,id=t0,endpoint=server|Missing 'dir' property value"
     "--object tls-creds-psk,id=t0,endpoint=server,username=u|username should not be set when endpoint=server"

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 #define LISTEN_ERROR g_quark_from_static_string("snapnbd-listen-error")
@@ -82,6 +83,60 @@ int nbd_listen_tcp(const char *host, const char *port, GError **errp)
         g_set_error(errp, LISTEN_ERROR, 0, "cannot listen on %s:%s: %s",
                     host ? host : "", port, g_strerror(errno));
     freeaddrinfo(res);
+    return fd;
+}
+
+/* QEMU's parse_uint_full: decimal digits (after blanks), nothing else,
+ * at most @max. */
+static bool parse_uint(const char *s, unsigned long long max,
+                       unsigned long long *out)
+{
+    const char *p = s + strspn(s, " \t\n\v\f\r");
+    char *end;
+
+    if (!g_ascii_isdigit(*p))
+        return false;
+    errno = 0;
+    *out = strtoull(p, &end, 10);
+    return !*end && errno == 0 && *out <= max;
+}
+
+int nbd_listen_vsock(const char *cid, const char *port, GError **errp)
+{
+    struct sockaddr_vm svm = { .svm_family = AF_VSOCK };
+    unsigned long long v;
+    int fd;
+
+    if (!parse_uint(cid, UINT32_MAX, &v)) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to parse cid '%s'", cid);
+        return -1;
+    }
+    svm.svm_cid = v;
+    if (!parse_uint(port, UINT32_MAX, &v)) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to parse port '%s'",
+                    port);
+        return -1;
+    }
+    svm.svm_port = v;
+    /* QEMU's words for each step (vsock_listen_saddr) */
+    fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to create socket: %s",
+                    g_strerror(errno));
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&svm, sizeof(svm)) < 0) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to bind socket: %s",
+                    g_strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 128) < 0) {
+        g_set_error(errp, LISTEN_ERROR, 0, "Failed to listen on socket: %s",
+                    g_strerror(errno));
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 

@@ -13,6 +13,9 @@
 int nbd_listen_unix(const char *path, GError **errp);
 /* A listening TCP socket on @host (NULL: any) and @port; -1 + errp. */
 int nbd_listen_tcp(const char *host, const char *port, GError **errp);
+/* A listening vsock socket on @cid (decimal; 4294967295: any) and @port,
+ * for a virtual machine's NBD client; -1 + errp, in QEMU's words. */
+int nbd_listen_vsock(const char *cid, const char *port, GError **errp);
 
 /* systemd's socket activation (sd_listen_fds(3)): the number of sockets
  * passed from fd 3 on when LISTEN_PID names this process and LISTEN_FDS

@@ -70,6 +70,9 @@ static int listen_addr(const QmpSocketAddressLegacy *addr, char **unix_path,
         host = addr->u.inet->data->host;
         return nbd_listen_tcp(*host ? host : NULL, addr->u.inet->data->port,
                               errp);
+    case QMP_SOCKET_ADDRESS_TYPE_VSOCK:
+        return nbd_listen_vsock(addr->u.vsock->data->cid,
+                                addr->u.vsock->data->port, errp);
     case QMP_SOCKET_ADDRESS_TYPE_FD:
         /* an inherited fd's number on the command line; over QMP a name
          * given with getfd, which qemu-storage-daemon refuses too */
