@@ -146,10 +146,16 @@ int qcow2_map(BlockNode *bs, int64_t offset, int64_t bytes, bool any_host,
 }
 
 /* A cluster this image alone owns: written in place. */
-static bool owned(uint64_t entry)
+/* Written in place: a normal cluster with the COPIED flag, unless it lay
+ * past the end of the file at the open (never counted: qcow2-repair.c;
+ * another entry may name it too), which is copied like a shared one. */
+static bool owned(Qcow2State *s, uint64_t entry)
 {
     return (entry & QCOW2_OFLAG_COPIED) &&
-           qcow2_classify(entry) == QCOW2_CLUSTER_NORMAL;
+           qcow2_classify(entry) == QCOW2_CLUSTER_NORMAL &&
+           !(s->reserved &&
+             qcow2_cluster_reserved(s, (entry & QCOW2_L2E_OFFSET_MASK) >>
+                                           s->cluster_bits));
 }
 
 /* Clusters written in place must be this image's alone: refcount 1, as
@@ -196,7 +202,7 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
     if (!t)
         return ret;
     e = qcow2_table_entry(t, first);
-    if (owned(e)) {
+    if (owned(s, e)) {
         uint64_t h = e & QCOW2_L2E_OFFSET_MASK;
         /* Owned means counted: beyond the refcount table's reach, the
          * entry lies (and a write would make a file of petabytes). */
@@ -209,7 +215,7 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
         *host = (e & QCOW2_L2E_OFFSET_MASK) + in_cluster;
         for (; n < max; n++) {
             uint64_t next = qcow2_table_entry(t, first + n);
-            if (!owned(next) || (next & QCOW2_L2E_OFFSET_MASK) !=
+            if (!owned(s, next) || (next & QCOW2_L2E_OFFSET_MASK) !=
                                     (e & QCOW2_L2E_OFFSET_MASK) +
                                         ((uint64_t)n << s->cluster_bits))
                 break;
@@ -225,7 +231,7 @@ int qcow2_map_for_write(BlockNode *bs, int64_t offset, int64_t bytes,
         /* A new refcount block takes the first cluster it describes, so a
          * run of new clusters must fit beside one (see qcow2-refcount.c). */
         max = MIN(max, qcow2_max_alloc_clusters(s));
-        while (n < max && !owned(qcow2_table_entry(t, first + n)))
+        while (n < max && !owned(s, qcow2_table_entry(t, first + n)))
             n++;
     }
     qcow2_table_put(t);

@@ -146,6 +146,7 @@ void qcow2_refcount_close(BlockNode *bs)
     g_clear_pointer(&s->refcount_table, g_free);
     g_clear_pointer(&s->born, g_free);
     s->born_words = 0;
+    g_clear_pointer(&s->reserved, g_hash_table_destroy);
 }
 
 /* --- reading and changing refcounts --------------------------------------- */
@@ -208,6 +209,23 @@ int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount)
                            s->refcount_order);
         qcow2_table_put(t);
     }
+    return ret;
+}
+
+int qcow2_get_refcounts(BlockNode *bs, uint64_t first, uint64_t n,
+                        uint64_t *refcounts)
+{
+    Qcow2State *s = bs->opaque;
+    int ret;
+    Qcow2Table *t = get_refblock(bs, first >> s->refblock_bits, &ret);
+    uint64_t index = first & (refblock_entries(s) - 1);
+
+    g_assert(index + n <= refblock_entries(s));
+    for (uint64_t i = 0; i < n; i++)
+        refcounts[i] = t ? rb_get(t->entries, index + i, s->refcount_order)
+                         : 0;
+    if (t)
+        qcow2_table_put(t);
     return ret;
 }
 
@@ -417,7 +435,35 @@ int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
 /* --- allocation ------------------------------------------------------------
  */
 
-/* The first run of @n clusters with refcount 0, from free_cluster_index,
+bool qcow2_reserve_cluster(Qcow2State *s, uint64_t cluster, guint max)
+{
+    if (!s->reserved)
+        s->reserved = g_hash_table_new_full(g_int64_hash, g_int64_equal,
+                                            g_free, NULL);
+    if (g_hash_table_size(s->reserved) >= max)
+        return false;
+    g_hash_table_add(s->reserved, g_memdup2(&cluster, sizeof(cluster)));
+    return true;
+}
+
+bool qcow2_cluster_reserved(Qcow2State *s, uint64_t cluster)
+{
+    return s->reserved && g_hash_table_contains(s->reserved, &cluster);
+}
+
+/* May @cluster be allocated?  Its refcount is 0, and no reference past
+ * the end of the file at the open names it. */
+static int cluster_is_free(BlockNode *bs, uint64_t cluster, bool *is_free)
+{
+    Qcow2State *s = bs->opaque;
+    uint64_t rc;
+    int ret = qcow2_get_refcount(bs, cluster, &rc);
+
+    *is_free = ret == 0 && rc == 0 && !qcow2_cluster_reserved(s, cluster);
+    return ret;
+}
+
+/* The first run of @n free clusters, from free_cluster_index,
  * which moves past the used clusters before the first free one so that
  * the next search does not walk them again. */
 static int64_t find_free(BlockNode *bs, uint64_t n)
@@ -427,11 +473,11 @@ static int64_t find_free(BlockNode *bs, uint64_t n)
     bool free_seen = false;
 
     for (uint64_t c = start; run < n; c++) {
-        uint64_t rc;
-        int ret = qcow2_get_refcount(bs, c, &rc);
+        bool is_free;
+        int ret = cluster_is_free(bs, c, &is_free);
         if (ret < 0)
             return ret;
-        if (rc) {
+        if (!is_free) {
             free_seen |= run > 0;
             run = 0;
             start = c + 1;
@@ -461,7 +507,6 @@ int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
     /* Making refcount blocks may take clusters of the run found: retry
      * (the run then starts after the new block, and fits beside it). */
     do {
-        uint64_t rc;
         start = find_free(bs, n);
         if (start < 0)
             return start;
@@ -473,10 +518,9 @@ int64_t qcow2_alloc_clusters(BlockNode *bs, uint64_t n, bool *fresh)
         }
         all_free = true;
         for (uint64_t c = start; c < start + n && all_free; c++) {
-            ret = qcow2_get_refcount(bs, c, &rc);
+            ret = cluster_is_free(bs, c, &all_free);
             if (ret < 0)
                 return ret;
-            all_free = rc == 0;
         }
     } while (!all_free);
     /* Clusters with refcount 0 that hold metadata: the refcounts lie. */

@@ -298,7 +298,7 @@ static int check_uncopied(BlockNode *bs, uint64_t off)
  * the entry belies).  Otherwise freeing the entry, as an overwrite or a
  * discard does, would free a cluster that holds someone else's data.
  * 0, or -EIO after marking the image corrupt. */
-static int check_compressed(BlockNode *bs, uint64_t e)
+static int check_compressed(BlockNode *bs, uint64_t e, bool *leak)
 {
     Qcow2State *s = bs->opaque;
     uint64_t off, bytes, rc;
@@ -309,6 +309,10 @@ static int check_compressed(BlockNode *bs, uint64_t e)
         int ret = qcow2_get_refcount(bs, c, &rc);
         if (ret < 0)
             return ret;
+        if (rc == 0 && qcow2_cluster_reserved(s, c)) {
+            *leak = true; /* never counted: nothing to free */
+            continue;
+        }
         if (rc == 0 || qcow2_cluster_born(s, c))
             return qcow2_signal_corruption(bs, "compressed data at %#" PRIx64
                                            " lies in cluster %#" PRIx64
@@ -324,7 +328,10 @@ static int check_compressed(BlockNode *bs, uint64_t e)
 /* A cluster an entry without the COPIED flag names is shared (refcount 2
  * or more), or its flag is missing (refcount 1, check_uncopied).  With
  * refcount 0 the entry lies: the cluster may be handed out, or already
- * was, to someone else.  0, or -EIO after marking the image corrupt. */
+ * was, to someone else.  Unless it lay past the end of the file at the
+ * open: never counted (qcow2-repair.c) and never handed out, it is not
+ * freed (*leak), whatever the flags.  0, or -EIO after marking the image
+ * corrupt. */
 static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
                         bool *leak)
 {
@@ -335,14 +342,21 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
         uint64_t e = entries[i], off = e & QCOW2_L2E_OFFSET_MASK, rc;
         int ret;
         if (e & QCOW2_OFLAG_COMPRESSED) {
-            ret = check_compressed(bs, e);
+            ret = check_compressed(bs, e, &leak[i]);
             if (ret < 0)
                 return ret;
             continue;
         }
-        if ((e & QCOW2_OFLAG_COPIED) || !off)
+        if (!off)
             continue;
         ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
+        if (ret == 0 && rc == 0 &&
+            qcow2_cluster_reserved(s, off >> s->cluster_bits)) {
+            leak[i] = true;
+            continue;
+        }
+        if ((e & QCOW2_OFLAG_COPIED) && ret == 0)
+            continue;
         if (ret == 0 && rc == 0)
             ret = qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is "
                                           "mapped as shared (no COPIED "

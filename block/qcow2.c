@@ -12,9 +12,10 @@
  * so whatever QEMU opens, snapnbd opens.
  *
  * Read-only opens never look at refcounts.  A writable open loads the
- * refcount table, refuses an image marked corrupt (as QEMU does), repairs
- * the refcounts of one marked dirty (lazy refcounts after a crash, as QEMU
- * does: qcow2-repair.c), and clears the autoclear feature bits it does not
+ * refcount table, refuses an image marked corrupt (as QEMU does), counts
+ * the references and repairs the refcounts of one marked dirty (lazy
+ * refcounts after a crash, as QEMU does) or whose refcounts miss a
+ * reference (qcow2-repair.c), and clears the autoclear feature bits it does not
  * maintain, as the specification asks of such a writer.
  *
  * The backing file named in the header becomes the "backing" child, opened
@@ -746,15 +747,16 @@ static bool open_for_writing(BlockNode *bs, const Qcow2Header *h,
 }
 
 /* The first writes of a writable open, once everything else checked out
- * (so that a refused image is never written): repair a dirty image, mark
+ * (so that a refused image is never written): count the references and
+ * repair refcounts that are dirty or miss some (qcow2-repair.c), mark
  * the bitmaps in use, clear the autoclear bits nobody maintains. */
 static bool start_writing(BlockNode *bs, const Qcow2Header *h, GError **errp)
 {
     Qcow2State *s = bs->opaque;
     uint64_t keep;
 
-    if ((h->incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
-        !qcow2_repair_refcounts(bs, errp))
+    if (!qcow2_count_references(
+            bs, h->incompatible_features & QCOW2_INCOMPAT_DIRTY, errp))
         return false;
     if (qcow2_bitmaps_mark_in_use(bs) < 0) {
         qcow2_bad_image(errp, bs->filename,

@@ -29,7 +29,8 @@
  *   qcow2-create.c    creating images
  *   qcow2-header.c    rewriting the header's extensions and backing name
  *   qcow2-bitmap.c    persistent dirty bitmaps (the bitmaps extension)
- *   qcow2-repair.c    rebuilding the refcounts of an image marked dirty
+ *   qcow2-repair.c    counting references at a writable open; rebuilding
+ *                     refcounts that are dirty or miss references
  *   qcow2-snapshot.c  internal snapshots (read-only loading)
  *   qcow2-cache.c     the L2 table and refcount block caches
  *   qcow2-check.c     metadata overlap checks and marking the image corrupt
@@ -209,6 +210,9 @@ typedef struct Qcow2State {
      * (qcow2-write.c, check_shared). */
     uint64_t *born;
     uint64_t born_words;
+    /* Clusters the metadata referenced past the end of the file at the
+     * open (qcow2-repair.c): never allocated (lock).  NULL: none. */
+    GHashTable *reserved;
     bool said_uncopied;       /* logged an entry that lacks COPIED (lock) */
 
     /* Metadata that the overlap checks know of besides the above
@@ -340,12 +344,19 @@ void qcow2_refcount_close(BlockNode *bs);
 /* The refcount cache's capacity: the runtime options' or the default. */
 size_t qcow2_refcount_cache_tables(Qcow2State *s);
 int qcow2_get_refcount(BlockNode *bs, uint64_t cluster, uint64_t *refcount);
+/* The refcounts of clusters [first, first + n), all described by one
+ * refcount block (0 where it does not exist). */
+int qcow2_get_refcounts(BlockNode *bs, uint64_t first, uint64_t n,
+                        uint64_t *refcounts);
 /* Adds @addend to the refcount of every cluster in [offset, offset+bytes);
  * a cluster that drops to zero is discarded in the file too. */
 int qcow2_update_refcount(BlockNode *bs, uint64_t offset, uint64_t bytes,
                           int64_t addend);
 /* Did this node raise @cluster's refcount from 0 since the open? */
 bool qcow2_cluster_born(Qcow2State *s, uint64_t cluster);
+/* Keeps @cluster from the allocator; false if @max are kept already. */
+bool qcow2_reserve_cluster(Qcow2State *s, uint64_t cluster, guint max);
+bool qcow2_cluster_reserved(Qcow2State *s, uint64_t cluster);
 /* Sets a cluster's refcount outright (repair only). */
 int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value);
 /* Does a refcount block describe @cluster?  (Else its refcount is 0 and
@@ -425,10 +436,13 @@ bool qcow2_bitmaps_references(BlockNode *bs, Qcow2RefFunc ref, void *opaque,
                               GError **errp);
 
 /* qcow2-repair.c */
-/* Recounts every cluster's references and rewrites the refcounts that
- * differ, then clears the dirty bit: what QEMU does when it opens an image
- * left dirty by lazy refcounts.  Writable opens only. */
-bool qcow2_repair_refcounts(BlockNode *bs, GError **errp);
+/* Counts every cluster's references (writable opens only).  A @dirty
+ * image gets the refcounts that differ rewritten and its dirty bit cleared:
+ * what QEMU does when it opens an image left dirty by lazy refcounts.  A
+ * clean one is repaired so only when a refcount misses a reference (QEMU
+ * trusts it, and may hand the cluster out twice).  Clusters referenced
+ * past the end of the file are reserved from allocation. */
+bool qcow2_count_references(BlockNode *bs, bool dirty, GError **errp);
 
 /* The one-line error for a bad image: "qcow2 image 'FILE': MESSAGE". */
 void qcow2_bad_image(GError **errp, const char *file, const char *fmt, ...)

@@ -1,0 +1,313 @@
+#!/usr/bin/python3
+"""qcow2 images whose refcounts lie, served writable
+(tests/test-qcow2-refcount-lies.sh).
+
+  qcow2_refcount_lies.py DIR SEED [COUNT] [--server qemu-nbd]
+
+For each seed from SEED to SEED + COUNT - 1: qemu-img and qemu-io make an
+image (random cluster size, random writes, discards that leave free
+clusters below the end of the file, sometimes an internal snapshot taken
+and written over), and the image is damaged the ways a crash, a bug or a
+hostile file leave it:
+
+  refcount0       a data cluster the active table maps gets refcount 0
+  zero-free       an unallocated entry becomes COPIED + zero flag + a
+                  cluster with refcount 0 (what fuzz-qcow2 found)
+  copied-shared   a cluster shared with the snapshot gets the COPIED flag
+  duplicate       an entry names, with COPIED, another entry's cluster
+  past-eof        an entry names a cluster past the end of the file
+
+What the damaged image reads as (qemu-img convert) is the model.  The
+server (snapnbd, or qemu-nbd to compare) then takes random writes,
+write-zeroes and discards over NBD, which must all succeed; the disk must
+read like the model after every tenth request and at the end, the image
+must read like the model in qemu-img, the snapshot must read as it did,
+and qemu-img check must find no corruption that the damage did not leave
+(the past-eof references stay where no write replaced them).  Each seed
+that fails is printed with what failed, and the exit status is 1.
+"""
+import os
+import re
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import nbd
+
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+ZERO = 1
+OFFSET_MASK = 0x00fffffffffffe00
+DAMAGES = ["refcount0", "zero-free", "copied-shared", "duplicate",
+           "past-eof"]
+
+
+def run(*cmd):
+    return subprocess.run(cmd, check=True, capture_output=True).stdout
+
+
+class Image:
+    """The parts of a qcow2 v3 image with 16-bit refcounts that the damage
+    changes, edited in memory and saved."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            self.data = bytearray(f.read())
+        (_, _, _, _, self.bits, self.size, _, self.l1_size, self.l1_offset,
+         self.rt_offset) = struct.unpack(">IIQIIQIIQQ", self.data[:56])
+        self.cs = 1 << self.bits
+        assert struct.unpack(">I", self.data[96:100])[0] == 4
+
+    def u64(self, off):
+        return struct.unpack(">Q", self.data[off:off + 8])[0]
+
+    def put(self, off, value):
+        self.data[off:off + 8] = struct.pack(">Q", value)
+
+    def save(self):
+        with open(self.path, "wb") as f:
+            f.write(self.data)
+
+    def end_cluster(self):
+        return (len(self.data) + self.cs - 1) // self.cs
+
+    def refcount_slot(self, cluster):
+        per = self.cs // 2
+        block = self.u64(self.rt_offset + 8 * (cluster // per)) & OFFSET_MASK
+        return block + 2 * (cluster % per) if block else None
+
+    def refcount(self, cluster):
+        slot = self.refcount_slot(cluster)
+        if slot is None or slot + 2 > len(self.data):
+            return 0
+        return struct.unpack(">H", self.data[slot:slot + 2])[0]
+
+    def set_refcount(self, cluster, value):
+        slot = self.refcount_slot(cluster)
+        self.data[slot:slot + 2] = struct.pack(">H", value)
+
+    def entries(self):
+        """(slot, guest offset, entry) of every active L2 entry."""
+        per = self.cs // 8
+        for i in range(self.l1_size):
+            table = self.u64(self.l1_offset + 8 * i) & OFFSET_MASK
+            for j in range(per if table else 0):
+                slot = table + 8 * j
+                yield slot, (i * per + j) * self.cs, self.u64(slot)
+
+
+def normal(e):
+    return not (e & COMPRESSED) and (e & OFFSET_MASK) and not (e & ZERO)
+
+
+def damage(img, kind, rng):
+    """Applies one damage; False when the image offers no place for it."""
+    entries = list(img.entries())
+    data = [x for x in entries if normal(x[2])]
+    if kind == "refcount0":
+        owned = [x for x in data if x[2] & COPIED]
+        if not owned:
+            return False
+        img.set_refcount((rng.choice(owned)[2] & OFFSET_MASK) >> img.bits, 0)
+    elif kind == "zero-free":
+        empty = [x for x in entries if x[2] == 0]
+        holes = [c for c in range(1, img.end_cluster())
+                 if img.refcount(c) == 0 and img.refcount_slot(c)]
+        if not empty or not holes:
+            return False
+        img.put(rng.choice(empty)[0],
+                COPIED | ZERO | (rng.choice(holes) << img.bits))
+    elif kind == "copied-shared":
+        shared = [x for x in data if not (x[2] & COPIED) and
+                  img.refcount((x[2] & OFFSET_MASK) >> img.bits) > 1]
+        if not shared:
+            return False
+        slot, _, e = rng.choice(shared)
+        img.put(slot, e | COPIED)
+    elif kind == "duplicate":
+        if not data:
+            return False
+        src = rng.choice(data)[2] & OFFSET_MASK
+        img.put(rng.choice(entries)[0], src | COPIED)
+    else:
+        host = (img.end_cluster() + rng.randrange(4)) << img.bits
+        img.put(rng.choice(entries)[0],
+                host | (COPIED if rng.random() < 0.7 else 0))
+    return True
+
+
+def make_image(path, rng):
+    cs = rng.choice([512, 4096, 65536])
+    size = rng.choice([2, 4, 8]) << 20
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o",
+        "cluster_size=%d,refcount_bits=16" % cs, path, str(size))
+    cmds = []
+    for _ in range(rng.randint(4, 16)):
+        off = rng.randrange(size // cs) * cs
+        n = min(rng.randint(cs // 2, 24 * cs), size - off)
+        cmds += ["-c", "write -P %d %d %d" % (rng.randint(1, 255), off, n)]
+    for _ in range(rng.randint(0, 4)):
+        off = rng.randrange(size // cs) * cs
+        cmds += ["-c", "discard %d %d" % (off, min(4 * cs, size - off))]
+    run("qemu-io", "-f", "qcow2", *cmds, path)
+    snapshot = rng.random() < 0.5
+    if snapshot:
+        run("qemu-img", "snapshot", "-c", "s1", path)
+        off = rng.randrange(size // cs) * cs
+        run("qemu-io", "-f", "qcow2", "-c",
+            "write -P 7 %d %d" % (off, min(16 * cs, size - off)), path)
+    return cs, size, snapshot
+
+
+def corruptions(path):
+    """qemu-img check's errors, but a missing COPIED flag on a cluster with
+    refcount 1: what is left of a shared cluster once one user rewrote its
+    entry (QEMU leaves it so too); a write copies such a cluster."""
+    out = subprocess.run(["qemu-img", "check", path], capture_output=True,
+                         text=True)
+    errors = 0
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.match(r"ERROR OFLAG_COPIED .*_entry=([0-9a-f]+) refcount=1$",
+                     line)
+        if m and not int(m.group(1), 16) & COPIED:
+            continue
+        errors += line.startswith("ERROR")
+    return errors
+
+
+class Server:
+    def __init__(self, kind, sock, image, log):
+        cmd = {"snapnbd": [os.environ.get("SNAPNBD", "snapnbd"),
+                           "--discard=unmap"],
+               "qemu-nbd": ["qemu-nbd", "--discard=unmap"]}[kind]
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(cmd + ["-t", "-f", "qcow2", "-k", sock,
+                                            image], stderr=self.log)
+        for _ in range(200):
+            if os.path.exists(sock) or self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def requests(h, model, cs, size, rng):
+    """Random requests over NBD, the model updated; the first difference
+    between the disk and the model, or None."""
+    for i in range(80):
+        kind = rng.choice(["write"] * 6 + ["zero", "discard"])
+        if kind == "discard":
+            off = rng.randrange(size // cs) * cs
+            n = min(rng.randint(1, 4) * cs, size - off)
+            h.trim(n, off)
+        else:
+            off = rng.randrange(size)
+            n = min(rng.randint(1, 3 * cs), size - off)
+            if kind == "zero":
+                h.zero(n, off)
+            else:
+                h.pwrite(bytes([1 + i]) * n, off)
+        model[off:off + n] = bytes([1 + i] if kind == "write" else [0]) * n
+        if i % 10 == 9:
+            diff = compare(h, model)
+            if diff:
+                return "after request %d (%s %d+%d): %s" % (i, kind, off, n,
+                                                            diff)
+    h.flush()
+    return compare(h, model)
+
+
+def compare(h, model):
+    step = 1 << 20
+    for off in range(0, len(model), step):
+        got = h.pread(min(step, len(model) - off), off)
+        want = bytes(model[off:off + step])
+        if got != want:
+            k = next(k for k in range(len(got)) if got[k] != want[k])
+            return "byte %#x reads %#x, the model says %#x" % (
+                off + k, got[k], want[k])
+    return None
+
+
+def one_seed(work, seed, server):
+    rng = random.Random(seed)
+    img = os.path.join(work, "img.qcow2")
+    for f in os.listdir(work):
+        os.unlink(os.path.join(work, f))
+    cs, size, snapshot = make_image(img, rng)
+    image = Image(img)
+    done = [k for k in rng.sample(DAMAGES, rng.randint(1, 3))
+            if damage(image, k, rng)]
+    image.save()
+    before = corruptions(img)
+    model_path = os.path.join(work, "model.raw")
+    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, model_path)
+    if snapshot:
+        run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-l",
+            "snapshot.name=s1", img, os.path.join(work, "snap.raw"))
+    with open(model_path, "rb") as f:
+        model = bytearray(f.read())
+    what = "seed %d (cluster %d, %d MiB%s, damage %s)" % (
+        seed, cs, size >> 20, ", snapshot" if snapshot else "",
+        ",".join(done) or "none")
+    sock = os.path.join(work, "sock")
+    log = os.path.join(work, "server.log")
+    srv = Server(server, sock, img, log)
+    problem = None
+    try:
+        h = nbd.NBD()
+        h.connect_unix(sock)
+        problem = requests(h, model, cs, size, rng)
+        h.shutdown()
+    except nbd.Error as e:
+        problem = "request failed: %s" % e
+    finally:
+        srv.stop()
+    with open(model_path, "wb") as f:
+        f.write(model)
+    if not problem and subprocess.run(
+            ["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2",
+             model_path, img]).returncode:
+        problem = "qemu-img reads the image unlike the model"
+    if not problem and snapshot:
+        run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-l",
+            "snapshot.name=s1", img, os.path.join(work, "snap.after"))
+        with open(os.path.join(work, "snap.raw"), "rb") as a, \
+                open(os.path.join(work, "snap.after"), "rb") as b:
+            if a.read() != b.read():
+                problem = "the snapshot changed"
+    after = corruptions(img)
+    if not problem and after and "past-eof" not in done:
+        problem = "qemu-img check: %d errors (before: %d)" % (after, before)
+    with open(log) as f:
+        said = f.read().strip().replace("\n", " | ")
+    return what, problem, said
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    server = "qemu-nbd" if "--server" in sys.argv[1:] and \
+        sys.argv[sys.argv.index("--server") + 1] == "qemu-nbd" else "snapnbd"
+    args = [a for a in args if a not in ("qemu-nbd", "snapnbd")]
+    work, seed = args[0], int(args[1])
+    count = int(args[2]) if len(args) > 2 else 1
+    failed = 0
+    for s in range(seed, seed + count):
+        what, problem, said = one_seed(work, s, server)
+        if problem:
+            failed += 1
+            print("%s %s: %s [server: %s]" % (server, what, problem, said))
+    print("%s: %d seeds from %d, %d failed" % (server, count, seed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
