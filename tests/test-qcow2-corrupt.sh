@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # A damaged qcow2 image served writable never has its metadata written
 # over, as with QEMU's overlap checks: a write that would (an L1 entry
-# naming the header or the refcount table, an L2 entry naming the L1
-# table, a refcount table whose missing block hides the header, a
-# compressed entry reaching a free cluster) fails with
-# EIO, one line says "Marking image as corrupt: ...", the corrupt bit is
-# set in the header, every later write fails, and the image is refused
-# for writing until repaired (read-only is fine).  qemu-img check then
-# finds corruption, not a lost header.  A dirty image whose L1 entry
-# points far beyond the end of the file is repaired and served, with
-# QEMU's complaint about the reference, not a crash.
+# naming the header or the refcount table) fails with EIO, one line says
+# "Marking image as corrupt: ...", the corrupt bit is set in the header,
+# every later write fails, and the image is refused for writing until
+# repaired (read-only is fine).  qemu-img check then finds corruption, not
+# a lost header.  Damage that the writable open's count of references
+# sees is dealt with before any write: an L2 entry naming the L1 table
+# (its refcount is raised and the COPIED flag cleared, so the write
+# copies the cluster), a compressed entry reaching past the end of the
+# file (that cluster is never handed out), a refcount table whose missing
+# block hides the header (the open is refused, the file unchanged).  A
+# dirty image whose L1 entry points far beyond the end of the file is
+# repaired and served, with QEMU's complaint about the reference, not a
+# crash.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qcow2-functions.sh"
 requires qemu-io
@@ -166,7 +170,8 @@ after l1-on-reftable "$img" "L2 table at offset $(printf '%#x' "$rt") lies on ot
 # the end of the file: the overwrite of that compressed cluster takes the
 # free cluster for its data and then, freeing the compressed bytes, freed
 # it again under the data (qemu-io loses the write so, once another write
-# reuses the cluster).  The fuzzer's find.
+# reuses the cluster).  The fuzzer's find.  The open now keeps that
+# cluster from the allocator, and the overwrite leaves it allocated.
 img=$tmp/cz.qcow2
 truncate -s 64K "$tmp/cz.raw"
 qemu-io -f raw -c 'write -P 0x21 0 64K' "$tmp/cz.raw" >/dev/null
