@@ -204,6 +204,9 @@ struct BlockNode {
     bool unmap;             /* discard=unmap: honour discards */
     bool no_flush;          /* cache.no-flush */
     bool cache_direct;      /* cache.direct */
+    /* force-share=on (read-only nodes): edges into it share everything,
+     * so other processes may write the file (QEMU's bdrv_child_perm). */
+    bool force_share;
     BdrvDetectZeroes detect_zeroes;
     BlockLimits limits;
     int64_t total_bytes;    /* length; only a growable node changes it,

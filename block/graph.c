@@ -309,6 +309,11 @@ static bool parse_common_options(BlockNode *bs, GHashTable *opts,
         bs->cache_direct = opt_take_bool(opts, "cache.direct", false, &err);
     if (!err)
         bs->no_flush = opt_take_bool(opts, "cache.no-flush", false, &err);
+    if (!err)
+        bs->force_share = opt_take_bool(opts, "force-share", false, &err);
+    if (!err && bs->force_share && !bs->read_only)
+        g_set_error(&err, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "force-share=on can only be used with read-only images");
     if (err) {
         g_propagate_error(errp, err);
         return false;
@@ -458,8 +463,8 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp)
     return open_consuming(opts, errp);
 }
 
-/* Children inherit the parent's read-only and cache settings unless given
- * explicitly, as in QEMU. */
+/* Children inherit the parent's read-only, force-share and cache settings
+ * unless given explicitly, as in QEMU. */
 static void inherit_options(BlockNode *parent, GHashTable *child_opts)
 {
     if (!g_hash_table_contains(child_opts, "read-only"))
@@ -470,6 +475,10 @@ static void inherit_options(BlockNode *parent, GHashTable *child_opts)
     if (!g_hash_table_contains(child_opts, "discard"))
         g_hash_table_insert(child_opts, g_strdup("discard"),
                             g_strdup("unmap"));
+    if (parent->force_share && !g_hash_table_contains(child_opts,
+                                                      "force-share"))
+        g_hash_table_insert(child_opts, g_strdup("force-share"),
+                            g_strdup("on"));
     if (!g_hash_table_contains(child_opts, "cache.direct"))
         g_hash_table_insert(child_opts, g_strdup("cache.direct"),
                             g_strdup(parent->cache_direct ? "on" : "off"));

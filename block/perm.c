@@ -101,6 +101,8 @@ static void child_perm(BlockNode *bs, BlockChild *c, uint32_t perm,
         bdrv_child_perm_cow(bs, c->name, perm, shared, nperm, nshared);
     else
         bdrv_child_perm_storage(bs, c->name, perm, shared, nperm, nshared);
+    if (c->node->force_share)
+        *nshared = BDRV_PERM_ALL;
 }
 
 /* --- conflicts ------------------------------------------------------------ */

@@ -86,19 +86,20 @@ static void count_range(void *opaque, uint64_t offset, uint64_t bytes)
     Counts *c = opaque;
     Qcow2State *s = c->bs->opaque;
     uint64_t first = offset >> s->cluster_bits;
-    uint64_t last;
+    uint64_t last = bytes > UINT64_MAX - offset
+                        ? UINT64_MAX >> s->cluster_bits
+                        : (offset + MAX(bytes, 1) - 1) >> s->cluster_bits;
 
-    if (bytes > UINT64_MAX - offset || first >= c->len ||
-        ((offset + MAX(bytes, 1) - 1) >> s->cluster_bits) >= c->len) {
+    if (last >= c->len) {
         if (!c->past_eof++) {
             c->first_offset = offset;
             c->first_bytes = bytes;
         }
         reserve_past_eof(c, offset, bytes);
-        return;
     }
-    last = (offset + MAX(bytes, 1) - 1) >> s->cluster_bits;
-    for (uint64_t i = first; i <= last; i++)
+    /* The part inside the file counts (QEMU counts none of a region that
+     * reaches past the end): freeing the entry later frees it all. */
+    for (uint64_t i = first; i <= last && i < c->len; i++)
         if (c->n[i] < UINT32_MAX)
             c->n[i]++;
 }

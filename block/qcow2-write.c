@@ -309,7 +309,7 @@ static int check_compressed(BlockNode *bs, uint64_t e, bool *leak)
         int ret = qcow2_get_refcount(bs, c, &rc);
         if (ret < 0)
             return ret;
-        if (rc == 0 && qcow2_cluster_reserved(s, c)) {
+        if (qcow2_cluster_reserved(s, c)) {
             *leak = true; /* never counted: nothing to free */
             continue;
         }
@@ -329,8 +329,8 @@ static int check_compressed(BlockNode *bs, uint64_t e, bool *leak)
  * or more), or its flag is missing (refcount 1, check_uncopied).  With
  * refcount 0 the entry lies: the cluster may be handed out, or already
  * was, to someone else.  Unless it lay past the end of the file at the
- * open: never counted (qcow2-repair.c) and never handed out, it is not
- * freed (*leak), whatever the flags.  0, or -EIO after marking the image
+ * open: never counted (qcow2-repair.c; whatever its refcount block says)
+ * and never handed out, it is not freed (*leak), whatever the flags.  0, or -EIO after marking the image
  * corrupt. */
 static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
                         bool *leak)
@@ -349,12 +349,11 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
         }
         if (!off)
             continue;
-        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
-        if (ret == 0 && rc == 0 &&
-            qcow2_cluster_reserved(s, off >> s->cluster_bits)) {
+        if (qcow2_cluster_reserved(s, off >> s->cluster_bits)) {
             leak[i] = true;
             continue;
         }
+        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
         if ((e & QCOW2_OFLAG_COPIED) && ret == 0)
             continue;
         if (ret == 0 && rc == 0)

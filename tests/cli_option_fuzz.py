@@ -151,7 +151,7 @@ def make_spec(rnd, keys, required, path, implied="type"):
 BLOCKDEV_COMMON = [
     ("node-name", ["n1", "f0", "", "1n", "n" * 40, "n-1.x", "n_1"]),
     ("read-only", "bool"), ("auto-read-only", "bool"),
-    ("force-share", ["off", "no", "maybe"]),
+    ("force-share", ["on", "off", "no", "maybe"]),
     ("cache.direct", ["off", "no", "x", ""]), ("cache.no-flush", "bool"),
     ("cache", ["on", "x"]), ("cache.bogus", "bool"),
     ("discard", ["ignore", "unmap", "on", "off", "", "UNMAP"]),

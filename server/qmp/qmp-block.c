@@ -148,23 +148,16 @@ static bool node_read_only(GHashTable *flat, const char *prefix)
     }
 }
 
-/* force-share=on needs a read-only node (QEMU's words); with
- * @snapnbd_too, refused then as well (snapnbd cannot share an image
- * another process writes). */
+/* force-share=on needs a read-only node (QEMU's words). */
 static bool check_force_share(GHashTable *flat, const char *prefix,
-                              bool snapnbd_too, GError **errp)
+                              GError **errp)
 {
     const char *fs = member(flat, prefix, "force-share");
-    bool ro;
 
-    if (!fs || strcmp(fs, "on") != 0)
+    if (!fs || strcmp(fs, "on") != 0 || node_read_only(flat, prefix))
         return true;
-    ro = node_read_only(flat, prefix);
-    if (ro && !snapnbd_too)
-        return true;
-    qmp_error(errp, "%s", ro ? "force-share=on is not supported"
-                             : "force-share=on can only be used with "
-                               "read-only images");
+    qmp_error(errp, "force-share=on can only be used with read-only "
+                    "images");
     return false;
 }
 
@@ -185,7 +178,7 @@ static bool check_before_name(GHashTable *flat, const char *key,
 
     if (!discard && *prefix)
         discard = "unmap";
-    if (!check_force_share(flat, prefix, false, errp))
+    if (!check_force_share(flat, prefix, errp))
         goto fail;
     if (driver && strcmp(driver, "file") == 0 && (!filename || !*filename)) {
         qmp_error(errp, "The 'file' block driver requires a file name");
@@ -234,10 +227,8 @@ static bool check_node_names(GHashTable *flat, GError **errp)
 }
 
 /* Where bdrv_open differs from the schema: members accepted without effect
- * in snapnbd are not passed on, null-aio opens as null-co, and force-share
- * only makes sense read-only (snapnbd has no way to share an image that
- * another process writes). */
-static bool adapt_for_bdrv_open(GHashTable *flat, GError **errp)
+ * in snapnbd are not passed on, and null-aio opens as null-co. */
+static void adapt_for_bdrv_open(GHashTable *flat)
 {
     static const char *const without_effect[] = {
         "auto-read-only", "aio-max-batch", "drop-cache",
@@ -249,19 +240,12 @@ static bool adapt_for_bdrv_open(GHashTable *flat, GError **errp)
     g_hash_table_iter_init(&it, flat);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         const char *leaf = leaf_of(k);
-        g_autofree char *prefix =
-            g_strndup(k, strlen(k) - strlen(leaf));
 
-        if (strcmp(leaf, "force-share") == 0 &&
-            !check_force_share(flat, prefix, true, errp))
-            return false;
-        if (strcmp(leaf, "force-share") == 0 ||
-            g_strv_contains(without_effect, leaf))
+        if (g_strv_contains(without_effect, leaf))
             g_hash_table_iter_remove(&it);
         else if (strcmp(leaf, "driver") == 0 && strcmp(v, "null-aio") == 0)
             g_hash_table_iter_replace(&it, g_strdup("null-co"));
     }
-    return true;
 }
 
 /* @o (checked against the schema and decoded) as the flat keys bdrv_open
@@ -278,11 +262,11 @@ static GHashTable *node_options(const QmpBlockdevOptions *o, GError **errp)
     if (!check_refs(flat, refs, REFS_FILE, errp) ||
         !check_node_names(flat, errp) ||
         !check_refs(flat, refs, REFS_OTHER, errp) ||
-        !check_refs(flat, refs, REFS_BACKING, errp) ||
-        !adapt_for_bdrv_open(flat, errp)) {
+        !check_refs(flat, refs, REFS_BACKING, errp)) {
         g_hash_table_unref(flat);
         return NULL;
     }
+    adapt_for_bdrv_open(flat);
     return flat;
 }
 
