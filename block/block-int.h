@@ -207,6 +207,9 @@ struct BlockNode {
     /* force-share=on (read-only nodes): edges into it share everything,
      * so other processes may write the file (QEMU's bdrv_child_perm). */
     bool force_share;
+    /* auto-read-only=on: a file that cannot be opened for writing is
+     * opened read-only, and the node becomes read-only (file.c). */
+    bool auto_read_only;
     BdrvDetectZeroes detect_zeroes;
     BlockLimits limits;
     int64_t total_bytes;    /* length; only a growable node changes it,

@@ -45,6 +45,9 @@ typedef struct FileState {
     FileAio aio;
     bool use_locking;
     bool is_block_device;
+    /* auto-read-only: the descriptor is read-only until a parent takes
+     * a write permission (file_set_perm reopens it then), as QEMU's. */
+    bool fd_read_only;
     uint32_t direct_alignment; /* O_DIRECT block size, with cache.direct */
     int no_splice;             /* atomic: splice() refused this file */
 } FileState;
@@ -416,13 +419,29 @@ failed_to_lock:
     return false;
 }
 
+static int file_reopen_writable(BlockNode *bs, GError **errp);
+
 /* The locks follow the node's permissions, as QEMU's file-posix's do: two
- * nodes of this process on one image conflict as two processes would. */
+ * nodes of this process on one image conflict as two processes would.  A
+ * writable auto-read-only node gets its writable descriptor with its
+ * first writer (in QEMU's words when the file refuses). */
 static bool file_set_perm(BlockNode *bs, uint32_t perm, uint32_t shared,
                           GError **errp)
 {
     FileState *s = bs->opaque;
+    uint32_t writing = BDRV_PERM_WRITE | BDRV_PERM_WRITE_UNCHANGED |
+                       BDRV_PERM_RESIZE;
 
+    if ((perm & writing) && s->fd_read_only && !bs->read_only) {
+        g_autoptr(GError) err = NULL;
+        int ret = file_reopen_writable(bs, &err);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                        "Could not open '%s': %s", s->filename,
+                        g_strerror(-ret));
+            return false;
+        }
+    }
     if (!s->use_locking)
         return true;
     return apply_locks(s, perm, ~shared & BDRV_PERM_ALL, errp);
@@ -510,6 +529,9 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
     }
     if (bs->cache_direct)
         flags |= O_DIRECT;
+    s->fd_read_only = bs->read_only || bs->auto_read_only;
+    if (s->fd_read_only)
+        flags = (flags & ~O_RDWR) | O_RDONLY;
     s->fd = open(s->filename, flags);
     if (s->fd < 0) {
         int err = errno;
@@ -521,8 +543,20 @@ static int file_open(BlockNode *bs, GHashTable *options, GError **errp)
         g_clear_pointer(&s->filename, g_free);
         return -err;
     }
-    if (fstat(s->fd, &st) == 0)
-        s->is_block_device = S_ISBLK(st.st_mode);
+    if (fstat(s->fd, &st) < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_FAILED,
+                    "Could not stat file: %s", g_strerror(errno));
+        goto fail;
+    }
+    /* QEMU's host_device is this driver's block device (qemu-nbd users
+     * give /dev/sdX); anything else but a regular file is refused. */
+    s->is_block_device = S_ISBLK(st.st_mode);
+    if (!S_ISREG(st.st_mode) && !s->is_block_device) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
+                    "'file' driver requires '%s' to be a regular file",
+                    s->filename);
+        goto fail;
+    }
     if (bs->cache_direct && !check_direct_size(s, errp))
         goto fail;
     bs->filename = g_strdup(s->filename);
@@ -573,6 +607,7 @@ static int file_reopen_writable(BlockNode *bs, GError **errp)
         return -err;
     }
     close(fd);
+    s->fd_read_only = false;
     return 0;
 }
 

@@ -311,6 +311,9 @@ static bool parse_common_options(BlockNode *bs, GHashTable *opts,
         bs->no_flush = opt_take_bool(opts, "cache.no-flush", false, &err);
     if (!err)
         bs->force_share = opt_take_bool(opts, "force-share", false, &err);
+    if (!err)
+        bs->auto_read_only = opt_take_bool(opts, "auto-read-only", false,
+                                           &err);
     if (!err && bs->force_share && !bs->read_only)
         g_set_error(&err, BDRV_ERROR, BDRV_ERROR_INVALID_ARGUMENT,
                     "force-share=on can only be used with read-only images");
@@ -463,8 +466,8 @@ BlockNode *bdrv_open(GHashTable *options, GError **errp)
     return open_consuming(opts, errp);
 }
 
-/* Children inherit the parent's read-only, force-share and cache settings
- * unless given explicitly, as in QEMU. */
+/* Children inherit the parent's read-only, auto-read-only, force-share
+ * and cache settings unless given explicitly, as in QEMU. */
 static void inherit_options(BlockNode *parent, GHashTable *child_opts)
 {
     if (!g_hash_table_contains(child_opts, "read-only"))
@@ -478,6 +481,10 @@ static void inherit_options(BlockNode *parent, GHashTable *child_opts)
     if (parent->force_share && !g_hash_table_contains(child_opts,
                                                       "force-share"))
         g_hash_table_insert(child_opts, g_strdup("force-share"),
+                            g_strdup("on"));
+    if (parent->auto_read_only && !g_hash_table_contains(child_opts,
+                                                         "auto-read-only"))
+        g_hash_table_insert(child_opts, g_strdup("auto-read-only"),
                             g_strdup("on"));
     if (!g_hash_table_contains(child_opts, "cache.direct"))
         g_hash_table_insert(child_opts, g_strdup("cache.direct"),

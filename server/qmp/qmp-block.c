@@ -231,7 +231,7 @@ static bool check_node_names(GHashTable *flat, GError **errp)
 static void adapt_for_bdrv_open(GHashTable *flat)
 {
     static const char *const without_effect[] = {
-        "auto-read-only", "aio-max-batch", "drop-cache",
+        "aio-max-batch", "drop-cache",
         "x-check-cache-dropped", NULL,
     };
     GHashTableIter it;

@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
-# force-share=on: a read-only node whose image another process writes
-# (qemu-nbd holds it writable here) is opened and exported, as
-# qemu-storage-daemon does: edges into the node share every permission,
-# so no lock byte says "nobody else may write".  Its file child inherits
-# the option; a file node added apart without it still conflicts.  A
-# writable node with force-share=on is refused in QEMU's words, from the
-# command line (--blockdev, --image-opts) and from blockdev-add.  Each
-# step's outcome goes into a transcript, diffed with qemu-storage-daemon
-# 7.2's where it is installed; the transcript's contents are asserted too.
+# How a file node opens, against qemu-storage-daemon 7.2:
+# - force-share=on: a read-only node whose image another process writes
+#   (qemu-nbd holds it writable here) is opened and exported: edges into
+#   the node share every permission, so no lock byte says "nobody else may
+#   write".  Its file child inherits the option; a file node added apart
+#   without it still conflicts.  A writable node with force-share=on is
+#   refused in QEMU's words (--blockdev, --image-opts, blockdev-add).
+# - auto-read-only=on: the file is opened read-only until a writer comes;
+#   a file that cannot be written (immutable here) is exported read-only,
+#   and a writable export of it fails with QEMU's "Could not open".
+# - only regular files (and block devices, qemu-nbd's host_device): a
+#   directory or /dev/null is refused in QEMU's words, not with a size
+#   error ("Could not get the size of '/tmp': Success" before).
+# Each step's outcome goes into a transcript, diffed with
+# qemu-storage-daemon 7.2's where it is installed; the transcript's
+# contents are asserted too.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 requires qemu-img qemu-io qemu-nbd
 
 img=$tmp/disk.qcow2
 qemu-img create -q -f qcow2 "$img" 1M
 qemu-io -f qcow2 -c 'write -P 0x33 0 64K' "$img" >/dev/null
+# Images of the same content for auto-read-only: a qcow2 copy, and a raw
+# one nobody may write, not even root: the immutable attribute, where the
+# filesystem has it (tmpfs does not: those steps are skipped).
+cp "$img" "$tmp/aro.qcow2"
+qemu-io -f qcow2 -c 'write -P 0x44 64K 64K' "$tmp/aro.qcow2" >/dev/null
+qemu-img convert -f qcow2 -O raw "$tmp/aro.qcow2" "$tmp/imm.raw"
+immutable=
+if chattr +i "$tmp/imm.raw" 2>/dev/null; then
+    immutable=$tmp/imm.raw
+    cleanup_fn "chattr -i '$tmp/imm.raw'"
+fi
 # The writer: holds the image's write lock and unshares nothing else.
 qemu-nbd -k "$tmp/w.sock" -f qcow2 -t --pid-file="$tmp/w.pid" "$img" &
 cleanup_fn "_stop_server '$tmp/w.pid'"
@@ -24,32 +42,41 @@ qcow=driver=qcow2,node-name=r,read-only=on
 file=file.driver=file,file.filename=$img
 
 # step NAME DAEMON ARGS...: start DAEMON with ARGS and an export of node
-# r; "served" and what the export reads at 0 and 64K, or the first line
-# it said.
+# r (and first a writable one, with $writable_export); "served" and what
+# the export reads at 0 and 64K, or the first line it said.
 step() {
     local name=$1 bin=$2 sock=$tmp/s.sock out
     shift 2
     rm -f "$sock"
     "$bin" "$@" --nbd-server "addr.type=unix,addr.path=$sock" \
+        ${writable_export:+--export type=nbd,id=w,node-name=r,writable=on} \
         --export type=nbd,id=e,node-name=r >/dev/null 2>"$tmp/err" &
     local pid=$!
-    for i in $(seq 100); do
-        [ -S "$sock" ] && break
+    # Ready when export r answers (qsd listens before it adds the exports,
+    # and may still fail), failed when the daemon is gone.
+    local ready=
+    for i in $(seq 200); do
         kill -0 $pid 2>/dev/null || break
+        nbdinfo --size "$(uri "$sock" r)" >/dev/null 2>&1 && { ready=1; break; }
         sleep 0.05
     done
-    if [ -S "$sock" ]; then
-        out=$(qemu-io -r -f raw -c 'read -P 0x33 0 64K' \
-                  -c 'read -P 0x44 64K 64K' "$(uri "$sock" r)" 2>&1)
-        grep -q -e verification -e failed <<<"$out" &&
-            out="reads wrong: $out" || out="served, reads 0x33 0x44"
+    if [ -n "$ready" ]; then
+        if out=$(qemu-io -r -f raw -c 'read -P 0x33 0 64K' \
+                     -c 'read -P 0x44 64K 64K' "$(uri "$sock" r)" 2>&1) &&
+           [ "$(grep -c '^read 65536/65536' <<<"$out")" = 2 ] &&
+           ! grep -q verification <<<"$out"; then
+            out="served, reads 0x33 0x44"
+        else
+            out="reads wrong: $out"
+        fi
         kill $pid; wait $pid 2>/dev/null
     else
         wait $pid 2>/dev/null
         # Both name the lock or the rule after the option string; qsd asks
         # about another process on a second line, snapnbd on the same one.
         out=$(head -1 "$tmp/err" | grep -o -e 'Failed to get shared "[a-z]*" lock' \
-                  -e 'force-share=on can only be used with read-only images' ||
+                  -e 'force-share=on can only be used with read-only images' \
+                  -e "Could not open .*" -e "'file' driver requires .*" ||
               head -1 "$tmp/err")
     fi
     echo "$name: $out"
@@ -102,6 +129,25 @@ transcript() {
         "{\"driver\": \"qcow2\", \"node-name\": \"r\", \"read-only\": true, \"force-share\": true, \"file\": {\"driver\": \"file\", \"filename\": \"$img\"}}"
     qmp_step "qmp writable" "$bin" \
         "{\"driver\": \"qcow2\", \"node-name\": \"r\", \"force-share\": true, \"file\": {\"driver\": \"file\", \"filename\": \"$img\"}}"
+    step "directory" "$bin" --blockdev "driver=file,node-name=r,filename=$tmp"
+    step "directory read-only" "$bin" \
+        --blockdev "driver=file,node-name=r,read-only=on,filename=$tmp"
+    step "directory auto-read-only" "$bin" \
+        --blockdev "driver=file,node-name=r,auto-read-only=on,filename=$tmp"
+    step "/dev/null" "$bin" \
+        --blockdev "driver=file,node-name=r,read-only=on,filename=/dev/null"
+    qmp_step "qmp directory auto-read-only" "$bin" \
+        "{\"driver\": \"file\", \"node-name\": \"r\", \"auto-read-only\": true, \"filename\": \"$tmp\"}"
+    if [ -n "$immutable" ]; then
+        step "immutable" "$bin" \
+            --blockdev "driver=file,node-name=r,filename=$immutable"
+        step "immutable auto-read-only" "$bin" \
+            --blockdev "driver=file,node-name=r,auto-read-only=on,filename=$immutable"
+        writable_export=1 step "immutable auto-read-only, writable export" \
+            "$bin" --blockdev "driver=file,node-name=r,auto-read-only=on,filename=$immutable"
+        step "qcow2 auto-read-only writable" "$bin" \
+            --blockdev "driver=qcow2,node-name=r,auto-read-only=on,file.driver=file,file.filename=$tmp/aro.qcow2"
+    fi
 }
 
 transcript "$SNAPNBD" >"$tmp/snapnbd.out"
@@ -115,14 +161,25 @@ file only: served, reads 0x33 0x44
 writable: force-share=on can only be used with read-only images
 qmp read-only: added
 qmp writable: error: force-share=on can only be used with read-only images
+directory: Could not open 'DIR': Is a directory
+directory read-only: 'file' driver requires 'DIR' to be a regular file
+directory auto-read-only: 'file' driver requires 'DIR' to be a regular file
+/dev/null: 'file' driver requires '/dev/null' to be a regular file
+qmp directory auto-read-only: error: 'file' driver requires 'DIR' to be a regular file
 EOF
-diff -u "$tmp/expect" "$tmp/snapnbd.out" ||
+[ -n "$immutable" ] && cat >>"$tmp/expect" <<'EOF'
+immutable: Could not open 'DIR/imm.raw': Operation not permitted
+immutable auto-read-only: served, reads 0x33 0x44
+immutable auto-read-only, writable export: Could not open 'DIR/imm.raw': Operation not permitted
+qcow2 auto-read-only writable: served, reads 0x33 0x44
+EOF
+diff -u "$tmp/expect" <(sed "s|$tmp|DIR|g" "$tmp/snapnbd.out") ||
     fail "snapnbd's transcript is not the expected one"
 
 if command -v qemu-storage-daemon >/dev/null 2>&1 &&
    qemu-storage-daemon --version | grep -q 'version 7\.2\.'; then
     transcript qemu-storage-daemon >"$tmp/qsd.out"
-    diff -u "$tmp/expect" "$tmp/qsd.out" ||
+    diff -u "$tmp/expect" <(sed "s|$tmp|DIR|g" "$tmp/qsd.out") ||
         fail "qemu-storage-daemon 7.2 does not do what the test expects"
 fi
 
