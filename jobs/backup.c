@@ -479,8 +479,10 @@ static int backup_pass(BackupJob *b, GThreadPool *pool)
 
 static int backup_copy_all(BackupJob *b)
 {
+    /* Not exclusive: threads start as tasks come and go back to glib's
+     * shared idle set (hundreds of jobs held thousands of idle ones). */
     GThreadPool *pool = g_thread_pool_new(backup_task_run, b,
-                                          b->max_workers, TRUE, NULL);
+                                          b->max_workers, FALSE, NULL);
     int ret;
 
     for (;;) {

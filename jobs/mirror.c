@@ -829,7 +829,8 @@ static int mirror_run(Job *job, GError **errp)
 
     m->low = UINT64_MAX;
     m->next_sample_ns = job_now_ns() + CONVERGE_SAMPLE_NS;
-    m->copiers = g_thread_pool_new(copy_run, m, m->max_copies, TRUE, NULL);
+    /* Not exclusive, as backup's: threads only while copies run. */
+    m->copiers = g_thread_pool_new(copy_run, m, m->max_copies, FALSE, NULL);
     add_notifiers(m);
     ret = mirror_loop(m, &do_switch);
     if (ret == -ECANCELED) {
