@@ -2,7 +2,7 @@
 """qcow2 images whose refcounts lie, served writable
 (tests/test-qcow2-refcount-lies.sh).
 
-  qcow2_refcount_lies.py DIR SEED [COUNT] [--server qemu-nbd]
+  qcow2_refcount_lies.py DIR SEED [COUNT] [--server qemu-nbd] [--commit]
 
 For each seed from SEED to SEED + COUNT - 1: qemu-img and qemu-io make an
 image (random cluster size, random writes, discards that leave free
@@ -27,6 +27,12 @@ must read like the model in qemu-img, the snapshot must read as it did,
 and qemu-img check must find no corruption that the damage did not leave
 (the past-eof references stay where no write replaced them).  Each seed
 that fails is printed with what failed, and the exit status is 1.
+
+With --commit the damaged image is the backing file of an overlay that
+the daemon (snapnbd $SNAPNBD) exports; the requests go to the overlay,
+and block-commit of the active layer, completed, writes them into the
+damaged image, which only then becomes writable (its references are
+counted at that reopen, not at an open).
 """
 import os
 import re
@@ -209,6 +215,19 @@ class Server:
         self.log.close()
 
 
+def trimmed(h, model, off, n):
+    """A trim is advisory (both snapnbd and qemu-nbd keep the data of some,
+    over a backing file): each byte must read as before or as zero; the
+    model takes what it reads.  The first byte that does not, or None."""
+    got = h.pread(n, off)
+    for k in range(n):
+        if got[k] and got[k] != model[off + k]:
+            return "trim %d+%d: byte %#x reads %#x, not %#x or 0" % (
+                off, n, off + k, got[k], model[off + k])
+    model[off:off + n] = got
+    return None
+
+
 def requests(h, model, cs, size, rng):
     """Random requests over NBD, the model updated; the first difference
     between the disk and the model, or None."""
@@ -218,6 +237,9 @@ def requests(h, model, cs, size, rng):
             off = rng.randrange(size // cs) * cs
             n = min(rng.randint(1, 4) * cs, size - off)
             h.trim(n, off)
+            problem = trimmed(h, model, off, n)
+            if problem:
+                return problem
         else:
             off = rng.randrange(size)
             n = min(rng.randint(1, 3 * cs), size - off)
@@ -225,7 +247,8 @@ def requests(h, model, cs, size, rng):
                 h.zero(n, off)
             else:
                 h.pwrite(bytes([1 + i]) * n, off)
-        model[off:off + n] = bytes([1 + i] if kind == "write" else [0]) * n
+            model[off:off + n] = bytes([1 + i] if kind == "write"
+                                       else [0]) * n
         if i % 10 == 9:
             diff = compare(h, model)
             if diff:
@@ -303,6 +326,81 @@ def one_seed(work, seed, server):
     return what, problem, said
 
 
+def commit_seed(work, seed):
+    """The damaged image under an overlay, then an active commit into it."""
+    from jobs_qmp import QMP
+    rng = random.Random(seed)
+    img = os.path.join(work, "img.qcow2")
+    top = os.path.join(work, "top.qcow2")
+    for f in os.listdir(work):
+        os.unlink(os.path.join(work, f))
+    cs, size, snapshot = make_image(img, rng)
+    image = Image(img)
+    done = [k for k in rng.sample(DAMAGES, rng.randint(1, 3))
+            if damage(image, k, rng)]
+    image.save()
+    model_path = os.path.join(work, "model.raw")
+    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, model_path)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "qcow2",
+        top)
+    with open(model_path, "rb") as f:
+        model = bytearray(f.read())
+    what = "commit seed %d (cluster %d, %d MiB%s, damage %s)" % (
+        seed, cs, size >> 20, ", snapshot" if snapshot else "",
+        ",".join(done) or "none")
+    sock, qsock = os.path.join(work, "sock"), os.path.join(work, "qmp")
+    log = open(os.path.join(work, "server.log"), "w")
+    proc = subprocess.Popen(
+        [os.environ.get("SNAPNBD", "snapnbd"),
+         "--chardev", "socket,id=c,path=%s,server=on,wait=off" % qsock,
+         "--monitor", "chardev=c", "--blockdev",
+         "driver=qcow2,node-name=top,discard=unmap,file.driver=file,"
+         "file.filename=" + top,
+         "--nbd-server", "addr.type=unix,addr.path=" + sock,
+         "--export", "type=nbd,id=e,node-name=top,writable=on"], stderr=log)
+    problem = None
+    try:
+        for _ in range(200):
+            if os.path.exists(sock) and os.path.exists(qsock):
+                break
+            time.sleep(0.02)
+        q = QMP(qsock)
+        h = nbd.NBD()
+        h.set_export_name("top")
+        h.connect_unix(sock)
+        problem = requests(h, model, cs, size, rng)
+        if not problem:
+            q.cmd("block-commit", {"job-id": "c", "device": "top"})
+            # Ready, or failed before (a refused reopen, corruption).
+            while not q.find_event("BLOCK_JOB_COMPLETED", device="c") and \
+                    not q.find_event("BLOCK_JOB_READY", device="c"):
+                q.execute("query-jobs")
+                time.sleep(0.02)
+            if not q.find_event("BLOCK_JOB_COMPLETED", device="c"):
+                q.cmd("job-complete", {"id": "c"})
+            ev = q.wait_event("BLOCK_JOB_COMPLETED", device="c", timeout=60)
+            if "error" in ev["data"]:
+                problem = "the commit failed: %s" % ev["data"]["error"]
+        if not problem:
+            problem = requests(h, model, cs, size, rng)
+        h.shutdown()
+    except Exception as e:
+        problem = "%s: %s" % (type(e).__name__, e)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    with open(model_path, "wb") as f:
+        f.write(model)
+    if not problem and subprocess.run(
+            ["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2",
+             model_path, img]).returncode:
+        problem = "qemu-img reads the committed image unlike the model"
+    with open(os.path.join(work, "server.log")) as f:
+        said = f.read().strip().replace("\n", " | ")
+    return what, problem, said
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     server = "qemu-nbd" if "--server" in sys.argv[1:] and \
@@ -310,13 +408,16 @@ def main():
     args = [a for a in args if a not in ("qemu-nbd", "snapnbd")]
     work, seed = args[0], int(args[1])
     count = int(args[2]) if len(args) > 2 else 1
+    commit = "--commit" in sys.argv[1:]
     failed = 0
     for s in range(seed, seed + count):
-        what, problem, said = one_seed(work, s, server)
+        what, problem, said = (commit_seed(work, s) if commit
+                               else one_seed(work, s, server))
         if problem:
             failed += 1
             print("%s %s: %s [server: %s]" % (server, what, problem, said))
-    print("%s: %d seeds from %d, %d failed" % (server, count, seed, failed))
+    print("%s%s: %d seeds from %d, %d failed" % (
+        server, " (commit)" if commit else "", count, seed, failed))
     sys.exit(1 if failed else 0)
 
 

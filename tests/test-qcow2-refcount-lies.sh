@@ -8,7 +8,8 @@
 # loses data on most; `tests/qcow2_refcount_lies.py DIR 1 60 --server
 # qemu-nbd` shows it.)
 #   1. the fuzz-qcow2 input that found it, over NBD, with qemu-io;
-#   2. seeded random damage and requests against a model
+#   2. seeded random damage and requests against a model, served as the
+#      image and as the backing file of an overlay committed into it
 #      (SEED=n repeats a run, SEEDS=n sets how many; `./run refcount-lies
 #      N` is the long mode);
 #   3. a LUKS-encrypted image: its encryption header is a reference too
@@ -44,6 +45,11 @@ seeds=${SEEDS:-40}
 mkdir "$tmp/seeds"
 "$PYTHON" "$srcdir/qcow2_refcount_lies.py" "$tmp/seeds" "$seed" "$seeds" ||
     fail "random damage (SEED=$seed SEEDS=$seeds repeats it)"
+# The same damage in a backing file that an active commit writes into: its
+# references are counted when block-commit reopens it read-write.
+"$PYTHON" "$srcdir/qcow2_refcount_lies.py" "$tmp/seeds" "$seed" \
+    "$(( (seeds + 3) / 4 ))" --commit ||
+    fail "random damage under a commit (SEED=$seed SEEDS=$seeds repeats it)"
 
 # 3. A LUKS image marked dirty: the repair recounts every refcount.
 sec=(--object secret,id=sec0,data=pw)
