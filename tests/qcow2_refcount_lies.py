@@ -45,6 +45,8 @@ import time
 
 import nbd
 
+import qcow2_uncopied
+
 COPIED = 1 << 63
 COMPRESSED = 1 << 62
 ZERO = 1
@@ -57,28 +59,14 @@ def run(*cmd):
     return subprocess.run(cmd, check=True, capture_output=True).stdout
 
 
-class Image:
-    """The parts of a qcow2 v3 image with 16-bit refcounts that the damage
-    changes, edited in memory and saved."""
+class Image(qcow2_uncopied.Image):
+    """qcow2_uncopied's image in memory, plus the 16-bit refcounts and the
+    active L2 entries that the damage changes."""
 
     def __init__(self, path):
-        self.path = path
-        with open(path, "rb") as f:
-            self.data = bytearray(f.read())
-        (_, _, _, _, self.bits, self.size, _, self.l1_size, self.l1_offset,
-         self.rt_offset) = struct.unpack(">IIQIIQIIQQ", self.data[:56])
-        self.cs = 1 << self.bits
-        assert struct.unpack(">I", self.data[96:100])[0] == 4
-
-    def u64(self, off):
-        return struct.unpack(">Q", self.data[off:off + 8])[0]
-
-    def put(self, off, value):
-        self.data[off:off + 8] = struct.pack(">Q", value)
-
-    def save(self):
-        with open(self.path, "wb") as f:
-            f.write(self.data)
+        super().__init__(path)
+        self.bits = self.cluster_bits
+        assert self.refcount_order == 4
 
     def end_cluster(self):
         return (len(self.data) + self.cs - 1) // self.cs
@@ -100,12 +88,8 @@ class Image:
 
     def entries(self):
         """(slot, guest offset, entry) of every active L2 entry."""
-        per = self.cs // 8
-        for i in range(self.l1_size):
-            table = self.u64(self.l1_offset + 8 * i) & OFFSET_MASK
-            for j in range(per if table else 0):
-                slot = table + 8 * j
-                yield slot, (i * per + j) * self.cs, self.u64(slot)
+        for slot, guest in self.l2_slots():
+            yield slot, guest, self.u64(slot)
 
 
 def normal(e):
@@ -270,7 +254,11 @@ def compare(h, model):
     return None
 
 
-def one_seed(work, seed, server):
+def damaged(work, seed, what):
+    """A damaged image for @seed in an emptied @work: the random source,
+    the image's path, cluster and disk size, whether it has a snapshot,
+    the damage done, the model's path and the model, and @what with the
+    seed described."""
     rng = random.Random(seed)
     img = os.path.join(work, "img.qcow2")
     for f in os.listdir(work):
@@ -280,17 +268,31 @@ def one_seed(work, seed, server):
     done = [k for k in rng.sample(DAMAGES, rng.randint(1, 3))
             if damage(image, k, rng)]
     image.save()
-    before = corruptions(img)
     model_path = os.path.join(work, "model.raw")
     run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, model_path)
+    with open(model_path, "rb") as f:
+        model = bytearray(f.read())
+    what = "%s %d (cluster %d, %d MiB%s, damage %s)" % (
+        what, seed, cs, size >> 20, ", snapshot" if snapshot else "",
+        ",".join(done) or "none")
+    return rng, img, cs, size, snapshot, done, model_path, model, what
+
+
+def reads_unlike(model, model_path, img):
+    """Does qemu-img read @img unlike @model (saved to @model_path)?"""
+    with open(model_path, "wb") as f:
+        f.write(model)
+    return subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F",
+                           "qcow2", model_path, img]).returncode != 0
+
+
+def one_seed(work, seed, server):
+    rng, img, cs, size, snapshot, done, model_path, model, what = damaged(
+        work, seed, "seed")
+    before = corruptions(img)
     if snapshot:
         run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-l",
             "snapshot.name=s1", img, os.path.join(work, "snap.raw"))
-    with open(model_path, "rb") as f:
-        model = bytearray(f.read())
-    what = "seed %d (cluster %d, %d MiB%s, damage %s)" % (
-        seed, cs, size >> 20, ", snapshot" if snapshot else "",
-        ",".join(done) or "none")
     sock = os.path.join(work, "sock")
     log = os.path.join(work, "server.log")
     srv = Server(server, sock, img, log)
@@ -304,11 +306,7 @@ def one_seed(work, seed, server):
         problem = "request failed: %s" % e
     finally:
         srv.stop()
-    with open(model_path, "wb") as f:
-        f.write(model)
-    if not problem and subprocess.run(
-            ["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2",
-             model_path, img]).returncode:
+    if not problem and reads_unlike(model, model_path, img):
         problem = "qemu-img reads the image unlike the model"
     if not problem and snapshot:
         run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-l",
@@ -329,25 +327,11 @@ def one_seed(work, seed, server):
 def commit_seed(work, seed):
     """The damaged image under an overlay, then an active commit into it."""
     from jobs_qmp import QMP
-    rng = random.Random(seed)
-    img = os.path.join(work, "img.qcow2")
+    rng, img, cs, size, _, _, model_path, model, what = damaged(
+        work, seed, "commit seed")
     top = os.path.join(work, "top.qcow2")
-    for f in os.listdir(work):
-        os.unlink(os.path.join(work, f))
-    cs, size, snapshot = make_image(img, rng)
-    image = Image(img)
-    done = [k for k in rng.sample(DAMAGES, rng.randint(1, 3))
-            if damage(image, k, rng)]
-    image.save()
-    model_path = os.path.join(work, "model.raw")
-    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, model_path)
     run("qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "qcow2",
         top)
-    with open(model_path, "rb") as f:
-        model = bytearray(f.read())
-    what = "commit seed %d (cluster %d, %d MiB%s, damage %s)" % (
-        seed, cs, size >> 20, ", snapshot" if snapshot else "",
-        ",".join(done) or "none")
     sock, qsock = os.path.join(work, "sock"), os.path.join(work, "qmp")
     log = open(os.path.join(work, "server.log"), "w")
     proc = subprocess.Popen(
@@ -390,11 +374,7 @@ def commit_seed(work, seed):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-    with open(model_path, "wb") as f:
-        f.write(model)
-    if not problem and subprocess.run(
-            ["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2",
-             model_path, img]).returncode:
+    if not problem and reads_unlike(model, model_path, img):
         problem = "qemu-img reads the committed image unlike the model"
     with open(os.path.join(work, "server.log")) as f:
         said = f.read().strip().replace("\n", " | ")
