@@ -38,6 +38,7 @@ import os
 import re
 import random
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -179,6 +180,18 @@ def corruptions(path):
     return errors
 
 
+def accepts(path):
+    """Does the unix socket at @path take a connection?"""
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 class Server:
     def __init__(self, kind, sock, image, log):
         cmd = {"snapnbd": [os.environ.get("SNAPNBD", "snapnbd"),
@@ -187,8 +200,9 @@ class Server:
         self.log = open(log, "w")
         self.proc = subprocess.Popen(cmd + ["-t", "-f", "qcow2", "-k", sock,
                                             image], stderr=self.log)
-        for _ in range(200):
-            if os.path.exists(sock) or self.proc.poll() is not None:
+        # Listening, not only bound: a connection is accepted.
+        for _ in range(500):
+            if self.proc.poll() is not None or accepts(sock):
                 break
             time.sleep(0.02)
 
@@ -344,8 +358,9 @@ def commit_seed(work, seed):
          "--export", "type=nbd,id=e,node-name=top,writable=on"], stderr=log)
     problem = None
     try:
-        for _ in range(200):
-            if os.path.exists(sock) and os.path.exists(qsock):
+        for _ in range(500):
+            if proc.poll() is not None or (accepts(sock) and
+                                           os.path.exists(qsock)):
                 break
             time.sleep(0.02)
         q = QMP(qsock)
