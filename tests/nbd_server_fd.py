@@ -99,7 +99,12 @@ def serve_on_fd(which, tmp, listening):
                       json.dumps(r))
     finally:
         p.terminate()
-        _, err = p.communicate(timeout=10)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()  # never leave a hung daemon behind
+            p.communicate()
+            raise
     good &= check(p.returncode == 0 and not err,
                   f"{which} {tag}: the daemon exits 0, silent on stderr",
                   f"status {p.returncode}, {err.decode()!r}")

@@ -371,8 +371,12 @@ def commit_seed(work, seed):
         if not problem:
             q.cmd("block-commit", {"job-id": "c", "device": "top"})
             # Ready, or failed before (a refused reopen, corruption).
+            deadline = time.monotonic() + 60
             while not q.find_event("BLOCK_JOB_COMPLETED", device="c") and \
                     not q.find_event("BLOCK_JOB_READY", device="c"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the commit is neither ready nor "
+                                       "done after 60 s")
                 q.execute("query-jobs")
                 time.sleep(0.02)
             if not q.find_event("BLOCK_JOB_COMPLETED", device="c"):

@@ -7,7 +7,8 @@
 # reads back wrong.  (qemu-nbd trusts the refcounts: on the same seeds it
 # loses data on most; `tests/qcow2_refcount_lies.py DIR 1 60 --server
 # qemu-nbd` shows it.)
-#   1. the fuzz-qcow2 input that found it, over NBD, with qemu-io;
+#   1. the fuzz-qcow2 input that found it, over NBD, with qemu-io, served
+#      by snapnbd and by nbdkit with the snapnbd plugin;
 #   2. seeded random damage and requests against a model, served as the
 #      image and as the backing file of an overlay committed into it
 #      (SEED=n repeats a run, SEEDS=n sets how many; `./run refcount-lies
@@ -38,6 +39,20 @@ _stop_server "$tmp/fuzz.pid"
 qemu-io -r -f qcow2 -c 'read -P 0x61 48 66600' "$img" | grep -q verification &&
     fail "fuzz: qemu-io reads the image wrong"
 echo "fuzz input: written and read back; $(grep -c . "$tmp/fuzz.err") line(s) said"
+# The same image through the nbdkit plugin, the other way users open it.
+if command -v nbdkit >/dev/null 2>&1 && [ -f "${SNAPNBD_PLUGIN:-}" ]; then
+    tail -c +2 "$srcdir/fuzz/crashes/qcow2/refcount-misses-copied-zero-cluster" \
+        >"$img"
+    start_nbdkit "$tmp/kit.sock" "$tmp/kit.pid" "$SNAPNBD_PLUGIN" \
+        file="$img" format=qcow2
+    qemu-io -f raw -c 'write -P 0x62 48 66600' -c 'read -P 0x62 48 66600' \
+        "$(uri "$tmp/kit.sock")" >"$tmp/kit.io" 2>&1 ||
+        fail "plugin: $(cat "$tmp/kit.io")"
+    ! grep -q -e verification -e failed "$tmp/kit.io" ||
+        fail "plugin: $(cat "$tmp/kit.io")"
+    _stop_nbdkit "$tmp/kit.pid" "$(cat "$tmp/kit.pid")"
+    echo "fuzz input through the nbdkit plugin: written and read back"
+fi
 
 # 2. Seeded random damage.
 seed=${SEED:-$RANDOM}
