@@ -12,9 +12,11 @@ if command -v qemu-storage-daemon >/dev/null 2>&1 &&
     $PYTHON "$srcdir/nbd_server_fd.py" qsd >"$tmp/qsd.out" 2>&1 || {
         cat "$tmp/qsd.out"
         # qsd once stopped answering QMP (no reply to qmp_capabilities in
-        # 60 s, then deaf to SIGTERM) in a fresh-clone CI run; 40 runs since,
-        # beside that run's sanitizer suite, answered at once.  A reference
-        # that hangs says nothing about the table: noted, not failed.
+        # 60 s, then deaf to SIGTERM) in a fresh-clone CI run: its monitor
+        # thread sat in a blocking accept4() on the QMP listening socket,
+        # and main() was joining it (gdb).  40 runs since, beside that
+        # run's sanitizer suite, answered at once.  A reference that hangs
+        # says nothing about the table: noted, not failed.
         grep -q -e '^TimeoutError' -e 'TimeoutExpired' "$tmp/qsd.out" ||
             fail "qemu-storage-daemon 7.2 does not do what the test expects"
         echo "$0: note: qemu-storage-daemon hung; its side is not compared"
