@@ -150,8 +150,14 @@ requires_plugin() {
         echo "$0: skipped: SNAPNBD_PLUGIN does not name the built plugin"
         exit 77
     fi
-    # nbdkit itself is not built with ASan: a sanitized plugin needs the
-    # runtime loaded first.  nbdkit's own allocations are not ours to check.
+    plugin_env
+}
+
+# How nbdkit must run $SNAPNBD_PLUGIN (for a test that uses the plugin in
+# one step only, where it is there): nbdkit itself is not built with ASan,
+# so a sanitized plugin needs the runtime loaded first.  nbdkit's own
+# allocations are not ours to check.
+plugin_env() {
     _nbdkit_env=()
     local asan
     asan=$(ldd "$SNAPNBD_PLUGIN" 2>/dev/null | awk '/libasan/ { print $3 }')

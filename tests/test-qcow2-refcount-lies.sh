@@ -41,6 +41,7 @@ qemu-io -r -f qcow2 -c 'read -P 0x61 48 66600' "$img" | grep -q verification &&
 echo "fuzz input: written and read back; $(grep -c . "$tmp/fuzz.err") line(s) said"
 # The same image through the nbdkit plugin, the other way users open it.
 if command -v nbdkit >/dev/null 2>&1 && [ -f "${SNAPNBD_PLUGIN:-}" ]; then
+    plugin_env
     tail -c +2 "$srcdir/fuzz/crashes/qcow2/refcount-misses-copied-zero-cluster" \
         >"$img"
     start_nbdkit "$tmp/kit.sock" "$tmp/kit.pid" "$SNAPNBD_PLUGIN" \
