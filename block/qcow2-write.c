@@ -330,8 +330,8 @@ static int check_compressed(BlockNode *bs, uint64_t e, bool *leak)
  * refcount 0 the entry lies: the cluster may be handed out, or already
  * was, to someone else.  Unless it lay past the end of the file at the
  * open: never counted (qcow2-repair.c; whatever its refcount block says)
- * and never handed out, it is not freed (*leak), whatever the flags.  0, or -EIO after marking the image
- * corrupt. */
+ * and never handed out, it is not freed (*leak), whatever the flags.
+ * 0, or -EIO after marking the image corrupt. */
 static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
                         bool *leak)
 {
@@ -353,9 +353,9 @@ static int check_shared(BlockNode *bs, const uint64_t *entries, uint32_t n,
             leak[i] = true;
             continue;
         }
-        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
-        if ((e & QCOW2_OFLAG_COPIED) && ret == 0)
+        if (e & QCOW2_OFLAG_COPIED)
             continue;
+        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
         if (ret == 0 && rc == 0)
             ret = qcow2_signal_corruption(bs, "cluster %#" PRIx64 " is "
                                           "mapped as shared (no COPIED "
