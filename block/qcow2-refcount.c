@@ -250,10 +250,28 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries);
 
 /* Makes refcount block @block exist, placing a new one at the first
  * cluster it covers (free, as all its clusters are while it is missing). */
+/* The first of the @n clusters from @first that no reference past the
+ * end of the file named at the open, or @first + @n. */
+static uint64_t first_unreserved(Qcow2State *s, uint64_t first, uint64_t n)
+{
+    uint64_t c = first;
+
+    while (s->reserved && c < first + n && qcow2_cluster_reserved(s, c))
+        c++;
+    return c;
+}
+
+uint64_t qcow2_refblock_place(Qcow2State *s, uint64_t block)
+{
+    return first_unreserved(s, block << s->refblock_bits,
+                            refblock_entries(s));
+}
+
 static int ensure_refblock(BlockNode *bs, uint64_t block)
 {
     Qcow2State *s = bs->opaque;
-    uint64_t off = (block << s->refblock_bits) << s->cluster_bits;
+    uint64_t place = qcow2_refblock_place(s, block);
+    uint64_t off = place << s->cluster_bits;
     Qcow2Table *t;
     int ret;
 
@@ -264,6 +282,8 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
     }
     if (qcow2_refblock_exists(bs, block << s->refblock_bits))
         return 0;
+    if (place >> s->refblock_bits != block)
+        return -ENOSPC; /* every cluster of the range is reserved */
     /* Missing blocks make their clusters look free: if metadata is there
      * after all, the refcounts are damaged. */
     ret = qcow2_check_write(bs, 0, off, s->cluster_size);
@@ -273,7 +293,8 @@ static int ensure_refblock(BlockNode *bs, uint64_t block)
     ret = qcow2_cache_get_empty(s->refcount_cache, off, &t);
     if (ret < 0)
         return ret;
-    rb_set(t->entries, 0, s->refcount_order, 1);
+    rb_set(t->entries, place & (refblock_entries(s) - 1), s->refcount_order,
+           1);
     qcow2_cache_mark_dirty(s->refcount_cache, t);
     ret = qcow2_cache_write_table(s->refcount_cache, t);
     qcow2_table_put(t);
@@ -556,9 +577,9 @@ int qcow2_free_entry(BlockNode *bs, uint64_t l2_entry)
 /* --- growing the refcount table --------------------------------------------
  */
 
-/* Size of the new table and of the blocks that describe it, placed at the
- * start of the first range the old table cannot describe. */
-static void plan_growth(Qcow2State *s, uint64_t min_entries,
+/* Size of the new table and of the blocks that describe it, placed
+ * @skip clusters into the first range the old table cannot describe. */
+static void plan_growth(Qcow2State *s, uint64_t min_entries, uint64_t skip,
                         uint64_t *entries, uint64_t *table_clusters,
                         uint64_t *blocks)
 {
@@ -570,16 +591,34 @@ static void plan_growth(Qcow2State *s, uint64_t min_entries,
                        s->refcount_table_size + k);
         *entries = ROUND_UP(*entries, per_cluster);
         *table_clusters = *entries / per_cluster;
-        k = (k + *table_clusters + refblock_entries(s) - 1) /
+        k = (skip + k + *table_clusters + refblock_entries(s) - 1) /
             refblock_entries(s);
     } while (k != prev);
     *blocks = k;
 }
 
-/* Writes the blocks describing clusters [area, area + used) of a range
- * nobody used before: they are the blocks themselves and the new table. */
-static int write_area_refblocks(BlockNode *bs, uint64_t area, uint64_t used,
-                                uint64_t blocks)
+/* The first cluster from @from that starts @n clusters none of which is
+ * reserved. */
+static uint64_t unreserved_run(Qcow2State *s, uint64_t from, uint64_t n)
+{
+    uint64_t run = 0;
+
+    while (s->reserved && run < n) {
+        if (qcow2_cluster_reserved(s, from + run)) {
+            from += run + 1;
+            run = 0;
+        } else {
+            run++;
+        }
+    }
+    return from;
+}
+
+/* Writes the @blocks refcount blocks of a range nobody used before, that
+ * starts at cluster @area; they lie at [area + skip, area + skip + used),
+ * with the new table, and count those clusters. */
+static int write_area_refblocks(BlockNode *bs, uint64_t area, uint64_t skip,
+                                uint64_t used, uint64_t blocks)
 {
     Qcow2State *s = bs->opaque;
     int ret = 0;
@@ -588,11 +627,11 @@ static int write_area_refblocks(BlockNode *bs, uint64_t area, uint64_t used,
         uint64_t first = k << s->refblock_bits;
         Qcow2Table *t;
         ret = qcow2_cache_get_empty(s->refcount_cache,
-                                    (area + k) << s->cluster_bits, &t);
+                                    (area + skip + k) << s->cluster_bits, &t);
         if (ret < 0)
             break;
-        for (uint64_t i = first; i < used && i < first + refblock_entries(s);
-             i++)
+        for (uint64_t i = MAX(first, skip);
+             i < skip + used && i < first + refblock_entries(s); i++)
             rb_set(t->entries, i - first, s->refcount_order, 1);
         qcow2_cache_mark_dirty(s->refcount_cache, t);
         ret = qcow2_cache_write_table(s->refcount_cache, t);
@@ -623,15 +662,22 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     uint64_t old_offset = s->refcount_table_offset;
     uint64_t old_bytes = s->refcount_table_size * 8;
     g_autofree uint64_t *table = NULL;
-    uint64_t table_offset;
+    uint64_t table_offset, skip = 0, start;
     int ret;
 
-    plan_growth(s, min_entries, &entries, &table_clusters, &blocks);
+    /* Past clusters that references past the end of the file name. */
+    for (;;) {
+        plan_growth(s, min_entries, skip, &entries, &table_clusters, &blocks);
+        start = unreserved_run(s, area + skip, blocks + table_clusters);
+        if (start == area + skip)
+            break;
+        skip = start - area;
+    }
     if (entries * 8 > QCOW2_MAX_REFTABLE_BYTES)
         return -EFBIG;
-    table_offset = (area + blocks) << s->cluster_bits;
+    table_offset = (start + blocks) << s->cluster_bits;
     /* Nothing the old table cannot describe may be in use. */
-    ret = qcow2_check_write(bs, 0, area << s->cluster_bits,
+    ret = qcow2_check_write(bs, 0, start << s->cluster_bits,
                             (blocks + table_clusters) << s->cluster_bits);
     if (ret < 0)
         return ret;
@@ -639,13 +685,14 @@ static int grow_refcount_table(BlockNode *bs, uint64_t min_entries)
     if (!table)
         return -ENOMEM;
     bdrv_debug_event(s->file, BLKDBG_REFTABLE_GROW);
-    ret = write_area_refblocks(bs, area, blocks + table_clusters, blocks);
+    ret = write_area_refblocks(bs, area, skip, blocks + table_clusters,
+                               blocks);
     if (ret < 0)
         return ret;
     for (uint64_t i = 0; i < s->refcount_table_size; i++)
         table[i] = GUINT64_TO_BE(s->refcount_table[i]);
     for (uint64_t k = 0; k < blocks; k++)
-        table[first_block + k] = GUINT64_TO_BE((area + k) << s->cluster_bits);
+        table[first_block + k] = GUINT64_TO_BE((start + k) << s->cluster_bits);
     ret = bdrv_pwrite(s->file, table_offset, entries * 8, table, 0);
     if (ret == 0)
         ret = qcow2_barrier(bs);

@@ -235,14 +235,13 @@ static bool apply_counts(Counts *c, bool raise_only, const char *why,
 
     for (uint64_t i = 0; i < clusters; i++) {
         uint64_t want = i < c->len ? c->n[i] : 0;
-        uint64_t have, block_start = (i >> s->refblock_bits) <<
-                                     s->refblock_bits;
+        uint64_t have, place = qcow2_refblock_place(s, i >> s->refblock_bits);
         int ret = qcow2_get_refcount(bs, i, &have);
         if (ret == 0 && (have == want || (raise_only && have > want)))
             continue;
         if (ret == 0 && want && !qcow2_refblock_exists(bs, i) &&
             ((i >> s->refblock_bits) >= s->refcount_table_size ||
-             (block_start < c->len && c->n[block_start])))
+             (place < c->len && c->n[place])))
             ret = -ENOSPC; /* no place for a new refcount block */
         if (ret == 0)
             ret = qcow2_set_refcount(bs, i, want);

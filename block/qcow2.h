@@ -357,6 +357,9 @@ bool qcow2_cluster_born(Qcow2State *s, uint64_t cluster);
 /* Keeps @cluster from the allocator; false if @max are kept already. */
 bool qcow2_reserve_cluster(Qcow2State *s, uint64_t cluster, guint max);
 bool qcow2_cluster_reserved(Qcow2State *s, uint64_t cluster);
+/* Where a new refcount block for refcount table entry @block goes: the
+ * first cluster of the range it describes that is not reserved. */
+uint64_t qcow2_refblock_place(Qcow2State *s, uint64_t block);
 /* Sets a cluster's refcount outright (repair only). */
 int qcow2_set_refcount(BlockNode *bs, uint64_t cluster, uint64_t value);
 /* Does a refcount block describe @cluster?  (Else its refcount is 0 and

@@ -3,6 +3,7 @@
 (tests/test-qcow2-refcount-lies.sh).
 
   qcow2_refcount_lies.py DIR SEED [COUNT] [--server qemu-nbd] [--commit]
+  qcow2_refcount_lies.py DIR --growth
 
 For each seed from SEED to SEED + COUNT - 1: qemu-img and qemu-io make an
 image (random cluster size, random writes, discards that leave free
@@ -33,6 +34,10 @@ the daemon (snapnbd $SNAPNBD) exports; the requests go to the overlay,
 and block-commit of the active layer, completed, writes them into the
 damaged image, which only then becomes writable (its references are
 counted at that reopen, not at an open).
+
+With --growth, one fixed case: references past the end of the file name
+the clusters where a new refcount block, and the refcount table's growth,
+would put their metadata (see growth()).
 """
 import os
 import re
@@ -400,7 +405,59 @@ def commit_seed(work, seed):
     return what, problem, said
 
 
+def growth(work):
+    """References past the end of the file that name the clusters where
+    new refcount metadata would go: the first cluster of the next refcount
+    block's range, and the first cluster the refcount table cannot
+    describe, where its growth puts the new blocks and table.  Writes
+    that need both must put them elsewhere: the entries read as zeros
+    before and after.  The first problem, or None."""
+    for f in os.listdir(work):
+        os.unlink(os.path.join(work, f))
+    img = os.path.join(work, "img.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o",
+        "cluster_size=512,refcount_bits=16", img, "16M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 7900K", img)
+    image = Image(img)
+    per_block = image.cs // 2
+    area = image.rt_clusters * image.cs // 8 * per_block
+    block = -(-image.end_cluster() // per_block) * per_block
+    assert block < area, "the image does not leave a refcount block to make"
+    for guest, host in ((7900 << 10, block), ((7900 << 10) + 512, area)):
+        image.put(image.l2_slot(guest), COPIED | (host << image.bits))
+    image.save()
+    model_path = os.path.join(work, "model.raw")
+    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, model_path)
+    with open(model_path, "rb") as f:
+        model = bytearray(f.read())
+    srv = Server("snapnbd", os.path.join(work, "sock"), img,
+                 os.path.join(work, "server.log"))
+    try:
+        h = nbd.NBD()
+        h.connect_unix(os.path.join(work, "sock"))
+        h.pwrite(b"\2" * (256 << 10), 8 << 20)
+        model[8 << 20:(8 << 20) + (256 << 10)] = b"\2" * (256 << 10)
+        h.flush()
+        problem = compare(h, model)
+        h.shutdown()
+    finally:
+        srv.stop()
+    grown = Image(img)
+    if problem:
+        return "over NBD: " + problem
+    if grown.rt_offset == image.rt_offset or grown.end_cluster() <= area:
+        return "the refcount table did not grow: the case was not met"
+    if reads_unlike(model, model_path, img):
+        return "qemu-img reads the image unlike the model"
+    return None
+
+
 def main():
+    if "--growth" in sys.argv[1:]:
+        problem = growth(sys.argv[1])
+        print("refcount metadata placed past reserved clusters: %s" % (
+            problem or "ok"))
+        sys.exit(1 if problem else 0)
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     server = "qemu-nbd" if "--server" in sys.argv[1:] and \
         sys.argv[sys.argv.index("--server") + 1] == "qemu-nbd" else "snapnbd"
