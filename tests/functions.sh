@@ -33,6 +33,9 @@ set -o pipefail
 export LANG=C
 # nbdsh runs "python3" from PATH: make it the system one, which has libnbd.
 export PATH=/usr/bin:$PATH
+# qemu-storage-daemon through tests/qsd-shim, which keeps QEMU 7.2's QMP
+# socket out of reach until the daemon has started (see there why).
+PATH=$(cd "$srcdir/qsd-shim" && pwd):$PATH
 
 _cleanups=()
 _run_cleanups() {
