@@ -70,9 +70,9 @@
  * copy's CPU time is at most its wall time): the background is one
  * copy at a time on one thread, which the kernel's scheduler shares
  * with the guest's threads.
- * Not SCHED_IDLE (tried 2026-12-07, raw into raw, 6 runs each): copies
+ * Not SCHED_IDLE (tried 2026-12-07, raw into raw, 6-12 runs each): copies
  * beyond the share at SCHED_IDLE kept the guest at 0.41-0.50 (share 50,
- * 1000-1250 MiB/s) and 0.50-0.58 (25, 800-950) against 0.35-0.42 at 100
+ * 960-1250 MiB/s) and 0.50-0.58 (25, 800-950) against 0.35-0.42 at 100
  * (1420-1490), no better per GiB; all copies there gave 0.69-0.83 at
  * 420-620 MiB/s.  And a SCHED_IDLE thread that holds a lock a guest write
  * needs (a qcow2 target's, a busy chunk) runs at 0.3% of a CPU when other
