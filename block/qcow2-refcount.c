@@ -248,25 +248,16 @@ static int write_table_entry(BlockNode *bs, uint64_t block)
 
 static int grow_refcount_table(BlockNode *bs, uint64_t min_entries);
 
-/* Makes refcount block @block exist, placing a new one at the first
- * cluster it covers (free, as all its clusters are while it is missing). */
-/* The first of the @n clusters from @first that no reference past the
- * end of the file named at the open, or @first + @n. */
-static uint64_t first_unreserved(Qcow2State *s, uint64_t first, uint64_t n)
-{
-    uint64_t c = first;
-
-    while (s->reserved && c < first + n && qcow2_cluster_reserved(s, c))
-        c++;
-    return c;
-}
+static uint64_t unreserved_run(Qcow2State *s, uint64_t from, uint64_t n);
 
 uint64_t qcow2_refblock_place(Qcow2State *s, uint64_t block)
 {
-    return first_unreserved(s, block << s->refblock_bits,
-                            refblock_entries(s));
+    return unreserved_run(s, block << s->refblock_bits, 1);
 }
 
+/* Makes refcount block @block exist, placing a new one at the first
+ * cluster it covers that is not reserved (free, as all its clusters are
+ * while it is missing). */
 static int ensure_refblock(BlockNode *bs, uint64_t block)
 {
     Qcow2State *s = bs->opaque;

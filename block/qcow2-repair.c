@@ -221,6 +221,19 @@ static bool count_all(Counts *c, GError **errp)
     return qcow2_bitmaps_references(bs, count_range, c, errp);
 }
 
+/* Can a new refcount block describing @cluster be made: within the
+ * table, on a cluster that nothing counted uses? */
+static bool room_for_refblock(Counts *c, uint64_t cluster)
+{
+    Qcow2State *s = c->bs->opaque;
+    uint64_t block = cluster >> s->refblock_bits, place;
+
+    if (block >= s->refcount_table_size)
+        return false;
+    place = qcow2_refblock_place(s, block);
+    return place >= c->len || !c->n[place];
+}
+
 /* Sets every refcount to its count, or with @raise_only only those below
  * it (a clean image's leaks stay: freeing is for qemu-img check -r to
  * decide).  @why (the image ...) says what was wrong, in the error when a
@@ -235,14 +248,13 @@ static bool apply_counts(Counts *c, bool raise_only, const char *why,
 
     for (uint64_t i = 0; i < clusters; i++) {
         uint64_t want = i < c->len ? c->n[i] : 0;
-        uint64_t have, place = qcow2_refblock_place(s, i >> s->refblock_bits);
+        uint64_t have;
         int ret = qcow2_get_refcount(bs, i, &have);
         if (ret == 0 && (have == want || (raise_only && have > want)))
             continue;
         if (ret == 0 && want && !qcow2_refblock_exists(bs, i) &&
-            ((i >> s->refblock_bits) >= s->refcount_table_size ||
-             (place < c->len && c->n[place])))
-            ret = -ENOSPC; /* no place for a new refcount block */
+            !room_for_refblock(c, i))
+            ret = -ENOSPC;
         if (ret == 0)
             ret = qcow2_set_refcount(bs, i, want);
         if (ret < 0) {
