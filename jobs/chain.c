@@ -48,9 +48,12 @@ bool chain_claim_node(ChainClaim *claim, BlockNode *bs, bool dropped,
             (GDestroyNotify)bdrv_unref);
     bdrv_ref(bs);
     g_ptr_array_add(claim->nodes, bs);
-    for (int op = 0; op < BDRV_OP__MAX; op++)
+    for (int op = 0; op < BDRV_OP__MAX; op++) {
+        if (op == BDRV_OP_EXPORT_WRITABLE && claim->writers_by_perm)
+            continue;
         if (dropped || op == BDRV_OP_CHAIN_JOB || op == BDRV_OP_DELETE)
             bdrv_op_block(bs, op, claim, claim->reason);
+    }
     return true;
 }
 

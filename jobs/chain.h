@@ -19,6 +19,9 @@ BlockNode *chain_bottom(BlockNode *top);
 /* The nodes a job blocks operations on, referenced until released. */
 typedef struct ChainClaim {
     char *reason;       /* the blockers' reason; set by the caller */
+    /* writers of dropped nodes are refused by the job's permission edges
+     * (QEMU's words), not by a blocker */
+    bool writers_by_perm;
     GPtrArray *nodes;
 } ChainClaim;
 /* Refused when another commit or stream holds @bs.  A @dropped node (or

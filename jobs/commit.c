@@ -215,7 +215,7 @@ static Job *intermediate_commit(const char *id, BlockNode *active,
     job_unlock();
     if (!commit_attach(c, overlay, top, base, errp) ||
         !(c->buf = bdrv_blockalign(top, COMMIT_CHUNK))) {
-        job_cancel_created(&c->common);
+        job_early_fail(&c->common);
         return NULL;
     }
     return &c->common;

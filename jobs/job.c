@@ -629,6 +629,25 @@ static void cancel_locked(Job *job, bool force)
     }
 }
 
+void job_early_fail(Job *job)
+{
+    job_lock();
+    g_assert(!job->started && job->status == JOB_STATUS_CREATED);
+    job->cancelled = true;
+    job->force_cancel = true;
+    job->ret = -ECANCELED;
+    job->refcnt++;
+    job_unlock();
+    if (job->driver->abort)
+        job->driver->abort(job);
+    if (job->driver->clean)
+        job->driver->clean(job);
+    job_lock();
+    do_dismiss_locked(job);
+    unref_locked(job);
+    job_unlock();
+}
+
 void job_cancel_created(Job *job)
 {
     job_lock();

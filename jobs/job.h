@@ -218,6 +218,10 @@ void job_start(Job *job);
 /* Ends a job that never started: "created" -> "aborting" -> "concluded"
  * -> "null", running abort and clean. */
 void job_cancel_created(Job *job);
+/* A creation that failed once the job was made: QEMU's job_early_fail,
+ * "created" -> "null" with no other event (nor completion event); abort
+ * and clean still release what the creator took. */
+void job_early_fail(Job *job);
 
 /* A new reference to the job named @id, or NULL. */
 Job *job_get(const char *id);

@@ -1153,7 +1153,7 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
         !alloc_first_buffer(m, source) ||
         (o->filter_node_name &&
          !plug_filter(m, o->filter_node_name, errp))) {
-        job_cancel_created(&m->common);
+        job_early_fail(&m->common);
         return NULL;
     }
     return &m->common;

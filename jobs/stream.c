@@ -13,6 +13,12 @@
  * @base and its backing link follows, in a drained section; clean puts the
  * users back on @top and drops the filter, whether the job succeeded,
  * failed or was cancelled.
+ *
+ * The job reads each range of the layers below @top once and trusts it
+ * not to change, so, as in QEMU, it holds an "intermediate node" edge on
+ * each of them that shares consistent read and write-unchanged only: a
+ * writer there (a writable export of the base, say) is refused, now or
+ * later, with QEMU's permission conflict.
  */
 #include "jobs/commit.h"
 #include "jobs/chain.h"
@@ -26,6 +32,7 @@ typedef struct StreamJob {
     BlockNode *top, *base;    /* base may be NULL: the whole chain */
     BlockNode *cor;           /* the copy-on-read filter above top */
     BlockChild *cor_edge;     /* the job's, for drained sections */
+    GPtrArray *layer_edges;   /* "intermediate node" edges below top */
     ChainClaim claim;
     ChainWritable top_rw;
     char *backing_file;
@@ -117,6 +124,7 @@ static void stream_clean(Job *job)
     StreamJob *s = (StreamJob *)job;
 
     g_clear_pointer(&s->cor_edge, bdrv_user_detach);
+    g_clear_pointer(&s->layer_edges, g_ptr_array_unref);
     remove_filter(s);
     chain_restore_read_only(&s->top_rw, false);
     chain_release(&s->claim);
@@ -171,6 +179,25 @@ static bool insert_filter(StreamJob *s, const char *node_name, GError **errp)
     return ok;
 }
 
+/* The layers the job reads: no one else may write or resize them. */
+static bool hold_layers(StreamJob *s, const char *holder, GError **errp)
+{
+    s->layer_edges = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bdrv_user_detach);
+    for (BlockNode *n = chain_backing(s->top); n && n != s->base;
+         n = chain_backing(n)) {
+        BlockChild *edge = bdrv_user_attach(
+            n, holder, "intermediate node", 0,
+            BDRV_PERM_CONSISTENT_READ | BDRV_PERM_WRITE_UNCHANGED, NULL, NULL,
+            errp);
+
+        if (!edge)
+            return false;
+        g_ptr_array_add(s->layer_edges, edge);
+    }
+    return true;
+}
+
 static bool stream_attach(StreamJob *s, const char *filter_node_name,
                           GError **errp)
 {
@@ -179,6 +206,7 @@ static bool stream_attach(StreamJob *s, const char *filter_node_name,
 
     s->claim.reason = g_strdup("block device is in use by block job: "
                                "stream");
+    s->claim.writers_by_perm = true;
     if (!chain_claim_node(&s->claim, s->top, false, errp) ||
         !chain_claim_range(&s->claim, chain_backing(s->top), s->base, errp))
         return false;
@@ -191,7 +219,7 @@ static bool stream_attach(StreamJob *s, const char *filter_node_name,
                                    BDRV_PERM_CONSISTENT_READ,
                                    BDRV_PERM_ALL & ~BDRV_PERM_RESIZE,
                                    &job_user_ops, &s->common, errp);
-    return s->cor_edge != NULL;
+    return s->cor_edge && hold_layers(s, holder, errp);
 }
 
 Job *stream_job_create(const char *id, BlockNode *top, BlockNode *base,
@@ -222,7 +250,7 @@ Job *stream_job_create(const char *id, BlockNode *top, BlockNode *base,
     s->common.speed = o->speed;
     job_unlock();
     if (!stream_attach(s, o->filter_node_name, errp)) {
-        job_cancel_created(&s->common);
+        job_early_fail(&s->common);
         return NULL;
     }
     return &s->common;

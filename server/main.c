@@ -83,6 +83,43 @@ static void serve(const CliOptions *o, NbdListener *listener, int sig_fd)
     wait_for_clients();
 }
 
+/* Started with stdin, stdout or stderr closed, the first image opened
+ * would take its number: messages would go into the image, and a stdio
+ * monitor would read it.  /dev/null takes the number instead. */
+static void open_standard_fds(void)
+{
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int null_fd = open("/dev/null", O_RDWR);
+
+            if (null_fd >= 0 && null_fd != fd) {
+                dup2(null_fd, fd);
+                close(null_fd);
+            }
+        }
+    }
+}
+
+/* What every way out of the daemon closes while its monitors still hear,
+ * in qemu-storage-daemon's order, so that QMP clients get the events: no
+ * more commands; NBD clients finish what they sent; exports close
+ * (BLOCK_EXPORT_DELETED); jobs are cancelled (their events).  quit runs it
+ * on the QMP thread before answering, SIGTERM on the main thread; the
+ * second run finds nothing left. */
+static void close_exports_and_jobs(void)
+{
+    static GMutex lock;
+
+    g_mutex_lock(&lock);
+    qmp_stop_input();
+    release_waits();
+    nbd_server_shutdown();
+    wait_for_clients();
+    qmp_nbd_cleanup();
+    qmp_jobs_cleanup();
+    g_mutex_unlock(&lock);
+}
+
 static int block_signals(void)
 {
     sigset_t set;
@@ -248,10 +285,7 @@ static int serve_daemon(const CliOptions *o, int sig_fd, int *ready_fd)
     *ready_fd = -1;
     while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
     }
-    release_waits();
-    qmp_stop();
-    nbd_server_shutdown();
-    wait_for_clients();
+    close_exports_and_jobs();
     return EXIT_SUCCESS;
 }
 
@@ -262,6 +296,7 @@ int main(int argc, char **argv)
     NbdListener *listener;
     int sig_fd, ready_fd = -1, ret = EXIT_FAILURE;
 
+    open_standard_fds();
     if (!cli_parse(argc, argv, &o)) {
         cli_free(&o);
         return EXIT_FAILURE;
@@ -285,7 +320,8 @@ int main(int argc, char **argv)
         ret = help_or_failure();
         goto out;
     }
-    if (qmp_cli_given() && !qmp_cli_start()) {
+    qmp_set_quit_hook(close_exports_and_jobs);
+    if (qmp_cli_given() && !qmp_cli_start(o.fork)) {
         ret = help_or_failure();
         goto out;
     }
@@ -318,10 +354,12 @@ int main(int argc, char **argv)
     bdrv_flush(node);
     bdrv_unref(node);
 out:
-    /* the control socket's nodes and exports (nothing if it never ran) */
-    qmp_stop();
-    qmp_jobs_cleanup();
+    /* the control socket's exports, jobs and nodes (nothing if it never
+     * ran); the events of the first two still reach its clients */
+    qmp_stop_input();
     qmp_nbd_cleanup();
+    qmp_jobs_cleanup();
+    qmp_stop();
     qmp_block_cleanup();
     throttle_group_delete_all();
     qmp_cli_free();

@@ -34,7 +34,7 @@ SENTINEL = "type=nbd,id=zz-sentinel,node-name=no-such-node"
 #    implement (encrypted secrets, passwordid, sanity-check); its help
 #    lists the types snapnbd makes (and lists them for a type it does not
 #    make, where QEMU gives that type's properties);
-#  - --chardev: backends other than socket, and socket features other
+#  - --chardev: backends other than socket and stdio, and socket features other
 #    than a unix socket path in server mode, are refused (QEMU would go on
 #    to use them, or fail later with its own words); "--chardev help" lists
 #    snapnbd's backends.
@@ -49,7 +49,7 @@ KNOWN = [
     "property 'passwordid' is not supported",
     "property 'sanity-check' is not supported",
     "is not supported (only a unix socket path with server=on)",
-    "is not supported (only socket)",
+    "is not supported (only socket and stdio)",
     # qsd 7.2 accepts an enabled bitmap on a read-only export when it is
     # named as {node, name}; snapnbd refuses it however it is named
     "incompatible with readonly export",

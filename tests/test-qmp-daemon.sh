@@ -272,7 +272,7 @@ for type in $(sed -n 's/^  //p' "$tmp/help"); do
     grep -qx "$type options:" "$tmp/props" || fail "$type: $(cat "$tmp/props")"
 done
 "$SNAPNBD" --chardev help >"$tmp/help" || fail "--chardev help: status $?"
-printf 'Available chardev backend types: \n  socket\n' | diff - "$tmp/help" ||
+printf 'Available chardev backend types: \n  socket\n  stdio\n' | diff - "$tmp/help" ||
     fail "--chardev help"
 
 # Lists in option syntax ("bitmaps.N=", as QEMU's keyval): a string or

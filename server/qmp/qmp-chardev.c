@@ -7,10 +7,11 @@
  * checks the backend and the socket options (chardev/char.c,
  * char-socket.c) and opens it at once.  The parser and the checks below
  * follow that code step by step, so the messages and which one wins are
- * QEMU's.  snapnbd serves QMP on one kind of chardev: a unix socket in
- * server mode.  What QEMU accepts and snapnbd does not do (other backends,
- * TCP, fd, client mode, telnet, websocket, mux, logfile) is refused where
- * QEMU would start doing it, with a message that says so.
+ * QEMU's.  snapnbd serves QMP on two kinds of chardev: a unix socket in
+ * server mode, and stdio (QEMU's iotests and scripts that drive the daemon
+ * through a pipe).  What QEMU accepts and snapnbd does not do (other
+ * backends, TCP, fd, client mode, telnet, websocket, mux, logfile) is
+ * refused where QEMU would start doing it, with a message that says so.
  */
 #include "qmp-chardev.h"
 
@@ -66,7 +67,7 @@ static const struct {
 } backends[] = {
     { "socket", true }, { "null", false },     { "udp", false },
     { "memory", false }, { "ringbuf", false }, { "file", false },
-    { "pipe", false },   { "pty", false },     { "stdio", false },
+    { "pipe", false },   { "pty", false },     { "stdio", true },
     { "serial", false }, { "parallel", false }, { "mux", false },
 };
 
@@ -78,11 +79,15 @@ static const char *const aliases[][2] = {
 struct QmpChardev {
     char *id;
     char *path;
-    int fd;     /* listening; -1 once a --monitor took it */
+    int fd;       /* listening (-1 for stdio) */
+    bool stdio;
+    bool taken;   /* by a --monitor */
     bool wait;
 };
 
 static GPtrArray *chardevs; /* of QmpChardev * */
+static bool stdio_in_use;
+static bool daemonizing;
 
 /* The parsed option: (name, value) pairs in order; QEMU's qemu_opt_get
  * finds the last one of a name. */
@@ -402,7 +407,7 @@ static bool check_backend(const char *id, const char *backend,
             continue;
         if (!backends[i].supported)
             qmp_error(errp, "chardev backend '%s' is not supported (only "
-                      "socket)", backend);
+                      "socket and stdio)", backend);
         return backends[i].supported;
     }
     qmp_error(errp, "'%s' is not a valid char driver name", backend);
@@ -617,6 +622,32 @@ static bool open_socket(const char *id, const Opts *o, int *fd,
     return *fd >= 0;
 }
 
+/* qemu_chr_open_stdio(), after qemu_char_open()'s logfile: stdin and
+ * stdout, once.  QEMU also turns a terminal's echo off (and its signals,
+ * with signal=off); snapnbd leaves the terminal as it is. */
+static bool open_stdio(const char *id, const Opts *o, GError **errp)
+{
+    if (opt_get(o, "logfile"))
+        return unsupported(id, "logfile", errp);
+    if (opt_bool(o, "mux", false))
+        return unsupported(id, "mux=on", errp);
+    if (daemonizing) {
+        qmp_error(errp, "cannot use stdio with --fork");
+        return false;
+    }
+    if (stdio_in_use) {
+        qmp_error(errp, "cannot use stdio by multiple character devices");
+        return false;
+    }
+    stdio_in_use = true;
+    return true;
+}
+
+void qmp_chardev_set_daemonizing(bool forking)
+{
+    daemonizing = forking;
+}
+
 bool qmp_chardev_add(const char *spec, int *help_status, GError **errp)
 {
     g_autofree char *warn_prefix = g_strdup_printf("snapnbd: --chardev %s: ",
@@ -625,7 +656,7 @@ bool qmp_chardev_add(const char *spec, int *help_status, GError **errp)
                g_ptr_array_new_with_free_func(g_free) };
     g_autofree char *id = NULL;
     const char *backend;
-    bool help = false, ok = false;
+    bool help = false, ok = false, stdio;
     QmpChardev *chr;
     int fd = -1;
 
@@ -646,12 +677,16 @@ bool qmp_chardev_add(const char *spec, int *help_status, GError **errp)
         qmp_error(errp, "chardev: no id specified");
         goto out;
     }
-    if (!check_backend(id, backend, errp) || !open_socket(id, &o, &fd, errp))
+    if (!check_backend(id, backend, errp))
+        goto out;
+    stdio = strcmp(backend, "stdio") == 0;
+    if (stdio ? !open_stdio(id, &o, errp) : !open_socket(id, &o, &fd, errp))
         goto out;
     chr = g_new0(QmpChardev, 1);
     chr->id = g_steal_pointer(&id);
-    chr->path = g_strdup(opt_get(&o, "path"));
+    chr->path = stdio ? NULL : g_strdup(opt_get(&o, "path"));
     chr->fd = fd;
+    chr->stdio = stdio;
     chr->wait = opt_bool(&o, "wait", true);
     if (!chardevs)
         chardevs = g_ptr_array_new();
@@ -677,7 +712,7 @@ QmpChardev *qmp_chardev_find(const char *id)
 bool qmp_chardev_take(QmpChardev *chr, int *fd, char **path, bool *wait,
                       GError **errp)
 {
-    if (chr->fd < 0) {
+    if (chr->taken) {
         qmp_error(errp, "Device '%s' is in use", chr->id);
         return false;
     }
@@ -685,7 +720,13 @@ bool qmp_chardev_take(QmpChardev *chr, int *fd, char **path, bool *wait,
     *path = g_strdup(chr->path);
     *wait = chr->wait;
     chr->fd = -1;
+    chr->taken = true;
     return true;
+}
+
+bool qmp_chardev_is_stdio(const QmpChardev *chr)
+{
+    return chr->stdio;
 }
 
 void qmp_chardev_cleanup(void)
@@ -702,4 +743,5 @@ void qmp_chardev_cleanup(void)
         g_free(chr);
     }
     g_clear_pointer(&chardevs, g_ptr_array_unref);
+    stdio_in_use = false;
 }

@@ -129,7 +129,10 @@ static bool add_monitor(const char *monitor, GError **errp)
     else if (strcmp(mode, "control") != 0)
         qmp_error(errp, "Only QMP is supported");
     else if (qmp_chardev_take(chr, &fd, &path, &wait, errp)) {
-        qmp_add_listener_fd(fd, path, wait);
+        if (qmp_chardev_is_stdio(chr))
+            qmp_add_stdio_client();
+        else
+            qmp_add_listener_fd(fd, path, wait);
         ok = true;
     }
 out:
@@ -378,11 +381,12 @@ static bool run_item(const CliItem *item)
                        option, value);
 }
 
-bool qmp_cli_start(void)
+bool qmp_cli_start(bool forking)
 {
     g_autoptr(GError) err = NULL;
 
     qmp_register_all();
+    qmp_chardev_set_daemonizing(forking);
     for (guint i = 0; items && i < items->len; i++) {
         if (!run_item(g_ptr_array_index(items, i)))
             return false;

@@ -727,23 +727,69 @@ static void append_value(GString *out, JsonNode *node)
     }
 }
 
+/* QEMU's QDict is a hash table of 512 buckets (qobject/qdict.c, its
+ * tdb_hash), each a list with the newest key first, and it is written
+ * bucket by bucket: that, not the schema, is the member order clients see
+ * ("status" before "id" in JOB_STATUS_CHANGE).  Members are written so.
+ * Two keys of one bucket keep the order they were added in: code that
+ * builds an object adds such keys in the order QEMU writes them (QEMU's
+ * newest first: VersionTriple's "micro" before "minor"). */
+#define QDICT_BUCKETS 512
+
+static unsigned qdict_bucket(const char *key)
+{
+    unsigned value = 0x238F13AFu * (unsigned)strlen(key);
+
+    for (unsigned i = 0; key[i]; i++)
+        value += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
+    return (1103515243u * value + 12345u) % QDICT_BUCKETS;
+}
+
+typedef struct {
+    const char *key;
+    unsigned bucket;
+    guint added; /* insertion rank */
+} QdictSlot;
+
+static gint qdict_order(gconstpointer a, gconstpointer b)
+{
+    const QdictSlot *x = a, *y = b;
+
+    if (x->bucket != y->bucket)
+        return x->bucket < y->bucket ? -1 : 1;
+    return x->added < y->added ? -1 : x->added > y->added;
+}
+
+static void append_object(GString *out, JsonObject *obj)
+{
+    g_autoptr(GList) members = json_object_get_members(obj);
+    g_autoptr(GArray) slots = g_array_new(FALSE, FALSE, sizeof(QdictSlot));
+    guint rank = 0;
+
+    for (GList *l = members; l; l = l->next) {
+        QdictSlot slot = { l->data, qdict_bucket(l->data), rank++ };
+        g_array_append_val(slots, slot);
+    }
+    g_array_sort(slots, qdict_order);
+    g_string_append_c(out, '{');
+    for (guint i = 0; i < slots->len; i++) {
+        const char *key = g_array_index(slots, QdictSlot, i).key;
+
+        if (i)
+            g_string_append(out, ", ");
+        append_string(out, key);
+        g_string_append(out, ": ");
+        qmp_json_append(out, json_object_get_member(obj, key));
+    }
+    g_string_append_c(out, '}');
+}
+
 void qmp_json_append(GString *out, JsonNode *node)
 {
     switch (JSON_NODE_TYPE(node)) {
-    case JSON_NODE_OBJECT: {
-        JsonObject *obj = json_node_get_object(node);
-        g_autoptr(GList) members = json_object_get_members(obj);
-        g_string_append_c(out, '{');
-        for (GList *l = members; l; l = l->next) {
-            if (l != members)
-                g_string_append(out, ", ");
-            append_string(out, l->data);
-            g_string_append(out, ": ");
-            qmp_json_append(out, json_object_get_member(obj, l->data));
-        }
-        g_string_append_c(out, '}');
+    case JSON_NODE_OBJECT:
+        append_object(out, json_node_get_object(node));
         break;
-    }
     case JSON_NODE_ARRAY: {
         JsonArray *arr = json_node_get_array(node);
         g_string_append_c(out, '[');

@@ -48,7 +48,10 @@ typedef struct QmpListener {
 } QmpListener;
 
 typedef struct QmpClient {
-    int fd;
+    int fd;            /* a socket, or stdin */
+    int out_fd;        /* fd, or stdout */
+    bool stdio;
+    bool input_done;   /* stdin ended (QMP thread only) */
     QmpJsonStreamer *json;
     bool negotiated;   /* written by the QMP thread under qmp_lock */
     bool dead;         /* to be closed by the loop; written under qmp_lock */
@@ -65,6 +68,11 @@ static GPtrArray *listeners;       /* of QmpListener *, QMP thread only */
 static int wake_pipe[2] = { -1, -1 };
 static GThread *qmp_thread;
 static int stopping;               /* atomic */
+/* Commands run on the QMP thread holding dispatch_lock; once input_stopped
+ * is set no more are read, while output still flows (qmp_stop_input). */
+static GMutex dispatch_lock;
+static int input_stopped;          /* atomic */
+static void (*quit_hook)(void);
 
 /* --- errors and argument helpers --------------------------------------- */
 
@@ -167,14 +175,33 @@ static void client_send(QmpClient *c, JsonNode *msg)
     g_mutex_unlock(&qmp_lock);
 }
 
+/* Writes to stdout what it takes without blocking, without making the
+ * descriptor (shared with whoever started us) non-blocking: a pipe or a
+ * terminal that polls writable takes a page. */
+static ssize_t write_stdout(int fd, const char *buf, size_t len)
+{
+    struct pollfd p = { fd, POLLOUT, 0 };
+    int ready = poll(&p, 1, 0);
+
+    if (ready < 0)
+        return -1;
+    if (ready == 0 || !(p.revents & POLLOUT)) {
+        errno = p.revents & (POLLERR | POLLHUP | POLLNVAL) ? EPIPE : EAGAIN;
+        return -1;
+    }
+    return write(fd, buf, MIN(len, 4096));
+}
+
 /* Writes what the socket takes now; marks the client dead on error or when
  * it stopped reading long ago. */
 static void client_flush(QmpClient *c)
 {
     g_mutex_lock(&qmp_lock);
     while (c->out->len > 0 && !c->dead) {
-        ssize_t n = send(c->fd, c->out->str, c->out->len,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = c->stdio
+            ? write_stdout(c->out_fd, c->out->str, c->out->len)
+            : send(c->fd, c->out->str, c->out->len,
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -434,6 +461,11 @@ static void handle_value(JsonNode *req, const char *parse_err, void *opaque)
     g_autoptr(JsonObject) no_args = json_object_new();
     JsonNode *id = NULL, *ret = NULL;
 
+    if (g_atomic_int_get(&input_stopped)) { /* read with a quit before it */
+        if (req)
+            json_node_unref(req);
+        return;
+    }
     if (parse_err) {
         qmp_error(&err, "%s", parse_err);
     } else if (!JSON_NODE_HOLDS_OBJECT(req)) {
@@ -457,18 +489,22 @@ static void handle_value(JsonNode *req, const char *parse_err, void *opaque)
 
 static void client_free(QmpClient *c)
 {
-    close(c->fd);
+    if (!c->stdio) /* stdin and stdout stay: another open must not get 0/1 */
+        close(c->fd);
     qmp_json_streamer_free(c->json);
     g_string_free(c->out, TRUE);
     g_free(c);
 }
 
-static void client_add(int fd)
+static void client_add_fds(int fd, int out_fd, bool stdio)
 {
     QmpClient *c = g_new0(QmpClient, 1);
 
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (!stdio)
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
+    c->out_fd = out_fd;
+    c->stdio = stdio;
     c->out = g_string_new(NULL);
     c->json = qmp_json_streamer_new(handle_value, c);
     send_greeting(c);
@@ -479,13 +515,25 @@ static void client_add(int fd)
     g_mutex_unlock(&qmp_lock);
 }
 
+static void client_add(int fd)
+{
+    client_add_fds(fd, fd, false);
+}
+
+/* Called when poll() says stdin is readable (or at its end), so read()
+ * does not block, and stdin's flags stay as they are. */
 static void client_read(QmpClient *c)
 {
     char buf[65536];
-    ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    ssize_t n = c->stdio ? read(c->fd, buf, sizeof(buf))
+                         : recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
+    if (n <= 0 && c->stdio) {
+        c->input_done = true;
+        return;
+    }
     if (n <= 0) {
         g_mutex_lock(&qmp_lock);
         c->dead = true;
@@ -516,41 +564,48 @@ static void reap_clients(void)
 }
 
 /* Polls the wake pipe, the listeners and the clients (for output only
- * when some is queued).  Returns the number of fds. */
-static guint fill_pollfds(GArray *fds)
+ * when some is queued; a stdio client's input and output are two fds).
+ * @owners gets the client of each input fd (NULL for the others): only
+ * this thread frees clients, so the pointers stay valid.  Returns the
+ * number of fds. */
+static guint fill_pollfds(GArray *fds, GPtrArray *owners)
 {
     struct pollfd p = { wake_pipe[0], POLLIN, 0 };
 
     g_array_set_size(fds, 0);
+    g_ptr_array_set_size(owners, 0);
     g_array_append_val(fds, p);
+    g_ptr_array_add(owners, NULL);
     for (guint i = 0; i < listeners->len; i++) {
         p.fd = ((QmpListener *)g_ptr_array_index(listeners, i))->fd;
         g_array_append_val(fds, p);
+        g_ptr_array_add(owners, NULL);
     }
     g_mutex_lock(&qmp_lock);
     for (guint i = 0; clients && i < clients->len; i++) {
         QmpClient *c = g_ptr_array_index(clients, i);
-        p.fd = c->fd;
-        p.events = POLLIN | (c->out->len ? POLLOUT : 0);
-        g_array_append_val(fds, p);
+        short out = c->out->len ? POLLOUT : 0;
+
+        if (!c->input_done) {
+            p.fd = c->fd;
+            p.events = POLLIN | (c->out_fd == c->fd ? out : 0);
+            g_array_append_val(fds, p);
+            g_ptr_array_add(owners, c);
+        }
+        if (out && (c->out_fd != c->fd || c->input_done)) {
+            p.fd = c->out_fd;
+            p.events = out;
+            g_array_append_val(fds, p);
+            g_ptr_array_add(owners, NULL); /* flushed below anyway */
+        }
     }
     g_mutex_unlock(&qmp_lock);
     return fds->len;
 }
 
-static QmpClient *client_at(guint i)
+static void serve_once(GArray *fds, GPtrArray *owners)
 {
-    QmpClient *c;
-
-    g_mutex_lock(&qmp_lock);
-    c = g_ptr_array_index(clients, i);
-    g_mutex_unlock(&qmp_lock);
-    return c;
-}
-
-static void serve_once(GArray *fds)
-{
-    guint nl = listeners->len, n = fill_pollfds(fds);
+    guint nl = listeners->len, n = fill_pollfds(fds, owners);
     struct pollfd *p = (struct pollfd *)fds->data;
 
     if (poll(p, n, -1) < 0)
@@ -567,13 +622,13 @@ static void serve_once(GArray *fds)
                 client_add(fd);
         }
     }
-    /* Clients polled are the first n - 1 - nl of the list: only this
-     * thread adds or removes clients, and added ones go to the end. */
-    for (guint i = 1 + nl; i < n; i++) {
-        QmpClient *c = client_at(i - 1 - nl);
-        if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
+    g_mutex_lock(&dispatch_lock);
+    for (guint i = 1 + nl; i < n && !g_atomic_int_get(&input_stopped); i++) {
+        QmpClient *c = g_ptr_array_index(owners, i);
+        if (c && (p[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
             client_read(c);
     }
+    g_mutex_unlock(&dispatch_lock);
     g_mutex_lock(&qmp_lock);
     for (guint i = 0; clients && i < clients->len; i++) {
         QmpClient *c = g_ptr_array_index(clients, i);
@@ -608,9 +663,10 @@ static void drain_clients(void)
 static gpointer qmp_thread_main(gpointer opaque)
 {
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(struct pollfd));
+    g_autoptr(GPtrArray) owners = g_ptr_array_new();
 
     while (!g_atomic_int_get(&stopping))
-        serve_once(fds);
+        serve_once(fds, owners);
     drain_clients();
     return NULL;
 }
@@ -722,10 +778,17 @@ void qmp_add_listener_fd(int fd, char *path, bool wait)
     }
 }
 
+void qmp_add_stdio_client(void)
+{
+    client_add_fds(STDIN_FILENO, STDOUT_FILENO, true);
+}
+
 bool qmp_start(GError **errp)
 {
-    if (!listeners || qmp_thread)
+    if ((!listeners && !clients) || qmp_thread)
         return true;
+    if (!listeners)
+        listeners = g_ptr_array_new();
     if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         qmp_error(errp, "Cannot create a pipe: %s", g_strerror(errno));
         return false;
@@ -807,10 +870,30 @@ static JsonNode *cmd_qmp_capabilities(const QmpQmpCapabilitiesArgs *a,
 
 /* The main thread reads SIGTERM from a signalfd and shuts down cleanly;
  * qmp_stop() then flushes this command's reply before the process exits. */
+/* The hook closes what the daemon's way out closes before its monitors
+ * go, so that quit answers after those events, as in qemu-storage-daemon
+ * (whose reply waits for the main loop, which is closing them). */
 static JsonNode *cmd_quit(GError **errp)
 {
+    if (quit_hook)
+        quit_hook();
     kill(getpid(), SIGTERM);
     return NULL;
+}
+
+void qmp_set_quit_hook(void (*hook)(void))
+{
+    quit_hook = hook;
+}
+
+void qmp_stop_input(void)
+{
+    g_atomic_int_set(&input_stopped, 1);
+    if (qmp_thread && g_thread_self() != qmp_thread) {
+        /* a command in progress finishes first */
+        g_mutex_lock(&dispatch_lock);
+        g_mutex_unlock(&dispatch_lock);
+    }
 }
 
 /* --- transaction --------------------------------------------------------- */

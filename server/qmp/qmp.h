@@ -79,8 +79,19 @@ bool qmp_add_listener(const char *spec, GError **errp);
 /* Adds the socket @fd, listening on @path (taken), bound already (a
  * --chardev); with @wait, accepts the first client before returning. */
 void qmp_add_listener_fd(int fd, char *path, bool wait);
-/* Starts the QMP thread serving the listeners added so far. */
+/* Adds a client reading stdin and writing stdout (--chardev stdio).  The
+ * end of stdin ends its input, not its output: replies and events still go
+ * to stdout, as in QEMU, until the daemon exits. */
+void qmp_add_stdio_client(void);
+/* Starts the QMP thread serving the listeners and clients added so far. */
 bool qmp_start(GError **errp);
+/* No command is read any more; returns once the one in progress (if any)
+ * is done.  Output, events included, still flows until qmp_stop().  May
+ * be called from a command (quit's hook). */
+void qmp_stop_input(void);
+/* quit runs @hook before it answers (the daemon's closing of exports and
+ * jobs, whose events come first then). */
+void qmp_set_quit_hook(void (*hook)(void));
 /* Flushes what is queued for the clients, closes every QMP socket and joins
  * the thread.  Safe to call when never started. */
 void qmp_stop(void);
