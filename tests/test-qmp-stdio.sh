@@ -155,10 +155,11 @@ grep -q '"event": "BLOCK_EXPORT_DELETED", "data": {"id": "e"}' "$tmp/eof.out" ||
 check_error() {
     local want=$1
     shift
-    "$SNAPNBD" "$@" < /dev/null > "$tmp/out" 2>&1 && fail "accepted: $*"
+    # (stderr only: a greeting may go to stdout first, from another thread)
+    "$SNAPNBD" "$@" < /dev/null 2> "$tmp/out" >/dev/null && fail "accepted: $*"
     grep -qxF "snapnbd: $want" "$tmp/out" || fail "$*: $(cat "$tmp/out")"
     if [ -n "$qsd" ] && [[ $want != *--fork* ]]; then
-        $qsd "$@" < /dev/null > "$tmp/out" 2>&1 && fail "qsd accepted: $*"
+        $qsd "$@" < /dev/null 2> "$tmp/out" >/dev/null && fail "qsd accepted: $*"
         grep -qxF "qemu-storage-daemon: $want" "$tmp/out" ||
             fail "qsd: $*: $(cat "$tmp/out")"
     fi
