@@ -183,6 +183,9 @@ struct BlockChild {
     const BdrvUserOps *ops; /* a user that drains itself, or NULL */
     void *opaque;
     int drained;         /* drained_begin calls not yet ended; graph_lock */
+    /* a job's edge on a layer of a chain it rewrites: the "backing" links
+     * of these nodes are not held to its shared (bdrv_user_attach_layer) */
+    GPtrArray *chain;
 };
 
 typedef struct TrackedRequest TrackedRequest;

@@ -368,6 +368,14 @@ BlockChild *bdrv_user_attach(BlockNode *bs, const char *holder,
                              const char *role, uint32_t perm, uint32_t shared,
                              const BdrvUserOps *ops, void *opaque,
                              GError **errp);
+/* A job's "intermediate node" edge on a layer of a chain it rewrites (QEMU's
+ * commit): it takes nothing and shares only @shared, but does not hold to
+ * it the "backing" links of the nodes in @chain, which read through the
+ * layer only what the job keeps unchanged for them (QEMU puts a filter
+ * that takes nothing above the chain instead). */
+BlockChild *bdrv_user_attach_layer(BlockNode *bs, const char *holder,
+                                   uint32_t shared, GPtrArray *chain,
+                                   GError **errp);
 void bdrv_user_detach(BlockChild *user); /* NULL is fine */
 bool bdrv_user_set_perm(BlockChild *user, uint32_t perm, uint32_t shared,
                         GError **errp);

@@ -122,6 +122,9 @@ static bool a_allows_b(BlockChild *a, BlockChild *b, GError **errp)
 
     if ((b->perm & a->shared) == b->perm)
         return true;
+    if (a->chain && b->parent && strcmp(b->name, "backing") == 0 &&
+        g_ptr_array_find(a->chain, b->parent, NULL))
+        return true;
     a_user = edge_user(a);
     b_user = edge_user(b);
     perms = bdrv_perm_names(b->perm & ~a->shared);
@@ -208,6 +211,8 @@ static BlockChild *edge_new(BlockNode *child, const char *name)
 
 static void edge_free(BlockChild *c)
 {
+    if (c->chain)
+        g_ptr_array_unref(c->chain);
     g_free(c->name);
     g_free(c->holder);
     g_free(c);
@@ -285,6 +290,22 @@ BlockChild *bdrv_user_attach(BlockNode *bs, const char *holder,
     c->ops = ops;
     c->opaque = opaque;
     if (!edge_link(c, perm, shared, errp)) {
+        edge_free(c);
+        return NULL;
+    }
+    bdrv_ref(bs);
+    return c;
+}
+
+BlockChild *bdrv_user_attach_layer(BlockNode *bs, const char *holder,
+                                   uint32_t shared, GPtrArray *chain,
+                                   GError **errp)
+{
+    BlockChild *c = edge_new(bs, "intermediate node");
+
+    c->holder = g_strdup(holder);
+    c->chain = g_ptr_array_ref(chain);
+    if (!edge_link(c, 0, shared, errp)) {
         edge_free(c);
         return NULL;
     }

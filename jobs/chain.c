@@ -77,6 +77,30 @@ void chain_release(ChainClaim *claim)
     g_clear_pointer(&claim->reason, g_free);
 }
 
+GPtrArray *chain_hold_layers(const char *holder, BlockNode *overlay,
+                             BlockNode *top, BlockNode *base,
+                             uint32_t shared, GError **errp)
+{
+    g_autoptr(GPtrArray) chain = g_ptr_array_new();
+    GPtrArray *edges = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bdrv_user_detach);
+
+    for (BlockNode *n = bdrv_skip_filters(overlay); n && n != base;
+         n = chain_backing(n))
+        g_ptr_array_add(chain, n);
+    for (BlockNode *n = chain_backing(top); n && n != base;
+         n = chain_backing(n)) {
+        BlockChild *edge = bdrv_user_attach_layer(n, holder, shared, chain,
+                                                  errp);
+        if (!edge) {
+            g_ptr_array_unref(edges);
+            return NULL;
+        }
+        g_ptr_array_add(edges, edge);
+    }
+    return edges;
+}
+
 bool chain_make_writable(ChainWritable *w, BlockNode *bs, GError **errp)
 {
     w->node = bs;

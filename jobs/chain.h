@@ -34,6 +34,16 @@ bool chain_claim_range(ChainClaim *claim, BlockNode *top, BlockNode *base,
                        GError **errp);
 void chain_release(ChainClaim *claim);
 
+/* QEMU's "intermediate node" edges of a chain job (@holder: "stream job
+ * 'j'") on every layer below @top down to, not including, @base: each
+ * takes nothing and shares only @shared, except with the backing links of
+ * the chain from @overlay down, which read only what the job keeps
+ * unchanged for them.  NULL with @errp set on a conflict; else an array
+ * that detaches them when freed. */
+GPtrArray *chain_hold_layers(const char *holder, BlockNode *overlay,
+                             BlockNode *top, BlockNode *base,
+                             uint32_t shared, GError **errp);
+
 /* A node made writable for a job, and made read-only again after. */
 typedef struct ChainWritable {
     BlockNode *node;

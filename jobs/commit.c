@@ -26,6 +26,7 @@ typedef struct CommitJob {
     BlockNode *overlay;       /* its backing link moves to base */
     BlockNode *top, *base;
     BlockChild *top_edge, *base_edge;
+    GPtrArray *layer_edges;   /* "intermediate node" edges below top */
     ChainClaim claim;
     ChainWritable base_rw, overlay_rw;
     char *backing_file;
@@ -123,6 +124,7 @@ static void commit_clean(Job *job)
 
     g_clear_pointer(&c->top_edge, bdrv_user_detach);
     g_clear_pointer(&c->base_edge, bdrv_user_detach);
+    g_clear_pointer(&c->layer_edges, g_ptr_array_unref);
     chain_restore_read_only(&c->base_rw, false);
     chain_restore_read_only(&c->overlay_rw, false);
     chain_release(&c->claim);
@@ -168,6 +170,21 @@ static bool grow_base(BlockNode *top, BlockNode *base, GError **errp)
     return ok;
 }
 
+/* The layers below top change their view as base takes top's data (and
+ * leave the chain): as in QEMU, no one else may read, resize them.  top
+ * itself keeps its view; QEMU holds it too, through a filter snapnbd does
+ * not insert, so a reader of top is not refused here. */
+static bool hold_layers(CommitJob *c, GError **errp)
+{
+    g_autofree char *holder = g_strdup_printf("commit job '%s'",
+                                              c->common.id);
+
+    c->layer_edges = chain_hold_layers(
+        holder, c->overlay, c->top, c->base,
+        BDRV_PERM_WRITE | BDRV_PERM_WRITE_UNCHANGED, errp);
+    return c->layer_edges != NULL;
+}
+
 /* What the job holds: its nodes, their blockers, a writable base (and
  * overlay, for its header). */
 static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
@@ -187,7 +204,8 @@ static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
            chain_make_writable(&c->overlay_rw, overlay, errp) &&
            grow_base(top, base, errp) &&
            job_attach_copy_nodes(&c->common, top, base, &c->top_edge,
-                                 &c->base_edge, errp);
+                                 &c->base_edge, errp) &&
+           hold_layers(c, errp);
 }
 
 static Job *intermediate_commit(const char *id, BlockNode *active,

@@ -56,6 +56,7 @@
  * only when nothing is dirty and nothing in flight.
  */
 #include "jobs/mirror.h"
+#include "jobs/chain.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -129,6 +130,7 @@ typedef struct MirrorJob {
     int stalls;
     int64_t next_sample_ns;
     bool active_commit;        /* a "commit" job: target below source */
+    GPtrArray *layer_edges;    /* its "intermediate node" edges */
     bool target_was_read_only; /* read-only again unless switched to */
 
     /* Guarded by the job lock. */
@@ -886,6 +888,7 @@ static void mirror_clean(Job *job)
     m->dirty = NULL;
     g_clear_pointer(&m->source_edge, bdrv_user_detach);
     g_clear_pointer(&m->target_edge, bdrv_user_detach);
+    g_clear_pointer(&m->layer_edges, g_ptr_array_unref);
     if (target && m->target_was_read_only && !m->switched)
         bdrv_set_read_only(target);
     bdrv_unref(target);
@@ -1129,6 +1132,23 @@ static bool plug_filter(MirrorJob *m, const char *name, GError **errp)
     return ok;
 }
 
+/* An active commit drops the layers between source and target, whose view
+ * changes as the target takes source's data: as QEMU's, it holds them
+ * against readers and resizes (jobs/chain.h). */
+static bool hold_layers(MirrorJob *m, BlockNode *source, BlockNode *target,
+                        GError **errp)
+{
+    g_autofree char *holder = NULL;
+
+    if (!m->active_commit)
+        return true;
+    holder = g_strdup_printf("commit job '%s'", m->common.id);
+    m->layer_edges = chain_hold_layers(
+        holder, source, source, target,
+        BDRV_PERM_WRITE | BDRV_PERM_WRITE_UNCHANGED, errp);
+    return m->layer_edges != NULL;
+}
+
 Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
                        const MirrorOptions *o, GError **errp)
 {
@@ -1148,6 +1168,7 @@ Job *mirror_job_create(const char *id, BlockNode *source, BlockNode *target,
     set_options(m, source, target, o);
     name = g_strdup_printf("#mirror-%s", id);
     if (!attach_nodes(m, source, target, errp) ||
+        !hold_layers(m, source, target, errp) ||
         !(m->dirty = bdrv_create_job_dirty_bitmap(source, name,
                                                   m->granularity, errp)) ||
         !alloc_first_buffer(m, source) ||

@@ -179,25 +179,6 @@ static bool insert_filter(StreamJob *s, const char *node_name, GError **errp)
     return ok;
 }
 
-/* The layers the job reads: no one else may write or resize them. */
-static bool hold_layers(StreamJob *s, const char *holder, GError **errp)
-{
-    s->layer_edges = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)bdrv_user_detach);
-    for (BlockNode *n = chain_backing(s->top); n && n != s->base;
-         n = chain_backing(n)) {
-        BlockChild *edge = bdrv_user_attach(
-            n, holder, "intermediate node", 0,
-            BDRV_PERM_CONSISTENT_READ | BDRV_PERM_WRITE_UNCHANGED, NULL, NULL,
-            errp);
-
-        if (!edge)
-            return false;
-        g_ptr_array_add(s->layer_edges, edge);
-    }
-    return true;
-}
-
 static bool stream_attach(StreamJob *s, const char *filter_node_name,
                           GError **errp)
 {
@@ -219,7 +200,13 @@ static bool stream_attach(StreamJob *s, const char *filter_node_name,
                                    BDRV_PERM_CONSISTENT_READ,
                                    BDRV_PERM_ALL & ~BDRV_PERM_RESIZE,
                                    &job_user_ops, &s->common, errp);
-    return s->cor_edge && hold_layers(s, holder, errp);
+    if (!s->cor_edge)
+        return false;
+    /* the layers the job reads: no one else may write or resize them */
+    s->layer_edges = chain_hold_layers(
+        holder, s->top, s->top, s->base,
+        BDRV_PERM_CONSISTENT_READ | BDRV_PERM_WRITE_UNCHANGED, errp);
+    return s->layer_edges != NULL;
 }
 
 Job *stream_job_create(const char *id, BlockNode *top, BlockNode *base,

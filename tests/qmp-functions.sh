@@ -13,6 +13,14 @@
 #                          comparisons) and wait until it accepts a
 #                          connection; returns 1 when it is not installed
 #   normalize              sed filter: timestamps and versions -> fixed text
+#   qmp_stdio_both NAME ARGS...   stdin (QMP input) to snapnbd and, where
+#                          it is installed, to qemu-storage-daemon 7.2, each
+#                          with QMP on stdio and ARGS; the transcripts
+#                          (filtered as QEMU's _filter_qmp does, and the
+#                          export naming snapnbd keeps on purpose, without
+#                          the events the pattern $qmp_drop names) go to
+#                          $tmp/NAME.snapnbd and .qemu-storage-daemon and
+#                          must be the same
 
 QMP_PY=$srcdir/qmp.py
 
@@ -76,4 +84,41 @@ start_qsd() {
 normalize() {
     sed -E -e 's/"seconds": [0-9]+, "microseconds": [0-9]+/"seconds": S, "microseconds": U/g' \
            -e 's/"version": \{[^}]*\}, "package": "[^"]*"\}/"version": V}/g'
+}
+
+# QEMU's _filter_qmp, and the one wording snapnbd keeps on purpose (a
+# permission conflict names the export: docs/snapnbd.pod)
+_stdio_filter() {
+    sed -E -e 's/\r$//' -e '1s/^\{"QMP": .*/QMP_VERSION/' \
+        -e 's/"seconds": *[0-9]+, *"microseconds": *[0-9]+/TIMESTAMP/' \
+        -e "s/NBD export '[^']*'/an unnamed block device/" \
+        -e "s#$tmp#TMP#g" | grep -Ev -e "$qmp_drop"
+}
+
+qmp_drop='^$'
+qmp_stdio_qsd=
+if command -v qemu-storage-daemon >/dev/null 2>&1 &&
+   qemu-storage-daemon --version | grep -q 'version 7\.2\.'; then
+    qmp_stdio_qsd=qemu-storage-daemon
+fi
+
+qmp_stdio_both() {
+    local name=$1 input prog bin
+    shift
+    input=$(cat)
+    for prog in snapnbd $qmp_stdio_qsd; do
+        bin=$prog
+        [ "$prog" = snapnbd ] && bin=$SNAPNBD
+        rm -f "$tmp/nbd.sock"
+        timeout 60 "$bin" --chardev stdio,id=stdio --monitor chardev=stdio \
+            "$@" <<< "$input" > "$tmp/raw" 2> "$tmp/err" ||
+            fail "$name: $prog exited with $?: $(cat "$tmp/err")"
+        _stdio_filter < "$tmp/raw" > "$tmp/$name.$prog"
+    done
+    head -1 "$tmp/$name.snapnbd" | grep -qx QMP_VERSION ||
+        fail "$name: no greeting: $(cat "$tmp/$name.snapnbd")"
+    if [ -n "$qmp_stdio_qsd" ]; then
+        diff -u "$tmp/$name.$qmp_stdio_qsd" "$tmp/$name.snapnbd" ||
+            fail "$name: transcripts differ: qemu-storage-daemon (-) vs snapnbd (+)"
+    fi
 }

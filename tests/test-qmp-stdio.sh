@@ -12,56 +12,12 @@
 #  - started with stdin, stdout and stderr closed, snapnbd puts /dev/null
 #    there, so no image takes their numbers.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
+source "$srcdir/qmp-functions.sh"
 requires qemu-img qemu-io
-
-qsd=
-if command -v qemu-storage-daemon >/dev/null 2>&1 &&
-   qemu-storage-daemon --version | grep -q 'version 7\.2\.'; then
-    qsd=qemu-storage-daemon
-fi
 
 qemu-img create -q -f qcow2 "$tmp/base.qcow2" 64M
 qemu-io -c "write -P 0x5a 0 8M" "$tmp/base.qcow2" >/dev/null
 qemu-img create -q -f qcow2 -F qcow2 -b "$tmp/base.qcow2" "$tmp/top.qcow2"
-
-# QEMU's _filter_qmp, and the one wording snapnbd keeps on purpose (a
-# permission conflict names the export: docs/snapnbd.pod)
-filter() {
-    sed -E -e 's/\r$//' -e '1s/^\{"QMP": .*/QMP_VERSION/' \
-        -e 's/"seconds": *[0-9]+, *"microseconds": *[0-9]+/TIMESTAMP/' \
-        -e "s/NBD export '[^']*'/an unnamed block device/" \
-        -e "s#$tmp#TMP#g"
-}
-
-# run_qmp NAME PROG ARGS...: stdin is the QMP input; the filtered
-# transcript goes to $tmp/NAME.PROG (without the events named by the
-# pattern $drop, when set: those whose timing differs)
-drop='^$'
-run_qmp() {
-    local name=$1 prog=$2
-    shift 2
-    local bin=$prog
-    [ "$prog" = snapnbd ] && bin=$SNAPNBD
-    timeout 60 "$bin" --chardev stdio,id=stdio --monitor chardev=stdio "$@" \
-        > "$tmp/raw" 2> "$tmp/err" || fail "$name: $prog exited with $?: $(cat "$tmp/err")"
-    filter < "$tmp/raw" | grep -Ev -e "$drop" > "$tmp/$name.$prog"
-}
-
-both() {
-    local name=$1 input
-    shift
-    input=$(cat)
-    for prog in snapnbd $qsd; do
-        rm -f "$tmp/nbd.sock"
-        run_qmp "$name" "$prog" "$@" <<< "$input"
-    done
-    head -1 "$tmp/$name.snapnbd" | grep -qx QMP_VERSION ||
-        fail "$name: no greeting: $(cat "$tmp/$name.snapnbd")"
-    if [ -n "$qsd" ]; then
-        diff -u "$tmp/$name.$qsd" "$tmp/$name.snapnbd" ||
-            fail "$name: transcripts differ: qemu-storage-daemon (-) vs snapnbd (+)"
-    fi
-}
 
 chain=(--blockdev "node-name=file_base,driver=file,filename=$tmp/base.qcow2"
        --blockdev node-name=fmt_base,driver=qcow2,file=file_base
@@ -69,8 +25,8 @@ chain=(--blockdev "node-name=file_base,driver=file,filename=$tmp/base.qcow2"
        --blockdev node-name=fmt_top,driver=qcow2,file=file_top,backing=fmt_base)
 
 # qsd-jobs, first part: the iotest drops the job's status and READY events
-drop='JOB_STATUS_CHANGE|BLOCK_JOB_READY'
-both job-at-quit --blockdev "node-name=file0,driver=file,filename=$tmp/top.qcow2" \
+qmp_drop='JOB_STATUS_CHANGE|BLOCK_JOB_READY'
+qmp_stdio_both job-at-quit --blockdev "node-name=file0,driver=file,filename=$tmp/top.qcow2" \
     --blockdev node-name=fmt0,driver=qcow2,file=file0 <<'EOF'
 {"execute":"qmp_capabilities"}
 {"execute": "block-commit", "arguments": {"device": "fmt0", "job-id": "job0"}}
@@ -85,10 +41,10 @@ QMP_VERSION
 EOF
 diff -u "$tmp/job-at-quit.want" "$tmp/job-at-quit.snapnbd" ||
     fail "a job at quit: expected (-) vs snapnbd (+)"
-drop='^$'
+qmp_drop='^$'
 
 # qsd-jobs, second part
-both stream-base "${chain[@]}" \
+qmp_stdio_both stream-base "${chain[@]}" \
     --nbd-server "addr.type=unix,addr.path=$tmp/nbd.sock" \
     --export type=nbd,id=export1,node-name=fmt_base,writable=on,name=export1 <<'EOF'
 {"execute": "qmp_capabilities"}
@@ -109,8 +65,8 @@ diff -u "$tmp/stream-base.want" "$tmp/stream-base.snapnbd" ||
 
 # A writer that comes while the stream runs (1 byte/s: it stays running);
 # read-only, the same export is fine.
-drop='JOB_STATUS_CHANGE|BLOCK_JOB_'
-both stream-later "${chain[@]}" \
+qmp_drop='JOB_STATUS_CHANGE|BLOCK_JOB_'
+qmp_stdio_both stream-later "${chain[@]}" \
     --nbd-server "addr.type=unix,addr.path=$tmp/nbd.sock" <<'EOF'
 {"execute": "qmp_capabilities"}
 {"execute": "block-stream", "arguments": {"device": "fmt_top", "job-id": "job0", "speed": 1}}
@@ -125,7 +81,7 @@ grep -q '"error".*Permission conflict on node .fmt_base.: permissions .write. ar
 grep -qF '"return": [{"node-name": "fmt_base", "shutting-down": false, "type": "nbd", "id": "r"}]' \
     "$tmp/stream-later.snapnbd" ||
     fail "the read-only export: $(cat "$tmp/stream-later.snapnbd")"
-drop='^$'
+qmp_drop='^$'
 
 # After the end of stdin the daemon serves on, and what it says still
 # reaches stdout: here the export's deletion at SIGTERM.
@@ -158,8 +114,8 @@ check_error() {
     # (stderr only: a greeting may go to stdout first, from another thread)
     "$SNAPNBD" "$@" < /dev/null 2> "$tmp/out" >/dev/null && fail "accepted: $*"
     grep -qxF "snapnbd: $want" "$tmp/out" || fail "$*: $(cat "$tmp/out")"
-    if [ -n "$qsd" ] && [[ $want != *--fork* ]]; then
-        $qsd "$@" < /dev/null 2> "$tmp/out" >/dev/null && fail "qsd accepted: $*"
+    if [ -n "$qmp_stdio_qsd" ] && [[ $want != *--fork* ]]; then
+        $qmp_stdio_qsd "$@" < /dev/null 2> "$tmp/out" >/dev/null && fail "qsd accepted: $*"
         grep -qxF "qemu-storage-daemon: $want" "$tmp/out" ||
             fail "qsd: $*: $(cat "$tmp/out")"
     fi
@@ -192,4 +148,4 @@ for fd in 0 1 2; do
 done
 kill -TERM $pid
 wait $pid || fail "status $? after SIGTERM"
-echo "qmp over stdio: ok${qsd:+, the same transcripts as qemu-storage-daemon}"
+echo "qmp over stdio: ok${qmp_stdio_qsd:+, the same transcripts as qemu-storage-daemon}"
