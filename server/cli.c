@@ -169,6 +169,10 @@ bool cli_parse(int argc, char **argv, CliOptions *o)
           "fork off the server once it listens", NULL },
         { "pid-file", 0, 0, G_OPTION_ARG_FILENAME, &o->pid_file,
           "write the server's pid to PATH", "PATH" },
+        { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o->pid_file,
+          "the same (qemu-storage-daemon's spelling)", "PATH" },
+        { "daemonize", 0, 0, G_OPTION_ARG_NONE, &o->daemonize,
+          "--fork, then work in / (qemu-storage-daemon's)", NULL },
         { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
           "accepted, as qemu-nbd; nothing is printed while serving "
           "(see --trace)", NULL },

@@ -19,7 +19,7 @@ typedef struct CliOptions {
     char *aio;             /* --aio, default threads */
     char *discard;         /* --discard, default ignore */
     char *detect_zeroes;   /* --detect-zeroes, default off */
-    char *pid_file;
+    char *pid_file;        /* --pid-file, or qemu-storage-daemon's --pidfile */
     char **objects;        /* --object, repeatable */
     char *tls_creds;       /* --tls-creds: id of a tls-creds-* object */
     char *tls_authz;       /* --tls-authz: id of an authz-simple object */
@@ -31,6 +31,8 @@ typedef struct CliOptions {
     gboolean persistent;
     gboolean nocache;
     gboolean fork;
+    gboolean daemonize;    /* qemu-storage-daemon's --daemonize: --fork,
+                            * then the daemon works in / */
     gboolean version;
     gboolean verbose;
     gboolean allocation_depth; /* -A: offer qemu:allocation-depth */

@@ -175,15 +175,58 @@ static void tell_parent(int ready_fd, char status)
     }
 }
 
-static bool write_pid_file(const char *path)
+/* The pid file, as QEMU's qemu_write_pidfile: created, locked (so a second
+ * daemon given the same file fails instead of overwriting it) and kept
+ * open, then written.  Its absolute path is kept for the removal at exit,
+ * which --daemonize's change to / must not break.  Errors are printed with
+ * @prefix (qemu-storage-daemon's "cannot create PID file: "). */
+static int pid_fd = -1;
+static char *pid_path;
+
+static bool pid_file_open(const char *path, const char *prefix)
+{
+    for (;;) {
+        struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+        struct stat now, opened;
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+        if (fd < 0) {
+            fprintf(stderr, "snapnbd: %sCould not create '%s': %s\n", prefix,
+                    path, strerror(errno));
+            return false;
+        }
+        if (fstat(fd, &opened) < 0 || fcntl(fd, F_SETLK, &lock) < 0) {
+            fprintf(stderr, "snapnbd: %s%s: %s\n", prefix,
+                    errno == EAGAIN || errno == EACCES
+                        ? "Cannot lock pid file" : "Cannot stat file",
+                    strerror(errno));
+            close(fd);
+            return false;
+        }
+        /* the one locked must be the one at @path (another daemon may
+         * have removed it meanwhile) */
+        if (stat(path, &now) == 0 && now.st_ino == opened.st_ino &&
+            now.st_dev == opened.st_dev) {
+            pid_fd = fd;
+            return true;
+        }
+        close(fd);
+    }
+}
+
+static bool write_pid_file(const char *path, const char *prefix)
 {
     g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
-    g_autoptr(GError) err = NULL;
 
-    if (!g_file_set_contents(path, pid, -1, &err)) {
-        fprintf(stderr, "snapnbd: %s\n", err->message);
+    if (!pid_file_open(path, prefix))
+        return false;
+    if (ftruncate(pid_fd, 0) < 0 ||
+        write(pid_fd, pid, strlen(pid)) != (ssize_t)strlen(pid)) {
+        fprintf(stderr, "snapnbd: %sFailed to write PID file: %s\n", prefix,
+                strerror(errno));
         return false;
     }
+    pid_path = realpath(path, NULL);
     return true;
 }
 
@@ -279,10 +322,13 @@ static int serve_daemon(const CliOptions *o, int sig_fd, int *ready_fd)
 {
     struct pollfd pfd = { sig_fd, POLLIN, 0 };
 
-    if (o->pid_file && !write_pid_file(o->pid_file))
+    if (o->pid_file && !write_pid_file(o->pid_file, "cannot create PID file: "))
         return EXIT_FAILURE;
     tell_parent(*ready_fd, 0);
     *ready_fd = -1;
+    if (o->daemonize && chdir("/") < 0) {
+        /* QEMU's os_setup_post exits then; the daemon has started */
+    }
     while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
     }
     close_exports_and_jobs();
@@ -312,6 +358,7 @@ int main(int argc, char **argv)
     /* objects after both: an iothread object's thread must have the
      * signals blocked, and be the child's */
     sig_fd = block_signals();
+    o.fork |= o.daemonize;
     if (o.fork)
         ready_fd = daemonize();
     if (sig_fd < 0)
@@ -321,7 +368,8 @@ int main(int argc, char **argv)
         goto out;
     }
     qmp_set_quit_hook(close_exports_and_jobs);
-    if (qmp_cli_given() && !qmp_cli_start(o.fork)) {
+    if (qmp_cli_given() &&
+        !qmp_cli_start(o.daemonize ? "-daemonize" : o.fork ? "--fork" : NULL)) {
         ret = help_or_failure();
         goto out;
     }
@@ -337,7 +385,7 @@ int main(int argc, char **argv)
         goto out;
     }
     listener = open_listener(&o);
-    if (listener && o.pid_file && !write_pid_file(o.pid_file)) {
+    if (listener && o.pid_file && !write_pid_file(o.pid_file, "")) {
         nbd_listener_stop(listener);
         listener = NULL;
     }
@@ -367,8 +415,9 @@ out:
     /* Daemon mode removes its pid file, as qemu-storage-daemon does, and
      * last: whoever waits for it to vanish finds every image flushed,
      * closed and unlocked.  (qemu-nbd's mode leaves it, as above.) */
-    if (o.pid_file && ret == EXIT_SUCCESS && !o.filename)
-        unlink(o.pid_file);
+    if (pid_path && ret == EXIT_SUCCESS && !o.filename)
+        unlink(pid_path);
+    free(pid_path);
     tell_parent(ready_fd, ret == EXIT_SUCCESS ? 0 : 1); /* help: 0 */
     cli_free(&o);
     return ret;

@@ -87,7 +87,7 @@ struct QmpChardev {
 
 static GPtrArray *chardevs; /* of QmpChardev * */
 static bool stdio_in_use;
-static bool daemonizing;
+static const char *daemonizing; /* the option, or NULL */
 
 /* The parsed option: (name, value) pairs in order; QEMU's qemu_opt_get
  * finds the last one of a name. */
@@ -632,7 +632,7 @@ static bool open_stdio(const char *id, const Opts *o, GError **errp)
     if (opt_bool(o, "mux", false))
         return unsupported(id, "mux=on", errp);
     if (daemonizing) {
-        qmp_error(errp, "cannot use stdio with --fork");
+        qmp_error(errp, "cannot use stdio with %s", daemonizing);
         return false;
     }
     if (stdio_in_use) {
@@ -643,9 +643,9 @@ static bool open_stdio(const char *id, const Opts *o, GError **errp)
     return true;
 }
 
-void qmp_chardev_set_daemonizing(bool forking)
+void qmp_chardev_set_daemonizing(const char *option)
 {
-    daemonizing = forking;
+    daemonizing = option;
 }
 
 bool qmp_chardev_add(const char *spec, int *help_status, GError **errp)

@@ -33,10 +33,10 @@ bool qmp_chardev_take(QmpChardev *chr, int *fd, char **path, bool *wait,
 /* Is it the stdio backend? */
 bool qmp_chardev_is_stdio(const QmpChardev *chr);
 
-/* --fork: stdio is refused then, as QEMU refuses it with -daemonize (the
- * daemon's stdin and stdout become /dev/null).  Call before any --chardev
- * is added. */
-void qmp_chardev_set_daemonizing(bool forking);
+/* --fork or --daemonize (@option, as the message names it; NULL: neither):
+ * stdio is refused then, as QEMU refuses it with -daemonize (the daemon's
+ * stdin and stdout become /dev/null).  Call before any --chardev. */
+void qmp_chardev_set_daemonizing(const char *option);
 
 /* Closes the sockets no --monitor took and removes their files. */
 void qmp_chardev_cleanup(void);

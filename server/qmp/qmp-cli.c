@@ -381,12 +381,12 @@ static bool run_item(const CliItem *item)
                        option, value);
 }
 
-bool qmp_cli_start(bool forking)
+bool qmp_cli_start(const char *fork_option)
 {
     g_autoptr(GError) err = NULL;
 
     qmp_register_all();
-    qmp_chardev_set_daemonizing(forking);
+    qmp_chardev_set_daemonizing(fork_option);
     for (guint i = 0; items && i < items->len; i++) {
         if (!run_item(g_ptr_array_index(items, i)))
             return false;

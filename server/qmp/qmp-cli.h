@@ -20,9 +20,9 @@ bool qmp_cli_given(void);
  * --blockdev, --nbd-server and --export in the order given, as
  * qemu-storage-daemon does (the last three as the QMP commands they stand
  * for); on error prints one line naming the option and returns false.
- * Starts the QMP thread last.  With @forking (--fork), --chardev stdio is
- * refused. */
-bool qmp_cli_start(bool forking);
+ * Starts the QMP thread last.  With @fork_option (the option that forks:
+ * "--fork", "-daemonize" in QEMU's words), --chardev stdio is refused. */
+bool qmp_cli_start(const char *fork_option);
 
 /* --object in JSON syntax: object-add with those arguments (checked and
  * decoded like QMP input); on error prints one line (naming the option, as
