@@ -194,6 +194,7 @@ struct BlockNode {
     const BlockDriver *drv;
     void *opaque;           /* driver state, drv->state_size bytes */
     char *node_name;
+    uint64_t opened_seq;    /* order of opens completed (query order) */
     gint refcnt;            /* atomic */
     GPtrArray *children;    /* of BlockChild *; fixed after open */
     GPtrArray *parents;     /* of BlockChild * into this node; graph_lock */
@@ -339,6 +340,7 @@ void bdrv_set_growable(BlockNode *bs);
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_null;
+extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_blkdebug;
 extern const BlockDriver bdrv_throttle;

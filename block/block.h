@@ -176,6 +176,9 @@ void bdrv_unref(BlockNode *bs);
  * holds the node; bdrv_find_node_ref also takes a reference for the caller
  * to drop. */
 BlockNode *bdrv_find_node(const char *node_name);
+/* Orders nodes as QEMU 7.2 lists them (query-named-block-nodes): the one
+ * whose open completed last first (children before their parent). */
+gint bdrv_newest_first(BlockNode *a, BlockNode *b);
 BlockNode *bdrv_find_node_ref(const char *node_name);
 const char *bdrv_node_name(BlockNode *bs);
 const char *bdrv_driver_name(BlockNode *bs);

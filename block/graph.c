@@ -16,6 +16,7 @@ static const BlockDriver *const drivers[] = {
     &bdrv_file,
     &bdrv_raw,
     &bdrv_null,
+    &bdrv_null_aio,
     &bdrv_qcow2,
     &bdrv_blkdebug,
     &bdrv_throttle,
@@ -33,6 +34,7 @@ static const BlockDriver *const drivers[] = {
 static GMutex names_lock;
 static GHashTable *names; /* node-name -> BlockNode *, guarded by names_lock */
 static guint auto_name_counter;
+static uint64_t opened_seq; /* atomic: opens completed so far */
 
 G_DEFINE_QUARK(snapnbd-block-error, bdrv_error)
 
@@ -217,6 +219,11 @@ static bool register_name(BlockNode *bs, const char *name, GError **errp)
     }
     g_mutex_unlock(&names_lock);
     return ok;
+}
+
+gint bdrv_newest_first(BlockNode *a, BlockNode *b)
+{
+    return a->opened_seq > b->opened_seq ? -1 : a->opened_seq < b->opened_seq;
 }
 
 BlockNode *bdrv_find_node(const char *node_name)
@@ -436,6 +443,7 @@ static BlockNode *open_consuming(GHashTable *opts, GError **errp)
     default_limits(bs);
     if (!bs->filename)
         bs->filename = g_strdup("");
+    bs->opened_seq = __atomic_add_fetch(&opened_seq, 1, __ATOMIC_RELAXED);
     return bs;
 
 fail:

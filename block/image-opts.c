@@ -241,7 +241,8 @@ static GHashTable *filename_options(const char *filename, GError **errp)
                       filename);
             return NULL;
         }
-        put(t, "driver", "null-co");
+        put(t, "driver", g_str_has_prefix(filename, "null-aio:")
+                             ? "null-aio" : "null-co");
     } else if (g_str_has_prefix(filename, "rbd:") && bdrv_has_driver("rbd")) {
         put(t, "driver", "rbd"); /* block/rbd.c parses the rest */
         put(t, "filename", filename);

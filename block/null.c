@@ -63,7 +63,7 @@ static int null_open(BlockNode *bs, GHashTable *options, GError **errp)
         g_propagate_error(errp, err);
         return -1;
     }
-    bs->filename = g_strdup("null-co://");
+    bs->filename = g_strdup_printf("%s://", bs->drv->name);
     return 0;
 }
 
@@ -116,6 +116,24 @@ static int null_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
 
 const BlockDriver bdrv_null = {
     .name = "null-co",
+    .state_size = sizeof(NullState),
+    .is_protocol = true,
+    .open = null_open,
+    .close = null_close,
+    .get_length = null_get_length,
+    .pread = null_pread,
+    .pwrite = null_pwrite,
+    .pwrite_zeroes = null_pwrite_zeroes,
+    .pdiscard = null_pdiscard,
+    .block_status = null_block_status,
+    .supported_write_flags = BDRV_REQ_FUA,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+    .can_fast_zero = true,
+};
+
+/* QEMU's null-aio: the same device behind its other name */
+const BlockDriver bdrv_null_aio = {
+    .name = "null-aio",
     .state_size = sizeof(NullState),
     .is_protocol = true,
     .open = null_open,

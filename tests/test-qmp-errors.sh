@@ -68,6 +68,8 @@ $'{"execute": "x", "id": "\xc3"}'
 $'{"execute": "x", "id": "\xc0\x80"}'
 $'{"execute": "x", "id": "\xed\xa0\x80"}'
 $'\xff{"execute": "x", "id": "resync"}'
+$'-\x14:'
+$'\xe1,'
 '{"execute": "query-version", "id": "alive"}'
 )
 
@@ -142,6 +144,10 @@ cat >"$tmp/expected" <<'END'
 {"error": {"class": "GenericError", "desc": "JSON parse error, invalid UTF-8 sequence in string"}}
 {"error": {"class": "GenericError", "desc": "JSON parse error, stray '\uFFFD'"}}
 {"id": "resync", "error": {"class": "CommandNotFound", "desc": "The command x has not been found"}}
+{"error": {"class": "GenericError", "desc": "JSON parse error, stray '-\u0014'"}}
+{"error": {"class": "GenericError", "desc": "JSON parse error, expecting value"}}
+{"error": {"class": "GenericError", "desc": "JSON parse error, stray '\uFFFD'"}}
+{"error": {"class": "GenericError", "desc": "JSON parse error, expecting value"}}
 {"return": {"qemu": Q}, "id": "alive"}
 END
 sed -i 's/"qemu": Q/"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "snapnbd-'"$("$SNAPNBD" -V | cut -d' ' -f2)"'"/' "$tmp/expected"

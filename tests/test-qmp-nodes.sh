@@ -7,7 +7,8 @@
 # node names) with QEMU's messages; blockdev-del refused for a backing node,
 # a node another node uses, and a node the monitor did not add.  Where
 # qemu-storage-daemon is installed, the same commands must give the same
-# errors and the same node fields.
+# errors and the same node fields; and which nodes have a dirty-flag
+# (over stdio, beside qemu-storage-daemon).
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 source "$srcdir/qmp-functions.sh"
 requires qemu-img
@@ -144,4 +145,41 @@ for name in q:
         print(name, json.dumps(strip(q[name]), sort_keys=True), "\n", json.dumps(strip(s[name]), sort_keys=True))
         sys.exit(1)
 PY
+fi
+
+# Which nodes QEMU 7.2 gives a dirty-flag (bdrv_get_info answers: file,
+# qcow2, and raw or filters over them; not null-co, null-aio, nor what is
+# over them), and null-aio under its own name.
+truncate -s 1M "$tmp/info.raw"
+for prog in snapnbd $qmp_stdio_qsd; do
+    bin=$prog
+    [ $prog = snapnbd ] && bin=$SNAPNBD
+    printf '%s\n' '{"execute": "qmp_capabilities"}' \
+        '{"execute": "query-named-block-nodes", "arguments": {"flat": true}}' \
+        '{"execute": "quit"}' |
+    timeout 30 "$bin" --chardev stdio,id=m --monitor chardev=m \
+        --blockdev "driver=file,node-name=f,filename=$tmp/info.raw" \
+        --blockdev driver=raw,node-name=r,file=f \
+        --blockdev driver=blkdebug,node-name=bd,image=f \
+        --blockdev driver=null-co,node-name=n \
+        --blockdev driver=null-aio,node-name=na \
+        --blockdev driver=raw,node-name=rn,file=n \
+        --blockdev driver=copy-on-read,node-name=cor,file=n \
+        --object throttle-group,id=tg \
+        --blockdev driver=throttle,node-name=th,throttle-group=tg,file=na |
+    sed -n 3p | /usr/bin/python3 -c '
+import json, sys
+for n in sorted(json.load(sys.stdin)["return"], key=lambda n: n["node-name"]):
+    i = n["image"]
+    print(n["node-name"], n["drv"], i["format"], "dirty-flag" in i,
+          i.get("dirty-flag"))' > "$tmp/info.$prog" ||
+        fail "$prog: query-named-block-nodes over stdio"
+done
+grep -qx "na null-aio null-aio False None" "$tmp/info.snapnbd" ||
+    fail "null-aio: $(cat "$tmp/info.snapnbd")"
+grep -qx "r raw raw True False" "$tmp/info.snapnbd" ||
+    fail "raw over file: $(cat "$tmp/info.snapnbd")"
+if [ -n "$qmp_stdio_qsd" ]; then
+    diff -u "$tmp/info.$qmp_stdio_qsd" "$tmp/info.snapnbd" ||
+        fail "dirty-flag and drivers: qemu-storage-daemon (-) vs snapnbd (+)"
 fi

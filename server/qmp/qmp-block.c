@@ -227,7 +227,7 @@ static bool check_node_names(GHashTable *flat, GError **errp)
 }
 
 /* Where bdrv_open differs from the schema: members accepted without effect
- * in snapnbd are not passed on, and null-aio opens as null-co. */
+ * in snapnbd are not passed on. */
 static void adapt_for_bdrv_open(GHashTable *flat)
 {
     static const char *const without_effect[] = {
@@ -243,8 +243,6 @@ static void adapt_for_bdrv_open(GHashTable *flat)
 
         if (g_strv_contains(without_effect, leaf))
             g_hash_table_iter_remove(&it);
-        else if (strcmp(leaf, "driver") == 0 && strcmp(v, "null-aio") == 0)
-            g_hash_table_iter_replace(&it, g_strdup("null-co"));
     }
 }
 
@@ -385,6 +383,8 @@ static const char *node_file(BlockNode *bs)
 {
     const char *f = bdrv_filename(bs);
 
+    if (!*f && strcmp(bdrv_driver_name(bs), "null-aio") == 0)
+        return "null-aio://";
     if (!*f && g_str_has_prefix(bdrv_driver_name(bs), "null"))
         return "null-co://";
     return f;
@@ -447,6 +447,27 @@ static JsonObject *format_specific(const BdrvImageInfo *info)
     return spec;
 }
 
+/* Would QEMU 7.2's bdrv_get_info answer (and ImageInfo have a
+ * dirty-flag)?  The file driver, qcow2 and rbd answer themselves; raw, luks
+ * and filters ask their file child; null, nbd and snapshot-access do not
+ * answer. */
+static bool has_driver_info(BlockNode *bs)
+{
+    static const char *const own[] = { "file", "qcow2", "rbd", NULL };
+    static const char *const asks_file[] = { "raw", "luks", NULL };
+
+    while (bs) {
+        const char *drv = bdrv_driver_name(bs);
+
+        if (g_strv_contains(own, drv))
+            return true;
+        if (!g_strv_contains(asks_file, drv) && !bdrv_is_filter(bs))
+            return false;
+        bs = bdrv_child(bs, "file");
+    }
+    return false;
+}
+
 /* ImageInfo, with QEMU's member order; the backing chain nested unless
  * @flat. */
 static JsonObject *image_info(BlockNode *bs, bool flat)
@@ -489,7 +510,8 @@ static JsonObject *image_info(BlockNode *bs, bool flat)
     }
     if (info.encrypted)
         json_object_set_boolean_member(img, "encrypted", true);
-    json_object_set_boolean_member(img, "dirty-flag", false);
+    if (has_driver_info(bs))
+        json_object_set_boolean_member(img, "dirty-flag", false);
     bdrv_image_info_clear(&info);
     return img;
 }
@@ -576,12 +598,9 @@ typedef struct NodeList {
     bool flat;
 } NodeList;
 
-static gint by_node_name(gconstpointer a, gconstpointer b)
+static gint newest_first(gconstpointer a, gconstpointer b)
 {
-    JsonObject *x = *(JsonObject *const *)a, *y = *(JsonObject *const *)b;
-
-    return strcmp(json_object_get_string_member(x, "node-name"),
-                  json_object_get_string_member(y, "node-name"));
+    return bdrv_newest_first(*(BlockNode *const *)a, *(BlockNode *const *)b);
 }
 
 static JsonNode *cmd_query_named_block_nodes(
@@ -593,11 +612,11 @@ static JsonNode *cmd_query_named_block_nodes(
     JsonNode *n;
 
     /* Described outside the name table's lock, each held by a reference:
-     * a node may be going meanwhile. */
+     * a node may be going meanwhile.  QEMU's order. */
+    g_ptr_array_sort(nodes, newest_first);
     for (guint i = 0; i < nodes->len; i++)
         g_ptr_array_add(l.infos, node_info(g_ptr_array_index(nodes, i),
                                            l.flat));
-    g_ptr_array_sort(l.infos, by_node_name);
     for (guint i = 0; i < l.infos->len; i++)
         json_array_add_object_element(arr, g_ptr_array_index(l.infos, i));
     g_ptr_array_free(l.infos, TRUE);

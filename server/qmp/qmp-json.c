@@ -14,6 +14,7 @@
  *    first error wins.
  */
 #include "qmp-json.h"
+#include "qmp-keyval.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -583,8 +584,8 @@ static bool lex_step(QmpJsonStreamer *s, unsigned char c)
         }
         return lex_end(s, TK_KEYWORD);
     case LX_RECOVER:
-        /* resynchronise where a new value is likely to start */
-        if ((c < 0x20 && c != '\t') || c >= 0xFE || strchr("{}[]", c)) {
+        /* resynchronise at a structural character (QEMU's IN_RECOVERY) */
+        if ((c < 0x20 && c != '\t') || c >= 0xFE || strchr("{}[]:,", c)) {
             s->state = LX_START;
             return false;
         }
@@ -727,31 +728,23 @@ static void append_value(GString *out, JsonNode *node)
     }
 }
 
-/* QEMU's QDict is a hash table of 512 buckets (qobject/qdict.c, its
- * tdb_hash), each a list with the newest key first, and it is written
- * bucket by bucket: that, not the schema, is the member order clients see
- * ("status" before "id" in JOB_STATUS_CHANGE).  Members are written so.
- * Two keys of one bucket keep the order they were added in: code that
- * builds an object adds such keys in the order QEMU writes them (QEMU's
- * newest first: VersionTriple's "micro" before "minor"). */
-#define QDICT_BUCKETS 512
-
-static unsigned qdict_bucket(const char *key)
-{
-    unsigned value = 0x238F13AFu * (unsigned)strlen(key);
-
-    for (unsigned i = 0; key[i]; i++)
-        value += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
-    return (1103515243u * value + 12345u) % QDICT_BUCKETS;
-}
-
+/* A key with what orders it as a QDict does. */
 typedef struct {
     const char *key;
     unsigned bucket;
     guint added; /* insertion rank */
 } QdictSlot;
 
-static gint qdict_order(gconstpointer a, gconstpointer b)
+static gint qdict_order_parsed(gconstpointer a, gconstpointer b)
+{
+    const QdictSlot *x = a, *y = b;
+
+    if (x->bucket != y->bucket)
+        return x->bucket < y->bucket ? -1 : 1;
+    return x->added > y->added ? -1 : x->added < y->added; /* newest first */
+}
+
+static gint qdict_order_built(gconstpointer a, gconstpointer b)
 {
     const QdictSlot *x = a, *y = b;
 
@@ -760,20 +753,31 @@ static gint qdict_order(gconstpointer a, gconstpointer b)
     return x->added < y->added ? -1 : x->added > y->added;
 }
 
-static void append_object(GString *out, JsonObject *obj)
+GPtrArray *qmp_json_qdict_keys(JsonObject *obj, bool parsed)
 {
     g_autoptr(GList) members = json_object_get_members(obj);
     g_autoptr(GArray) slots = g_array_new(FALSE, FALSE, sizeof(QdictSlot));
+    GPtrArray *keys = g_ptr_array_new();
     guint rank = 0;
 
     for (GList *l = members; l; l = l->next) {
-        QdictSlot slot = { l->data, qdict_bucket(l->data), rank++ };
+        QdictSlot slot = { l->data, qmp_qdict_bucket(l->data), rank++ };
         g_array_append_val(slots, slot);
     }
-    g_array_sort(slots, qdict_order);
+    g_array_sort(slots, parsed ? qdict_order_parsed : qdict_order_built);
+    for (guint i = 0; i < slots->len; i++)
+        g_ptr_array_add(keys, (gpointer)g_array_index(slots, QdictSlot, i).key);
+    return keys;
+}
+
+/* Members in QEMU's order (objects built here: see qmp_json_qdict_keys). */
+static void append_object(GString *out, JsonObject *obj)
+{
+    g_autoptr(GPtrArray) keys = qmp_json_qdict_keys(obj, false);
+
     g_string_append_c(out, '{');
-    for (guint i = 0; i < slots->len; i++) {
-        const char *key = g_array_index(slots, QdictSlot, i).key;
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = g_ptr_array_index(keys, i);
 
         if (i)
             g_string_append(out, ", ");

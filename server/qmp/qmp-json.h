@@ -7,13 +7,14 @@
  * extensions (single-quoted strings, modified UTF-8 "\xC0\x80" for U+0000)
  * and every malformed input gets one of a fixed set of "JSON parse error,
  * ..." messages, after which the lexer resynchronises on the next brace,
- * bracket or control character.  Clients (and their tests) see those
+ * bracket, colon, comma or control character.  Clients (and their tests) see those
  * messages, so this module reproduces them; json-glib holds the values.
  */
 #ifndef SNAPNBD_QMP_JSON_H
 #define SNAPNBD_QMP_JSON_H
 
 #include <json-glib/json-glib.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct QmpJsonStreamer QmpJsonStreamer;
@@ -32,8 +33,18 @@ void qmp_json_streamer_free(QmpJsonStreamer *s);
  * the parse error in *errp when the text is not exactly one value. */
 JsonNode *qmp_json_parse(const char *text, GError **errp);
 
+/* The keys of @obj (borrowed) in the order QEMU's QDict, a hash table of
+ * 512 buckets (qobject/qdict.c, each bucket a list with the newest key
+ * first), iterates them: QEMU writes objects so, and checks a request's
+ * members so.  Two keys of one bucket: with @parsed (an object QEMU's JSON
+ * parser filled in input order) the later one first; else in the order
+ * they were added, as code here builds objects in the order QEMU writes
+ * them (VersionTriple's "micro" before "minor"). */
+GPtrArray *qmp_json_qdict_keys(JsonObject *obj, bool parsed);
+
 /* The value as QEMU's monitor writes it: ", " and ": " separators,
- * non-ASCII as \uXXXX, doubles with 17 significant digits. */
+ * non-ASCII as \uXXXX, doubles with 17 significant digits, object members
+ * in QDict order ({"status": ..., "id": ...} in JOB_STATUS_CHANGE). */
 char *qmp_json_to_string(JsonNode *node);
 void qmp_json_append(GString *out, JsonNode *node);
 

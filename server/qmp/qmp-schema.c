@@ -13,6 +13,7 @@
  * name: enum values, alternates and integer ranges.
  */
 #include "qmp-schema.h"
+#include "qmp-json.h"
 #include "qmp-keyval.h"
 #include "qmp.h"
 
@@ -163,46 +164,21 @@ static const QmpSchemaType *union_branch(const QmpSchemaType *t, JsonObject *o)
     return NULL;
 }
 
-/* A key with what orders it as a QDict does. */
-typedef struct QdictKey {
-    const char *key;
-    unsigned bucket;
-    unsigned parsed; /* position in the request */
-} QdictKey;
-
-/* QDict order: by bucket; in a bucket, the key parsed last first. */
-static gint qdict_order(gconstpointer a, gconstpointer b)
-{
-    const QdictKey *ka = a, *kb = b;
-
-    if (ka->bucket != kb->bucket)
-        return ka->bucket < kb->bucket ? -1 : 1;
-    return ka->parsed < kb->parsed ? 1 : ka->parsed > kb->parsed ? -1 : 0;
-}
-
 /* With several unexpected members, QEMU names the first one of a GHashTable
  * that it fills with every key in QDict order and from which it removes
  * each member as it visits it: the same table, filled and emptied the same
  * way (same glib), names the same one.  @visited: in visiting order. */
 static const char *first_unexpected(JsonObject *o, GPtrArray *visited)
 {
-    g_autoptr(GList) keys = json_object_get_members(o);
-    g_autoptr(GArray) ordered = g_array_new(FALSE, FALSE, sizeof(QdictKey));
+    g_autoptr(GPtrArray) ordered = qmp_json_qdict_keys(o, true);
     g_autoptr(GHashTable) table = g_hash_table_new(g_str_hash, g_str_equal);
     GHashTableIter it;
     gpointer key = NULL;
-    unsigned n = 0;
 
-    if (g_list_length(keys) == visited->len)
+    if (ordered->len == visited->len)
         return NULL;
-    for (GList *l = keys; l; l = l->next) {
-        QdictKey k = {l->data, qmp_qdict_bucket(l->data), n++};
-        g_array_append_val(ordered, k);
-    }
-    g_array_sort(ordered, qdict_order);
     for (guint i = 0; i < ordered->len; i++)
-        g_hash_table_add(table,
-                         (gpointer)g_array_index(ordered, QdictKey, i).key);
+        g_hash_table_add(table, g_ptr_array_index(ordered, i));
     for (guint i = 0; i < visited->len; i++)
         g_hash_table_remove(table, g_ptr_array_index(visited, i));
     g_hash_table_iter_init(&it, table);

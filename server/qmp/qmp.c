@@ -308,10 +308,10 @@ static void send_response(QmpClient *c, JsonNode *ret, const GError *err,
 /* The request's members, as QEMU checks them. */
 static bool check_request(JsonObject *req, GError **errp)
 {
-    g_autoptr(GList) members = json_object_get_members(req);
+    g_autoptr(GPtrArray) keys = qmp_json_qdict_keys(req, true);
 
-    for (GList *l = members; l; l = l->next) {
-        const char *key = l->data;
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = g_ptr_array_index(keys, i);
         JsonNode *v = json_object_get_member(req, key);
         if (strcmp(key, "execute") == 0) {
             if (JSON_NODE_TYPE(v) != JSON_NODE_VALUE ||
