@@ -1,5 +1,5 @@
 /*
- * null.c - the "null-co" driver: a device of "size" bytes (default 1 GiB)
+ * null.c - the "null-co" and "null-aio" drivers: a device of "size" bytes (default 1 GiB)
  * that reads zeroes (or leaves buffers alone with read-zeroes=off, for
  * benchmarks) and forgets writes.  "latency-ns" makes every request take
  * that long, as QEMU's option does: tests use it to hold a request in
@@ -114,37 +114,25 @@ static int null_block_status(BlockNode *bs, int64_t offset, int64_t bytes,
                           : BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
 }
 
-const BlockDriver bdrv_null = {
-    .name = "null-co",
-    .state_size = sizeof(NullState),
-    .is_protocol = true,
-    .open = null_open,
-    .close = null_close,
-    .get_length = null_get_length,
-    .pread = null_pread,
-    .pwrite = null_pwrite,
-    .pwrite_zeroes = null_pwrite_zeroes,
-    .pdiscard = null_pdiscard,
-    .block_status = null_block_status,
-    .supported_write_flags = BDRV_REQ_FUA,
-    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
-    .can_fast_zero = true,
-};
+/* One device under QEMU's two names (QEMU's null-aio differs only in how
+ * it completes requests, which is not visible here). */
+#define NULL_DRIVER(driver_name)                                           \
+    {                                                                      \
+        .name = driver_name,                                               \
+        .state_size = sizeof(NullState),                                   \
+        .is_protocol = true,                                               \
+        .open = null_open,                                                 \
+        .close = null_close,                                               \
+        .get_length = null_get_length,                                     \
+        .pread = null_pread,                                               \
+        .pwrite = null_pwrite,                                             \
+        .pwrite_zeroes = null_pwrite_zeroes,                               \
+        .pdiscard = null_pdiscard,                                         \
+        .block_status = null_block_status,                                 \
+        .supported_write_flags = BDRV_REQ_FUA,                             \
+        .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK, \
+        .can_fast_zero = true,                                             \
+    }
 
-/* QEMU's null-aio: the same device behind its other name */
-const BlockDriver bdrv_null_aio = {
-    .name = "null-aio",
-    .state_size = sizeof(NullState),
-    .is_protocol = true,
-    .open = null_open,
-    .close = null_close,
-    .get_length = null_get_length,
-    .pread = null_pread,
-    .pwrite = null_pwrite,
-    .pwrite_zeroes = null_pwrite_zeroes,
-    .pdiscard = null_pdiscard,
-    .block_status = null_block_status,
-    .supported_write_flags = BDRV_REQ_FUA,
-    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
-    .can_fast_zero = true,
-};
+const BlockDriver bdrv_null = NULL_DRIVER("null-co");
+const BlockDriver bdrv_null_aio = NULL_DRIVER("null-aio");
