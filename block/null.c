@@ -1,9 +1,9 @@
 /*
  * null.c - the "null-co" and "null-aio" drivers: a device of "size" bytes
- * (default 1 GiB) that reads zeroes (or leaves buffers alone with read-zeroes=off, for
- * benchmarks) and forgets writes.  "latency-ns" makes every request take
- * that long, as QEMU's option does: tests use it to hold a request in
- * flight.
+ * (default 1 GiB) that reads zeroes (or leaves buffers alone with
+ * read-zeroes=off, for benchmarks) and forgets writes.  "latency-ns" makes
+ * every request take that long, as QEMU's option does: tests use it to
+ * hold a request in flight.
  */
 #include "block-int.h"
 
