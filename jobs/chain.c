@@ -77,10 +77,12 @@ void chain_release(ChainClaim *claim)
     g_clear_pointer(&claim->reason, g_free);
 }
 
-GPtrArray *chain_hold_layers(const char *holder, BlockNode *overlay,
-                             BlockNode *top, BlockNode *base,
-                             uint32_t shared, GError **errp)
+GPtrArray *chain_hold_layers(Job *job, BlockNode *overlay, BlockNode *top,
+                             BlockNode *base, uint32_t shared,
+                             GError **errp)
 {
+    g_autofree char *holder = g_strdup_printf("%s job '%s'",
+                                              job->driver->type, job->id);
     g_autoptr(GPtrArray) chain = g_ptr_array_new();
     GPtrArray *edges = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bdrv_user_detach);

@@ -6,6 +6,7 @@
 #define SNAPNBD_CHAIN_H
 
 #include "block/block.h"
+#include "jobs/job.h"
 
 /* The next layer down (filters skipped), or NULL. */
 BlockNode *chain_backing(BlockNode *bs);
@@ -34,15 +35,19 @@ bool chain_claim_range(ChainClaim *claim, BlockNode *top, BlockNode *base,
                        GError **errp);
 void chain_release(ChainClaim *claim);
 
-/* QEMU's "intermediate node" edges of a chain job (@holder: "stream job
- * 'j'") on every layer below @top down to, not including, @base: each
- * takes nothing and shares only @shared, except with the backing links of
- * the chain from @overlay down, which read only what the job keeps
- * unchanged for them.  NULL with @errp set on a conflict; else an array
- * that detaches them when freed. */
-GPtrArray *chain_hold_layers(const char *holder, BlockNode *overlay,
-                             BlockNode *top, BlockNode *base,
-                             uint32_t shared, GError **errp);
+/* QEMU's "intermediate node" edges of @job ("stream job 'j'" in errors)
+ * on every layer below @top down to, not including, @base: each takes
+ * nothing and shares only @shared, except with the backing links of the
+ * chain from @overlay down, which read only what the job keeps unchanged
+ * for them.  NULL with @errp set on a conflict; else an array that
+ * detaches them when freed. */
+GPtrArray *chain_hold_layers(Job *job, BlockNode *overlay, BlockNode *top,
+                             BlockNode *base, uint32_t shared,
+                             GError **errp);
+/* What a commit's layers share: their view changes as base takes the data
+ * above them, so neither readers nor resizes (QEMU's commit and active
+ * commit). */
+#define CHAIN_COMMIT_LAYERS_SHARED (BDRV_PERM_WRITE | BDRV_PERM_WRITE_UNCHANGED)
 
 /* A node made writable for a job, and made read-only again after. */
 typedef struct ChainWritable {

@@ -170,21 +170,6 @@ static bool grow_base(BlockNode *top, BlockNode *base, GError **errp)
     return ok;
 }
 
-/* The layers below top change their view as base takes top's data (and
- * leave the chain): as in QEMU, no one else may read, resize them.  top
- * itself keeps its view; QEMU holds it too, through a filter snapnbd does
- * not insert, so a reader of top is not refused here. */
-static bool hold_layers(CommitJob *c, GError **errp)
-{
-    g_autofree char *holder = g_strdup_printf("commit job '%s'",
-                                              c->common.id);
-
-    c->layer_edges = chain_hold_layers(
-        holder, c->overlay, c->top, c->base,
-        BDRV_PERM_WRITE | BDRV_PERM_WRITE_UNCHANGED, errp);
-    return c->layer_edges != NULL;
-}
-
 /* What the job holds: its nodes, their blockers, a writable base (and
  * overlay, for its header). */
 static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
@@ -200,12 +185,17 @@ static bool commit_attach(CommitJob *c, BlockNode *overlay, BlockNode *top,
     c->overlay = overlay;
     c->top = top;
     c->base = base;
-    return chain_make_writable(&c->base_rw, base, errp) &&
-           chain_make_writable(&c->overlay_rw, overlay, errp) &&
-           grow_base(top, base, errp) &&
-           job_attach_copy_nodes(&c->common, top, base, &c->top_edge,
-                                 &c->base_edge, errp) &&
-           hold_layers(c, errp);
+    if (!chain_make_writable(&c->base_rw, base, errp) ||
+        !chain_make_writable(&c->overlay_rw, overlay, errp) ||
+        !grow_base(top, base, errp) ||
+        !job_attach_copy_nodes(&c->common, top, base, &c->top_edge,
+                               &c->base_edge, errp))
+        return false;
+    /* the layers below top; top keeps its view (QEMU holds it too, through
+     * a filter snapnbd does not insert) */
+    c->layer_edges = chain_hold_layers(&c->common, overlay, top, base,
+                                       CHAIN_COMMIT_LAYERS_SHARED, errp);
+    return c->layer_edges != NULL;
 }
 
 static Job *intermediate_commit(const char *id, BlockNode *active,

@@ -1138,14 +1138,10 @@ static bool plug_filter(MirrorJob *m, const char *name, GError **errp)
 static bool hold_layers(MirrorJob *m, BlockNode *source, BlockNode *target,
                         GError **errp)
 {
-    g_autofree char *holder = NULL;
-
     if (!m->active_commit)
         return true;
-    holder = g_strdup_printf("commit job '%s'", m->common.id);
-    m->layer_edges = chain_hold_layers(
-        holder, source, source, target,
-        BDRV_PERM_WRITE | BDRV_PERM_WRITE_UNCHANGED, errp);
+    m->layer_edges = chain_hold_layers(&m->common, source, source, target,
+                                       CHAIN_COMMIT_LAYERS_SHARED, errp);
     return m->layer_edges != NULL;
 }
 

@@ -204,7 +204,7 @@ static bool stream_attach(StreamJob *s, const char *filter_node_name,
         return false;
     /* the layers the job reads: no one else may write or resize them */
     s->layer_edges = chain_hold_layers(
-        holder, s->top, s->top, s->base,
+        &s->common, s->top, s->top, s->base,
         BDRV_PERM_CONSISTENT_READ | BDRV_PERM_WRITE_UNCHANGED, errp);
     return s->layer_edges != NULL;
 }

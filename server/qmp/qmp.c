@@ -585,14 +585,16 @@ static guint fill_pollfds(GArray *fds, GPtrArray *owners)
     for (guint i = 0; clients && i < clients->len; i++) {
         QmpClient *c = g_ptr_array_index(clients, i);
         short out = c->out->len ? POLLOUT : 0;
+        /* input no one reads must not wake poll() (qmp_stop_input) */
+        bool reading = !c->input_done && !g_atomic_int_get(&input_stopped);
 
-        if (!c->input_done) {
+        if (reading) {
             p.fd = c->fd;
             p.events = POLLIN | (c->out_fd == c->fd ? out : 0);
             g_array_append_val(fds, p);
             g_ptr_array_add(owners, c);
         }
-        if (out && (c->out_fd != c->fd || c->input_done)) {
+        if (out && (c->out_fd != c->fd || !reading)) {
             p.fd = c->out_fd;
             p.events = out;
             g_array_append_val(fds, p);
